@@ -1,0 +1,93 @@
+"""Safe reading and atomic writing of checkpoint files.
+
+Reading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` with an explicit allow-list of the
+few harmless classes released checkpoints contain (``argparse.Namespace`` for the official VisionFM/RETFound
+``args``, numpy scalars and dtypes). Anything else is refused with an error naming the file and the class.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "CheckpointError"]
+
+
+class CheckpointError(ValueError):
+    """A file is missing, unreadable, not a checkpoint, or does not fit the requested model."""
+
+
+def _numpy_globals() -> list[Any]:
+    out: list[Any] = [np.dtype, np.ndarray]
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    out += [core.multiarray.scalar, core.multiarray._reconstruct]
+    out += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool")]
+    return out
+
+
+SAFE_GLOBALS: list[Any] = [argparse.Namespace, *_numpy_globals()]
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a ``torch.save`` file without arbitrary unpickling.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is not a torch checkpoint, or holds a class outside the allow-list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Unsupported global" in str(e) or "weights_only" in str(e):
+            raise CheckpointError(
+                f"{path}: refused to unpickle a class outside the allow-list ({msg}). Untrusted pickles can run "
+                "code; convert the file where you trust it (e.g. re-save its state_dict) or use safetensors."
+            ) from None
+        raise CheckpointError(f"{path}: not a torch checkpoint ({msg})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, saver: Callable[[Any, Path], None] | None = None) -> None:
+    """``torch.save`` (or ``saver(obj, tmp)``) to ``path`` atomically."""
+    with atomic_write(path) as tmp:
+        (saver or (lambda o, p: torch.save(o, p)))(obj, tmp)

@@ -1,0 +1,73 @@
+"""Core commands: ``extract``, ``convert``, ``info``."""
+from __future__ import annotations
+
+import argparse
+
+from ..checkpoints import list_formats, load_encoder, save_encoder
+from ..data.datasets import LAYOUTS
+from ..features import TTA_MODES, extract_features
+from ..modalities import list_modalities
+from . import command
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="weights file (official VisionFM, RETFound/MAE, DINOv2-style, "
+                                                     "state dict or visionfm .safetensors)")
+    p.add_argument("--modality", help=f"imaging modality ({', '.join(list_modalities())}; other spellings accepted)")
+    p.add_argument("--arch", help="architecture name (default: inferred from the tensors)")
+    p.add_argument("--format", choices=list_formats(), help="checkpoint format (default: detected)")
+
+
+def _configure_extract(p: argparse.ArgumentParser) -> None:
+    _weights_args(p)
+    p.add_argument("--data", required=True, help="image folder or CSV manifest")
+    p.add_argument("--output", required=True, help="output .safetensors file")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS, help="data layout (default: auto)")
+    p.add_argument("--split", default="training", help="split of the official vfm layout")
+    p.add_argument("--label-columns", nargs="*", help="label columns of a CSV manifest")
+    p.add_argument("--input-size", type=int, default=224, help="square input side in pixels")
+    p.add_argument("--n-last-blocks", type=int, default=4, help="concatenate the CLS tokens of the last n blocks")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=2, help="image-decoding worker processes")
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help="flip test-time augmentation")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+
+
+@command("extract", "Extract encoder features of a folder or manifest into one .safetensors file.",
+         _configure_extract)
+def run_extract(a: argparse.Namespace) -> int:
+    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
+    extract_features(enc, a.data, a.output, layout=a.layout, split=a.split, label_columns=a.label_columns,
+                     input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
+                     num_workers=a.num_workers, tta=a.tta, precision=a.precision, device=a.device)
+    return 0
+
+
+def _configure_convert(p: argparse.ArgumentParser) -> None:
+    _weights_args(p)
+    p.add_argument("--output", required=True, help="output .safetensors file")
+
+
+@command("convert", "Convert any supported checkpoint to safetensors with metadata (no pickle to load it).",
+         _configure_convert)
+def run_convert(a: argparse.Namespace) -> int:
+    if not a.output.endswith(".safetensors"):
+        raise ValueError(f"--output {a.output}: must end in .safetensors")
+    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
+    save_encoder(enc, a.output)
+    print(enc.info.report)
+    print(f"wrote {a.output}")
+    return 0
+
+
+def _configure_info(p: argparse.ArgumentParser) -> None:
+    _weights_args(p)
+
+
+@command("info", "Load a weights file strictly and print what it holds.", _configure_info)
+def run_info(a: argparse.Namespace) -> int:
+    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
+    print(enc.info.report)
+    print(f"normalisation mean={enc.info.mean} std={enc.info.std}")
+    return 0

@@ -1,0 +1,205 @@
+"""Image collections in the layouts users have, as one list of samples, and a torch ``Dataset`` over them.
+
+Layouts:
+    ``tree``: every image under a folder, recursively (no labels).
+    ``imagenet``: ``<root>/<class>/**/<image>``; class names sorted, labels are their indices.
+    ``vfm``: the official VisionFM layout, ``<root>/<split>_labels.txt`` with lines ``<split>/1.jpg;<labels>``
+        (labels a comma-separated list of numbers: one class index, a multi-label vector or regression targets).
+    ``csv``: a manifest with a ``path`` column (relative to the CSV's folder or absolute) and any label columns.
+
+``layout="auto"``: a ``.csv`` file is a manifest; a folder with ``<split>_labels.txt`` is ``vfm``; otherwise ``tree``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .images import IMAGE_EXTENSIONS, ImageReadError, read_image
+
+__all__ = ["Sample", "ImageCollection", "list_images", "scan", "ImageDataset", "LAYOUTS"]
+
+LAYOUTS = ("auto", "tree", "imagenet", "vfm", "csv")
+
+
+@dataclass
+class Sample:
+    """One image: its path, path relative to the collection root, and label vector (NaN = missing) if any."""
+
+    path: Path
+    rel: str
+    label: tuple[float, ...] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ImageCollection:
+    """Samples plus what their labels mean.
+
+    Attributes:
+        root: the folder (or manifest's folder).
+        samples: in a stable, sorted order.
+        label_names: names of the label columns / classes, if known.
+        layout: the layout the collection was read as.
+    """
+
+    root: Path
+    samples: list[Sample]
+    label_names: list[str] = field(default_factory=list)
+    layout: str = "tree"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def has_labels(self) -> bool:
+        return any(s.label is not None for s in self.samples)
+
+    def label_matrix(self) -> np.ndarray:
+        """Labels as ``[N, K]`` float64 with NaN for missing values (K = widest label vector)."""
+        k = max((len(s.label) for s in self.samples if s.label is not None), default=0)
+        out = np.full((len(self.samples), k), np.nan)
+        for i, s in enumerate(self.samples):
+            if s.label is not None:
+                out[i, : len(s.label)] = s.label
+        return out
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, any supported extension, hidden files skipped), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
+def _parse_number(text: str, where: str) -> float:
+    text = text.strip()
+    if text in ("", "-", "nan", "NaN", "NA", "None"):
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: label {text!r} is not a number") from None
+
+
+def _scan_vfm(root: Path, split: str) -> ImageCollection:
+    label_file = root / f"{split}_labels.txt"
+    if not label_file.is_file():
+        raise FileNotFoundError(f"{label_file} not found (official vfm layout needs <root>/{split}_labels.txt)")
+    samples = []
+    for n, line in enumerate(label_file.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if ";" not in line:
+            raise ValueError(f"{label_file}, line {n}: expected '<image>;<labels>', got {line!r}")
+        rel, labels = line.split(";", 1)
+        path = root / rel.strip()
+        if not path.is_file():
+            raise ImageReadError(f"{label_file}, line {n}: image {path} not found")
+        vals = tuple(_parse_number(t, f"{label_file}, line {n}") for t in labels.split(","))
+        samples.append(Sample(path, rel.strip(), vals))
+    return ImageCollection(root, samples, [], "vfm")
+
+
+def _scan_csv(manifest: Path, label_columns: Sequence[str] | None) -> ImageCollection:
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if "path" not in cols:
+            raise ValueError(f"{manifest}: manifest needs a 'path' column; found {cols}")
+        rows = list(reader)
+    if label_columns is None:
+        label_columns = [c for c in ("label",) if c in cols]
+    for c in label_columns:
+        if c not in cols:
+            raise ValueError(f"{manifest}: label column {c!r} not found; columns: {cols}")
+    samples = []
+    for n, row in enumerate(rows, 2):  # line 1 is the header
+        path = Path(row["path"])
+        path = path if path.is_absolute() else manifest.parent / path
+        if not path.is_file():
+            raise ImageReadError(f"{manifest}, line {n}: image {path} not found")
+        label = tuple(_parse_number(row[c], f"{manifest}, line {n}, column {c}") for c in label_columns)
+        extra = {k: v for k, v in row.items() if k != "path" and k not in label_columns}
+        samples.append(Sample(path, row["path"], label or None, extra))
+    return ImageCollection(manifest.parent, samples, list(label_columns), "csv")
+
+
+def _scan_imagenet(root: Path) -> ImageCollection:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{root}: the imagenet layout needs one sub-folder per class, found none")
+    samples = [Sample(p, p.relative_to(root).as_posix(), (float(i),))
+               for i, c in enumerate(classes) for p in list_images(root / c)]
+    return ImageCollection(root, samples, classes, "imagenet")
+
+
+def scan(source: str | Path, layout: str = "auto", split: str = "training",
+         label_columns: Sequence[str] | None = None) -> ImageCollection:
+    """Read a folder or manifest as an :class:`ImageCollection`.
+
+    Args:
+        source: a folder, or a ``.csv`` manifest.
+        layout: one of ``LAYOUTS``.
+        split: for ``vfm``: which ``<split>_labels.txt`` to read.
+        label_columns: for ``csv``: the label columns (default: ``label`` when present).
+
+    Raises:
+        FileNotFoundError / ValueError: missing source, unknown layout, bad label line (file and line named),
+            or no images at all.
+    """
+    source = Path(source)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if not source.exists():
+        raise FileNotFoundError(f"data not found: {source}")
+    if layout == "auto":
+        if source.is_file():
+            layout = "csv"
+        elif (source / f"{split}_labels.txt").is_file():
+            layout = "vfm"
+        else:
+            layout = "tree"
+    if layout == "csv":
+        coll = _scan_csv(source, label_columns)
+    elif layout == "vfm":
+        coll = _scan_vfm(source, split)
+    elif layout == "imagenet":
+        coll = _scan_imagenet(source)
+    else:
+        coll = ImageCollection(source, [Sample(p, p.relative_to(source).as_posix()) for p in list_images(source)])
+    if not coll.samples:
+        raise ValueError(f"{source}: no images found (layout {layout}; extensions {sorted(IMAGE_EXTENSIONS)})")
+    return coll
+
+
+class ImageDataset(Dataset):
+    """Reads and transforms the samples of a collection; item = (image tensor, index).
+
+    Args:
+        samples: the samples to serve.
+        transform: ``[H, W, 3]`` array -> tensor.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Tensor]) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.transform(read_image(self.samples[i].path)), i
