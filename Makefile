@@ -1,0 +1,29 @@
+# Two commands for a fresh machine: `make demo` (set up + run the main job) and `make test` (set up + all tests).
+# Set-up creates .venv and installs the package with torch pinned by constraints.txt (CPU wheel here; a user's
+# own CUDA torch >= 2.2 also satisfies pyproject.toml).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,synth]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/visionfm demo --output outputs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/extract.py
+
+clean:
+	rm -rf $(VENV) outputs
