@@ -46,7 +46,7 @@ def _worker(args: argparse.Namespace) -> None:
     enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random")
     out = Path(args.out)
     kw = dict(input_size=224, n_last_blocks=4, batch_size=args.batch_size, num_workers=args.num_workers,
-              precision=args.precision, device=args.device, progress=False)
+              precision=args.precision, device=args.device, compile=args.compile, progress=False)
     extract_features(enc, args.data, out, **kw)  # warm-up pass (allocator, kernels, page cache)
     start = time.perf_counter()
     extract_features(enc, args.data, out, **kw)
@@ -60,7 +60,7 @@ def _worker(args: argparse.Namespace) -> None:
 def _run(cfg: dict, data: Path, out: Path, arch: str, workers: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--data", str(data), "--out", str(out), "--arch", arch,
            "--batch-size", str(cfg["batch"]), "--precision", cfg["precision"], "--device", cfg["device"],
-           "--num-workers", str(workers)]
+           "--num-workers", str(workers)] + (["--compile"] if cfg["compile"] else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--precision", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return _worker(args)
@@ -106,15 +107,16 @@ def main() -> None:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         print(f"{args.arch} at 224 px, {len(list(data.iterdir()))} images, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads\n")
-        print("| device | precision | batch | images/s | x official CPU (1.47) | peak memory (MiB) |")
-        print("|---|---|---|---|---|---|")
+        print("| device | precision | compiled | batch | images/s | x official CPU (1.47) | peak memory (MiB) |")
+        print("|---|---|---|---|---|---|---|")
         for dev in devices:
             for precision in ("fp32", "bf16"):
-                for batch in args.batch_sizes:
-                    r = _run({"batch": batch, "precision": precision, "device": dev}, data,
-                             Path(tmp) / "f.safetensors", args.arch, args.num_workers)
-                    print(f"| {dev} | {precision} | {batch} | {r['img_s']:.2f} | "
-                          f"{r['img_s'] / OFFICIAL_CPU_IMG_S:.1f}x | {r['peak_mib']:.0f} |", flush=True)
+                for compiled in (False, True):
+                    for batch in args.batch_sizes:
+                        cfg = {"batch": batch, "precision": precision, "device": dev, "compile": compiled}
+                        r = _run(cfg, data, Path(tmp) / "f.safetensors", args.arch, args.num_workers)
+                        print(f"| {dev} | {precision} | {'yes' if compiled else 'no'} | {batch} | {r['img_s']:.2f} | "
+                              f"{r['img_s'] / OFFICIAL_CPU_IMG_S:.1f}x | {r['peak_mib']:.0f} |", flush=True)
         print(f"\nbf16 vs fp32 feature error (max |diff| / max |fp32|, last-4 CLS): {_bf16_error(data, args.arch):.2e}")
 
 

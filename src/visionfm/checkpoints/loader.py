@@ -140,7 +140,8 @@ def _resolve_modality(requested: str | None, recorded: str | None, source: str) 
 
 
 def load_encoder(weights: str | Path, modality: str | None = None, arch: str | None = None,
-                 device: str | torch.device = "cpu", format: str | None = None) -> VisionTransformer:
+                 device: str | torch.device = "cpu", format: str | None = None,
+                 dtype: torch.dtype | None = None) -> VisionTransformer:
     """Load an encoder from a file in any supported format, strictly, in eval mode.
 
     Args:
@@ -150,6 +151,7 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
         arch: registered architecture name; inferred from the tensors when None.
         device: where to put the encoder.
         format: force a checkpoint format instead of detecting it.
+        dtype: cast the parameters (e.g. ``torch.bfloat16``); default float32. Autocast needs no cast.
 
     Returns:
         The encoder; ``encoder.info`` is an :class:`EncoderInfo` (modality, normalisation, one-line report).
@@ -172,7 +174,7 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
               f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}")
     log.info(report)
     model.info = EncoderInfo(cfg, mod, tuple(mean), tuple(std), str(weights), conv.format, report, tuple(absent))
-    return model.to(device).eval()
+    return model.to(device=device, dtype=dtype).eval()
 
 
 def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", source_format: str = "") -> None:
