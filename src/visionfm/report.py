@@ -1,0 +1,91 @@
+"""A self-contained HTML report: sections of metric tables, images (embedded as base64) and timings.
+
+Used by the demo and the benchmark so every run leaves one file a person can open anywhere.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["Section", "Report"]
+
+
+@dataclass
+class Section:
+    """One part of a report.
+
+    Attributes:
+        title: heading.
+        text: a paragraph of plain text (escaped).
+        tables: (caption, rows) where rows are dicts with the same keys.
+        images: PNG paths embedded in the page.
+        seconds: wall time the section's work took.
+    """
+
+    title: str
+    text: str = ""
+    tables: list[tuple[str, Sequence[Mapping[str, Any]]]] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    seconds: float | None = None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(caption: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).name)}">'
+            f"<figcaption>{html.escape(Path(path).name)}</figcaption></figure>")
+
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+caption{font-weight:bold;text-align:left}figure{display:inline-block;margin:4px}img{max-width:520px}
+.t{color:#666;font-size:90%}"""
+
+
+class Report:
+    """Collects sections and writes them as one HTML file."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.sections: list[Section] = []
+        self.started = time.time()
+
+    def add(self, section: Section) -> None:
+        self.sections.append(section)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                 f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        timing = [{"section": s.title, "seconds": round(s.seconds, 1)} for s in self.sections if s.seconds]
+        for s in self.sections:
+            parts.append(f"<h2>{html.escape(s.title)}</h2>")
+            if s.seconds is not None:
+                parts.append(f"<p class='t'>{s.seconds:.1f} s</p>")
+            if s.text:
+                parts.append(f"<p>{html.escape(s.text)}</p>")
+            parts += [_table(c, rows) for c, rows in s.tables]
+            parts += [_image(p) for p in s.images if Path(p).is_file()]
+        parts.append("<h2>Timing</h2>" + _table(f"total {time.time() - self.started:.0f} s", timing))
+        parts.append("</body></html>")
+        path.write_text("\n".join(parts))
+        return path
