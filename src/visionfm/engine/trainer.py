@@ -1,0 +1,363 @@
+"""The one training loop every task plugs into (pretraining, heads on features, fine-tuning, dense decoders).
+
+It owns what every task needs and no task should repeat: the resumable sampler, per-iteration lr and weight-decay
+schedules, autocast and gradient scaling, accumulation, clipping, DDP, atomic checkpoints with every RNG state,
+JSON-lines + TensorBoard logs, progress, and model selection on validation data only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..checkpoints.io import atomic_torch_save, atomic_write, safe_torch_load
+from ..distributed import init_distributed, resolve_device
+from .sampler import ResumableSampler
+from .schedules import cosine_schedule
+from .task import StepState, Task
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "load_config", "save_config"]
+
+log = logging.getLogger(__name__)
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the loop, with its default; saved as ``config.yaml`` beside the checkpoints.
+
+    ``batch_size`` is per process; an optimizer step sees ``batch_size * accum_steps * world_size`` samples.
+    ``warmup_epochs`` may be fractional. ``checkpoint_every`` counts optimizer steps (0: at epoch ends only).
+    """
+
+    output_dir: str = "runs/train"
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    weight_decay_end: float | None = None
+    clip_grad: float | None = None
+    accum_steps: int = 1
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 0
+    keep_last: int = 2
+    select_metric: str | None = None
+    select_mode: str = "max"
+    compile: bool = False
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.precision not in _DTYPES:
+            raise ValueError(f"precision must be one of {list(_DTYPES)}, got {self.precision!r}")
+        if self.select_mode not in ("max", "min"):
+            raise ValueError(f"select_mode must be 'max' or 'min', got {self.select_mode!r}")
+        for name in ("epochs", "batch_size", "accum_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainResult:
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    best_path: Path | None = None
+    last_path: Path | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a dataclass config as YAML, atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+
+
+def load_config(cls: type, path: str | Path | None = None, **overrides: Any) -> Any:
+    """Build dataclass ``cls`` from defaults < YAML file < ``overrides`` (None values ignored).
+
+    Raises:
+        ValueError: the YAML has keys ``cls`` does not know (named in the message).
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {unknown}; valid: {sorted(known)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy(), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _batch_size_of(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, dict):
+        return _batch_size_of(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)):
+        return _batch_size_of(batch[0])
+    return 1
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class Trainer:
+    """Runs a :class:`Task` over a dataset.
+
+    Args:
+        task: the task (modules, loss, metrics).
+        cfg: loop configuration.
+        train_data: training dataset.
+        val_data: validation dataset for ``task.evaluate`` and model selection (never the test set).
+        collate_fn: batch collation for the loaders.
+    """
+
+    def __init__(self, task: Task, cfg: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
+                 collate_fn: Callable | None = None) -> None:
+        self.task, self.cfg, self.train_data, self.val_data, self.collate_fn = task, cfg, train_data, val_data, \
+            collate_fn
+        self.out = Path(cfg.output_dir)
+        self.dist = init_distributed(resolve_device(cfg.device))
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.sampler = ResumableSampler(len(train_data), cfg.seed, True, self.dist.rank, self.dist.world_size)
+        self.batches_per_epoch = self.sampler.per_rank // cfg.batch_size
+        if self.batches_per_epoch < cfg.accum_steps:
+            raise ValueError(f"{len(train_data)} training samples give fewer than accum_steps={cfg.accum_steps} "
+                             f"full batches of {cfg.batch_size} per process; lower --batch-size")
+        self.steps_per_epoch = self.batches_per_epoch // cfg.accum_steps
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        self.lr_sched = cosine_schedule(cfg.lr, cfg.min_lr, self.total_steps, warmup)
+        wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
+        self.wd_sched = cosine_schedule(cfg.weight_decay, wd_end, self.total_steps)
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def _state(self, step: int, epoch: int, batches_done: int, best: dict, history: list) -> dict[str, Any]:
+        return {"task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": step, "epoch": epoch, "batches_done": batches_done,
+                "best": best, "history": history, "rng": _rng_state(), "config": asdict(self.cfg)}
+
+    def _save(self, state: dict[str, Any], step: int) -> Path:
+        last = self.out / "checkpoint_last.pth"
+        atomic_torch_save(state, last)
+        save_config(self.cfg, self.out / "config.yaml")
+        if self.cfg.checkpoint_every and self.cfg.keep_last > 0:
+            atomic_torch_save(state, self.out / f"checkpoint_{step:08d}.pth")
+            for old in sorted(self.out.glob("checkpoint_0*.pth"))[:-self.cfg.keep_last]:
+                old.unlink()
+        return last
+
+    def _resume(self) -> dict[str, Any] | None:
+        path = self.out / "checkpoint_last.pth"
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint_last.pth in {self.out}")
+        state = safe_torch_load(path)
+        try:
+            self.task.load_state_dict(state["task"], strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: cannot resume, the run was made with a different model: "
+                             f"{str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        log.info("resumed %s at step %d (epoch %d)", path, state["step"], state["epoch"])
+        return state
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def _setup(self) -> torch.nn.Module:
+        torch.manual_seed(self.cfg.seed + self.dist.rank)
+        np.random.seed(self.cfg.seed + self.dist.rank)
+        random.seed(self.cfg.seed + self.dist.rank)
+        self.task.to(self.device)
+        groups = self.task.param_groups()
+        if not groups:
+            raise ValueError(f"{type(self.task).__name__} has no trainable parameters")
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, fused=fused or None)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        model: torch.nn.Module = self.task
+        if self.dist.world_size > 1:
+            model = DistributedDataParallel(self.task, device_ids=[self.device.index] if fused else None)
+        return torch.compile(model) if self.cfg.compile else model
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch, start_batch * self.cfg.batch_size)
+        return DataLoader(self.train_data, batch_size=self.cfg.batch_size, sampler=self.sampler,
+                          num_workers=self.cfg.num_workers, collate_fn=self.collate_fn, drop_last=True,
+                          pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
+
+    def _apply_schedules(self, step: int) -> tuple[float, float]:
+        lr, wd = float(self.lr_sched[step]), float(self.wd_sched[step])
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+            g["weight_decay"] = wd if g.get("apply_wd", True) else 0.0
+        return lr, wd
+
+    def _optimizer_step(self) -> float | None:
+        norm = None
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train to ``total_steps``; with ``resume`` continue exactly where ``checkpoint_last.pth`` stopped."""
+        model = self._setup()
+        main = self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+        step, epoch, batches_done, best, history = 0, 0, 0, {}, []
+        if resume:
+            st = self._resume()
+            step, epoch, batches_done, best, history = (st["step"], st["epoch"], st["batches_done"], st["best"],
+                                                        st["history"])
+        logger = _Logger(self.out, main)
+        bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="step",
+                   disable=not (self.cfg.progress and main))
+        dtype = _DTYPES[self.cfg.precision]
+        while step < self.total_steps:
+            model.train()
+            micro, seen, t0 = 0, 0, time.perf_counter()
+            for batch in self._loader(epoch, batches_done):
+                state = StepState(epoch, step, self.total_steps, batches_done // self.cfg.accum_steps,
+                                  self.steps_per_epoch, *self._apply_schedules(step))
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                    out = model(_to_device(batch, self.device), state)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping before it spreads")
+                self.scaler.scale(loss / self.cfg.accum_steps).backward()
+                micro, batches_done, seen = micro + 1, batches_done + 1, seen + _batch_size_of(batch)
+                if micro % self.cfg.accum_steps:
+                    continue
+                grad_norm = self._optimizer_step()
+                self.task.on_after_step(state)
+                step += 1
+                bar.update(1)
+                rate = seen * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
+                scalars = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+                scalars.update(lr=state.lr, wd=state.wd, img_s=rate, **({"grad_norm": grad_norm} if grad_norm else {}))
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{state.lr:.2e}", img_s=f"{rate:.1f}")
+                if step % self.cfg.log_every == 0 or step == self.total_steps:
+                    logger.log(step, epoch, scalars)
+                if main and self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
+                    self._save(self._state(step, epoch, batches_done, best, history), step)
+                if step >= self.total_steps or batches_done >= self.steps_per_epoch * self.cfg.accum_steps:
+                    break
+            epoch_done = batches_done >= self.steps_per_epoch * self.cfg.accum_steps
+            if epoch_done:
+                best = self._end_epoch(epoch, step, history, best, logger)
+                epoch, batches_done = epoch + 1, 0
+            if main:
+                self._save(self._state(step, epoch, batches_done, best, history), step)
+        bar.close()
+        logger.close()
+        return TrainResult(best.get("metric"), best.get("epoch"), Path(best["path"]) if best.get("path") else None,
+                           self.out / "checkpoint_last.pth", history)
+
+    def _end_epoch(self, epoch: int, step: int, history: list, best: dict, logger: "_Logger") -> dict:
+        """Validate (main process), record, and keep ``best.pth`` when the selection metric improves."""
+        if self.val_data is None or not self.dist.is_main:
+            return best
+        self.task.eval()
+        loader = DataLoader(self.val_data, batch_size=self.cfg.batch_size, shuffle=False,
+                            num_workers=self.cfg.num_workers, collate_fn=self.collate_fn)
+        with torch.no_grad():
+            metrics = self.task.evaluate(loader, self.device)
+        history.append({"epoch": epoch, "step": step, **metrics})
+        logger.log(step, epoch, {f"val/{k}": v for k, v in metrics.items()})
+        key = self.cfg.select_metric
+        if key is None:
+            return best
+        if key not in metrics:
+            raise ValueError(f"select_metric {key!r} not among validation metrics {sorted(metrics)}")
+        value = float(metrics[key])
+        better = "metric" not in best or (value > best["metric"] if self.cfg.select_mode == "max"
+                                          else value < best["metric"])
+        if better:
+            path = self.out / "best.pth"
+            atomic_torch_save({"task": self.task.state_dict(), "epoch": epoch, "metrics": metrics,
+                               "config": asdict(self.cfg)}, path)
+            best = {"metric": value, "epoch": epoch, "path": str(path)}
+        return best
+
+
+class _Logger:
+    """JSON lines + TensorBoard scalars, main process only."""
+
+    def __init__(self, out: Path, main: bool) -> None:
+        self.main, self.path, self.tb = main, out / "log.jsonl", None
+        if main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:  # tensorboard is a dependency; tolerate slim installs without it
+                log.warning("tensorboard not installed: logging to %s only", self.path)
+
+    def log(self, step: int, epoch: int, scalars: dict[str, float]) -> None:
+        if not self.main:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "epoch": epoch, **scalars}) + "\n")
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
