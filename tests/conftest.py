@@ -11,16 +11,7 @@ import torch
 # Two cores on CI: keep every test single-threaded so parallel work never oversubscribes.
 torch.set_num_threads(int(os.environ.get("VISIONFM_TEST_THREADS", "1")))
 
-SHARED = Path(os.environ.get("VISIONFM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-DATA = Path(os.environ.get("VISIONFM_DATA", SHARED / "data"))
-FIXTURES = SHARED / "fixtures" / "visionfm-official-format"
-
-
-def require(path: Path) -> Path:
-    """Skip the calling test with a clear message when shared data is absent."""
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path} (set VISIONFM_DATA / VISIONFM_SHARED to run this test)")
-    return path
+from tests.helpers import DATA, FIXTURES, SHARED, require  # noqa: F401  (re-exported)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, require
+from tests.helpers import FIXTURES, require
 
 from visionfm.explain import attention_maps, attention_rollout, cls_patch_attention, upsample_maps
 from visionfm.models import create_encoder

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, FIXTURES, require
+from tests.helpers import DATA, FIXTURES, require
 from PIL import Image
 
 from visionfm.checkpoints import save_encoder

@@ -1,0 +1,95 @@
+"""Typed configuration of dense runs: defaults in one place, overridable from YAML and the command line.
+
+The resolved configuration is saved as ``dense.yaml`` in the run folder; prediction rebuilds the model from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DenseConfig", "load_config", "save_config"]
+
+
+@dataclass
+class DenseConfig:
+    """One segmentation or landmark training run.
+
+    Attributes:
+        task: "segment" or "landmark".
+        data: dataset root (see :func:`visionfm.dense.data.resolve_spec`) or image folder.
+        split: split folder name ("training", "train", ...).
+        masks / fov / kind / classes / resize_masks: segmentation label overrides.
+        labels: landmark labels (CSV, JSON or folder of .npy heatmaps).
+        subset: "n" (first n images: few-shot) or "start:end".
+        weights: encoder weights; None with model "unet".
+        modality: imaging modality (normalisation of the U-Net and of weights without one).
+        model: "unetr", "linear" or "unet".
+        finetune: train the encoder too (default frozen).
+        input_size: square training/prediction side in pixels (images are resized to it).
+        crop: instead of resizing, keep images at their native resolution, train on random ``crop``-px windows
+            and predict whole images (padded to a multiple of 32): thin vessels survive.
+        sigma: landmark Gaussian sigma in input pixels.
+        augment: joint flips/rotation/zoom/intensity augmentation.
+        output_dir ... num_workers: the shared engine's loop settings.
+    """
+
+    task: str = "segment"
+    data: str = ""
+    split: str = "training"
+    masks: str | None = None
+    fov: str | None = None
+    kind: str | None = None
+    classes: list[str] | None = None
+    resize_masks: bool = False
+    labels: str | None = None
+    subset: str | None = None
+    weights: str | None = None
+    modality: str | None = None
+    model: str = "unetr"
+    finetune: bool = False
+    input_size: int = 512
+    crop: int | None = None
+    sigma: float = 4.0
+    augment: bool = True
+    output_dir: str = ""
+    epochs: int = 50
+    max_steps: int | None = None
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # facts filled in by training (classes, encoder config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> DenseConfig:
+    """Defaults <- YAML file <- non-None keyword overrides (command-line values)."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        values = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{p}: expected a mapping of settings")
+    names = {f.name for f in dataclasses.fields(DenseConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; valid: {sorted(names)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return DenseConfig(**values)
+
+
+def save_config(cfg: DenseConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,207 @@
+"""Dense-task data: pairing images with masks, reading and validating masks, and in-memory training sets.
+
+Three mask styles, one internal form (a float target ``[K, H, W]`` with one channel per foreground class):
+
+* ``binary``: one 0/v map per image (DRIVE, CHASE_DB1, OCTA), optionally with a field-of-view (FOV) mask;
+* ``per-class``: one folder per class holding a 0/v map per image (IDRiD: ``MA/IDRiD_01_MA.tif``);
+* ``labelmap``: one PNG per image with values 0..C-1 (0 = background) -> K = C-1 channels.
+
+Images and label files are paired by name: equal stems, a label stem that extends the image stem
+(``Image_01L`` / ``Image_01L_1stHO``), an image stem that extends the label stem (``G_2023`` / ``2023``), or the same
+leading number (DRIVE ``21_training`` / ``21_manual1``). Every problem names the file.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data import list_images, read_image
+from ..data.images import IMAGE_EXTENSIONS
+
+__all__ = ["MASK_KINDS", "SegItem", "DenseSpec", "pair_files", "read_mask", "read_fov", "load_target",
+           "resolve_spec"]
+
+MASK_KINDS = ("binary", "per-class", "labelmap")
+
+
+def _label_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _matches(img: str, lab: str) -> bool:
+    if img == lab or lab.startswith(img + "_") or lab.startswith(img + "-"):
+        return True
+    if img.endswith("_" + lab) or img.endswith("-" + lab):
+        return True
+    m_i, m_l = re.match(r"(\d+)[_-]", img + "_"), re.match(r"(\d+)[_-]", lab + "_")
+    return bool(m_i and m_l and m_i.group(1) == m_l.group(1))
+
+
+def pair_files(images: Sequence[Path], folder: Path, what: str, required: bool = True) -> list[Path | None]:
+    """For each image the one file in ``folder`` whose name matches it (see the module docstring).
+
+    Raises:
+        FileNotFoundError: missing folder, or an image without a matching file when ``required``.
+        ValueError: an image matching several files.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} folder not found: {folder}")
+    labels = _label_files(folder)
+    out: list[Path | None] = []
+    for img in images:
+        hits = [p for p in labels if p.stem == img.stem] or [p for p in labels if _matches(img.stem, p.stem)]
+        if len(hits) > 1:
+            raise ValueError(f"{img}: several {what} files match: {', '.join(p.name for p in hits)}")
+        if not hits and required:
+            raise FileNotFoundError(f"{img}: no {what} file in {folder}")
+        out.append(hits[0] if hits else None)
+    return out
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Mask file -> integer array ``[H, W]`` (palette indices kept, 1-bit -> 0/1, RGB -> first channel)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.array(im)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read mask ({e})") from None
+    if arr.ndim == 3:
+        if not (arr[..., :3] == arr[..., :1]).all():
+            raise ValueError(f"{path}: colour mask; masks must be grey (0/255 maps or class indices 0..C-1)")
+        arr = arr[..., 0]
+    return arr.astype(np.int64)
+
+
+def _binary(arr: np.ndarray, path: Path) -> np.ndarray:
+    vals = np.unique(arr)
+    if len(vals) > 2 or (len(vals) == 2 and vals[0] != 0):
+        raise ValueError(f"{path}: a binary mask must hold 0 and one other value, found {vals[:8].tolist()}")
+    return arr > 0
+
+
+@dataclass
+class SegItem:
+    """One image with its label files."""
+
+    image: Path
+    masks: list[Path | None]  # one per class (binary / per-class), or [labelmap]
+    fov: Path | None = None
+
+
+@dataclass
+class DenseSpec:
+    """Where images, masks and FOV masks live and how masks encode classes.
+
+    Attributes:
+        images: image folder.
+        masks: mask folder (per-class: a folder holding one sub-folder per class).
+        kind: one of :data:`MASK_KINDS`.
+        classes: foreground class names (per-class: the sub-folder names; labelmap: names of values 1..C-1).
+        fov: optional FOV mask folder.
+        resize_masks: allow masks of another size than the image (resampled by area, e.g. OCTA's 4x labels).
+    """
+
+    images: Path
+    masks: Path | None
+    kind: str = "binary"
+    classes: list[str] = field(default_factory=lambda: ["vessel"])
+    fov: Path | None = None
+    resize_masks: bool = False
+
+    def items(self, require_masks: bool = True) -> list[SegItem]:
+        """Pair every image with its masks (optional FOV)."""
+        if self.kind not in MASK_KINDS:
+            raise KeyError(f"unknown mask kind {self.kind!r}; valid: {', '.join(MASK_KINDS)}")
+        imgs = list_images(self.images)
+        if not imgs:
+            raise FileNotFoundError(f"no images in {self.images}")
+        if self.masks is None or not require_masks:
+            masks = [[] for _ in imgs]
+        elif self.kind == "per-class":
+            # IDRiD ships empty placeholders, but a truly absent file is an error, not a silent empty mask.
+            cols = [pair_files(imgs, self.masks / c, f"{c} mask") for c in self.classes]
+            masks = [list(m) for m in zip(*cols)]
+        else:
+            masks = [[m] for m in pair_files(imgs, self.masks, "mask")]
+        fovs = pair_files(imgs, self.fov, "FOV mask") if self.fov is not None else [None] * len(imgs)
+        return [SegItem(i, m, f) for i, m, f in zip(imgs, masks, fovs)]
+
+
+def _fit(arr: np.ndarray, size: tuple[int, int], path: Path, allow: bool) -> np.ndarray:
+    """Float map ``[H', W']`` -> ``[H, W]`` by area resampling when allowed; else a size error naming the file."""
+    if arr.shape == size:
+        return arr.astype(np.float32)
+    if not allow:
+        raise ValueError(f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from its image "
+                         f"{size[1]}x{size[0]} (use --resize-masks if the masks are at another resolution)")
+    return resize_map(arr.astype(np.float32), size)
+
+
+def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-average (box) resize of a float map ``[H, W]`` -> ``size`` (H', W'); keeps thin structures as fractions."""
+    return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BOX))
+
+
+def load_target(item: SegItem, spec: DenseSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Masks of one item at image size ``(H, W)``.
+
+    Returns:
+        (target ``[K, H, W]`` float32 in [0, 1], FOV ``[H, W]`` bool or None).
+    """
+    k = len(spec.classes)
+    if spec.kind == "labelmap":
+        path = item.masks[0]
+        arr = read_mask(path)
+        if arr.min() < 0 or arr.max() > k:
+            raise ValueError(f"{path}: mask values {np.unique(arr)[:8].tolist()} outside the classes 0..{k}")
+        target = np.stack([_fit((arr == c + 1).astype(np.float32), size, path, spec.resize_masks)
+                           for c in range(k)])
+    else:
+        target = np.stack([_fit(_binary(read_mask(p), p).astype(np.float32), size, p, spec.resize_masks)
+                           for p in item.masks])
+    return np.clip(target, 0, 1), read_fov(item, size)
+
+
+def read_fov(item: SegItem, size: tuple[int, int]) -> np.ndarray | None:
+    """The item's field-of-view mask ``[H, W]`` bool (None without one); its size must be the image's."""
+    if item.fov is None:
+        return None
+    f = _binary(read_mask(item.fov), item.fov)
+    if f.shape != size:
+        raise ValueError(f"{item.fov}: FOV size {f.shape[1]}x{f.shape[0]} differs from its image "
+                         f"{size[1]}x{size[0]}")
+    return f
+
+
+def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+def resolve_spec(data: str | Path, split: str = "training", masks: str | None = None, fov: str | None = None,
+                 kind: str | None = None, classes: Sequence[str] | None = None,
+                 resize_masks: bool = False) -> DenseSpec:
+    """Find images/masks/FOV under ``data`` for the common layouts, with explicit overrides.
+
+    Recognised: ``<data>/<split>/{images,1st_manual,mask}`` (DRIVE, CHASE_DB1), ``<data>/<split>_images`` +
+    ``<data>/<split>_masks/<class>/`` (IDRiD, split "train"/"test"), ``<data>/{images,labels|masks}`` (OCTA or
+    any plain pair of folders); ``data`` may also be the image folder itself when ``masks`` is given.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    base = root / split if (root / split).is_dir() else root
+    images = _first_dir(base, ["images"]) or _first_dir(root, [f"{split}_images"]) or root
+    mask_dir = Path(masks) if masks else (_first_dir(base, ["1st_manual", "labels", "masks"])
+                                          or _first_dir(root, [f"{split}_masks"]))
+    fov_dir = Path(fov) if fov else (_first_dir(base, ["mask"]) if (base / "1st_manual").is_dir() else None)
+    if kind is None:
+        kind = "per-class" if mask_dir is not None and any(p.is_dir() for p in mask_dir.iterdir()) else "binary"
+    if classes is None:
+        classes = sorted(p.name for p in mask_dir.iterdir() if p.is_dir()) if kind == "per-class" else ["vessel"]
+    return DenseSpec(images, mask_dir, kind, list(classes), fov_dir, resize_masks)

@@ -1,0 +1,140 @@
+"""In-memory training sets for segmentation and landmarks at a fixed square input size.
+
+Images are decoded once and kept resized (a fundus image of 4288x2848 is read in ~0.3 s; re-reading it every step
+would dominate a CPU run); augmentation (:class:`JointAugment`) and normalisation run per step.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ..data import read_image, resize_image
+from .data import DenseSpec, SegItem, load_target, resize_map
+from .landmarks import gaussian_heatmaps, scale_points
+from .transforms import JointAugment
+
+__all__ = ["SegmentationDataset", "LandmarkDataset", "load_rgb01", "select"]
+
+log = logging.getLogger(__name__)
+
+
+def select(seq: Sequence, subset: str | None) -> list:
+    """Python-style slice ``"a:b"`` (or a count ``"n"`` = first n) of a sorted item list; None keeps all."""
+    if not subset:
+        return list(seq)
+    try:
+        parts = [int(p) if p else None for p in subset.split(":")] if ":" in subset else [None, int(subset)]
+    except ValueError:
+        raise ValueError(f"--subset {subset!r}: expected 'n' or 'start:end'") from None
+    out = list(seq)[slice(*parts[:2])]
+    if not out:
+        raise ValueError(f"--subset {subset!r} selects no images out of {len(seq)}")
+    return out
+
+
+def load_rgb01(path: Path, size: int | None) -> tuple[Tensor, tuple[int, int]]:
+    """Image file -> (``[3, S, S]`` float in [0, 1], or ``[3, H, W]`` at the native size when None; original (H, W))."""
+    img = read_image(path)
+    if size is None:
+        arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), img.shape[:2]
+    return torch.from_numpy(resize_image(img, (size, size))).permute(2, 0, 1).contiguous(), img.shape[:2]
+
+
+def random_crop(sample: dict[str, Tensor], crop: int) -> dict[str, Tensor]:
+    """The same random ``crop x crop`` window of every map in ``sample`` (zero-padded if the image is smaller)."""
+    h, w = sample["image"].shape[-2:]
+    ph, pw = max(0, crop - h), max(0, crop - w)
+    out = {k: torch.nn.functional.pad(v, (0, pw, 0, ph)) for k, v in sample.items()}
+    y = int(torch.randint(0, h + ph - crop + 1, ()))
+    x = int(torch.randint(0, w + pw - crop + 1, ()))
+    return {k: v[:, y:y + crop, x:x + crop] for k, v in out.items()}
+
+
+class _Normalise:
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class _Repeat(Dataset):
+    """Few-shot sets shorter than a batch repeat (each pass differently augmented) so an epoch holds one batch."""
+
+    min_length: int = 0
+
+    def __len__(self) -> int:
+        return max(len(self.images), self.min_length)
+
+
+class SegmentationDataset(_Repeat):
+    """Items -> dicts ``{'image' [3,S,S] normalised, 'target' [K,S,S] float, 'valid' [1,S,S] float}``.
+
+    ``min_length`` repeats a few-shot set up to that length (e.g. the batch size). With ``crop`` the images stay
+    at their native resolution and every sample is a random ``crop x crop`` window (``size`` is ignored).
+    """
+
+    def __init__(self, items: Sequence[SegItem], spec: DenseSpec, size: int, mean: Sequence[float],
+                 std: Sequence[float], augment: JointAugment | None = None, min_length: int = 0,
+                 crop: int | None = None) -> None:
+        self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
+        self.images, self.targets, self.valid = [], [], []
+        for it in tqdm(items, desc="loading images", leave=False):
+            img, hw = load_rgb01(it.image, None if crop else size)
+            target, fov = load_target(it, spec, hw)
+            out = hw if crop else (size, size)
+            self.images.append(img)
+            self.targets.append(torch.from_numpy(np.stack([resize_map(t, out) for t in target])))
+            v = np.ones(out, np.float32) if fov is None else resize_map(fov.astype(np.float32), out) > 0.5
+            self.valid.append(torch.from_numpy(np.asarray(v, np.float32))[None])
+        log.info("loaded %d images %s", len(self.images), f"(random {crop}-px crops)" if crop else f"at {size} px")
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        i %= len(self.images)
+        s = {"image": self.images[i], "target": self.targets[i], "valid": self.valid[i]}
+        if self.crop:
+            s = random_crop(s, self.crop)
+        if self.augment is not None:
+            s = self.augment(s)
+        s["image"] = self.norm(s["image"])
+        return s
+
+
+class LandmarkDataset(_Repeat):
+    """Images + ``[N, K, 2]`` original-pixel landmarks -> ``{'image', 'heatmap' [K,S,S], 'points' [K,2] (input px)}``.
+
+    Raises:
+        ValueError: a landmark outside its image (names the file).
+    """
+
+    def __init__(self, images: Sequence[Path], points: np.ndarray, size: int, sigma: float,
+                 mean: Sequence[float], std: Sequence[float], augment: JointAugment | None = None,
+                 min_length: int = 0) -> None:
+        self.augment, self.norm, self.sigma, self.size = augment, _Normalise(mean, std), sigma, size
+        self.min_length = min_length
+        self.images, self.points = [], []
+        for path, pts in tqdm(list(zip(images, points)), desc="loading images", leave=False):
+            img, (h, w) = load_rgb01(path, size)
+            bad = (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > h - 0.5)
+            if bad.any():
+                raise ValueError(f"{path}: landmark {pts[bad][0].tolist()} lies outside the {w}x{h} image")
+            self.images.append(img)
+            self.points.append(torch.from_numpy(scale_points(pts, (h, w), (size, size))).float())
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        i %= len(self.images)
+        s = {"image": self.images[i], "points": self.points[i]}
+        if self.augment is not None:
+            s = self.augment(s)
+        s["heatmap"] = gaussian_heatmaps(s["points"], (self.size, self.size), self.sigma)
+        s["image"] = self.norm(s["image"])
+        return s

@@ -1,0 +1,67 @@
+"""Building dense models from a config and saving / restoring them with their run folder."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..checkpoints import atomic_write, load_encoder
+from ..modalities import get_modality
+from ..models import ViTConfig, create_encoder
+from .config import DenseConfig, load_config, save_config
+from .decoders import build_dense_model
+
+__all__ = ["build_from_config", "save_run", "load_run"]
+
+log = logging.getLogger(__name__)
+
+
+def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, list[float], list[float]]:
+    """Model plus normalisation (mean, std) for a new run; records the encoder facts in ``cfg.extra``."""
+    if cfg.model == "unet":
+        if cfg.weights:
+            raise ValueError("--unet trains a U-Net from scratch; do not pass --weights with it")
+        m = get_modality(cfg.modality or "Fundus")
+        cfg.extra.update(mean=list(m.mean), std=list(m.std), encoder=None)
+        return build_dense_model("unet", None, out_channels), list(m.mean), list(m.std)
+    if not cfg.weights:
+        raise ValueError(f"model {cfg.model!r} needs encoder weights (--weights FILE) or --unet")
+    enc = load_encoder(cfg.weights, cfg.modality)
+    mean, std = list(enc.info.mean), list(enc.info.std)
+    cfg.extra.update(mean=mean, std=std, encoder=enc.cfg.to_dict(), encoder_source=str(cfg.weights))
+    log.info("encoder %s (%s), %s decoder, encoder %s", cfg.weights, enc.info.arch, cfg.model,
+             "fine-tuned" if cfg.finetune else "frozen")
+    return build_dense_model(cfg.model, enc, out_channels, cfg.finetune), mean, std
+
+
+def save_run(model: nn.Module, cfg: DenseConfig, run: Path) -> Path:
+    """Write ``model.safetensors`` (all weights, atomic) and ``dense.yaml`` into ``run``."""
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "dense.yaml")
+    path = run / "model.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp))
+    return path
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, DenseConfig]:
+    """Rebuild the model of a finished run (no original weights file needed) in eval mode."""
+    run = Path(run)
+    for f in ("dense.yaml", "model.safetensors"):
+        if not (run / f).is_file():
+            raise FileNotFoundError(f"{run / f} not found: is {run} a finished dense run?")
+    cfg = load_config(run / "dense.yaml")
+    k = int(cfg.extra["out_channels"])
+    enc = None if cfg.extra.get("encoder") is None else create_encoder(ViTConfig(**cfg.extra["encoder"]))
+    model = build_dense_model(cfg.model, enc, k, cfg.finetune)
+    model.load_state_dict(load_file(str(run / "model.safetensors")), strict=True)
+    return model.to(device).eval(), cfg
+
+
+def channel_names(cfg: DenseConfig) -> Sequence[str]:
+    return cfg.extra["names"]
