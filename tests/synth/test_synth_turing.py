@@ -123,18 +123,34 @@ def test_cli_turing_score(tmp_path, capsys):
 
 
 def test_page_in_headless_chromium(browser, server, tmp_path):
-    """A reader clicks through the whole session in a real browser; every answer lands in the file."""
+    """A reader clicks (and types) through the whole session in a real browser; every answer lands in the file."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def element(id_):
+        return browser.find_element(By.ID, id_)
+
     browser.get(server.url)
+    assert browser.title == "Visual Turing test" and element("reader").text == "dr_a"
+    wait = WebDriverWait(browser, 20)
+    shown = []
     for i in range(6):
-        browser.wait_for(f"document.getElementById('progress').textContent.startsWith('{i + 1} / 6') && "
-                         "!document.getElementById('btn-real').disabled")
-        assert browser.js("return document.getElementById('image').naturalWidth;") == 64
+        wait.until(lambda b: element("progress").text.startswith(f"{i + 1} / 6") and element("btn-real").is_enabled())
+        img = element("image")
+        assert browser.execute_script("return arguments[0].naturalWidth;", img) == 64  # every image at one size
+        shown.append(img.get_attribute("src").rsplit("/", 1)[-1].removesuffix(".png"))
         if i % 2:
-            browser.click("#btn-real")
-        else:  # the keyboard shortcut works too
-            browser.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 's'}));")
-    browser.wait_for("document.getElementById('done').style.display === 'block'")
+            element("btn-real").click()
+        else:  # the keyboard shortcut, typed as a real key press
+            browser.find_element(By.TAG_NAME, "body").send_keys("s")
+    wait.until(lambda b: element("done").is_displayed())
+    assert not element("image").is_displayed() and element("progress").text == "6 / 6 (done)"
     recs = read_answers([tmp_path / "answers.jsonl"])
     assert [r["answer"] for r in recs] == ["synthetic", "real"] * 3
-    assert len({r["item"] for r in recs}) == 6 and sum(r["truth"] == "real" for r in recs) == 3
+    assert [r["item"] for r in recs] == shown  # each answer is recorded for the image that was on screen
+    assert len(set(shown)) == 6 and sum(r["truth"] == "real" for r in recs) == 3
+    assert all(r["reader"] == "dr_a" and r["correct"] == (r["truth"] == r["answer"]) for r in recs)
     assert server.state()["done"]
+    browser.refresh()  # coming back after the end shows the end, not a seventh image
+    wait.until(lambda b: element("done").is_displayed())
+    assert len(read_answers([tmp_path / "answers.jsonl"])) == 6
