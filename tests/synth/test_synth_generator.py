@@ -3,29 +3,32 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
+from visionfm.checkpoints import safe_torch_load
 from visionfm.cli import main
 from visionfm.synth import load_generator, resolve_config, sample_images, train_generator
 from visionfm.synth.config import GeneratorConfig
-from visionfm.synth.model import latest_checkpoint
 from visionfm.synth.sample import ddim_sample, plan_labels
 
 
 def test_train_and_sample_shapes(tiny_overrides, tmp_path):
     cfg = resolve_config(overrides=tiny_overrides)
-    last = train_generator(cfg, progress=False)
-    assert last.name == "step-0000004"
-    assert sorted(p.name for p in last.parent.glob("step-*")) == ["step-0000002", "step-0000004"]
-    assert (last / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    logged = [json.loads(l) for l in (last.parent / "log.jsonl").read_text().splitlines()]
+    exported = train_generator(cfg, progress=False)
+    run = exported.parent
+    assert exported.name == "generator" and (exported / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((exported / "generator.json").read_text())["step"] == 4
+    assert sorted(p.name for p in run.glob("checkpoint_*.pth")) == [
+        "checkpoint_00000002.pth", "checkpoint_00000004.pth", "checkpoint_last.pth"]
+    assert "image_size: 16" in (run / "generator.yaml").read_text()  # the generator's config beside the run
+    logged = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 4 and np.isfinite(logged[-1]["loss"])
-    manifest = sample_images(last.parent, tmp_path / "samples", num=3, batch_size=2, steps=3, seed=7,
+    manifest = sample_images(run, tmp_path / "samples", num=3, batch_size=2, steps=3, seed=7,
                              device="cpu", progress=False)
     rows = list(csv.DictReader(open(manifest)))
     assert [r["seed"] for r in rows] == ["7", "8", "9"] and all(r["label"] == "" for r in rows)
@@ -64,8 +67,8 @@ def test_class_conditioning(tiny_overrides, tmp_path):
 
 def test_training_without_cache_streams_from_disk(tiny_overrides):
     cfg = resolve_config(overrides={**tiny_overrides, "cache": False, "num_workers": 0, "steps": 2})
-    last = train_generator(cfg, progress=False)
-    assert load_generator(last).meta.step == 2
+    exported = train_generator(cfg, progress=False)
+    assert load_generator(exported).meta.step == 2
 
 
 def test_conditional_without_labels_is_an_error(tiny_overrides):
@@ -74,31 +77,39 @@ def test_conditional_without_labels_is_an_error(tiny_overrides):
         train_generator(cfg, progress=False)
 
 
-def test_resume_continues_exactly(tiny_overrides, tmp_path):
-    whole = resolve_config(overrides={**tiny_overrides, "output": str(tmp_path / "whole"), "steps": 4})
-    train_generator(whole, progress=False)
-    part = resolve_config(overrides={**tiny_overrides, "output": str(tmp_path / "part"), "steps": 2})
-    train_generator(part, progress=False)
-    part.steps = 4
-    last = train_generator(part, progress=False)
-    assert json.loads((last / "generator.json").read_text())["step"] == 4
-    a = load_file(str(tmp_path / "whole" / "step-0000004" / "train_model.safetensors"))
-    b = load_file(str(last / "train_model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # interrupted + resumed == uninterrupted
-    with pytest.raises(ValueError, match="already holds a checkpoint"):
-        train_generator(part, resume=False, progress=False)
-    part.image_size = 32
-    with pytest.raises(ValueError, match="cannot resume.*image_size"):
-        train_generator(part, progress=False)
-
-
-def test_interrupted_checkpoint_write_leaves_latest_loadable(tiny_overrides):
+def test_resume_continues_exactly(tiny_overrides, caplog):
     cfg = resolve_config(overrides=tiny_overrides)
-    last = train_generator(cfg, progress=False)
-    run = last.parent
-    (run / ".step-0000006.tmp").mkdir()  # a save that crashed half-way is ignored
-    assert latest_checkpoint(run) == last
+    run = train_generator(cfg, progress=False).parent
+    whole = safe_torch_load(run / "checkpoint_last.pth")["task"]
+    # a crash after step 2: the last complete checkpoint is step 2's, the export is gone
+    shutil.copy(run / "checkpoint_00000002.pth", run / "checkpoint_last.pth")
+    shutil.rmtree(run / "generator")
+    assert load_generator(run).meta.step == 2  # an interrupted run still samples (from checkpoint_last.pth)
+    with caplog.at_level("INFO", logger="visionfm.engine.trainer"):
+        train_generator(cfg, progress=False)
+    assert "at step 2" in caplog.text  # continued from the checkpoint, not retrained from scratch
+    resumed = safe_torch_load(run / "checkpoint_last.pth")["task"]
+    assert whole.keys() == resumed.keys() and any(k.startswith("ema.") for k in whole)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # interrupted + resumed == uninterrupted
     assert load_generator(run).meta.step == 4
+    with pytest.raises(ValueError, match="already holds"):
+        train_generator(cfg, resume=False, progress=False)
+    cfg.image_size = 32
+    with pytest.raises(ValueError, match="cannot resume.*image_size"):
+        train_generator(cfg, progress=False)
+
+
+def test_sample_an_intermediate_checkpoint_and_ignore_a_half_written_export(tiny_overrides, tmp_path):
+    run = train_generator(resolve_config(overrides=tiny_overrides), progress=False).parent
+    (run / ".generator.tmp").mkdir()  # an export that crashed half-way is ignored
+    assert load_generator(run).meta.step == 4
+    early = load_generator(run / "checkpoint_00000002.pth")
+    assert early.meta.step == 2 and early.meta.image_size == 16
+    manifest = sample_images(run / "checkpoint_00000002.pth", tmp_path / "s", num=1, steps=2, device="cpu",
+                             progress=False)
+    assert json.loads((manifest.parent / "sampling.json").read_text())["generator_step"] == 2
+    with pytest.raises(FileNotFoundError, match="no generator"):
+        load_generator(tmp_path)
 
 
 def test_config_yaml_and_validation(tmp_path):
@@ -128,8 +139,8 @@ def test_cli_train_and_sample(tiny_overrides, tmp_path, capsys):
     rc = main(["synth", "train", "--data", o["data"], "--output", str(tmp_path / "cli"), "--preset", "tiny",
                "--image-size", "16", "--channels", "16", "32", "--steps", "2", "--batch-size", "2",
                "--save-every", "1", "--device", "cpu"])
-    assert rc == 0 and "step-0000002" in capsys.readouterr().out
-    saved = (tmp_path / "cli" / "config.yaml").read_text()
+    assert rc == 0 and str(tmp_path / "cli" / "generator") in capsys.readouterr().out
+    saved = (tmp_path / "cli" / "generator.yaml").read_text()
     assert "image_size: 16" in saved and "steps: 2" in saved
     rc = main(["synth", "sample", "--checkpoint", str(tmp_path / "cli"), "--output", str(tmp_path / "out"),
                "--num", "2", "--steps", "2", "--device", "cpu"])
@@ -137,3 +148,23 @@ def test_cli_train_and_sample(tiny_overrides, tmp_path, capsys):
     assert main(["synth", "sample", "--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "x"),
                  "--device", "cpu"]) == 2
     assert main(["synth"]) == 2 and "choose a step" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tiny_overrides, tmp_path):
+    """The generator trains under DDP (2 gloo processes) on the shared engine; rank 0 exports it."""
+    import os
+    import subprocess
+    import sys
+
+    o = tiny_overrides
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+           "-m", "visionfm.cli", "synth", "train", "--preset", "tiny", "--data", o["data"], "--layout", "imagenet",
+           "--conditional", "--output", str(tmp_path / "ddp"), "--image-size", "16", "--channels", "16", "32",
+           "--steps", "2", "--batch-size", "2", "--save-every", "2", "--device", "cpu"]
+    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    gen = load_generator(tmp_path / "ddp")
+    assert gen.meta.step == 2 and gen.meta.num_classes == 2
+    assert ddim_sample(gen, [0], labels=[1], steps=2).shape == (1, 3, 16, 16)

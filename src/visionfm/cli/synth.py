@@ -37,10 +37,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="generated image side in pixels")
     p.add_argument("--channels", type=int, nargs="+", dest="block_out_channels", help="U-Net channels per level")
     p.add_argument("--steps", type=int, help="total optimizer steps (resuming continues up to this)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="images per step and process")
+    p.add_argument("--accum-steps", type=int, help="gradient-accumulation micro-batches per step")
     p.add_argument("--lr", type=float)
+    p.add_argument("--min-lr", type=float, help="cosine-decay the lr to this (default: constant after warm-up)")
     p.add_argument("--save-every", type=int, help="checkpoint interval in steps")
-    p.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-cache", action="store_false", dest="cache", default=None,
@@ -53,14 +55,14 @@ def _run_train(a: argparse.Namespace) -> int:
     from ..synth import resolve_config, train_generator
 
     fields = ("data", "output", "layout", "split", "label_column", "conditional", "num_classes", "image_size",
-              "block_out_channels", "steps", "batch_size", "lr", "save_every", "precision", "device", "seed", "cache",
-              "num_workers")
+              "block_out_channels", "steps", "batch_size", "accum_steps", "lr", "min_lr", "save_every", "precision",
+              "device", "seed", "cache", "num_workers")
     values = {k: getattr(a, k) for k in fields}
     if values["data"] and len(values["data"]) == 1:
         values["data"] = values["data"][0]
     cfg = resolve_config(a.preset, a.config, values)
-    last = train_generator(cfg, resume=not a.no_resume)
-    print(f"generator checkpoint: {last}")
+    exported = train_generator(cfg, resume=not a.no_resume)
+    print(f"generator: {exported}")
     return 0
 
 
@@ -68,7 +70,8 @@ _run_train.configure = _train_args
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="run folder (its latest step) or a step-XXXXXXX folder")
+    p.add_argument("--checkpoint", required=True, help="run folder (its exported generator/, else its last "
+                                                        "checkpoint) or a checkpoint_XXXXXXXX.pth of the run")
     p.add_argument("--output", required=True, help="folder for the PNGs and manifest.csv")
     p.add_argument("--num", type=int, default=64, help="number of images")
     p.add_argument("--batch-size", type=int, default=16)
@@ -136,10 +139,14 @@ def _turing_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_turing(a: argparse.Namespace) -> int:
-    from ..synth.turing import serve_turing
+    from ..synth.turing import make_turing_server, serve_session
 
-    n = serve_turing(a.real, a.synthetic, a.reader, a.answers, a.port, a.n, a.seed, a.display_size,
-                     a.exit_when_done)
+    server = make_turing_server(a.real, a.synthetic, a.reader, a.answers, a.port, a.n, a.seed, a.display_size,
+                                a.exit_when_done)
+    st = server.state()
+    print(f"Turing test for {a.reader!r}: {st['total']} images ({st['answered']} already answered). "
+          f"Open {server.url} in a browser; answers go to {a.answers}. Ctrl-C to stop.", flush=True)
+    n = serve_session(server)
     print(f"{a.reader}: {n} answers in {a.answers}")
     return 0
 

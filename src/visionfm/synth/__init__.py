@@ -4,12 +4,13 @@ Example::
 
     cfg = resolve_config("tiny", overrides={"data": "images/", "output": "runs/gen"})
     train_generator(cfg)
-    sample_images("runs/gen", "synthetic/", num=64)
+    sample_images("runs/gen", "synthetic/", num=64)      # reads runs/gen/generator/ (the EMA model)
 """
 from .config import PRESETS, GeneratorConfig, resolve_config
-from .model import Generator, GeneratorMeta, build_unet, load_generator
+from .model import Generator, GeneratorMeta, build_unet, export_generator, load_generator
 from .sample import ddim_sample, sample_images
-from .train import diffusion_loss, train_generator
+from .train import GeneratorTask, diffusion_loss, train_generator
 
-__all__ = ["PRESETS", "Generator", "GeneratorConfig", "GeneratorMeta", "build_unet", "ddim_sample", "diffusion_loss",
-           "load_generator", "resolve_config", "sample_images", "train_generator"]
+__all__ = ["PRESETS", "Generator", "GeneratorConfig", "GeneratorMeta", "GeneratorTask", "build_unet", "ddim_sample",
+           "diffusion_loss", "export_generator", "load_generator", "resolve_config", "sample_images",
+           "train_generator"]

@@ -14,7 +14,7 @@ import yaml
 
 from ..registry import Registry
 
-__all__ = ["GeneratorConfig", "PRESETS", "resolve_config", "load_yaml", "save_config"]
+__all__ = ["GeneratorConfig", "PRESETS", "resolve_config", "load_yaml"]
 
 
 @dataclass
@@ -41,18 +41,21 @@ class GeneratorConfig:
         beta_schedule: ``linear`` or ``squaredcos_cap_v2`` (cosine).
         prediction_type: ``epsilon`` or ``v_prediction``.
         steps: optimizer steps of the whole run (resuming continues up to this number).
-        batch_size: images per step.
+        batch_size: images per step and process (a step sees ``batch_size * accum_steps * processes`` images).
+        accum_steps: gradient-accumulation micro-batches per optimizer step.
         lr: AdamW peak learning rate (linear warm-up over ``warmup_steps``).
+        min_lr: ``None`` keeps ``lr`` constant after the warm-up (DDPM practice; the EMA does the averaging);
+            a number decays it along a half-cosine to that value at ``steps``.
         warmup_steps: warm-up length.
         weight_decay: AdamW weight decay.
         grad_clip: gradient-norm clip (0 = off).
         ema_decay: decay of the exponential moving average of the weights (the EMA weights are sampled from).
         hflip: random horizontal flips (left/right eyes are mirror images).
         save_every: checkpoint interval in steps (a checkpoint is always written at the end).
-        keep_checkpoints: how many step folders to keep.
+        keep_checkpoints: how many numbered engine checkpoints to keep besides ``checkpoint_last.pth``.
         cache: decode every image once into memory (fast on small sets; turn off for very large ones).
         num_workers: image-decoding worker processes when ``cache`` is off.
-        precision: ``fp32`` or ``bf16`` autocast (fp16 would need loss scaling; bf16 does not).
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast (fp16 with the engine's loss scaling).
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
         seed: random seed.
     """
@@ -76,7 +79,9 @@ class GeneratorConfig:
     prediction_type: str = "epsilon"
     steps: int = 20000
     batch_size: int = 32
+    accum_steps: int = 1
     lr: float = 2e-4
+    min_lr: float | None = None
     warmup_steps: int = 500
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -103,16 +108,15 @@ class GeneratorConfig:
         for name, val, valid in (("crop", self.crop, ("center", "none")),
                                  ("prediction_type", self.prediction_type, ("epsilon", "v_prediction")),
                                  ("beta_schedule", self.beta_schedule, ("linear", "squaredcos_cap_v2")),
-                                 ("precision", self.precision, ("fp32", "bf16"))):
+                                 ("precision", self.precision, ("fp32", "bf16", "fp16"))):
             if val not in valid:
                 raise ValueError(f"{name} {val!r} not one of {', '.join(valid)}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond {self.p_uncond} must be in [0, 1)")
-        if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.keep_checkpoints < 1:
-            raise ValueError("steps, batch_size, save_every and keep_checkpoints must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        small = [n for n in ("steps", "batch_size", "accum_steps", "save_every", "keep_checkpoints")
+                 if getattr(self, n) < 1]
+        if small:
+            raise ValueError(f"{', '.join(small)} must be >= 1")
 
 
 PRESETS: Registry[dict[str, Any]] = Registry("synth preset")
@@ -165,11 +169,3 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     cfg = GeneratorConfig(**values)
     cfg.validate()
     return cfg
-
-
-def save_config(cfg: GeneratorConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    from ..checkpoints import atomic_write
-
-    with atomic_write(path) as tmp:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..data import ImageCollection, read_image, resize_image, scan
 
-__all__ = ["square_image", "TrainingData", "load_training_data", "load_square_images", "scan_sources",
-           "to_model_range", "from_model_range"]
+__all__ = ["square_image", "TrainingData", "GeneratorDataset", "load_training_data", "load_square_images",
+           "read_square_uint8", "scan_sources", "to_model_range", "from_model_range"]
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,18 @@ def square_image(img: np.ndarray, size: int, crop: str = "center") -> np.ndarray
     return resize_image(np.ascontiguousarray(img), (size, size))
 
 
+def read_square_uint8(path: str | Path, size: int, crop: str = "center") -> Tensor:
+    """Read one image and square it: uint8 ``[3, size, size]``."""
+    arr = square_image(read_image(path), size, crop)
+    return torch.from_numpy(np.round(arr * 255.0).astype(np.uint8)).permute(2, 0, 1)
+
+
 def load_square_images(paths: list[Path], size: int, crop: str = "center", progress: bool = True,
                        desc: str = "decode") -> Tensor:
     """Decode and square every image: uint8 ``[N, 3, size, size]``."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress)):
-        arr = square_image(read_image(p), size, crop)
-        out[i] = torch.from_numpy(np.round(arr * 255.0).astype(np.uint8)).permute(2, 0, 1)
+        out[i] = read_square_uint8(p, size, crop)
     return out
 
 
@@ -112,6 +118,33 @@ def load_training_data(data: str | Path | list, layout: str = "auto", split: str
         labels, k, names = torch.zeros(len(coll), dtype=torch.int64), 0, []
     images = load_square_images([s.path for s in coll.samples], image_size, crop, progress) if cache else None
     return TrainingData(coll, labels, k, names, images)
+
+
+class GeneratorDataset(Dataset):
+    """Training items of the generator: ``(uint8 image [3, S, S], class index)``.
+
+    Args:
+        data: the training set (decoded in memory, or decoded here per item when ``data.images`` is None).
+        size: square side.
+        crop: see :func:`square_image`.
+        repeats: how many times the set is listed per epoch, so that an epoch of a small set is long enough for
+            the engine's per-epoch work (checkpoint) not to dominate; each image still appears equally often.
+    """
+
+    def __init__(self, data: TrainingData, size: int, crop: str = "center", repeats: int = 1) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.data, self.size, self.crop, self.repeats = data, size, crop, repeats
+        self.n = len(data.labels)
+
+    def __len__(self) -> int:
+        return self.n * self.repeats
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        j = i % self.n
+        if self.data.images is not None:
+            return self.data.images[j], self.data.labels[j]
+        return read_square_uint8(self.data.collection.samples[j].path, self.size, self.crop), self.data.labels[j]
 
 
 def to_model_range(x: Tensor) -> Tensor:

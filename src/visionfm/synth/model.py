@@ -1,17 +1,17 @@
-"""The diffusion generator: a ``diffusers`` U-Net plus its noise schedule, and its checkpoints.
+"""The diffusion generator: a ``diffusers`` U-Net plus its noise schedule, and the folder a sampler reads.
 
-A run folder holds step folders written atomically (built under a hidden temporary name, then renamed) and a
-``latest`` file naming the newest complete one (replaced atomically after the rename), so a crash at any moment
-leaves a loadable run. Each step folder::
+Training runs on the shared engine (:mod:`visionfm.synth.train`), whose checkpoints (``checkpoint_last.pth`` and
+numbered ones) hold the online and EMA U-Nets, optimizer and RNG state. At the end of training the EMA weights are
+exported to ``<run>/generator/``, built under a hidden temporary name and then renamed into place::
 
-    unet/                      EMA weights as a diffusers model (config.json + safetensors; the model sampled from)
-    scheduler/                 the DDPM noise schedule (scheduler_config.json)
-    train_model.safetensors    online (non-EMA) weights, for resuming
-    train_state.pt             optimizer state, step, RNG state (tensors and numbers only: loaded weights_only)
-    generator.json             class conditioning facts and the step
-    config.yaml                the resolved training config
+    unet/             EMA weights as a diffusers model (config.json + safetensors; the model sampled from)
+    scheduler/        the DDPM noise schedule (scheduler_config.json)
+    generator.json    class conditioning facts and the step
+    config.yaml       the resolved generator config
 
-Nothing is unpickled freely: safetensors, JSON and ``safe_torch_load``.
+:func:`load_generator` reads that folder, a run folder (its export, or its ``checkpoint_last.pth`` when the run was
+interrupted before exporting) or any engine checkpoint of a run. Nothing is unpickled freely: safetensors, JSON
+and ``safe_torch_load``.
 """
 from __future__ import annotations
 
@@ -19,21 +19,26 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+import yaml
 from torch import nn
 
 from ..checkpoints import atomic_write, safe_torch_load
-from .config import GeneratorConfig, save_config
+from ..engine import save_config
+from .config import GeneratorConfig
 
-__all__ = ["Generator", "GeneratorMeta", "build_unet", "build_scheduler", "save_checkpoint", "load_generator",
-           "latest_checkpoint", "load_training_state", "ema_update"]
+__all__ = ["Generator", "GeneratorMeta", "build_unet", "build_scheduler", "ema_update", "write_run_facts",
+           "export_generator", "load_generator", "EXPORT_DIR", "LAST_CHECKPOINT", "RUN_CONFIG", "META_NAME"]
 
 log = logging.getLogger(__name__)
+EXPORT_DIR = "generator"  # the exported EMA model inside a run folder
+LAST_CHECKPOINT = "checkpoint_last.pth"  # written by the engine's Trainer
+RUN_CONFIG = "generator.yaml"  # the engine writes its own loop settings to config.yaml
+META_NAME = "generator.json"
 
 
 @dataclass
@@ -103,56 +108,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         be.copy_(bm)
 
 
-def _step_name(step: int) -> str:
-    return f"step-{step:07d}"
-
-
-def save_checkpoint(run_dir: str | Path, cfg: GeneratorConfig, meta: GeneratorMeta, model: nn.Module,
-                    ema: nn.Module, scheduler, state: dict[str, Any]) -> Path:
-    """Write ``<run_dir>/step-XXXXXXX`` atomically, point ``latest`` at it and prune old step folders.
-
-    Args:
-        state: ``optimizer`` state dict, ``rng`` (CPU RNG state tensor) and anything else made of tensors/numbers.
-    """
-    run_dir = Path(run_dir)
-    final = run_dir / _step_name(meta.step)
-    tmp = run_dir / f".{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    ema.save_pretrained(tmp / "unet", safe_serialization=True)
-    scheduler.save_pretrained(tmp / "scheduler")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "train_model.safetensors"))
-    torch.save(state, tmp / "train_state.pt")
-    (tmp / "generator.json").write_text(json.dumps(meta.__dict__, indent=1))
-    save_config(cfg, tmp / "config.yaml")
-    if final.exists():  # a crash after a rename but before ``latest`` moved: that folder is not referenced
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    with atomic_write(run_dir / "latest") as t:
-        t.write_text(final.name + "\n")
-    steps = sorted(p for p in run_dir.glob("step-*") if p.is_dir())
-    for old in steps[: -cfg.keep_checkpoints]:
-        shutil.rmtree(old)
-    log.info("checkpoint %s", final)
-    return final
-
-
-def latest_checkpoint(path: str | Path) -> Path | None:
-    """The step folder ``path`` means: itself if it is one, else the run's ``latest``; None for a fresh run."""
-    path = Path(path)
-    if (path / "generator.json").is_file():
-        return path
-    pointer = path / "latest"
-    if not pointer.is_file():
-        return None
-    step_dir = path / pointer.read_text().strip()
-    if not (step_dir / "generator.json").is_file():
-        raise FileNotFoundError(f"{pointer} names {step_dir}, which is not a complete checkpoint")
-    return step_dir
-
-
 def _load_unet(path: Path) -> nn.Module:
     from diffusers import UNet2DModel
 
@@ -160,25 +115,89 @@ def _load_unet(path: Path) -> nn.Module:
     return UNet2DModel.from_pretrained(str(path), use_safetensors=True, low_cpu_mem_usage=False)
 
 
+def write_run_facts(run_dir: str | Path, cfg: GeneratorConfig, meta: GeneratorMeta) -> None:
+    """Write ``generator.yaml`` (the resolved config) and ``generator.json`` (class facts) into a run folder."""
+    run_dir = Path(run_dir)
+    save_config(cfg, run_dir / RUN_CONFIG)
+    with atomic_write(run_dir / META_NAME) as tmp:
+        tmp.write_text(json.dumps(asdict(meta), indent=1))
+
+
+def _read_run_facts(run_dir: Path) -> tuple[GeneratorConfig, GeneratorMeta]:
+    cfg_path, meta_path = run_dir / RUN_CONFIG, run_dir / META_NAME
+    for p in (cfg_path, meta_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: {run_dir} is not a generator run folder")
+    cfg = GeneratorConfig(**yaml.safe_load(cfg_path.read_text()))
+    return cfg, GeneratorMeta(**json.loads(meta_path.read_text()))
+
+
+def _from_engine_checkpoint(path: Path) -> Generator:
+    """The EMA U-Net of an engine checkpoint (``checkpoint_last.pth`` or a numbered one) of a generator run."""
+    cfg, meta = _read_run_facts(path.parent)
+    state = safe_torch_load(path)
+    ema = {k[len("ema."):]: v for k, v in state["task"].items() if k.startswith("ema.")}
+    unet = build_unet(cfg, meta.num_classes)
+    unet.load_state_dict(ema, strict=True)
+    meta.step = int(state["step"])
+    return Generator(unet, dict(build_scheduler(cfg).config), meta, path)
+
+
+def export_generator(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """Write ``<run_dir>/generator/`` (EMA U-Net, schedule, facts, config) from an engine checkpoint.
+
+    The folder is built under a hidden temporary name and renamed into place; until then a sampler falls back to
+    ``checkpoint_last.pth``.
+
+    Args:
+        checkpoint: engine checkpoint to export (default: ``<run_dir>/checkpoint_last.pth``).
+
+    Returns:
+        the exported folder.
+    """
+    run_dir = Path(run_dir)
+    gen = _from_engine_checkpoint(Path(checkpoint) if checkpoint else run_dir / LAST_CHECKPOINT)
+    final = run_dir / EXPORT_DIR
+    tmp = run_dir / f".{EXPORT_DIR}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    gen.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    with atomic_write(tmp / "scheduler" / "scheduler_config.json") as t:
+        t.write_text(json.dumps(gen.scheduler_config, indent=1))
+    with atomic_write(tmp / META_NAME) as t:
+        t.write_text(json.dumps(asdict(gen.meta), indent=1))
+    shutil.copy2(run_dir / RUN_CONFIG, tmp / "config.yaml")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    log.info("exported the EMA generator at step %d to %s", gen.meta.step, final)
+    return final
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Load the EMA U-Net of a run folder (its latest step) or of one step folder, in eval mode.
+    """Load a generator's EMA U-Net in eval mode.
+
+    Args:
+        path: an exported ``generator/`` folder, a run folder (its export, else its ``checkpoint_last.pth``) or an
+            engine checkpoint file of a run (``checkpoint_00000500.pth``: sample an intermediate step).
 
     Raises:
-        FileNotFoundError: no checkpoint at ``path``.
+        FileNotFoundError: nothing loadable at ``path``.
     """
-    step_dir = latest_checkpoint(path)
-    if step_dir is None:
-        raise FileNotFoundError(f"no generator checkpoint in {path} (expected a run folder with 'latest' or a "
-                                "step-XXXXXXX folder)")
-    unet = _load_unet(step_dir / "unet").to(device).eval()
-    sched = json.loads((step_dir / "scheduler" / "scheduler_config.json").read_text())
-    meta = GeneratorMeta(**json.loads((step_dir / "generator.json").read_text()))
-    return Generator(unet, sched, meta, step_dir)
-
-
-def load_training_state(step_dir: Path, model: nn.Module, ema: nn.Module) -> dict[str, Any]:
-    """Restore online and EMA weights from ``step_dir``; returns the saved training state (optimizer, rng...)."""
-    model.load_state_dict(load_file(str(step_dir / "train_model.safetensors")), strict=True)
-    ema_src = _load_unet(step_dir / "unet")
-    ema.load_state_dict(ema_src.state_dict(), strict=True)
-    return safe_torch_load(step_dir / "train_state.pt")
+    path = Path(path)
+    if path.is_dir() and (path / EXPORT_DIR / META_NAME).is_file():
+        path = path / EXPORT_DIR
+    if path.is_dir() and (path / "unet").is_dir() and (path / META_NAME).is_file():
+        unet = _load_unet(path / "unet")
+        sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        meta = GeneratorMeta(**json.loads((path / META_NAME).read_text()))
+        gen = Generator(unet, sched, meta, path)
+    elif path.is_dir() and (path / LAST_CHECKPOINT).is_file():
+        gen = _from_engine_checkpoint(path / LAST_CHECKPOINT)
+    elif path.is_file() and path.suffix == ".pth":
+        gen = _from_engine_checkpoint(path)
+    else:
+        raise FileNotFoundError(f"no generator at {path} (expected a run folder, its {EXPORT_DIR}/ folder or a "
+                                "checkpoint_*.pth of a run)")
+    gen.unet.to(device).eval()
+    return gen

@@ -1,28 +1,32 @@
-"""Training a diffusion generator (DDPM objective) on a folder or manifest of images, resumably."""
+"""Training a diffusion generator (DDPM objective) on the shared engine: a :class:`GeneratorTask` for the Trainer.
+
+The engine does the rest (resumable sampling, warm-up schedule, AMP, accumulation, clipping, DDP under torchrun,
+atomic checkpoints with every RNG state, JSON-lines + TensorBoard logs). A run folder holds the engine's files
+(``checkpoint_last.pth``, numbered checkpoints, ``config.yaml`` of the loop, ``log.jsonl``), the generator's own
+``generator.yaml`` and ``generator.json``, and after training the exported EMA model ``generator/`` that
+:func:`visionfm.synth.sample_images` reads.
+"""
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import time
+import math
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+import yaml
+from torch import Tensor, nn
 
-from ..data import ImageDataset
-from ..distributed import resolve_device
-from ..features import autocast_context
-from .config import GeneratorConfig, save_config
-from .data import TrainingData, load_training_data, square_image, to_model_range
-from .model import (GeneratorMeta, build_scheduler, build_unet, ema_update, latest_checkpoint, load_training_state,
-                    save_checkpoint)
+from ..engine import StepState, Task, TrainConfig, Trainer
+from .config import GeneratorConfig
+from .data import GeneratorDataset, load_training_data, to_model_range
+from .model import (EXPORT_DIR, LAST_CHECKPOINT, RUN_CONFIG, GeneratorMeta, build_scheduler, build_unet, ema_update,
+                    export_generator, write_run_facts)
 
-__all__ = ["train_generator", "diffusion_loss", "MODEL_FIELDS"]
+__all__ = ["GeneratorTask", "train_generator", "diffusion_loss", "MODEL_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +36,16 @@ MODEL_FIELDS = ("data", "image_size", "crop", "block_out_channels", "attention_l
                 "num_classes", "label_column")
 
 
-def diffusion_loss(model: torch.nn.Module, scheduler, x0: Tensor, class_labels: Tensor | None,
+def diffusion_loss(model: nn.Module, scheduler: Any, x0: Tensor, class_labels: Tensor | None,
                    generator: torch.Generator | None = None) -> Tensor:
     """The DDPM training loss: MSE between the model's prediction and the noise (or velocity) target.
 
     Args:
+        model: a ``UNet2DModel``.
+        scheduler: the ``DDPMScheduler`` (noise schedule, prediction type).
         x0: clean images ``[B, 3, S, S]`` in [-1, 1].
         class_labels: ``[B]`` int64 or None (unconditional model).
+        generator: random generator of the noise and timesteps (None: the global one).
     """
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -49,123 +56,95 @@ def diffusion_loss(model: torch.nn.Module, scheduler, x0: Tensor, class_labels: 
     return F.mse_loss(pred.float(), target.float())
 
 
-def _batches(data: TrainingData, cfg: GeneratorConfig, gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    """Endless random batches: uint8 images ``[B, 3, S, S]`` and labels ``[B]``."""
-    n = len(data.labels)
-    if data.images is not None:
-        while True:
-            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-            yield data.images[idx], data.labels[idx]
+class GeneratorTask(Task):
+    """Online U-Net (trained) + EMA U-Net (sampled from), DDPM loss, flips and the "no class" dropout.
 
-    def transform(img):
-        arr = square_image(img, cfg.image_size, cfg.crop)
-        return torch.from_numpy((arr * 255.0).round().astype("uint8")).permute(2, 0, 1)
+    Args:
+        unet: the U-Net to train.
+        scheduler: its ``DDPMScheduler``.
+        num_classes: real classes (0 = unconditional); index ``num_classes`` is the "no class" token.
+        p_uncond: share of conditional examples trained as "no class" (classifier-free guidance).
+        hflip: random horizontal flips.
+        ema_decay: final EMA decay (warmed up as ``min(decay, (1 + step) / (10 + step))``).
+    """
 
-    loader = DataLoader(ImageDataset(data.collection.samples, transform), batch_size=cfg.batch_size, shuffle=True,
-                        drop_last=len(data.labels) >= cfg.batch_size, num_workers=cfg.num_workers, generator=gen,
-                        persistent_workers=cfg.num_workers > 0)
-    while True:
-        for x, idx in loader:
-            yield x, data.labels[idx]
+    def __init__(self, unet: nn.Module, scheduler: Any, num_classes: int = 0, p_uncond: float = 0.1,
+                 hflip: bool = True, ema_decay: float = 0.999) -> None:
+        super().__init__()
+        self.unet = unet
+        self.ema = copy.deepcopy(unet).requires_grad_(False)
+        self.scheduler = scheduler
+        self.num_classes, self.p_uncond, self.hflip, self.ema_decay = num_classes, p_uncond, hflip, ema_decay
+
+    def forward(self, batch: tuple[Tensor, Tensor], state: StepState) -> dict[str, Tensor]:
+        """Loss of one batch: uint8 images ``[B, 3, S, S]`` and class indices ``[B]``."""
+        x, y = batch
+        if self.hflip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        labels = None
+        if self.num_classes:
+            drop = torch.rand(y.shape[0], device=y.device) < self.p_uncond  # trains the "no class" token too
+            labels = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return {"loss": diffusion_loss(self.unet, self.scheduler, to_model_range(x), labels)}
+
+    def on_after_step(self, state: StepState) -> None:
+        step = state.step + 1  # early weights are noise, so the EMA averages over a short horizon first
+        ema_update(self.ema, self.unet, min(self.ema_decay, (1 + step) / (10 + step)))
 
 
-def _augment(x: Tensor, cfg: GeneratorConfig, gen: torch.Generator) -> Tensor:
-    if cfg.hflip:
-        flip = torch.rand(x.shape[0], generator=gen) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    return x
-
-
-def _check_resumable(cfg: GeneratorConfig, step_dir: Path) -> None:
-    import yaml
-
-    saved = yaml.safe_load((step_dir / "config.yaml").read_text())
+def _check_resumable(cfg: GeneratorConfig, run_dir: Path) -> None:
+    saved_path = run_dir / RUN_CONFIG
+    if not saved_path.is_file():
+        raise ValueError(f"cannot resume {run_dir}: {saved_path.name} is missing (not a generator run?)")
+    saved = yaml.safe_load(saved_path.read_text())
     diff = [f"{k}: saved {saved.get(k)!r} != now {getattr(cfg, k)!r}" for k in MODEL_FIELDS
             if saved.get(k) != getattr(cfg, k)]
     if diff:
-        raise ValueError(f"cannot resume {step_dir}: " + "; ".join(diff) + " (use a new --output)")
+        raise ValueError(f"cannot resume {run_dir}: " + "; ".join(diff) + " (use a new --output)")
+
+
+def _engine_config(cfg: GeneratorConfig, n_items: int, progress: bool) -> TrainConfig:
+    """The loop settings of a generator run (one epoch = one pass over the repeated set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = max(1, math.ceil(n_items / world) // cfg.batch_size // cfg.accum_steps)
+    return TrainConfig(output_dir=cfg.output, epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size,
+                       lr=cfg.lr, min_lr=cfg.lr if cfg.min_lr is None else cfg.min_lr,
+                       # the engine counts warm-up in epochs; +0.5 step keeps int() from rounding it down
+                       warmup_epochs=(cfg.warmup_steps + 0.5) / steps_per_epoch, weight_decay=cfg.weight_decay,
+                       clip_grad=cfg.grad_clip or None, accum_steps=cfg.accum_steps, precision=cfg.precision,
+                       device=cfg.device, seed=cfg.seed, num_workers=0 if cfg.cache else cfg.num_workers,
+                       checkpoint_every=cfg.save_every, keep_last=cfg.keep_checkpoints, progress=progress)
 
 
 def train_generator(cfg: GeneratorConfig, resume: bool = True, progress: bool = True) -> Path:
-    """Train (or continue training) a generator until ``cfg.steps``; returns the last checkpoint folder.
+    """Train (or continue training) a generator until ``cfg.steps``; returns the exported ``generator/`` folder.
 
-    A run folder that already holds a checkpoint is resumed (weights, EMA, optimizer, step and RNG state) when
-    ``resume`` is true; otherwise it is an error, so a run is never overwritten by accident.
+    A run folder that already holds ``checkpoint_last.pth`` is resumed exactly (weights, EMA, optimizer, data
+    order, RNG) when ``resume`` is true, after checking that the model settings match; otherwise it is an error, so
+    a run is never overwritten by accident. Works under ``torchrun`` (DDP; rank 0 writes the files).
     """
     cfg.validate()
-    dev = resolve_device(cfg.device)
     run_dir = Path(cfg.output)
-    prev = latest_checkpoint(run_dir) if run_dir.exists() else None
-    if prev is not None and not resume:
-        raise ValueError(f"{run_dir} already holds a checkpoint ({prev.name}); resume it or use a new --output")
-    if prev is not None:
-        _check_resumable(cfg, prev)
+    has_ckpt = (run_dir / LAST_CHECKPOINT).is_file()
+    if has_ckpt and not resume:
+        raise ValueError(f"{run_dir} already holds {LAST_CHECKPOINT}; resume it or use a new --output")
+    if has_ckpt:
+        _check_resumable(cfg, run_dir)
     torch.manual_seed(cfg.seed)
     data = load_training_data(cfg.data, cfg.layout, cfg.split, cfg.label_column, cfg.conditional, cfg.num_classes,
                               cfg.image_size, cfg.crop, cfg.cache, progress)
-    model = build_unet(cfg, data.num_classes)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    scheduler = build_scheduler(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    meta = GeneratorMeta(cfg.image_size, data.num_classes, data.label_names, 0)
-    if prev is not None:
-        state = load_training_state(prev, model, ema)
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["rng"])
-        meta.step = int(state["step"])
-        log.info("resumed %s at step %d", prev, meta.step)
-    model.to(dev).train()
-    ema.to(dev)
-    for s in opt.state.values():  # optimizer moments follow the model's device
-        for k, v in s.items():
-            if isinstance(v, Tensor) and k != "step":
-                s[k] = v.to(dev)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    if meta.step >= cfg.steps:
-        log.info("%s is already at step %d >= steps %d; nothing to do", run_dir, meta.step, cfg.steps)
-        return prev
-    return _loop(cfg, data, model, ema, scheduler, opt, gen, meta, dev, progress)
-
-
-def _loop(cfg: GeneratorConfig, data: TrainingData, model, ema, scheduler, opt, gen: torch.Generator,
-          meta: GeneratorMeta, dev: torch.device, progress: bool) -> Path:
-    run_dir = Path(cfg.output)
-    batches = _batches(data, cfg, gen)
-    bar = tqdm(total=cfg.steps, initial=meta.step, desc="synth train", unit="step", disable=not progress)
-    last, t0, running = None, time.time(), None
-    with open(run_dir / "log.jsonl", "a") as logf:
-        while meta.step < cfg.steps:
-            x, y = next(batches)
-            x = to_model_range(_augment(x, cfg, gen)).to(dev, non_blocking=True)
-            labels = None
-            if data.num_classes:
-                drop = torch.rand(len(y), generator=gen) < cfg.p_uncond  # train the "no class" token too
-                labels = torch.where(drop, torch.full_like(y, data.num_classes), y).to(dev)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (meta.step + 1) / max(1, cfg.warmup_steps))
-            with autocast_context(dev, cfg.precision):
-                loss = diffusion_loss(model, scheduler, x, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            meta.step += 1
-            # EMA warm-up: early weights are noise, so average over a short horizon first.
-            ema_update(ema, model, min(cfg.ema_decay, (1 + meta.step) / (10 + meta.step)))
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}")
-            if meta.step % 10 == 0 or meta.step == cfg.steps:
-                logf.write(json.dumps({"step": meta.step, "loss": loss.item(), "loss_ema": running,
-                                       "lr": opt.param_groups[0]["lr"], "time": time.time() - t0}) + "\n")
-                logf.flush()
-            if meta.step % cfg.save_every == 0 or meta.step == cfg.steps:
-                state = {"optimizer": opt.state_dict(), "step": meta.step, "rng": torch.get_rng_state(),
-                         "data_rng": gen.get_state()}
-                last = save_checkpoint(run_dir, cfg, meta, model, ema, scheduler, state)
-    bar.close()
-    return last
+    task = GeneratorTask(build_unet(cfg, data.num_classes), build_scheduler(cfg), data.num_classes, cfg.p_uncond,
+                         cfg.hflip, cfg.ema_decay)
+    # list a small set several times per epoch: an epoch then lasts about ``save_every`` steps
+    n = len(data.labels)
+    repeats = max(1, round(min(cfg.save_every, cfg.steps) * cfg.batch_size * cfg.accum_steps / n))
+    dataset = GeneratorDataset(data, cfg.image_size, cfg.crop, repeats)
+    trainer = Trainer(task, _engine_config(cfg, len(dataset), progress), dataset)
+    if trainer.dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_facts(run_dir, cfg, GeneratorMeta(cfg.image_size, data.num_classes, data.label_names))
+    log.info("generator: %d images x %d per epoch, %.2f M parameters, %d steps", n, repeats,
+             sum(p.numel() for p in task.unet.parameters()) / 1e6, cfg.steps)
+    trainer.fit(resume=has_ckpt)
+    return export_generator(run_dir) if trainer.dist.is_main else run_dir / EXPORT_DIR

@@ -30,7 +30,7 @@ from ..data import read_image
 from .data import scan_sources, square_image
 from .turing_page import PAGE_HTML
 
-__all__ = ["TuringItem", "build_session", "TuringServer", "make_turing_server", "serve_turing", "ANSWERS"]
+__all__ = ["TuringItem", "build_session", "TuringServer", "make_turing_server", "serve_session", "ANSWERS"]
 
 log = logging.getLogger(__name__)
 ANSWERS = ("real", "synthetic")
@@ -196,22 +196,16 @@ def make_turing_server(real: str | Path | list, synthetic: str | Path | list, re
     return TuringServer(items, reader, Path(answers), port, display_size, exit_when_done)
 
 
-def serve_turing(real: str | Path | list, synthetic: str | Path | list, reader: str, answers: str | Path,
-                 port: int = 8000,
-                 n: int | None = None, seed: int = 0, display_size: int = 256, exit_when_done: bool = False) -> int:
-    """Serve a session until interrupted (or, with ``exit_when_done``, until every image is answered).
+def serve_session(server: TuringServer) -> int:
+    """Serve a bound session until interrupted (Ctrl-C) or, with ``exit_when_done``, until every image is answered.
 
     Returns:
         the number of answers this reader has in the file.
     """
-    server = make_turing_server(real, synthetic, reader, answers, port, n, seed, display_size, exit_when_done)
-    st = server.state()
-    print(f"Turing test for {reader!r}: {st['total']} images ({st['answered']} already answered). "
-          f"Open {server.url} in a browser; answers go to {answers}. Ctrl-C to stop.", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        log.info("stopped by the user")
     finally:
         server.server_close()
     return len(server.answered)
