@@ -57,7 +57,7 @@ class Task(nn.Module):
 
     ``forward(batch, state)`` is the training step, so DDP's hooks see it: it returns a dict with ``"loss"`` (a
     scalar tensor) and any other scalars to log. Subclasses may override :meth:`param_groups`,
-    :meth:`on_after_step` and :meth:`evaluate`.
+    :meth:`before_optimizer_step`, :meth:`on_after_step` and :meth:`evaluate`.
     """
 
     def forward(self, batch: Any, state: StepState) -> dict[str, Tensor]:  # pragma: no cover - abstract
@@ -66,6 +66,10 @@ class Task(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups; a group may carry ``lr_scale`` and ``apply_wd``."""
         return param_groups_for(self)
+
+    def before_optimizer_step(self, state: StepState) -> None:
+        """Called after backward (gradients unscaled, accumulated, all-reduced) and before clipping and the
+        optimizer step, e.g. to clip per parameter or cancel the gradients of a frozen layer."""
 
     def on_after_step(self, state: StepState) -> None:
         """Called after every optimizer step (e.g. the EMA teacher update)."""

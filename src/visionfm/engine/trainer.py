@@ -230,6 +230,8 @@ class Trainer:
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
         self.sampler.set_epoch(epoch, start_batch * self.cfg.batch_size)
+        if hasattr(self.train_data, "set_epoch"):  # per-epoch data (augmentation seeds, synthetic draws)
+            self.train_data.set_epoch(epoch)
         return DataLoader(self.train_data, batch_size=self.cfg.batch_size, sampler=self.sampler,
                           num_workers=self.cfg.num_workers, collate_fn=self.collate_fn, drop_last=True,
                           pin_memory=self.device.type == "cuda",
@@ -242,10 +244,11 @@ class Trainer:
             g["weight_decay"] = wd if g.get("apply_wd", True) else 0.0
         return lr, wd
 
-    def _optimizer_step(self) -> float | None:
+    def _optimizer_step(self, state: StepState) -> float | None:
         norm = None
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16; the task's hook sees true gradients
+        self.task.before_optimizer_step(state)
         if self.cfg.clip_grad:
-            self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad))
         self.scaler.step(self.optimizer)
@@ -284,7 +287,7 @@ class Trainer:
                 micro, batches_done, seen = micro + 1, batches_done + 1, seen + _batch_size_of(batch)
                 if micro % self.cfg.accum_steps:
                     continue
-                grad_norm = self._optimizer_step()
+                grad_norm = self._optimizer_step(state)
                 self.task.on_after_step(state)
                 step += 1
                 bar.update(1)
