@@ -3,16 +3,116 @@
 The run folder holds ``pretrain.yaml`` (the resolved config), ``config.yaml`` (the loop's), ``checkpoint_last.pth``
 (+ step checkpoints), ``log.jsonl``, ``tensorboard/``, ``bad_images.txt`` when images were skipped, and
 ``encoder.safetensors``: the teacher encoder, loadable with ``visionfm.load_encoder``.
+
+The same call runs in one process or under ``torchrun`` (gloo on CPU, NCCL on GPU): the learning rate is scaled by
+the global batch (``batch_size * accum_steps * world_size / 256``) and the centres are all-reduced.
 """
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from ..checkpoints import load_encoder
+from ..distributed import barrier, init_distributed, resolve_device
+from ..engine.trainer import TrainConfig, Trainer, load_config, save_config
+from ..models import ARCHS, VisionTransformer, ViTConfig, interpolate_pos_embed
 from .config import PretrainConfig
+from .data import build_dataset
+from .export import ENCODER_FILE, save_pretrained_encoder
+from .task import IBOTTask
 
-__all__ = ["pretrain", "ENCODER_FILE"]
+__all__ = ["pretrain", "build_encoders", "ENCODER_FILE", "RESUME_MAY_DIFFER"]
 
-ENCODER_FILE = "encoder.safetensors"
+log = logging.getLogger(__name__)
+
+# Settings a resumed run may change without changing its result.
+RESUME_MAY_DIFFER = frozenset({"num_workers", "progress", "log_every", "checkpoint_every", "keep_last", "device",
+                               "compile", "init_from"})
+
+
+def _arch_config(cfg: PretrainConfig) -> ViTConfig:
+    overrides = {"img_size": cfg.global_size}
+    if cfg.patch_size is not None:
+        overrides["patch_size"] = cfg.patch_size
+    try:
+        return ARCHS.get(cfg.arch)(**overrides)
+    except ValueError as e:
+        raise ValueError(f"arch {cfg.arch!r}: {e}") from None
+
+
+def _init_weights(student: VisionTransformer, path: str, modality: str) -> None:
+    """Copy encoder weights from any supported file into ``student`` (position embeddings resized)."""
+    src = load_encoder(path, modality=modality)
+    a, b = src.cfg, student.cfg
+    if (a.embed_dim, a.depth, a.num_heads, a.patch_size) != (b.embed_dim, b.depth, b.num_heads, b.patch_size):
+        raise ValueError(f"--init-from {path}: the weights are D={a.embed_dim}, depth={a.depth}, heads={a.num_heads}, "
+                         f"patch={a.patch_size}; arch needs D={b.embed_dim}, depth={b.depth}, heads={b.num_heads}, "
+                         f"patch={b.patch_size}")
+    sd = src.state_dict()
+    grid = b.img_size // b.patch_size
+    sd["pos_embed"] = interpolate_pos_embed(sd["pos_embed"], grid, grid)
+    missing = [k for k in student.state_dict() if k not in sd]
+    if set(missing) - {"mask_token"}:
+        raise ValueError(f"--init-from {path}: the weights lack {missing}")
+    student.load_state_dict({**student.state_dict(), **sd}, strict=True)
+    log.info("initialised from %s", src.info.report)
+
+
+def build_encoders(cfg: PretrainConfig, with_weights: bool = True) -> tuple[VisionTransformer, VisionTransformer]:
+    """Student (drop-path, optional activation checkpointing, ``init_from`` weights) and teacher encoders."""
+    vit = _arch_config(cfg)
+    student = VisionTransformer(vit, drop_path_rate=cfg.drop_path, grad_checkpointing=cfg.grad_checkpointing)
+    if with_weights and cfg.init_from:
+        _init_weights(student, cfg.init_from, cfg.modality)
+    return student, VisionTransformer(vit)
+
+
+def _check_resume(cfg: PretrainConfig, out: Path, resume: bool) -> None:
+    saved = out / "pretrain.yaml"
+    if not resume:
+        if (out / "checkpoint_last.pth").exists():
+            raise ValueError(f"{out} already holds a pretraining run; resume it (--resume) or choose another output")
+        return
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume: {out} holds no pretraining run (no pretrain.yaml)")
+    old = asdict(load_config(PretrainConfig, saved))
+    new = asdict(cfg)
+    diff = sorted(k for k in new if k not in RESUME_MAY_DIFFER and old.get(k) != new[k])
+    if diff:
+        details = ", ".join(f"{k}: run {old.get(k)!r} vs now {new[k]!r}" for k in diff)
+        raise ValueError(f"--resume: {saved} was made with other settings ({details}); resume with the same "
+                         f"settings or start a new output")
+
+
+def _train_config(cfg: PretrainConfig, n_images: int, world: int, device: torch.device) -> tuple[TrainConfig, int]:
+    """The loop's config (lr scaled by the global batch, warm-up capped) and the run's epoch count."""
+    per_rank = math.ceil(n_images / world)
+    steps_per_epoch = per_rank // cfg.batch_size // cfg.accum_steps
+    if steps_per_epoch < 1:
+        raise ValueError(f"{n_images} images give no full batch of {cfg.batch_size} x {cfg.accum_steps} "
+                         f"accumulation steps on each of {world} processes; lower batch_size")
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    run_epochs = math.ceil(total / steps_per_epoch)
+    warmup = cfg.warmup_epochs
+    if warmup > total / steps_per_epoch / 2:
+        warmup = total / steps_per_epoch / 2
+        log.warning("warmup_epochs %.3g is more than half of this %.3g-epoch run: warming up for %.3g epochs",
+                    cfg.warmup_epochs, total / steps_per_epoch, warmup)
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    global_batch = cfg.batch_size * cfg.accum_steps * world
+    tc = TrainConfig(
+        output_dir=cfg.output, epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+        lr=cfg.lr * global_batch / 256.0, min_lr=cfg.min_lr, warmup_epochs=warmup, weight_decay=cfg.weight_decay,
+        weight_decay_end=cfg.weight_decay_end, clip_grad=None, accum_steps=cfg.accum_steps, precision=precision,
+        device=cfg.device, seed=cfg.seed, num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
+        keep_last=cfg.keep_last, compile=cfg.compile, progress=cfg.progress, log_every=cfg.log_every)
+    return tc, run_epochs
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
@@ -24,5 +124,31 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
 
     Returns:
         The run folder ``Path(cfg.output)``; ``<run>/encoder.safetensors`` is the exported teacher encoder.
+
+    Raises:
+        FileNotFoundError: a data folder, the init weights or (with ``resume``) the run is missing.
+        ValueError: empty data, unknown modality or architecture, or a resume with different settings.
     """
-    raise NotImplementedError("iBOT pretraining is being implemented (API skeleton; the loop lands next)")
+    out = Path(cfg.output)
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    _check_resume(cfg, out, resume)
+    student, teacher = build_encoders(cfg, with_weights=not resume)
+    dataset = build_dataset(cfg, student.cfg.patch_size, bad_log=out / "bad_images.txt")
+    tc, run_epochs = _train_config(cfg, len(dataset), dist_info.world_size, device)
+    task = IBOTTask(student, teacher, cfg, run_epochs)
+    trainer = Trainer(task, tc, dataset)
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "pretrain.yaml")
+    log.info("iBOT pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g", cfg.arch, len(dataset),
+             trainer.total_steps, tc.batch_size * tc.accum_steps * dist_info.world_size, tc.lr)
+    trainer.fit(resume=resume)
+    if dist_info.is_main:
+        save_pretrained_encoder(task.teacher["backbone"], cfg, out / ENCODER_FILE, str(out))
+        bad = out / "bad_images.txt"
+        if bad.is_file():
+            n = len(set(bad.read_text().splitlines()))
+            log.warning("%d corrupt images were skipped; their paths are in %s", n, bad)
+    barrier()
+    return out
