@@ -1,4 +1,7 @@
-"""Input validation shared by splits, metrics, plots and results: every error is a ``ValueError`` naming the argument."""
+"""Input validation shared by splits, metrics, plots and results.
+
+Every error is a ``ValueError`` naming the offending argument.
+"""
 from __future__ import annotations
 
 from typing import Sequence
