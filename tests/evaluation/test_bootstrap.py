@@ -83,3 +83,11 @@ def test_bad_keys_and_arguments():
         bootstrap_ci(lambda idx: 0.0, 10, alpha=1.5)
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_ci(lambda idx: 0.0, 10, n_boot=0)
+
+
+def test_regression_targets_are_not_stratified_by_value():
+    ages = np.arange(20, 220)  # 1-D integer-valued target with 200 distinct values
+    ci = with_ci(lambda y, p: {"mean": float(np.mean(y))}, ages, ages, ["mean"], n_boot=50, seed=0)
+    assert ci["mean"][1] - ci["mean"][0] > 1.0  # stratifying by value would freeze every resample
+    with pytest.raises(ValueError, match="y_true must be a 1-D"):
+        with_ci(lambda y, p: {"m": 0.0}, np.ones((4, 2)), np.ones((4, 2)), ["m"], n_boot=2, stratify=True)

@@ -86,10 +86,17 @@ def _lookup(metrics: dict, key: Key) -> float:
     return float(value)
 
 
+MAX_AUTO_CLASSES = 100
+
+
 def _auto_strata(y: np.ndarray) -> np.ndarray | None:
+    """Class labels to stratify on: 1-D integer-valued ``y`` with at most ``MAX_AUTO_CLASSES`` distinct values
+    (a 1-D regression target is not stratified by value)."""
     if y.ndim != 1 or y.dtype.kind not in "iuf":
         return None
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.all(y == np.round(y))):
+        return None
+    if len(np.unique(y)) > MAX_AUTO_CLASSES:
         return None
     return as_int_labels(y, "y_true")
 
@@ -108,7 +115,8 @@ def with_ci(metrics_fn: Callable[[np.ndarray, np.ndarray], dict], y_true: np.nda
         n_boot: number of replicates.
         seed: RNG seed.
         alpha: 1 - confidence level.
-        stratify: resample within classes; default: yes for 1-D integer labels (classification), no otherwise.
+        stratify: resample within classes; default: yes for 1-D integer-valued labels with at most 100 distinct
+            values (classification), no otherwise (multi-label and regression targets, ``[N, K]``).
 
     Returns:
         ``{key: [lo, hi]}`` (tuple keys joined with "."); ``[nan, nan]`` where no replicate was defined.
@@ -124,9 +132,9 @@ def with_ci(metrics_fn: Callable[[np.ndarray, np.ndarray], dict], y_true: np.nda
     full = metrics_fn(y, p)  # fail on a wrong key before spending n_boot evaluations
     for key in keys:
         _lookup(full, key)
-    strata = _auto_strata(y) if stratify is None or stratify else None
-    if stratify and strata is None:
-        raise ValueError("stratify=True needs 1-D integer class labels in y_true")
+    strata = None
+    if stratify or stratify is None:
+        strata = _auto_strata(y) if stratify is None else as_int_labels(y, "y_true")
     values = np.full((int(n_boot), len(keys)), np.nan)
     for b, idx in enumerate(resample_indices(len(y), n_boot, seed, strata)):
         m = metrics_fn(y[idx], p[idx])
