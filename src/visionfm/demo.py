@@ -6,6 +6,8 @@ show nothing true). ``fast=True`` shrinks sizes and steps so the whole job runs 
 """
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class DemoConfig:
         weights: an encoder weights file to use instead of pretraining one.
         device: ``auto``, ``cpu`` or ``cuda``.
         stages: run only these stages (default: all, in order).
+        data: the shared real-data folder; when given, a last stage runs the quick real-data benchmark on it.
     """
 
     output: str = "outputs/demo"
@@ -41,6 +44,7 @@ class DemoConfig:
     weights: str | None = None
     device: str = "auto"
     stages: list[str] | None = None
+    data: str | None = None
 
     @property
     def size(self) -> int:
@@ -76,6 +80,15 @@ def _phantoms(ctx: DemoContext) -> Section:
                    f"({ctx.cfg.n} images each, {ctx.cfg.size} px).", [("data sets", rows)], previews)
 
 
+def _hook(module: str) -> Callable[[DemoContext], Section]:
+    """A stage implemented by a task package as ``<module>.demo_stage(ctx)`` (imported when it runs)."""
+
+    def stage(ctx: DemoContext) -> Section:
+        return importlib.import_module(module).demo_stage(ctx)
+
+    return stage
+
+
 @DEMO_STAGES.register("encoder")
 def _encoder(ctx: DemoContext) -> Section:
     from .checkpoints import EncoderInfo, load_encoder, save_encoder
@@ -108,6 +121,24 @@ def _explain(ctx: DemoContext) -> Section:
     explain(ctx.encoder_path, images, out, input_size=ctx.cfg.size)
     return Section("Attention maps", "Per-head CLS attention of the last block, the mean map and attention "
                    "rollout across blocks.", [], sorted(out.glob("*.png"))[:2])
+
+
+DEMO_STAGES.add("recognition", _hook("visionfm.recognition.demo_stage"))
+DEMO_STAGES.add("dense", _hook("visionfm.dense.demo_stage"))
+DEMO_STAGES.add("synthetic", _hook("visionfm.synth.demo_stage"))
+
+
+@DEMO_STAGES.register("real-data")
+def _real_data(ctx: DemoContext) -> Section:
+    from .benchmark import BenchmarkConfig, run_benchmark
+
+    if not ctx.cfg.data:
+        return Section("Real data", "Skipped: pass --data ../shared/data (or set VISIONFM_DATA) to run the quick "
+                       "real-data benchmark here; `visionfm benchmark` runs the full one.")
+    md, js = run_benchmark(BenchmarkConfig(ctx.cfg.data, str(ctx.out / "benchmark"), quick=True))
+    rows = json.loads(js.read_text())["rows"]
+    return Section("Real data (quick benchmark)", f"Tiny versions of the real-data experiments on {ctx.cfg.data}; "
+                   "the reported numbers come from the full `visionfm benchmark`.", [("results", rows)])
 
 
 def run_demo(cfg: DemoConfig) -> Path:
