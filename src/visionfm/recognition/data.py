@@ -24,7 +24,7 @@ from ..features import FeatureSet, load_features
 from .labels import LabelRow, LabelSpec, LabelTable, infer_class_names, normalise_rel, read_labels
 
 __all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "FEATURES", "file_sha256", "load_table",
-           "select_features"]
+           "pick_features", "select_features"]
 
 log = logging.getLogger(__name__)
 FEATURES = ("cls", "last", "cls+patch")
@@ -137,14 +137,19 @@ class FeatureTable:
 def select_features(fs: FeatureSet, feature: str) -> np.ndarray:
     """``cls``: CLS of the last n blocks concatenated (official); ``last``: last block's CLS; ``cls+patch``:
     last CLS and the patch-token mean (DINOv2-style probe). Returns ``[N, F]`` float32."""
+    return pick_features(fs.cls, fs.patch_mean, feature)
+
+
+def pick_features(cls: np.ndarray, patch_mean: np.ndarray, feature: str) -> np.ndarray:
+    """The chosen feature from CLS tokens ``[N, n*D]`` and patch means ``[N, D]`` (see :func:`select_features`)."""
     if feature not in FEATURES:
         raise ValueError(f"unknown feature {feature!r}; valid: {', '.join(FEATURES)}")
-    d = fs.patch_mean.shape[1]
+    d = patch_mean.shape[1]
     if feature == "cls":
-        return fs.cls.astype(np.float32)
+        return np.asarray(cls, dtype=np.float32)
     if feature == "last":
-        return fs.cls[:, -d:].astype(np.float32)
-    return np.concatenate([fs.cls[:, -d:], fs.patch_mean], axis=1).astype(np.float32)
+        return np.asarray(cls[:, -d:], dtype=np.float32)
+    return np.concatenate([cls[:, -d:], patch_mean], axis=1).astype(np.float32)
 
 
 def _vfm_label_file(fs: FeatureSet) -> Path | None:

@@ -1,0 +1,166 @@
+"""Train a head on cached features and evaluate a run: the library behind ``visionfm classify|multilabel|...``.
+
+``train_head(cfg)`` loads the feature files, carves a validation split when none is given (stratified, grouped by
+patient when ids exist), trains the head with the shared engine, keeps the model that is best on *validation*, and
+scores it once on the test features: ``metrics.json`` (with bootstrap 95% CIs), ``predictions.csv`` and figures.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoints.io import safe_torch_load
+from ..engine import TrainConfig, Trainer
+from ..evaluation import stratified_split, write_results
+from .config import HeadConfig
+from .data import FeatureDataset, FeatureTable, load_table
+from .labels import LabelSpec
+from .reporting import plot_split, score_split, write_split_predictions
+from .runs import label_spec, load_run, new_task, run_encoders, save_run
+from .tasks import HeadTask
+
+__all__ = ["train_head", "evaluate_run", "evaluate_table", "fit_task", "strata", "carve_validation"]
+
+log = logging.getLogger(__name__)
+_MIN_KEYS = ("loss", "mae_std", "ece", "relative_error")
+
+
+def strata(kind: str, y: np.ndarray) -> np.ndarray:
+    """Integer strata for stratified splitting: the class; the first positive output (multi-label); quintiles of
+    the first target (regression)."""
+    if kind in ("classify", "forecast"):
+        return y[:, 0].astype(np.int64)
+    if kind == "multilabel":
+        pos = np.nan_to_num(y, nan=0.0) == 1
+        return np.where(pos.any(1), pos.argmax(1), y.shape[1]).astype(np.int64)
+    edges = np.nanquantile(y[:, 0], [0.2, 0.4, 0.6, 0.8])
+    return np.searchsorted(edges, np.nan_to_num(y[:, 0], nan=float(np.nanmedian(y[:, 0])))).astype(np.int64)
+
+
+def carve_validation(train: FeatureTable, kind: str, fraction: float, seed: int) -> tuple[FeatureTable, FeatureTable,
+                                                                                         str]:
+    """Split ``train`` into (train, validation, description), grouped by patient when ids are known."""
+    tr, va = stratified_split(strata(kind, train.y), fraction, seed, train.patients)
+    how = f"carved {len(va)} of {len(train)} training samples (stratified" + \
+          (", grouped by patient)" if train.patients is not None else ")")
+    return train.subset(tr), train.subset(va), how
+
+
+def fit_task(task: HeadTask, train: Dataset, val: Dataset | None, out: Path, *, epochs: int, batch_size: int,
+             lr: float, weight_decay: float = 0.0, min_lr: float = 0.0, warmup_epochs: float = 0.0,
+             max_steps: int | None = None, seed: int = 0, device: str = "auto", select_metric: str | None = None,
+             progress: bool = False, precision: str = "fp32", clip_grad: float | None = None) -> dict[str, Any]:
+    """Train ``task`` with the engine and load the validation-selected weights (the last ones without ``val``).
+
+    Returns:
+        ``{"metric", "mode", "best_epoch", "best_value", "validation"}`` describing the selection.
+    """
+    key = select_metric or task.select[0]
+    mode = task.select[1] if key == task.select[0] else ("min" if key in _MIN_KEYS else "max")
+    tcfg = TrainConfig(output_dir=str(out), epochs=epochs, max_steps=max_steps, batch_size=min(batch_size, len(train)),
+                       lr=lr, min_lr=min_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
+                       device=device, select_metric=key if val is not None else None, select_mode=mode,
+                       progress=progress, log_every=max(1, epochs // 10), precision=precision, clip_grad=clip_grad)
+    torch.manual_seed(seed)
+    result = Trainer(task, tcfg, train, val).fit()
+    sel: dict[str, Any] = {"metric": key if val is not None else None, "mode": mode}
+    if result.best_path is not None and result.best_path.is_file():
+        task.load_state_dict(safe_torch_load(result.best_path)["task"], strict=True)
+        row = next(h for h in result.history if h["epoch"] == result.best_epoch)
+        sel.update(best_epoch=result.best_epoch, best_value=result.best_metric,
+                   validation={k: v for k, v in row.items() if k not in ("epoch", "step")})
+    else:
+        sel.update(best_epoch=None, note="no validation data: the last weights are kept")
+    task.eval()
+    return sel
+
+
+def evaluate_table(task: HeadTask, table: FeatureTable, out: Path | None, n_boot: int = 1000, seed: int = 0,
+                   device: str | torch.device = "cpu", plots: bool = True) -> dict:
+    """Score ``task`` on a labelled table; with ``out``, write ``predictions.csv`` and the figures there."""
+    loader = DataLoader(FeatureDataset(table, task.kind), batch_size=1024, shuffle=False)
+    scores, y = task.to(device).predict(loader, device)
+    y = table.y if task.kind != "forecast" else table.y[:, :1]
+    m = score_split(task, y, scores, n_boot, seed)
+    if out is not None:
+        write_split_predictions(out / "predictions.csv", task, table.paths, scores, y)
+        if plots:
+            m["figures"] = [p.name for p in plot_split(out, task, y, scores, m)]
+    return m
+
+
+def _tables(cfg: HeadConfig, spec: LabelSpec) -> tuple[FeatureTable, FeatureTable, FeatureTable | None, str]:
+    kw = dict(feature=cfg.feature, label_columns=cfg.label_columns, patient_column=cfg.patient_column,
+              modality_column=cfg.modality_column)
+    shared = cfg.labels if cfg.labels and len(cfg.labels) == 1 else None
+    if not cfg.train:
+        raise ValueError("no training features given (--train FILE.safetensors)")
+    train = load_table(cfg.train, spec, cfg.labels, **kw)
+    if cfg.val:
+        val = load_table(cfg.val, spec, cfg.val_labels or shared, encoders=train.encoders, **kw)
+        how = f"given ({', '.join(cfg.val)})"
+    else:
+        train, val, how = carve_validation(train, cfg.task, cfg.val_fraction, cfg.seed)
+    test = load_table(cfg.test, spec, cfg.test_labels or shared, encoders=train.encoders, **kw) if cfg.test else None
+    return train, val, test, how
+
+
+def train_head(cfg: HeadConfig) -> Path:
+    """Train, select on validation, score on test; returns the run folder.
+
+    The run folder holds ``head.safetensors``, ``run.yaml`` (encoder reference, names, preprocessing, resolved
+    config), ``metrics.json``, ``predictions.csv`` and ``roc.png``/``pr.png``/``reliability.png``/
+    ``confusion.png`` (``scatter.png`` for regression), plus the engine's ``log.jsonl`` and checkpoints.
+    """
+    if not cfg.output_dir:
+        raise ValueError("an output run folder is required (--output)")
+    run = Path(cfg.output_dir)
+    t0 = time.perf_counter()
+    spec = label_spec(cfg)
+    train, val, test, how = _tables(cfg, spec)
+    task, info = new_task(cfg, train, spec)
+    log.info("%s head %s on %d x %d features; validation %s", cfg.task, cfg.head, *train.x.shape, how)
+    sel = fit_task(task, FeatureDataset(train, cfg.task), FeatureDataset(val, cfg.task), run, epochs=cfg.epochs,
+                   batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, min_lr=cfg.min_lr,
+                   warmup_epochs=cfg.warmup_epochs, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
+                   select_metric=cfg.select_metric, progress=cfg.progress)
+    sel["validation_split"] = how
+    info["selection"] = sel
+    save_run(run, task.cpu(), info)
+    metrics = {"task": cfg.task, "names": info["names"], "selection": sel, "train_seconds": time.perf_counter() - t0,
+               "n": {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0},
+               "encoders": {m: {"weights": r.weights, "sha256": r.sha256, "arch": r.arch}
+                            for m, r in train.encoders.items()}}
+    if test is not None:
+        metrics["test"] = evaluate_table(task, test, run, cfg.n_boot, cfg.seed)
+    write_results(run, metrics)
+    log.info("run written to %s", run)
+    return run
+
+
+def evaluate_run(run: str | Path, features: Sequence[str | Path], labels: Sequence[str | Path] | None = None,
+                 output: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+                 label_columns: Sequence[str] | None = None, patient_column: str | None = None) -> dict:
+    """Score a trained run on labelled feature files (of the encoder(s) the run was trained with).
+
+    Writes ``metrics.json``, ``predictions.csv`` and figures to ``output`` (default ``<run>/eval``).
+
+    Raises:
+        ValueError: features from another encoder or modality (the file is named), bad labels.
+    """
+    task, info = load_run(run)
+    spec = LabelSpec(info["kind"], info["names"] if info["kind"] != "forecast" else None,
+                     task.schema if info["kind"] == "multilabel" else None)
+    table = load_table(list(features), spec, list(labels) if labels else None, feature=info["feature"],
+                       encoders=run_encoders(info), label_columns=label_columns, patient_column=patient_column)
+    out = Path(output) if output else Path(run) / "eval"
+    m = {"task": info["kind"], "run": str(run), "features": [str(f) for f in features], "n": len(table),
+         "test": evaluate_table(task, table, out, n_boot, seed)}
+    write_results(out, m)
+    return m

@@ -1,0 +1,144 @@
+"""``predict``: a trained run applied to new images -> CSV of probabilities (or predictions) with class names.
+
+The run stores its encoder reference (weights path, SHA-256, architecture, modality, preprocessing). Prediction
+re-extracts features with exactly that encoder and refuses, with a clear error, weights whose checksum or
+architecture differ, or images of a modality the head was not trained on.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..checkpoints import load_encoder
+from ..data.datasets import ImageCollection, ImageDataset, scan
+from ..data.images import Preprocess
+from ..distributed import resolve_device
+from ..features import encode_batch
+from ..modalities import canonical_modality
+from ..models import VisionTransformer
+from .data import EncoderRef, file_sha256, pick_features
+from .reporting import write_split_predictions
+from .runs import load_run, run_encoders
+
+__all__ = ["predict", "predict_paths", "resolve_encoder", "encode_images"]
+
+log = logging.getLogger(__name__)
+
+
+def _pick_modality(encoders: dict[str, EncoderRef], modality: str | None, run: Path) -> str:
+    if modality is None:
+        if len(encoders) > 1:
+            raise ValueError(f"{run} was trained on several modalities {sorted(encoders)}: pass --modality")
+        return next(iter(encoders))
+    mod = canonical_modality(modality) if modality.lower() != "unknown" else "unknown"
+    if mod not in encoders:
+        raise ValueError(f"{run}: the head was trained on features of {sorted(encoders)}, not {mod}; refusing to "
+                         f"apply it to {mod} images")
+    return mod
+
+
+def resolve_encoder(ref: EncoderRef, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                    where: str = "the run") -> VisionTransformer:
+    """Load the encoder ``ref`` names (or ``weights``), verified by SHA-256 and architecture.
+
+    Raises:
+        FileNotFoundError: the weights cannot be found (pass ``weights``).
+        ValueError: the weights are not the encoder the head was trained with.
+    """
+    path = Path(weights) if weights else Path(ref.weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where} uses encoder weights {ref.weights} ({ref.arch}, sha256 "
+                                f"{ref.sha256[:12] or 'unknown'}), not found: pass the weights file (--weights)")
+    if ref.sha256:
+        sha = file_sha256(path)
+        if sha != ref.sha256:
+            raise ValueError(f"refusing {path}: sha256 {sha[:12]} is not the encoder {where} was trained with "
+                             f"({ref.weights}, sha256 {ref.sha256[:12]})")
+    else:
+        log.warning("%s recorded no checksum for its encoder; %s is checked by architecture only", where, path)
+    enc = load_encoder(path, ref.modality or None, device=device)
+    if enc.cfg.to_dict() != ref.config:
+        raise ValueError(f"refusing {path}: architecture {enc.info.arch} differs from the encoder {where} was "
+                         f"trained with ({ref.arch})")
+    return enc
+
+
+@torch.no_grad()
+def encode_images(enc: VisionTransformer, ref: EncoderRef, coll: ImageCollection, feature: str,
+                  batch_size: int = 32, num_workers: int = 0) -> np.ndarray:
+    """Features ``[N, F]`` of a collection with the preprocessing the run's features were extracted with."""
+    dev = next(enc.parameters()).device
+    data = ImageDataset(coll.samples, Preprocess(ref.input_size, ref.mean, ref.std))
+    cls, patch = [], []
+    for x, _ in DataLoader(data, batch_size=batch_size, num_workers=num_workers):
+        c, p = encode_batch(enc, x.to(dev), ref.n_last_blocks, ref.tta)
+        cls.append(c.cpu().numpy())
+        patch.append(p.cpu().numpy())
+    return pick_features(np.concatenate(cls), np.concatenate(patch), feature)
+
+
+def _intervals(coll: ImageCollection, column: str, source: Path) -> np.ndarray:
+    vals = []
+    for i, s in enumerate(coll.samples):
+        if column not in s.extra:
+            raise ValueError(f"{source}: forecasting needs the interval to the next visit in a '{column}' column "
+                             f"(days) of a CSV manifest")
+        try:
+            vals.append(float(s.extra[column]))
+        except ValueError:
+            raise ValueError(f"{source}, line {i + 2}: interval {s.extra[column]!r} is not a number") from None
+    return np.array(vals, dtype=np.float32)
+
+
+def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights: str | Path | None = None,
+            modality: str | None = None, layout: str = "auto", interval_column: str = "interval_days",
+            device: str = "auto", batch_size: int = 32, num_workers: int = 0) -> Path:
+    """Apply a run to new images: one CSV row per image with ``prob_<class>`` columns and the prediction.
+
+    Args:
+        run: a run folder (``train_head`` or ``finetune``).
+        images: image folder or CSV manifest (``path`` column; forecasting: also ``interval_column``).
+        output_csv: where to write the predictions.
+        weights: the encoder weights file, when it is no longer where the run recorded it (verified).
+        modality: modality of the images; required for runs trained on several modalities.
+        layout: data layout of ``images`` (see :func:`visionfm.data.scan`).
+
+    Raises:
+        ValueError / FileNotFoundError: wrong encoder, modality not trained on, missing weights or images.
+    """
+    run = Path(run)
+    dev = resolve_device(device)
+    task, info = load_run(run, dev)
+    encoders = run_encoders(info)
+    mod = _pick_modality(encoders, modality, run)
+    ref = encoders[mod]
+    enc = resolve_encoder(ref, weights, dev, str(run))
+    coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
+                label_columns=[])
+    x = torch.from_numpy(encode_images(enc, ref, coll, info["feature"], batch_size, num_workers)).to(dev)
+    t = torch.from_numpy(_intervals(coll, interval_column, Path(images))).to(dev) if info["kind"] == "forecast" \
+        else None
+    with torch.no_grad():
+        scores = task.scores(task.head(x, t).float()).cpu().double().numpy()
+    out = write_split_predictions(Path(output_csv), task, [s.rel for s in coll.samples], scores, None)
+    log.info("%d predictions (%s, %s encoder) -> %s", len(coll), info["kind"], mod, out)
+    return out
+
+
+def predict_paths(run: str | Path, paths: Sequence[str | Path], output_csv: str | Path, **kw) -> Path:
+    """:func:`predict` on a list of image files (written to a temporary manifest)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "images.csv"
+        with open(manifest, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path"])
+            writer.writerows([[str(Path(p).resolve())] for p in paths])
+        return predict(run, manifest, output_csv, **kw)
