@@ -1,4 +1,4 @@
-"""Attention maps: known answers for rollout, normalisation and shapes, registers, input sizes, backends."""
+"""Attention maps: known answers for rollout, normalisation and shapes, registers, input sizes, attention backends."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import torch
 from tests.helpers import FIXTURES, require
 
-from visionfm.explain import attention_maps, attention_rollout, cls_patch_attention, upsample_maps
+from visionfm.explain import (attention_maps, attention_rollout, capture_attention, cls_patch_attention,
+                              upsample_maps)
 from visionfm.models import create_encoder
 
 
@@ -68,19 +69,85 @@ def test_any_input_size(tiny_encoder, hw):
     assert m.grid == (hw[0] // 8, hw[1] // 8) and m.heads.shape[-2:] == m.grid
 
 
-def test_maps_describe_the_normal_forward_whatever_backend(tiny_encoder):
-    """The explicit-probability path gives the same tokens as the fused SDPA forward; any kernel gives same maps."""
+def _available_sdpa_backends() -> list:
+    """The SDPA kernels that run on this machine's CPU (MATH everywhere; FLASH_ATTENTION on recent torch)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    q = torch.randn(1, 2, 5, 8)
+    ok = []
+    for name, b in SDPBackend.__members__.items():
+        if name in ("ERROR", "OVERRIDEABLE"):
+            continue
+        try:
+            with sdpa_kernel([b]):
+                torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        except RuntimeError:
+            continue
+        ok.append(b)
+    return ok
+
+
+def test_forward_capture_equals_explicit_probabilities(tiny_encoder):
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        plain = tiny_encoder(x).tokens
-        explicit = tiny_encoder(x, return_attention="all").tokens
-    torch.testing.assert_close(plain, explicit, atol=1e-5, rtol=1e-5)
+    fwd = attention_maps(tiny_encoder, x)
+    ref = attention_maps(tiny_encoder, x, source="explicit")
+    for a, b in ((fwd.heads, ref.heads), (fwd.mean, ref.mean), (fwd.rollout, ref.rollout)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    probs, out = capture_attention(tiny_encoder, x)
+    explicit = tiny_encoder(x, return_attention="all")
+    assert sorted(probs) == [0, 1]
+    for i in probs:
+        torch.testing.assert_close(probs[i], explicit.attentions[i], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="source="):
+        attention_maps(tiny_encoder, x, source="gradcam")
+    with pytest.raises(ValueError, match="blocks"):
+        attention_maps(torch.nn.Linear(3, 3), x)
+
+
+def test_maps_of_the_forward_pass_whatever_sdpa_kernel_runs_it(tiny_encoder):
+    """Each SDPA kernel this machine has runs the forward; the maps are those of that pass and all agree."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = _available_sdpa_backends()
+    assert SDPBackend.MATH in backends
+    x = torch.randn(2, 3, 32, 32)
+    ref = attention_maps(tiny_encoder, x, source="explicit")
+    ref_tokens = tiny_encoder(x, return_attention="all").tokens
+    for backend in backends:
+        with sdpa_kernel([backend]):
+            probs, out = capture_attention(tiny_encoder, x)
+            maps = attention_maps(tiny_encoder, x)
+        torch.testing.assert_close(out.tokens, ref_tokens, atol=1e-5, rtol=1e-5)  # the fused pass itself
+        torch.testing.assert_close(maps.rollout, ref.rollout, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(maps.heads, ref.heads, atol=1e-6, rtol=1e-5)
+
+
+def test_maps_with_a_patched_in_attention_implementation(tiny_encoder, monkeypatch):
+    """A foreign attention kernel (chunked over queries, not SDPA at all) runs the forward: same maps."""
+    calls = []
+
+    def chunked_attention(q, k, v, *args, **kwargs):
+        calls.append(q.shape)
+        scale = q.shape[-1] ** -0.5
+        return torch.cat([((qc * scale) @ k.transpose(-2, -1)).softmax(-1) @ v for qc in q.split(3, dim=-2)], -2)
+
+    x = torch.randn(2, 3, 32, 32)
+    ref = attention_maps(tiny_encoder, x, source="explicit")
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", chunked_attention)
+    maps = attention_maps(tiny_encoder, x)
+    assert len(calls) == tiny_encoder.cfg.depth  # the forward really ran through the patched kernel
+    torch.testing.assert_close(maps.mean, ref.mean, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(maps.rollout, ref.rollout, atol=1e-6, rtol=1e-5)
+
+
+def test_maps_under_bf16_autocast(tiny_encoder):
+    x = torch.randn(2, 3, 32, 32)
     ref = attention_maps(tiny_encoder, x)
-    with sdpa_kernel([SDPBackend.MATH]):
-        other = attention_maps(tiny_encoder, x)
-    torch.testing.assert_close(ref.rollout, other.rollout)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m = attention_maps(tiny_encoder, x)
+    assert m.mean.dtype == torch.float32
+    torch.testing.assert_close(m.mean.flatten(-2).sum(-1), torch.ones(2))
+    torch.testing.assert_close(m.mean, ref.mean, atol=2e-3, rtol=0.05)
 
 
 def test_official_fixture_last_block_attention():
@@ -91,9 +158,10 @@ def test_official_fixture_last_block_attention():
     enc = load_encoder(root / "checkpoint.pth")
     x = torch.from_numpy(np.load(root / "input_224.npy"))
     ref = torch.from_numpy(np.load(root / "last_attention_224.npy"))[:, :, 0, 1:]
-    m = attention_maps(enc, x, rollout=False)
-    assert m.rollout is None
-    torch.testing.assert_close(m.heads.flatten(-2), ref / ref.sum(-1, keepdim=True), atol=1e-5, rtol=1e-4)
+    for source in ("forward", "explicit"):
+        m = attention_maps(enc, x, rollout=False, source=source)
+        assert m.rollout is None
+        torch.testing.assert_close(m.heads.flatten(-2), ref / ref.sum(-1, keepdim=True), atol=1e-5, rtol=1e-4)
 
 
 def test_upsample_maps_normalised():

@@ -99,3 +99,58 @@ def test_collect_images_mixes_files_and_folders(image_folder, tmp_path):
         collect_images(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no images given"):
         collect_images([])
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory):
+    """A real (tiny) `visionfm pretrain` run on fundus phantoms, keeping a checkpoint every 2 steps."""
+    from visionfm.pretrain import PretrainConfig, pretrain
+    from visionfm.toydata import make_dataset
+
+    root = tmp_path_factory.mktemp("pretrain")
+    data = make_dataset("fundus-dr", root / "toy", n=20, size=32, progress=False)
+    cfg = PretrainConfig(data=[str(data.root / "training")], modality="Fundus", arch="vit_test", output=str(
+        root / "run"), max_steps=4, epochs=4, batch_size=4, global_size=32, local_crops=0, out_dim=64,
+        patch_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, checkpoint_every=2, keep_last=10,
+        warmup_epochs=0.1, device="cpu", num_workers=0, progress=False)
+    return pretrain(cfg), data
+
+
+def test_pretraining_checkpoints_in_training_order(pretrain_run):
+    from visionfm.checkpoints import load_encoder
+    from visionfm.explain import load_pretraining_checkpoint, pretraining_checkpoints
+
+    run, _ = pretrain_run
+    ckpts = pretraining_checkpoints(run)
+    steps = [c.step for c in ckpts]
+    assert steps == sorted(steps) and steps[0] == 2 and steps[-1] == 4 and ckpts[0].label == "step 2"
+    first, last = (load_pretraining_checkpoint(c.path) for c in (ckpts[0], ckpts[-1]))
+    assert last.cfg.num_heads == 2 and last.info.modality == "Fundus"  # the run's arch, not a guess from tensors
+    exported = load_encoder(run / "encoder.safetensors")
+    for k, v in exported.state_dict().items():  # the last checkpoint's teacher is the exported encoder
+        torch.testing.assert_close(last.state_dict()[k], v, atol=0, rtol=0)
+    assert not torch.equal(first.blocks[0].attn.qkv.weight, last.blocks[0].attn.qkv.weight)  # it trained
+    generic = load_encoder(ckpts[0].path, modality="Fundus", arch="vit_test")  # the 'visionfm-run' format
+    assert generic.info.format == "visionfm-run"
+    torch.testing.assert_close(generic.state_dict()["pos_embed"], first.state_dict()["pos_embed"])
+
+
+def test_evolution_over_a_pretraining_run(pretrain_run, tmp_path, capsys):
+    from visionfm.explain import pretraining_checkpoints
+
+    run, data = pretrain_run
+    images = sorted((data.root / "test").glob("*.png"))[:2]
+    n = len(pretraining_checkpoints(run))
+    out = attention_evolution(run, images, tmp_path / "evo.png")
+    one = attention_evolution([pretraining_checkpoints(run)[0].path], images, tmp_path / "one.png")
+    h_all, h_one = np.array(Image.open(out)).shape[0], np.array(Image.open(one)).shape[0]
+    assert h_all > h_one + (n - 1) * 100  # one row per checkpoint
+    rc = main(["explain", "--weights", str(run), "--images", *map(str, images), "--output", str(tmp_path / "cli"),
+               "--no-heads"])
+    assert rc == 0 and (tmp_path / "cli" / "attention_evolution.png").is_file()
+    assert "attention_evolution.png" in capsys.readouterr().out
+    assert main(["explain", "--weights", str(data.root), "--images", str(images[0]), "--output",
+                 str(tmp_path / "x")]) == 2
+    assert "not a pretraining run folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="2 labels for 1 checkpoints"):
+        attention_evolution([pretraining_checkpoints(run)[0].path], images, tmp_path / "y.png", labels=["a", "b"])

@@ -162,6 +162,22 @@ def _matches_dinov2(obj: Any) -> bool:
                or re.match(r"^(module\.)?(backbone\.)?blocks\.\d+\.\d+\.", k) for k in sd)
 
 
+_RUN_PREFIX = "teacher.backbone."
+
+
+def _convert_visionfm_run(obj: Any) -> Converted:
+    """A checkpoint of ``visionfm pretrain`` (the engine's ``checkpoint_*.pth``): the EMA teacher's backbone."""
+    state = obj["task"]
+    kept = {k[len(_RUN_PREFIX):]: v for k, v in state.items() if k.startswith(_RUN_PREFIX)}
+    dropped = [k for k in state if not k.startswith(_RUN_PREFIX)]
+    return Converted(kept, "visionfm-run", dropped)
+
+
+def _matches_visionfm_run(obj: Any) -> bool:
+    return isinstance(obj, dict) and _is_state_dict(obj.get("task")) and any(
+        k.startswith(_RUN_PREFIX) for k in obj["task"])
+
+
 def _convert_state_dict(obj: Any) -> Converted:
     sd = obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
     kept, dropped = _split(_strip(sd), _is_head)
@@ -175,6 +191,9 @@ def _matches_state_dict(obj: Any) -> bool:
 CONVERTERS.add("visionfm", Converter(
     "visionfm", "official VisionFM/iBOT pretraining checkpoint ('teacher' backbone is the encoder)",
     _matches_visionfm, _convert_visionfm))
+CONVERTERS.add("visionfm-run", Converter(
+    "visionfm-run", "a checkpoint written by `visionfm pretrain` (checkpoint_*.pth; the EMA teacher's backbone is the "
+    "encoder; student, heads and centres dropped)", _matches_visionfm_run, _convert_visionfm_run))
 CONVERTERS.add("dinov2", Converter(
     "dinov2", "DINOv2/timm naming: layer scale (ls1/ls2), register tokens, block chunks; ImageNet statistics",
     _matches_dinov2, _convert_dinov2))

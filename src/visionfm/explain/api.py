@@ -2,7 +2,8 @@
 
 ``explain`` writes, for a file or folder of images, PNG grids with one row per image (the image as the encoder saw it,
 then one overlay per head of the last block, the merged map and the rollout) and ``attention.npz`` with the raw maps.
-``attention_evolution`` draws the paper's Figure 6b: one row per checkpoint, one column per image.
+``attention_evolution`` draws the paper's Figure 6b: one row per checkpoint, one column per image, from checkpoint
+files or straight from a ``visionfm pretrain`` run folder.
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..checkpoints import atomic_write, load_encoder
+from ..checkpoints import atomic_write
 from ..data import Preprocess, list_images, read_image, resize_image
 from ..distributed import resolve_device
 from ..modalities import get_modality
 from .attention import attention_maps
 from .render import overlay, save_grid
+from .runs import expand_weights, load_weights
 
 __all__ = ["Explanation", "collect_images", "explain_images", "explain", "attention_evolution", "MAP_KINDS"]
 
@@ -72,7 +74,7 @@ def collect_images(images: str | Path | Sequence[str | Path]) -> list[Path]:
 
 def _encoder(weights: str | Path | nn.Module, modality: str | None, arch: str | None,
              device: torch.device) -> tuple[nn.Module, tuple, tuple]:
-    enc = weights if isinstance(weights, nn.Module) else load_encoder(weights, modality, arch)
+    enc = load_weights(weights, modality, arch)
     info = getattr(enc, "info", None)
     if info is not None:
         mean, std = info.mean, info.std
@@ -89,7 +91,7 @@ def explain_images(weights: str | Path | nn.Module, images: str | Path | Sequenc
     """Attention maps of every image, in batches.
 
     Args:
-        weights: weights file (any supported format) or a loaded encoder.
+        weights: weights file (any supported format, or a checkpoint of a pretraining run) or a loaded encoder.
         images: image file, folder, list of files, or list of ``[H, W, 3]`` arrays.
         input_size: square side the images are resized to (default: the encoder's training size); a multiple of
             the patch size.
@@ -170,30 +172,28 @@ def explain(weights: str | Path | nn.Module, images: str | Path | Sequence, outp
     return written
 
 
-def attention_evolution(weights: Sequence[str | Path | nn.Module], images: str | Path | Sequence,
+def attention_evolution(weights: Sequence[str | Path | nn.Module] | str | Path, images: str | Path | Sequence,
                         output: str | Path, labels: Sequence[str] | None = None, modality: str | None = None,
                         arch: str | None = None, input_size: int | None = None, device: str = "cpu",
                         which: str = "mean") -> Path:
     """The evolution of attention over pretraining (paper Figure 6b): one row per checkpoint, one column per image.
 
     Args:
-        weights: checkpoints in training order (files or encoders).
-        labels: row titles (default: the file names).
+        weights: checkpoints in training order (files of any supported format, encoders) and/or pretraining run
+            folders, each expanded to its ``checkpoint_<step>.pth`` files (see :mod:`visionfm.explain.runs`).
+        labels: row titles (default: ``step N`` for run checkpoints, else the file names).
         which: ``mean`` (merged last-block map) or ``rollout``.
     """
     if which not in MAP_KINDS:
         raise ValueError(f"which={which!r} not one of {MAP_KINDS}")
-    if not weights:
-        raise ValueError("attention_evolution needs at least one checkpoint")
-    labels = list(labels) if labels else [Path(str(w)).name if not isinstance(w, nn.Module) else f"checkpoint {i}"
-                                          for i, w in enumerate(weights)]
-    if len(labels) != len(weights):
-        raise ValueError(f"{len(labels)} labels for {len(weights)} checkpoints")
+    items, labels = expand_weights(weights, labels)
     rows, names = [], []
-    for w in tqdm(weights, desc="checkpoints", unit="ckpt", leave=False):
+    for w in tqdm(items, desc="checkpoints", unit="ckpt", leave=False):
         expl = explain_images(w, images, modality, arch, input_size, device=device, progress=False)
         if not rows:
             rows.append([np.round(e.image * 255).astype(np.uint8) for e in expl])
             names = [_short(e.source) for e in expl]
         rows.append([overlay(e.image, getattr(e, which)) for e in expl])
-    return save_grid(rows, output, names, ["image"] + labels, title=f"attention ({which}) during pretraining")
+    out = save_grid(rows, output, names, ["image"] + labels, title=f"attention ({which}) during pretraining")
+    log.info("attention of %d checkpoints over %d images drawn in %s", len(items), len(names), out)
+    return out
