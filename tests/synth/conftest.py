@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 
-
 def _disc(rng: np.random.Generator, size: int, colour: tuple[int, int, int]) -> np.ndarray:
     """A fundus-like image: a noisy coloured disc on black, [size, size+8, 3] uint8 (not square on purpose)."""
     h, w = size, size + 8

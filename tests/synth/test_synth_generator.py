@@ -26,7 +26,7 @@ def test_train_and_sample_shapes(tiny_overrides, tmp_path):
     assert sorted(p.name for p in run.glob("checkpoint_*.pth")) == [
         "checkpoint_00000002.pth", "checkpoint_00000004.pth", "checkpoint_last.pth"]
     assert "image_size: 16" in (run / "generator.yaml").read_text()  # the generator's config beside the run
-    logged = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 4 and np.isfinite(logged[-1]["loss"])
     manifest = sample_images(run, tmp_path / "samples", num=3, batch_size=2, steps=3, seed=7,
                              device="cpu", progress=False)

@@ -7,9 +7,9 @@ import threading
 import urllib.request
 
 import numpy as np
-from tests.helpers import DATA, require
 from PIL import Image
 
+from tests.helpers import DATA, require
 from visionfm.synth import resolve_config, sample_images, train_generator
 from visionfm.synth.data import load_training_data
 from visionfm.synth.fidelity import measure_fidelity
@@ -22,7 +22,7 @@ def test_generator_trains_and_samples_on_drive(tmp_path):
                                                 block_out_channels=[16, 32], steps=3, batch_size=4, save_every=3,
                                                 device="cpu"))
     last = train_generator(cfg, progress=False)
-    losses = [json.loads(l)["loss"] for l in (last.parent / "log.jsonl").read_text().splitlines()]
+    losses = [json.loads(line)["loss"] for line in (last.parent / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(losses))
     manifest = sample_images(last.parent, tmp_path / "syn", num=2, steps=2, device="cpu", progress=False)
     assert np.asarray(Image.open(manifest.parent / "synthetic_000001.png")).shape == (16, 16, 3)

@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
+
+from torch import Tensor
 
 from ..report import Section
 
 __all__ = ["demo_stage"]
+
+
+def _first(source: str | Path, size: int, n: int = 8) -> Tensor:
+    """The first ``n`` images of a folder or manifest, squared: uint8 ``[n, 3, size, size]``."""
+    from .data import load_square_images, scan_sources
+
+    return load_square_images([s.path for s in scan_sources(source).samples][:n], size, progress=False)
 
 
 def demo_stage(ctx: Any) -> Section:
@@ -19,7 +29,6 @@ def demo_stage(ctx: Any) -> Section:
         a section with the fidelity table (synthetic set and a real reference set) and a real-vs-synthetic grid.
     """
     from .config import resolve_config
-    from .data import load_square_images, scan_sources
     from .fidelity import measure_fidelity
     from .plots import save_image_grid
     from .sample import sample_images
@@ -50,11 +59,9 @@ def demo_stage(ctx: Any) -> Section:
                      "precision": r.precision, "recall": r.recall,
                      "copies (features)": r.memorised_fraction_features,
                      "copies (pixels)": r.memorised_fraction_pixels})
-    grid = save_image_grid({"real (train)": load_square_images(
-        [s.path for s in scan_sources(train).samples][:8], cfg.image_size, progress=False),
-        "synthetic": load_square_images([s.path for s in scan_sources(str(manifest)).samples][:8],
-                                        cfg.image_size, progress=False)}, out / "samples_grid.png")
-    text = (f"A {sum(1 for _ in cfg.block_out_channels)}-level diffusers U-Net ({cfg.image_size} px) trained "
+    grid = save_image_grid({"real (train)": _first(train, cfg.image_size),
+                            "synthetic": _first(manifest, cfg.image_size)}, out / "samples_grid.png")
+    text = (f"A {len(cfg.block_out_channels)}-level diffusers U-Net ({cfg.image_size} px) trained "
             f"{steps} steps on the {ctx.datasets['fundus-dr'].counts.get('training', '?')} training phantoms on the "
             "shared engine, sampled with DDIM; Frechet distance, precision/recall (k=3) and the nearest-neighbour "
             "copy check on the demo encoder's features, against the held-out test phantoms. The real training "

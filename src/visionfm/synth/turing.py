@@ -29,6 +29,7 @@ from PIL import Image
 from ..data import read_image
 from .data import scan_sources, square_image
 from .turing_page import PAGE_HTML
+from .turing_score import read_answers
 
 __all__ = ["TuringItem", "build_session", "TuringServer", "make_turing_server", "serve_session", "ANSWERS"]
 
@@ -126,18 +127,10 @@ class TuringServer(ThreadingHTTPServer):
 
 
 def _previous_answers(path: Path, reader: str, ids: set[str]) -> set[str]:
+    """Items of this session that ``reader`` already answered in ``path`` (bad lines raise ``ValueError``)."""
     if not path.is_file():
         return set()
-    done = set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}, line {n}: not JSON") from None
-            if rec.get("reader") == reader and rec.get("item") in ids:
-                done.add(rec["item"])
-    return done
+    return {r["item"] for r in read_answers([path]) if r["reader"] == reader and r["item"] in ids}
 
 
 class _Handler(BaseHTTPRequestHandler):
