@@ -167,3 +167,28 @@ def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
     assert {"prob_converts", "prob_no conversion"} <= set(_rows(out)[0])
     with pytest.raises(ValueError, match="interval"):
         predict(run, toy["glaucoma-forecast"].root / "test", tmp_path / "g.csv", device="cpu")
+
+
+def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
+    c = caches["fundus-dr"]
+    out = rec_root / "runs" / "fs"
+    assert main(["fewshot", "--train", str(c["training"]), "--test", str(c["test"]), "--shots", "1", "3",
+                 "--draws", "2", "--steps", "10", "--output", str(out), "--device", "cpu"]) == 0
+    assert "1-shot" in capsys.readouterr().out
+    r = json.loads((out / "fewshot.json").read_text())
+    assert [(d["k"], d["n_train"]) for d in r["draws"]] == [(1, 5)] * 2 + [(3, 15)] * 2
+    assert r["summary"]["3"]["auroc.macro"]["n"] == 2 and r["summary"]["3"]["auroc.macro"]["sd"] >= 0
+    assert (out / "fewshot.png").is_file() and (out / "fewshot.csv").is_file()
+    assert not list(out.glob("_work*"))
+    # the same seed gives the same draws and numbers
+    out2 = rec_root / "runs" / "fs2"
+    assert main(["fewshot", "--train", str(c["training"]), "--test", str(c["test"]), "--shots", "1",
+                 "--draws", "1", "--steps", "10", "--output", str(out2), "--device", "cpu"]) == 0
+    r2 = json.loads((out2 / "fewshot.json").read_text())
+    assert [d["auroc.macro"] for d in r2["draws"]] == pytest.approx([r["draws"][0]["auroc.macro"]])
+    out3 = rec_root / "runs" / "kf"
+    assert main(["fewshot", "--kfold", "3", "--train", str(c["training"]), "--max-steps", "10", "--n-boot", "10",
+                 "--output", str(out3), "--device", "cpu"]) == 0
+    k = json.loads((out3 / "kfold.json").read_text())
+    assert sum(f["n_test"] for f in k["folds"]) == 45 and len(_rows(out3 / "predictions.csv")) == 45
+    assert "ci95" in k["pooled_out_of_fold"]

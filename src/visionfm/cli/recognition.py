@@ -157,3 +157,36 @@ def run_predict(a: argparse.Namespace) -> int:
                   device=a.device, batch_size=a.batch_size)
     print(f"predictions -> {out}")
     return 0
+
+
+def _configure_fewshot(p: argparse.ArgumentParser) -> None:
+    _train_args(p, "classify")
+    p.add_argument("--task", choices=("classify", "forecast"), default="classify")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10], help="images per class (k)")
+    p.add_argument("--draws", type=int, default=5, help="random draws per k")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps per k-shot head")
+    p.add_argument("--kfold", type=int, metavar="K", help="instead: stratified K-fold cross-validation over --train")
+
+
+@command("fewshot", "Few-shot heads: k-shot with repeated draws (mean +- sd), or stratified k-fold CV.",
+         _configure_fewshot)
+def run_fewshot(a: argparse.Namespace) -> int:
+    from ..recognition.fewshot import fewshot, kfold
+
+    skip = _NON_CONFIG | {"task", "shots", "draws", "steps", "kfold"}
+    cfg = load_head_config(a.config, task=a.task, output_dir=a.output,
+                           **{k: v for k, v in vars(a).items() if k not in skip})
+    if a.kfold:
+        r = kfold(cfg, a.kfold)
+        print(f"{a.kfold}-fold cross-validation, n={r['n']} -> {cfg.output_dir}")
+        for key, s in r["summary"].items():
+            print(f"  {key:<22} {s['mean']:.4f} +- {s['sd']:.4f}")
+        print(f"pooled out-of-fold:\n{summary(a.task, r['pooled_out_of_fold'])}")
+        return 0
+    r = fewshot(cfg, a.shots, a.draws, a.steps)
+    key = next(iter(r["summary"][str(a.shots[0])]))
+    print(f"k-shot {key} on {r['n_test']} test images ({a.draws} draws each) -> {cfg.output_dir}")
+    for k in a.shots:
+        s = r["summary"][str(k)]
+        print("  " + f"{k:>3}-shot  " + "  ".join(f"{n} {v['mean']:.4f} +- {v['sd']:.4f}" for n, v in s.items()))
+    return 0

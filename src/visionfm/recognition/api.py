@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoints.io import safe_torch_load
+from ..distributed import resolve_device
 from ..engine import TrainConfig, Trainer
 from ..evaluation import stratified_split, write_results
 from .config import HeadConfig
@@ -84,8 +85,9 @@ def fit_task(task: HeadTask, train: Dataset, val: Dataset | None, out: Path, *, 
 def evaluate_table(task: HeadTask, table: FeatureTable, out: Path | None, n_boot: int = 1000, seed: int = 0,
                    device: str | torch.device = "cpu", plots: bool = True) -> dict:
     """Score ``task`` on a labelled table; with ``out``, write ``predictions.csv`` and the figures there."""
+    dev = resolve_device(str(device))
     loader = DataLoader(FeatureDataset(table, task.kind), batch_size=1024, shuffle=False)
-    scores, y = task.to(device).predict(loader, device)
+    scores, y = task.to(dev).predict(loader, dev)
     y = table.y if task.kind != "forecast" else table.y[:, :1]
     m = score_split(task, y, scores, n_boot, seed)
     if out is not None:

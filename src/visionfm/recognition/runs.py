@@ -102,6 +102,7 @@ def new_task(cfg: HeadConfig, train: FeatureTable, spec: LabelSpec, **task_kw: A
             "in_dim": int(train.x.shape[1]), "out_dim": int(out_dim), "feature": cfg.feature,
             "task_options": _task_options(cfg, train, spec),
             "encoders": {m: r.to_dict() for m, r in train.encoders.items()}, "config": cfg.to_dict()}
+    torch.manual_seed(cfg.seed)  # the head's initial weights depend on the seed only
     task = task_from_info(info, **task_kw)
     task.head.fit_inputs(torch.from_numpy(train.x))
     return task, info
