@@ -2,19 +2,32 @@
 
 Each stage is a registered function that takes the shared :class:`DemoContext` and returns a report
 :class:`~visionfm.report.Section`; a failing stage stops the demo with its error (a demo that hides failures would
-show nothing true). ``fast=True`` shrinks sizes and steps so the whole job runs in CI in a couple of minutes.
+show nothing true). Stages in order:
+
+* ``phantoms``: one procedural data set with ground truth per task (:func:`visionfm.toydata.make_all`).
+* ``encoder``: pretrain a small encoder briefly on the fundus phantoms (``visionfm.pretrain.demo_stage``), or load
+  ``--weights``.
+* ``explain``: attention maps of the encoder, and their evolution over the demo's pretraining checkpoints.
+* ``recognition``, ``dense``, ``synthetic``: hooks implemented by the task packages as
+  ``visionfm.<package>.demo_stage.demo_stage(ctx)``: train and evaluate their decoders on the phantoms.
+* ``real-data``: the quick real-data benchmark, when ``--data`` is given.
+
+``fast=True`` shrinks sizes and steps so the whole job runs in CI in a couple of minutes. Progress is logged when
+each stage starts and ends, and every ``heartbeat`` seconds while a stage runs.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import logging
+import os
+import platform
+import threading
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Any, Callable, Iterator
 
 from .registry import Registry
 from .report import Report, Section
@@ -26,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
-    """Options of the demo.
+    """Options of the demo (saved as ``demo.yaml`` in the output folder).
 
     Attributes:
         output: folder for data, runs and ``report.html``.
@@ -36,6 +49,7 @@ class DemoConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         stages: run only these stages (default: all, in order).
         data: the shared real-data folder; when given, a last stage runs the quick real-data benchmark on it.
+        heartbeat: seconds between "still running" log lines while a stage works (0: none).
     """
 
     output: str = "outputs/demo"
@@ -45,6 +59,7 @@ class DemoConfig:
     device: str = "auto"
     stages: list[str] | None = None
     data: str | None = None
+    heartbeat: float = 20.0
 
     @property
     def size(self) -> int:
@@ -57,6 +72,16 @@ class DemoConfig:
 
 @dataclass
 class DemoContext:
+    """What stages share: the config, the output folder, the phantom data sets and the encoder.
+
+    Attributes:
+        cfg: the demo's options.
+        out: output folder.
+        datasets: kind name -> :class:`visionfm.toydata.ToyDataset` (set by the ``phantoms`` stage).
+        encoder_path: the encoder every decoder uses (set by the ``encoder`` stage).
+        facts: free-form values stages pass on (e.g. ``pretrain_run``: the demo's pretraining run folder).
+    """
+
     cfg: DemoConfig
     out: Path
     datasets: dict[str, Any] = field(default_factory=dict)
@@ -72,12 +97,14 @@ def _phantoms(ctx: DemoContext) -> Section:
     from .toydata import make_all
 
     ctx.datasets = make_all(ctx.out / "data", n=ctx.cfg.n, seed=ctx.cfg.seed, size=ctx.cfg.size,
-                            overwrite=True, progress=False)
+                            overwrite=True, progress=True)
     rows = [{"data set": k, "task": d.task, "modality": d.modality, "images": d.n, "classes": ", ".join(d.classes)}
             for k, d in ctx.datasets.items()]
-    previews = [Path(d.root) / "preview.png" for d in ctx.datasets.values()][:4]
-    return Section("Phantom data", f"{len(ctx.datasets)} procedural data sets with ground truth "
-                   f"({ctx.cfg.n} images each, {ctx.cfg.size} px).", [("data sets", rows)], previews)
+    previews = [Path(d.root) / "preview.png" for d in ctx.datasets.values()]
+    return Section("Phantom data", f"{len(ctx.datasets)} procedural data sets with exact ground truth "
+                   f"({ctx.cfg.n} images each, {ctx.cfg.size} px, seed {ctx.cfg.seed}; 25% held out as test). "
+                   "Previews: the first 8 images of each set, with masks or landmarks drawn below where the task "
+                   "has them.", [("data sets", rows)], previews)
 
 
 def _hook(module: str) -> Callable[[DemoContext], Section]:
@@ -91,36 +118,42 @@ def _hook(module: str) -> Callable[[DemoContext], Section]:
 
 @DEMO_STAGES.register("encoder")
 def _encoder(ctx: DemoContext) -> Section:
-    from .checkpoints import EncoderInfo, load_encoder, save_encoder
-    from .models import create_encoder
-    from .modalities import get_modality
+    from .checkpoints import load_encoder, save_encoder
 
+    if not ctx.cfg.weights:
+        section = _hook("visionfm.pretrain.demo_stage")(ctx)
+        if ctx.encoder_path is None or not Path(ctx.encoder_path).is_file():
+            raise ValueError("the pretraining demo stage wrote no encoder (ctx.encoder_path)")
+        if (Path(ctx.encoder_path).parent / "pretrain.yaml").is_file():
+            ctx.facts.setdefault("pretrain_run", Path(ctx.encoder_path).parent)
+        return section
+    enc = load_encoder(ctx.cfg.weights)
     path = ctx.out / "encoder.safetensors"
-    if ctx.cfg.weights:
-        enc = load_encoder(ctx.cfg.weights)
-        text = f"Loaded {ctx.cfg.weights}: {enc.info.report}"
-    else:
-        torch.manual_seed(ctx.cfg.seed)
-        # patch 8 keeps an 8x8 (fast) or 16x16 token grid on the small phantoms, so attention maps mean something
-        enc = create_encoder("vit_tiny_patch16", patch_size=8, depth=4 if ctx.cfg.fast else 6, img_size=ctx.cfg.size)
-        m = get_modality("Fundus")
-        enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random init (demo)", "random")
-        text = ("No weights given: a randomly initialised ViT-tiny/8 stands in for a pretrained encoder "
-                "(pass --weights to use released or pretrained weights).")
     save_encoder(enc, path)
     ctx.encoder_path = path
-    return Section("Encoder", text, [("architecture", [enc.cfg.to_dict()])])
+    return Section("Encoder", f"Loaded {ctx.cfg.weights}: {enc.info.report}", [("architecture", [enc.cfg.to_dict()])])
 
 
 @DEMO_STAGES.register("explain")
 def _explain(ctx: DemoContext) -> Section:
-    from .explain import explain
+    from .explain import attention_evolution, explain, pretraining_checkpoints
 
-    images = sorted((Path(ctx.datasets["fundus-dr"].root) / "test").rglob("*.png"))[:4]
+    if ctx.encoder_path is None:
+        raise ValueError("the explain stage needs an encoder: run the 'encoder' stage first")
+    test = Path(ctx.datasets["fundus-dr"].root) / "test"
+    images = sorted(test.glob("*.png"), key=lambda p: int(p.stem))[:4]
     out = ctx.out / "explain"
-    explain(ctx.encoder_path, images, out, input_size=ctx.cfg.size)
-    return Section("Attention maps", "Per-head CLS attention of the last block, the mean map and attention "
-                   "rollout across blocks.", [], sorted(out.glob("*.png"))[:2])
+    written = explain(ctx.encoder_path, images, out, input_size=ctx.cfg.size)
+    pngs = [p for p in written.values() if p.suffix == ".png"]
+    text = ("CLS attention of the encoder's last block per head, the merged map (mean over heads) and attention "
+            "rollout across blocks, on held-out fundus phantoms (red: most attention).")
+    run = ctx.facts.get("pretrain_run")
+    if run is not None:
+        ckpts = pretraining_checkpoints(run)
+        pngs.append(attention_evolution(run, images, out / "attention_evolution.png", device="cpu"))
+        text += (f" The evolution figure (as the paper's Figure 6b) shows the merged map after each of the "
+                 f"{len(ckpts)} checkpoints the demo's pretraining kept ({', '.join(c.label for c in ckpts)}).")
+    return Section("Attention maps", text, [], pngs)
 
 
 DEMO_STAGES.add("recognition", _hook("visionfm.recognition.demo_stage"))
@@ -135,25 +168,77 @@ def _real_data(ctx: DemoContext) -> Section:
     if not ctx.cfg.data:
         return Section("Real data", "Skipped: pass --data ../shared/data (or set VISIONFM_DATA) to run the quick "
                        "real-data benchmark here; `visionfm benchmark` runs the full one.")
-    md, js = run_benchmark(BenchmarkConfig(ctx.cfg.data, str(ctx.out / "benchmark"), quick=True))
+    weights = str(ctx.encoder_path) if ctx.cfg.weights else None
+    md, js = run_benchmark(BenchmarkConfig(ctx.cfg.data, str(ctx.out / "benchmark"), weights=weights, quick=True))
     rows = json.loads(js.read_text())["rows"]
-    return Section("Real data (quick benchmark)", f"Tiny versions of the real-data experiments on {ctx.cfg.data}; "
-                   "the reported numbers come from the full `visionfm benchmark`.", [("results", rows)])
+    return Section("Real data (quick benchmark)", f"Tiny versions of the real-data experiments on {ctx.cfg.data}, "
+                   f"with {'the given encoder' if weights else 'each suite’s documented encoder'}; the reported "
+                   "numbers come from the full `visionfm benchmark`.", [("results", rows)])
+
+
+@contextmanager
+def _heartbeat(name: str, every: float, started: float) -> Iterator[None]:
+    """Log "still running" every ``every`` seconds until the block ends."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        t0 = time.perf_counter()
+        while not stop.wait(every):
+            log.info("demo stage %s still running (%.0f s; demo %.0f s)", name, time.perf_counter() - t0,
+                     time.perf_counter() - started)
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"demo-heartbeat-{name}")
+    if every > 0:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+
+
+def _machine(cfg: DemoConfig) -> dict[str, Any]:
+    """What the timings were measured on, and the options, for the top of the report."""
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"options": ", ".join(f"{k}={v}" for k, v in asdict(cfg).items() if v not in (None, [])),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (load {load:.1f} at start), "
+                       f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+                       f"CUDA {'available' if torch.cuda.is_available() else 'not available'}",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def run_demo(cfg: DemoConfig) -> Path:
-    """Run every stage (or ``cfg.stages``) and write ``report.html``; returns its path."""
+    """Run every stage (or ``cfg.stages``) and write ``report.html``; returns its path.
+
+    Raises:
+        ValueError: an unknown stage name (listing the valid ones), or a stage's own error.
+    """
+    from .engine.trainer import save_config
+
+    names = cfg.stages or DEMO_STAGES.names()
+    unknown = [n for n in names if n not in DEMO_STAGES.names()]
+    if unknown:  # before any work
+        raise ValueError(f"unknown demo stage(s) {unknown}; valid: {', '.join(DEMO_STAGES.names())}")
+    stages = [(name, DEMO_STAGES.get(name)) for name in names]
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "demo.yaml")
     ctx = DemoContext(cfg, out)
-    report = Report("VisionFM demo")
-    names = cfg.stages or DEMO_STAGES.names()
-    for name in names:
-        fn = DEMO_STAGES.get(name)
-        log.info("demo stage %s ...", name)
+    report = Report("VisionFM demo" + (" (fast mode)" if cfg.fast else ""), _machine(cfg))
+    started = time.perf_counter()
+    for i, (name, fn) in enumerate(stages, start=1):
+        log.info("demo stage %d/%d: %s ...", i, len(stages), name)
         t0 = time.perf_counter()
-        section = fn(ctx)
+        with _heartbeat(name, cfg.heartbeat, started):
+            section = fn(ctx)
         section.seconds = time.perf_counter() - t0
+        section.anchor = name
         report.add(section)
-        log.info("demo stage %s done in %.1f s", name, section.seconds)
-    return report.write(out / "report.html")
+        log.info("demo stage %d/%d: %s done in %.1f s (demo %.0f s)", i, len(stages), name, section.seconds,
+                 time.perf_counter() - started)
+    path = report.write(out / "report.html")
+    log.info("demo done in %.0f s: %s", time.perf_counter() - started, path)
+    return path

@@ -24,6 +24,7 @@ class Section:
         tables: (caption, rows) where rows are dicts with the same keys.
         images: PNG paths embedded in the page.
         seconds: wall time the section's work took.
+        anchor: the HTML id of the section's heading (e.g. the demo stage's name).
     """
 
     title: str
@@ -31,6 +32,7 @@ class Section:
     tables: list[tuple[str, Sequence[Mapping[str, Any]]]] = field(default_factory=list)
     images: list[Path] = field(default_factory=list)
     seconds: float | None = None
+    anchor: str = ""
 
 
 def _fmt(v: Any) -> str:
@@ -61,10 +63,16 @@ caption{font-weight:bold;text-align:left}figure{display:inline-block;margin:4px}
 
 
 class Report:
-    """Collects sections and writes them as one HTML file."""
+    """Collects sections and writes them as one HTML file.
 
-    def __init__(self, title: str) -> None:
+    Args:
+        title: page title.
+        meta: name -> value lines shown under the title (options, machine).
+    """
+
+    def __init__(self, title: str, meta: Mapping[str, Any] | None = None) -> None:
         self.title = title
+        self.meta = dict(meta or {})
         self.sections: list[Section] = []
         self.started = time.time()
 
@@ -76,9 +84,11 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                  f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        parts += [f"<p class='t'><b>{html.escape(k)}</b>: {_fmt(v)}</p>" for k, v in self.meta.items()]
         timing = [{"section": s.title, "seconds": round(s.seconds, 1)} for s in self.sections if s.seconds]
         for s in self.sections:
-            parts.append(f"<h2>{html.escape(s.title)}</h2>")
+            anchor = f" id='{html.escape(s.anchor, quote=True)}'" if s.anchor else ""
+            parts.append(f"<h2{anchor}>{html.escape(s.title)}</h2>")
             if s.seconds is not None:
                 parts.append(f"<p class='t'>{s.seconds:.1f} s</p>")
             if s.text:
