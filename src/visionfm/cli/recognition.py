@@ -190,3 +190,58 @@ def run_fewshot(a: argparse.Namespace) -> int:
         s = r["summary"][str(k)]
         print("  " + f"{k:>3}-shot  " + "  ".join(f"{n} {v['mean']:.4f} +- {v['sd']:.4f}" for n, v in s.items()))
     return 0
+
+
+def _configure_finetune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of settings (command-line values override it)")
+    p.add_argument("--task", choices=("classify", "multilabel", "regress", "forecast"), help="default classify")
+    p.add_argument("--weights", help="encoder weights to start from")
+    p.add_argument("--modality", help="modality of the images")
+    p.add_argument("--data", help="dataset root (vfm layout or ImageNet folders) or CSV manifest")
+    p.add_argument("--split", help="training split (vfm: <split>_labels.txt; default training)")
+    p.add_argument("--val-split", help="validation split (default: carve one from training)")
+    p.add_argument("--test-split", help="test split, scored once with the selected model")
+    p.add_argument("--val-data", help="other root/manifest for validation")
+    p.add_argument("--test-data", help="other root/manifest for test")
+    p.add_argument("--label-columns", nargs="+")
+    p.add_argument("--patient-column")
+    p.add_argument("--classes", nargs="+")
+    p.add_argument("--ordinal", action="store_true", default=None)
+    p.add_argument("--schema")
+    p.add_argument("--targets", nargs="+")
+    p.add_argument("--head", choices=("linear", "mlp"))
+    p.add_argument("--input-size", type=int, help="square input side (default 224)")
+    p.add_argument("--n-last-blocks", type=int)
+    p.add_argument("--encoder-lr-scale", type=float, help="encoder lr relative to the head's (default 0.1)")
+    p.add_argument("--layer-decay", type=float, help="layer-wise lr decay (default 0.75)")
+    p.add_argument("--drop-path", type=float)
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--output", help="run folder to create")
+    for name, typ in (("epochs", int), ("max-steps", int), ("batch-size", int), ("lr", float),
+                      ("weight-decay", float), ("warmup-epochs", float), ("seed", int), ("n-boot", int),
+                      ("num-workers", int)):
+        p.add_argument(f"--{name}", type=typ)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--device", help="cpu, cuda or auto")
+
+
+@command("finetune", "End-to-end fine-tuning of encoder + head on images (layer-wise lr decay, augmentation).",
+         _configure_finetune)
+def run_finetune(a: argparse.Namespace) -> int:
+    from ..recognition.finetune import FinetuneConfig, finetune
+
+    values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG and v is not None}
+    cfg = _load_finetune(FinetuneConfig, a.config, output_dir=a.output, **values)
+    run = finetune(cfg)
+    m = json.loads((run / "metrics.json").read_text())
+    print(f"run: {run}\nselected on validation {m['selection'].get('metric')} (epoch "
+          f"{m['selection'].get('best_epoch')}); validation: {m['selection'].get('validation_split')}")
+    if "test" in m:
+        print(f"test (n={m['n']['test']}):\n{summary(cfg.task, m['test'])}")
+    return 0
+
+
+def _load_finetune(cls: type, path: str | None, **overrides: Any):
+    from ..engine import load_config
+
+    return load_config(cls, path, **overrides)

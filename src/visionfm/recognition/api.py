@@ -26,7 +26,8 @@ from .reporting import plot_split, score_split, write_split_predictions
 from .runs import label_spec, load_run, new_task, run_encoders, save_run
 from .tasks import HeadTask
 
-__all__ = ["train_head", "evaluate_run", "evaluate_table", "fit_task", "strata", "carve_validation"]
+__all__ = ["train_head", "evaluate_run", "evaluate_table", "report_scores", "fit_task", "strata",
+           "carve_validation"]
 
 log = logging.getLogger(__name__)
 _MIN_KEYS = ("loss", "mae_std", "ece", "relative_error")
@@ -88,10 +89,15 @@ def evaluate_table(task: HeadTask, table: FeatureTable, out: Path | None, n_boot
     dev = resolve_device(str(device))
     loader = DataLoader(FeatureDataset(table, task.kind), batch_size=1024, shuffle=False)
     scores, y = task.to(dev).predict(loader, dev)
-    y = table.y if task.kind != "forecast" else table.y[:, :1]
+    return report_scores(task, y, scores, table.paths, out, n_boot, seed, plots)
+
+
+def report_scores(task: HeadTask, y: np.ndarray, scores: np.ndarray, paths: list[str], out: Path | None,
+                  n_boot: int = 1000, seed: int = 0, plots: bool = True) -> dict:
+    """Metrics (with CIs) of collected scores; with ``out``, also ``predictions.csv`` and figures."""
     m = score_split(task, y, scores, n_boot, seed)
     if out is not None:
-        write_split_predictions(out / "predictions.csv", task, table.paths, scores, y)
+        write_split_predictions(out / "predictions.csv", task, paths, scores, y)
         if plots:
             m["figures"] = [p.name for p in plot_split(out, task, y, scores, m)]
     return m

@@ -5,11 +5,9 @@ together with everything prediction needs: the encoder reference, label names, p
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from .data import FEATURES
 from .labels import KINDS
@@ -116,16 +114,6 @@ def load_head_config(path: str | Path | None = None, **overrides: Any) -> HeadCo
         FileNotFoundError: the YAML file is missing.
         ValueError: it has unknown keys (named) or invalid values.
     """
-    values: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        values = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{p}: expected a mapping of settings")
-        unknown = sorted(set(values) - {f.name for f in fields(HeadConfig)})
-        if unknown:
-            raise ValueError(f"{p}: unknown settings {unknown}; valid: {sorted(f.name for f in fields(HeadConfig))}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return HeadConfig(**values)
+    from ..engine.trainer import load_config
+
+    return load_config(HeadConfig, path, **overrides)

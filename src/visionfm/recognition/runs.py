@@ -87,8 +87,15 @@ def task_from_info(info: dict[str, Any], **task_kw: Any) -> HeadTask:
     return TASKS.get(kind)(head, **opts, **task_kw)
 
 
-def new_task(cfg: HeadConfig, train: FeatureTable, spec: LabelSpec, **task_kw: Any) -> tuple[HeadTask, dict]:
-    """A fresh task for ``train`` and the run description (``run.yaml`` contents) to save with it."""
+def new_task(cfg: HeadConfig, train: FeatureTable, spec: LabelSpec, in_dim: int | None = None,
+             **task_kw: Any) -> tuple[HeadTask, dict]:
+    """A fresh task for ``train`` and the run description (``run.yaml`` contents) to save with it.
+
+    Args:
+        in_dim: feature width when ``train.x`` holds no features (fine-tuning: the head's input standardisation
+            then stays the identity; the encoder's final LayerNorm already scales its tokens).
+        task_kw: an encoder to fine-tune and its options (see :class:`HeadTask`).
+    """
     out_dim = {"classify": len(spec.names or []), "multilabel": spec.schema.k if spec.schema else 0,
                "regress": train.y.shape[1], "forecast": 1}[cfg.task]
     if cfg.task == "classify" and out_dim < 2:
@@ -99,12 +106,13 @@ def new_task(cfg: HeadConfig, train: FeatureTable, spec: LabelSpec, **task_kw: A
     names = spec.names if cfg.task != "regress" else (spec.names or [f"target_{i}" for i in range(out_dim)])
     info = {"visionfm_run": "recognition", "kind": cfg.task, "names": list(names),
             "schema": spec.schema.to_dict() if spec.schema else None, "head": cfg.head, "head_options": head_opts,
-            "in_dim": int(train.x.shape[1]), "out_dim": int(out_dim), "feature": cfg.feature,
+            "in_dim": int(in_dim or train.x.shape[1]), "out_dim": int(out_dim), "feature": cfg.feature,
             "task_options": _task_options(cfg, train, spec),
             "encoders": {m: r.to_dict() for m, r in train.encoders.items()}, "config": cfg.to_dict()}
     torch.manual_seed(cfg.seed)  # the head's initial weights depend on the seed only
     task = task_from_info(info, **task_kw)
-    task.head.fit_inputs(torch.from_numpy(train.x))
+    if in_dim is None:
+        task.head.fit_inputs(torch.from_numpy(train.x))
     return task, info
 
 
