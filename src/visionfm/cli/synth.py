@@ -1,4 +1,4 @@
-"""``visionfm synth <train|sample|fidelity|turing|turing-score>``: synthetic images end to end."""
+"""``visionfm synth <train|sample|fidelity|turing|turing-score|ratio-study>``: synthetic images end to end."""
 from __future__ import annotations
 
 import argparse
@@ -168,6 +168,38 @@ def _run_score(a: argparse.Namespace) -> int:
 _run_score.configure = _score_args
 
 
+def _ratio_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of RatioStudyConfig fields (command-line flags override it)")
+    p.add_argument("--real", nargs="+", help="real pretraining image folders (the generator's training images)")
+    p.add_argument("--synthetic", nargs="+", help="synthetic image folders (e.g. a `synth sample` output)")
+    p.add_argument("--probe-data", help="labelled vfm-layout folder with train/val/test (e.g. `visionfm medmnist`)")
+    p.add_argument("--output", help="study folder")
+    p.add_argument("--ratios", nargs="+", help="real:synthetic ratios (default 1:0 1:1 1:5 1:10 0:1)")
+    p.add_argument("--seeds", type=int, nargs="+", help="pretraining seeds (each ratio runs once per seed)")
+    p.add_argument("--steps", type=int, help="optimizer steps of every run (the shared budget)")
+    p.add_argument("--arch", help="encoder architecture (visionfm.list_archs())")
+    p.add_argument("--patch-size", type=int, help="patch size override")
+    p.add_argument("--global-size", type=int, help="global crop side in pixels")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto, cpu or cuda")
+
+
+def _run_ratio(a: argparse.Namespace) -> int:
+    from ..engine import load_config
+    from ..synth.ratio_study import RatioStudyConfig, run_ratio_study
+
+    keys = ("real", "synthetic", "probe_data", "output", "ratios", "seeds", "steps", "arch", "patch_size",
+            "global_size", "batch_size", "device")
+    cfg = load_config(RatioStudyConfig, a.config, **{k: getattr(a, k) for k in keys})
+    out = run_ratio_study(cfg)
+    print((out / "results.md").read_text())
+    print(f"curve: {out / 'ratio_curve.png'}; table: {out / 'results.json'}")
+    return 0
+
+
+_run_ratio.configure = _ratio_args
+
+
 def _configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="synth_command", metavar="<step>")
     for name, fn, help in (
@@ -175,12 +207,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
             ("sample", _run_sample, "Sample a trained generator to a folder of PNGs with manifest.csv."),
             ("fidelity", _run_fidelity, "Frechet distance, precision/recall and memorisation check vs real images."),
             ("turing", _run_turing, "Serve a visual Turing test page on 127.0.0.1 for one reader."),
-            ("turing-score", _run_score, "Score Turing-test answer files: each reader and the panel mean +- sd.")):
+            ("turing-score", _run_score, "Score Turing-test answer files: each reader and the panel mean +- sd."),
+            ("ratio-study", _run_ratio, "Pretrain at several real:synthetic ratios on one budget and probe each "
+                                        "encoder (paper Fig. 5f).")):
         _sub(sub, name, help)(fn)
 
 
-@command("synth", "Synthetic images: train a generator, sample it, measure fidelity, run a visual Turing test.",
-         _configure)
+@command("synth", "Synthetic images: train a generator, sample it, measure fidelity, run a visual Turing test, "
+                  "study real:synthetic pretraining ratios.", _configure)
 def run(a: argparse.Namespace) -> int:
     name = getattr(a, "_synth", None)
     if name is None:
