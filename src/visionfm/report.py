@@ -51,9 +51,12 @@ def _table(caption: str, rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _image(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).name)}">'
-            f"<figcaption>{html.escape(Path(path).name)}</figcaption></figure>")
+    """An embedded PNG captioned by its folder and file name (``fundus-dr/preview.png``)."""
+    path = Path(path)
+    data = base64.b64encode(path.read_bytes()).decode()
+    name = html.escape(f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{name}">'
+            f"<figcaption>{name}</figcaption></figure>")
 
 
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
