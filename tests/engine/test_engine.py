@@ -130,3 +130,13 @@ def test_yaml_config_layers(tmp_path):
     (tmp_path / "bad.yaml").write_text("learning_rate: 1\n")
     with pytest.raises(ValueError, match="unknown config keys \\['learning_rate'\\]"):
         load_config(TrainConfig, tmp_path / "bad.yaml")
+
+
+def test_checkpoint_epochs_thins_epoch_end_saves(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(Trainer, "_save", lambda self, state, step: saved.append((state["epoch"], step)))
+    Trainer(Regression(), _cfg(tmp_path, epochs=7, checkpoint_epochs=3), _data()).fit()
+    # 8 steps per epoch: saves after epochs 3 and 6 (counter 3, 6) and at the last step (epoch counter 7).
+    assert saved == [(3, 24), (6, 48), (7, 56)]
+    with pytest.raises(ValueError, match="checkpoint_epochs"):
+        _cfg(tmp_path, checkpoint_epochs=0)

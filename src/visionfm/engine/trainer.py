@@ -40,6 +40,8 @@ class TrainConfig:
 
     ``batch_size`` is per process; an optimizer step sees ``batch_size * accum_steps * world_size`` samples.
     ``warmup_epochs`` may be fractional. ``checkpoint_every`` counts optimizer steps (0: at epoch ends only).
+    ``checkpoint_epochs``: write ``checkpoint_last.pth`` at every n-th epoch end (and always at the last step);
+    raise it when epochs are a few steps long (few-shot sets, random-crop training) and the model is large.
     """
 
     output_dir: str = "runs/train"
@@ -58,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 0
+    checkpoint_epochs: int = 1
     keep_last: int = 2
     select_metric: str | None = None
     select_mode: str = "max"
@@ -70,7 +73,7 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {list(_DTYPES)}, got {self.precision!r}")
         if self.select_mode not in ("max", "min"):
             raise ValueError(f"select_mode must be 'max' or 'min', got {self.select_mode!r}")
-        for name in ("epochs", "batch_size", "accum_steps"):
+        for name in ("epochs", "batch_size", "accum_steps", "checkpoint_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -305,7 +308,7 @@ class Trainer:
             if epoch_done:
                 best = self._end_epoch(epoch, step, history, best, logger)
                 epoch, batches_done = epoch + 1, 0
-            if main:
+            if main and (step >= self.total_steps or epoch % self.cfg.checkpoint_epochs == 0):
                 self._save(self._state(step, epoch, batches_done, best, history), step)
         bar.close()
         logger.close()
