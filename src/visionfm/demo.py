@@ -231,14 +231,14 @@ def run_demo(cfg: DemoConfig) -> Path:
     started = time.perf_counter()
     for i, (name, fn) in enumerate(stages, start=1):
         log.info("demo stage %d/%d: %s ...", i, len(stages), name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with _heartbeat(name, cfg.heartbeat, started):
             section = fn(ctx)
-        section.seconds = time.perf_counter() - t0
+        section.seconds, section.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         section.anchor = name
         report.add(section)
-        log.info("demo stage %d/%d: %s done in %.1f s (demo %.0f s)", i, len(stages), name, section.seconds,
-                 time.perf_counter() - started)
+        log.info("demo stage %d/%d: %s done in %.1f s, CPU %.1f s (demo %.0f s)", i, len(stages), name,
+                 section.seconds, section.cpu_seconds, time.perf_counter() - started)
     path = report.write(out / "report.html")
     log.info("demo done in %.0f s: %s", time.perf_counter() - started, path)
     return path

@@ -24,6 +24,7 @@ class Section:
         tables: (caption, rows) where rows are dicts with the same keys.
         images: PNG paths embedded in the page.
         seconds: wall time the section's work took.
+        cpu_seconds: CPU time of this process during it (on a shared machine the fairer measure).
         anchor: the HTML id of the section's heading (e.g. the demo stage's name).
     """
 
@@ -32,6 +33,7 @@ class Section:
     tables: list[tuple[str, Sequence[Mapping[str, Any]]]] = field(default_factory=list)
     images: list[Path] = field(default_factory=list)
     seconds: float | None = None
+    cpu_seconds: float | None = None
     anchor: str = ""
 
 
@@ -88,12 +90,15 @@ class Report:
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                  f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
         parts += [f"<p class='t'><b>{html.escape(k)}</b>: {_fmt(v)}</p>" for k, v in self.meta.items()]
-        timing = [{"section": s.title, "seconds": round(s.seconds, 1)} for s in self.sections if s.seconds]
+        timing = [{"section": s.title, "seconds": round(s.seconds, 1),
+                   **({"CPU seconds": round(s.cpu_seconds, 1)} if s.cpu_seconds is not None else {})}
+                  for s in self.sections if s.seconds]
         for s in self.sections:
             anchor = f" id='{html.escape(s.anchor, quote=True)}'" if s.anchor else ""
             parts.append(f"<h2{anchor}>{html.escape(s.title)}</h2>")
             if s.seconds is not None:
-                parts.append(f"<p class='t'>{s.seconds:.1f} s</p>")
+                cpu = f" (CPU {s.cpu_seconds:.1f} s)" if s.cpu_seconds is not None else ""
+                parts.append(f"<p class='t'>{s.seconds:.1f} s{cpu}</p>")
             if s.text:
                 parts.append(f"<p>{html.escape(s.text)}</p>")
             parts += [_table(c, rows) for c, rows in s.tables]

@@ -40,7 +40,7 @@ def test_demo_fast_end_to_end(tmp_path, monkeypatch, capsys):
     sections = _sections(report)
     assert list(sections) == DEMO_STAGES.names()  # every stage, in order
     for name, html in sections.items():
-        assert re.search(r"<p class='t'>[\d.]+ s</p>", html), name  # timed
+        assert re.search(r"<p class='t'>[\d.]+ s \(CPU [\d.]+ s\)</p>", html), name  # timed
         if name != "real-data":  # the others show what they did: tables and/or figures
             assert "<table" in html or "data:image/png" in html, name
     assert "Skipped" in sections["real-data"]  # no --data given
