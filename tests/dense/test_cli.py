@@ -59,3 +59,39 @@ def test_bad_input_is_a_clean_error(drive_like, tmp_path, capsys):
     assert main(["segment", "train", "--data", str(drive_like), "--unet", "--output", str(tmp_path / "r"),
                  *TINY]) == 2
     assert "22_training.png: no mask file" in capsys.readouterr().err
+
+
+def test_schedule_steps_and_crop_max_side_predicts_original_size(drive_like, tmp_path):
+    from PIL import Image
+
+    run = tmp_path / "r"
+    assert main(["segment", "train", "--data", str(drive_like), "--unet", "--crop", "32", "--max-side", "34",
+                 "--max-steps", "6", "--batch-size", "2", "--lr", "0.01", "--device", "cpu",
+                 "--output", str(run)]) == 0
+    last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    # The cosine schedule was stepped every iteration: the last of 6 steps runs at ~7% of the base rate
+    # (a loop that never steps its scheduler would still be at 0.01).
+    assert last["step"] == 6 and 0 < last["lr"] < 0.002
+    out = tmp_path / "p"
+    assert main(["segment", "predict", "--run", str(run), "--data", str(drive_like), "--split", "training",
+                 "--output", str(out), "--device", "cpu"]) == 0
+    assert np.array(Image.open(out / "21_training.png")).shape == (40, 36)  # original size, not 34 x 31
+
+
+def test_fewshot_table_and_reuse(drive_like, tmp_path, capsys):
+    out = tmp_path / "fs"
+    args = ["segment", "fewshot", "--data", str(drive_like), "--models", "unet", "--shots", "1", "2",
+            "--test-data", str(drive_like), "--test-split", "training", "--output", str(out), "--crop", "32",
+            "--max-steps", "2", "--batch-size", "2", "--device", "cpu"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "| model | shots | encoder | dice |" in table and table.count("| unet |") == 2
+    rows = json.loads((out / "fewshot.json").read_text())["rows"]
+    assert [r["shots"] for r in rows] == [1, 2] and all(0 <= r["dice"] <= 1 for r in rows)
+    first = (out / "unet_1shot" / "model.safetensors").stat().st_mtime_ns
+    assert main(args) == 0  # finished cells are reused, not retrained
+    assert (out / "unet_1shot" / "model.safetensors").stat().st_mtime_ns == first
+    other = list(args)
+    other[other.index("--max-steps") + 1] = "3"
+    assert main(other) == 2
+    assert "other settings" in capsys.readouterr().err

@@ -72,3 +72,15 @@ def test_native_crop_dataset_keeps_alignment(drive_like):
     assert s["image"].shape == (3, 24, 24) and s["target"].shape == (1, 24, 24)
     # The synthetic vessel is dark (30/255) exactly where the mask is 1: the crop kept them aligned.
     assert torch.equal(s["target"][0] > 0.5, s["image"][0] < 0.2)
+
+
+def test_max_side_scales_native_images_and_keeps_alignment(drive_like):
+    from visionfm.dense.datasets import SegmentationDataset, working_size
+
+    assert working_size((2848, 4288), 1024) == (680, 1024) and working_size((40, 36), None) == (40, 36)
+    spec = resolve_spec(drive_like, "training")
+    ds = SegmentationDataset(spec.items(), spec, 999, [0.0] * 3, [1.0] * 3, crop=16, max_side=20)
+    assert ds.images[0].shape == (3, 20, 18) and ds.targets[0].shape == (1, 20, 18)
+    # Columns 10-12 of 36 hold the vessel: at half size it covers columns 5-6, where the image is dark too.
+    col_t, col_i = ds.targets[0][0].mean(0), ds.images[0][0].mean(0)
+    assert col_t.argmax() in (5, 6) and col_i.argmin() in (5, 6) and col_t[:4].max() == 0

@@ -73,3 +73,17 @@ def test_heatmap_kl_by_hand():
     # Uniform logits: KL(one-hot || uniform over 4) = ln 4; logits matching the target give ~0.
     assert heatmap_kl(torch.zeros(1, 1, 2, 2), target).item() == pytest.approx(math.log(4))
     assert heatmap_kl(torch.tensor([[[[20.0, 0.0], [0.0, 0.0]]]]), target).item() < 1e-7
+
+
+def test_hd95_counts_images_it_cannot_measure():
+    gt = np.zeros((1, 10, 10), bool)
+    gt[0, 2:5, 2:5] = True
+    m = SegmentationMeter(["c"], bins=10)
+    m.update(np.zeros((1, 10, 10)), gt)  # a missed structure: no distance exists
+    m.update(gt.astype(float), gt)  # a perfect one: HD95 0
+    r = m.compute()["c"]
+    assert r["hd95"] == 0.0 and r["hd95_undefined"] == 1.0
+    fov = np.zeros((10, 10), bool)  # the structure lies outside the field of view: nothing to measure
+    m = SegmentationMeter(["c"], bins=10)
+    m.update(np.zeros((1, 10, 10)), gt, fov)
+    assert math.isnan(m.compute()["c"]["hd95"]) and m.compute()["c"]["hd95_undefined"] == 0.0

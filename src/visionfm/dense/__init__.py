@@ -6,6 +6,7 @@ transforms, label parsing) is plain torch / numpy.
 from .backbone import OFFICIAL_BLOCKS, block_indices, multilevel_features
 from .config import DenseConfig, load_config, save_config
 from .data import MASK_KINDS, DenseSpec, SegItem, load_target, pair_files, read_mask, resolve_spec
+from .fewshot import run_fewshot
 from .decoders import DENSE_MODELS, EncoderDense, LinearDecoder, MonaiUNet, UNETRDecoder, build_dense_model
 from .landmark import landmarks_from_masks, predict_landmark, train_landmark
 from .landmarks import argmax_subpixel, gaussian_heatmaps, read_landmarks, scale_points, soft_argmax
@@ -21,5 +22,5 @@ __all__ = [
     "landmarks_from_masks", "predict_landmark", "train_landmark", "argmax_subpixel", "gaussian_heatmaps",
     "read_landmarks", "scale_points", "soft_argmax", "dice_focal_loss", "focal_loss", "heatmap_kl",
     "soft_dice_loss", "SegmentationMeter", "auc_from_histograms", "confusion", "hd95", "radial_errors",
-    "scores_from_confusion", "predict_segmentation", "train_segmentation", "JointAugment", "affine_matrix", "warp",
+    "scores_from_confusion", "run_fewshot", "predict_segmentation", "train_segmentation", "JointAugment", "affine_matrix", "warp",
 ]

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..engine import trainer as _engine
 
-__all__ = ["DenseConfig", "load_config", "save_config"]
+__all__ = ["TASKS", "DenseConfig", "load_config", "save_config"]
+
+TASKS = ("segment", "landmark")
 
 
 @dataclass
@@ -22,7 +24,8 @@ class DenseConfig:
         task: "segment" or "landmark".
         data: dataset root (see :func:`visionfm.dense.data.resolve_spec`) or image folder.
         split: split folder name ("training", "train", ...).
-        masks / fov / kind / classes / resize_masks: segmentation label overrides.
+        masks / fov / kind / classes / resize_masks: segmentation label overrides (``classes`` of a landmark run:
+            the landmark names, e.g. for official .npy heatmaps, which carry none).
         labels: landmark labels (CSV, JSON or folder of .npy heatmaps).
         subset: "n" (first n images: few-shot) or "start:end".
         weights: encoder weights; None with model "unet".
@@ -32,6 +35,8 @@ class DenseConfig:
         input_size: square training/prediction side in pixels (images are resized to it).
         crop: instead of resizing, keep images at their native resolution, train on random ``crop``-px windows
             and predict whole images (padded to a multiple of 32): thin vessels survive.
+        max_side: with ``crop``, first scale images down (aspect kept) so the longer side is at most this many
+            pixels (IDRiD's 4288x2848 on a CPU); predictions are still written at the original resolution.
         sigma: landmark Gaussian sigma in input pixels.
         augment: joint flips/rotation/zoom/intensity augmentation.
         output_dir ... num_workers: the shared engine's loop settings.
@@ -53,6 +58,7 @@ class DenseConfig:
     finetune: bool = False
     input_size: int = 512
     crop: int | None = None
+    max_side: int | None = None
     sigma: float = 4.0
     augment: bool = True
     output_dir: str = ""
@@ -68,28 +74,27 @@ class DenseConfig:
     num_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # facts filled in by training (classes, encoder config)
 
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in ("input_size", "crop", "max_side", "epochs", "batch_size", "max_steps"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive whole number, got {v!r}")
+        if self.sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.max_side and not self.crop:
+            raise ValueError("max_side goes with crop (resized inputs already have a fixed size: input_size)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> DenseConfig:
-    """Defaults <- YAML file <- non-None keyword overrides (command-line values)."""
-    values: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        values = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{p}: expected a mapping of settings")
-    names = {f.name for f in dataclasses.fields(DenseConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}; valid: {sorted(names)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return DenseConfig(**values)
+    """Defaults <- YAML file <- non-None keyword overrides (command-line values), via the engine's loader."""
+    return _engine.load_config(DenseConfig, path, **overrides)
 
 
 def save_config(cfg: DenseConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved configuration as YAML (atomically)."""
+    _engine.save_config(cfg, path)

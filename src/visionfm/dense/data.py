@@ -64,7 +64,8 @@ def pair_files(images: Sequence[Path], folder: Path, what: str, required: bool =
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Mask file -> integer array ``[H, W]`` (palette indices kept, 1-bit -> 0/1, RGB -> first channel)."""
+    """Mask file -> integer array ``[H, W]`` in the file's own integer type (palette indices kept, 1-bit -> 0/1 uint8,
+    RGB -> first channel; float files must hold whole numbers)."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -75,13 +76,21 @@ def read_mask(path: Path) -> np.ndarray:
         if not (arr[..., :3] == arr[..., :1]).all():
             raise ValueError(f"{path}: colour mask; masks must be grey (0/255 maps or class indices 0..C-1)")
         arr = arr[..., 0]
-    return arr.astype(np.int64)
+    if arr.dtype == bool:
+        return arr.view(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{path}: mask holds fractional values; masks must be whole numbers")
+        arr = arr.astype(np.int64)
+    return arr
 
 
 def _binary(arr: np.ndarray, path: Path) -> np.ndarray:
-    vals = np.unique(arr)
-    if len(vals) > 2 or (len(vals) == 2 and vals[0] != 0):
-        raise ValueError(f"{path}: a binary mask must hold 0 and one other value, found {vals[:8].tolist()}")
+    """0/v map -> bool; anything else is an error naming the file (checked without a slow ``np.unique``)."""
+    top = arr.max()
+    if arr.min() < 0 or not ((arr == 0) | (arr == top)).all():
+        vals = np.unique(arr)[:8].tolist()
+        raise ValueError(f"{path}: a binary mask must hold 0 and one other value, found {vals}")
     return arr > 0
 
 
@@ -117,7 +126,7 @@ class DenseSpec:
     def items(self, require_masks: bool = True) -> list[SegItem]:
         """Pair every image with its masks (optional FOV)."""
         if self.kind not in MASK_KINDS:
-            raise KeyError(f"unknown mask kind {self.kind!r}; valid: {', '.join(MASK_KINDS)}")
+            raise ValueError(f"unknown mask kind {self.kind!r}; valid: {', '.join(MASK_KINDS)}")
         imgs = list_images(self.images)
         if not imgs:
             raise FileNotFoundError(f"no images in {self.images}")
@@ -148,11 +157,16 @@ def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BOX))
 
 
-def load_target(item: SegItem, spec: DenseSpec, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Masks of one item at image size ``(H, W)``.
+def load_target(item: SegItem, spec: DenseSpec, size: tuple[int, int],
+                out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Masks of one item, checked against its image size ``(H, W)``.
+
+    Args:
+        out_size: resample every class map to this (H', W') by area right after reading (training copies of
+            very large images); None keeps ``size``.
 
     Returns:
-        (target ``[K, H, W]`` float32 in [0, 1], FOV ``[H, W]`` bool or None).
+        (target ``[K, H, W]`` (or ``[K, H', W']``) float32 in [0, 1], FOV ``[H, W]`` bool or None).
     """
     k = len(spec.classes)
     if spec.kind == "labelmap":
@@ -160,12 +174,12 @@ def load_target(item: SegItem, spec: DenseSpec, size: tuple[int, int]) -> tuple[
         arr = read_mask(path)
         if arr.min() < 0 or arr.max() > k:
             raise ValueError(f"{path}: mask values {np.unique(arr)[:8].tolist()} outside the classes 0..{k}")
-        target = np.stack([_fit((arr == c + 1).astype(np.float32), size, path, spec.resize_masks)
-                           for c in range(k)])
+        maps = [_fit((arr == c + 1).astype(np.float32), size, path, spec.resize_masks) for c in range(k)]
     else:
-        target = np.stack([_fit(_binary(read_mask(p), p).astype(np.float32), size, p, spec.resize_masks)
-                           for p in item.masks])
-    return np.clip(target, 0, 1), read_fov(item, size)
+        maps = [_fit(_binary(read_mask(p), p).astype(np.float32), size, p, spec.resize_masks) for p in item.masks]
+    if out_size is not None and tuple(out_size) != tuple(size):
+        maps = [resize_map(m, out_size) for m in maps]
+    return np.clip(np.stack(maps), 0, 1), read_fov(item, size)
 
 
 def read_fov(item: SegItem, size: tuple[int, int]) -> np.ndarray | None:

@@ -20,7 +20,7 @@ from .data import DenseSpec, SegItem, load_target, resize_map
 from .landmarks import gaussian_heatmaps, scale_points
 from .transforms import JointAugment
 
-__all__ = ["SegmentationDataset", "LandmarkDataset", "load_rgb01", "select"]
+__all__ = ["SegmentationDataset", "LandmarkDataset", "load_rgb01", "select", "working_size", "to_rgb01", "as_rgb8"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,39 @@ def select(seq: Sequence, subset: str | None) -> list:
     return out
 
 
-def load_rgb01(path: Path, size: int | None) -> tuple[Tensor, tuple[int, int]]:
-    """Image file -> (``[3, S, S]`` float in [0, 1], or ``[3, H, W]`` at the native size when None; original (H, W))."""
+def working_size(hw: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(H, W) scaled down (aspect kept) so the longer side is at most ``max_side``; unchanged when None or smaller."""
+    h, w = hw
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def load_rgb01(path: Path, size: int | None, max_side: int | None = None) -> tuple[Tensor, tuple[int, int]]:
+    """Image file -> (float ``[3, h, w]`` in [0, 1], original (H, W)); see :func:`to_rgb01`."""
     img = read_image(path)
-    if size is None:
-        arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), img.shape[:2]
-    return torch.from_numpy(resize_image(img, (size, size))).permute(2, 0, 1).contiguous(), img.shape[:2]
+    return to_rgb01(img, size, max_side), img.shape[:2]
+
+
+def to_rgb01(img: np.ndarray, size: int | None, max_side: int | None = None) -> Tensor:
+    """``[H, W, 3]`` image (uint8 or float in [0, 1]) -> float ``[3, h, w]`` in [0, 1].
+
+    ``size`` S gives ``[3, S, S]``; None keeps the native resolution, or scales it down to ``max_side`` (aspect
+    kept, see :func:`working_size`).
+    """
+    hw = img.shape[:2]
+    out = (size, size) if size is not None else working_size(hw, max_side)
+    if out == hw:
+        arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    else:
+        arr = resize_image(img, out)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def as_rgb8(img: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 or float in [0, 1] -> uint8 (for overlays and plots)."""
+    return img if img.dtype == np.uint8 else (img * 255).round().astype(np.uint8)
 
 
 def random_crop(sample: dict[str, Tensor], crop: int) -> dict[str, Tensor]:
@@ -80,20 +106,21 @@ class SegmentationDataset(_Repeat):
     """Items -> dicts ``{'image' [3,S,S] normalised, 'target' [K,S,S] float, 'valid' [1,S,S] float}``.
 
     ``min_length`` repeats a few-shot set up to that length (e.g. the batch size). With ``crop`` the images stay
-    at their native resolution and every sample is a random ``crop x crop`` window (``size`` is ignored).
+    at their native resolution (or are scaled down to ``max_side``) and every sample is a random ``crop x crop``
+    window (``size`` is ignored).
     """
 
     def __init__(self, items: Sequence[SegItem], spec: DenseSpec, size: int, mean: Sequence[float],
                  std: Sequence[float], augment: JointAugment | None = None, min_length: int = 0,
-                 crop: int | None = None) -> None:
+                 crop: int | None = None, max_side: int | None = None) -> None:
         self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
         self.images, self.targets, self.valid = [], [], []
         for it in tqdm(items, desc="loading images", leave=False):
-            img, hw = load_rgb01(it.image, None if crop else size)
-            target, fov = load_target(it, spec, hw)
-            out = hw if crop else (size, size)
+            img, hw = load_rgb01(it.image, None if crop else size, max_side)
+            out = tuple(img.shape[-2:])
+            target, fov = load_target(it, spec, hw, out)
             self.images.append(img)
-            self.targets.append(torch.from_numpy(np.stack([resize_map(t, out) for t in target])))
+            self.targets.append(torch.from_numpy(target))
             v = np.ones(out, np.float32) if fov is None else resize_map(fov.astype(np.float32), out) > 0.5
             self.valid.append(torch.from_numpy(np.asarray(v, np.float32))[None])
         log.info("loaded %d images %s", len(self.images), f"(random {crop}-px crops)" if crop else f"at {size} px")

@@ -39,9 +39,12 @@ class UNETRDecoder(nn.Module):
         embed_dim: ViT token width D.
         out_channels: K.
         widths: channels at grid x1 (deepest), x2, x4, x8, x16 (full resolution).
+        patch_size: the encoder's patch; from 12 px up a last 2x step reaches full resolution (x16), below it the
+            x8 map already is (about) full resolution and a 1x1 convolution takes its place.
     """
 
-    def __init__(self, embed_dim: int, out_channels: int, widths: Sequence[int] = (256, 128, 64, 32, 16)) -> None:
+    def __init__(self, embed_dim: int, out_channels: int, widths: Sequence[int] = (256, 128, 64, 32, 16),
+                 patch_size: int = 16) -> None:
         super().__init__()
         w0, w1, w2, w3, w4 = widths
         self.bottom = _conv(embed_dim, w0)
@@ -49,7 +52,7 @@ class UNETRDecoder(nn.Module):
         self.skips = nn.ModuleList([_up(embed_dim, w1, 1), _up(embed_dim, w2, 2), _up(embed_dim, w3, 3)])
         self.ups = nn.ModuleList([nn.ConvTranspose2d(a, b, 2, stride=2) for a, b in ((w0, w1), (w1, w2), (w2, w3))])
         self.fuse = nn.ModuleList([_conv(2 * w, w) for w in (w1, w2, w3)])
-        self.up_last = nn.ConvTranspose2d(w3, w4, 2, stride=2)
+        self.up_last = nn.ConvTranspose2d(w3, w4, 2, stride=2) if patch_size >= 12 else nn.Conv2d(w3, w4, 1)
         self.image_skip = nn.Sequential(_conv(3, w4), _conv(w4, w4))  # full-resolution detail (thin vessels)
         self.fuse_last = _conv(2 * w4, w4)
         self.head = nn.Conv2d(w4, out_channels, 1)
@@ -60,7 +63,7 @@ class UNETRDecoder(nn.Module):
         for up, skip, fuse, f in zip(self.ups, self.skips, self.fuse, (feats[2], feats[1], feats[0])):
             x = fuse(torch.cat([up(x), skip(f)], dim=1))
         x = self.up_last(x)
-        if x.shape[-2:] != image.shape[-2:]:  # patch 14 (or odd sizes): grid * 16 != H
+        if x.shape[-2:] != image.shape[-2:]:  # patch 14 or 8 (or odd sizes): grid * 16 != H
             x = F.interpolate(x, size=image.shape[-2:], mode="bilinear", align_corners=False)
         x = self.fuse_last(torch.cat([x, self.image_skip(image)], dim=1))
         return self.head(x)
@@ -97,11 +100,11 @@ class EncoderDense(nn.Module):
         self.blocks = block_indices(len(encoder.blocks))
         dim = encoder.cfg.embed_dim
         if decoder == "unetr":
-            self.decoder = UNETRDecoder(dim, out_channels)
+            self.decoder = UNETRDecoder(dim, out_channels, patch_size=encoder.cfg.patch_size)
         elif decoder == "linear":
             self.decoder = LinearDecoder(dim, out_channels, len(self.blocks))
         else:
-            raise KeyError(f"unknown decoder {decoder!r}; valid: linear, unetr")
+            raise ValueError(f"unknown decoder {decoder!r}; valid: linear, unetr")
         self.encoder.requires_grad_(finetune)
 
     def train(self, mode: bool = True) -> "EncoderDense":

@@ -14,14 +14,14 @@ from ..data import list_images, read_image
 from ..distributed import resolve_device
 from .config import DenseConfig, save_config
 from .data import pair_files, read_mask
-from .datasets import LandmarkDataset, load_rgb01, select
-from .landmarks import argmax_subpixel, centre_of_mask, heatmap_from_logits, read_landmarks, scale_points, soft_argmax, write_landmarks
+from .datasets import LandmarkDataset, as_rgb8, select, to_rgb01
+from .landmarks import (argmax_subpixel, centre_of_mask, heatmap_from_logits, read_landmarks, scale_points,
+                        soft_argmax, write_landmarks)
 from .metrics import radial_errors
-from .models_io import build_from_config, load_run, save_run
-from .segment import _engine_config
+from .models_io import build_from_config, engine_config, load_run, save_run
 from .transforms import JointAugment
 
-__all__ = ["train_landmark", "predict_landmark", "landmarks_from_masks", "DECODE"]
+__all__ = ["train_landmark", "predict_landmark", "landmarks_from_masks", "draw_landmarks", "DECODE"]
 
 log = logging.getLogger(__name__)
 DECODE = ("argmax", "soft")
@@ -53,6 +53,10 @@ def train_landmark(cfg: DenseConfig) -> Path:
     torch.manual_seed(cfg.seed)
     images = select(_images(cfg.data), cfg.subset)
     points, names = read_landmarks(cfg.labels, images)
+    if cfg.classes:  # names for label files without them (official .npy heatmaps)
+        if len(cfg.classes) != len(names):
+            raise ValueError(f"--names gives {len(cfg.classes)} names for the {len(names)} landmarks in {cfg.labels}")
+        names = list(cfg.classes)
     model, mean, std = build_from_config(cfg, len(names))
     cfg.task = "landmark"
     cfg.extra.update(out_channels=len(names), names=list(names), train_images=[str(p) for p in images])
@@ -62,15 +66,31 @@ def train_landmark(cfg: DenseConfig) -> Path:
     aug = JointAugment(hflip=0.0) if cfg.augment else None  # a mirror would swap left/right landmark identities
     data = LandmarkDataset(images, points, cfg.input_size, cfg.sigma, mean, std, aug, min_length=cfg.batch_size)
     task = LandmarkTask(model)
-    Trainer(task, _engine_config(cfg), data).fit()
+    Trainer(task, engine_config(cfg, len(data)), data).fit()
     save_run(task.model, cfg, run)
     return run
 
 
-def _draw(img: np.ndarray, pred: np.ndarray, truth: np.ndarray | None) -> Image.Image:
+def draw_landmarks(img: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, min_side: int = 256,
+                   max_side: int = 1024) -> Image.Image:
+    """Plot predicted (green circles) and true (red crosses) landmarks ``[K, 2]`` on an RGB uint8 image.
+
+    Images smaller than ``min_side`` are enlarged by a whole factor (phantoms stay readable), larger than
+    ``max_side`` reduced (a 4288x2848 fundus plot stays light); points are mapped exactly either way.
+    """
+    h, w = img.shape[:2]
+    if max(h, w) < min_side:
+        z = -(-min_side // max(h, w))
+        size, resample = (h * z, w * z), Image.NEAREST
+    else:
+        z = min(1.0, max_side / max(h, w))
+        size, resample = (max(1, round(h * z)), max(1, round(w * z))), Image.BILINEAR
     im = Image.fromarray(img)
+    im = im.resize((size[1], size[0]), resample) if size != (h, w) else im
+    pred = scale_points(pred, (h, w), size)
+    truth = None if truth is None else scale_points(truth, (h, w), size)
     d = ImageDraw.Draw(im)
-    r = max(3, int(max(img.shape[:2]) / 150))
+    r = max(3, int(max(im.size) / 150))
     for k, (x, y) in enumerate(pred):
         d.ellipse([x - r, y - r, x + r, y + r], outline=(0, 255, 0), width=max(1, r // 2))
         if truth is not None:
@@ -104,15 +124,15 @@ def predict_landmark(run: str | Path, data: str | Path, output: str | Path, labe
     out.mkdir(parents=True, exist_ok=True)
     preds = []
     for i, path in enumerate(tqdm(images, desc="predicting")):
-        x, hw = load_rgb01(path, cfg.input_size)
-        hm = heatmap_from_logits(model(((x - mean) / std)[None].to(dev)).cpu())
+        img = read_image(path)
+        hw = img.shape[:2]
+        hm = heatmap_from_logits(model(((to_rgb01(img, cfg.input_size) - mean) / std)[None].to(dev)).cpu())
         pts = argmax_subpixel(hm) if decode == "argmax" else soft_argmax(hm, int(3 * cfg.sigma + 1))
         # Heatmap pixels -> original pixels with the exact pixel-centre mapping of the resize.
         orig = scale_points(pts[0].double().numpy(), (cfg.input_size, cfg.input_size), hw)
         preds.append(orig)
-        img = read_image(path)
-        img8 = img if img.dtype == np.uint8 else (img * 255).round().astype(np.uint8)
-        _draw(img8, orig, None if truth is None else truth[i]).save(out / f"{path.stem}_landmarks.png")
+        plot = draw_landmarks(as_rgb8(img), orig, None if truth is None else truth[i])
+        plot.save(out / f"{path.stem}_landmarks.png")
     preds = np.stack(preds)
     write_landmarks(out / "landmarks.csv", names, [p.name for p in images], preds)
     metrics: dict = {}
@@ -120,15 +140,20 @@ def predict_landmark(run: str | Path, data: str | Path, output: str | Path, labe
         err = radial_errors(preds, truth)
         metrics = {"mre": float(err.mean()), "mre_per_landmark": dict(zip(names, err.mean(0).tolist())),
                    "median_re": float(np.median(err)), "images": len(images)}
-    (out / "metrics.json").write_text(json.dumps({"run": str(run), "data": str(data), "decode": decode,
+    (out / "metrics.json").write_text(json.dumps({"run": str(run), "data": str(data), "labels": labels,
+                                                  "subset": subset, "decode": decode, "images": len(images),
                                                   "input_size": cfg.input_size, "metrics": metrics}, indent=2))
     save_config(cfg, out / "dense.yaml")
     return metrics
 
 
-def landmarks_from_masks(images: str | Path, masks: str | Path, output: str | Path, name: str = "centre") -> int:
-    """Write the centroid of each image's mask (e.g. the optic disc) as a landmark CSV; returns the image count."""
-    imgs = _images(images)
+def landmarks_from_masks(images: str | Path, masks: str | Path, output: str | Path, name: str = "centre",
+                         subset: str | None = None) -> int:
+    """Write the centroid of each image's mask (e.g. the optic disc) as a landmark CSV; returns the image count.
+
+    ``subset`` ("n" or "start:end") restricts it to some of the images in sorted order.
+    """
+    imgs = select(_images(images), subset)
     pts = []
     for img, m in zip(imgs, pair_files(imgs, Path(masks), "mask")):
         mask = read_mask(m) > 0

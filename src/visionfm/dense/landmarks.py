@@ -13,10 +13,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
-__all__ = ["heatmap_from_logits", "gaussian_heatmaps", "scale_points", "argmax_subpixel", "soft_argmax", "read_landmarks",
-           "write_landmarks", "centre_of_mask"]
+__all__ = ["heatmap_from_logits", "gaussian_heatmaps", "scale_points", "argmax_subpixel", "soft_argmax",
+           "read_landmarks", "write_landmarks", "centre_of_mask"]
 
 
 def gaussian_heatmaps(points: Tensor, size: tuple[int, int], sigma: float) -> Tensor:
@@ -120,20 +121,42 @@ def soft_argmax(heatmaps: Tensor, radius: int | None = None) -> Tensor:
     return torch.stack([(p * xs).sum((-2, -1)), (p * ys).sum((-2, -1))], dim=-1)
 
 
-def _from_npy(path: Path) -> np.ndarray:
-    """Heatmap file -> ``[K, 2]`` sub-pixel peaks.
+def _from_npy(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """Official heatmap file -> ``[K, 2]`` sub-pixel peaks in the pixels of an ``image_size`` (H, W) image.
 
     The official VisionFM labels are ``[H, W, K]`` (channels last, K small); ``[K, H, W]`` and ``[H, W]`` are
-    accepted too. Channels-last is recognised by a last axis shorter than both others.
+    accepted too, at any float or integer precision (values are read as float32, never rounded). Channels-last
+    is recognised by a last axis shorter than both others. Heatmaps at another size than their image are decoded
+    at their own size and mapped exactly onto the image (:func:`scale_points`).
     """
-    arr = np.load(path, allow_pickle=False).astype(np.float32)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read heatmap array ({e})") from None
     if arr.ndim == 2:
         arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"{path}: heatmap array must be [H, W, K], [K, H, W] or [H, W], got shape {arr.shape}")
+    if arr.ndim != 3 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{path}: heatmap array must be numeric [H, W, K], [K, H, W] or [H, W], "
+                         f"got {arr.dtype} {arr.shape}")
     if arr.shape[-1] < min(arr.shape[:2]):
         arr = arr.transpose(2, 0, 1)
-    return argmax_subpixel(torch.from_numpy(arr)[None])[0].numpy().astype(np.float64)
+    hm = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    empty = (hm.flatten(1).amax(1) <= 0).nonzero().flatten().tolist()
+    if empty:  # what the official integer cast leaves of a landmark after resizing
+        raise ValueError(f"{path}: heatmap channel(s) {empty} have no positive value: the landmark is lost")
+    pts = argmax_subpixel(hm[None])[0].double().numpy()
+    return scale_points(pts, tuple(arr.shape[1:]), image_size)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the image header."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image header ({e})") from None
 
 
 def _read_csv(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -187,7 +210,7 @@ def read_landmarks(source: str | Path, images: Sequence[Path]) -> tuple[np.ndarr
             f = source / f"{p.stem}.npy"
             if not f.is_file():
                 raise FileNotFoundError(f"missing landmark heatmap {f} for image {p}")
-            pts.append(_from_npy(f))
+            pts.append(_from_npy(f, _image_size(p)))
         return np.stack(pts), [f"landmark{i}" for i in range(pts[0].shape[0])]
     if not source.is_file():
         raise FileNotFoundError(f"landmark file not found: {source}")

@@ -92,6 +92,7 @@ class SegmentationMeter:
         self.pos = np.zeros((k, bins), dtype=np.int64)
         self.neg = np.zeros((k, bins), dtype=np.int64)
         self.hd: list[list[float]] = [[] for _ in range(k)]
+        self.hd_undefined = np.zeros(k, dtype=np.int64)  # images where exactly one of prediction / truth is empty
 
     def update(self, prob: np.ndarray, gt: np.ndarray, fov: np.ndarray | None = None, hd95_stride: int = 1) -> None:
         """prob ``[K, H, W]`` in [0, 1], gt ``[K, H, W]`` bool, fov ``[H, W]`` bool or None.
@@ -110,19 +111,29 @@ class SegmentationMeter:
             self.pos[c] += np.bincount(idx[g], minlength=self.bins)
             self.neg[c] += np.bincount(idx[~g], minlength=self.bins)
             if self.with_hd95:
-                n = hd95_stride
-                h = hd95((pred & inside)[::n, ::n], (gt[c].astype(bool) & inside)[::n, ::n]) * n
-                if not math.isnan(h) and (pred.any() or gt[c].any()):
-                    self.hd[c].append(h)
+                self._add_hd95(c, pred & inside, gt[c].astype(bool) & inside, hd95_stride)
+
+    def _add_hd95(self, c: int, pred: np.ndarray, gt: np.ndarray, stride: int) -> None:
+        """HD95 of one image and class: only defined when both maps are non-empty (else counted as undefined)."""
+        if pred.any() and gt.any():
+            self.hd[c].append(hd95(pred[::stride, ::stride], gt[::stride, ::stride]) * stride)
+        elif pred.any() or gt.any():
+            self.hd_undefined[c] += 1
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """``{class: {dice, iou, sensitivity, specificity, accuracy, auc, hd95}}`` plus ``'mean'`` over classes."""
+        """``{class: {dice, iou, sensitivity, specificity, accuracy, auc, hd95, hd95_undefined}}`` plus ``'mean'``.
+
+        ``hd95`` is the mean over images where prediction and truth are both non-empty inside the FOV;
+        ``hd95_undefined`` counts the images where exactly one of them is empty (a missed or an invented
+        structure), which a distance cannot express.
+        """
         out: dict[str, dict[str, float]] = {}
         for c, name in enumerate(self.names):
             s = scores_from_confusion(*(int(v) for v in self.counts[c]))
             s["auc"] = auc_from_histograms(self.pos[c], self.neg[c])
             if self.with_hd95:
                 s["hd95"] = float(np.mean(self.hd[c])) if self.hd[c] else float("nan")
+                s["hd95_undefined"] = float(self.hd_undefined[c])
             out[name] = s
         keys = next(iter(out.values())).keys() if out else []
         out["mean"] = {k: float(np.nanmean([out[n][k] for n in self.names])) if any(

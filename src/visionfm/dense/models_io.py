@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,7 +14,7 @@ from ..models import ViTConfig, create_encoder
 from .config import DenseConfig, load_config, save_config
 from .decoders import build_dense_model
 
-__all__ = ["build_from_config", "save_run", "load_run"]
+__all__ = ["build_from_config", "engine_config", "save_run", "load_run"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,21 @@ def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, l
     log.info("encoder %s (%s), %s decoder, encoder %s", cfg.weights, enc.info.arch, cfg.model,
              "fine-tuned" if cfg.finetune else "frozen")
     return build_dense_model(cfg.model, enc, out_channels, cfg.finetune), mean, std
+
+
+def engine_config(cfg: DenseConfig, n_samples: int):
+    """The shared engine's :class:`~visionfm.engine.TrainConfig` for a dense run over ``n_samples`` per epoch.
+
+    Epochs of random-crop and few-shot training are a few steps long, so ``checkpoint_last.pth`` (which holds the
+    whole model, frozen encoder included) is written about every 100 optimizer steps rather than every epoch.
+    """
+    from ..engine import TrainConfig
+
+    steps_per_epoch = max(1, n_samples // cfg.batch_size)
+    return TrainConfig(output_dir=cfg.output_dir, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       warmup_epochs=cfg.warmup_epochs, precision=cfg.precision, device=cfg.device, seed=cfg.seed,
+                       num_workers=cfg.num_workers, checkpoint_epochs=max(1, 100 // steps_per_epoch))
 
 
 def save_run(model: nn.Module, cfg: DenseConfig, run: Path) -> Path:
@@ -61,7 +75,3 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
     model = build_dense_model(cfg.model, enc, k, cfg.finetune)
     model.load_state_dict(load_file(str(run / "model.safetensors")), strict=True)
     return model.to(device).eval(), cfg
-
-
-def channel_names(cfg: DenseConfig) -> Sequence[str]:
-    return cfg.extra["names"]

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from ..data import read_image
 from ..distributed import resolve_device
 from .config import DenseConfig, save_config
 from .data import DenseSpec, load_target, read_fov, resolve_spec
-from .datasets import SegmentationDataset, load_rgb01, select
+from .datasets import SegmentationDataset, as_rgb8, select, to_rgb01
 from .metrics import SegmentationMeter
-from .models_io import build_from_config, load_run, save_run
+from .models_io import build_from_config, engine_config, load_run, save_run
 from .transforms import JointAugment
 
 __all__ = ["spec_from_config", "train_segmentation", "predict_segmentation", "overlay", "PALETTE"]
@@ -31,15 +32,6 @@ def spec_from_config(cfg: DenseConfig, data: str | None = None, split: str | Non
     """The label layout of ``cfg`` applied to ``data``/``split`` (defaults: the training data)."""
     return resolve_spec(data or cfg.data, split or cfg.split, cfg.masks if data is None else None,
                         cfg.fov if data is None else None, cfg.kind, cfg.classes, cfg.resize_masks)
-
-
-def _engine_config(cfg: DenseConfig):
-    from ..engine import TrainConfig
-
-    return TrainConfig(output_dir=cfg.output_dir, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       warmup_epochs=cfg.warmup_epochs, precision=cfg.precision, device=cfg.device, seed=cfg.seed,
-                       num_workers=cfg.num_workers)
 
 
 def train_segmentation(cfg: DenseConfig) -> Path:
@@ -64,9 +56,9 @@ def train_segmentation(cfg: DenseConfig) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "dense.yaml")
     data = SegmentationDataset(items, spec, cfg.input_size, mean, std, JointAugment() if cfg.augment else None,
-                               min_length=cfg.batch_size, crop=cfg.crop)
+                               min_length=cfg.batch_size, crop=cfg.crop, max_side=cfg.max_side)
     task = SegmentationTask(model, list(spec.classes))
-    result = Trainer(task, _engine_config(cfg), data).fit()
+    result = Trainer(task, engine_config(cfg, len(data)), data).fit()
     log.info("training finished: %s", getattr(result, "last_path", run))
     save_run(task.model, cfg, run)
     return run
@@ -74,35 +66,35 @@ def train_segmentation(cfg: DenseConfig) -> Path:
 
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend boolean masks ``[K, H, W]`` onto an RGB uint8 image ``[H, W, 3]`` in palette colours."""
-    out = image.astype(np.float32)
+    out = image.copy()
     for c, m in enumerate(masks):
-        out[m] = (1 - alpha) * out[m] + alpha * PALETTE[c % len(PALETTE)]
-    return out.clip(0, 255).astype(np.uint8)
+        rows = np.flatnonzero(m.any(axis=1))  # blend only the rows a mask touches (lesions are small)
+        if rows.size == 0:
+            continue
+        a, b = rows[0], rows[-1] + 1
+        blend = ((1 - alpha) * out[a:b] + alpha * PALETTE[c % len(PALETTE)]).round().astype(np.uint8)
+        out[a:b] = np.where(m[a:b, :, None], blend, out[a:b])
+    return out
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, path: Path, size: int | None, mean: Sequence[float],
-                  std: Sequence[float], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """One image -> (probabilities ``[K, H, W]`` at the original resolution, RGB uint8 image ``[H, W, 3]``).
+def predict_probs(model: torch.nn.Module, img: np.ndarray, size: int | None, mean: Sequence[float],
+                  std: Sequence[float], device: torch.device, max_side: int | None = None) -> np.ndarray:
+    """One ``[H, W, 3]`` image -> probabilities ``[K, H, W]`` at its original resolution.
 
-    ``size`` None runs the whole image at its native resolution, zero-padded to a multiple of 32.
+    ``size`` S runs the image resized to SxS; None runs it whole at its native resolution (or scaled down to
+    ``max_side``), zero-padded to a multiple of 32. Logits, not thresholded masks, are upsampled to (H, W), so
+    boundaries land at sub-pixel precision.
     """
-    x, (h, w) = load_rgb01(path, size)
-    m = torch.tensor(mean).view(3, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1)
-    x = (x - m) / s
+    h, w = img.shape[:2]
+    x = to_rgb01(img, size, max_side)
+    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    rows, cols = x.shape[-2:]
     if size is None:  # pad after normalising so the border reads as zero input, as in crop padding
-        x = F.pad(x, (0, -w % 32, 0, -h % 32))
-    logits = model(x[None].to(device)).float()
-    if size is None:
-        logits = logits[..., :h, :w]
-    # Upsample logits (not thresholded masks) so the boundary is placed at sub-pixel precision.
+        x = F.pad(x, (0, -cols % 32, 0, -rows % 32))
+    logits = model(x[None].to(device)).float()[..., :rows, :cols]
     prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False))[0]
-    from ..data import read_image
-
-    img = read_image(path)
-    img8 = img if img.dtype == np.uint8 else (img * 255).round().astype(np.uint8)
-    return prob.cpu().numpy(), img8
+    return prob.cpu().numpy()
 
 
 def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, split: str = "test",
@@ -126,8 +118,10 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     meter = SegmentationMeter(names, threshold=threshold)
     for it in tqdm(items, desc="predicting"):
-        prob, img = predict_probs(model, it.image, None if cfg.crop else cfg.input_size, cfg.extra["mean"],
-                                  cfg.extra["std"], dev)
+        img = read_image(it.image)
+        prob = predict_probs(model, img, None if cfg.crop else cfg.input_size, cfg.extra["mean"],
+                             cfg.extra["std"], dev, cfg.max_side)
+        img = as_rgb8(img)
         fov = None
         if has_masks:
             target, fov = load_target(it, spec, img.shape[:2])
@@ -138,21 +132,21 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
         if fov is not None:  # the loss never saw outside the field of view: report background there
             pred &= fov[None]
         _write_masks(out, it.image.stem, names, pred)
-        Image.fromarray(overlay(img, pred)).save(out / f"{it.image.stem}_overlay.png")
+        Image.fromarray(overlay(img, pred)).save(out / f"{it.image.stem}_overlay.png", compress_level=1)
     metrics = meter.compute() if has_masks else {}
-    result = {"run": str(run), "data": str(data), "split": split, "images": len(items), "threshold": threshold,
-              "input_size": cfg.input_size, "model": cfg.model, "metrics": metrics}
+    result = {"run": str(run), "data": str(data), "split": split, "subset": subset, "images": len(items),
+              "threshold": threshold, "input_size": cfg.input_size, "crop": cfg.crop, "max_side": cfg.max_side,
+              "model": cfg.model, "metrics": metrics}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     save_config(cfg, out / "dense.yaml")
     return metrics
 
 
 def _write_masks(out: Path, stem: str, names: Sequence[str], pred: np.ndarray) -> None:
-    if len(names) == 1:
-        Image.fromarray((pred[0] * 255).astype(np.uint8)).save(out / f"{stem}.png")
-        return
+    """0/255 PNGs: ``<stem>.png`` for one class, else ``<stem>_<class>.png`` (fast zlib level: fundus-sized)."""
     for c, name in enumerate(names):
-        Image.fromarray((pred[c] * 255).astype(np.uint8)).save(out / f"{stem}_{name}.png")
+        path = out / (f"{stem}.png" if len(names) == 1 else f"{stem}_{name}.png")
+        Image.fromarray(pred[c].astype(np.uint8) * 255).save(path, compress_level=1)
 
 
 def _update(meter: SegmentationMeter, prob: np.ndarray, gt: np.ndarray, fov: np.ndarray | None,
