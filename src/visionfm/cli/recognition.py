@@ -245,3 +245,25 @@ def _load_finetune(cls: type, path: str | None, **overrides: Any):
     from ..engine import load_config
 
     return load_config(cls, path, **overrides)
+
+
+def _configure_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="CSV with a path column")
+    p.add_argument("--output", required=True, help="prefix: writes <prefix>_train.csv and <prefix>_test.csv")
+    p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("--group-column", help="patient id column: no patient on both sides")
+    p.add_argument("--stratify-column", help="keep this column's values in proportion")
+    p.add_argument("--where", nargs="+", metavar="COLUMN=VALUE", help="keep only matching rows")
+    p.add_argument("--by", help="also write one manifest per value of this column (e.g. modality)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("split", "Patient-level stratified train/test split of a CSV manifest (absolute paths kept).",
+         _configure_split)
+def run_split(a: argparse.Namespace) -> int:
+    from ..recognition.manifests import parse_where, split_manifest
+
+    train, test = split_manifest(a.manifest, a.output, a.test_fraction, a.seed, a.group_column, a.stratify_column,
+                                 parse_where(a.where), a.by)
+    print(f"{train}\n{test}")
+    return 0

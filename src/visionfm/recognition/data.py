@@ -229,7 +229,9 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
     """
     if not caches:
         raise ValueError("no feature files given")
-    label_list = list(labels) if isinstance(labels, (list, tuple)) else [labels] * len(caches)
+    label_list = list(labels) if isinstance(labels, (list, tuple)) else [labels]
+    if len(label_list) == 1:
+        label_list = label_list * len(caches)
     if len(label_list) != len(caches):
         raise ValueError(f"{len(label_list)} label files for {len(caches)} feature files: give one, or one per "
                          f"feature file")

@@ -31,7 +31,7 @@ from .data import EncoderRef, FeatureTable, file_sha256
 from .labels import LabelSpec, LabelTable, infer_class_names, read_labels
 from .runs import label_spec, new_task, save_run
 
-__all__ = ["FinetuneConfig", "finetune", "augment_batch", "layer_decay_groups", "ImageLabelDataset"]
+__all__ = ["FinetuneConfig", "finetune", "augment_batch", "layer_decay_groups", "ImageLabelDataset", "image_table"]
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _label_source(data: str, split: str) -> Path:
     return root
 
 
-def _image_table(cfg: FinetuneConfig, spec: LabelSpec, data: str, split: str) -> tuple[FeatureTable, Path]:
+def image_table(cfg: FinetuneConfig, spec: LabelSpec, data: str, split: str) -> tuple[FeatureTable, Path]:
     """Labels of one split as a table without features, and the folder its paths are relative to."""
     src = _label_source(data, split)
     table: LabelTable = read_labels(src, spec, cfg.label_columns, cfg.patient_column)
@@ -188,9 +188,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
         raise ValueError("fine-tuning needs --weights, --data and --output")
     run, t0 = Path(cfg.output_dir), time.perf_counter()
     spec = label_spec(cfg)
-    train, root = _image_table(cfg, spec, cfg.data, cfg.split)
+    train, root = image_table(cfg, spec, cfg.data, cfg.split)
     if cfg.val_split or cfg.val_data:
-        val, val_root = _image_table(cfg, spec, cfg.val_data or cfg.data, cfg.val_split or cfg.split)
+        val, val_root = image_table(cfg, spec, cfg.val_data or cfg.data, cfg.val_split or cfg.split)
         how = f"given ({cfg.val_data or cfg.data}: {cfg.val_split or cfg.split})"
     else:
         (train, val, how), val_root = carve_validation(train, cfg.task, cfg.val_fraction, cfg.seed), root
@@ -221,7 +221,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
                    "weights": ref.weights, "sha256": ref.sha256, "arch": ref.arch}},
                "finetuned_from": info["finetuned_from"]}
     if cfg.test_split or cfg.test_data:
-        test, test_root = _image_table(cfg, spec, cfg.test_data or cfg.data, cfg.test_split or cfg.split)
+        test, test_root = image_table(cfg, spec, cfg.test_data or cfg.data, cfg.test_split or cfg.split)
         dev = next(task.parameters()).device
         loader = DataLoader(dataset(test, test_root), batch_size=cfg.batch_size, num_workers=cfg.num_workers)
         task.to(dev)
