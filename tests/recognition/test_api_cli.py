@@ -51,6 +51,12 @@ def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     m = json.loads((out / "metrics.json").read_text())
     ref = json.loads((dr_run / "metrics.json").read_text())["test"]
     assert m["test"]["auroc"]["macro"] == pytest.approx(ref["auroc"]["macro"])
+    # the same from the labelled images: features re-extracted with the run's encoder
+    out2 = rec_root / "runs" / "dr_eval_images"
+    assert main(["classify", "eval", "--run", str(dr_run), "--data", str(toy["fundus-dr"].root), "--split", "test",
+                 "--output", str(out2), "--n-boot", "0"]) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["test"]["auroc"]["macro"] == pytest.approx(ref["auroc"]["macro"], abs=1e-6)
     pred = rec_root / "runs" / "dr_pred.csv"
     assert main(["predict", "--run", str(dr_run), "--images", str(toy["fundus-dr"].root / "test"),
                  "--output", str(pred), "--device", "cpu"]) == 0

@@ -90,7 +90,13 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a run folder from '<task> train'")
-    p.add_argument("--features", required=True, nargs="+", help="labelled feature files")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--features", nargs="+", help="labelled feature files")
+    g.add_argument("--data", help="or labelled images (vfm root with --split, ImageNet folder, CSV manifest): "
+                                  "features are extracted with the run's verified encoder")
+    p.add_argument("--split", default="test", help="vfm split of --data (default test)")
+    p.add_argument("--weights", help="the run's encoder weights, if moved since training (checked by SHA-256)")
+    p.add_argument("--modality", help="modality of --data (multi-modality runs)")
     p.add_argument("--labels", nargs="+", help="label file(s) (default: stored with the features)")
     p.add_argument("--label-columns", nargs="+")
     p.add_argument("--output", help="results folder (default <run>/eval)")
@@ -115,8 +121,9 @@ def _run(kind: str, a: argparse.Namespace) -> int:
     from ..recognition.api import evaluate_run, train_head
 
     if a.action == "eval":
-        m = evaluate_run(a.run, a.features, a.labels, a.output, a.n_boot, a.seed, a.label_columns)
-        print(f"{a.run} on {len(a.features)} feature file(s), n={m['n']}:\n{summary(kind, m['test'])}")
+        m = evaluate_run(a.run, a.features, a.labels, a.output, a.n_boot, a.seed, a.label_columns, data=a.data,
+                         split=a.split, weights=a.weights, modality=a.modality)
+        print(f"{a.run} on {a.data or ', '.join(a.features)}, n={m['n']}:\n{summary(kind, m['test'])}")
         return 0
     values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG}
     cfg = load_head_config(a.config, task=kind, output_dir=a.output, **values)

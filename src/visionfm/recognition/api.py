@@ -152,23 +152,50 @@ def train_head(cfg: HeadConfig) -> Path:
     return run
 
 
-def evaluate_run(run: str | Path, features: Sequence[str | Path], labels: Sequence[str | Path] | None = None,
-                 output: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
-                 label_columns: Sequence[str] | None = None, patient_column: str | None = None) -> dict:
-    """Score a trained run on labelled feature files (of the encoder(s) the run was trained with).
+def evaluate_run(run: str | Path, features: Sequence[str | Path] | None = None,
+                 labels: Sequence[str | Path] | None = None, output: str | Path | None = None, n_boot: int = 1000,
+                 seed: int = 0, label_columns: Sequence[str] | None = None, patient_column: str | None = None,
+                 data: str | Path | None = None, split: str = "test", weights: str | Path | None = None,
+                 modality: str | None = None) -> dict:
+    """Score a trained run on labelled features, or on labelled images (``data``: features are extracted with
+    the run's verified encoder first).
 
     Writes ``metrics.json``, ``predictions.csv`` and figures to ``output`` (default ``<run>/eval``).
+
+    Args:
+        features: feature files of the encoder(s) the run was trained with.
+        data: instead of ``features``: an image root (``vfm`` layout: ``split`` names the label file) or manifest.
+        weights / modality: the encoder file if moved, and the images' modality (multi-modality runs).
 
     Raises:
         ValueError: features from another encoder or modality (the file is named), bad labels.
     """
     task, info = load_run(run)
+    out = Path(output) if output else Path(run) / "eval"
+    if (features is None) == (data is None):
+        raise ValueError("give either feature files (--features) or labelled images (--data)")
+    if data is not None:
+        features = [_extract_for_run(info, Path(run), data, split, out, weights, modality)]
     spec = LabelSpec(info["kind"], info["names"] if info["kind"] != "forecast" else None,
                      task.schema if info["kind"] == "multilabel" else None)
     table = load_table(list(features), spec, list(labels) if labels else None, feature=info["feature"],
                        encoders=run_encoders(info), label_columns=label_columns, patient_column=patient_column)
-    out = Path(output) if output else Path(run) / "eval"
     m = {"task": info["kind"], "run": str(run), "features": [str(f) for f in features], "n": len(table),
          "test": evaluate_table(task, table, out, n_boot, seed)}
     write_results(out, m)
     return m
+
+
+def _extract_for_run(info: dict, run: Path, data: str | Path, split: str, out: Path, weights: str | Path | None,
+                     modality: str | None) -> Path:
+    """Features of labelled images with the run's verified encoder and preprocessing."""
+    from ..features import extract_features
+    from .predict import pick_modality, resolve_encoder
+
+    encoders = run_encoders(info)
+    ref = encoders[pick_modality(encoders, modality, run)]
+    enc = resolve_encoder(ref, weights, "cpu", str(run))
+    path = out / f"features_{split}.safetensors"
+    extract_features(enc, data, path, split=split, input_size=ref.input_size, n_last_blocks=ref.n_last_blocks,
+                     tta=ref.tta, num_workers=0, progress=False)
+    return path

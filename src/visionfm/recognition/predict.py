@@ -26,12 +26,12 @@ from .data import EncoderRef, file_sha256, pick_features
 from .reporting import write_split_predictions
 from .runs import load_run, run_encoders
 
-__all__ = ["predict", "predict_paths", "resolve_encoder", "encode_images"]
+__all__ = ["predict", "predict_paths", "pick_modality", "resolve_encoder", "encode_images"]
 
 log = logging.getLogger(__name__)
 
 
-def _pick_modality(encoders: dict[str, EncoderRef], modality: str | None, run: Path) -> str:
+def pick_modality(encoders: dict[str, EncoderRef], modality: str | None, run: Path) -> str:
     if modality is None:
         if len(encoders) > 1:
             raise ValueError(f"{run} was trained on several modalities {sorted(encoders)}: pass --modality")
@@ -116,7 +116,7 @@ def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights
     dev = resolve_device(device)
     task, info = load_run(run, dev)
     encoders = run_encoders(info)
-    mod = _pick_modality(encoders, modality, run)
+    mod = pick_modality(encoders, modality, run)
     ref = encoders[mod]
     enc = resolve_encoder(ref, weights, dev, str(run))
     coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
