@@ -125,9 +125,11 @@ def test_regress(caches, rec_root):
     run = rec_root / "runs" / "bio"
     c = caches["fundus-biomarkers"]
     assert main(["regress", "train", "--train", str(c["training"]), "--test", str(c["test"]), "--targets",
-                 "cup_disc_ratio", "vessel_density", "lesion_count", "--output", str(run), *FAST]) == 0
+                 "cup_disc_ratio", "vessel_density", "lesion_count", "--val-every", "5", "--output", str(run),
+                 *FAST]) == 0
     m = json.loads((run / "metrics.json").read_text())
-    assert m["selection"]["metric"] == "mae_std"
+    assert m["selection"]["metric"] == "mae_std" and m["selection"]["best_epoch"] in (4, 9, 14)
+    assert len([ln for ln in (run / "log.jsonl").read_text().splitlines() if "val/mae_std" in ln]) == 3
     assert set(m["test"]["accuracy"]) == {"cup_disc_ratio", "vessel_density", "lesion_count", "macro"}
     assert (run / "scatter.png").is_file() and {"pred_lesion_count", "true_lesion_count"} <= set(
         _rows(run / "predictions.csv")[0])

@@ -68,6 +68,7 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--val-fraction", type=float, help="fraction carved for validation (default 0.2)")
     p.add_argument("--select-metric", help="validation metric for model selection")
+    p.add_argument("--val-every", type=int, help="validate/select every n epochs (default: ~20 times per run)")
     p.add_argument("--n-boot", type=int, help="bootstrap replicates for 95%% CIs (default 1000; 0: none)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda or auto")

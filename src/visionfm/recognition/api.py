@@ -7,6 +7,7 @@ scores it once on the test features: ``metrics.json`` (with bootstrap 95% CIs), 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +21,7 @@ from ..distributed import resolve_device
 from ..engine import TrainConfig, Trainer
 from ..evaluation import stratified_split, write_results
 from .config import HeadConfig
-from .data import FeatureDataset, FeatureTable, load_table
+from .data import FeatureDataset, FeatureTable, RepeatDataset, load_table
 from .labels import LabelSpec
 from .reporting import plot_split, score_split, write_split_predictions
 from .runs import label_spec, load_run, new_task, run_encoders, save_run
@@ -57,12 +58,21 @@ def carve_validation(train: FeatureTable, kind: str, fraction: float, seed: int)
 def fit_task(task: HeadTask, train: Dataset, val: Dataset | None, out: Path, *, epochs: int, batch_size: int,
              lr: float, weight_decay: float = 0.0, min_lr: float = 0.0, warmup_epochs: float = 0.0,
              max_steps: int | None = None, seed: int = 0, device: str = "auto", select_metric: str | None = None,
-             progress: bool = False, precision: str = "fp32", clip_grad: float | None = None) -> dict[str, Any]:
+             progress: bool = False, precision: str = "fp32", clip_grad: float | None = None,
+             val_every: int = 1) -> dict[str, Any]:
     """Train ``task`` with the engine and load the validation-selected weights (the last ones without ``val``).
 
+    Args:
+        val_every: validate (select, checkpoint) every this many epochs: the engine then sees one epoch per
+            ``val_every`` passes over the data (the learning-rate schedule is per step, so unchanged).
+
     Returns:
-        ``{"metric", "mode", "best_epoch", "best_value", "validation"}`` describing the selection.
+        ``{"metric", "mode", "best_epoch", "best_value", "validation"}`` describing the selection (epochs counted
+        in passes over the training data).
     """
+    if val_every > 1:
+        train = RepeatDataset(train, len(train) * val_every)
+        epochs, warmup_epochs = math.ceil(epochs / val_every), warmup_epochs / val_every
     key = select_metric or task.select[0]
     mode = task.select[1] if key == task.select[0] else ("min" if key in _MIN_KEYS else "max")
     tcfg = TrainConfig(output_dir=str(out), epochs=epochs, max_steps=max_steps, batch_size=min(batch_size, len(train)),
@@ -75,7 +85,7 @@ def fit_task(task: HeadTask, train: Dataset, val: Dataset | None, out: Path, *, 
     if result.best_path is not None and result.best_path.is_file():
         task.load_state_dict(safe_torch_load(result.best_path)["task"], strict=True)
         row = next(h for h in result.history if h["epoch"] == result.best_epoch)
-        sel.update(best_epoch=result.best_epoch, best_value=result.best_metric,
+        sel.update(best_epoch=(result.best_epoch + 1) * val_every - 1, best_value=result.best_metric,
                    validation={k: v for k, v in row.items() if k not in ("epoch", "step")})
     else:
         sel.update(best_epoch=None, note="no validation data: the last weights are kept")
@@ -137,7 +147,7 @@ def train_head(cfg: HeadConfig) -> Path:
     sel = fit_task(task, FeatureDataset(train, cfg.task), FeatureDataset(val, cfg.task), run, epochs=cfg.epochs,
                    batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, min_lr=cfg.min_lr,
                    warmup_epochs=cfg.warmup_epochs, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
-                   select_metric=cfg.select_metric, progress=cfg.progress)
+                   select_metric=cfg.select_metric, progress=cfg.progress, val_every=cfg.resolved_val_every())
     sel["validation_split"] = how
     info["selection"] = sel
     save_run(run, task.cpu(), info)

@@ -42,6 +42,7 @@ class HeadConfig:
         focal_gamma, label_smoothing, regression_loss: loss options.
         val_fraction: fraction of training carved for validation when no ``val`` is given.
         select_metric: validation metric for model selection (default per task: AUROC, or standardised MAE).
+        val_every: validate, select and checkpoint every this many epochs (default: about 20 times per run).
         n_boot: bootstrap replicates for the 95% confidence intervals on test (0: none).
         output_dir ... progress: the shared engine's loop settings.
     """
@@ -70,6 +71,7 @@ class HeadConfig:
     regression_loss: str = "mse"
     val_fraction: float = 0.2
     select_metric: str | None = None
+    val_every: int | None = None
     n_boot: int = 1000
     output_dir: str = ""
     epochs: int = 100
@@ -102,6 +104,10 @@ class HeadConfig:
             setattr(self, name, [v] if isinstance(v, str) else (list(v) if v else None))
         if self.task == "forecast":
             self.head = "forecast"
+
+    def resolved_val_every(self) -> int:
+        """``val_every``, or about 20 validations over the run."""
+        return int(self.val_every) if self.val_every else max(1, round(self.epochs / 20))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

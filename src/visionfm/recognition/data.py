@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from ..features import FeatureSet, load_features
 from .labels import LabelRow, LabelSpec, LabelTable, infer_class_names, normalise_rel, read_labels
 
-__all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "FEATURES", "file_sha256", "load_table",
+__all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "RepeatDataset", "FEATURES", "file_sha256", "load_table",
            "pick_features", "select_features"]
 
 log = logging.getLogger(__name__)
@@ -296,3 +296,17 @@ class FeatureDataset(Dataset):
         if self.t is not None:
             item["t"] = self.t[i]
         return item
+
+
+class RepeatDataset(Dataset):
+    """``dataset`` repeated to at least ``length`` items (tiny k-shot sets fill whole epochs of batches)."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.n = dataset, len(dataset)
+        self.length = max(self.n, int(length))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i % self.n]

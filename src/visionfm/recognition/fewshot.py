@@ -18,34 +18,20 @@ from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..evaluation import kshot_draws, stratified_kfold, write_results
 from .api import carve_validation, evaluate_table, fit_task, strata
 from .config import HeadConfig
-from .data import FeatureDataset, FeatureTable, load_table
+from .data import FeatureDataset, FeatureTable, RepeatDataset, load_table
 from .reporting import plot_split, score_split, write_split_predictions
 from .runs import label_spec, new_task
 
-__all__ = ["fewshot", "kfold", "RepeatDataset", "summarise"]
+__all__ = ["fewshot", "kfold", "summarise"]
 
 log = logging.getLogger(__name__)
 _KEYS = {"classify": ["auroc.macro", "ap.macro", "accuracy", "balanced_accuracy", "f1.macro", "kappa_quadratic"],
          "forecast": ["auroc.macro", "ap.macro", "f1.converts", "balanced_accuracy"]}
-
-
-class RepeatDataset(Dataset):
-    """``dataset`` repeated to at least ``length`` items (tiny k-shot sets fill whole epochs of batches)."""
-
-    def __init__(self, dataset: Dataset, length: int) -> None:
-        self.dataset, self.n = dataset, len(dataset)
-        self.length = max(self.n, int(length))
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[i % self.n]
 
 
 def _get(m: dict, key: str) -> float:

@@ -208,7 +208,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
                    batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, min_lr=cfg.min_lr,
                    warmup_epochs=cfg.warmup_epochs, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
                    select_metric=cfg.select_metric, progress=cfg.progress, precision=cfg.precision,
-                   clip_grad=cfg.clip_grad)
+                   clip_grad=cfg.clip_grad, val_every=cfg.val_every or 1)
     enc_path = run / "encoder.safetensors"
     save_encoder(task.encoder.cpu(), enc_path, source=str(cfg.weights))
     ref.weights, ref.sha256 = str(enc_path.resolve()), file_sha256(enc_path)
