@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run may change without changing its result.
 RESUME_MAY_DIFFER = frozenset({"num_workers", "progress", "log_every", "checkpoint_every", "keep_last", "device",
-                               "compile", "init_from"})
+                               "compile", "init_from", "output"})
 
 
 def _arch_config(cfg: PretrainConfig) -> ViTConfig:
@@ -133,6 +133,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device)
     _check_resume(cfg, out, resume)
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed (same seed, same run)
     student, teacher = build_encoders(cfg, with_weights=not resume)
     dataset = build_dataset(cfg, student.cfg.patch_size, bad_log=out / "bad_images.txt")
     tc, run_epochs = _train_config(cfg, len(dataset), dist_info.world_size, device)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..modalities import canonical_modality
+
 __all__ = ["PretrainConfig", "PRECISIONS", "CLIP_MODES", "BAD_IMAGE_POLICIES"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -176,6 +178,7 @@ class PretrainConfig:
         _choice("clip_mode", self.clip_mode, CLIP_MODES)
         _choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
         _choice("pred_shape", self.pred_shape, ("block", "rand"))
+        canonical_modality(self.modality)  # raises on an unknown modality, listing the valid ones
         if not self.data and not self.synthetic:
             raise ValueError("no training data: give data (real image folders) and/or synthetic folders")
         if self.synthetic_ratio is not None:

@@ -34,20 +34,21 @@ class IBOTTask(Task):
     """Student/teacher self-distillation with masked image modelling.
 
     Args:
-        student: the student encoder (drop-path set); the teacher is a copy without drop-path.
+        student: the student encoder (drop-path set).
+        teacher: an encoder of the same architecture without drop-path; it starts as a copy of the student.
         cfg: objective, head, schedules.
-        teacher_epochs: epochs of the run (caps the teacher-temperature warm-up).
+        run_epochs: epochs of the run (caps the teacher-temperature warm-up).
     """
 
     def __init__(self, student: VisionTransformer, teacher: VisionTransformer, cfg: PretrainConfig,
-                 teacher_epochs: int | None = None) -> None:
+                 run_epochs: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.student = nn.ModuleDict({"backbone": student, "head": build_head(cfg, student.embed_dim,
                                                                               cfg.shared_head)})
         self.teacher = nn.ModuleDict({"backbone": teacher, "head": build_head(cfg, teacher.embed_dim,
                                                                               cfg.shared_head_teacher)})
-        self.temp_warmup = min(cfg.warmup_teacher_temp_epochs, teacher_epochs or cfg.warmup_teacher_temp_epochs)
+        self.temp_warmup = min(cfg.warmup_teacher_temp_epochs, run_epochs or cfg.warmup_teacher_temp_epochs)
         t_params = dict(self.teacher.named_parameters())
         s_params = dict(self.student.named_parameters())
         self._common = sorted(set(t_params) & set(s_params))
@@ -55,6 +56,8 @@ class IBOTTask(Task):
             for name in self._common:
                 t_params[name].copy_(s_params[name])
         self.teacher.requires_grad_(False)
+        if not cfg.mim:  # DINO: the mask token is never used (DDP requires every trainable tensor to be)
+            student.mask_token.requires_grad_(False)
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self.register_buffer("center2", torch.zeros(1, 1, cfg.effective_patch_out_dim))
 
@@ -137,8 +140,10 @@ class IBOTTask(Task):
         s_cls = head.cls_logits(z[:n_cls])
 
         temp = teacher_temperature(state.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, self.temp_warmup)
-        cls_loss = dino_cls_loss(s_cls, teacher_probs(t_cls, self.center, temp), n_global, cfg.student_temp)
-        out = {"cls_loss": cls_loss, "teacher_temp": torch.tensor(temp)}
+        t_probs = teacher_probs(t_cls, self.center, temp)
+        cls_loss = dino_cls_loss(s_cls, t_probs, n_global, cfg.student_temp)
+        entropy = -(t_probs * t_probs.clamp_min(1e-12).log()).sum(-1).mean()  # ln K: uniform collapse
+        out = {"cls_loss": cls_loss, "teacher_entropy": entropy, "teacher_temp": torch.tensor(temp)}
         loss = cfg.lambda1 * cls_loss
         if mask is not None:
             temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
