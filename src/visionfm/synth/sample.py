@@ -5,9 +5,10 @@ noise of every stochastic DDIM step come from it alone, so any single image can 
 row whatever the batch size or the other images of its batch.
 
 ``eta`` (DDIM's stochasticity): 0 is the deterministic DDIM ODE sampler; 1 (the default) adds DDPM-like fresh noise
-at each step. Small or briefly trained generators need ``eta = 1``: in the 32-px CPU run of docs/readme/synth.md,
-``eta = 0`` left grainy images without the black fundus border that ``eta = 1`` draws, because the deterministic
-sampler carries the noise predictor's errors through to the image.
+at each step. Small or briefly trained generators need ``eta = 1``: with the 32-px RetinaMNIST generator of
+docs/readme/synth.md (2000 CPU steps), 400 images at ``eta = 0`` came out grainy (Frechet distance 177 vs 111,
+precision 0.00 vs 0.24 at ``eta = 1``), because the deterministic sampler carries the noise predictor's errors
+through to the image.
 """
 from __future__ import annotations
 
