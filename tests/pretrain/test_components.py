@@ -130,3 +130,31 @@ def test_param_groups_official_rule(tmp_path):
     assert all(names[id(p)].endswith(".bias") or p.ndim == 1 for p in no_decay["params"])
     assert "backbone.pos_embed" in {names[id(p)] for p in decay["params"]}  # as officially: decayed
     assert not any(p is task.student["head"].last_layer.weight_g for p in decay["params"])  # frozen norm
+
+
+@pytest.mark.parametrize("local", [0, 2])
+def test_fast_step_equals_the_official_computation(tmp_path, local):
+    """Projecting only CLS + masked tokens (ours) gives the official dense loss and the same gradients."""
+    import copy
+
+    from visionfm.pretrain.reference import official_style_losses
+
+    ours, cfg = _task(tmp_path, drop_path=0.0, local_crops=local, local_size=16)
+    ref = copy.deepcopy(ours)
+    g = torch.Generator().manual_seed(1)
+    x, mask = torch.randn(8, 3, 32, 32, generator=g), torch.rand(8, 4, 4, generator=g) < 0.3
+    lo = torch.randn(4 * local, 3, 16, 16, generator=g) if local else None
+    ours.center.normal_(generator=g)  # non-zero centres, as after some steps
+    ours.center2.normal_(generator=g)
+    ref.load_state_dict(ours.state_dict())
+    state = StepState(epoch=1, total_steps=10)
+    a = ours.losses(x, lo, mask, 2, state)
+    b = official_style_losses(ref, x, lo, mask, 2, state)
+    for k in ("cls_loss", "patch_loss", "loss"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+    a["loss"].backward()
+    b["loss"].backward()
+    for (name, p), q in zip(ours.student.named_parameters(), ref.student.parameters()):
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.center2, ref.center2)

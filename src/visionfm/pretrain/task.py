@@ -121,22 +121,37 @@ class IBOTTask(Task):
 
     def forward(self, batch: dict[str, Tensor], state: StepState) -> dict[str, Tensor]:
         """One iBOT step on ``batch`` (see :class:`~visionfm.pretrain.data.PretrainDataset`); returns losses."""
-        cfg = self.cfg
         x, local = self._views(batch)
         n_global, b = batch["global"].shape[1], batch["global"].shape[0]
-        mask = batch["mask"].transpose(0, 1).reshape(n_global * b, -1) if cfg.mim else None  # [G*B, N]
-        t_cls, t_patch = self._teacher(x)
+        mask = batch["mask"].transpose(0, 1).reshape(n_global * b, *batch["mask"].shape[-2:]) if self.cfg.mim \
+            else None
+        out = self.losses(x, local, mask, n_global, state)
+        out["bad_images"] = batch["bad"].sum().float()
+        return out
 
+    def losses(self, x: Tensor, local: Tensor | None, mask: Tensor | None, n_global: int,
+               state: StepState) -> dict[str, Tensor]:
+        """The objective on augmented views; updates the centres.
+
+        Args:
+            x: global views ``[G*B, 3, S, S]``, view-major.
+            local: local views ``[L*B, 3, s, s]`` or None.
+            mask: ``[G*B, rows, cols]`` bool patch masks of the global views (None: DINO).
+            n_global: G.
+            state: where training is (epoch for the temperatures).
+        """
+        cfg, b = self.cfg, x.shape[0] // n_global
+        flat = mask.flatten(1) if mask is not None else None  # [G*B, N]
+        t_cls, t_patch = self._teacher(x)
         student, head = self.student["backbone"], self.student["head"]
-        grid_mask = mask.view(n_global * b, *batch["mask"].shape[-2:]) if mask is not None else None
-        s_tokens = student(x, mask=grid_mask).tokens  # [G*B, 1+N, D]
+        s_tokens = student(x, mask=mask).tokens  # [G*B, 1+N, D]
         parts = [s_tokens[:, 0]]
         if local is not None:
             parts.append(student(local).tokens[:, 0])
-        if mask is not None:
-            parts.append(s_tokens[:, 1:][mask])  # [M, D] masked patch tokens only
+        if flat is not None:
+            parts.append(s_tokens[:, 1:][flat])  # [M, D] masked patch tokens only
         z = head.project(torch.cat(parts))
-        n_cls = n_global * b + (local.shape[0] if local is not None else 0)
+        n_cls = x.shape[0] + (local.shape[0] if local is not None else 0)
         s_cls = head.cls_logits(z[:n_cls])
 
         temp = teacher_temperature(state.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, self.temp_warmup)
@@ -145,17 +160,16 @@ class IBOTTask(Task):
         entropy = -(t_probs * t_probs.clamp_min(1e-12).log()).sum(-1).mean()  # ln K: uniform collapse
         out = {"cls_loss": cls_loss, "teacher_entropy": entropy, "teacher_temp": torch.tensor(temp)}
         loss = cfg.lambda1 * cls_loss
-        if mask is not None:
+        if flat is not None:
             temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
                                         self.temp_warmup)
             s_patch = head.patch_logits(z[n_cls:])
-            t_masked = teacher_probs(t_patch[mask], self.center2[0], temp2)
-            image_index = torch.nonzero(mask)[:, 0]
-            patch_loss = ibot_patch_loss_sparse(s_patch, t_masked, image_index,
-                                                mask.sum(1).view(n_global, b), cfg.student_temp)
+            t_masked = teacher_probs(t_patch[flat], self.center2[0], temp2)
+            patch_loss = ibot_patch_loss_sparse(s_patch, t_masked, torch.nonzero(flat)[:, 0],
+                                                flat.sum(1).view(n_global, b), cfg.student_temp)
             loss = loss + cfg.lambda2 * patch_loss
-            out.update(patch_loss=patch_loss, mask_ratio=mask.float().mean())
+            out.update(patch_loss=patch_loss, mask_ratio=flat.float().mean())
             self.center2.copy_(updated_center(self.center2, t_patch, cfg.center_momentum))
         self.center.copy_(updated_center(self.center, t_cls, cfg.center_momentum))
-        out.update(loss=loss, bad_images=batch["bad"].sum().float())
+        out["loss"] = loss
         return out
