@@ -84,3 +84,17 @@ def test_max_side_scales_native_images_and_keeps_alignment(drive_like):
     # Columns 10-12 of 36 hold the vessel: at half size it covers columns 5-6, where the image is dark too.
     col_t, col_i = ds.targets[0][0].mean(0), ds.images[0][0].mean(0)
     assert col_t.argmax() in (5, 6) and col_i.argmin() in (5, 6) and col_t[:4].max() == 0
+
+
+def test_one_colour_masks_read_as_binary(tmp_path):
+    from visionfm.dense.data import read_mask
+
+    red = np.zeros((4, 5, 4), np.uint8)
+    red[..., 3] = 255  # opaque RGBA, like IDRiD_81_EX.tif
+    red[1:3, 2:4, 0] = 255
+    Image.fromarray(red).save(tmp_path / "red.png")
+    assert read_mask(tmp_path / "red.png").tolist() == (red[..., 0] > 0).astype(int).tolist()
+    red[0, 0, 1] = 255  # a second colour (green)
+    Image.fromarray(red).save(tmp_path / "two.png")
+    with pytest.raises(ValueError, match=r"two\.png: colour mask with several colours"):
+        read_mask(tmp_path / "two.png")

@@ -65,7 +65,7 @@ def pair_files(images: Sequence[Path], folder: Path, what: str, required: bool =
 
 def read_mask(path: Path) -> np.ndarray:
     """Mask file -> integer array ``[H, W]`` in the file's own integer type (palette indices kept, 1-bit -> 0/1 uint8,
-    RGB -> first channel; float files must hold whole numbers)."""
+    grey RGB -> first channel, one colour on black -> 0/1; float files must hold whole numbers)."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -73,8 +73,13 @@ def read_mask(path: Path) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read mask ({e})") from None
     if arr.ndim == 3:
-        if not (arr[..., :3] == arr[..., :1]).all():
-            raise ValueError(f"{path}: colour mask; masks must be grey (0/255 maps or class indices 0..C-1)")
+        rgb = arr[..., :3]
+        if not (rgb == rgb[..., :1]).all():  # one colour on black (IDRiD ships some red masks) -> 0/1
+            fg = rgb.any(axis=-1)
+            if not (rgb[fg] == rgb[fg][0]).all():
+                raise ValueError(f"{path}: colour mask with several colours; masks must be grey (0/255 maps or "
+                                 "class indices 0..C-1) or one colour on black")
+            return fg.view(np.uint8)
         arr = arr[..., 0]
     if arr.dtype == bool:
         return arr.view(np.uint8)

@@ -20,7 +20,7 @@ __all__ = ["run_fewshot", "train_once", "predict_once", "cached_metrics", "FEWSH
 
 log = logging.getLogger(__name__)
 FEWSHOT_METRICS = ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")
-_VOLATILE = ("extra", "device", "num_workers")  # fields that do not change what a run learns
+_VOLATILE = ("extra", "device", "num_workers", "output_dir")  # fields that do not change what a run learns
 
 
 def _same_run(saved: DenseConfig, cfg: DenseConfig) -> bool:

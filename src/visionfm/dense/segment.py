@@ -57,7 +57,7 @@ def train_segmentation(cfg: DenseConfig) -> Path:
     save_config(cfg, run / "dense.yaml")
     data = SegmentationDataset(items, spec, cfg.input_size, mean, std, JointAugment() if cfg.augment else None,
                                min_length=cfg.batch_size, crop=cfg.crop, max_side=cfg.max_side)
-    task = SegmentationTask(model, list(spec.classes))
+    task = SegmentationTask(model)
     result = Trainer(task, engine_config(cfg, len(data)), data).fit()
     log.info("training finished: %s", getattr(result, "last_path", run))
     save_run(task.model, cfg, run)

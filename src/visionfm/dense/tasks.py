@@ -1,15 +1,15 @@
-"""Dense tasks for the shared training engine: ``forward(batch, state)`` is the training step."""
+"""Dense tasks for the shared training engine: ``forward(batch, state)`` is the training step.
+
+Dense runs train for a fixed schedule and keep the last weights (as the official decoders do); they are scored by
+``segment predict`` / ``landmark predict`` on held-out data, never on what they trained on.
+"""
 from __future__ import annotations
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 
 from ..engine.task import Task, param_groups_for
 from .decoders import EncoderDense
-from .landmarks import argmax_subpixel, heatmap_from_logits
 from .losses import dice_focal_loss, heatmap_kl
-from .metrics import SegmentationMeter, radial_errors
 
 __all__ = ["SegmentationTask", "LandmarkTask", "dense_param_groups"]
 
@@ -26,14 +26,12 @@ class SegmentationTask(Task):
 
     Args:
         model: ``[B, 3, H, W]`` -> logits ``[B, K, H, W]``.
-        class_names: K names (for validation metrics).
         gamma: focal exponent.
     """
 
-    def __init__(self, model: nn.Module, class_names: list[str], gamma: float = 2.0) -> None:
+    def __init__(self, model: nn.Module, gamma: float = 2.0) -> None:
         super().__init__()
         self.model = model
-        self.class_names = list(class_names)
         self.gamma = gamma
 
     def param_groups(self) -> list[dict]:
@@ -43,23 +41,9 @@ class SegmentationTask(Task):
         logits = self.model(batch["image"])
         return dice_focal_loss(logits, batch["target"], batch.get("valid"), gamma=self.gamma)
 
-    @torch.no_grad()
-    def evaluate(self, loader, device) -> dict[str, float]:
-        """Pooled Dice/AUC per class at the training size (model selection on validation data only)."""
-        was = self.training
-        self.eval()
-        meter = SegmentationMeter(self.class_names, with_hd95=False)
-        for batch in loader:
-            prob = torch.sigmoid(self.model(batch["image"].to(device))).cpu().numpy()
-            for p, t, v in zip(prob, batch["target"].numpy(), batch["valid"].numpy()):
-                meter.update(p, t > 0.5, v[0] > 0.5)
-        self.train(was)
-        res = meter.compute()
-        return {"dice": res["mean"]["dice"], "auc": res["mean"]["auc"]}
-
 
 class LandmarkTask(Task):
-    """Heatmaps as spatial distributions: KL to the normalised float Gaussians; validation MRE in input pixels."""
+    """Heatmaps as spatial distributions: KL divergence to the normalised float Gaussians."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -70,14 +54,3 @@ class LandmarkTask(Task):
 
     def forward(self, batch: dict[str, Tensor], state=None) -> dict[str, Tensor]:
         return {"loss": heatmap_kl(self.model(batch["image"]), batch["heatmap"])}
-
-    @torch.no_grad()
-    def evaluate(self, loader, device) -> dict[str, float]:
-        was = self.training
-        self.eval()
-        errs = []
-        for batch in loader:
-            pred = argmax_subpixel(heatmap_from_logits(self.model(batch["image"].to(device)).cpu()))
-            errs.append(radial_errors(pred.numpy(), batch["points"].numpy()))
-        self.train(was)
-        return {"mre": float(np.concatenate(errs).mean())}
