@@ -134,6 +134,13 @@ def _encoder(ctx: DemoContext) -> Section:
     return Section("Encoder", f"Loaded {ctx.cfg.weights}: {enc.info.report}", [("architecture", [enc.cfg.to_dict()])])
 
 
+def _spread(items: list, k: int) -> list:
+    """At most ``k`` items evenly spaced from first to last."""
+    if len(items) <= k:
+        return items
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
 @DEMO_STAGES.register("explain")
 def _explain(ctx: DemoContext) -> Section:
     from .explain import attention_evolution, explain, pretraining_checkpoints
@@ -149,10 +156,11 @@ def _explain(ctx: DemoContext) -> Section:
             "rollout across blocks, on held-out fundus phantoms (red: most attention).")
     run = ctx.facts.get("pretrain_run")
     if run is not None:
-        ckpts = pretraining_checkpoints(run)
-        pngs.append(attention_evolution(run, images, out / "attention_evolution.png", device="cpu"))
-        text += (f" The evolution figure (as the paper's Figure 6b) shows the merged map after each of the "
-                 f"{len(ckpts)} checkpoints the demo's pretraining kept ({', '.join(c.label for c in ckpts)}).")
+        ckpts = _spread(pretraining_checkpoints(run), 5)
+        pngs.append(attention_evolution([c.path for c in ckpts], images, out / "attention_evolution.png",
+                                        labels=[c.label for c in ckpts], device="cpu"))
+        text += (f" The evolution figure (as the paper's Figure 6b) shows the merged map at {len(ckpts)} "
+                 f"checkpoints of the demo's pretraining ({', '.join(c.label for c in ckpts)}).")
     return Section("Attention maps", text, [], pngs)
 
 

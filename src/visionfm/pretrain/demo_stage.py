@@ -54,7 +54,9 @@ def _loss_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def demo_stage(ctx: Any) -> Section:
     """Pretrain on the fundus phantoms; export the teacher to ``ctx.encoder_path``; report losses and a plot."""
-    folders = [str(Path(d.root) / "training") for d in ctx.datasets.values()
+    # the photographs only: segmentation sets keep their masks and label maps beside them (training/masks, ...)
+    folders = [str(Path(d.root) / "training" / "images") if (Path(d.root) / "training" / "images").is_dir()
+               else str(Path(d.root) / "training") for d in ctx.datasets.values()
                if d.modality == "Fundus" and (Path(d.root) / "training").is_dir()]
     if not folders:
         raise ValueError("the pretraining demo needs the fundus phantoms: run the 'phantoms' stage first")
@@ -63,6 +65,7 @@ def demo_stage(ctx: Any) -> Section:
     n_images = sum(len(list(Path(f).glob("*.png"))) for f in folders)
     steps = cfg.epochs * (n_images // cfg.batch_size)
     cfg.checkpoint_every = max(1, steps // 4)
+    cfg.keep_last = cfg.epochs + 4  # every epoch end + the quarter points: the explain stage draws the evolution
     if out.exists():  # a rerun of the demo starts a fresh run
         import shutil
 
