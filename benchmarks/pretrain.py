@@ -1,0 +1,200 @@
+"""Throughput and peak memory of one iBOT pretraining step: this package's step against an official-style step.
+
+Settings are the official ones (two 224-px global views, no local crops, block masks with ratio 0 or U(0.1, 0.5),
+shared head of 8192 prototypes with hidden 2048 and bottleneck 256, drop-path 0.1, AdamW, per-parameter clipping
+at 3.0, EMA teacher). Each (architecture, precision, implementation) runs in its own process, so its peak memory is
+its own: peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+
+* ``visionfm``: :class:`visionfm.pretrain.IBOTTask` as the trainer runs it: photometric augmentation of the uint8
+  crops on the device (part of the timed step), fused attention, the student head on CLS + masked tokens only,
+  multi-tensor clipping and EMA, fused AdamW on CUDA.
+* ``official-style``: :mod:`visionfm.pretrain.reference`, the computation of the official ``main_pretrain.py`` on
+  the same modules: pre-augmented float views (the official loader augments in worker processes, so augmentation is
+  *not* in its timed step), explicit softmax attention, head over every token, per-parameter clipping with a host
+  sync per tensor, a Python-loop EMA, ``torch.optim.AdamW`` defaults.
+
+Images/s counts distinct images (each gives two global views). MFU on CUDA is model FLOPs (counted with
+``torch.utils.flop_counter`` on the implementation's own step) per second over the GPU's dense peak.
+
+    python benchmarks/pretrain.py                       # ViT-S/16 and ViT-B/16, fp32 and bf16, both implementations
+    python benchmarks/pretrain.py --archs vit_small_patch16 --precisions bf16 --batch-size 64 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from visionfm.engine import StepState
+from visionfm.pretrain import IBOTTask, PretrainConfig, build_encoders
+from visionfm.pretrain.masking import make_mask
+from visionfm.pretrain.reference import official_style_clip, official_style_ema, official_style_losses
+
+PEAK_TFLOPS = {("H100", "bf16"): 989.4, ("H100", "fp32"): 66.9, ("H200", "bf16"): 989.4, ("H200", "fp32"): 66.9,
+               ("A100", "bf16"): 312.0, ("A100", "fp32"): 19.5}
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def _batch(cfg: PretrainConfig, b: int, patch: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    s, grid = cfg.global_size, cfg.global_size // patch
+    rng = np.random.default_rng(0)
+    masks = np.stack([[make_mask(grid, grid, cfg.pred_ratio, cfg.pred_ratios_var(), rng) for _ in range(2)]
+                      for _ in range(b)])
+    return {"global": torch.randint(0, 256, (b, 2, 3, s, s), generator=g, dtype=torch.uint8),
+            "local": torch.zeros(b, 0, 3, 8, 8, dtype=torch.uint8), "mask": torch.from_numpy(masks),
+            "mean": torch.full((b, 3), 0.42), "std": torch.full((b, 3), 0.29), "bad": torch.zeros(b)}
+
+
+def _setup(arch: str, device: torch.device, impl: str,
+           size: int) -> tuple[IBOTTask, torch.optim.Optimizer, PretrainConfig]:
+    cfg = PretrainConfig(data=["unused"], arch=arch, device=str(device), global_size=size)
+    torch.manual_seed(0)
+    task = IBOTTask(*build_encoders(cfg), cfg, run_epochs=cfg.epochs).to(device)
+    fused = device.type == "cuda" and impl == "visionfm"
+    opt = torch.optim.AdamW(task.param_groups(), lr=1e-4, fused=fused or None)
+    return task, opt, cfg
+
+
+def _step_fn(impl: str, task: IBOTTask, opt: torch.optim.Optimizer, batch: dict, device: torch.device,
+             dtype: torch.dtype | None):
+    """A closure running one full training step (forward, backward, clip, optimizer, EMA)."""
+    state = StepState(epoch=10, step=1, total_steps=1000)  # past the last-layer freeze, as most of a run
+    batch = {k: v.to(device) for k, v in batch.items()}
+    b = batch["global"].shape[0]
+    mask = batch["mask"].transpose(0, 1).reshape(2 * b, *batch["mask"].shape[-2:])
+    views = task._views(batch)[0].detach() if impl == "official-style" else None
+
+    def step() -> float:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if impl == "visionfm":
+                out = task(batch, state)
+            else:
+                out = official_style_losses(task, views, None, mask, 2, state)
+        out["loss"].backward()
+        if impl == "visionfm":
+            task.before_optimizer_step(state)
+        else:
+            official_style_clip(task.student, task.cfg.clip_grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if impl == "visionfm":
+            task.on_after_step(state)
+        else:
+            official_style_ema(task, 0.9995)
+        return float(out["loss"].detach())
+
+    return step
+
+
+def _flops(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def measure(arch: str, precision: str, impl: str, batch_size: int, steps: int, device: str,
+            size: int = 224) -> dict:
+    """One configuration in this process: images/s, seconds per step, peak memory, FLOPs, MFU."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    task, opt, cfg = _setup(arch, dev, impl, size)
+    step = _step_fn(impl, task, opt, _batch(cfg, batch_size, task.student["backbone"].cfg.patch_size), dev,
+                    _DTYPES[precision])
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    step()  # warm-up
+    flops = _flops(step)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, cpu = [], []
+    for _ in range(steps):
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    sec, cpu_sec = float(np.median(times)), float(np.median(cpu))
+    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    row = {"arch": arch, "precision": precision, "impl": impl, "device": dev.type, "batch": batch_size, "size": size,
+           "s_per_step": sec, "img_s": batch_size / sec, "cpu_s_per_step": cpu_sec, "img_per_cpu_s": batch_size / cpu_sec, "peak_gib": peak / 2**30, "tflop_per_step": flops / 1e12,
+           "tflops": flops / sec / 1e12, "mfu": None, "threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name()
+        peak_tf = next((v for (k, p), v in PEAK_TFLOPS.items() if k in name and p == precision), None)
+        row["gpu"] = name
+        row["mfu"] = flops / sec / 1e12 / peak_tf if peak_tf else None
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    head = f"{'arch':<18} {'prec':<5} {'impl':<15} {'batch':>5} {'s/step':>8} {'img/s':>8} {'img/CPU-s':>9} " \
+           f"{'peak GiB':>9} {'TFLOP/step':>10} {'MFU':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
+        lines.append(f"{r['arch']:<18} {r['precision']:<5} {r['impl']:<15} {r['batch']:>5} {r['s_per_step']:>8.2f} "
+                     f"{r['img_s']:>8.2f} {r['img_per_cpu_s']:>9.2f} {r['peak_gib']:>9.2f} "
+                     f"{r['tflop_per_step']:>10.3f} {mfu:>6}")
+    key = "img_s" if rows and rows[0]["device"] == "cuda" else "img_per_cpu_s"  # CPU time: fair on a shared CPU
+    by = {(r["arch"], r["precision"], r["impl"]): r[key] for r in rows}
+    for arch, prec in sorted({(r["arch"], r["precision"]) for r in rows}):
+        if (arch, prec, "official-style") in by and (arch, prec, "visionfm") in by:
+            lines.append(f"speed-up ({key}) {arch} {prec}: "
+                         f"{by[(arch, prec, 'visionfm')] / by[(arch, prec, 'official-style')]:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", nargs="+", default=["vit_small_patch16", "vit_base_patch16"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(_DTYPES))
+    p.add_argument("--impls", nargs="+", default=["visionfm", "official-style"], choices=["visionfm", "official-style"])
+    p.add_argument("--batch-size", type=int, help="images per step (default 64 on CUDA, 4 on CPU)")
+    p.add_argument("--steps", type=int, help="timed steps after one warm-up (default 10 on CUDA, 2 on CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--global-size", type=int, default=224, help="global crop side (official: 224)")
+    p.add_argument("--threads", type=int, help="torch threads (default: 1 on CPU, where a busy machine makes more "
+                                               "threads spin; 0 = torch's default, the default on CUDA)")
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: one config, print JSON
+    a = p.parse_args(argv)
+    cuda = a.device.startswith("cuda") or (a.device == "auto" and torch.cuda.is_available())
+    batch, steps = a.batch_size or (64 if cuda else 4), a.steps or (10 if cuda else 2)
+    threads = a.threads if a.threads is not None else (0 if cuda else 1)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if a.one:
+        print(json.dumps(measure(a.archs[0], a.precisions[0], a.impls[0], batch, steps, a.device, a.global_size)))
+        return 0
+    rows = []
+    for arch in a.archs:
+        for prec in a.precisions:
+            for impl in a.impls:
+                cmd = [sys.executable, __file__, "--one", "--archs", arch, "--precisions", prec, "--impls", impl,
+                       "--batch-size", str(batch), "--steps", str(steps), "--device", a.device,
+                       "--global-size", str(a.global_size), "--threads", str(threads)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    print(f"{arch} {prec} {impl} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(f"measured {arch} {prec} {impl}: {rows[-1]['img_s']:.2f} img/s", file=sys.stderr, flush=True)
+    print(_table(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
