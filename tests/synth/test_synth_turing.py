@@ -154,3 +154,32 @@ def test_page_in_headless_chromium(browser, server, tmp_path):
     browser.refresh()  # coming back after the end shows the end, not a seventh image
     wait.until(lambda b: element("done").is_displayed())
     assert len(read_answers([tmp_path / "answers.jsonl"])) == 6
+
+
+def test_cli_turing_serves_until_done(disc_folder, syn_folder, tmp_path, capsys):
+    """``visionfm synth turing --exit-when-done`` serves one reader and returns once every image is answered."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    answers = tmp_path / "cli.jsonl"
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rc=main([
+        "synth", "turing", "--real", str(disc_folder), "--synthetic", str(syn_folder), "--reader", "dr_b",
+        "--answers", str(answers), "--port", str(port), "--n", "2", "--exit-when-done"])))
+    t.start()
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(100):  # wait for the server to bind
+        try:
+            state = json.loads(_call(url + "api/state")[1])
+            break
+        except urllib.error.URLError:
+            time.sleep(0.05)
+    while not state["done"]:
+        state = json.loads(_call(url + "api/answer", {"id": state["next"], "answer": "synthetic"})[1])
+    t.join(timeout=20)
+    assert not t.is_alive() and result["rc"] == 0
+    assert "dr_b: 4 answers" in capsys.readouterr().out
+    assert len(read_answers([answers])) == 4
