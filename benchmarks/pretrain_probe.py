@@ -78,15 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-size", type=int, help="encoder input side (default: the encoder's img_size)")
     p.add_argument("--retinamnist", type=Path, default=Path("runs/retinamnist"), help="vfm-layout copy of the npz")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init twin")
+    p.add_argument("--no-random", action="store_true", help="probe only --weights (no random-init row)")
     a = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     a.work.mkdir(parents=True, exist_ok=True)
     root = medmnist_to_folder(a.npz, a.retinamnist)
     size = a.input_size or visionfm.load_encoder(a.weights).cfg.img_size
-    twin = random_twin(a.weights, a.work / "random_init.safetensors", a.seed)
-    rows = {}
-    for name, w in (("pretrained", a.weights), (f"random init (seed {a.seed})", twin)):
-        rows[name] = probe(features(w, root, a.work, size, "pre" if name == "pretrained" else "rand"))
+    encoders = [("pretrained", a.weights, "pre")]
+    if not a.no_random:
+        twin = random_twin(a.weights, a.work / "random_init.safetensors", a.seed)
+        encoders.append((f"random init (seed {a.seed})", twin, "rand"))
+    rows = {name: probe(features(w, root, a.work, size, tag)) for name, w, tag in encoders}
     arch = visionfm.load_encoder(a.weights).info.arch
     print(f"RetinaMNIST linear probe ({arch}, {size} px, CLS of last 4 blocks, C on val)")
     print(f"{'encoder':<26} {'C':>7} {'val AUC':>8} {'test AUC':>9} {'test ACC':>9}")

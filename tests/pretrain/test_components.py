@@ -158,3 +158,19 @@ def test_fast_step_equals_the_official_computation(tmp_path, local):
         if p.grad is not None or q.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ours.center2, ref.center2)
+
+
+def test_activation_checkpointing_gives_the_same_step(tmp_path):
+    """grad_checkpointing (memory for ViT-L) recomputes activations: same loss and gradients."""
+    import copy
+
+    plain, _ = _task(tmp_path, drop_path=0.0)
+    ckpt = copy.deepcopy(plain)
+    ckpt.student["backbone"].grad_checkpointing = True
+    batch, state = _batch(), StepState(epoch=1, total_steps=10)
+    for task in (plain, ckpt):
+        torch.manual_seed(0)  # same photometric draws
+        task(batch, state)["loss"].backward()
+    for p, q in zip(plain.student.parameters(), ckpt.student.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
