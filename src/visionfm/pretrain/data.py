@@ -97,6 +97,13 @@ def _open_rgb(path: Path, load_size: int | None) -> Image.Image:
     return im
 
 
+def _stack(views: list[np.ndarray], size: int) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 crops -> ``[V, 3, H, W]`` (``[0, 3, size, size]`` when there are none)."""
+    if not views:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous()
+
+
 class PretrainDataset(Dataset):
     """Item ``i`` of epoch ``e`` -> dict of views, masks and normalisation (see :meth:`__getitem__`).
 
@@ -187,9 +194,7 @@ class PretrainDataset(Dataset):
             for v in range(2):
                 masks[v] = make_mask(grid, grid, c.pred_ratio, c.pred_ratios_var(), rng, c.pred_shape,
                                      c.pred_aspect_min)
-        to_t = lambda views, s: (torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous() if views
-                                 else torch.zeros(0, 3, s, s, dtype=torch.uint8))  # noqa: E731
-        return {"global": to_t(glob, c.global_size), "local": to_t(local, c.local_size),
+        return {"global": _stack(glob, c.global_size), "local": _stack(local, c.local_size),
                 "mask": torch.from_numpy(masks), "mean": self.mean[mod], "std": self.std[mod],
                 "bad": torch.tensor(bad)}
 

@@ -16,6 +16,7 @@ from ..modalities import get_modality
 from ..models import VisionTransformer
 from .config import PretrainConfig
 from .data import parse_sources
+from .encoders import build_encoders
 
 __all__ = ["ENCODER_FILE", "export_encoder", "save_pretrained_encoder"]
 
@@ -58,8 +59,6 @@ def export_encoder(run_dir: str | Path, output: str | Path | None = None, which:
     state = safe_torch_load(run_dir / "checkpoint_last.pth")["task"]
     prefix = f"{which}.backbone."
     sd = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    from .api import build_encoders  # the architecture as the run built it
-
     backbone = build_encoders(cfg, with_weights=False)[0]
     backbone.load_state_dict(sd, strict=True)
     return save_pretrained_encoder(backbone, cfg, output or run_dir / ENCODER_FILE, str(run_dir))
