@@ -50,12 +50,13 @@ def save_image_grid(rows: Mapping[str, Tensor], path: str | Path, per_row: int =
 
 
 def plot_ratio_curve(labels: Sequence[str], values: Sequence[Sequence[float]], path: str | Path,
-                     metric: str = "test AUC", title: str = "") -> Path:
+                     metric: str = "test AUC", title: str = "", reference: tuple[str, float] | None = None) -> Path:
     """The probe metric against the real:synthetic ratio: mean +- sd over seeds, and every seed as a dot.
 
     Args:
         labels: ratio labels in plotting order (``"1:0"``, ``"1:1"``, ...).
         values: per ratio, the metric of each seed.
+        reference: (name, value) drawn as a dashed horizontal line (e.g. the random-init encoder).
     """
     if len(labels) != len(values) or not labels:
         raise ValueError(f"{len(labels)} ratio labels but {len(values)} value lists")
@@ -67,6 +68,9 @@ def plot_ratio_curve(labels: Sequence[str], values: Sequence[Sequence[float]], p
     ax.errorbar(x, mean, yerr=sd, marker="o", capsize=4, color="tab:blue", label="mean +- sd")
     for xi, v in zip(x, values):
         ax.scatter(np.full(len(v), xi) + 0.06, v, s=10, color="tab:gray", zorder=3)
+    if reference is not None:
+        ax.axhline(reference[1], color="tab:red", linestyle="--", linewidth=1, label=reference[0])
+        ax.legend(fontsize=7)
     ax.set_xticks(x, labels)
     ax.set_xlabel("real : synthetic")
     ax.set_ylabel(metric)

@@ -147,26 +147,34 @@ def _count(sources: list[str], synthetic: bool) -> int:
 def _run_one(cfg: RatioStudyConfig, label: str, seed: int, n_real: int, n_syn: int, out: Path) -> dict[str, Any]:
     """Pretrain (or reuse / resume) one run and probe its encoder; the row of the results table."""
     from ..pretrain import ENCODER_FILE, pretrain
-    from .probe import probe_encoder
 
     run = out / "runs" / f"{label.replace(':', '-')}_seed{seed}"
     enc = run / ENCODER_FILE
-    t0 = time.perf_counter()
+    timing = run / "pretrain_seconds.txt"
     if not enc.is_file():
+        t0 = time.perf_counter()
         pcfg = ratio_pretrain_config(cfg, label, seed, n_real, n_syn, run)
         pretrain(pcfg, resume=(run / "checkpoint_last.pth").is_file())
-    probe_file = run / "probe.json"
-    if probe_file.is_file():
-        result = json.loads(probe_file.read_text())
-    else:
-        result = probe_encoder(enc, cfg.probe_data, run / "probe", cfg.probe_input_size or cfg.global_size,
-                               cfg.probe_blocks, cfg.probe_splits, device=cfg.device)
-        with atomic_write(probe_file) as tmp:
-            tmp.write_text(json.dumps(result, indent=1))
+        timing.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    result = _probe_once(cfg, enc)
     a, b = parse_ratio(label)
     return {"ratio": label, "seed": seed, "real_share": a / (a + b), "steps": cfg.steps,
-            "epoch_images": epoch_length(label, n_real, n_syn), "seconds": round(time.perf_counter() - t0, 1),
-            **result}
+            "epoch_images": epoch_length(label, n_real, n_syn),
+            "seconds": float(timing.read_text()) if timing.is_file() else None, **result}
+
+
+def _probe_once(cfg: RatioStudyConfig, encoder: Path) -> dict[str, Any]:
+    """The probe result of ``encoder``, cached as ``probe.json`` beside it."""
+    from .probe import probe_encoder
+
+    cached = encoder.parent / "probe.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    result = probe_encoder(encoder, cfg.probe_data, encoder.parent / "probe", cfg.probe_input_size or cfg.global_size,
+                           cfg.probe_blocks, cfg.probe_splits, device=cfg.device)
+    with atomic_write(cached) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _random_baseline(cfg: RatioStudyConfig, seed: int, out: Path) -> dict[str, Any]:
@@ -174,7 +182,6 @@ def _random_baseline(cfg: RatioStudyConfig, seed: int, out: Path) -> dict[str, A
     from ..checkpoints import EncoderInfo, save_encoder
     from ..modalities import get_modality
     from ..pretrain import build_encoders
-    from .probe import probe_encoder
 
     path = out / "runs" / f"random-init_seed{seed}" / "encoder.safetensors"
     if not path.is_file():
@@ -185,9 +192,7 @@ def _random_baseline(cfg: RatioStudyConfig, seed: int, out: Path) -> dict[str, A
         m = get_modality(cfg.modality)
         enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, f"random init seed {seed}", "random", "random init")
         save_encoder(enc, path)
-    result = probe_encoder(path, cfg.probe_data, path.parent / "probe", cfg.probe_input_size or cfg.global_size,
-                           cfg.probe_blocks, cfg.probe_splits, device=cfg.device)
-    return {"ratio": "random init", "seed": seed, "steps": 0, **result}
+    return {"ratio": "random init", "seed": seed, "steps": 0, **_probe_once(cfg, path)}
 
 
 def summarise(rows: list[dict[str, Any]], metric: str = "test_auc") -> list[dict[str, Any]]:
@@ -209,11 +214,11 @@ def format_markdown(summary: list[dict[str, Any]], rows: list[dict[str, Any]], t
     for s in summary:
         lines.append(f"| {s['ratio']} | {s['n_seeds']} | {s['test_auc_mean']:.3f} +- {s['test_auc_sd']:.3f} | "
                      f"{s['test_acc_mean']:.3f} +- {s['test_acc_sd']:.3f} |")
-    lines += ["", "| run | seed | images/epoch | C | val AUC | test AUC | test acc | seconds |",
+    lines += ["", "| run | seed | images/epoch | C | val AUC | test AUC | test acc | pretraining s |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['ratio']} | {r['seed']} | {r.get('epoch_images', '')} | {r['C']:g} | "
-                     f"{r['val_auc']:.3f} | {r['test_auc']:.3f} | {r['test_acc']:.3f} | {r.get('seconds', '')} |")
+                     f"{r['val_auc']:.3f} | {r['test_auc']:.3f} | {r['test_acc']:.3f} | {r.get('seconds') or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -238,9 +243,10 @@ def run_ratio_study(cfg: RatioStudyConfig) -> Path:
     baseline = [_random_baseline(cfg, seed, out) for seed in cfg.seeds] if cfg.random_baseline else []
     title = (f"Ratio study: {cfg.arch} (patch {cfg.patch_size}), {cfg.global_size} px, {cfg.steps} steps x "
              f"{cfg.batch_size} images per run; {n_real} real, {n_syn} synthetic images")
+    reference = ("random-init encoder", float(np.mean([r["test_auc"] for r in baseline]))) if baseline else None
     plot_ratio_curve([s["ratio"] for s in summary], [[r["test_auc"] for r in rows if r["ratio"] == s["ratio"]]
                                                      for s in summary], out / "ratio_curve.png",
-                     "linear-probe test AUC", title if len(title) < 90 else title.split(";")[0])
+                     "linear-probe test AUC", title.split(";")[0], reference)
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), "n_real": n_real, "n_synthetic": n_syn,
                                    "summary": summary, "runs": rows, "random_baseline": baseline}, indent=1))
