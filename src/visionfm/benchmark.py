@@ -30,6 +30,7 @@ BenchFn = Callable[[Path, Path, "Path | None", bool], list[dict[str, Any]]]
 SUITES: Registry[str] = Registry("benchmark suite")
 SUITES.add("recognition", "visionfm.recognition.benchmark")  # RetinaMNIST, OCT DME, OCT + fundus multi-label
 SUITES.add("dense", "visionfm.dense.benchmark")  # DRIVE, DRIVE->CHASE_DB1, IDRiD, optic-disc landmark, OCTA
+SUITES.add("synth", "visionfm.synth.benchmark")  # generator fidelity, RetinaMNIST train -> test
 
 
 @dataclass
