@@ -26,6 +26,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                                              "(and predict whole native-size images) instead of resizing")
     p.add_argument("--max-side", type=int, help="with --crop: first scale images down so the longer side is at "
                                                  "most this (e.g. 1024 for IDRiD's 4288x2848)")
+    p.add_argument("--fg-crop", type=float, help="with --crop: probability of a window around a labelled pixel "
+                                                  "(foreground oversampling for rare lesions; default 0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int)
@@ -40,7 +42,7 @@ def _config(a: argparse.Namespace, **extra):
     model = "unet" if a.unet else a.decoder
     return load_config(a.config, data=a.data, split=a.split, output_dir=a.output, weights=a.weights, model=model,
                        finetune=a.finetune, modality=a.modality, subset=a.subset, input_size=a.input_size,
-                       crop=a.crop, max_side=a.max_side,
+                       crop=a.crop, max_side=a.max_side, fg_crop=a.fg_crop,
                        epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                        augment=False if a.no_augment else None, device=a.device, precision=a.precision,
                        seed=a.seed, **extra)

@@ -41,7 +41,7 @@ _COMMON = dict(crop=192, max_steps=200, epochs=1000, batch_size=4, lr=1e-3, weig
 RECIPES: dict[str, dict[str, Any]] = {
     "drive": dict(task="segment", data="DRIVE", split="training", modality="Fundus", **_COMMON),
     "idrid": dict(task="segment", data="IDRiD-A-segmentation", split="train", kind="per-class",
-                  classes=["MA", "HE", "EX", "SE", "OD"], modality="Fundus", max_side=1024, **_COMMON),
+                  classes=["MA", "HE", "EX", "SE", "OD"], modality="Fundus", max_side=1024, fg_crop=0.5, **_COMMON),
     "od_landmark": dict(task="landmark", data="IDRiD-A-segmentation/train_images", modality="Fundus",
                         input_size=224, sigma=4.0, **{k: v for k, v in _COMMON.items() if k != "crop"}),
     "octa": dict(task="segment", data="OCTA-synthetic", modality="OCT", resize_masks=True, subset="0:30",

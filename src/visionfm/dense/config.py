@@ -37,6 +37,8 @@ class DenseConfig:
             and predict whole images (padded to a multiple of 32): thin vessels survive.
         max_side: with ``crop``, first scale images down (aspect kept) so the longer side is at most this many
             pixels (IDRiD's 4288x2848 on a CPU); predictions are still written at the original resolution.
+        fg_crop: with ``crop``, the probability that a training window is placed around a pixel of one of the
+            image's classes (drawn uniformly) rather than anywhere: rare small lesions are seen in short runs.
         sigma: landmark Gaussian sigma in input pixels.
         augment: joint flips/rotation/zoom/intensity augmentation.
         output_dir ... num_workers: the shared engine's loop settings.
@@ -59,6 +61,7 @@ class DenseConfig:
     input_size: int = 512
     crop: int | None = None
     max_side: int | None = None
+    fg_crop: float = 0.0
     sigma: float = 4.0
     augment: bool = True
     output_dir: str = ""
@@ -83,6 +86,8 @@ class DenseConfig:
                 raise ValueError(f"{name} must be a positive whole number, got {v!r}")
         if self.sigma <= 0:
             raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if not 0.0 <= self.fg_crop <= 1.0:
+            raise ValueError(f"fg_crop is a probability, got {self.fg_crop}")
         if self.max_side and not self.crop:
             raise ValueError("max_side goes with crop (resized inputs already have a fixed size: input_size)")
 

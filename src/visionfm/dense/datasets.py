@@ -74,14 +74,30 @@ def as_rgb8(img: np.ndarray) -> np.ndarray:
     return img if img.dtype == np.uint8 else (img * 255).round().astype(np.uint8)
 
 
-def random_crop(sample: dict[str, Tensor], crop: int) -> dict[str, Tensor]:
-    """The same random ``crop x crop`` window of every map in ``sample`` (zero-padded if the image is smaller)."""
+def random_crop(sample: dict[str, Tensor], crop: int, around: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    """The same random ``crop x crop`` window of every map in ``sample`` (zero-padded if the image is smaller).
+
+    With ``around`` (y, x) the window is drawn among those that contain that pixel (foreground oversampling).
+    """
     h, w = sample["image"].shape[-2:]
     ph, pw = max(0, crop - h), max(0, crop - w)
     out = {k: torch.nn.functional.pad(v, (0, pw, 0, ph)) for k, v in sample.items()}
-    y = int(torch.randint(0, h + ph - crop + 1, ()))
-    x = int(torch.randint(0, w + pw - crop + 1, ()))
+    ly, lx = h + ph - crop, w + pw - crop  # largest top-left corner
+    if around is None:
+        y, x = int(torch.randint(0, ly + 1, ())), int(torch.randint(0, lx + 1, ()))
+    else:
+        y = min(ly, max(0, around[0] - int(torch.randint(0, crop, ()))))
+        x = min(lx, max(0, around[1] - int(torch.randint(0, crop, ()))))
     return {k: v[:, y:y + crop, x:x + crop] for k, v in out.items()}
+
+
+def _foreground(target: Tensor, limit: int = 20000) -> list[Tensor]:
+    """Per class, up to ``limit`` (y, x) pixels where the soft mask is >= 0.5 (evenly thinned), as ``[N, 2]``."""
+    out = []
+    for t in target:
+        pts = (t >= 0.5).nonzero()
+        out.append(pts[:: max(1, len(pts) // limit)].to(torch.int32))
+    return out
 
 
 class _Normalise:
@@ -107,14 +123,16 @@ class SegmentationDataset(_Repeat):
 
     ``min_length`` repeats a few-shot set up to that length (e.g. the batch size). With ``crop`` the images stay
     at their native resolution (or are scaled down to ``max_side``) and every sample is a random ``crop x crop``
-    window (``size`` is ignored).
+    window (``size`` is ignored); with probability ``fg_crop`` the window is placed around a pixel of a class the
+    image holds (classes drawn uniformly), so rare lesions are seen (nnU-Net's foreground oversampling).
     """
 
     def __init__(self, items: Sequence[SegItem], spec: DenseSpec, size: int, mean: Sequence[float],
                  std: Sequence[float], augment: JointAugment | None = None, min_length: int = 0,
-                 crop: int | None = None, max_side: int | None = None) -> None:
+                 crop: int | None = None, max_side: int | None = None, fg_crop: float = 0.0) -> None:
         self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
-        self.images, self.targets, self.valid = [], [], []
+        self.fg_crop = fg_crop
+        self.images, self.targets, self.valid, self.fg = [], [], [], []
         for it in tqdm(items, desc="loading images", leave=False):
             img, hw = load_rgb01(it.image, None if crop else size, max_side)
             out = tuple(img.shape[-2:])
@@ -123,13 +141,18 @@ class SegmentationDataset(_Repeat):
             self.targets.append(torch.from_numpy(target))
             v = np.ones(out, np.float32) if fov is None else resize_map(fov.astype(np.float32), out) > 0.5
             self.valid.append(torch.from_numpy(np.asarray(v, np.float32))[None])
+            self.fg.append([f for f in _foreground(self.targets[-1]) if len(f)] if crop and fg_crop else [])
         log.info("loaded %d images %s", len(self.images), f"(random {crop}-px crops)" if crop else f"at {size} px")
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         i %= len(self.images)
         s = {"image": self.images[i], "target": self.targets[i], "valid": self.valid[i]}
         if self.crop:
-            s = random_crop(s, self.crop)
+            around = None
+            if self.fg[i] and float(torch.rand(())) < self.fg_crop:
+                pts = self.fg[i][int(torch.randint(0, len(self.fg[i]), ()))]
+                around = tuple(pts[int(torch.randint(0, len(pts), ()))].tolist())
+            s = random_crop(s, self.crop, around)
         if self.augment is not None:
             s = self.augment(s)
         s["image"] = self.norm(s["image"])

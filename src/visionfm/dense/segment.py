@@ -56,7 +56,8 @@ def train_segmentation(cfg: DenseConfig) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "dense.yaml")
     data = SegmentationDataset(items, spec, cfg.input_size, mean, std, JointAugment() if cfg.augment else None,
-                               min_length=cfg.batch_size, crop=cfg.crop, max_side=cfg.max_side)
+                               min_length=cfg.batch_size, crop=cfg.crop, max_side=cfg.max_side,
+                               fg_crop=cfg.fg_crop)
     task = SegmentationTask(model)
     result = Trainer(task, engine_config(cfg, len(data)), data).fit()
     log.info("training finished: %s", getattr(result, "last_path", run))
