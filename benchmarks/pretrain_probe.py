@@ -7,6 +7,8 @@ multinomial logistic regression fitted on train with C chosen on val by macro on
 as MedMNIST's ``getAUC``) and accuracy of the selected model.
 
     python benchmarks/pretrain_probe.py --weights runs/pretrain/fundus-vit-tiny/encoder.safetensors
+
+Three random-init twins (seeds 0, 1, 2) show how much the random baseline itself varies.
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/pretrain_probe"), help="features and results")
     p.add_argument("--input-size", type=int, help="encoder input side (default: the encoder's img_size)")
     p.add_argument("--retinamnist", type=Path, default=Path("runs/retinamnist"), help="vfm-layout copy of the npz")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-init twin")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random-init twins")
     p.add_argument("--no-random", action="store_true", help="probe only --weights (no random-init row)")
     a = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -85,15 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     root = medmnist_to_folder(a.npz, a.retinamnist)
     size = a.input_size or visionfm.load_encoder(a.weights).cfg.img_size
     encoders = [("pretrained", a.weights, "pre")]
-    if not a.no_random:
-        twin = random_twin(a.weights, a.work / "random_init.safetensors", a.seed)
-        encoders.append((f"random init (seed {a.seed})", twin, "rand"))
+    for seed in ([] if a.no_random else a.seeds):
+        twin = random_twin(a.weights, a.work / f"random_init_seed{seed}.safetensors", seed)
+        encoders.append((f"random init (seed {seed})", twin, f"rand{seed}"))
     rows = {name: probe(features(w, root, a.work, size, tag)) for name, w, tag in encoders}
     arch = visionfm.load_encoder(a.weights).info.arch
     print(f"RetinaMNIST linear probe ({arch}, {size} px, CLS of last 4 blocks, C on val)")
     print(f"{'encoder':<26} {'C':>7} {'val AUC':>8} {'test AUC':>9} {'test ACC':>9}")
     for name, r in rows.items():
         print(f"{name:<26} {r['C']:>7g} {r['val_auc']:>8.3f} {r['test_auc']:>9.3f} {r['test_acc']:>9.3f}")
+    rand = [r for name, r in rows.items() if name.startswith("random")]
+    if len(rand) > 1:
+        auc, acc = np.array([r["test_auc"] for r in rand]), np.array([r["test_acc"] for r in rand])
+        print(f"{'random init, mean (sd)':<26} {'':>7} {'':>8} {auc.mean():>5.3f} ({auc.std(ddof=1):.3f}) "
+              f"{acc.mean():>5.3f} ({acc.std(ddof=1):.3f})")
     (a.work / "probe.json").write_text(json.dumps({"weights": str(a.weights), "arch": arch, "input_size": size,
                                                    "results": rows}, indent=2))
     return 0

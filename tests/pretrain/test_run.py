@@ -112,21 +112,39 @@ def test_sigkill_then_resume_equals_uninterrupted(retina_folder, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # student, head and centres too
 
 
+def _torchrun(args, port):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "visionfm.cli", "pretrain", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_on_real_images(drive_folder, retina_folder, tmp_path):
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           "-m", "visionfm.cli", "pretrain", *_args(retina_folder, out, 3)[2:], "--data", str(retina_folder),
-           f"Fundus={drive_folder}", "--load-size", "64", "--num-workers", "1", "--lr", "0.01"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("encoder: ") == 1  # printed by rank 0 only
-    rows = _log(out)
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert "NaN" not in json.dumps(rows)
+def test_torchrun_two_processes_on_real_images_killed_and_resumed(drive_folder, retina_folder, tmp_path):
+    """2 processes (gloo) on real photographs + RetinaMNIST images; SIGKILL of launcher and workers; exact resume."""
+    def args(out):
+        return [*_args(retina_folder, out, 8)[2:], "--data", str(retina_folder), f"Fundus={drive_folder}",
+                "--load-size", "64", "--num-workers", "1", "--lr", "0.01"]
+
+    full, victim = _torchrun(args(tmp_path / "full"), 29561), _torchrun(args(tmp_path / "killed"), 29562)
+    deadline = time.time() + 240
+    while not list((tmp_path / "killed").glob("checkpoint_0000000[3-7].pth")):
+        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # the launcher and both workers at once
+    victim.wait()
+    assert not (tmp_path / "killed" / ENCODER_FILE).exists()
+    resumed = _torchrun(args(tmp_path / "killed") + ["--resume"], 29563)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert out.count("encoder: ") == 1  # printed by rank 0 only
+    assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
+    rows = _log(tmp_path / "full")
+    assert [r["step"] for r in rows] == list(range(1, 9))
     assert max(r["lr"] for r in rows) == pytest.approx(0.01 * 16 / 256)  # scaled by the global batch, 2 x 8
-    assert visionfm.load_encoder(out / ENCODER_FILE).cfg.embed_dim == 64
+    a, b = load_file(tmp_path / "full" / ENCODER_FILE), load_file(tmp_path / "killed" / ENCODER_FILE)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise, with each rank's RNG restored
+    assert visionfm.load_encoder(tmp_path / "full" / ENCODER_FILE).cfg.embed_dim == 64
 
 
 def test_cli_in_process_and_errors(retina_folder, tmp_path, capsys):

@@ -6,6 +6,7 @@ JSON-lines + TensorBoard logs, progress, and model selection on validation data 
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -183,10 +184,23 @@ class Trainer:
         self.wd_sched = cosine_schedule(cfg.weight_decay, wd_end, self.total_steps)
 
     # -- checkpoints --------------------------------------------------------------------------------------------
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every process's RNG state (gathered under DDP: a collective, so all ranks call it)."""
+        own = _rng_state()
+        if self.dist.world_size == 1:
+            return [own]
+        buf = io.BytesIO()
+        torch.save(own, buf)  # gathered as bytes: pickled tensors do not survive all_gather_object
+        blobs: list[Any] = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(blobs, buf.getvalue())
+        return [torch.load(io.BytesIO(b), weights_only=True) for b in blobs]
+
     def _state(self, step: int, epoch: int, batches_done: int, best: dict, history: list) -> dict[str, Any]:
-        return {"task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
+        """The checkpoint; called on every rank (it gathers the RNG states), saved by the main one."""
+        rngs = self._rng_states()
+        return {"rng_ranks": rngs, "task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": step, "epoch": epoch, "batches_done": batches_done,
-                "best": best, "history": history, "rng": _rng_state(), "config": asdict(self.cfg)}
+                "best": best, "history": history, "rng": rngs[0], "config": asdict(self.cfg)}
 
     def _save(self, state: dict[str, Any], step: int) -> Path:
         last = self.out / "checkpoint_last.pth"
@@ -210,7 +224,8 @@ class Trainer:
                              f"{str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["rng"])
         log.info("resumed %s at step %d (epoch %d)", path, state["step"], state["epoch"])
         return state
 
@@ -300,16 +315,20 @@ class Trainer:
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{state.lr:.2e}", img_s=f"{rate:.1f}")
                 if step % self.cfg.log_every == 0 or step == self.total_steps:
                     logger.log(step, epoch, scalars)
-                if main and self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
-                    self._save(self._state(step, epoch, batches_done, best, history), step)
+                if self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
+                    ckpt = self._state(step, epoch, batches_done, best, history)
+                    if main:
+                        self._save(ckpt, step)
                 if step >= self.total_steps or batches_done >= self.steps_per_epoch * self.cfg.accum_steps:
                     break
             epoch_done = batches_done >= self.steps_per_epoch * self.cfg.accum_steps
             if epoch_done:
                 best = self._end_epoch(epoch, step, history, best, logger)
                 epoch, batches_done = epoch + 1, 0
-            if main and (step >= self.total_steps or epoch % self.cfg.checkpoint_epochs == 0):
-                self._save(self._state(step, epoch, batches_done, best, history), step)
+            if step >= self.total_steps or epoch % self.cfg.checkpoint_epochs == 0:
+                ckpt = self._state(step, epoch, batches_done, best, history)
+                if main:
+                    self._save(ckpt, step)
         bar.close()
         logger.close()
         return TrainResult(best.get("metric"), best.get("epoch"), Path(best["path"]) if best.get("path") else None,

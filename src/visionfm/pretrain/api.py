@@ -104,8 +104,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "pretrain.yaml")
-    log.info("iBOT pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g", cfg.arch, len(dataset),
-             trainer.total_steps, tc.batch_size * tc.accum_steps * dist_info.world_size, tc.lr)
+        log.info("iBOT pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g", cfg.arch,
+                 len(dataset), trainer.total_steps, tc.batch_size * tc.accum_steps * dist_info.world_size, tc.lr)
     trainer.fit(resume=resume)
     if dist_info.is_main:
         save_pretrained_encoder(task.teacher["backbone"], cfg, out / ENCODER_FILE, str(out))
