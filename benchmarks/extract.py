@@ -89,6 +89,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (they compile for minutes)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
@@ -111,7 +112,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for dev in devices:
             for precision in ("fp32", "bf16"):
-                for compiled in (False, True):
+                for compiled in (False,) if args.no_compile else (False, True):
                     for batch in args.batch_sizes:
                         cfg = {"batch": batch, "precision": precision, "device": dev, "compile": compiled}
                         r = _run(cfg, data, Path(tmp) / "f.safetensors", args.arch, args.num_workers)
