@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def demo_config(folders: list[str], out: Path, fast: bool, size: int, seed: int, device: str) -> PretrainConfig:
-    """The demo's pretraining settings (test-sized model, small head, short schedule)."""
+    """The demo's pretraining settings (test-sized model, small head, short schedule; the sharper teacher
+    temperatures of ``configs/pretrain/fundus-vit-tiny-cpu.yaml``, which keep the teacher off the uniform
+    distribution on look-alike images)."""
     return PretrainConfig(
         data=folders, modality="Fundus", arch="vit_test", output=str(out), global_size=size, local_crops=2,
         local_size=size // 2, out_dim=1024, patch_out_dim=1024, head_hidden_dim=256, head_bottleneck_dim=64,
-        epochs=4 if fast else 12, batch_size=16, lr=5e-3, warmup_epochs=1, warmup_teacher_temp=0.04,
-        warmup_teacher_temp_epochs=2, momentum_teacher=0.99, freeze_last_layer=1, drop_path=0.0, seed=seed,
+        epochs=4 if fast else 12, batch_size=16, lr=5e-3, warmup_epochs=1, warmup_teacher_temp=0.02,
+        teacher_temp=0.02, warmup_teacher_patch_temp=0.02, teacher_patch_temp=0.04, warmup_teacher_temp_epochs=2,
+        momentum_teacher=0.98, freeze_last_layer=1, drop_path=0.0, seed=seed,
         device=device, num_workers=0, progress=False, log_every=1, keep_last=4, precision="fp32")
 
 
