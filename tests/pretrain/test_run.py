@@ -159,3 +159,15 @@ def test_cli_in_process_and_errors(retina_folder, tmp_path, capsys):
     cfg.write_text("epochz: 3\n")
     assert main(["pretrain", "--config", str(cfg), "--data", str(retina_folder)]) == 2
     assert "unknown config keys ['epochz']" in capsys.readouterr().err
+
+
+def test_resume_with_the_run_config_and_another_world_size(retina_folder, tmp_path, monkeypatch):
+    run = pretrain(tiny_config([retina_folder], tmp_path / "run", max_steps=2))
+    assert main(["pretrain", "--config", str(run / "pretrain.yaml"), "--max-steps", "3", "--resume"]) == 2
+    assert main(["pretrain", "--config", str(run / "pretrain.yaml"), "--resume"]) == 0  # the run's own settings
+    from visionfm.pretrain import api
+
+    real = api._train_config
+    monkeypatch.setattr(api, "_train_config", lambda cfg, n, world, dev: real(cfg, n, 2, dev))  # as if 2 processes
+    with pytest.raises(ValueError, match="same number of processes"):
+        pretrain(tiny_config([retina_folder], run, max_steps=2), resume=True)

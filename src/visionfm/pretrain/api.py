@@ -50,6 +50,18 @@ def _check_resume(cfg: PretrainConfig, out: Path, resume: bool) -> None:
                          f"settings or start a new output")
 
 
+def _check_world(out: Path, tc: TrainConfig, world: int) -> None:
+    """A run resumes with the global batch it was made with (same processes x batch), else it would not be exact."""
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    old = load_config(TrainConfig, saved)
+    if abs(old.lr - tc.lr) > 1e-12 * max(old.lr, 1e-30):
+        raise ValueError(f"--resume: {out} was trained with another global batch (lr {old.lr:.6g} vs now {tc.lr:.6g} "
+                         f"with {world} process(es) x batch {tc.batch_size} x accum {tc.accum_steps}); resume with "
+                         f"the same number of processes")
+
+
 def _train_config(cfg: PretrainConfig, n_images: int, world: int, device: torch.device) -> tuple[TrainConfig, int]:
     """The loop's config (lr scaled by the global batch, warm-up capped) and the run's epoch count."""
     per_rank = math.ceil(n_images / world)
@@ -99,6 +111,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     student, teacher = build_encoders(cfg, with_weights=not resume)
     dataset = build_dataset(cfg, student.cfg.patch_size, bad_log=out / "bad_images.txt")
     tc, run_epochs = _train_config(cfg, len(dataset), dist_info.world_size, device)
+    if resume:
+        _check_world(out, tc, dist_info.world_size)
     task = IBOTTask(student, teacher, cfg, run_epochs)
     trainer = Trainer(task, tc, dataset)
     if dist_info.is_main:
