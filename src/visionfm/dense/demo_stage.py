@@ -4,7 +4,7 @@ The frozen demo encoder + UNETR decoder and the MONAI U-Net baseline are trained
 ``fundus-vessels`` phantoms and evaluated on their test split (Dice, AUC inside the field of view, HD95 ...); a
 landmark detector learns the scleral spur, angle recess and auxiliary point of the ``ubm-landmarks`` phantoms from
 the official-style ``.npy`` heatmaps and is scored in original pixels (mean radial error per landmark). Fast mode
-(64-px phantoms, 40 steps) takes well under 30 s on CPU; normal mode (128 px, 150 steps) about 2 minutes.
+(64-px phantoms, 30 steps) takes about 25 s of one CPU core; normal mode (128 px, 150 steps) about 2 minutes.
 """
 from __future__ import annotations
 
@@ -27,11 +27,14 @@ __all__ = ["demo_stage"]
 _LABELS = {"unetr": "frozen ViT + UNETR", "unet": "U-Net (MONAI)"}
 
 
+def _steps(ctx: Any) -> int:
+    return 30 if ctx.cfg.fast else 150
+
+
 def _config(ctx: Any, task: str, data: Path, model: str, output: Path, **kw: Any) -> DenseConfig:
-    fast = ctx.cfg.fast
     return DenseConfig(task=task, data=str(data), model=model, output_dir=str(output),
                        weights=None if model == "unet" else str(ctx.encoder_path), input_size=ctx.cfg.size,
-                       max_steps=40 if fast else 150, epochs=1000, batch_size=8, lr=2e-3, warmup_epochs=1.0,
+                       max_steps=_steps(ctx), epochs=1000, batch_size=8, lr=2e-3, warmup_epochs=1.0,
                        device=ctx.cfg.device, seed=ctx.cfg.seed, **kw)
 
 
@@ -99,7 +102,7 @@ def demo_stage(ctx: Any) -> Section:
     seg_rows, seg_png = _vessels(ctx, Path(ctx.datasets["fundus-vessels"].root), out)
     ubm = ctx.datasets["ubm-landmarks"]
     lm_rows, lm_png = _ubm(ctx, Path(ubm.root), list(ubm.classes), out)
-    steps = 40 if ctx.cfg.fast else 150
+    steps = _steps(ctx)
     text = (f"Vessel segmentation on the fundus-vessels phantoms and the three UBM chamber-angle landmarks, "
             f"{steps} optimizer steps each at {ctx.cfg.size} px on the demo encoder (frozen) and a U-Net trained "
             f"from scratch by the same loop. Sheet 1 per row: image, ground truth, {', '.join(_LABELS.values())}. "
