@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests import helpers
+from tests.helpers import DATA, FIXTURES, SHARED, require  # noqa: F401  (re-exported)
+
 # Two cores on CI: keep every test single-threaded so parallel work never oversubscribes.
 torch.set_num_threads(int(os.environ.get("VISIONFM_TEST_THREADS", "1")))
-
-from tests.helpers import DATA, FIXTURES, SHARED, require  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -27,25 +28,13 @@ def official_fixture() -> Path:
 @pytest.fixture
 def tiny_encoder():
     """A randomly initialised test-sized ViT (depth 2, width 64, 32-px input) with Fundus facts attached."""
-    from visionfm.checkpoints import EncoderInfo
-    from visionfm.models import create_encoder
-    from visionfm.modalities import get_modality
-
-    torch.manual_seed(0)
-    enc = create_encoder("vit_test").eval()
-    m = get_modality("Fundus")
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random", "random init")
-    return enc
+    return helpers.tiny_encoder()
 
 
 @pytest.fixture
-def tiny_weights(tmp_path, tiny_encoder) -> Path:
+def tiny_weights(tmp_path) -> Path:
     """The tiny encoder saved as visionfm safetensors."""
-    from visionfm.checkpoints import save_encoder
-
-    path = tmp_path / "tiny.safetensors"
-    save_encoder(tiny_encoder, path)
-    return path
+    return helpers.save_tiny_encoder(tmp_path / "tiny.safetensors")
 
 
 @pytest.fixture

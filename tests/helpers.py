@@ -10,11 +10,34 @@ SHARED = Path(os.environ.get("VISIONFM_SHARED", Path(__file__).resolve().parents
 DATA = Path(os.environ.get("VISIONFM_DATA", SHARED / "data"))
 FIXTURES = SHARED / "fixtures" / "visionfm-official-format"
 
-__all__ = ["SHARED", "DATA", "FIXTURES", "require"]
+__all__ = ["SHARED", "DATA", "FIXTURES", "require", "tiny_encoder", "save_tiny_encoder"]
 
 
 def require(path: Path) -> Path:
     """Skip the calling test with a clear message when shared data is absent."""
     if not path.exists():
         pytest.skip(f"shared data not found: {path} (set VISIONFM_DATA / VISIONFM_SHARED to run this test)")
+    return path
+
+
+def tiny_encoder(seed: int = 0, modality: str = "Fundus"):
+    """A randomly initialised test-sized ViT (``vit_test``: depth 2, width 64, 32 px) with ``modality``'s facts."""
+    import torch
+
+    from visionfm.checkpoints import EncoderInfo
+    from visionfm.modalities import get_modality
+    from visionfm.models import create_encoder
+
+    torch.manual_seed(seed)
+    enc = create_encoder("vit_test").eval()
+    m = get_modality(modality)
+    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random", "random init")
+    return enc
+
+
+def save_tiny_encoder(path: Path, seed: int = 0, modality: str = "Fundus") -> Path:
+    """:func:`tiny_encoder` saved as visionfm safetensors at ``path``."""
+    from visionfm.checkpoints import save_encoder
+
+    save_encoder(tiny_encoder(seed, modality), path)
     return path
