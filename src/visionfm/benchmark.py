@@ -35,7 +35,7 @@ SUITES.add("synth", "visionfm.synth.benchmark")  # generator fidelity, RetinaMNI
 
 @dataclass
 class BenchmarkConfig:
-    """Options of a benchmark run (saved as ``config.json`` beside the results).
+    """Options of a benchmark run (recorded under ``config`` in ``results.json``).
 
     Attributes:
         data: the shared data folder (``../shared/data``).
