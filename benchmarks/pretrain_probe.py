@@ -1,10 +1,10 @@
 """Linear probe on RetinaMNIST: a pretrained encoder against the same architecture at random initialisation.
 
 Protocol (identical for every encoder): RetinaMNIST (MedMNIST v2, official splits) written once in the vfm layout
-with ``visionfm.data.medmnist_to_folder``; features extracted with ``visionfm.extract_features`` (bicubic resize
-of the 28x28 images to the encoder's input size, CLS tokens of the last 4 blocks concatenated); standardised;
-multinomial logistic regression fitted on train with C chosen on val by macro one-vs-rest AUC; test AUC (macro OvR,
-as MedMNIST's ``getAUC``) and accuracy of the selected model.
+with ``visionfm.data.medmnist_to_folder``; then the linear probe of :func:`visionfm.synth.probe.probe_encoder`
+(bicubic resize of the 28x28 images to the encoder's input size, CLS tokens of the last 4 blocks concatenated;
+standardised; multinomial logistic regression fitted on train with C chosen on val by macro one-vs-rest AUC; test
+AUC (macro OvR, as MedMNIST's ``getAUC``) and accuracy of the selected model).
 
     python benchmarks/pretrain_probe.py --weights runs/pretrain/fundus-vit-tiny/encoder.safetensors
 
@@ -19,57 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, roc_auc_score
-from sklearn.preprocessing import StandardScaler
 
 import visionfm
 from visionfm.checkpoints import EncoderInfo, save_encoder
 from visionfm.data import medmnist_to_folder
 from visionfm.models import VisionTransformer
+from visionfm.synth.probe import probe_encoder
 
-C_GRID = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
 
-
-def random_twin(weights: Path, out: Path, seed: int) -> Path:
-    """The architecture of ``weights`` at random initialisation (seeded), saved with the same modality facts."""
-    ref = visionfm.load_encoder(weights)
+def random_twin(ref: VisionTransformer, out: Path, seed: int) -> Path:
+    """The architecture of ``ref`` at random initialisation (seeded), saved with the same modality facts."""
     torch.manual_seed(seed)
     enc = VisionTransformer(ref.cfg)
     enc.info = EncoderInfo(ref.cfg, ref.info.modality, ref.info.mean, ref.info.std, f"random init seed {seed}",
                            "random", "random init")
     save_encoder(enc, out)
     return out
-
-
-def features(weights: Path, root: Path, work: Path, size: int, tag: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per split: (features ``[N, 4D]``, labels ``[N]``)."""
-    out = {}
-    for split in ("train", "val", "test"):
-        path = work / f"{tag}_{split}.safetensors"
-        visionfm.extract_features(weights, root, path, split=split, input_size=size, n_last_blocks=4,
-                                  batch_size=64, num_workers=0, device="cpu", progress=False)
-        fs = visionfm.load_features(path)
-        out[split] = (fs.cls, fs.labels[:, 0].astype(int))
-    return out
-
-
-def probe(feats: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Logistic regression on train, C selected on val AUC; test AUC and accuracy."""
-    scaler = StandardScaler().fit(feats["train"][0])
-    x = {k: scaler.transform(v[0]) for k, v in feats.items()}
-    y = {k: v[1] for k, v in feats.items()}
-    best = None
-    for c in C_GRID:
-        clf = LogisticRegression(C=c, max_iter=3000).fit(x["train"], y["train"])
-        auc = roc_auc_score(y["val"], clf.predict_proba(x["val"]), multi_class="ovr", average="macro")
-        if best is None or auc > best[0]:
-            best = (auc, c, clf)
-    val_auc, c, clf = best
-    p = clf.predict_proba(x["test"])
-    return {"C": c, "val_auc": val_auc,
-            "test_auc": roc_auc_score(y["test"], p, multi_class="ovr", average="macro"),
-            "test_acc": accuracy_score(y["test"], p.argmax(1))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,16 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random-init twins")
     p.add_argument("--no-random", action="store_true", help="probe only --weights (no random-init row)")
     a = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     a.work.mkdir(parents=True, exist_ok=True)
     root = medmnist_to_folder(a.npz, a.retinamnist)
-    size = a.input_size or visionfm.load_encoder(a.weights).cfg.img_size
+    ref = visionfm.load_encoder(a.weights)
+    size = a.input_size or ref.cfg.img_size
     encoders = [("pretrained", a.weights, "pre")]
     for seed in ([] if a.no_random else a.seeds):
-        twin = random_twin(a.weights, a.work / f"random_init_seed{seed}.safetensors", seed)
+        twin = random_twin(ref, a.work / f"random_init_seed{seed}.safetensors", seed)
         encoders.append((f"random init (seed {seed})", twin, f"rand{seed}"))
-    rows = {name: probe(features(w, root, a.work, size, tag)) for name, w, tag in encoders}
-    arch = visionfm.load_encoder(a.weights).info.arch
+    rows = {name: probe_encoder(w, root, a.work / tag, size, n_last_blocks=4, device="cpu")
+            for name, w, tag in encoders}
+    arch = ref.info.arch
     print(f"RetinaMNIST linear probe ({arch}, {size} px, CLS of last 4 blocks, C on val)")
     print(f"{'encoder':<26} {'C':>7} {'val AUC':>8} {'test AUC':>9} {'test ACC':>9}")
     for name, r in rows.items():

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+
+from tests.helpers import save_tiny_encoder
 
 
 @pytest.fixture(scope="session")
@@ -15,33 +16,13 @@ def rec_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rec_weights(rec_root) -> Path:
     """A randomly initialised test-sized ViT (depth 2, width 64, 32 px) saved with Fundus facts."""
-    from visionfm.checkpoints import EncoderInfo, save_encoder
-    from visionfm.modalities import get_modality
-    from visionfm.models import create_encoder
-
-    torch.manual_seed(0)
-    enc = create_encoder("vit_test").eval()
-    m = get_modality("Fundus")
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random", "random init")
-    path = rec_root / "tiny_fundus.safetensors"
-    save_encoder(enc, path)
-    return path
+    return save_tiny_encoder(rec_root / "tiny_fundus.safetensors", seed=0, modality="Fundus")
 
 
 @pytest.fixture(scope="session")
 def rec_weights_oct(rec_root) -> Path:
     """A second tiny encoder (another seed) recorded as an OCT encoder."""
-    from visionfm.checkpoints import EncoderInfo, save_encoder
-    from visionfm.modalities import get_modality
-    from visionfm.models import create_encoder
-
-    torch.manual_seed(1)
-    enc = create_encoder("vit_test").eval()
-    m = get_modality("OCT")
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random", "random init")
-    path = rec_root / "tiny_oct.safetensors"
-    save_encoder(enc, path)
-    return path
+    return save_tiny_encoder(rec_root / "tiny_oct.safetensors", seed=1, modality="OCT")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ..recognition.config import BALANCE, load_head_config
@@ -128,7 +129,11 @@ def _run(kind: str, a: argparse.Namespace) -> int:
         return 0
     values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG}
     cfg = load_head_config(a.config, task=kind, output_dir=a.output, **values)
-    run = train_head(cfg)
+    return _print_run(train_head(cfg), kind)
+
+
+def _print_run(run: Path, kind: str) -> int:
+    """The selection and the headline test numbers of a finished run (its ``metrics.json``)."""
     m = json.loads((run / "metrics.json").read_text())
     sel = m["selection"]
     print(f"run: {run}\nselected on validation {sel.get('metric')} (epoch {sel.get('best_epoch')}); "
@@ -236,23 +241,12 @@ def _configure_finetune(p: argparse.ArgumentParser) -> None:
 @command("finetune", "End-to-end fine-tuning of encoder + head on images (layer-wise lr decay, augmentation).",
          _configure_finetune)
 def run_finetune(a: argparse.Namespace) -> int:
+    from ..engine import load_config
     from ..recognition.finetune import FinetuneConfig, finetune
 
-    values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG and v is not None}
-    cfg = _load_finetune(FinetuneConfig, a.config, output_dir=a.output, **values)
-    run = finetune(cfg)
-    m = json.loads((run / "metrics.json").read_text())
-    print(f"run: {run}\nselected on validation {m['selection'].get('metric')} (epoch "
-          f"{m['selection'].get('best_epoch')}); validation: {m['selection'].get('validation_split')}")
-    if "test" in m:
-        print(f"test (n={m['n']['test']}):\n{summary(cfg.task, m['test'])}")
-    return 0
-
-
-def _load_finetune(cls: type, path: str | None, **overrides: Any):
-    from ..engine import load_config
-
-    return load_config(cls, path, **overrides)
+    values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG}
+    cfg = load_config(FinetuneConfig, a.config, output_dir=a.output, **values)
+    return _print_run(finetune(cfg), cfg.task)
 
 
 def _configure_split(p: argparse.ArgumentParser) -> None:

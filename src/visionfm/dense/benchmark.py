@@ -22,7 +22,7 @@ from .fewshot import cached_metrics, predict_once, run_fewshot, train_once
 from .landmark import landmarks_from_masks, predict_landmark, train_landmark
 from .segment import train_segmentation
 
-__all__ = ["EXPERIMENTS", "PUBLISHED", "DATASETS", "recipe", "standin_encoder", "benchmark"]
+__all__ = ["EXPERIMENTS", "PUBLISHED", "DATASETS", "recipe", "benchmark"]
 
 log = logging.getLogger(__name__)
 EXPERIMENTS = ("drive", "idrid", "od_landmark", "octa", "fewshot")
@@ -63,17 +63,13 @@ def recipe(name: str, data_root: Path, out: Path, model: str, weights: Path | No
                        output_dir=str(out / name / model))
 
 
-def standin_encoder(out: Path, quick: bool) -> Path:
-    """Save the documented random-init stand-in (ViT-S/16, seed 0; quick: the tiny test ViT) and return its path."""
-    from ..checkpoints import save_encoder
-    from ..models import create_encoder
+def _standin_encoder(out: Path, quick: bool) -> Path:
+    """The documented random-init stand-in (ViT-S/16, seed 0; quick: the tiny test ViT), saved in ``out``."""
+    from ..recognition.benchmark import standin_encoder
 
-    path = out / ("standin_vit_test_seed0.safetensors" if quick else "standin_vit_small_seed0.safetensors")
-    if not path.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        save_encoder(create_encoder("vit_test" if quick else "vit_small_patch16"), path)
-    return path
+    if quick:
+        return standin_encoder(out / "standin_vit_test_seed0.safetensors", "vit_test")
+    return standin_encoder(out / "standin_vit_small_seed0.safetensors")
 
 
 def _timed_train(cfg: DenseConfig, train_fn: Callable[[DenseConfig], Path]) -> tuple[Path, float]:
@@ -183,7 +179,7 @@ def benchmark(data_root: Path, out: Path, weights: Path | None, quick: bool,
     for key in ("drive", "chase", "idrid", "octa"):
         if not (data_root / DATASETS[key]).is_dir():
             raise FileNotFoundError(f"dense benchmark data not found: {data_root / DATASETS[key]}")
-    w = Path(weights) if weights else standin_encoder(out, quick)
+    w = Path(weights) if weights else _standin_encoder(out, quick)
     ctx = {"root": data_root, "out": out, "weights": w, "quick": quick,
            "encoder": (STANDIN if not quick else "random-init tiny test ViT") if not weights else str(weights)}
     runners = {

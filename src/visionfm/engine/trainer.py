@@ -195,12 +195,14 @@ class Trainer:
         torch.distributed.all_gather_object(blobs, buf.getvalue())
         return [torch.load(io.BytesIO(b), weights_only=True) for b in blobs]
 
-    def _state(self, step: int, epoch: int, batches_done: int, best: dict, history: list) -> dict[str, Any]:
-        """The checkpoint; called on every rank (it gathers the RNG states), saved by the main one."""
+    def _checkpoint(self, step: int, epoch: int, batches_done: int, best: dict, history: list) -> None:
+        """Write ``checkpoint_last.pth``; called on every rank (the RNG states are gathered), saved by the main one."""
         rngs = self._rng_states()
-        return {"rng_ranks": rngs, "task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "step": step, "epoch": epoch, "batches_done": batches_done,
-                "best": best, "history": history, "rng": rngs[0], "config": asdict(self.cfg)}
+        if self.dist.is_main:
+            self._save({"rng_ranks": rngs, "task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scaler": self.scaler.state_dict(), "step": step, "epoch": epoch,
+                        "batches_done": batches_done, "best": best, "history": history, "config": asdict(self.cfg)},
+                       step)
 
     def _save(self, state: dict[str, Any], step: int) -> Path:
         last = self.out / "checkpoint_last.pth"
@@ -224,8 +226,8 @@ class Trainer:
                              f"{str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        ranks = state.get("rng_ranks") or []
-        _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]  # "rng": checkpoints written before per-rank states
+        _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else ranks[0])
         log.info("resumed %s at step %d (epoch %d)", path, state["step"], state["epoch"])
         return state
 
@@ -316,9 +318,7 @@ class Trainer:
                 if step % self.cfg.log_every == 0 or step == self.total_steps:
                     logger.log(step, epoch, scalars)
                 if self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
-                    ckpt = self._state(step, epoch, batches_done, best, history)
-                    if main:
-                        self._save(ckpt, step)
+                    self._checkpoint(step, epoch, batches_done, best, history)
                 if step >= self.total_steps or batches_done >= self.steps_per_epoch * self.cfg.accum_steps:
                     break
             epoch_done = batches_done >= self.steps_per_epoch * self.cfg.accum_steps
@@ -326,9 +326,7 @@ class Trainer:
                 best = self._end_epoch(epoch, step, history, best, logger)
                 epoch, batches_done = epoch + 1, 0
             if step >= self.total_steps or epoch % self.cfg.checkpoint_epochs == 0:
-                ckpt = self._state(step, epoch, batches_done, best, history)
-                if main:
-                    self._save(ckpt, step)
+                self._checkpoint(step, epoch, batches_done, best, history)
         bar.close()
         logger.close()
         return TrainResult(best.get("metric"), best.get("epoch"), Path(best["path"]) if best.get("path") else None,

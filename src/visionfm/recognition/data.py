@@ -24,7 +24,7 @@ from ..features import FeatureSet, load_features
 from .labels import LabelRow, LabelSpec, LabelTable, infer_class_names, normalise_rel, read_labels
 
 __all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "RepeatDataset", "FEATURES", "file_sha256", "load_table",
-           "pick_features", "select_features"]
+           "pick_features"]
 
 log = logging.getLogger(__name__)
 FEATURES = ("cls", "last", "cls+patch")
@@ -134,14 +134,10 @@ class FeatureTable:
                             self.encoders, self.roots)
 
 
-def select_features(fs: FeatureSet, feature: str) -> np.ndarray:
-    """``cls``: CLS of the last n blocks concatenated (official); ``last``: last block's CLS; ``cls+patch``:
-    last CLS and the patch-token mean (DINOv2-style probe). Returns ``[N, F]`` float32."""
-    return pick_features(fs.cls, fs.patch_mean, feature)
-
-
 def pick_features(cls: np.ndarray, patch_mean: np.ndarray, feature: str) -> np.ndarray:
-    """The chosen feature from CLS tokens ``[N, n*D]`` and patch means ``[N, D]`` (see :func:`select_features`)."""
+    """The chosen feature from CLS tokens ``[N, n*D]`` and patch means ``[N, D]``: ``cls``: CLS of the last n blocks
+    concatenated (official); ``last``: last block's CLS; ``cls+patch``: last CLS and the patch-token mean
+    (DINOv2-style probe). Returns ``[N, F]`` float32."""
     if feature not in FEATURES:
         raise ValueError(f"unknown feature {feature!r}; valid: {', '.join(FEATURES)}")
     d = patch_mean.shape[1]
@@ -219,7 +215,7 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
         spec: label requirements of the task.
         labels: label file / folder joined on image path (default: the labels stored with each cache); one for
             all caches or a list with one per cache (None entries: that cache's own labels).
-        feature: which features (see :func:`select_features`).
+        feature: which features (see :func:`pick_features`).
         encoders: the encoders every cache must match (from the training split or a run), keyed by modality.
         label_columns, patient_column, modality_column: CSV options (see :func:`read_labels`).
 
@@ -255,7 +251,7 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
         refs.setdefault(mod, ref)
         first_src.setdefault(mod, str(cache))
         keep, y, pats = _labels_for(fs, cache, spec, tables.get(lab), mod)
-        x = select_features(fs, feature)[keep]
+        x = pick_features(fs.cls, fs.patch_mean, feature)[keep]
         if parts and x.shape[1] != parts[0][0].shape[1]:
             raise ValueError(f"{cache}: feature width {x.shape[1]} differs from {parts[0][3]} "
                              f"({parts[0][0].shape[1]}); one decoder needs one width")

@@ -56,6 +56,11 @@ def _check_kind(cfg: HeadConfig) -> None:
         raise ValueError(f"few-shot and k-fold studies are for classify and forecast tasks, not {cfg.task!r}")
 
 
+def _keys(cfg: HeadConfig) -> list[str]:
+    """Metrics reported per draw/fold (quadratic kappa only for ordinal classes)."""
+    return _KEYS[cfg.task] if cfg.ordinal or cfg.task != "classify" else _KEYS[cfg.task][:-1]
+
+
 def _one(cfg: HeadConfig, spec, train: FeatureTable, val: FeatureTable | None, work: Path,
          steps: int) -> Any:
     task, _ = new_task(cfg, train, spec)
@@ -86,7 +91,7 @@ def fewshot(cfg: HeadConfig, shots: Sequence[int] = (1, 5, 10), n_draws: int = 5
     shared = cfg.labels if cfg.labels and len(cfg.labels) == 1 else None
     val = _load(cfg, spec, cfg.val, cfg.val_labels or shared, pool.encoders) if cfg.val else None
     test = _load(cfg, spec, cfg.test, cfg.test_labels or shared, pool.encoders)
-    keys = _KEYS[cfg.task] if cfg.ordinal or cfg.task != "classify" else _KEYS[cfg.task][:-1]
+    keys = _keys(cfg)
     rows = []
     for k in shots:
         for d, idx in enumerate(kshot_draws(strata(cfg.task, pool.y), k, n_draws, cfg.seed)):
@@ -119,7 +124,7 @@ def kfold(cfg: HeadConfig, n_folds: int = 5) -> dict:
     out = Path(cfg.output_dir or "runs/kfold")
     spec = label_spec(cfg)
     data = _load(cfg, spec, cfg.train, cfg.labels)
-    keys = _KEYS[cfg.task] if cfg.ordinal or cfg.task != "classify" else _KEYS[cfg.task][:-1]
+    keys = _keys(cfg)
     folds = stratified_kfold(strata(cfg.task, data.y), n_folds, cfg.seed, data.patients)
     oof, rows, task = None, [], None
     for f, (tr, te) in enumerate(folds):

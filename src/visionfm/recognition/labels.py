@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.images import IMAGE_EXTENSIONS
+from ..data.datasets import list_images
 from .schema import LabelSchema
 
 __all__ = ["KINDS", "LabelSpec", "LabelRow", "LabelTable", "read_labels", "normalise_rel", "infer_class_names",
@@ -247,7 +247,7 @@ def _read_imagenet(root: Path, spec: LabelSpec) -> LabelTable:
     for c in classes:
         if c not in names:
             raise ValueError(f"{root / c}: unknown class name {c!r}; valid: {names}")
-        for p in sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+        for p in list_images(root / c):
             table.add(LabelRow(p.relative_to(root).as_posix(), (float(names.index(c)),), str(p)))
     if spec.names is None:
         spec.names = list(classes)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import csv
 import logging
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ..checkpoints import load_encoder
-from ..data.datasets import ImageCollection, ImageDataset, scan
-from ..data.images import Preprocess
+from ..data.datasets import ImageCollection, scan
 from ..distributed import resolve_device
-from ..features import encode_batch
+from ..features import extract_features, load_features
 from ..modalities import canonical_modality
 from ..models import VisionTransformer
 from .data import EncoderRef, file_sha256, pick_features
@@ -69,18 +68,15 @@ def resolve_encoder(ref: EncoderRef, weights: str | Path | None = None, device: 
     return enc
 
 
-@torch.no_grad()
 def encode_images(enc: VisionTransformer, ref: EncoderRef, coll: ImageCollection, feature: str,
                   batch_size: int = 32, num_workers: int = 0) -> np.ndarray:
-    """Features ``[N, F]`` of a collection with the preprocessing the run's features were extracted with."""
-    dev = next(enc.parameters()).device
-    data = ImageDataset(coll.samples, Preprocess(ref.input_size, ref.mean, ref.std))
-    cls, patch = [], []
-    for x, _ in DataLoader(data, batch_size=batch_size, num_workers=num_workers):
-        c, p = encode_batch(enc, x.to(dev), ref.n_last_blocks, ref.tta)
-        cls.append(c.cpu().numpy())
-        patch.append(p.cpu().numpy())
-    return pick_features(np.concatenate(cls), np.concatenate(patch), feature)
+    """Features ``[N, F]`` of a collection, extracted as the run's features were (size, blocks, TTA)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fs = load_features(extract_features(enc, coll, Path(tmp) / "features.safetensors",
+                                            input_size=ref.input_size, n_last_blocks=ref.n_last_blocks, tta=ref.tta,
+                                            batch_size=batch_size, num_workers=num_workers,
+                                            device=str(next(enc.parameters()).device), progress=False))
+    return pick_features(fs.cls, fs.patch_mean, feature)
 
 
 def _intervals(coll: ImageCollection, column: str, source: Path) -> np.ndarray:
@@ -133,8 +129,6 @@ def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights
 
 def predict_paths(run: str | Path, paths: Sequence[str | Path], output_csv: str | Path, **kw) -> Path:
     """:func:`predict` on a list of image files (written to a temporary manifest)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "images.csv"
         with open(manifest, "w", newline="") as f:

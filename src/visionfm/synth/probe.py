@@ -1,6 +1,6 @@
 """The linear probe that compares encoders: features of a labelled train/val/test set, logistic regression.
 
-Protocol (the same for every encoder, and the same as ``benchmarks/pretrain_probe.py``): features extracted with
+Protocol (the same for every encoder; ``benchmarks/pretrain_probe.py`` uses it too): features extracted with
 :func:`visionfm.extract_features` (CLS tokens of the last blocks, concatenated); standardised on train; multinomial
 logistic regression fitted on train with C chosen on val by macro one-vs-rest AUC (never on test); test AUC (macro
 one-vs-rest, as MedMNIST's ``getAUC``) and accuracy of the selected model.
