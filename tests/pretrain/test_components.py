@@ -55,20 +55,30 @@ def test_solarize_known_answer():
     from visionfm.pretrain.augment import ViewSpec
 
     x = torch.tensor([0.2, 0.6]).view(1, 1, 1, 2).expand(1, 3, 1, 2).contiguous()
-    # only solarisation can happen: jitter/gray/blur draws are made but with p forced via a seed search
-    spec = ViewSpec(0.0, 1.0)
-    for seed in range(50):
-        g = torch.Generator().manual_seed(seed)
-        probe = torch.Generator().manual_seed(seed)
-        jitter, gray = torch.rand(1, generator=probe) < 0.8, None
-        if not jitter:
-            torch.rand(1, 4, generator=probe)  # order
-            gray = torch.rand(1, generator=probe) < 0.2
-            if not gray:
-                y = photometric(x, spec, g)
-                torch.testing.assert_close(y[0, :, 0], torch.tensor([[0.2, 0.4]] * 3))
-                return
-    pytest.fail("no seed without jitter and grayscale found")
+    y = photometric(x, ViewSpec(0.0, 1.0, jitter_p=0.0, grayscale_p=0.0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(y[0, :, 0], torch.tensor([[0.2, 0.4]] * 3))
+
+
+def test_photometry_is_configurable():
+    from visionfm.pretrain import PretrainConfig
+    from visionfm.pretrain.augment import ViewSpec, view_specs
+
+    x = torch.rand(8, 3, 16, 16) * 0.5 + 0.25
+    off = ViewSpec(0.0, 0.0, jitter_p=0.0, grayscale_p=0.0)
+    assert torch.equal(photometric(x, off, torch.Generator().manual_seed(0)), x)
+    bright = ViewSpec(0.0, 0.0, jitter=(0.3, 0.0, 0.0, 0.0), jitter_p=1.0, grayscale_p=0.0)
+    ratio = photometric(x, bright, torch.Generator().manual_seed(0)) / x  # brightness scales every pixel alike
+    per_image = ratio.flatten(1)
+    torch.testing.assert_close(per_image, per_image[:, :1].expand_as(per_image))
+    assert per_image.min() >= 0.7 - 1e-6 and per_image.max() <= 1.3 + 1e-6 and per_image.std() > 0.01
+    gray = photometric(x, ViewSpec(0.0, 0.0, jitter_p=0.0, grayscale_p=1.0), torch.Generator().manual_seed(0))
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    specs = view_specs([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, [1.0, 0.1, 0.5], [0.0, 0.2, 0.0])
+    assert specs == (*GLOBAL_VIEWS, ViewSpec(0.5, 0.0))  # the official defaults
+    with pytest.raises(ValueError, match="color_jitter"):
+        PretrainConfig(data=["x"], color_jitter=[0.4, 0.4, 0.2])
+    with pytest.raises(ValueError, match="blur_p"):
+        PretrainConfig(data=["x"], blur_p=[1.0, 0.1, 1.5])
 
 
 def _batch(b=4, size=32, grid=4, local=0):

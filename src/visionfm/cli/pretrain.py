@@ -36,6 +36,12 @@ _OPTIONS: list[tuple[str, type | None, str | None, str]] = [
     ("--local-crops", int, None, "local crops per image (default 0)"),
     ("--local-size", int, None, "local crop side (default 96)"),
     ("--local-scale", float, 2, "local crop area range (default 0.05 0.4)"),
+    ("--color-jitter", float, 4, "colour-jitter strengths: brightness contrast saturation hue (default 0.4 0.4 0.2 "
+                                 "0.1; 0 0 0 0 = none)"),
+    ("--color-jitter-p", float, None, "probability of colour jitter (default 0.8)"),
+    ("--grayscale-p", float, None, "probability of grayscale (default 0.2)"),
+    ("--blur-p", float, 3, "blur probability of global view 1, other global views, local views (default 1 0.1 0.5)"),
+    ("--solarize-p", float, 3, "solarisation probability of the same three views (default 0 0.2 0)"),
     ("--load-size", int, None, "decode images at about this shorter side first (faster on large photos)"),
     ("--patch-size", int, None, "override the architecture's patch size"),
     ("--pred-ratio", float, "+", "mask ratio(s) (default 0 0.3)"),

@@ -15,13 +15,12 @@ from typing import Sequence
 
 from torch import nn
 
-from ..checkpoints import EncoderInfo, load_encoder, read_weights
-from ..modalities import get_modality
+from ..checkpoints import load_encoder
 
 __all__ = ["RUN_CONFIG", "RunCheckpoint", "pretraining_checkpoints", "is_pretraining_checkpoint",
            "load_pretraining_checkpoint", "load_weights", "expand_weights"]
 
-RUN_CONFIG = "pretrain.yaml"
+RUN_CONFIG = "pretrain.yaml"  # as visionfm.pretrain.export.RUN_CONFIG (not imported: pretrain loads slowly)
 _STEP = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 
@@ -81,27 +80,12 @@ def load_pretraining_checkpoint(path: str | Path, modality: str | None = None) -
         FileNotFoundError: no file or no ``pretrain.yaml`` beside it.
         ValueError: a multi-modality run and no ``modality``.
     """
-    from ..engine.trainer import load_config
-    from ..pretrain import PretrainConfig
-    from ..pretrain.api import build_encoders
-    from ..pretrain.data import parse_sources
+    from ..pretrain.export import run_encoder
 
-    path = Path(path)
-    if not is_pretraining_checkpoint(path):
-        raise FileNotFoundError(f"{path}: not a pretraining checkpoint (a .pth file with {RUN_CONFIG} beside it)")
-    cfg = load_config(PretrainConfig, path.parent / RUN_CONFIG)
-    if modality is None:
-        found = sorted({s.modality for s in parse_sources(cfg)})
-        if len(found) != 1:
-            raise ValueError(f"{path}: the run was pretrained on {found}; pass modality=... (--modality)")
-        modality = found[0]
-    conv, _ = read_weights(path, "visionfm-run")
-    enc = build_encoders(cfg, with_weights=False)[1]  # the teacher, exactly as the run built it
-    enc.load_state_dict(conv.state_dict, strict=True)
-    m = get_modality(modality)
-    report = f"pretraining checkpoint {path} ({cfg.arch}, teacher)"
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, str(path), conv.format, report)
-    return enc.eval()
+    enc = run_encoder(path, "teacher", modality)
+    if getattr(enc, "info", None) is None:
+        raise ValueError(f"{path}: the run was pretrained on several modalities; pass modality=... (--modality)")
+    return enc
 
 
 def load_weights(weights: str | Path | nn.Module, modality: str | None = None, arch: str | None = None) -> nn.Module:

@@ -4,17 +4,20 @@ Geometry (per image, in the data workers): RandomResizedCrop with torchvision's 
 centre crop clamped to the ratio range), bicubic resampling with PIL, horizontal flip p 0.5. Randomness comes from
 a per-sample ``numpy`` generator, so crops depend only on (seed, epoch, index), never on workers or resumes.
 
-Photometry (per batch, on the training device, :func:`photometric`): colour jitter (brightness 0.4, contrast 0.4,
-saturation 0.2, hue 0.1, in a random order per image) with p 0.8, grayscale p 0.2, Gaussian blur (sigma 0.1-2 px
-at 224 px, scaled with the crop side) with the view's probability (1.0 for global view 1, 0.1 for the others, 0.5
-for local views), solarisation (threshold 128/255) with the view's probability (0.2 on global view 2), then
-normalisation with each image's modality statistics. Parameters come from torch's global generator, which the
+Photometry (per batch, on the training device, :func:`photometric`), official defaults: colour jitter (brightness
+0.4, contrast 0.4, saturation 0.2, hue 0.1, in a random order per image) with p 0.8, grayscale p 0.2, Gaussian blur
+(sigma 0.1-2 px at 224 px, scaled with the crop side) with the view's probability (1.0 for global view 1, 0.1 for
+the others, 0.5 for local views), solarisation (threshold 128/255) with the view's probability (0.2 on global view
+2), then normalisation with each image's modality statistics. Every strength and probability is a
+:class:`ViewSpec` field (``view_specs`` builds them from a config), because colour invariance is not always wanted:
+disease grades can live in the colours the jitter teaches an encoder to ignore. Parameters come from torch's global generator, which the
 trainer checkpoints, so a resumed run draws the same values.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,19 +25,42 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["ViewSpec", "GLOBAL_VIEWS", "LOCAL_VIEW", "crop_box", "crop_resize", "photometric", "normalize"]
+__all__ = ["ViewSpec", "GLOBAL_VIEWS", "LOCAL_VIEW", "view_specs", "crop_box", "crop_resize", "photometric", "normalize"]
 
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """Photometric probabilities of one view."""
+    """Photometric augmentation of one view.
+
+    Attributes:
+        blur_p, solarize_p: probabilities of Gaussian blur and solarisation.
+        jitter: colour-jitter strengths (brightness, contrast, saturation, hue): factors are drawn from
+            U(1 - s, 1 + s) for the first three and the hue shift from U(-s, s).
+        jitter_p: probability of colour jitter.
+        grayscale_p: probability of grayscale conversion.
+    """
 
     blur_p: float
     solarize_p: float
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
 
 
 GLOBAL_VIEWS = (ViewSpec(1.0, 0.0), ViewSpec(0.1, 0.2))  # global view 1, then every further global view
 LOCAL_VIEW = ViewSpec(0.5, 0.0)
+
+
+def view_specs(jitter: Sequence[float], jitter_p: float, grayscale_p: float, blur_p: Sequence[float],
+               solarize_p: Sequence[float]) -> tuple[ViewSpec, ViewSpec, ViewSpec]:
+    """Specs of global view 1, the further global views and the local views.
+
+    ``blur_p`` and ``solarize_p`` hold one probability per kind of view, in that order (official: blur 1.0, 0.1,
+    0.5 and solarisation 0, 0.2, 0).
+    """
+    j = tuple(float(v) for v in jitter)
+    return tuple(ViewSpec(float(b), float(s), j, float(jitter_p), float(grayscale_p))  # type: ignore[return-value]
+                 for b, s in zip(blur_p, solarize_p))
 
 
 def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -133,7 +159,7 @@ def photometric(x: Tensor, spec: ViewSpec, generator: torch.Generator | None = N
 
     Args:
         x: ``[B, 3, H, W]`` float in [0, 1] (any device).
-        spec: the view's blur and solarisation probabilities.
+        spec: the view's jitter strengths and blur, solarisation, jitter and grayscale probabilities.
         generator: CPU generator for the random parameters (default: torch's global one).
 
     Returns:
@@ -144,10 +170,11 @@ def photometric(x: Tensor, spec: ViewSpec, generator: torch.Generator | None = N
     def u(lo: float, hi: float, *shape: int) -> Tensor:
         return (torch.rand(b, *shape, generator=generator) * (hi - lo) + lo).to(dev, x.dtype)
 
-    jitter = torch.rand(b, generator=generator) < 0.8
-    factors = torch.stack([u(0.6, 1.4), u(0.6, 1.4), u(0.8, 1.2), u(-0.1, 0.1)], 1)  # [B, 4]
+    bs, cs, ss, hs = spec.jitter
+    jitter = torch.rand(b, generator=generator) < spec.jitter_p
+    factors = torch.stack([u(1 - bs, 1 + bs), u(1 - cs, 1 + cs), u(1 - ss, 1 + ss), u(-hs, hs)], 1)  # [B, 4]
     order = torch.argsort(torch.rand(b, 4, generator=generator), dim=1)  # a random op order per image
-    gray = torch.rand(b, generator=generator) < 0.2
+    gray = torch.rand(b, generator=generator) < spec.grayscale_p
     blur = torch.rand(b, generator=generator) < spec.blur_p
     sigma = u(0.1, 2.0) * (x.shape[-1] / 224.0)
     solar = torch.rand(b, generator=generator) < spec.solarize_p

@@ -76,6 +76,11 @@ class PretrainConfig:
         local_crops: number of local crops (0: none, as the official run).
         local_size: local crop side.
         local_scale: RandomResizedCrop area range of local crops.
+        color_jitter: colour-jitter strengths (brightness, contrast, saturation, hue); all 0: none.
+        color_jitter_p: probability of colour jitter per view.
+        grayscale_p: probability of grayscale conversion per view.
+        blur_p: Gaussian-blur probability of global view 1, the other global views and the local views.
+        solarize_p: solarisation probability of the same three kinds of view.
         epochs: training epochs.
         max_steps: stop after this many optimizer steps (overrides ``epochs``).
         batch_size: images per process per micro-batch.
@@ -141,6 +146,11 @@ class PretrainConfig:
     local_crops: int = 0
     local_size: int = 96
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    color_jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
+    solarize_p: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.0])
     epochs: int = 100
     max_steps: int | None = None
     batch_size: int = 128
@@ -169,7 +179,7 @@ class PretrainConfig:
             self.synthetic = [str(d) for d in self.synthetic] or None
         self.pred_ratio = _as_list(self.pred_ratio)
         self.pred_ratio_var = _as_list(self.pred_ratio_var)
-        for name in ("global_scale", "global_ratio", "local_scale"):
+        for name in ("global_scale", "global_ratio", "local_scale", "color_jitter", "blur_p", "solarize_p"):
             setattr(self, name, [float(v) for v in getattr(self, name)])
         self._validate()
 
@@ -214,8 +224,23 @@ class PretrainConfig:
             raise ValueError(f"global_ratio must be 0 < min <= max, got {self.global_ratio}")
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+        self._validate_photometry()
         if self.load_size is not None and self.load_size < self.global_size:
             raise ValueError(f"load_size {self.load_size} is smaller than global_size {self.global_size}")
+
+    def _validate_photometry(self) -> None:
+        if len(self.color_jitter) != 4 or not all(0 <= v < 1 for v in self.color_jitter[:3]) \
+                or not 0 <= self.color_jitter[3] <= 0.5:
+            raise ValueError(f"color_jitter must be 4 strengths (brightness, contrast, saturation in [0, 1), hue in "
+                             f"[0, 0.5]), got {self.color_jitter}")
+        for name in ("blur_p", "solarize_p"):
+            v = getattr(self, name)
+            if len(v) != 3 or not all(0 <= x <= 1 for x in v):
+                raise ValueError(f"{name} must be 3 probabilities (global view 1, other global views, local "
+                                 f"views), got {v}")
+        for name in ("color_jitter_p", "grayscale_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
 
     def pred_ratios_var(self) -> list[float]:
         """``pred_ratio_var`` with one value per ``pred_ratio``."""

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..engine.task import StepState, Task
 from ..models import VisionTransformer
-from .augment import GLOBAL_VIEWS, LOCAL_VIEW, normalize, photometric
+from .augment import normalize, photometric, view_specs
 from .config import PretrainConfig
 from .heads import IBOTHead
 from .losses import (dino_cls_loss, ibot_patch_loss_sparse, teacher_momentum, teacher_probs, teacher_temperature,
@@ -48,6 +48,7 @@ class IBOTTask(Task):
                                                                               cfg.shared_head)})
         self.teacher = nn.ModuleDict({"backbone": teacher, "head": build_head(cfg, teacher.embed_dim,
                                                                               cfg.shared_head_teacher)})
+        self.views = view_specs(cfg.color_jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.blur_p, cfg.solarize_p)
         self.temp_warmup = min(cfg.warmup_teacher_temp_epochs, run_epochs or cfg.warmup_teacher_temp_epochs)
         t_params = dict(self.teacher.named_parameters())
         s_params = dict(self.student.named_parameters())
@@ -102,11 +103,11 @@ class IBOTTask(Task):
         mean, std = batch["mean"], batch["std"]
         with torch.autocast(mean.device.type, enabled=False):
             g = batch["global"].float().div_(255.0)  # [B, G, 3, S, S]
-            views = [normalize(photometric(g[:, v], GLOBAL_VIEWS[min(v, 1)]), mean, std) for v in range(g.shape[1])]
+            views = [normalize(photometric(g[:, v], self.views[min(v, 1)]), mean, std) for v in range(g.shape[1])]
             local = None
             if batch["local"].shape[1]:
                 lo = batch["local"].float().div_(255.0)
-                local = torch.cat([normalize(photometric(lo[:, v], LOCAL_VIEW), mean, std)
+                local = torch.cat([normalize(photometric(lo[:, v], self.views[2]), mean, std)
                                    for v in range(lo.shape[1])])
         return torch.cat(views), local
 
