@@ -135,6 +135,24 @@ def test_pretraining_checkpoints_in_training_order(pretrain_run):
     torch.testing.assert_close(generic.state_dict()["pos_embed"], first.state_dict()["pos_embed"])
 
 
+def test_multi_modality_run_checkpoint_needs_a_modality(pretrain_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from visionfm.explain import load_pretraining_checkpoint
+
+    run, data = pretrain_run
+    cfg = yaml.safe_load((run / "pretrain.yaml").read_text())
+    cfg["data"] = cfg["data"] + [f"OCT={cfg['data'][0]}"]  # the same run, recorded as over Fundus and OCT
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.copy(run / "checkpoint_last.pth", tmp_path / "checkpoint_last.pth")
+    with pytest.raises(ValueError, match="several modalities"):
+        load_pretraining_checkpoint(tmp_path / "checkpoint_last.pth")
+    enc = load_pretraining_checkpoint(tmp_path / "checkpoint_last.pth", modality="oct")
+    assert enc.info.modality == "OCT" and enc.info.mean[0] == pytest.approx(0.2109193)
+
+
 def test_evolution_over_a_pretraining_run(pretrain_run, tmp_path, capsys):
     from visionfm.explain import pretraining_checkpoints
 
