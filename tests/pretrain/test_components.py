@@ -110,6 +110,20 @@ def test_task_step_backward_and_teacher_starts_equal(tmp_path, kw):
     assert task.center.abs().sum() > 0
 
 
+def test_koleo_term_adds_to_the_loss(tmp_path):
+    torch.manual_seed(0)
+    task, _ = _task(tmp_path, koleo_weight=0.5)
+    torch.manual_seed(1)  # same photometric draws for both calls
+    out = task(_batch(), StepState(total_steps=10))
+    torch.testing.assert_close(out["loss"], out["cls_loss"] + out["patch_loss"] + 0.5 * out["koleo_loss"])
+    torch.manual_seed(0)
+    plain, _ = _task(tmp_path / "plain")
+    torch.manual_seed(1)
+    ref = plain(_batch(), StepState(total_steps=10))
+    assert "koleo_loss" not in ref
+    torch.testing.assert_close(out["cls_loss"], ref["cls_loss"])  # the iBOT terms are untouched
+
+
 def test_freeze_last_layer_and_per_parameter_clipping(tmp_path):
     task, cfg = _task(tmp_path, clip_grad=1e-3)
     task(_batch(), StepState(total_steps=10))["loss"].backward()

@@ -97,3 +97,20 @@ def test_loss_gradient_flows_to_student_only():
     # the teacher distribution is a proper distribution; the loss is >= its entropy (Gibbs)
     t = teacher_probs(t_logits, torch.zeros(1, 6), 0.04)
     assert torch.allclose(t.sum(-1), torch.ones(4)) and loss.item() >= float(-(t * t.clamp_min(1e-12).log()).sum(-1).mean()) - 1e-5
+
+
+def test_koleo_known_answer_and_spreading_gradient():
+    from visionfm.pretrain.losses import koleo_loss
+
+    # unit vectors at 0, 90 and 180 degrees: nearest-neighbour distances sqrt(2), sqrt(2), sqrt(2)
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], requires_grad=True)
+    loss = koleo_loss(x)
+    torch.testing.assert_close(loss, torch.tensor(-math.log(math.sqrt(2.0))))
+    crowded = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]], requires_grad=True)
+    loss = koleo_loss(crowded)
+    loss.backward()
+    assert loss > koleo_loss(x.detach())  # crowded rows cost more
+    stepped = crowded.detach() - 0.1 * crowded.grad
+    assert koleo_loss(stepped) < loss  # a gradient step pushes them apart
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        koleo_loss(torch.ones(1, 4))

@@ -57,6 +57,7 @@ _OPTIONS: list[tuple[str, type | None, str | None, str]] = [
     ("--warmup-teacher-patch-temp", float, None, "patch teacher temperature at epoch 0 (default 0.04)"),
     ("--teacher-patch-temp", float, None, "patch teacher temperature after warm-up (default 0.07)"),
     ("--warmup-teacher-temp-epochs", int, None, "teacher temperature warm-up epochs (default 30)"),
+    ("--koleo-weight", float, None, "weight of DINOv2's KoLeo regulariser on student CLS tokens (default 0: off)"),
     ("--center-momentum", float, None, "momentum of the CLS and patch centres (default 0.9)"),
     ("--on-bad-image", str, None, "skip (default; logged in bad_images.txt) or fail"),
     ("--device", str, None, "auto, cpu or cuda"),

@@ -62,6 +62,8 @@ class PretrainConfig:
         pred_start_epoch: first epoch with masking.
         lambda1: weight of the CLS loss.
         lambda2: weight of the masked-patch loss.
+        koleo_weight: weight of DINOv2's KoLeo regulariser on the student CLS tokens, summed over the global views
+            (0: off, as iBOT; DINOv2 uses 0.1). It keeps the features of a batch from crowding together.
         student_temp: student softmax temperature.
         warmup_teacher_temp: CLS teacher temperature at epoch 0.
         teacher_temp: CLS teacher temperature after warm-up.
@@ -132,6 +134,7 @@ class PretrainConfig:
     pred_start_epoch: int = 0
     lambda1: float = 1.0
     lambda2: float = 1.0
+    koleo_weight: float = 0.0
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.07
     teacher_temp: float = 0.04
@@ -222,6 +225,8 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be 0 < min <= max <= 1, got {getattr(self, name)}")
         if not 0 < self.global_ratio[0] <= self.global_ratio[1]:
             raise ValueError(f"global_ratio must be 0 < min <= max, got {self.global_ratio}")
+        if self.koleo_weight < 0 or (self.koleo_weight and self.batch_size < 2):
+            raise ValueError(f"koleo_weight must be >= 0 (and needs batch_size >= 2), got {self.koleo_weight}")
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         self._validate_photometry()

@@ -6,6 +6,8 @@
 * Masked-patch distillation (iBOT MIM): within each global view, cross-entropy between teacher and student patch
   distributions over the masked patches only; per image the sum over its masked patches divided by their number
   (at least 1), then the mean over images (images without a masked patch count as 0), averaged over views.
+* KoLeo (optional, DINOv2's regulariser, not in iBOT): ``-mean_i log min_{j != i} ||x_i - x_j||`` over the
+  L2-normalised student CLS tokens of each global view, which spreads the features of a batch apart.
 * Centres: EMA (momentum 0.9) of the teacher's mean CLS logits and mean patch logits over the global batch
   (all-reduced across processes when a process group is running).
 """
@@ -20,7 +22,7 @@ from torch import Tensor
 
 __all__ = [
     "teacher_probs", "dino_cls_loss", "ibot_patch_loss", "ibot_patch_loss_sparse", "updated_center",
-    "teacher_temperature", "teacher_momentum",
+    "koleo_loss", "teacher_temperature", "teacher_momentum",
 ]
 
 
@@ -94,6 +96,26 @@ def ibot_patch_loss_sparse(student: Tensor, teacher: Tensor, image_index: Tensor
     per_image = torch.zeros(counts.numel(), dtype=ce.dtype, device=ce.device).index_add_(0, image_index, ce)
     per_image = per_image.view_as(counts) / counts.clamp(min=1).to(ce.dtype)
     return per_image.mean(-1).mean()
+
+
+def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Kozachenko-Leonenko differential-entropy estimate (up to constants), negated: small when rows crowd.
+
+    Args:
+        x: ``[B, D]`` features (L2-normalised here), B >= 2.
+        eps: added to the nearest-neighbour distances.
+
+    Returns:
+        Scalar ``-mean_i log(||x_i - x_nn(i)|| + eps)``, nn(i) the nearest other row (found without gradient).
+    """
+    if x.shape[0] < 2:
+        raise ValueError(f"the KoLeo loss needs at least 2 rows per batch, got {x.shape[0]}")
+    x = F.normalize(x.float(), dim=-1, eps=eps)
+    with torch.no_grad():
+        dots = x @ x.T
+        dots.fill_diagonal_(-2.0)  # never one's own neighbour (cosines are >= -1)
+        nearest = dots.argmax(1)
+    return -torch.log(torch.linalg.vector_norm(x - x[nearest], dim=-1) + eps).mean()
 
 
 def _global_mean(total: Tensor, n: int) -> Tensor:

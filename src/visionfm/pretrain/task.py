@@ -18,8 +18,8 @@ from ..models import VisionTransformer
 from .augment import normalize, photometric, view_specs
 from .config import PretrainConfig
 from .heads import IBOTHead
-from .losses import (dino_cls_loss, ibot_patch_loss_sparse, teacher_momentum, teacher_probs, teacher_temperature,
-                     updated_center)
+from .losses import (dino_cls_loss, ibot_patch_loss_sparse, koleo_loss, teacher_momentum, teacher_probs,
+                     teacher_temperature, updated_center)
 
 __all__ = ["IBOTTask", "build_head"]
 
@@ -161,6 +161,10 @@ class IBOTTask(Task):
         entropy = -(t_probs * t_probs.clamp_min(1e-12).log()).sum(-1).mean()  # ln K: uniform collapse
         out = {"cls_loss": cls_loss, "teacher_entropy": entropy, "teacher_temp": torch.tensor(temp)}
         loss = cfg.lambda1 * cls_loss
+        if cfg.koleo_weight:
+            koleo = sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(n_global))  # summed over views, as DINOv2
+            loss = loss + cfg.koleo_weight * koleo
+            out["koleo_loss"] = koleo
         if flat is not None:
             temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
                                         self.temp_warmup)
