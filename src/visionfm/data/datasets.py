@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
-__all__ = ["Sample", "ImageCollection", "list_images", "scan", "ImageDataset", "LAYOUTS"]
+__all__ = ["Sample", "ImageCollection", "list_images", "scan", "ImageDataset", "LAYOUTS", "MISSING", "parse_label",
+           "read_vfm_labels"]
 
 LAYOUTS = ("auto", "tree", "imagenet", "vfm", "csv")
 
@@ -85,9 +86,13 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def _parse_number(text: str, where: str) -> float:
+MISSING = ("", "-", "nan", "NaN", "NA", "N/A", "None", "none", "?")  # spellings of a missing label
+
+
+def parse_label(text: str, where: str) -> float:
+    """One numeric label; a missing one (see ``MISSING``) is NaN. ``where`` names the file and line in errors."""
     text = text.strip()
-    if text in ("", "-", "nan", "NaN", "NA", "None"):
+    if text in MISSING:
         return math.nan
     try:
         return float(text)
@@ -95,22 +100,31 @@ def _parse_number(text: str, where: str) -> float:
         raise ValueError(f"{where}: label {text!r} is not a number") from None
 
 
+def read_vfm_labels(label_file: Path) -> Iterator[tuple[str, str, list[float]]]:
+    """``(where, image, labels)`` of each line ``<image>;<l1>,<l2>,...`` of an official ``*_labels.txt``.
+
+    Blank lines and ``#`` comments are skipped; ``where`` is ``"<file>, line <n>"``.
+    """
+    for n, line in enumerate(label_file.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{label_file}, line {n}"
+        if ";" not in line:
+            raise ValueError(f"{where}: expected '<image>;<labels>', got {line!r}")
+        rel, labels = line.split(";", 1)
+        yield where, rel.strip(), [parse_label(t, where) for t in labels.split(",")]
+
+
 def _scan_vfm(root: Path, split: str) -> ImageCollection:
     label_file = root / f"{split}_labels.txt"
     if not label_file.is_file():
         raise FileNotFoundError(f"{label_file} not found (official vfm layout needs <root>/{split}_labels.txt)")
     samples = []
-    for n, line in enumerate(label_file.read_text().splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if ";" not in line:
-            raise ValueError(f"{label_file}, line {n}: expected '<image>;<labels>', got {line!r}")
-        rel, labels = line.split(";", 1)
-        path = root / rel.strip()
+    for where, rel, vals in read_vfm_labels(label_file):
+        path = root / rel
         if not path.is_file():
-            raise ImageReadError(f"{label_file}, line {n}: image {path} not found")
-        vals = tuple(_parse_number(t, f"{label_file}, line {n}") for t in labels.split(","))
-        samples.append(Sample(path, rel.strip(), vals))
+            raise ImageReadError(f"{where}: image {path} not found")
+        samples.append(Sample(path, rel, tuple(vals)))
     return ImageCollection(root, samples, [], "vfm")
 
 
@@ -132,7 +146,7 @@ def _scan_csv(manifest: Path, label_columns: Sequence[str] | None) -> ImageColle
         path = path if path.is_absolute() else manifest.parent / path
         if not path.is_file():
             raise ImageReadError(f"{manifest}, line {n}: image {path} not found")
-        label = tuple(_parse_number(row[c], f"{manifest}, line {n}, column {c}") for c in label_columns)
+        label = tuple(parse_label(row[c], f"{manifest}, line {n}, column {c}") for c in label_columns)
         extra = {k: v for k, v in row.items() if k != "path" and k not in label_columns}
         samples.append(Sample(path, row["path"], label or None, extra))
     return ImageCollection(manifest.parent, samples, list(label_columns), "csv")

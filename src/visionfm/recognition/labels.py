@@ -20,14 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.datasets import list_images
+from ..data.datasets import MISSING, list_images, parse_label, read_vfm_labels
 from .schema import LabelSchema
 
 __all__ = ["KINDS", "LabelSpec", "LabelRow", "LabelTable", "read_labels", "normalise_rel", "infer_class_names",
            "MISSING"]
 
 KINDS = ("classify", "multilabel", "regress", "forecast")
-MISSING = ("", "-", "nan", "NaN", "NA", "N/A", "None", "none", "?")
 
 
 def normalise_rel(rel: str) -> str:
@@ -127,29 +126,12 @@ class LabelTable:
         self.rows[row.rel] = row
 
 
-def _number(text: str, where: str) -> float:
-    text = text.strip()
-    if text in MISSING:
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{where}: {text!r} is not a number") from None
-
-
 def _read_vfm(path: Path, spec: LabelSpec, check_images: bool) -> LabelTable:
     table = LabelTable(path)
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        where = f"{path}, line {n}"
-        if ";" not in line:
-            raise ValueError(f"{where}: expected '<image>;<labels>', got {line!r}")
-        rel, labels = line.split(";", 1)
+    for where, rel, vals in read_vfm_labels(path):
         rel = normalise_rel(rel)
         if check_images and not (path.parent / rel).is_file():
             raise FileNotFoundError(f"{where}: image {path.parent / rel} not found")
-        vals = [_number(t, where) for t in labels.split(",")]
         table.add(LabelRow(rel, spec.check(vals, where), where))
     return table
 
@@ -175,7 +157,7 @@ def _multilabel_csv(row: dict, schema: LabelSchema, where: str) -> list[float]:
     vals = [math.nan] * schema.k
     for i, o in enumerate(schema.outputs):
         if o in row:
-            vals[i] = _number(row[o], f"{where}, column {o!r}")
+            vals[i] = parse_label(row[o], f"{where}, column {o!r}")
     for g, idx in schema.group_indices().items():
         if g not in row:
             continue
@@ -194,7 +176,7 @@ def _row_values(row: dict, spec: LabelSpec, columns: Sequence[str], where: str) 
         return [_class_value(row[columns[0]], spec.names, f"{where}, column {columns[0]!r}")]
     if spec.kind == "multilabel":
         return _multilabel_csv(row, spec.schema, where)
-    return [_number(row[c], f"{where}, column {c!r}") for c in columns]
+    return [parse_label(row[c], f"{where}, column {c!r}") for c in columns]
 
 
 def _default_columns(spec: LabelSpec, header: list[str], path: Path) -> list[str]:
