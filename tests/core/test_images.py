@@ -40,7 +40,7 @@ def test_16bit_tiff_keeps_precision(tmp_path):
 
 
 def test_dicom(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..data import list_images, read_image
+from ..data import list_images
 from ..data.images import IMAGE_EXTENSIONS
 
 __all__ = ["MASK_KINDS", "SegItem", "DenseSpec", "pair_files", "read_mask", "read_fov", "load_target",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 
 from ..checkpoints import EncoderInfo, safe_torch_load, save_encoder
 from ..engine.trainer import load_config
