@@ -112,3 +112,19 @@ def test_ratio_study_end_to_end_on_retinamnist(retina, disc_folder, tmp_path, ca
     assert (out / "runs" / "1-1_seed0" / "encoder.safetensors").stat().st_mtime_ns == before
     assert main(["synth", "ratio-study", "--real", str(retina / "train"), "--synthetic", str(disc_folder),
                  "--probe-data", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_fewshot_probe_draws_are_shared_and_fewer_labels_cost():
+    from visionfm.synth.probe import fewshot_probe
+
+    rng = np.random.default_rng(0)
+    splits = {s: _blobs(rng, 300, 1.0) for s in ("train", "val", "test")}
+    one, ten = fewshot_probe(splits, 1, n_draws=8), fewshot_probe(splits, 10, n_draws=8)
+    assert len(one["draws"]) == 8 and one["test_auc"] == pytest.approx(np.mean(one["draws"]))
+    assert one["test_auc_sd"] > 0 and ten["test_auc"] > one["test_auc"]  # more labels, better probe
+    assert fewshot_probe(splits, 10, n_draws=8) == ten  # seeded: the same draws on every call
+    # the draws depend on labels, k and seed only: other features see the same training images
+    shifted = {s: (x + 3.0, y) for s, (x, y) in splits.items()}  # standardisation undoes a shift exactly
+    np.testing.assert_allclose(fewshot_probe(shifted, 10, n_draws=8)["draws"], ten["draws"], atol=1e-6)
+    full = linear_probe(splits)["test_auc"]
+    assert ten["test_auc"] < full + 0.02

@@ -3,7 +3,9 @@
 Protocol (the same for every encoder; ``benchmarks/pretrain_probe.py`` uses it too): features extracted with
 :func:`visionfm.extract_features` (CLS tokens of the last blocks, concatenated); standardised on train; multinomial
 logistic regression fitted on train with C chosen on val by macro one-vs-rest AUC (never on test); test AUC (macro
-one-vs-rest, as MedMNIST's ``getAUC``) and accuracy of the selected model.
+one-vs-rest, as MedMNIST's ``getAUC``) and accuracy of the selected model. The few-shot variant
+(:func:`fewshot_probe`) fits on k labelled training images per class (many seeded draws, the same draws for every
+encoder), everything else unchanged: where labels are scarce, an encoder's features matter most.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["C_GRID", "ProbeSplits", "linear_probe", "probe_encoder"]
+__all__ = ["C_GRID", "ProbeSplits", "linear_probe", "fewshot_probe", "probe_features", "probe_encoder"]
 
 log = logging.getLogger(__name__)
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -65,15 +67,33 @@ def linear_probe(splits: ProbeSplits, c_grid: Sequence[float] = C_GRID, seed: in
             "test_acc": float((classes[probs.argmax(1)] == y["test"]).mean())}
 
 
-def probe_encoder(weights: str | Path, data: str | Path, work: str | Path, input_size: int,
-                  n_last_blocks: int = 4, splits: Sequence[str] = ("train", "val", "test"),
-                  c_grid: Sequence[float] = C_GRID, device: str = "auto") -> dict[str, float]:
-    """Extract features of the ``vfm``-layout ``data`` splits with ``weights`` into ``work`` and probe them.
+def fewshot_probe(splits: ProbeSplits, k: int, n_draws: int = 20, seed: int = 0,
+                  c_grid: Sequence[float] = C_GRID) -> dict[str, float | list[float]]:
+    """:func:`linear_probe` fitted on ``k`` training images per class, over ``n_draws`` seeded draws.
 
-    Args:
-        splits: the data's train, val and test split names, in that order.
-        n_last_blocks: CLS tokens of this many last blocks (at most the encoder's depth) are concatenated.
+    Draw ``i`` depends only on the training labels, ``k``, ``seed`` and ``i``
+    (:func:`visionfm.evaluation.kshot_draws`), so two encoders probed with the same arguments see the same images
+    and their per-draw results can be compared pairwise.
+
+    Returns:
+        ``test_auc`` and ``val_auc`` (means over draws), ``test_auc_sd`` (over draws) and ``draws`` (test AUC of
+        each draw, in draw order).
     """
+    from ..evaluation.splits import kshot_draws
+
+    x, y = splits["train"]
+    runs = [linear_probe({**splits, "train": (x[idx], y[idx])}, c_grid, seed)
+            for idx in kshot_draws(y, k, n_draws, seed)]
+    test = [r["test_auc"] for r in runs]
+    return {"test_auc": float(np.mean(test)), "test_auc_sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+            "val_auc": float(np.mean([r["val_auc"] for r in runs])), "draws": test}
+
+
+def probe_features(weights: str | Path, data: str | Path, work: str | Path, input_size: int,
+                   n_last_blocks: int = 4, splits: Sequence[str] = ("train", "val", "test"),
+                   device: str = "auto") -> ProbeSplits:
+    """Features (CLS tokens of the last ``n_last_blocks`` blocks) and class labels of the ``vfm``-layout ``data``
+    splits, extracted with ``weights`` into ``work``; keyed ``train``, ``val``, ``test`` whatever the split names."""
     from ..checkpoints import load_encoder
     from ..features import extract_features, load_features
 
@@ -90,7 +110,19 @@ def probe_encoder(weights: str | Path, data: str | Path, work: str | Path, input
         if fs.labels is None or fs.labels.shape[1] == 0 or np.isnan(fs.labels[:, 0]).any():
             raise ValueError(f"{data} split {split}: every image needs a class label for the probe")
         feats[role] = (fs.cls, fs.labels[:, 0].astype(int))
-    result = linear_probe(feats, c_grid)
+    return feats
+
+
+def probe_encoder(weights: str | Path, data: str | Path, work: str | Path, input_size: int,
+                  n_last_blocks: int = 4, splits: Sequence[str] = ("train", "val", "test"),
+                  c_grid: Sequence[float] = C_GRID, device: str = "auto") -> dict[str, float]:
+    """Extract features of the ``vfm``-layout ``data`` splits with ``weights`` into ``work`` and probe them.
+
+    Args:
+        splits: the data's train, val and test split names, in that order.
+        n_last_blocks: CLS tokens of this many last blocks (at most the encoder's depth) are concatenated.
+    """
+    result = linear_probe(probe_features(weights, data, work, input_size, n_last_blocks, splits, device), c_grid)
     log.info("probe %s: val AUC %.3f, test AUC %.3f, test acc %.3f (C=%g)", weights, result["val_auc"],
              result["test_auc"], result["test_acc"], result["C"])
     return result
