@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .checkpoints import load_encoder
+from .checkpoints.io import safetensors_header
 from .data.datasets import ImageCollection, ImageDataset, scan
 from .data.images import Preprocess
 from .distributed import barrier, init_distributed, resolve_device
@@ -99,12 +100,10 @@ def _create_output(path: Path, shapes: dict[str, tuple[int, int]], meta: dict[st
         nbytes = 4 * shape[0] * shape[1]
         header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
         pos += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the format wants the data 8-byte aligned
+    raw = safetensors_header(header)
     with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
-        f.truncate(8 + len(raw) + pos)
+        f.truncate(len(raw) + pos)
 
 
 def _open_rows(path: Path, offsets: dict[str, int], shapes: dict[str, tuple[int, int]]) -> dict[str, np.memmap]:

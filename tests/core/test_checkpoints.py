@@ -207,3 +207,42 @@ def test_official_torch_load_refuses_fixture_but_we_read_it(official_fixture):
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode != 0
     conv, _ = read_weights(official_fixture / "checkpoint.pth")
     assert conv.format == "visionfm" and len(conv.dropped) == 10
+
+
+def test_saved_encoder_bytes_are_the_same_in_every_process(tmp_path):
+    """The SHA-256 that runs record for their encoder must survive a re-save of the same weights elsewhere."""
+    import hashlib
+
+    code = ("import sys, torch; from visionfm.models import create_encoder; from visionfm.checkpoints import "
+            "save_encoder; torch.manual_seed(0); save_encoder(create_encoder('vit_test'), sys.argv[1], source='s')")
+    digests = []
+    for i in range(2):  # separate processes: safetensors' own writer orders metadata differently in each
+        out = tmp_path / f"e{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True)
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    torch.manual_seed(0)
+    ref = create_encoder("vit_test")
+    back = load_encoder(tmp_path / "e0.safetensors", modality="Fundus")
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v, atol=0, rtol=0)
+
+
+def test_save_safetensors_dtypes_round_trip(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from visionfm.checkpoints import save_safetensors
+
+    tensors = {"b": torch.randn(3, 2).to(torch.bfloat16), "a": torch.arange(5), "flag": torch.tensor(True),
+               "h": torch.randn(2, 2).half().t()}  # a non-contiguous view too
+    path = save_safetensors(tensors, tmp_path / "t.safetensors", {"z": "1", "a": "2"})
+    back = load_file(path)
+    assert set(back) == set(tensors)
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"a": "2", "z": "1"}
+    with pytest.raises(ValueError, match="complex64"):
+        save_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()

@@ -1,4 +1,4 @@
-"""Safe reading and atomic writing of checkpoint files.
+"""Safe reading and atomic, deterministic writing of checkpoint files.
 
 Reading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` with an explicit allow-list of the
 few harmless classes released checkpoints contain (``argparse.Namespace`` for the official VisionFM/RETFound
@@ -7,6 +7,7 @@ few harmless classes released checkpoints contain (``argparse.Namespace`` for th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import tempfile
@@ -17,7 +18,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-__all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "CheckpointError"]
+__all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "save_safetensors",
+           "safetensors_header", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -90,3 +92,39 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, saver: Callable[[Any, P
     """``torch.save`` (or ``saver(obj, tmp)``) to ``path`` atomically."""
     with atomic_write(path) as tmp:
         (saver or (lambda o, p: torch.save(o, p)))(obj, tmp)
+
+
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
+
+
+def safetensors_header(header: dict[str, Any]) -> bytes:
+    """The 8-byte length and the JSON header of a safetensors file, padded so the data starts 8-byte aligned."""
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` (moved to CPU) and string ``metadata`` as a safetensors file, atomically and deterministically.
+
+    Tensors are laid out by sorted name and the metadata keys are sorted, so the same content gives the same bytes
+    (and SHA-256) in every process; ``safetensors.torch.save_file`` orders metadata through a hash map, so its bytes
+    change from one process to the next and a re-saved, identical encoder would look like another file.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    cpu = {k: tensors[k].detach().cpu().contiguous() for k in sorted(tensors)}
+    pos = 0
+    for name, t in cpu.items():
+        if t.dtype not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {t.dtype}, which safetensors cannot hold")
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [pos, pos + n]}
+        pos += n
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(safetensors_header(header))
+        for t in cpu.values():  # one tensor's bytes at a time: no second copy of the whole model
+            f.write(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return Path(path)

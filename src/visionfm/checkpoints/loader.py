@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ..modalities import canonical_modality, get_modality
 from ..models import ARCHS, VisionTransformer, ViTConfig, arch_name
 from .converters import CONVERTERS, Converted, detect_format
-from .io import CheckpointError, atomic_write, safe_torch_load
+from .io import CheckpointError, safe_torch_load, save_safetensors
 
 __all__ = ["EncoderInfo", "load_encoder", "infer_config", "read_weights", "save_encoder", "OPTIONAL_KEYS"]
 
@@ -180,7 +179,8 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
 def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", source_format: str = "") -> None:
     """Write ``model`` as safetensors with its metadata (config, arch, modality, normalisation, source), atomically.
 
-    The file loads back with :func:`load_encoder` without any pickle.
+    The file loads back with :func:`load_encoder` without any pickle; the same weights and metadata give the same
+    bytes (so the SHA-256 that runs record for their encoder survives a re-save).
     """
     info: EncoderInfo | None = getattr(model, "info", None)
     meta = {
@@ -194,6 +194,4 @@ def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", s
     if info is not None:
         meta["mean"], meta["std"] = json.dumps(list(info.mean)), json.dumps(list(info.std))
     skip = set(info.not_loaded) if info else set()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in skip}
-    with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_safetensors({k: v for k, v in model.state_dict().items() if k not in skip}, path, meta)

@@ -5,10 +5,10 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from ..checkpoints import atomic_write, load_encoder
+from ..checkpoints import load_encoder, save_safetensors
 from ..modalities import get_modality
 from ..models import ViTConfig, create_encoder
 from .config import DenseConfig, load_config, save_config
@@ -57,10 +57,7 @@ def save_run(model: nn.Module, cfg: DenseConfig, run: Path) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "dense.yaml")
     path = run / "model.safetensors"
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_write(path) as tmp:
-        save_file(state, str(tmp))
-    return path
+    return save_safetensors(model.state_dict(), path)
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, DenseConfig]:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..checkpoints.io import atomic_write
+from ..checkpoints.io import atomic_write, save_safetensors
 from .config import HeadConfig
 from .data import EncoderRef, FeatureTable
 from .heads import build_head
@@ -120,9 +120,7 @@ def save_run(run: str | Path, task: HeadTask, info: dict[str, Any]) -> Path:
     """Write ``head.safetensors`` (task state without any encoder) and ``run.yaml`` atomically."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in task.state_dict().items() if not k.startswith("encoder.")}
-    with atomic_write(run / HEAD_FILE) as tmp:
-        save_file(state, str(tmp))
+    save_safetensors({k: v for k, v in task.state_dict().items() if not k.startswith("encoder.")}, run / HEAD_FILE)
     with atomic_write(run / RUN_FILE) as tmp:
         tmp.write_text(yaml.safe_dump(info, sort_keys=False))
     return run
