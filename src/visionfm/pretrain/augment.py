@@ -10,8 +10,8 @@ Photometry (per batch, on the training device, :func:`photometric`), official de
 the others, 0.5 for local views), solarisation (threshold 128/255) with the view's probability (0.2 on global view
 2), then normalisation with each image's modality statistics. Every strength and probability is a
 :class:`ViewSpec` field (``view_specs`` builds them from a config), because colour invariance is not always wanted:
-disease grades can live in the colours the jitter teaches an encoder to ignore. Parameters come from torch's global generator, which the
-trainer checkpoints, so a resumed run draws the same values.
+disease grades can live in the colours the jitter teaches an encoder to ignore. Parameters come from torch's global
+generator, which the trainer checkpoints, so a resumed run draws the same values.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["ViewSpec", "GLOBAL_VIEWS", "LOCAL_VIEW", "view_specs", "crop_box", "crop_resize", "photometric", "normalize"]
+__all__ = ["ViewSpec", "GLOBAL_VIEWS", "LOCAL_VIEW", "view_specs", "crop_box", "crop_resize", "photometric",
+           "normalize"]
 
 
 @dataclass(frozen=True)
