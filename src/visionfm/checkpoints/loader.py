@@ -91,7 +91,8 @@ def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
 
 
 def _strict_load(model: VisionTransformer, sd: dict[str, Tensor], source: str) -> list[str]:
-    """Copy ``sd`` into ``model``; returns the optional keys that were absent. Errors name every mismatch."""
+    """Put ``sd`` into ``model`` (built on any device, ``meta`` included: tensors are assigned, not copied); returns
+    the optional keys that were absent, which get the ViT's own initial value (zeros). Errors name every mismatch."""
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -103,8 +104,9 @@ def _strict_load(model: VisionTransformer, sd: dict[str, Tensor], source: str) -
         parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
                  f"shape mismatch {bad_shape}" if bad_shape else ""]
         raise CheckpointError(f"{source}: encoder weights do not fit: " + "; ".join(p for p in parts if p))
-    full = {**own, **{k: v.to(own[k].dtype) for k, v in sd.items()}}
-    model.load_state_dict(full, strict=True)
+    full = {k: torch.zeros(own[k].shape, dtype=own[k].dtype) for k in absent_ok}  # mask_token starts at zero
+    full.update({k: v.to(own[k].dtype).contiguous() for k, v in sd.items()})
+    model.load_state_dict(full, strict=True, assign=True)
     return absent_ok
 
 
@@ -157,7 +159,8 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
     """
     conv, meta = read_weights(weights, format)
     cfg = ViTConfig(**json.loads(meta["config"])) if "config" in meta else infer_config(conv.state_dict, arch)
-    model = VisionTransformer(cfg)
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced (ViT-L: ~10 s)
+        model = VisionTransformer(cfg)
     absent = _strict_load(model, conv.state_dict, str(weights))
     mod = _resolve_modality(modality, conv.modality, str(weights))
     mean, std = conv.mean, conv.std

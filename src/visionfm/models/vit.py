@@ -225,11 +225,12 @@ class VisionTransformer(nn.Module):
             nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d)) if cfg.num_register_tokens else None
         )
         self.mask_token = nn.Parameter(torch.zeros(1, d))
-        rates = torch.linspace(0, drop_path_rate, cfg.depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, cfg.depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList([Block(cfg, r) for r in rates])
         self.norm = nn.LayerNorm(d, eps=cfg.ln_eps)
         self.grad_checkpointing = grad_checkpointing
-        self._init_weights()
+        if not self.pos_embed.is_meta:  # built on "meta" only to be loaded: nothing to initialise
+            self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
