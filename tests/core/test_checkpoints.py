@@ -246,3 +246,22 @@ def test_save_safetensors_dtypes_round_trip(tmp_path):
     with pytest.raises(ValueError, match="complex64"):
         save_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "c.safetensors")
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_loading_skips_random_initialisation(tmp_path, monkeypatch):
+    from visionfm.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    enc = create_encoder("vit_test")
+    sd = {k: v for k, v in enc.state_dict().items() if k != "mask_token"}  # released files lack the iBOT token
+    torch.save(sd, tmp_path / "plain.pth")
+
+    def boom(self):
+        raise AssertionError("random initialisation while loading")
+
+    monkeypatch.setattr(VisionTransformer, "_init_weights", boom)
+    back = load_encoder(tmp_path / "plain.pth", modality="Fundus")
+    assert back.info.not_loaded == ("mask_token",) and torch.equal(back.mask_token, torch.zeros_like(enc.mask_token))
+    assert all(not p.is_meta for p in back.parameters()) and all(p.requires_grad for p in back.parameters())
+    for k, v in sd.items():
+        assert torch.equal(back.state_dict()[k], v)
