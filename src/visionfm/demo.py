@@ -119,12 +119,13 @@ def _hook(module: str) -> Callable[[DemoContext], Section]:
 @DEMO_STAGES.register("encoder")
 def _encoder(ctx: DemoContext) -> Section:
     from .checkpoints import load_encoder, save_encoder
+    from .pretrain.config import RUN_CONFIG
 
     if not ctx.cfg.weights:
         section = _hook("visionfm.pretrain.demo_stage")(ctx)
         if ctx.encoder_path is None or not Path(ctx.encoder_path).is_file():
             raise ValueError("the pretraining demo stage wrote no encoder (ctx.encoder_path)")
-        if (Path(ctx.encoder_path).parent / "pretrain.yaml").is_file():
+        if (Path(ctx.encoder_path).parent / RUN_CONFIG).is_file():
             ctx.facts.setdefault("pretrain_run", Path(ctx.encoder_path).parent)
         return section
     enc = load_encoder(ctx.cfg.weights)

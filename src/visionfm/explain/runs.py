@@ -16,11 +16,11 @@ from typing import Sequence
 from torch import nn
 
 from ..checkpoints import load_encoder
+from ..pretrain.config import RUN_CONFIG
 
 __all__ = ["RUN_CONFIG", "RunCheckpoint", "pretraining_checkpoints", "is_pretraining_checkpoint",
            "load_pretraining_checkpoint", "load_weights", "expand_weights"]
 
-RUN_CONFIG = "pretrain.yaml"  # as visionfm.pretrain.export.RUN_CONFIG (not imported: pretrain loads slowly)
 _STEP = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 

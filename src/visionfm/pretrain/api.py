@@ -18,7 +18,7 @@ import torch
 
 from ..distributed import barrier, init_distributed, resolve_device
 from ..engine.trainer import TrainConfig, Trainer, load_config, save_config
-from .config import PretrainConfig
+from .config import RUN_CONFIG, PretrainConfig
 from .data import build_dataset
 from .encoders import build_encoders
 from .export import ENCODER_FILE, save_pretrained_encoder
@@ -34,7 +34,7 @@ RESUME_MAY_DIFFER = frozenset({"num_workers", "progress", "log_every", "checkpoi
 
 
 def _check_resume(cfg: PretrainConfig, out: Path, resume: bool) -> None:
-    saved = out / "pretrain.yaml"
+    saved = out / RUN_CONFIG
     if not resume:
         if (out / "checkpoint_last.pth").exists():
             raise ValueError(f"{out} already holds a pretraining run; resume it (--resume) or choose another output")
@@ -117,7 +117,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     trainer = Trainer(task, tc, dataset)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "pretrain.yaml")
+        save_config(cfg, out / RUN_CONFIG)
         log.info("iBOT pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g", cfg.arch,
                  len(dataset), trainer.total_steps, tc.batch_size * tc.accum_steps * dist_info.world_size, tc.lr)
     trainer.fit(resume=resume)

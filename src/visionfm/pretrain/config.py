@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 from ..modalities import canonical_modality
 
-__all__ = ["PretrainConfig", "PRECISIONS", "CLIP_MODES", "BAD_IMAGE_POLICIES"]
+__all__ = ["PretrainConfig", "PRECISIONS", "CLIP_MODES", "BAD_IMAGE_POLICIES", "RUN_CONFIG"]
+
+RUN_CONFIG = "pretrain.yaml"  # the resolved PretrainConfig, written into every run folder
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_MODES = ("per_param", "global")

@@ -8,21 +8,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 
 from ..checkpoints import EncoderInfo, safe_torch_load, save_encoder
 from ..engine.trainer import load_config
 from ..modalities import get_modality
 from ..models import VisionTransformer
-from .config import PretrainConfig
+from .config import RUN_CONFIG, PretrainConfig
 from .data import parse_sources
 from .encoders import build_encoders
 
-__all__ = ["ENCODER_FILE", "RUN_CONFIG", "export_encoder", "run_encoder", "save_pretrained_encoder"]
+__all__ = ["ENCODER_FILE", "export_encoder", "run_encoder", "save_pretrained_encoder"]
 
 log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.safetensors"
-RUN_CONFIG = "pretrain.yaml"
 SOURCE_FORMAT = "visionfm-ibot"
 
 
@@ -40,8 +40,9 @@ def _with_info(enc: VisionTransformer, cfg: PretrainConfig, modality: str | None
 def save_pretrained_encoder(backbone: VisionTransformer, cfg: PretrainConfig, path: str | Path,
                             source: str) -> Path:
     """Write ``backbone`` (a copy on CPU, float32) with the run's modality facts to ``path``."""
-    enc = VisionTransformer(backbone.cfg)
-    enc.load_state_dict({k: v.detach().float().cpu() for k, v in backbone.state_dict().items()})
+    with torch.device("meta"):  # a copy to hold the modality facts; its tensors are assigned, never initialised
+        enc = VisionTransformer(backbone.cfg)
+    enc.load_state_dict({k: v.detach().float().cpu() for k, v in backbone.state_dict().items()}, assign=True)
     save_encoder(_with_info(enc, cfg, None, source), path, source=source, source_format=SOURCE_FORMAT)
     log.info("exported encoder to %s", path)
     return Path(path)
@@ -65,8 +66,10 @@ def run_encoder(checkpoint: str | Path, which: str = "teacher", modality: str | 
     cfg = load_config(PretrainConfig, path.parent / RUN_CONFIG)
     state = safe_torch_load(path)["task"]
     prefix = f"{which}.backbone."
-    enc = build_encoders(cfg, with_weights=False)[0 if which == "student" else 1]
-    enc.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    with torch.device("meta"):  # the run's architecture; the checkpoint's tensors are assigned below
+        enc = build_encoders(cfg, with_weights=False)[0 if which == "student" else 1]
+    enc.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True,
+                        assign=True)
     report = f"pretraining checkpoint {path} ({cfg.arch}, {which})"
     return _with_info(enc, cfg, modality, str(path), report).eval()
 
@@ -86,6 +89,8 @@ def export_encoder(run_dir: str | Path, output: str | Path | None = None, which:
         ValueError: ``which`` is neither teacher nor student.
     """
     run_dir = Path(run_dir)
-    enc = run_encoder(checkpoint or run_dir / "checkpoint_last.pth", which)
-    cfg = load_config(PretrainConfig, run_dir / RUN_CONFIG)
-    return save_pretrained_encoder(enc, cfg, output or run_dir / ENCODER_FILE, str(run_dir))
+    enc = run_encoder(checkpoint or run_dir / "checkpoint_last.pth", which)  # modality facts set from the run
+    path = Path(output or run_dir / ENCODER_FILE)
+    save_encoder(enc, path, source=str(run_dir), source_format=SOURCE_FORMAT)
+    log.info("exported encoder to %s", path)
+    return path
