@@ -36,14 +36,10 @@ def _worker(args: argparse.Namespace) -> None:
     """Run one configuration and print a JSON line (executed in a subprocess)."""
     import torch
 
-    from visionfm import create_encoder, extract_features, load_features
-    from visionfm.checkpoints import EncoderInfo
-    from visionfm.modalities import get_modality
+    from visionfm import extract_features, load_features
+    from visionfm.checkpoints import random_encoder
 
-    torch.manual_seed(0)
-    enc = create_encoder(args.arch).eval()
-    m = get_modality("Fundus")
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random")
+    enc = random_encoder(args.arch, seed=0, modality="Fundus")
     out = Path(args.out)
     kw = dict(input_size=224, n_last_blocks=4, batch_size=args.batch_size, num_workers=args.num_workers,
               precision=args.precision, device=args.device, compile=args.compile, progress=False)
@@ -68,15 +64,13 @@ def _run(cfg: dict, data: Path, out: Path, arch: str, workers: int) -> dict:
 def _bf16_error(data: Path, arch: str) -> float:
     import torch
 
-    from visionfm import create_encoder
+    from visionfm.checkpoints import random_encoder
     from visionfm.data import Preprocess, list_images, read_image
     from visionfm.features import encode_batch
-    from visionfm.modalities import get_modality
 
-    torch.manual_seed(0)
-    enc = create_encoder(arch).eval()
-    m = get_modality("Fundus")
-    x = torch.stack([Preprocess(224, m.mean, m.std)(read_image(p)) for p in list_images(data)[:8]])
+    enc = random_encoder(arch, seed=0, modality="Fundus")
+    info = enc.info
+    x = torch.stack([Preprocess(224, info.mean, info.std)(read_image(p)) for p in list_images(data)[:8]])
     a, _ = encode_batch(enc, x, n_last_blocks=4)
     b, _ = encode_batch(enc, x, n_last_blocks=4, precision="bf16")
     return float((a - b).abs().max() / a.abs().max())

@@ -24,15 +24,9 @@ import torch
 
 
 def _encoder(arch: str, path: Path) -> Path:
-    from visionfm.checkpoints import EncoderInfo, save_encoder
-    from visionfm.modalities import get_modality
-    from visionfm.models import create_encoder
+    from visionfm.checkpoints import random_encoder, save_encoder
 
-    torch.manual_seed(0)
-    enc = create_encoder(arch)
-    m = get_modality("Fundus")
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, f"random init {arch} seed 0", "random")
-    save_encoder(enc, path)
+    save_encoder(random_encoder(arch, seed=0, modality="Fundus", source=f"random init {arch} seed 0"), path)
     return path
 
 

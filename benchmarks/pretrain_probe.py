@@ -24,10 +24,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import visionfm
-from visionfm.checkpoints import EncoderInfo, save_encoder
+from visionfm.checkpoints import random_encoder, save_encoder
 from visionfm.data import medmnist_to_folder
 from visionfm.models import VisionTransformer
 from visionfm.synth.probe import fewshot_probe, linear_probe, probe_features
@@ -35,11 +34,7 @@ from visionfm.synth.probe import fewshot_probe, linear_probe, probe_features
 
 def random_twin(ref: VisionTransformer, out: Path, seed: int) -> Path:
     """The architecture of ``ref`` at random initialisation (seeded), saved with the same modality facts."""
-    torch.manual_seed(seed)
-    enc = VisionTransformer(ref.cfg)
-    enc.info = EncoderInfo(ref.cfg, ref.info.modality, ref.info.mean, ref.info.std, f"random init seed {seed}",
-                           "random", "random init")
-    save_encoder(enc, out)
+    save_encoder(random_encoder(ref.cfg, seed, ref.info.modality), out)
     return out
 
 

@@ -22,17 +22,9 @@ def require(path: Path) -> Path:
 
 def tiny_encoder(seed: int = 0, modality: str = "Fundus"):
     """A randomly initialised test-sized ViT (``vit_test``: depth 2, width 64, 32 px) with ``modality``'s facts."""
-    import torch
+    from visionfm.checkpoints import random_encoder
 
-    from visionfm.checkpoints import EncoderInfo
-    from visionfm.modalities import get_modality
-    from visionfm.models import create_encoder
-
-    torch.manual_seed(seed)
-    enc = create_encoder("vit_test").eval()
-    m = get_modality(modality)
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random", "random", "random init")
-    return enc
+    return random_encoder("vit_test", seed, modality)
 
 
 def save_tiny_encoder(path: Path, seed: int = 0, modality: str = "Fundus") -> Path:

@@ -265,3 +265,19 @@ def test_loading_skips_random_initialisation(tmp_path, monkeypatch):
     assert all(not p.is_meta for p in back.parameters()) and all(p.requires_grad for p in back.parameters())
     for k, v in sd.items():
         assert torch.equal(back.state_dict()[k], v)
+
+
+def test_random_encoder_is_seeded_and_is_a_pretraining_start(tmp_path):
+    from visionfm.checkpoints import random_encoder
+    from visionfm.pretrain import PretrainConfig, build_encoders
+
+    a, b, c = random_encoder("vit_test", 3, "OCT"), random_encoder("vit_test", 3), random_encoder("vit_test", 4)
+    assert torch.equal(a.pos_embed, b.pos_embed) and not torch.equal(a.pos_embed, c.pos_embed)
+    assert a.info.modality == "OCT" and a.info.source == "random init seed 3" and not hasattr(b, "info")
+    cfg = PretrainConfig(data=[str(tmp_path)], arch="vit_test", global_size=32, seed=3)
+    torch.manual_seed(cfg.seed)  # what visionfm.pretrain.pretrain does before building its encoders
+    student = build_encoders(cfg)[0]
+    for k, v in random_encoder(student.cfg, 3).state_dict().items():
+        assert torch.equal(student.state_dict()[k], v)
+    save_encoder(a, tmp_path / "a.safetensors")
+    assert load_encoder(tmp_path / "a.safetensors").info.modality == "OCT"

@@ -17,11 +17,12 @@ from safetensors import safe_open
 from torch import Tensor
 
 from ..modalities import canonical_modality, get_modality
-from ..models import ARCHS, VisionTransformer, ViTConfig, arch_name
+from ..models import ARCHS, VisionTransformer, ViTConfig, arch_name, create_encoder
 from .converters import CONVERTERS, Converted, detect_format
 from .io import CheckpointError, safe_torch_load, save_safetensors
 
-__all__ = ["EncoderInfo", "load_encoder", "infer_config", "read_weights", "save_encoder", "OPTIONAL_KEYS"]
+__all__ = ["EncoderInfo", "load_encoder", "infer_config", "random_encoder", "read_weights", "save_encoder",
+           "OPTIONAL_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,23 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
     log.info(report)
     model.info = EncoderInfo(cfg, mod, tuple(mean), tuple(std), str(weights), conv.format, report, tuple(absent))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def random_encoder(arch: str | ViTConfig, seed: int = 0, modality: str | None = None, source: str | None = None,
+                   **overrides) -> VisionTransformer:
+    """``arch`` (a registered name with ``overrides``, or a config) randomly initialised from ``seed``, in eval mode.
+
+    The stand-in and baseline of every comparison with pretrained weights: the same seed gives the same weights,
+    and for a pretraining run with ``--seed s`` it is exactly the run's starting point. With ``modality`` its
+    normalisation is recorded (``info``), so it saves and extracts features like a loaded encoder.
+    """
+    torch.manual_seed(seed)
+    enc = create_encoder(arch, **overrides).eval()
+    if modality:
+        m = get_modality(modality)
+        enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, source or f"random init seed {seed}", "random",
+                               "random init")
+    return enc
 
 
 def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", source_format: str = "") -> None:

@@ -17,11 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..checkpoints import load_encoder, save_encoder
+from ..checkpoints import load_encoder, random_encoder, save_encoder
 from ..features import extract_features
-from ..models import create_encoder
 from .api import evaluate_run, train_head
 from .config import HeadConfig
 from .fewshot import fewshot
@@ -40,9 +37,7 @@ MM_SCHEMA = "name: oct-fundus-dme-dr\noutputs: [no DR, NPDR, PDR, DME]\ngroups: 
 def standin_encoder(path: Path, arch: str = "vit_small_patch16") -> Path:
     """The documented stand-in encoder: ``arch`` randomly initialised with seed 0 (no modality recorded)."""
     if not path.is_file():
-        torch.manual_seed(0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_encoder(create_encoder(arch), path, source=f"random init {arch} seed 0")
+        save_encoder(random_encoder(arch, seed=0), path, source=f"random init {arch} seed 0")
     return path
 
 

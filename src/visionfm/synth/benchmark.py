@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 __all__ = ["benchmark"]
 
 log = logging.getLogger(__name__)
@@ -22,16 +20,10 @@ def _encoder(out: Path, weights: Path | None) -> tuple[Path, str]:
     """The feature encoder: ``weights``, or a seeded random-init ``vit_test`` (patch 4) stand-in."""
     if weights:
         return Path(weights), str(weights)
-    from ..checkpoints import EncoderInfo, save_encoder
-    from ..modalities import get_modality
-    from ..models import create_encoder
+    from ..checkpoints import random_encoder, save_encoder
 
     path = out / "random_vit_test_p4.safetensors"
-    torch.manual_seed(0)
-    enc = create_encoder("vit_test", patch_size=4)
-    m = get_modality("Fundus")
-    enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, "random init seed 0", "random", "random init")
-    save_encoder(enc, path)
+    save_encoder(random_encoder("vit_test", seed=0, modality="Fundus", patch_size=4), path)
     return path, "random-init vit_test/4 (seed 0)"
 
 
