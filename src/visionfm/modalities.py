@@ -48,18 +48,17 @@ class Modality:
     input_size: int = 224
 
 
-MODALITIES: Registry[Modality] = Registry("modality")
-_ALIASES: dict[str, str] = {}
-
-
 def _fold(name: str) -> str:
     return re.sub(r"[\s_\-./]+", "", name).lower()
 
 
+# Spellings are folded (case, spaces, dashes, underscores, dots ignored) by the registry itself, so a modality
+# added by a user with ``MODALITIES.add(m.name, m, m.aliases)`` is found under every spelling like the built-in ones.
+MODALITIES: Registry[Modality] = Registry("modality", fold=_fold)
+
+
 def _add(m: Modality) -> None:
-    MODALITIES.add(m.name, m)
-    for spelling in (m.name, *m.aliases):
-        _ALIASES[_fold(spelling)] = m.name
+    MODALITIES.add(m.name, m, m.aliases)
 
 
 _add(Modality("Fundus", "colour fundus photograph", (0.4237375, 0.2609461, 0.1284039),
@@ -84,12 +83,9 @@ def canonical_modality(name: str) -> str:
     """Return the canonical name for any accepted spelling.
 
     Raises:
-        ValueError: the name is not a known modality (the message lists the valid names).
+        UnknownNameError: (a ``ValueError``) the name is not a known modality (the message lists the valid names).
     """
-    try:
-        return _ALIASES[_fold(name)]
-    except KeyError:
-        raise ValueError(f"unknown modality {name!r}; valid: {', '.join(MODALITIES.names())}") from None
+    return MODALITIES.canonical(name)
 
 
 def get_modality(name: str) -> Modality:

@@ -10,13 +10,13 @@ import argparse
 import json
 import os
 import pickle
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from ..fileio import atomic_write
 
 __all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "save_safetensors",
            "safetensors_header", "CheckpointError"]
@@ -60,32 +60,6 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: not a torch checkpoint ({msg})") from None
     except Exception as e:  # torch's legacy reader raises arbitrary errors (KeyError, EOFError, ...) on non-checkpoints
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, saver: Callable[[Any, Path], None] | None = None) -> None:

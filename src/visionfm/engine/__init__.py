@@ -2,7 +2,9 @@
 from .sampler import ResumableSampler
 from .schedules import cosine_schedule, linear_warmup_then_constant
 from .task import StepState, Task, param_groups_for
-from .trainer import TrainConfig, Trainer, TrainResult, load_config, save_config
+from ..config import load_config, save_config
+from .config import TrainConfig
+from .trainer import Trainer, TrainResult
 
 __all__ = [
     "ResumableSampler", "StepState", "Task", "TrainConfig", "TrainResult", "Trainer", "cosine_schedule",

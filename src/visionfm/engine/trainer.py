@@ -12,20 +12,21 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..checkpoints.io import atomic_torch_save, atomic_write, safe_torch_load
+from ..checkpoints.io import atomic_torch_save, safe_torch_load
+from ..config import load_config, save_config
 from ..distributed import init_distributed, resolve_device
 from .sampler import ResumableSampler
+from .config import TrainConfig
 from .schedules import cosine_schedule
 from .task import StepState, Task
 
@@ -36,82 +37,12 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
-class TrainConfig:
-    """Every knob of the loop, with its default; saved as ``config.yaml`` beside the checkpoints.
-
-    ``batch_size`` is per process; an optimizer step sees ``batch_size * accum_steps * world_size`` samples.
-    ``warmup_epochs`` may be fractional. ``checkpoint_every`` counts optimizer steps (0: at epoch ends only).
-    ``checkpoint_epochs``: write ``checkpoint_last.pth`` at every n-th epoch end (and always at the last step);
-    raise it when epochs are a few steps long (few-shot sets, random-crop training) and the model is large.
-    """
-
-    output_dir: str = "runs/train"
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 32
-    lr: float = 1e-3
-    min_lr: float = 0.0
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    weight_decay_end: float | None = None
-    clip_grad: float | None = None
-    accum_steps: int = 1
-    precision: str = "fp32"
-    device: str = "auto"
-    seed: int = 0
-    num_workers: int = 0
-    checkpoint_every: int = 0
-    checkpoint_epochs: int = 1
-    keep_last: int = 2
-    select_metric: str | None = None
-    select_mode: str = "max"
-    compile: bool = False
-    progress: bool = True
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        if self.precision not in _DTYPES:
-            raise ValueError(f"precision must be one of {list(_DTYPES)}, got {self.precision!r}")
-        if self.select_mode not in ("max", "min"):
-            raise ValueError(f"select_mode must be 'max' or 'min', got {self.select_mode!r}")
-        for name in ("epochs", "batch_size", "accum_steps", "checkpoint_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
 class TrainResult:
     best_metric: float | None = None
     best_epoch: int | None = None
     best_path: Path | None = None
     last_path: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    """Write a dataclass config as YAML, atomically."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-
-
-def load_config(cls: type, path: str | Path | None = None, **overrides: Any) -> Any:
-    """Build dataclass ``cls`` from defaults < YAML file < ``overrides`` (None values ignored).
-
-    Raises:
-        ValueError: the YAML has keys ``cls`` does not know (named in the message).
-    """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {unknown}; valid: {sorted(known)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return cls(**values)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -178,8 +109,9 @@ class Trainer:
         self.steps_per_epoch = self.batches_per_epoch // cfg.accum_steps
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
-        self.lr_sched = cosine_schedule(cfg.lr, cfg.min_lr, self.total_steps, warmup)
+        self.lr = cfg.effective_lr(self.dist.world_size)
+        warmup = min(cfg.warmup_in_steps(self.steps_per_epoch), self.total_steps)
+        self.lr_sched = cosine_schedule(self.lr, cfg.min_lr, self.total_steps, warmup)
         wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
         self.wd_sched = cosine_schedule(cfg.weight_decay, wd_end, self.total_steps)
 
@@ -241,7 +173,7 @@ class Trainer:
         if not groups:
             raise ValueError(f"{type(self.task).__name__} has no trainable parameters")
         fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, fused=fused or None)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=fused or None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
         model: torch.nn.Module = self.task
         if self.dist.world_size > 1:
