@@ -8,7 +8,7 @@ from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _h(text: str, **meta) -> dict:
@@ -39,9 +39,12 @@ class TrainConfig:
                                                                "--warmup-epochs)"))
     weight_decay: float = field(default=0.0, metadata=_h("initial AdamW weight decay"))
     weight_decay_end: float | None = field(default=None, metadata=_h("final weight decay (cosine; none: constant)"))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_h("AdamW betas (MAE: 0.9 0.95)"))
     clip_grad: float | None = field(default=None, metadata=_h("clip the global gradient norm at this value"))
     accum_steps: int = field(default=1, metadata=_h("micro-batches per optimizer step"))
-    precision: str = field(default="fp32", metadata=_h("autocast precision", choices=PRECISIONS))
+    precision: str = field(default="fp32", metadata=_h("autocast precision; auto: bf16 on CUDA and on CPUs with "
+                                                        "native bf16 (AMX, AVX512-BF16), else fp32",
+                                                        choices=PRECISIONS))
     device: str = field(default="auto", metadata=_h("cpu, cuda, cuda:1 or auto"))
     seed: int = field(default=0, metadata=_h("random seed"))
     num_workers: int = field(default=0, metadata=_h("data-loading worker processes"))
@@ -68,6 +71,8 @@ class TrainConfig:
         for name in ("lr", "min_lr", "warmup_epochs", "weight_decay", "num_workers", "checkpoint_every", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be in [0, 1), got {self.betas}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
 

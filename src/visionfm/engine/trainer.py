@@ -27,6 +27,7 @@ from ..config import load_config, save_config
 from ..distributed import init_distributed, resolve_device
 from .sampler import ResumableSampler
 from .config import TrainConfig
+from .precision import resolve_precision
 from .schedules import cosine_schedule
 from .task import StepState, Task
 
@@ -173,7 +174,7 @@ class Trainer:
         if not groups:
             raise ValueError(f"{type(self.task).__name__} has no trainable parameters")
         fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=fused or None)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(self.cfg.betas), fused=fused or None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
         model: torch.nn.Module = self.task
         if self.dist.world_size > 1:
@@ -223,7 +224,7 @@ class Trainer:
         logger = _Logger(self.out, main)
         bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="step",
                    disable=not (self.cfg.progress and main))
-        dtype = _DTYPES[self.cfg.precision]
+        dtype = _DTYPES[resolve_precision(self.cfg.precision, self.device)]
         while step < self.total_steps:
             model.train()
             micro, seen, t0 = 0, 0, time.perf_counter()
