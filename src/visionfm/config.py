@@ -272,17 +272,19 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
 
 
-def load_config(cls: type, path: str | Path | None = None, **overrides: Any) -> Any:
-    """Build dataclass ``cls`` from defaults < YAML file < ``overrides`` (None values ignored).
+def load_config(cls: type, path: str | Path | None = None, *, base: Mapping[str, Any] | None = None,
+                **overrides: Any) -> Any:
+    """Build dataclass ``cls`` from defaults < ``base`` < YAML file < ``overrides`` (None values ignored).
 
     Overrides may use dotted keys for nested sections (``**{"train.lr": 1e-3}``) or the nested field's own name
-    when it is unambiguous (``lr=1e-3`` reaches ``train.lr``).
+    when it is unambiguous (``lr=1e-3`` reaches ``train.lr``). ``base`` (same key forms) is a preset between the
+    class defaults and the file, e.g. the defaults of the method or recipe a setting chose.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ConfigError: invalid YAML, unknown keys, or values of the wrong type (named, with the file).
     """
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = _nest(cls, dict(base or {}), "preset")  # a preset's None is a value, not "unset"
     where = "config"
     if path is not None:
         where = str(path)
@@ -291,7 +293,11 @@ def load_config(cls: type, path: str | Path | None = None, **overrides: Any) -> 
             data = {}
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping of name: value settings, got {type(data).__name__}")
-        values = _nest(cls, data, where)
+        for key, value in _nest(cls, data, where).items():
+            if isinstance(value, dict) and isinstance(values.get(key), Mapping):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
     for key, value in _nest(cls, {k: v for k, v in overrides.items() if v is not None}, "arguments").items():
         if isinstance(value, dict) and isinstance(values.get(key), Mapping):
             values[key] = {**values[key], **value}
