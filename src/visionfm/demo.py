@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .config import check_choices, save_config
+from .errors import ConfigError
 from .registry import Registry
 from .report import Report, Section
 
@@ -47,8 +49,9 @@ class DemoConfig:
         seed: seed of phantoms and training.
         weights: an encoder weights file to use instead of pretraining one.
         device: ``auto``, ``cpu`` or ``cuda``.
-        stages: run only these stages (default: all, in order).
-        data: the shared real-data folder; when given, a last stage runs the quick real-data benchmark on it.
+        stages: run only these stages, in this order (none: all).
+        data: the shared real-data folder (the command line's default: $VISIONFM_DATA); when given, a last stage
+            runs the quick real-data benchmark on it.
         heartbeat: seconds between "still running" log lines while a stage works (0: none).
     """
 
@@ -57,9 +60,14 @@ class DemoConfig:
     seed: int = 0
     weights: str | None = None
     device: str = "auto"
-    stages: list[str] | None = None
+    stages: list[str] | None = field(default=None, metadata={"choices": lambda: DEMO_STAGES.names()})
     data: str | None = None
     heartbeat: float = 20.0
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.heartbeat < 0:
+            raise ConfigError(f"heartbeat must be >= 0, got {self.heartbeat}")
 
     @property
     def size(self) -> int:
@@ -225,8 +233,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     Raises:
         ValueError: an unknown stage name (listing the valid ones), or a stage's own error.
     """
-    from .engine.trainer import save_config
-
     names = cfg.stages or DEMO_STAGES.names()
     unknown = [n for n in names if n not in DEMO_STAGES.names()]
     if unknown:  # before any work

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.medmnist import medmnist_to_folder
 from . import command
 
 
@@ -16,6 +15,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
 @command("medmnist", "Write a MedMNIST .npz archive as PNG folders in the official vfm layout (train/val/test).",
          _configure)
 def run(a: argparse.Namespace) -> int:
+    from ..data.medmnist import medmnist_to_folder
+
     out = medmnist_to_folder(a.npz, a.output, overwrite=a.overwrite)
     print(f"{a.npz} -> {out} (splits train, val, test; read with --layout vfm --split <split>)")
     return 0

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..toydata import KINDS, make_all, make_dataset
 from . import command
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
+    from ..toydata import KINDS
+
     kinds = "; ".join(f"{k}: {KINDS.get(k).description}" for k in KINDS.names())
     p.add_argument("--kind", required=True,
                    help=f"'all' (one data set per kind, in <output>/<kind>) or one of: {kinds}")
@@ -21,6 +22,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
 @command("toy-data", "Generate procedural eye-image phantoms with ground truth (labels, masks, landmarks, targets).",
          _configure)
 def run(a: argparse.Namespace) -> int:
+    from ..toydata import make_all, make_dataset
+
     if a.kind == "all":
         made = make_all(a.output, n=a.n, seed=a.seed, size=a.size, overwrite=a.overwrite)
     else:
