@@ -1,22 +1,29 @@
 """Feature extraction: stream a folder or manifest through a frozen encoder into one safetensors file.
 
 Memory stays bounded whatever the dataset size: the output file's layout is fixed up front (N is known), so it is
-created once and every batch is written straight into its rows through a memory map. Under ``torchrun`` every
-process writes its own rows of the same file (rank r takes samples r, r+W, ...), which gives one merged output with
-no duplicated or missing row and no gather through memory; this needs the output on a filesystem all processes
-share (always true on one node).
+created and preallocated once (a full disk fails before any image is read) and every batch is written straight into
+its rows with ``pwrite`` (:mod:`visionfm.data.writer`: locked against a second writer, unique temporary name,
+published by rename). Under ``torchrun`` every process writes its own rows of the same file (rank r takes samples
+r, r+W, ...), which gives one merged output with no duplicated or missing row and no gather through memory; this
+needs the output on a filesystem all processes share (always true on one node).
+
+Preprocessing follows the official extraction (``evaluation/extract_features.py``): a square **bilinear** resize of
+the RGB image, ``/255``, the modality's normalisation; ``interpolation="bicubic"`` gives the fine-tuning pipeline's
+filter instead. The filter, the full preprocessing and the split are recorded in the file's metadata.
 
 File contents (safetensors, float32):
     ``cls``: ``[N, n*D]`` CLS tokens of the last n blocks, concatenated (the official probe feature);
     ``patch_mean``: ``[N, D]`` mean of the last block's patch tokens;
     ``labels``: ``[N, K]`` when the data has labels (NaN = missing);
-    metadata: ``paths`` (JSON list, relative to the data root), ``label_names``, encoder facts and options.
+    metadata: ``paths`` (JSON list, relative to the data root), ``label_names``, ``split``, ``interpolation``,
+        ``preprocess`` (JSON), ``dicom`` (JSON: laterality and pixel spacing of DICOM rows), encoder facts, options.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,18 +35,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .checkpoints import load_encoder
-from .checkpoints.io import safetensors_header
+from .checkpoints import resolve_encoder
 from .data.datasets import ImageCollection, ImageDataset, scan
-from .data.images import Preprocess
+from .data.images import DICOM_EXTENSIONS, INTERPOLATIONS, Preprocess
+from .data.writer import OutputLock, RowFile, check_output
 from .distributed import barrier, init_distributed, resolve_device
+from .errors import UserError
 from .models import VisionTransformer
 
-__all__ = ["FeatureSet", "encode_batch", "extract_features", "load_features", "TTA_MODES", "autocast_context"]
+__all__ = ["FeatureSet", "encode_batch", "extract_features", "load_features", "TTA_MODES", "autocast_context",
+           "resolve_precision", "cpu_has_native_bf16", "PRECISION_CHOICES"]
 
 log = logging.getLogger(__name__)
 TTA_MODES = ("none", "hflip", "hvflip")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -64,7 +74,7 @@ class FeatureSet:
 def autocast_context(device: torch.device, precision: str):
     """``torch.autocast`` for ``bf16``/``fp16``; a no-op context for ``fp32``."""
     if precision not in _DTYPES:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(_DTYPES)}")
+        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(_DTYPES)}")
     dtype = _DTYPES[precision]
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -81,7 +91,7 @@ def encode_batch(encoder: VisionTransformer, x: Tensor, n_last_blocks: int = 1, 
         (CLS of the last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``), float32.
     """
     if tta not in TTA_MODES:
-        raise ValueError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
+        raise UserError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     views = [x] + ([x.flip(-1)] if tta != "none" else []) + ([x.flip(-2)] if tta == "hvflip" else [])
     cls_sum, patch_sum = 0, 0
     with autocast_context(x.device, precision):
@@ -92,111 +102,168 @@ def encode_batch(encoder: VisionTransformer, x: Tensor, n_last_blocks: int = 1, 
     return cls_sum / len(views), patch_sum / len(views)
 
 
-def _create_output(path: Path, shapes: dict[str, tuple[int, int]], meta: dict[str, str]) -> None:
-    """Write a safetensors header for float32 tensors of ``shapes`` and size the file (data zero-filled)."""
-    header: dict = {"__metadata__": meta}
-    pos = 0
-    for name, shape in shapes.items():
-        nbytes = 4 * shape[0] * shape[1]
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
-        pos += nbytes
-    raw = safetensors_header(header)
-    with open(path, "wb") as f:
-        f.write(raw)
-        f.truncate(len(raw) + pos)
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the hardware runs it natively (CPUs with AMX or AVX512-BF16, CUDA with bf16
+    support), else ``fp32``; any other value is returned checked."""
+    if precision != "auto":
+        if precision not in _DTYPES:
+            raise UserError(f"unknown precision {precision!r}; valid: auto, {', '.join(_DTYPES)}")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def _open_rows(path: Path, offsets: dict[str, int], shapes: dict[str, tuple[int, int]]) -> dict[str, np.memmap]:
-    return {k: np.memmap(path, dtype="<f4", mode="r+", offset=offsets[k], shape=shapes[k]) for k in shapes}
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def _meta(encoder: VisionTransformer, coll: ImageCollection, n_last_blocks: int, size: int, tta: str,
-          precision: str) -> dict[str, str]:
+def _meta(encoder: VisionTransformer, coll: ImageCollection, n_last_blocks: int, prep: Preprocess, tta: str,
+          precision: str, split: str, draft: bool) -> dict[str, str]:
     info = encoder.info
+    dicom = _dicom_facts(coll)
     return {
         "paths": json.dumps([s.rel for s in coll.samples]), "label_names": json.dumps(coll.label_names),
-        "data_root": str(coll.root), "layout": coll.layout, "weights": info.source, "arch": info.arch,
-        "config": json.dumps(info.config.to_dict()), "modality": info.modality or "",
+        "data_root": str(coll.root), "layout": coll.layout, "split": split, "weights": info.source,
+        "arch": info.arch, "config": json.dumps(info.config.to_dict()), "modality": info.modality or "",
         "mean": json.dumps(list(info.mean)), "std": json.dumps(list(info.std)), "n_last_blocks": str(n_last_blocks),
-        "input_size": str(size), "tta": tta, "precision": precision, "visionfm_features": "1",
+        "input_size": str(prep.size), "interpolation": prep.interpolation, "jpeg_draft": str(draft).lower(),
+        "preprocess": json.dumps(prep.describe()), "tta": tta, "precision": precision,
+        "dicom": json.dumps(dicom), "visionfm_features": "1",
     }
 
 
+def _check_args(output: Path, input_size: int | None, n_last_blocks: int, batch_size: int, num_workers: int,
+                tta: str, interpolation: str) -> None:
+    """Every argument checked before any file is read (sizes positive, names known, output writable)."""
+    for name, value in (("--input-size", input_size), ("--n-last-blocks", n_last_blocks),
+                        ("--batch-size", batch_size)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be a positive integer, got {value}")
+    if num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {num_workers}")
+    if tta not in TTA_MODES:
+        raise UserError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_MODES)}")
+    if interpolation not in INTERPOLATIONS:
+        raise UserError(f"unknown --interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    check_output(output, ".safetensors")
+
+
+def _shared_tmp_name(output: Path) -> Path:
+    """A temporary name unique to this job: the main process's pid, broadcast to the others under torchrun."""
+    name = [f".{output.name}.{os.getpid()}.partial"]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(name, src=0)
+    return output.with_name(name[0])
+
+
+def _dicom_facts(coll: ImageCollection) -> dict[str, dict]:
+    """Laterality, pixel spacing and identity of each DICOM sample, read from its header only."""
+    facts = {}
+    for s in coll.samples:
+        if s.path.suffix.lower() in DICOM_EXTENSIONS:
+            from .data.dicom import dicom_header
+
+            facts[s.rel] = dicom_header(s.path)
+    return facts
+
+
 def extract_features(weights: str | Path | VisionTransformer, data: str | Path | ImageCollection, output: str | Path,
-                     modality: str | None = None, layout: str = "auto", split: str = "training",
+                     modality: str | None = None, layout: str = "auto", split: str | None = None,
                      label_columns: Sequence[str] | None = None, input_size: int | None = None,
                      n_last_blocks: int = 4, batch_size: int = 32, num_workers: int = 2, tta: str = "none",
                      precision: str = "fp32", device: str | None = "auto", compile: bool = False,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, interpolation: str = "bilinear", jpeg_draft: bool = False) -> Path:
     """Extract features of every image of ``data`` into ``output`` (``.safetensors``).
 
-    Works alone or in every process of a ``torchrun`` job (each writes its own rows of the same file).
+    Works alone or in every process of a ``torchrun`` job (each writes its own rows of the same file). Arguments,
+    the output path and its folder are checked before any image is read; a second extraction to the same output is
+    refused while the first runs; the file appears complete or not at all.
 
     Args:
         weights: a weights file (any supported format) or an already loaded encoder.
         data: folder or manifest (see :func:`visionfm.data.scan`), or a scanned collection.
         modality: modality of the images (sets normalisation unless the weights fix it).
-        input_size: square input side; default the modality's (224).
-        n_last_blocks: CLS tokens of this many last blocks are concatenated.
+        split: for the official vfm layout, which ``<split>_labels.txt`` (default ``training``); recorded in the
+            file's metadata for every layout.
+        input_size: square input side; default 224.
+        n_last_blocks: CLS tokens of this many last blocks are concatenated (at most the encoder's depth).
         tta: ``none``, ``hflip`` or ``hvflip`` (features averaged over the flips).
-        precision: ``fp32``, ``bf16`` or ``fp16`` autocast.
+        precision: ``fp32`` (exact), ``bf16``, ``fp16``, or ``auto`` (bf16 where the CPU/GPU runs it natively).
         compile: ``torch.compile`` the encoder (worth it for large sets: ~15-20% faster on CPU, slow first batch).
+        interpolation: resize filter; ``bilinear`` is the official extraction's (``evaluation/transforms.Resize``).
+        jpeg_draft: decode JPEGs at reduced size (a power-of-two DCT downscale to >= the input size): faster
+            decoding, slightly different pixels.
 
     Returns:
         the output path.
     """
     output = Path(output)
-    if output.suffix != ".safetensors":
-        raise ValueError(f"--output {output}: feature files are written as .safetensors")
+    _check_args(output, input_size, n_last_blocks, batch_size, num_workers, tta, interpolation)
     dist_info = init_distributed(resolve_device(device))
     dev = resolve_device(device, dist_info.local_rank)
-    enc = weights if isinstance(weights, VisionTransformer) else load_encoder(weights, modality, device=dev)
+    enc = resolve_encoder(weights, modality, device=dev)
+    if n_last_blocks > enc.cfg.depth:
+        raise UserError(f"--n-last-blocks {n_last_blocks} exceeds the encoder's depth ({enc.cfg.depth} blocks)")
+    precision = resolve_precision(precision, dev)
     enc = enc.to(dev).eval()
     run_enc = torch.compile(enc) if compile else enc
-    coll = data if isinstance(data, ImageCollection) else scan(data, layout, split, label_columns)
-    size = input_size or 224
-    n_blocks = min(n_last_blocks, enc.cfg.depth)
+    coll = data if isinstance(data, ImageCollection) else scan(data, layout, split or "training", label_columns)
+    split = split if split is not None else ("training" if coll.layout == "vfm" else "")
+    prep = Preprocess(input_size or 224, enc.info.mean, enc.info.std, interpolation)
     d, n = enc.cfg.embed_dim, len(coll)
-    shapes = {"cls": (n, n_blocks * d), "patch_mean": (n, d)}
     labels = coll.label_matrix() if coll.has_labels else None
+    shapes = {"cls": ((n, n_last_blocks * d), np.float32), "patch_mean": ((n, d), np.float32)}
     if labels is not None:
-        shapes["labels"] = labels.shape
-    partial = output.with_name(f".{output.name}.partial")
-    if dist_info.is_main:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        _create_output(partial, shapes, _meta(enc, coll, n_blocks, size, tta, precision))
-    barrier()
-    rows = _open_rows(partial, _offsets_of(partial), shapes)  # every rank reads the header rank 0 wrote
-    mine = list(range(dist_info.rank, n, dist_info.world_size))
-    dataset = Subset(ImageDataset(coll.samples, Preprocess(size, enc.info.mean, enc.info.std)), mine)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda",
-                        persistent_workers=False)
-    bar = tqdm(total=len(mine), desc="extract", unit="img", disable=not (progress and dist_info.is_main))
-    for x, idx in loader:
-        cls, patch = encode_batch(run_enc, x.to(dev, non_blocking=True), n_blocks, tta, precision)
-        rows["cls"][idx.numpy()] = cls.cpu().numpy()
-        rows["patch_mean"][idx.numpy()] = patch.cpu().numpy()
-        bar.update(len(idx))
-    bar.close()
-    if labels is not None and dist_info.is_main:
-        rows["labels"][:] = labels.astype(np.float32)
-    for m in rows.values():
-        m.flush()
-    del rows
-    barrier()
-    if dist_info.is_main:
-        os.replace(partial, output)  # the finished file appears whole, or not at all
-        log.info("wrote %d x %s features to %s", n, shapes["cls"][1], output)
+        shapes["labels"] = (labels.shape, np.float32)
+    with OutputLock(output) if dist_info.is_main else nullcontext():
+        tmp = _shared_tmp_name(output)
+        meta = _meta(enc, coll, n_last_blocks, prep, tta, precision, split, jpeg_draft)
+        rows = RowFile.create(output, tmp, shapes, meta) if dist_info.is_main else None
+        barrier()
+        rows = rows or RowFile.attach(output, tmp, shapes)  # every rank reads the header rank 0 wrote
+        try:
+            _encode_into(rows, run_enc, coll, prep, dist_info, dev, batch_size, num_workers, n_last_blocks, tta,
+                         precision, jpeg_draft, progress)
+            if labels is not None and dist_info.is_main:
+                rows.write_all("labels", labels.astype(np.float32))
+            barrier()
+            if dist_info.is_main:
+                rows.publish()  # the finished file appears whole, or not at all
+                log.info("wrote %d x %s features to %s (%s, %s resize)", n, shapes["cls"][0][1], output, precision,
+                         interpolation)
+            else:
+                rows.close()
+        except BaseException:
+            if dist_info.is_main:
+                rows.abort()
+            else:
+                rows.close()
+            raise
     barrier()
     return output
 
 
-def _offsets_of(path: Path) -> dict[str, int]:
-    """Absolute byte offsets of each tensor in a safetensors file (read from its header)."""
-    with open(path, "rb") as f:
-        hlen = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(hlen))
-    return {k: 8 + hlen + v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+def _encode_into(rows: RowFile, run_enc, coll: ImageCollection, prep: Preprocess, dist_info, dev: torch.device,
+                 batch_size: int, num_workers: int, n_last_blocks: int, tta: str, precision: str, jpeg_draft: bool,
+                 progress: bool) -> None:
+    """Decode (in ``num_workers`` processes, prefetching) and encode this rank's samples into ``rows``."""
+    mine = list(range(dist_info.rank, len(coll), dist_info.world_size))
+    dataset = Subset(ImageDataset(coll.samples, prep, draft=prep.size if jpeg_draft else None), mine)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    bar = tqdm(total=len(mine), desc="extract", unit="img", disable=not (progress and dist_info.is_main))
+    for x, idx in loader:
+        cls, patch = encode_batch(run_enc, x.to(dev, non_blocking=True), n_last_blocks, tta, precision)
+        rows.write_rows("cls", idx.numpy(), cls.cpu().numpy())
+        rows.write_rows("patch_mean", idx.numpy(), patch.cpu().numpy())
+        bar.update(len(idx))
+    bar.close()
 
 
 def load_features(path: str | Path) -> FeatureSet:
@@ -204,9 +271,14 @@ def load_features(path: str | Path) -> FeatureSet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file not found: {path}")
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        if "visionfm_features" not in meta:
-            raise ValueError(f"{path}: not a visionfm features file (no 'visionfm_features' metadata)")
-        t = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            if "visionfm_features" not in meta:
+                raise UserError(f"{path}: not a visionfm features file (no 'visionfm_features' metadata)")
+            t = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, RuntimeError) as e:  # safetensors raises for truncated or foreign files
+        raise UserError(f"{path}: not a readable safetensors features file ({e})") from None
+    meta.setdefault("interpolation", "bicubic")  # files written before the choice was recorded were bicubic
+    meta.setdefault("split", "")
     return FeatureSet(t["cls"], t["patch_mean"], t.get("labels"), json.loads(meta["paths"]), meta)

@@ -1,4 +1,5 @@
 """Feature extraction: one safetensors file, rows aligned with paths, labels kept, identical under torchrun."""
+import json
 import os
 import subprocess
 import sys
@@ -19,13 +20,15 @@ def test_extract_rows_match_direct_encoding(tmp_path, tiny_encoder, image_folder
     assert fs.paths == [s.rel for s in coll.samples]
     assert fs.cls.shape == (6, 128) and fs.patch_mean.shape == (6, 64)
     np.testing.assert_array_equal(fs.labels[:, 0], [0, 0, 0, 1, 1, 1])
-    prep = Preprocess(32, tiny_encoder.info.mean, tiny_encoder.info.std)
+    prep = Preprocess(32, tiny_encoder.info.mean, tiny_encoder.info.std, "bilinear")  # the official extraction's
     x = torch.stack([prep(read_image(s.path)) for s in coll.samples])
     cls, patch = encode_batch(tiny_encoder, x, n_last_blocks=2)
     np.testing.assert_allclose(fs.cls, cls.numpy(), atol=1e-5)
     np.testing.assert_allclose(fs.patch_mean, patch.numpy(), atol=1e-5)
     assert fs.meta["n_last_blocks"] == "2" and fs.meta["modality"] == "Fundus"
-    assert not list(tmp_path.glob(".*partial"))
+    assert fs.meta["interpolation"] == "bilinear" and fs.meta["split"] == ""
+    assert json.loads(fs.meta["preprocess"])["resize"] == [32, 32]
+    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob(".*lock"))
 
 
 def test_flip_tta_is_flip_invariant(tiny_encoder):
@@ -45,7 +48,7 @@ def test_bf16_features_close_to_fp32(tiny_encoder):
 
 
 def test_output_must_be_safetensors(tmp_path, tiny_encoder, image_folder):
-    with pytest.raises(ValueError, match="feature files are written as .safetensors"):
+    with pytest.raises(ValueError, match="must end in .safetensors"):
         extract_features(tiny_encoder, image_folder, tmp_path / "f.npz")
 
 

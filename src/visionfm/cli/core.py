@@ -5,7 +5,9 @@ import argparse
 
 from ..checkpoints import list_formats, load_encoder, save_encoder
 from ..data.datasets import LAYOUTS
-from ..features import TTA_MODES, extract_features
+from ..data.images import INTERPOLATIONS
+from ..data.writer import check_output
+from ..features import PRECISION_CHOICES, TTA_MODES, extract_features
 from ..modalities import list_modalities
 from . import command
 
@@ -23,14 +25,19 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="image folder or CSV manifest")
     p.add_argument("--output", required=True, help="output .safetensors file")
     p.add_argument("--layout", default="auto", choices=LAYOUTS, help="data layout (default: auto)")
-    p.add_argument("--split", default="training", help="split of the official vfm layout")
+    p.add_argument("--split", help="split of the official vfm layout (default training); recorded with the features")
     p.add_argument("--label-columns", nargs="*", help="label columns of a CSV manifest")
     p.add_argument("--input-size", type=int, default=224, help="square input side in pixels")
     p.add_argument("--n-last-blocks", type=int, default=4, help="concatenate the CLS tokens of the last n blocks")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=2, help="image-decoding worker processes")
     p.add_argument("--tta", default="none", choices=TTA_MODES, help="flip test-time augmentation")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
+                   help="autocast precision; fp32 is exact, auto = bf16 on CPUs with AMX/AVX512-BF16 (default: fp32)")
+    p.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS),
+                   help="resize filter (default bilinear, as the official extraction; bicubic as official fine-tuning)")
+    p.add_argument("--jpeg-draft", action="store_true", help="decode JPEGs at reduced size (faster, pixels differ "
+                                                             "slightly from a full decode)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder (faster on large sets)")
 
@@ -38,11 +45,12 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
 @command("extract", "Extract encoder features of a folder or manifest into one .safetensors file.",
          _configure_extract)
 def run_extract(a: argparse.Namespace) -> int:
+    check_output(a.output, ".safetensors")  # before loading weights or reading any image
     enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
     extract_features(enc, a.data, a.output, layout=a.layout, split=a.split, label_columns=a.label_columns,
                      input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
                      num_workers=a.num_workers, tta=a.tta, precision=a.precision, device=a.device,
-                     compile=a.compile)
+                     compile=a.compile, interpolation=a.interpolation, jpeg_draft=a.jpeg_draft)
     return 0
 
 

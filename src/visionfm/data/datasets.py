@@ -12,6 +12,7 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,10 +23,11 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from .images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 __all__ = ["Sample", "ImageCollection", "list_images", "scan", "ImageDataset", "LAYOUTS", "MISSING", "parse_label",
-           "read_vfm_labels"]
+           "read_vfm_labels", "read_csv_rows", "walk_files"]
 
 LAYOUTS = ("auto", "tree", "imagenet", "vfm", "csv")
 
@@ -73,17 +75,51 @@ class ImageCollection:
         return out
 
 
+def walk_files(root: str | Path, keep: Callable[[str], bool]) -> list[Path]:
+    """Files under ``root`` whose names pass ``keep``, recursively, sorted; hidden files and folders skipped.
+
+    Symbolic links are followed, but a folder reached twice (a link loop such as ``ln -s . loop``, or two links to
+    one place) is walked once, and a file reached through several paths is listed once (its first path in sorted
+    order), so a loop can neither hang the walk nor multiply images.
+    """
+    root = Path(root)
+    seen_dirs: set[tuple[int, int]] = set()
+    found: list[tuple[Path, tuple[int, int] | None]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in filenames:
+            if f.startswith(".") or not keep(f):
+                continue
+            p = Path(dirpath) / f
+            try:
+                fst = p.stat()
+                found.append((p, (fst.st_dev, fst.st_ino)))
+            except OSError:  # a dangling link: listed, so that reading it names the file
+                found.append((p, None))
+    seen_files: set[tuple[int, int]] = set()
+    out = []
+    for p, key in sorted(found):
+        if key is None or key not in seen_files:
+            if key is not None:
+                seen_files.add(key)
+            out.append(p)
+    return out
+
+
 def list_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive, any supported extension, hidden files skipped), sorted."""
+    """All image files under ``root`` (recursive, any supported extension, hidden files skipped), sorted.
+
+    Link loops are walked once and no file is listed twice (see :func:`walk_files`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(found)
+    return walk_files(root, lambda f: Path(f).suffix.lower() in IMAGE_EXTENSIONS)
 
 
 MISSING = ("", "-", "nan", "NaN", "NA", "N/A", "None", "none", "?")  # spellings of a missing label
@@ -105,7 +141,12 @@ def read_vfm_labels(label_file: Path) -> Iterator[tuple[str, str, list[float]]]:
 
     Blank lines and ``#`` comments are skipped; ``where`` is ``"<file>, line <n>"``.
     """
-    for n, line in enumerate(label_file.read_text().splitlines(), 1):
+    try:
+        text = label_file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = label_file.read_bytes()[: e.start].count(b"\n") + 1
+        raise UserError(f"{label_file}, line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{label_file}, line {n}"
@@ -128,20 +169,49 @@ def _scan_vfm(root: Path, split: str) -> ImageCollection:
     return ImageCollection(root, samples, [], "vfm")
 
 
+def read_csv_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line number, row)`` pairs of a CSV manifest.
+
+    A UTF-8 byte-order mark (Excel's default) is accepted; a file that is not UTF-8 is named with the line of the
+    first bad byte; a row with more or fewer fields than the header is named by its line.
+    """
+    try:
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = manifest.read_bytes()[: e.start].count(b"\n") + 1
+        raise UserError(f"{manifest}, line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); save the CSV as "
+                        f"UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if not header:
+            raise UserError(f"{manifest}: empty manifest (no header line)")
+        header = [h.strip() for h in header]
+        rows = []
+        for fields in reader:
+            n = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise UserError(f"{manifest}, line {n}: {len(fields)} fields, but the header has {len(header)} "
+                                f"({', '.join(header)})")
+            rows.append((n, dict(zip(header, fields))))
+    except csv.Error as e:
+        raise UserError(f"{manifest}, line {reader.line_num}: malformed CSV ({e})") from None
+    return header, rows
+
+
 def _scan_csv(manifest: Path, label_columns: Sequence[str] | None) -> ImageCollection:
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        if "path" not in cols:
-            raise ValueError(f"{manifest}: manifest needs a 'path' column; found {cols}")
-        rows = list(reader)
+    cols, rows = read_csv_rows(manifest)
+    if "path" not in cols:
+        raise UserError(f"{manifest}: manifest needs a 'path' column; found {cols}")
     if label_columns is None:
         label_columns = [c for c in ("label",) if c in cols]
     for c in label_columns:
         if c not in cols:
-            raise ValueError(f"{manifest}: label column {c!r} not found; columns: {cols}")
+            raise UserError(f"{manifest}: label column {c!r} not found; columns: {cols}")
     samples = []
-    for n, row in enumerate(rows, 2):  # line 1 is the header
+    for n, row in rows:
         path = Path(row["path"])
         path = path if path.is_absolute() else manifest.parent / path
         if not path.is_file():
@@ -206,14 +276,17 @@ class ImageDataset(Dataset):
     Args:
         samples: the samples to serve.
         transform: ``[H, W, 3]`` array -> tensor.
+        draft: decode JPEGs downscaled (by a power of two) to no less than this side (see :func:`read_image`).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Tensor]) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Tensor],
+                 draft: int | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.transform(read_image(self.samples[i].path)), i
+        return self.transform(read_image(self.samples[i].path, draft=self.draft)), i

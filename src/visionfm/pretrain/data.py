@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import scan
 from ..data.images import ImageReadError, read_image
-from ..modalities import canonical_modality, get_modality
+from ..modalities import IMAGENET_MEAN, IMAGENET_STD, canonical_modality, get_modality
 from .augment import crop_resize
 from .config import PretrainConfig
 from .masking import make_mask
@@ -78,19 +78,11 @@ def collect_images(source: Source) -> list[Path]:
 
 def _open_rgb(path: Path, load_size: int | None) -> Image.Image:
     """Decode to an RGB PIL image; with ``load_size`` the shorter side is reduced to about that (JPEG draft)."""
-    if load_size is not None and path.suffix.lower() in (".jpg", ".jpeg"):
-        try:
-            with Image.open(path) as im:
-                im.draft("RGB", (load_size, load_size))
-                im = im.convert("RGB")
-                im.load()
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageReadError(f"{path}: cannot decode image ({e})") from None
-    else:
-        arr = read_image(path)
-        if arr.dtype != np.uint8:
-            arr = np.round(arr * 255.0).astype(np.uint8)
-        im = Image.fromarray(arr)
+    # read_image: JPEG draft when load_size is set, and the decompression-bomb limit as an ImageReadError (skippable)
+    arr = read_image(path, draft=load_size)
+    if arr.dtype != np.uint8:
+        arr = np.round(arr * 255.0).astype(np.uint8)
+    im = Image.fromarray(arr)
     if load_size is not None and min(im.size) > load_size:
         f = load_size / min(im.size)
         im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BICUBIC)
@@ -111,7 +103,7 @@ class PretrainDataset(Dataset):
         real: ``(path, modality index)`` of the real images.
         synthetic: the same for synthetic images.
         modalities: canonical modality names the indices refer to.
-        cfg: crops, masking, ratio, seed and bad-image policy.
+        cfg: method, crops, masking, ratio, seed (``train.seed``) and bad-image policy.
         patch_size: encoder patch side (mask grid = crop side / patch).
         bad_log: file that skipped images are appended to (one path per line), or None.
     """
@@ -125,9 +117,13 @@ class PretrainDataset(Dataset):
             raise ValueError(f"local_size {cfg.local_size} is not a multiple of the patch size {patch_size}")
         self.real, self.synthetic, self.patch_size = list(real), list(synthetic), patch_size
         self.cfg, self.bad_log, self.epoch = cfg, bad_log, 0
-        stats = [get_modality(m) for m in modalities]
-        self.mean = torch.tensor([s.mean for s in stats], dtype=torch.float32)
-        self.std = torch.tensor([s.std for s in stats], dtype=torch.float32)
+        stats = [(IMAGENET_MEAN, IMAGENET_STD) if cfg.imagenet_stats else (get_modality(m).mean, get_modality(m).std)
+                 for m in modalities]
+        self.mean = torch.tensor([m for m, _ in stats], dtype=torch.float32)
+        self.std = torch.tensor([s for _, s in stats], dtype=torch.float32)
+        grid = cfg.global_size // patch_size
+        self.mask_ratio = cfg.mae_mask_ratio(list(modalities)) if cfg.method == "mae" else None
+        self.n_patches = grid * grid
         if self.real and self.synthetic and cfg.synthetic_ratio is not None:
             self.n_synthetic = int(round(cfg.synthetic_ratio * len(self.real)))
         else:
@@ -150,7 +146,7 @@ class PretrainDataset(Dataset):
         cycle, pos = divmod(slot, len(self.synthetic))
         key = (self.epoch, cycle)
         if key not in self._perm_cache:
-            self._perm_cache = {key: np.random.default_rng([self.cfg.seed, self.epoch, cycle, 7]).permutation(
+            self._perm_cache = {key: np.random.default_rng([self.cfg.train.seed, self.epoch, cycle, 7]).permutation(
                 len(self.synthetic))}
         return self.synthetic[int(self._perm_cache[key][pos])]
 
@@ -177,26 +173,31 @@ class PretrainDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Returns:
-            ``global`` uint8 ``[G, 3, S, S]``, ``local`` uint8 ``[L, 3, s, s]`` (L may be 0), ``mask`` bool
-            ``[G, S/p, S/p]`` (all False before ``pred_start_epoch`` or without MIM), ``mean``/``std`` ``[3]``,
-            ``bad`` (images skipped to produce this one).
+            ``global`` uint8 ``[G, 3, S, S]`` (G = 2 for iBOT, 1 for MAE), ``local`` uint8 ``[L, 3, s, s]`` (L may
+            be 0), ``mean``/``std`` ``[3]``, ``bad`` (images skipped to produce this one), and the method's masking:
+            iBOT ``mask`` bool ``[G, S/p, S/p]`` (all False before ``pred_start_epoch`` or without MIM); MAE
+            ``noise`` float ``[N]``, whose argsort decides which patches the encoder sees.
         """
         c = self.cfg
         img, mod, bad = self._load(i)
-        rng = np.random.default_rng([c.seed, self.epoch, i])
+        rng = np.random.default_rng([c.train.seed, self.epoch, i])
         scale_g, ratio_g = tuple(c.global_scale), tuple(c.global_ratio)
-        glob = [crop_resize(img, c.global_size, scale_g, ratio_g, rng) for _ in range(2)]
+        glob = [crop_resize(img, c.global_size, scale_g, ratio_g, rng) for _ in range(c.global_views)]
         local = [crop_resize(img, c.local_size, tuple(c.local_scale), (3 / 4, 4 / 3), rng)
-                 for _ in range(c.local_crops)]
+                 for _ in range(c.local_crops if c.method == "ibot" else 0)]
+        item = {"global": _stack(glob, c.global_size), "local": _stack(local, c.local_size),
+                "mean": self.mean[mod], "std": self.std[mod], "bad": torch.tensor(bad)}
+        if c.method == "mae":
+            item["noise"] = torch.from_numpy(rng.random(self.n_patches, dtype=np.float32))
+            return item
         grid = c.global_size // self.patch_size
         masks = np.zeros((2, grid, grid), dtype=bool)
         if c.mim and self.epoch >= c.pred_start_epoch:
             for v in range(2):
                 masks[v] = make_mask(grid, grid, c.pred_ratio, c.pred_ratios_var(), rng, c.pred_shape,
                                      c.pred_aspect_min)
-        return {"global": _stack(glob, c.global_size), "local": _stack(local, c.local_size),
-                "mask": torch.from_numpy(masks), "mean": self.mean[mod], "std": self.std[mod],
-                "bad": torch.tensor(bad)}
+        item["mask"] = torch.from_numpy(masks)
+        return item
 
 
 def build_dataset(cfg: PretrainConfig, patch_size: int, bad_log: Path | None = None) -> PretrainDataset:
