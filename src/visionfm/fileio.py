@@ -1,13 +1,21 @@
-"""Writing files safely: atomic publication by rename, with the user's umask (no torch import here)."""
+"""Writing files safely: atomic publication by rename with the user's umask, and one writer per output.
+
+No torch import here (the CLI's help imports this module).
+"""
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_write", "umask_mode"]
+from .errors import UserError
+
+__all__ = ["atomic_write", "umask_mode", "exclusive_output", "OutputLockedError", "lock_path"]
 
 
 def umask_mode(base: int = 0o666) -> int:
@@ -44,3 +52,91 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+class OutputLockedError(UserError):
+    """Another live process is writing the same output."""
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of ``path``: a hidden ``.NAME.lock`` beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def _holder(lock: Path) -> tuple[int | None, str]:
+    """(pid, host) written in a lock file; (None, "") when it is unreadable or torn."""
+    try:
+        pid, _, host = lock.read_text().partition(" ")
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return None, ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _age(lock: Path) -> float:
+    try:
+        return time.time() - lock.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _try_lock(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+    return True
+
+
+@contextmanager
+def exclusive_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the right to write ``path`` for the block: a second writer (another process) is refused, not mixed in.
+
+    The lock is a file ``.NAME.lock`` beside ``path``, created with ``O_CREAT | O_EXCL`` and holding the writer's
+    pid and host; it is removed when the block ends (also on errors). A lock left by a process that died (same
+    host, pid gone) is stale and taken over; one of another host is left alone (its pid means nothing here).
+    Combine with :func:`atomic_write` for the file itself.
+
+    Raises:
+        OutputLockedError: a live process holds the lock (named, with the lock file to remove if it is wrong).
+        PermissionError: the folder of ``path`` is not writable.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(path)
+    for _ in range(3):  # the stale-lock takeover may race with another taker: retry a few times
+        if _try_lock(lock):
+            break
+        pid, host = _holder(lock)
+        if pid is None and _age(lock) < 5.0:  # just created: its writer has not written its pid yet
+            raise OutputLockedError(f"{path} is being written by another process (lock {lock})")
+        if pid is not None and (host != socket.gethostname() or _alive(pid)):
+            raise OutputLockedError(f"{path} is being written by another process (pid {pid} on {host}); wait for "
+                                    f"it to finish, or remove {lock} if that process is gone")
+        try:  # stale (dead pid) or torn: remove and retry
+            lock.unlink()
+        except FileNotFoundError:
+            pass
+    else:
+        raise OutputLockedError(f"{path}: could not take the lock {lock}")
+    try:
+        yield path
+    finally:
+        try:
+            if _holder(lock)[0] == os.getpid():
+                lock.unlink()
+        except OSError as e:  # pragma: no cover - the folder vanished or turned read-only meanwhile
+            if e.errno != errno.ENOENT:
+                raise

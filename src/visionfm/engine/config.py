@@ -33,7 +33,8 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata=_h("peak learning rate (per --lr-base-batch samples when that is set)"))
     lr_base_batch: int | None = field(default=None, metadata=_h("scale --lr by global batch / this (e.g. 256); "
                                                                 "none: --lr as given"))
-    min_lr: float = field(default=0.0, metadata=_h("final learning rate of the cosine schedule"))
+    min_lr: float | None = field(default=0.0, metadata=_h("final learning rate of the cosine schedule (none: "
+                                                          "constant after the warm-up)"))
     warmup_epochs: float = field(default=0.0, metadata=_h("linear lr warm-up in epochs (may be fractional)"))
     warmup_steps: int | None = field(default=None, metadata=_h("linear lr warm-up in optimizer steps (overrides "
                                                                "--warmup-epochs)"))
@@ -68,7 +69,9 @@ class TrainConfig:
         for name in ("max_steps", "lr_base_batch"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "warmup_epochs", "weight_decay", "num_workers", "checkpoint_every", "keep_last"):
+        if self.min_lr is not None and self.min_lr < 0:
+            raise ConfigError(f"min_lr must be >= 0, got {self.min_lr}")
+        for name in ("lr", "warmup_epochs", "weight_decay", "num_workers", "checkpoint_every", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not all(0 <= b < 1 for b in self.betas):

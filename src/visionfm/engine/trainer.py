@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,16 +23,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..checkpoints.io import atomic_torch_save, safe_torch_load
+from ..checkpoints.io import CheckpointError, atomic_torch_save, safe_torch_load
 from ..config import load_config, save_config
 from ..distributed import init_distributed, resolve_device
+from ..fileio import atomic_write
 from .sampler import ResumableSampler
 from .config import TrainConfig
 from .precision import resolve_precision
 from .schedules import cosine_schedule
 from .task import StepState, Task
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "load_config", "save_config"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "load_config", "save_config", "trim_log"]
 
 log = logging.getLogger(__name__)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,18 +89,28 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 class Trainer:
     """Runs a :class:`Task` over a dataset.
 
+    Resuming (``fit(resume=True)``) continues from ``checkpoint_last.pth``; when that file is unreadable the newest
+    intact numbered checkpoint is used instead (said in a warning), and ``log.jsonl`` is trimmed to the resumed step
+    so no step is logged twice. A larger ``max_steps`` (or ``epochs``) than the checkpoint's run extends it: the lr
+    and weight-decay cosine schedules are recomputed over the new total (the warm-up keeps its length in steps; from
+    the resumed step on, the rates follow the new, longer curve), the data order continues unchanged. The result is
+    deterministic, but not identical to a run trained to the new total from the start.
+
     Args:
         task: the task (modules, loss, metrics).
         cfg: loop configuration.
         train_data: training dataset.
         val_data: validation dataset for ``task.evaluate`` and model selection (never the test set).
         collate_fn: batch collation for the loaders.
+        run_config: (file name, config) of the task's whole resolved config, written into the run folder instead
+            of the loop's own ``config.yaml`` (one resolved config per run).
     """
 
     def __init__(self, task: Task, cfg: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
-                 collate_fn: Callable | None = None) -> None:
+                 collate_fn: Callable | None = None, run_config: tuple[str, Any] | None = None) -> None:
         self.task, self.cfg, self.train_data, self.val_data, self.collate_fn = task, cfg, train_data, val_data, \
             collate_fn
+        self.run_config = run_config or ("config.yaml", cfg)
         self.out = Path(cfg.output_dir)
         self.dist = init_distributed(resolve_device(cfg.device))
         self.device = resolve_device(cfg.device, self.dist.local_rank)
@@ -112,7 +124,8 @@ class Trainer:
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.lr = cfg.effective_lr(self.dist.world_size)
         warmup = min(cfg.warmup_in_steps(self.steps_per_epoch), self.total_steps)
-        self.lr_sched = cosine_schedule(self.lr, cfg.min_lr, self.total_steps, warmup)
+        min_lr = self.lr if cfg.min_lr is None else cfg.min_lr  # None: constant after the warm-up
+        self.lr_sched = cosine_schedule(self.lr, min_lr, self.total_steps, warmup)
         wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
         self.wd_sched = cosine_schedule(cfg.weight_decay, wd_end, self.total_steps)
 
@@ -134,24 +147,47 @@ class Trainer:
         if self.dist.is_main:
             self._save({"rng_ranks": rngs, "task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "scaler": self.scaler.state_dict(), "step": step, "epoch": epoch,
-                        "batches_done": batches_done, "best": best, "history": history, "config": asdict(self.cfg)},
+                        "batches_done": batches_done, "best": best, "history": history, "config": asdict(self.cfg),
+                        "total_steps": self.total_steps},
                        step)
 
     def _save(self, state: dict[str, Any], step: int) -> Path:
         last = self.out / "checkpoint_last.pth"
         atomic_torch_save(state, last)
-        save_config(self.cfg, self.out / "config.yaml")
+        self._save_run_config()
         if self.cfg.checkpoint_every and self.cfg.keep_last > 0:
             atomic_torch_save(state, self.out / f"checkpoint_{step:08d}.pth")
             for old in sorted(self.out.glob("checkpoint_0*.pth"))[:-self.cfg.keep_last]:
                 old.unlink()
         return last
 
-    def _resume(self) -> dict[str, Any] | None:
-        path = self.out / "checkpoint_last.pth"
-        if not path.is_file():
+    def _save_run_config(self) -> None:
+        name, cfg = self.run_config
+        save_config(cfg, self.out / name)
+
+    def _load_intact(self) -> tuple[Path, dict[str, Any]]:
+        """``checkpoint_last.pth``, or (when it is unreadable) the newest intact numbered checkpoint."""
+        last = self.out / "checkpoint_last.pth"
+        if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint_last.pth in {self.out}")
-        state = safe_torch_load(path)
+        problems = []
+        for path in [last, *sorted(self.out.glob("checkpoint_0*.pth"), reverse=True)]:
+            try:
+                state = safe_torch_load(path)
+                if not isinstance(state, dict) or not {"task", "optimizer", "step"} <= set(state):
+                    raise CheckpointError(f"{path}: not a checkpoint of this training loop")
+            except (CheckpointError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+                problems.append(f"{path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                continue
+            if path != last:
+                log.warning("%s is unreadable (%s); resuming from %s, the newest intact checkpoint", last,
+                            problems[0], path.name)
+            return path, state
+        raise CheckpointError(f"cannot resume {self.out}: no intact checkpoint ({'; '.join(problems)}); start "
+                              "again with a new output folder")
+
+    def _resume(self) -> dict[str, Any] | None:
+        path, state = self._load_intact()
         try:
             self.task.load_state_dict(state["task"], strict=True)
         except RuntimeError as e:
@@ -162,6 +198,13 @@ class Trainer:
         ranks = state.get("rng_ranks") or [state["rng"]]  # "rng": checkpoints written before per-rank states
         _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else ranks[0])
         log.info("resumed %s at step %d (epoch %d)", path, state["step"], state["epoch"])
+        before = state.get("total_steps")
+        if before is not None and before != self.total_steps:
+            log.info("the run had %d steps and now has %d: lr and weight-decay schedules recomputed over %d steps",
+                     before, self.total_steps, self.total_steps)
+        if state["step"] >= self.total_steps:
+            log.warning("%s is already at step %d >= %d steps: nothing to train (raise --max-steps or --epochs to "
+                        "extend it)", path, state["step"], self.total_steps)
         return state
 
     # -- the loop -----------------------------------------------------------------------------------------------
@@ -215,13 +258,14 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
+            self._save_run_config()
         step, epoch, batches_done, best, history = 0, 0, 0, {}, []
         if resume:
             st = self._resume()
             step, epoch, batches_done, best, history = (st["step"], st["epoch"], st["batches_done"], st["best"],
                                                         st["history"])
-        logger = _Logger(self.out, main)
+            history = [h for h in history if h.get("step", 0) <= step]
+        logger = _Logger(self.out, main, resumed_at=step if resume else None)
         bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="step",
                    disable=not (self.cfg.progress and main))
         dtype = _DTYPES[resolve_precision(self.cfg.precision, self.device)]
@@ -292,16 +336,45 @@ class Trainer:
         return best
 
 
+def trim_log(path: Path, step: int) -> int:
+    """Drop the lines of a JSON-lines log after ``step`` (and a torn last line); returns how many were dropped.
+
+    A run resumed from the checkpoint of ``step`` logs the later steps again; without trimming they would appear
+    twice. The file is rewritten atomically.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash mid-write
+            dropped += 1
+            continue
+        if isinstance(row, dict) and int(row.get("step", 0)) > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        with atomic_write(path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in kept))
+        log.info("%s: dropped %d lines logged after step %d", path, dropped, step)
+    return dropped
+
+
 class _Logger:
     """JSON lines + TensorBoard scalars, main process only."""
 
-    def __init__(self, out: Path, main: bool) -> None:
+    def __init__(self, out: Path, main: bool, resumed_at: int | None = None) -> None:
         self.main, self.path, self.tb = main, out / "log.jsonl", None
+        if main and resumed_at is not None:
+            trim_log(self.path, resumed_at)
         if main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out / "tensorboard"))
+                # purge_step drops the events a resumed run is about to write again
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resumed_at + 1 if resumed_at else None)
             except ImportError:  # tensorboard is a dependency; tolerate slim installs without it
                 log.warning("tensorboard not installed: logging to %s only", self.path)
 
