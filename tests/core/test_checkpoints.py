@@ -273,9 +273,12 @@ def test_random_encoder_is_seeded_and_is_a_pretraining_start(tmp_path):
 
     a, b, c = random_encoder("vit_test", 3, "OCT"), random_encoder("vit_test", 3), random_encoder("vit_test", 4)
     assert torch.equal(a.pos_embed, b.pos_embed) and not torch.equal(a.pos_embed, c.pos_embed)
-    assert a.info.modality == "OCT" and a.info.source == "random init seed 3" and not hasattr(b, "info")
-    cfg = PretrainConfig(data=[str(tmp_path)], arch="vit_test", global_size=32, seed=3)
-    torch.manual_seed(cfg.seed)  # what visionfm.pretrain.pretrain does before building its encoders
+    assert a.info.modality == "OCT" and a.info.source == "random init seed 3" and b.info is None
+    cfg = PretrainConfig(data=[str(tmp_path)], arch="vit_test", global_size=32)
+    torch.manual_seed(3)  # what visionfm.pretrain.pretrain does with --seed 3 before building its encoders
+    state = torch.random.get_rng_state()
+    random_encoder("vit_test", 5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is untouched
     student = build_encoders(cfg)[0]
     for k, v in random_encoder(student.cfg, 3).state_dict().items():
         assert torch.equal(student.state_dict()[k], v)

@@ -10,10 +10,12 @@ Formats are registered by name; :func:`detect_format` asks each converter's ``ma
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 from ..modalities import IMAGENET_MEAN, IMAGENET_STD
@@ -34,6 +36,9 @@ class Converted:
         modality: modality recorded in the checkpoint, if any.
         mean: input normalisation the weights were trained with, if the format fixes it.
         std: see ``mean``.
+        family: the released model family recognised (``RETFound-Green``, ...), or "" when unknown.
+        pos_interp: how that family's own code resizes position embeddings (``visionfm.models.POS_INTERP``).
+        head: a classification head saved with the encoder (``head.*``, ``fc_norm.*``), kept apart from it.
     """
 
     state_dict: dict[str, Tensor]
@@ -42,6 +47,9 @@ class Converted:
     modality: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    family: str = ""
+    pos_interp: str | None = None
+    head: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def _convert_visionfm(obj: Any) -> Converted:
     if not _is_state_dict(sd):
         raise CheckpointError("official VisionFM checkpoint: 'teacher' is not a state dict")
     kept, dropped = _split(_strip(sd), _is_head)
-    return Converted(_rename_official(kept), "visionfm", dropped, modality=_args_modality(obj))
+    return Converted(_rename_official(kept), "visionfm", dropped, modality=_args_modality(obj), family="VisionFM")
 
 
 def _matches_visionfm(obj: Any) -> bool:
@@ -122,14 +130,29 @@ def _matches_visionfm(obj: Any) -> bool:
 
 def _convert_mae(obj: Any) -> Converted:
     sd = _strip(obj["model"])
-    if any(k.startswith("fc_norm.") for k in sd) and "norm.weight" not in sd:
-        raise CheckpointError(
-            "this is a fine-tuned MAE/RETFound classifier with global pooling (fc_norm, no final norm); "
-            "load the pretrained RETFound encoder checkpoint instead"
-        )
     # MAE's mask token lives in the decoder's width and has nothing to do with the encoder.
-    kept, dropped = _split(sd, lambda k: k.startswith(("decoder", "mask_token", "fc_norm.")) or _is_head(k))
-    return Converted(kept, "mae", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    kept, dropped = _split(sd, lambda k: k.startswith(("decoder", "mask_token")) or _is_head(k))
+    # RETFound's fine-tuning code resizes position embeddings by target size (MAE's util/pos_embed.py)
+    return Converted(kept, "mae", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="RETFound-MAE / MAE",
+                     pos_interp="size")
+
+
+_FT_HEAD = ("head.", "fc_norm.")
+
+
+def _convert_retfound_finetuned(obj: Any) -> Converted:
+    """A classifier saved by RETFound's (MAE's) fine-tuning: ``model`` = encoder + ``head`` (+ ``fc_norm`` when pooled
+    by global average, in which case the final ``norm`` was deleted before training)."""
+    sd = _strip(obj["model"])
+    head = {k: v for k, v in sd.items() if k.startswith(_FT_HEAD)}
+    kept = {k: v for k, v in sd.items() if not k.startswith(_FT_HEAD)}
+    return Converted(kept, "retfound-finetuned", sorted(head), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     family="RETFound fine-tuned classifier", pos_interp="size", head=head)
+
+
+def _matches_retfound_finetuned(obj: Any) -> bool:
+    return _matches_mae(obj) and any(k.endswith("head.weight") and not k.startswith("decoder")
+                                     for k in obj["model"])
 
 
 def _matches_mae(obj: Any) -> bool:
@@ -151,7 +174,68 @@ def _convert_dinov2(obj: Any) -> Converted:
     # FSDP "block chunks" name blocks blocks.{chunk}.{index}; the global index is kept, so drop the chunk.
     sd = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in sd.items()}
     kept, dropped = _split(sd, _is_head)
-    return Converted(kept, "dinov2", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Converted(kept, "dinov2", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="DINOv2",
+                     pos_interp="offset")
+
+
+def _convert_retfound_dinov2(obj: Any) -> Converted:
+    """RETFound-DINOv2: a DINOv2 teacher; RETFound loads it into timm's ViT-L/14 at the input size, resizing the
+    position embeddings by target size (its util/pos_embed.py), with ImageNet statistics."""
+    conv = _convert_dinov2(obj)
+    conv.format, conv.family, conv.pos_interp = "retfound-dinov2", "RETFound-DINOv2", "size"
+    return conv
+
+
+def _matches_retfound_dinov2(obj: Any) -> bool:
+    """The released layout: ``teacher`` with ``backbone.`` names, layer scale, ViT-L (D=1024), patch 14, no
+    registers. A DINOv2 ViT-L/14 training teacher looks the same; ``format="dinov2"`` reads it as DINOv2 does."""
+    if not (isinstance(obj, dict) and _is_state_dict(obj.get("teacher"))):
+        return False
+    sd = _strip(obj["teacher"])
+    patch, cls = sd.get("patch_embed.proj.weight"), sd.get("cls_token")
+    return (any(k.startswith("backbone.") for k in obj["teacher"]) and any(".ls1.gamma" in k for k in sd)
+            and "register_tokens" not in sd and patch is not None and cls is not None
+            and patch.shape[-1] == 14 and cls.shape[-1] == 1024)
+
+
+# RETFound-Green: timm's vit_small_patch14_reg4_dinov2 at 392 px with mean = std = 0.5 (its README)
+_GREEN = {"embed_dim": 384, "depth": 12, "patch": 14, "registers": 4, "grid": 28}
+
+
+def _timm_state(obj: Any) -> dict[str, Tensor] | None:
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and _is_state_dict(obj.get(key)):
+            return obj[key]
+    return obj if _is_state_dict(obj) else None
+
+
+def _convert_timm(obj: Any) -> Converted:
+    """timm ViT naming: ``reg_token`` registers and, with ``no_embed_class``, position embeddings for patches only
+    (CLS and registers get none): a zero CLS position is prepended, which adds nothing, as timm does."""
+    sd = _strip(_timm_state(obj))
+    head = {k: v for k, v in sd.items() if k.startswith(_FT_HEAD)}
+    sd = {("register_tokens" if k == "reg_token" else k): v for k, v in sd.items() if not k.startswith(_FT_HEAD)}
+    pe = sd["pos_embed"]
+    n = pe.shape[1]
+    if math.isqrt(n) ** 2 == n:  # no_embed_class: 1 + N positions is never a square, N is
+        sd["pos_embed"] = torch.cat([pe.new_zeros(1, 1, pe.shape[-1]), pe], dim=1)
+    regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
+    found = {"embed_dim": pe.shape[-1], "depth": 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
+             "patch": sd["patch_embed.proj.weight"].shape[-1], "registers": regs, "grid": math.isqrt(n)}
+    if found == _GREEN:
+        return Converted(sd, "timm", sorted(head), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                         family="RETFound-Green", pos_interp="size-antialias", head=head)
+    return Converted(sd, "timm", sorted(head), family="timm ViT", pos_interp="size-antialias", head=head)
+
+
+def _matches_timm(obj: Any) -> bool:
+    sd = _timm_state(obj)
+    if sd is None:
+        return False
+    sd = _strip(sd)
+    pe = sd.get("pos_embed")
+    no_embed_class = pe is not None and pe.ndim == 3 and math.isqrt(pe.shape[1]) ** 2 == pe.shape[1]
+    return "cls_token" in sd and "patch_embed.proj.weight" in sd and ("reg_token" in sd or no_embed_class)
 
 
 def _matches_dinov2(obj: Any) -> bool:
@@ -170,7 +254,7 @@ def _convert_visionfm_run(obj: Any) -> Converted:
     state = obj["task"]
     kept = {k[len(_RUN_PREFIX):]: v for k, v in state.items() if k.startswith(_RUN_PREFIX)}
     dropped = [k for k in state if not k.startswith(_RUN_PREFIX)]
-    return Converted(kept, "visionfm-run", dropped)
+    return Converted(kept, "visionfm-run", dropped, family="visionfm pretraining run")
 
 
 def _matches_visionfm_run(obj: Any) -> bool:
@@ -188,12 +272,22 @@ def _matches_state_dict(obj: Any) -> bool:
     return _is_state_dict(obj) or (isinstance(obj, dict) and _is_state_dict(obj.get("state_dict")))
 
 
+CONVERTERS.add("retfound-finetuned", Converter(
+    "retfound-finetuned", "classifier saved by RETFound / MAE fine-tuning ('model' with 'head', and 'fc_norm' when "
+    "pooled by global average): the encoder loads, the head is reported and kept (load_head)",
+    _matches_retfound_finetuned, _convert_retfound_finetuned))
 CONVERTERS.add("visionfm", Converter(
     "visionfm", "official VisionFM/iBOT pretraining checkpoint ('teacher' backbone is the encoder)",
     _matches_visionfm, _convert_visionfm))
 CONVERTERS.add("visionfm-run", Converter(
     "visionfm-run", "a checkpoint written by `visionfm pretrain` (checkpoint_*.pth; the EMA teacher's backbone is the "
     "encoder; student, heads and centres dropped)", _matches_visionfm_run, _convert_visionfm_run))
+CONVERTERS.add("retfound-dinov2", Converter(
+    "retfound-dinov2", "RETFound-DINOv2 ('teacher', 'backbone.' names, ViT-L/14 DINOv2 naming); position embeddings "
+    "resized as RETFound's fine-tuning does; ImageNet statistics", _matches_retfound_dinov2, _convert_retfound_dinov2))
+CONVERTERS.add("timm", Converter(
+    "timm", "timm ViT state dict with 'reg_token' and/or patch-only position embeddings (RETFound-Green: "
+    "vit_small_patch14_reg4_dinov2 at 392 px, mean = std = 0.5)", _matches_timm, _convert_timm))
 CONVERTERS.add("dinov2", Converter(
     "dinov2", "DINOv2/timm naming: layer scale (ls1/ls2), register tokens, block chunks; ImageNet statistics",
     _matches_dinov2, _convert_dinov2))

@@ -16,14 +16,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..fileio import atomic_write
 
 __all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "save_safetensors",
            "safetensors_header", "CheckpointError"]
 
 
-class CheckpointError(ValueError):
-    """A file is missing, unreadable, not a checkpoint, or does not fit the requested model."""
+class CheckpointError(UserError):
+    """A file is unreadable, not a checkpoint, or does not fit the requested model (a user error: one line, exit 2)."""
 
 
 def _numpy_globals() -> list[Any]:
@@ -45,6 +46,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointError: the file is not a torch checkpoint, or holds a class outside the allow-list.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; expected a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

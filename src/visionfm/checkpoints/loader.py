@@ -2,14 +2,15 @@
 
 Loading is strict: every encoder tensor of the model must come from the file and every tensor of the file must be
 used (projection heads and decoders are dropped by the converters and reported). The one tensor allowed to be
-absent is the iBOT ``mask_token``, which exists only for pretraining.
+absent is the iBOT ``mask_token``, which exists only for pretraining. Non-finite weights are refused unless asked
+for, and a named architecture must agree with the file.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -17,12 +18,13 @@ from safetensors import safe_open
 from torch import Tensor
 
 from ..modalities import canonical_modality, get_modality
-from ..models import ARCHS, VisionTransformer, ViTConfig, arch_name, create_encoder
+from ..models import ARCHS, EncoderInfo, VisionTransformer, ViTConfig, arch_name, create_encoder
 from .converters import CONVERTERS, Converted, detect_format
+from .hub import resolve_weights_path
 from .io import CheckpointError, safe_torch_load, save_safetensors
 
-__all__ = ["EncoderInfo", "load_encoder", "infer_config", "random_encoder", "read_weights", "save_encoder",
-           "OPTIONAL_KEYS"]
+__all__ = ["EncoderInfo", "load_encoder", "load_head", "infer_config", "random_encoder", "read_weights",
+           "save_encoder", "OPTIONAL_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -30,37 +32,15 @@ OPTIONAL_KEYS = frozenset({"mask_token"})
 SAFETENSORS_FORMAT_VERSION = "1"
 
 
-@dataclass
-class EncoderInfo:
-    """What is known about a loaded encoder; stored as safetensors metadata by :func:`save_encoder`.
-
-    Attributes:
-        config: the architecture.
-        modality: canonical modality name, or None when unknown.
-        mean: input normalisation mean (RGB).
-        std: input normalisation std.
-        source: the file the weights came from.
-        format: the checkpoint format they were read as.
-        report: one line saying what was loaded.
-        not_loaded: optional tensors the file did not hold (left at initialisation, never exported).
-    """
-
-    config: ViTConfig
-    modality: str | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    source: str = ""
-    format: str = ""
-    report: str = ""
-    not_loaded: tuple[str, ...] = ()
-
-    @property
-    def arch(self) -> str:
-        return arch_name(self.config)
+def _vote(values: list[int]) -> int:
+    """The most common value: one tensor of a wrong shape must not make every other tensor look wrong."""
+    return Counter(values).most_common(1)[0][0]
 
 
 def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
-    """Read the architecture off the tensors: width, depth, patch, grid, MLP width, biases, layer scale, registers.
+    """Read the architecture off the tensors: width, depth, patch, grid, MLP width, biases, layer scale, registers,
+    final norm. Width and MLP width are voted over every tensor that shows them, so a single tensor of a wrong shape
+    is the one reported by the strict load.
 
     Heads are width / 64 (every released ViT) unless ``arch`` names a registered architecture.
 
@@ -70,15 +50,19 @@ def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
         if key not in sd:
             raise CheckpointError(f"not a ViT encoder state dict: missing tensor {key!r}")
-    dim = sd["cls_token"].shape[-1]
+    widths = [sd["cls_token"].shape[-1], sd["patch_embed.proj.weight"].shape[0], sd["pos_embed"].shape[-1]]
+    widths += [v.shape[0] for k, v in sd.items() if k.endswith(("norm1.weight", "norm2.weight")) and v.ndim == 1]
+    dim = _vote(widths)
     patch_w = sd["patch_embed.proj.weight"]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
+    hidden = _vote([v.shape[0] for k, v in sd.items() if k.endswith("mlp.fc1.weight")])
+    grid = math.isqrt(max(sd["pos_embed"].shape[1] - 1, 1))
     found = dict(
         embed_dim=dim, depth=depth, patch_size=patch_w.shape[-1], in_chans=patch_w.shape[1],
-        img_size=grid * patch_w.shape[-1], mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim,
+        img_size=grid * patch_w.shape[-1], mlp_ratio=hidden / dim,
         qkv_bias="blocks.0.attn.qkv.bias" in sd, layer_scale="blocks.0.ls1.gamma" in sd,
         num_register_tokens=sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
+        final_norm="norm.weight" in sd,
     )
     if arch is None:
         if dim % 64:
@@ -99,11 +83,11 @@ def _strict_load(model: VisionTransformer, sd: dict[str, Tensor], source: str) -
     unexpected = sorted(set(sd) - set(own))
     absent_ok = [k for k in missing if k in OPTIONAL_KEYS]
     missing = [k for k in missing if k not in OPTIONAL_KEYS]
-    bad_shape = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+    bad_shape = [f"tensor {k} has shape {tuple(sd[k].shape)}, expected {tuple(own[k].shape)}"
                  for k in sorted(set(sd) & set(own)) if sd[k].shape != own[k].shape]
     if missing or unexpected or bad_shape:
         parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
-                 f"shape mismatch {bad_shape}" if bad_shape else ""]
+                 "; ".join(bad_shape)]
         raise CheckpointError(f"{source}: encoder weights do not fit: " + "; ".join(p for p in parts if p))
     full = {k: torch.zeros(own[k].shape, dtype=own[k].dtype) for k in absent_ok}  # mask_token starts at zero
     full.update({k: v.to(own[k].dtype).contiguous() for k, v in sd.items()})
@@ -111,24 +95,147 @@ def _strict_load(model: VisionTransformer, sd: dict[str, Tensor], source: str) -
     return absent_ok
 
 
+def _read_safetensors(path: Path) -> tuple[Converted, dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        mean = tuple(json.loads(meta["mean"])) if "mean" in meta else None
+        std = tuple(json.loads(meta["std"])) if "std" in meta else None
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable normalisation in its metadata ({e})") from None
+    conv = Converted(sd, "safetensors", [], meta.get("modality") or None, mean, std, family=meta.get("family", ""))
+    return conv, meta
+
+
 def read_weights(path: str | Path, format: str | None = None) -> tuple[Converted, dict[str, str]]:
-    """Read a weights file into visionfm naming; returns the conversion and any safetensors metadata."""
-    path = Path(path)
+    """Read a weights file (or ``hf-hub:`` reference) into visionfm naming; returns the conversion and any
+    safetensors metadata.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a folder, or not a checkpoint of any known format (the message names the file).
+    """
+    path = resolve_weights_path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; expected a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors" or format == "safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-        mean = tuple(json.loads(meta["mean"])) if "mean" in meta else None
-        std = tuple(json.loads(meta["std"])) if "std" in meta else None
-        return Converted(sd, "safetensors", [], meta.get("modality") or None, mean, std), meta
+        return _read_safetensors(path)
     obj = safe_torch_load(path)
-    fmt = format or detect_format(obj, str(path))
-    return CONVERTERS.get(fmt).convert(obj), {}
+    fmt = CONVERTERS.canonical(format) if format else detect_format(obj, str(path))
+    try:
+        return CONVERTERS.get(fmt).convert(obj), {}
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: not a {fmt!r} checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _check_finite(sd: dict[str, Tensor], source: str) -> None:
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        raise CheckpointError(f"{source}: non-finite values (NaN or inf) in {len(bad)} tensor(s): {shown}; "
+                              "pass allow_nonfinite=True (--allow-nonfinite) to load them anyway")
+
+
+def _config_from_meta(meta: dict[str, str], arch: str | None, source: str) -> ViTConfig:
+    """The architecture a visionfm safetensors file records; a named ``arch`` must be registered and agree."""
+    try:
+        cfg = ViTConfig(**json.loads(meta["config"]))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: unreadable architecture in its metadata ({e})") from None
+    if arch is not None:
+        ref = ARCHS.get(arch)()  # an unknown name is an error listing the known ones
+        key = ("embed_dim", "depth", "num_heads", "patch_size")
+        if tuple(getattr(ref, k) for k in key) != tuple(getattr(cfg, k) for k in key):
+            raise CheckpointError(
+                f"{source}: --arch {arch} ({ARCHS.canonical(arch)}: D={ref.embed_dim}, depth={ref.depth}, "
+                f"heads={ref.num_heads}, patch={ref.patch_size}) does not match the file's architecture "
+                f"{arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
+                f"patch={cfg.patch_size})")
+    return cfg
+
+
+def _head_summary(head: dict[str, Tensor]) -> str:
+    if not head:
+        return ""
+    w = head.get("head.weight")
+    outputs = f"{w.shape[0]} outputs" if w is not None and w.ndim == 2 else "head"
+    pool = "global average pooling + fc_norm" if "fc_norm.weight" in head else "CLS token"
+    return f"; classification head kept apart ({outputs}, {pool}: {', '.join(sorted(head))})"
+
+
+def _normalisation(conv: Converted, mod: str | None, source: str) -> tuple[tuple, tuple]:
+    if conv.mean is not None:
+        return tuple(conv.mean), tuple(conv.std)
+    if mod is None:
+        raise CheckpointError(f"{source} records no modality and no normalisation: pass modality=... "
+                              f"(--modality; one of the eight modalities) so inputs are normalised as in pretraining")
+    return get_modality(mod).mean, get_modality(mod).std
+
+
+def load_encoder(weights: str | Path, modality: str | None = None, arch: str | None = None,
+                 device: str | torch.device = "cpu", format: str | None = None,
+                 dtype: torch.dtype | None = None, allow_nonfinite: bool = False,
+                 pos_interp: str | None = None) -> VisionTransformer:
+    """Load an encoder from a file in any supported format, strictly, in eval mode.
+
+    Args:
+        weights: a file (official VisionFM, RETFound-MAE / -DINOv2 / -Green, a RETFound fine-tuned classifier,
+            DINOv2, timm, plain state dict, visionfm ``.safetensors``) or ``hf-hub:ORG/NAME[@REV][:FILE]``.
+        modality: any spelling of a modality; sets the input normalisation unless the weights fix it.
+        arch: registered architecture name (aliases such as ``vit_base`` accepted); inferred when None, and checked
+            against the file when given.
+        device: where to put the encoder.
+        format: force a checkpoint format instead of detecting it.
+        dtype: cast the parameters (e.g. ``torch.bfloat16``); default float32. Autocast needs no cast.
+        allow_nonfinite: load weights holding NaN or inf (refused by default, naming the tensors).
+        pos_interp: override the position-embedding resizing (``visionfm.models.POS_INTERP``); default the one
+            the family's own code uses.
+
+    Returns:
+        The encoder; ``encoder.info`` is its :class:`EncoderInfo` (modality, normalisation, family, report, head).
+    """
+    conv, meta = read_weights(weights, format)
+    if not allow_nonfinite:
+        _check_finite({**conv.state_dict, **conv.head}, str(weights))
+    cfg = _config_from_meta(meta, arch, str(weights)) if "config" in meta else infer_config(conv.state_dict, arch)
+    if pos_interp or ("config" not in meta and conv.pos_interp):
+        cfg = ViTConfig(**{**cfg.to_dict(), "pos_interp": pos_interp or conv.pos_interp})
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced (ViT-L: ~10 s)
+        model = VisionTransformer(cfg)
+    absent = _strict_load(model, conv.state_dict, str(weights))
+    mod = _resolve_modality(modality, conv.modality, str(weights))
+    mean, std = _normalisation(conv, mod, str(weights))
+    n_params = sum(v.numel() for v in conv.state_dict.values())
+    family = f", {conv.family}" if conv.family else ""
+    report = (f"loaded {arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
+              f"patch={cfg.patch_size}, img={cfg.img_size}) from {weights} [{conv.format}{family}]: "
+              f"{len(conv.state_dict)} tensors, {n_params / 1e6:.2f}M params; dropped {len(conv.dropped)} "
+              f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}{_head_summary(conv.head)}")
+    log.info(report)
+    model.set_info(EncoderInfo(cfg, mod, mean, std, str(weights), conv.format, report, tuple(absent),
+                               conv.family, dict(conv.head)))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_head(weights: str | Path, format: str | None = None) -> dict[str, Tensor]:
+    """The classification head saved with an encoder (RETFound fine-tuning: ``head.weight`` ``[C, D]``,
+    ``head.bias`` ``[C]``, and ``fc_norm.weight`` / ``fc_norm.bias`` ``[D]`` when pooled by global average).
+
+    Raises:
+        CheckpointError: the file holds no head.
+    """
+    conv, _ = read_weights(weights, format)
+    if not conv.head:
+        raise CheckpointError(f"{weights}: holds no classification head (format {conv.format})")
+    return dict(conv.head)
 
 
 def _resolve_modality(requested: str | None, recorded: str | None, source: str) -> str | None:
@@ -141,69 +248,33 @@ def _resolve_modality(requested: str | None, recorded: str | None, source: str) 
     return requested
 
 
-def load_encoder(weights: str | Path, modality: str | None = None, arch: str | None = None,
-                 device: str | torch.device = "cpu", format: str | None = None,
-                 dtype: torch.dtype | None = None) -> VisionTransformer:
-    """Load an encoder from a file in any supported format, strictly, in eval mode.
-
-    Args:
-        weights: official VisionFM checkpoint, teacher-only/plain state dict, RETFound/MAE, DINOv2-style, or a
-            visionfm ``.safetensors`` export.
-        modality: any spelling of a modality; sets the input normalisation unless the weights fix it.
-        arch: registered architecture name; inferred from the tensors when None.
-        device: where to put the encoder.
-        format: force a checkpoint format instead of detecting it.
-        dtype: cast the parameters (e.g. ``torch.bfloat16``); default float32. Autocast needs no cast.
-
-    Returns:
-        The encoder; ``encoder.info`` is an :class:`EncoderInfo` (modality, normalisation, one-line report).
-    """
-    conv, meta = read_weights(weights, format)
-    cfg = ViTConfig(**json.loads(meta["config"])) if "config" in meta else infer_config(conv.state_dict, arch)
-    with torch.device("meta"):  # no random initialisation of weights about to be replaced (ViT-L: ~10 s)
-        model = VisionTransformer(cfg)
-    absent = _strict_load(model, conv.state_dict, str(weights))
-    mod = _resolve_modality(modality, conv.modality, str(weights))
-    mean, std = conv.mean, conv.std
-    if mean is None:
-        if mod is None:
-            raise ValueError(f"{weights} records no modality and no normalisation: pass modality=... "
-                             f"(one of the eight modalities) so inputs are normalised as in pretraining")
-        mean, std = get_modality(mod).mean, get_modality(mod).std
-    n_params = sum(v.numel() for v in conv.state_dict.values())
-    report = (f"loaded {arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
-              f"patch={cfg.patch_size}, img={cfg.img_size}) from {weights} [{conv.format}]: "
-              f"{len(conv.state_dict)} tensors, {n_params / 1e6:.2f}M params; dropped {len(conv.dropped)} "
-              f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}")
-    log.info(report)
-    model.info = EncoderInfo(cfg, mod, tuple(mean), tuple(std), str(weights), conv.format, report, tuple(absent))
-    return model.to(device=device, dtype=dtype).eval()
-
-
 def random_encoder(arch: str | ViTConfig, seed: int = 0, modality: str | None = None, source: str | None = None,
                    **overrides) -> VisionTransformer:
     """``arch`` (a registered name with ``overrides``, or a config) randomly initialised from ``seed``, in eval mode.
 
     The stand-in and baseline of every comparison with pretrained weights: the same seed gives the same weights,
     and for a pretraining run with ``--seed s`` it is exactly the run's starting point. With ``modality`` its
-    normalisation is recorded (``info``), so it saves and extracts features like a loaded encoder.
+    normalisation is recorded (``info``), so it saves and extracts features like a loaded encoder. The caller's
+    random state is left as it was.
     """
-    torch.manual_seed(seed)
-    enc = create_encoder(arch, **overrides).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        enc = create_encoder(arch, **overrides).eval()
     if modality:
         m = get_modality(modality)
-        enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, source or f"random init seed {seed}", "random",
-                               "random init")
+        enc.set_info(EncoderInfo(enc.cfg, m.name, m.mean, m.std, source or f"random init seed {seed}", "random",
+                                 "random init"))
     return enc
 
 
 def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", source_format: str = "") -> None:
-    """Write ``model`` as safetensors with its metadata (config, arch, modality, normalisation, source), atomically.
+    """Write ``model`` as safetensors with its metadata (config, arch, modality, normalisation, family, source),
+    atomically. A head kept apart (``info.head_tensors``) is not written: the file is the encoder.
 
     The file loads back with :func:`load_encoder` without any pickle; the same weights and metadata give the same
     bytes (so the SHA-256 that runs record for their encoder survives a re-save).
     """
-    info: EncoderInfo | None = getattr(model, "info", None)
+    info: EncoderInfo | None = getattr(model, "info", None)  # any nn.Module with a .cfg may be saved
     meta = {
         "visionfm_format": SAFETENSORS_FORMAT_VERSION,
         "config": json.dumps(model.cfg.to_dict()),
@@ -214,5 +285,7 @@ def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", s
     }
     if info is not None:
         meta["mean"], meta["std"] = json.dumps(list(info.mean)), json.dumps(list(info.std))
+        if info.family:
+            meta["family"] = info.family
     skip = set(info.not_loaded) if info else set()
     save_safetensors({k: v for k, v in model.state_dict().items() if k not in skip}, path, meta)

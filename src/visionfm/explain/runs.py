@@ -15,7 +15,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..checkpoints import load_encoder
+from ..checkpoints import resolve_encoder
 from ..pretrain.config import RUN_CONFIG
 
 __all__ = ["RUN_CONFIG", "RunCheckpoint", "pretraining_checkpoints", "is_pretraining_checkpoint",
@@ -90,11 +90,9 @@ def load_pretraining_checkpoint(path: str | Path, modality: str | None = None) -
 
 def load_weights(weights: str | Path | nn.Module, modality: str | None = None, arch: str | None = None) -> nn.Module:
     """An encoder from a module (returned as is), a pretraining checkpoint, or any file ``load_encoder`` reads."""
-    if isinstance(weights, nn.Module):
-        return weights
-    if is_pretraining_checkpoint(weights):
+    if not isinstance(weights, nn.Module) and is_pretraining_checkpoint(weights):
         return load_pretraining_checkpoint(weights, modality)
-    return load_encoder(weights, modality, arch)
+    return resolve_encoder(weights, modality, arch)
 
 
 def expand_weights(weights: Sequence[str | Path | nn.Module] | str | Path,

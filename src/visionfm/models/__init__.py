@@ -4,10 +4,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..registry import Registry
-from .vit import EncoderOutput, VisionTransformer, ViTConfig, interpolate_pos_embed
+from .info import EncoderInfo
+from .vit import POS_INTERP, EncoderOutput, VisionTransformer, ViTConfig, interpolate_pos_embed
 
 __all__ = [
     "ARCHS",
+    "EncoderInfo",
+    "POS_INTERP",
     "EncoderOutput",
     "VisionTransformer",
     "ViTConfig",
@@ -37,7 +40,8 @@ def _make(size: str, patch: int) -> Callable[..., ViTConfig]:
 
 for _size in _SIZES:
     for _patch in (16, 14):
-        ARCHS.add(f"vit_{_size}_patch{_patch}", _make(_size, _patch))
+        # the official VisionFM/iBOT scripts name sizes alone (--arch vit_base, patch 16 by default)
+        ARCHS.add(f"vit_{_size}_patch{_patch}", _make(_size, _patch), aliases=(f"vit_{_size}",) * (_patch == 16))
 # a test-sized model: depth 2, width 64, 32-pixel images
 ARCHS.add("vit_test", lambda **o: ViTConfig(**{**dict(embed_dim=64, depth=2, num_heads=2, patch_size=8,
                                                          img_size=32), **o}))

@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ViTConfig", "VisionTransformer", "EncoderOutput", "interpolate_pos_embed"]
+if TYPE_CHECKING:
+    from .info import EncoderInfo
+
+__all__ = ["ViTConfig", "VisionTransformer", "EncoderOutput", "interpolate_pos_embed", "POS_INTERP"]
+
+# Position-embedding resizing of each released code base; each reproduces its own family's numbers.
+POS_INTERP = {
+    "offset": "bicubic with scale factor (n + 0.1) / N (DINO, iBOT, VisionFM, DINOv2's own forward)",
+    "size": "bicubic to the target size (MAE / RETFound fine-tuning's interpolate_pos_embed)",
+    "size-antialias": "bicubic to the target size with antialiasing (timm's resample_abs_pos_embed)",
+}
 
 
 @dataclass
@@ -38,6 +48,9 @@ class ViTConfig:
         num_register_tokens: DINOv2 register tokens inserted after the CLS token.
         in_chans: input channels.
         ln_eps: LayerNorm epsilon.
+        final_norm: whether the last block is followed by a LayerNorm (``norm``); False for classifiers saved with
+            global-average pooling, whose ``fc_norm`` belongs to the head (RETFound / MAE fine-tuning).
+        pos_interp: how position embeddings are resized for another input grid (see :data:`POS_INTERP`).
     """
 
     embed_dim: int = 768
@@ -51,8 +64,12 @@ class ViTConfig:
     num_register_tokens: int = 0
     in_chans: int = 3
     ln_eps: float = 1e-6
+    final_norm: bool = True
+    pos_interp: str = "offset"
 
     def __post_init__(self) -> None:
+        if self.pos_interp not in POS_INTERP:
+            raise ValueError(f"pos_interp {self.pos_interp!r} is not one of {sorted(POS_INTERP)}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.img_size % self.patch_size:
@@ -97,7 +114,7 @@ class EncoderOutput:
         return torch.cat([t[:, 0] for t in self.layers], dim=-1)
 
 
-def interpolate_pos_embed(pos_embed: Tensor, rows: int, cols: int, prefix: int = 1) -> Tensor:
+def interpolate_pos_embed(pos_embed: Tensor, rows: int, cols: int, prefix: int = 1, mode: str = "offset") -> Tensor:
     """Resize learned position embeddings to a ``rows x cols`` patch grid, exactly as the official code does.
 
     The official DINO/iBOT/VisionFM code interpolates bicubically with a *scale factor* of
@@ -109,6 +126,7 @@ def interpolate_pos_embed(pos_embed: Tensor, rows: int, cols: int, prefix: int =
         rows: target patch rows.
         cols: target patch columns.
         prefix: number of leading non-patch tokens (the CLS token).
+        mode: one of :data:`POS_INTERP`; ``"offset"`` (default) is the official VisionFM / DINO resizing.
 
     Returns:
         ``[1, prefix + rows*cols, D]``.
@@ -122,7 +140,11 @@ def interpolate_pos_embed(pos_embed: Tensor, rows: int, cols: int, prefix: int =
     dim = pos_embed.shape[-1]
     grid = pos_embed[:, prefix:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
     # Interpolate in float32 whatever the autocast dtype: bicubic in bf16 drifts visibly.
-    grid = F.interpolate(grid.float(), scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
+    if mode == "offset":
+        grid = F.interpolate(grid.float(), scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
+    else:
+        grid = F.interpolate(grid.float(), size=(rows, cols), mode="bicubic", align_corners=False,
+                             antialias=mode == "size-antialias")
     if grid.shape[-2:] != (rows, cols):
         raise RuntimeError(f"position-embedding interpolation gave {tuple(grid.shape[-2:])}, wanted {(rows, cols)}")
     grid = grid.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
@@ -227,8 +249,9 @@ class VisionTransformer(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, d))
         rates = torch.linspace(0, drop_path_rate, cfg.depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList([Block(cfg, r) for r in rates])
-        self.norm = nn.LayerNorm(d, eps=cfg.ln_eps)
+        self.norm = nn.LayerNorm(d, eps=cfg.ln_eps) if cfg.final_norm else nn.Identity()
         self.grad_checkpointing = grad_checkpointing
+        self.info: EncoderInfo | None = None  # modality, normalisation, provenance: set by the loader (set_info)
         if not self.pos_embed.is_meta:  # built on "meta" only to be loaded: nothing to initialise
             self._init_weights()
 
@@ -245,6 +268,11 @@ class VisionTransformer(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def set_info(self, info: EncoderInfo | None) -> VisionTransformer:
+        """Declare what is known about this encoder (normalisation, modality, source); returns ``self``."""
+        self.info = info
+        return self
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -273,7 +301,7 @@ class VisionTransformer(nn.Module):
                 raise ValueError(f"mask shape {tuple(mask.shape)} does not match patch grid {(b, rows, cols)}")
             x = torch.where(mask.flatten(1).unsqueeze(-1), self.mask_token.to(x.dtype), x)
         x = torch.cat([self.cls_token.expand(b, -1, -1).to(x.dtype), x], dim=1)
-        x = x + interpolate_pos_embed(self.pos_embed, rows, cols).to(x.dtype)
+        x = x + interpolate_pos_embed(self.pos_embed, rows, cols, mode=self.cfg.pos_interp).to(x.dtype)
         if self.register_tokens is not None:
             x = torch.cat([x[:, :1], self.register_tokens.expand(b, -1, -1).to(x.dtype), x[:, 1:]], dim=1)
         return x, (rows, cols)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..checkpoints import atomic_write, load_encoder
+from ..checkpoints import atomic_write, resolve_encoder
 from ..data import read_image
 from ..distributed import resolve_device
 from ..features import encode_batch
@@ -127,7 +127,7 @@ def measure_fidelity(real: str | Path | list, synthetic: str | Path | list, weig
         quantile: memorisation threshold = this quantile of training leave-one-out NN distances.
     """
     dev = resolve_device(device)
-    enc = weights if isinstance(weights, VisionTransformer) else load_encoder(weights, modality, device=dev)
+    enc = resolve_encoder(weights, modality, device=dev)
     enc = enc.to(dev).eval()
     syn_paths, real_paths = _paths(synthetic), _paths(real)
     train_paths = _paths(train) if train else real_paths
