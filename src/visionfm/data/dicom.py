@@ -94,9 +94,12 @@ def _open(source: str | Path | bytes | BinaryIO, name: str, pixels: bool):
         try:  # files without the 128-byte preamble and DICM marker (older devices)
             if hasattr(fp, "seek"):
                 fp.seek(0)
-            return pydicom.dcmread(fp, force=True, stop_before_pixels=not pixels)
+            ds = pydicom.dcmread(fp, force=True, stop_before_pixels=not pixels)
         except Exception as e:
             raise ImageReadError(f"{name}: not a DICOM file ({type(e).__name__}: {e})") from None
+        if "Rows" not in ds and "SOPClassUID" not in ds:
+            raise ImageReadError(f"{name}: not a DICOM file (no DICM marker and no image attributes)")
+        return ds
     except Exception as e:  # pydicom raises many types for truncated or corrupt files
         raise ImageReadError(f"{name}: unreadable DICOM ({type(e).__name__}: {e})") from None
 
@@ -197,7 +200,11 @@ def _to_rgb_frames(px: np.ndarray, ds: Any, n_frames: int, name: str) -> np.ndar
             px = apply_color_lut(px, ds)
             return np.stack([to_rgb(_scale_to_unit(f) if f.dtype != np.uint8 else f, name) for f in px])
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-        px = px.astype(np.float32) * slope + float(getattr(ds, "RescaleIntercept", 0) or 0)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        if px.dtype == np.uint8 and slope == 1 and intercept == 0:  # an 8-bit grey photo: as its PNG would read
+            px = 255 - px if photometric == "MONOCHROME1" else px
+            return np.repeat(px[..., None], 3, axis=-1)
+        px = px.astype(np.float32) * slope + intercept
         lo, hi = float(px.min()), float(px.max())  # one window over the whole volume keeps B-scans comparable
         px = (px - lo) / max(hi - lo, 1e-12)
         if photometric == "MONOCHROME1":  # 0 is white
