@@ -1,0 +1,16 @@
+"""Deployment exports: a trained run as one inference module, and that module as a checked ONNX file.
+
+::
+
+    from visionfm.export import export_onnx, load_onnx, load_model
+    result = export_onnx("runs/dr", "dr.onnx")            # encoder + head, parity-checked against PyTorch
+    model = load_onnx("dr.onnx")                           # ONNX Runtime, with the model card from the sidecar
+    scores, = model.run({"image": x})                      # x: [B, 3, S, S] normalised as the card says
+"""
+from .onnx import MIN_OPSET, ExportResult, OnnxModel, check_images, export_onnx, load_onnx, sidecar_path
+from .pipelines import (RUN_KINDS, DensePipeline, EncoderPipeline, LoadedModel, ModelCard, RecognitionPipeline,
+                        load_model, preprocess_image)
+
+__all__ = ["MIN_OPSET", "ExportResult", "OnnxModel", "check_images", "export_onnx", "load_onnx", "sidecar_path",
+           "RUN_KINDS", "DensePipeline", "EncoderPipeline", "LoadedModel", "ModelCard", "RecognitionPipeline",
+           "load_model", "preprocess_image"]

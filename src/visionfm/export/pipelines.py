@@ -1,0 +1,253 @@
+"""A trained run as one inference module: normalised images in, the run's outputs out.
+
+The same module is what ``visionfm serve`` runs with the torch backend and what ``visionfm export`` traces to ONNX,
+so both backends compute the same thing. A run is loaded through the packages' own loaders (recognition
+``load_run`` + the verified encoder, dense ``load_run``), and described by a :class:`ModelCard`: its identity
+(files and SHA-256), task, output names and the preprocessing a client image must go through.
+
+Pipelines (every input ``image`` is ``[B, 3, S, S]`` normalised):
+
+- recognition: encoder -> the run's feature (``cls`` / ``last`` / ``cls+patch``, flip TTA as extracted) -> head ->
+  scores ``[B, C]`` (probabilities, or values in target units); forecasting adds ``interval_days [B]``.
+- dense (segmentation, landmarks): logits ``[B, K, S, S]`` (sigmoid / spatial softmax are applied by the caller at
+  the original resolution, as ``segment predict`` and ``landmark predict`` do).
+- encoder alone: (CLS of the last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``), the feature file's layout.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..recognition.data import file_sha256
+
+__all__ = ["ModelCard", "LoadedModel", "RecognitionPipeline", "DensePipeline", "EncoderPipeline", "load_model",
+           "preprocess_image", "RUN_KINDS"]
+
+log = logging.getLogger(__name__)
+RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder")
+
+
+@dataclass
+class ModelCard:
+    """What a served or exported model is and what it expects.
+
+    Attributes:
+        name: short name (the run folder's name).
+        kind: one of :data:`RUN_KINDS`.
+        source: the run folder or weights file it was loaded from.
+        files: SHA-256 of every file the model was built from (head / model weights, encoder weights).
+        encoder_sha256: SHA-256 of the encoder weights (for dense runs: of the run's model file, which holds them).
+        arch, modality: encoder architecture and modality ("" when none, e.g. a U-Net).
+        input_size: square input side, or None for runs that predict at native resolution (``--crop``).
+        max_side: native-resolution runs: images are first scaled down to this longer side.
+        mean, std: normalisation after scaling to [0, 1].
+        resize: interpolation of the square resize.
+        names: output names (classes, targets, landmarks, or ``cls``/``patch_mean``).
+        inputs: model inputs (``image``, plus ``interval_days`` for forecasting).
+        feature, n_last_blocks, tta: recognition feature settings.
+    """
+
+    name: str
+    kind: str
+    source: str
+    files: dict[str, str]
+    encoder_sha256: str
+    arch: str
+    modality: str
+    input_size: int | None
+    mean: list[float]
+    std: list[float]
+    names: list[str]
+    inputs: list[str] = field(default_factory=lambda: ["image"])
+    max_side: int | None = None
+    resize: str = "bicubic"
+    feature: str = ""
+    n_last_blocks: int = 1
+    tta: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    """A run ready to run: its card, the inference module (eval) and its ViT encoder (None for a U-Net)."""
+
+    card: ModelCard
+    module: nn.Module
+    encoder: nn.Module | None
+
+
+def _views(x: Tensor, tta: str) -> list[Tensor]:
+    return [x] + ([x.flip(-1)] if tta != "none" else []) + ([x.flip(-2)] if tta == "hvflip" else [])
+
+
+def _encode(encoder: nn.Module, x: Tensor, n_last_blocks: int, tta: str) -> tuple[Tensor, Tensor]:
+    """(CLS of the last n blocks ``[B, n*D]``, patch mean ``[B, D]``) averaged over flips, as extraction does."""
+    views = _views(x, tta)
+    cls_sum, patch_sum = 0, 0
+    for v in views:
+        out = encoder(v, n_last_blocks=n_last_blocks)
+        cls_sum = cls_sum + out.cls_concat().float()
+        patch_sum = patch_sum + out.patch_tokens.float().mean(1)
+    return cls_sum / len(views), patch_sum / len(views)
+
+
+class EncoderPipeline(nn.Module):
+    """Encoder alone: image -> (``cls [B, n*D]``, ``patch_mean [B, D]``)."""
+
+    def __init__(self, encoder: nn.Module, n_last_blocks: int = 4, tta: str = "none") -> None:
+        super().__init__()
+        self.encoder, self.n_last_blocks, self.tta = encoder, min(n_last_blocks, encoder.cfg.depth), tta
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        return _encode(self.encoder, image, self.n_last_blocks, self.tta)
+
+
+class RecognitionPipeline(nn.Module):
+    """Encoder + head of a recognition run: image ``[B, 3, S, S]`` (+ ``interval_days [B]``) -> scores ``[B, C]``."""
+
+    def __init__(self, encoder: nn.Module, task: nn.Module, feature: str, n_last_blocks: int, tta: str) -> None:
+        super().__init__()
+        self.encoder, self.task, self.feature, self.tta = encoder, task, feature, tta
+        self.n_last_blocks = min(n_last_blocks, encoder.cfg.depth)
+
+    def forward(self, image: Tensor, interval_days: Tensor | None = None) -> Tensor:
+        cls, patch = _encode(self.encoder, image, self.n_last_blocks, self.tta)
+        d = patch.shape[1]
+        if self.feature == "last":
+            x = cls[:, -d:]
+        elif self.feature == "cls+patch":
+            x = torch.cat([cls[:, -d:], patch], dim=1)
+        else:
+            x = cls
+        return self.task.scores(self.task.head(x, interval_days).float())
+
+
+class DensePipeline(nn.Module):
+    """A dense run's model: image ``[B, 3, H, W]`` -> logits ``[B, K, H, W]`` in float32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.model(image).float()
+
+
+def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
+    """An RGB image ``[H, W, 3]`` (uint8, or float in [0, 1]) -> the model's input ``[3, S, S]`` float32.
+
+    Recognition runs use the extraction's :class:`~visionfm.data.Preprocess`; dense runs the dense predictors'
+    resize (native-resolution runs: scaled down to ``max_side`` and zero-padded after normalising to a multiple
+    of 32, as ``segment predict`` does).
+    """
+    if card.kind in ("segment", "landmark"):
+        from ..dense.datasets import to_rgb01
+
+        x = to_rgb01(img, card.input_size, card.max_side)
+        x = (x - torch.tensor(card.mean).view(3, 1, 1)) / torch.tensor(card.std).view(3, 1, 1)
+        if card.input_size is None:
+            rows, cols = x.shape[-2:]
+            x = nn.functional.pad(x, (0, -cols % 32, 0, -rows % 32))
+        return x.numpy().astype(np.float32, copy=False)
+    from ..data.images import Preprocess
+
+    return Preprocess(int(card.input_size or 224), card.mean, card.std)(img).numpy()
+
+
+def _recognition(run: Path, device: torch.device, weights: str | None, modality: str | None,
+                 encoder_only: bool) -> LoadedModel:
+    from ..recognition.predict import pick_modality, resolve_encoder
+    from ..recognition.runs import HEAD_FILE, load_run, run_encoders
+
+    task, info = load_run(run, device)
+    refs = run_encoders(info)
+    mod = pick_modality(refs, modality, run)
+    ref = refs[mod]
+    enc = resolve_encoder(ref, weights, device, str(run)).eval()
+    kind = "encoder" if encoder_only else info["kind"]
+    enc_path = weights or ref.weights
+    files = {str(Path(enc_path).resolve()): file_sha256(enc_path)}
+    if not encoder_only:
+        files[str((run / HEAD_FILE).resolve())] = file_sha256(run / HEAD_FILE)
+    card = ModelCard(run.name, kind, str(run), files, files[str(Path(enc_path).resolve())], ref.arch, mod,
+                     ref.input_size, list(ref.mean), list(ref.std),
+                     ["cls", "patch_mean"] if encoder_only else list(task.names),
+                     ["image", "interval_days"] if kind == "forecast" else ["image"], feature=info["feature"],
+                     n_last_blocks=ref.n_last_blocks, tta=ref.tta)
+    module = EncoderPipeline(enc, ref.n_last_blocks, ref.tta) if encoder_only else \
+        RecognitionPipeline(enc, task, info["feature"], ref.n_last_blocks, ref.tta)
+    return LoadedModel(card, module.eval(), enc)
+
+
+def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
+    from ..dense.models_io import load_run
+
+    model, cfg = load_run(run, device)
+    enc = getattr(model, "encoder", None)
+    if encoder_only and enc is None:
+        raise ValueError(f"{run}: a U-Net run has no ViT encoder to export alone")
+    model_file = run / "model.safetensors"
+    sha = file_sha256(model_file)
+    info = getattr(enc, "cfg", None)
+    from ..models import arch_name
+
+    kind = "encoder" if encoder_only else ("landmark" if cfg.task == "landmark" else "segment")
+    card = ModelCard(run.name, kind, str(run), {str(model_file.resolve()): sha}, sha,
+                     arch_name(info) if info is not None else "unet", cfg.modality or "",
+                     None if cfg.crop else cfg.input_size, list(cfg.extra["mean"]), list(cfg.extra["std"]),
+                     ["cls", "patch_mean"] if encoder_only else list(cfg.extra["names"]), max_side=cfg.max_side,
+                     n_last_blocks=4 if encoder_only else 1)
+    if encoder_only:
+        card.input_size = card.input_size or enc.cfg.img_size
+        return LoadedModel(card, EncoderPipeline(enc, 4).eval(), enc)
+    return LoadedModel(card, DensePipeline(model).eval(), enc)
+
+
+def _encoder_file(path: Path, device: torch.device, modality: str | None, input_size: int | None) -> LoadedModel:
+    from ..checkpoints import load_encoder
+
+    enc = load_encoder(path, modality, device=device).eval()
+    sha = file_sha256(path)
+    info = enc.info
+    card = ModelCard(path.stem, "encoder", str(path), {str(path.resolve()): sha}, sha, info.arch,
+                     info.modality or "", int(input_size or enc.cfg.img_size), list(info.mean), list(info.std),
+                     ["cls", "patch_mean"], n_last_blocks=min(4, enc.cfg.depth))
+    return LoadedModel(card, EncoderPipeline(enc, 4).eval(), enc)
+
+
+def load_model(source: str | Path, device: str | torch.device = "cpu", weights: str | None = None,
+               modality: str | None = None, encoder_only: bool = False,
+               input_size: int | None = None) -> LoadedModel:
+    """Load a recognition run, a dense run or an encoder weights file as one inference module.
+
+    Args:
+        source: a run folder (``run.yaml`` + ``head.safetensors``, or ``dense.yaml`` + ``model.safetensors``) or an
+            encoder weights file.
+        weights: recognition runs: the encoder weights when no longer where the run recorded them (verified).
+        modality: recognition runs over several modalities: which encoder.
+        encoder_only: the run's encoder alone (features instead of the run's outputs).
+        input_size: encoder files: the square input side (default the encoder's training size).
+
+    Raises:
+        FileNotFoundError: nothing at ``source``; ValueError: not a run or weights file, wrong encoder.
+    """
+    src = Path(source)
+    dev = torch.device(device)
+    if src.is_dir():
+        if (src / "run.yaml").is_file():
+            return _recognition(src, dev, weights, modality, encoder_only)
+        if (src / "dense.yaml").is_file():
+            return _dense(src, dev, encoder_only)
+        raise ValueError(f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a "
+                         f"segmentation / landmark run)")
+    if src.is_file():
+        return _encoder_file(src, dev, modality, input_size)
+    raise FileNotFoundError(f"run or weights not found: {src}")
