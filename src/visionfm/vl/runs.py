@@ -137,7 +137,7 @@ def load(run: str | Path, knowledge: str | Path | None = None, device: str = "cp
     model = VLModel(encoder, text, embed_dim=int(info["embed_dim"]))
     proj = _verified(run / PROJECTION_FILE, "", "projection file")
     with safe_open(str(proj), framework="pt") as f:
-        model.load_projection_state({k: f.get_tensor(k) for k in f}, str(proj))
+        model.load_projection_state({k: f.get_tensor(k) for k in f.keys()}, str(proj))  # noqa: SIM118
     kn = load_knowledge(knowledge)
     if kn.version.split("+")[0] != str(info["knowledge_version"]).split("+")[0]:
         log.warning("run trained with knowledge version %s, using %s",
