@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..engine import StepState, Task, Trainer, TrainConfig
+from ..engine import StepState, Task, TrainConfig, Trainer
 
-__all__ = ["ADAPTERS", "INITS", "fit_adapter", "LinearAdapter", "ClipAdapter", "TipAdapter", "ZeroShot"]
+__all__ = ["ADAPTERS", "INITS", "ClipAdapter", "LinearAdapter", "TipAdapter", "ZeroShot", "fit_adapter"]
 
 log = logging.getLogger(__name__)
 ADAPTERS = ("zeroshot", "linear", "clip", "tip")

@@ -23,7 +23,7 @@ from ..fileio import atomic_write
 from .data import TEXT_COLUMNS
 from .runs import VLRun
 
-__all__ = ["zeroshot_eval", "retrieve", "recall_at_k", "read_images", "ZS_KEYS"]
+__all__ = ["ZS_KEYS", "read_images", "recall_at_k", "retrieve", "zeroshot_eval"]
 
 log = logging.getLogger(__name__)
 ZS_KEYS = ("balanced_accuracy", "kappa", "f1.macro", "auroc.macro")
