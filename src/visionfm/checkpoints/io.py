@@ -10,6 +10,9 @@ import argparse
 import json
 import os
 import pickle
+import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,19 +53,47 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: is a folder; expected a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    kind = _container_kind(path)
+    if kind:
+        raise CheckpointError(f"{path}: {kind}, not a torch checkpoint")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing on them: say it once
+            warnings.simplefilter("ignore", UserWarning)
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Unsupported global" in str(e) or "weights_only" in str(e):
+        text = str(e)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
             raise CheckpointError(
-                f"{path}: refused to unpickle a class outside the allow-list ({msg}). Untrusted pickles can run "
-                "code; convert the file where you trust it (e.g. re-save its state_dict) or use safetensors."
-            ) from None
-        raise CheckpointError(f"{path}: not a torch checkpoint ({msg})") from None
+                f"{path}: refused to unpickle {found[1]} (not on the allow-list: untrusted pickles can run code); "
+                "re-save its state_dict where you trust the file, or use safetensors") from None
+        op = re.search(r"Unsupported operand \d+", text)
+        detail = op[0] if op else (text.splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: "
+                              f"{detail})") from None
     except Exception as e:  # torch's legacy reader raises arbitrary errors (KeyError, EOFError, ...) on non-checkpoints
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
+
+
+def _container_kind(path: Path) -> str:
+    """What a file that torch cannot read really is, from its first bytes: "" when it may be a torch checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array"
+    if head.startswith((b"{", b"[")):
+        return "a JSON/text file"
+    if not zipfile.is_zipfile(path):
+        return ""
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if any(n.endswith("data.pkl") for n in names):
+        return ""
+    if names and all(n.endswith(".npy") for n in names):
+        return "a NumPy .npz archive"
+    return "a zip archive without a torch data.pkl"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, saver: Callable[[Any, Path], None] | None = None) -> None:

@@ -37,6 +37,9 @@ def _vote(values: list[int]) -> int:
     return Counter(values).most_common(1)[0][0]
 
 
+_WIDTH_VECTORS = ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.proj.bias", "mlp.fc2.bias")
+
+
 def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
     """Read the architecture off the tensors: width, depth, patch, grid, MLP width, biases, layer scale, registers,
     final norm. Width and MLP width are voted over every tensor that shows them, so a single tensor of a wrong shape
@@ -47,15 +50,20 @@ def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
     Raises:
         CheckpointError: an essential tensor is missing or the shapes are inconsistent with ``arch``.
     """
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
-        if key not in sd:
-            raise CheckpointError(f"not a ViT encoder state dict: missing tensor {key!r}")
+    essential = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
+    absent = [k for k in essential if k not in sd]
+    if len(absent) == len(essential):
+        raise CheckpointError(f"not a ViT encoder: none of {list(essential)}; it holds {len(sd)} tensors such as "
+                              f"{sorted(sd)[:4]}")
+    if absent:
+        raise CheckpointError(f"not a complete ViT encoder state dict: missing tensor {absent[0]!r}")
     widths = [sd["cls_token"].shape[-1], sd["patch_embed.proj.weight"].shape[0], sd["pos_embed"].shape[-1]]
-    widths += [v.shape[0] for k, v in sd.items() if k.endswith(("norm1.weight", "norm2.weight")) and v.ndim == 1]
+    widths += [v.shape[0] for k, v in sd.items() if k.endswith(_WIDTH_VECTORS) and v.ndim == 1]
     dim = _vote(widths)
     patch_w = sd["patch_embed.proj.weight"]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    hidden = _vote([v.shape[0] for k, v in sd.items() if k.endswith("mlp.fc1.weight")])
+    hidden = _vote([v.shape[0] for k, v in sd.items() if k.endswith(("mlp.fc1.weight", "mlp.fc1.bias"))]
+                   + [v.shape[-1] for k, v in sd.items() if k.endswith("mlp.fc2.weight")])
     grid = math.isqrt(max(sd["pos_embed"].shape[1] - 1, 1))
     found = dict(
         embed_dim=dim, depth=depth, patch_size=patch_w.shape[-1], in_chans=patch_w.shape[1],
@@ -171,19 +179,25 @@ def _head_summary(head: dict[str, Tensor]) -> str:
     return f"; classification head kept apart ({outputs}, {pool}: {', '.join(sorted(head))})"
 
 
-def _normalisation(conv: Converted, mod: str | None, source: str) -> tuple[tuple, tuple]:
+def _normalisation(conv: Converted, mod: str | None, given: str | None, source: str,
+                   required: bool) -> tuple[tuple, tuple, str]:
+    """(mean, std, where they come from): the file or its family fixes them, else the modality's statistics."""
     if conv.mean is not None:
-        return tuple(conv.mean), tuple(conv.std)
+        origin = "recorded in the file" if conv.format == "safetensors" else f"{conv.family or conv.format} default"
+        return tuple(conv.mean), tuple(conv.std), origin
+    if mod is None and not required:
+        return (), (), ""
     if mod is None:
         raise CheckpointError(f"{source} records no modality and no normalisation: pass modality=... "
                               f"(--modality; one of the eight modalities) so inputs are normalised as in pretraining")
-    return get_modality(mod).mean, get_modality(mod).std
+    how = "as requested" if given else "recorded in the checkpoint"
+    return get_modality(mod).mean, get_modality(mod).std, f"{mod} statistics, {how}"
 
 
 def load_encoder(weights: str | Path, modality: str | None = None, arch: str | None = None,
                  device: str | torch.device = "cpu", format: str | None = None,
                  dtype: torch.dtype | None = None, allow_nonfinite: bool = False,
-                 pos_interp: str | None = None) -> VisionTransformer:
+                 pos_interp: str | None = None, require_normalisation: bool = True) -> VisionTransformer:
     """Load an encoder from a file in any supported format, strictly, in eval mode.
 
     Args:
@@ -198,21 +212,29 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
         allow_nonfinite: load weights holding NaN or inf (refused by default, naming the tensors).
         pos_interp: override the position-embedding resizing (``visionfm.models.POS_INTERP``); default the one
             the family's own code uses.
+        require_normalisation: False loads weights that record no normalisation without a modality (``info.mean``
+            and ``info.std`` empty), for inspection only.
 
     Returns:
         The encoder; ``encoder.info`` is its :class:`EncoderInfo` (modality, normalisation, family, report, head).
     """
     conv, meta = read_weights(weights, format)
+    if "config" in meta:
+        cfg = _config_from_meta(meta, arch, str(weights))
+    else:
+        try:
+            cfg = infer_config(conv.state_dict, arch)
+        except CheckpointError as e:
+            raise CheckpointError(f"{weights} [{conv.format}]: {e}") from None
     if not allow_nonfinite:
         _check_finite({**conv.state_dict, **conv.head}, str(weights))
-    cfg = _config_from_meta(meta, arch, str(weights)) if "config" in meta else infer_config(conv.state_dict, arch)
     if pos_interp or ("config" not in meta and conv.pos_interp):
         cfg = ViTConfig(**{**cfg.to_dict(), "pos_interp": pos_interp or conv.pos_interp})
     with torch.device("meta"):  # no random initialisation of weights about to be replaced (ViT-L: ~10 s)
         model = VisionTransformer(cfg)
     absent = _strict_load(model, conv.state_dict, str(weights))
     mod = _resolve_modality(modality, conv.modality, str(weights))
-    mean, std = _normalisation(conv, mod, str(weights))
+    mean, std, origin = _normalisation(conv, mod, modality, str(weights), require_normalisation)
     n_params = sum(v.numel() for v in conv.state_dict.values())
     family = f", {conv.family}" if conv.family else ""
     report = (f"loaded {arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
@@ -221,7 +243,7 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
               f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}{_head_summary(conv.head)}")
     log.info(report)
     model.set_info(EncoderInfo(cfg, mod, mean, std, str(weights), conv.format, report, tuple(absent),
-                               conv.family, dict(conv.head)))
+                               conv.family, dict(conv.head), origin))
     return model.to(device=device, dtype=dtype).eval()
 
 

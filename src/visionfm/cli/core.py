@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoints import list_formats, load_encoder, save_encoder
+from ..checkpoints import describe_weights, list_formats, load_encoder, save_encoder
 from ..data.datasets import LAYOUTS
 from ..data.images import INTERPOLATIONS
 from ..data.writer import check_output
@@ -13,11 +13,15 @@ from . import command
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="weights file (official VisionFM, RETFound/MAE, DINOv2-style, "
-                                                     "state dict or visionfm .safetensors)")
+    p.add_argument("--weights", required=True, help="weights file (official VisionFM, RETFound-MAE/-DINOv2/-Green, "
+                   "RETFound fine-tuned, DINOv2, timm, state dict or visionfm .safetensors) or "
+                   "hf-hub:ORG/NAME[:FILE] (huggingface_hub cache; HF_TOKEN for gated repositories)")
     p.add_argument("--modality", help=f"imaging modality ({', '.join(list_modalities())}; other spellings accepted)")
-    p.add_argument("--arch", help="architecture name (default: inferred from the tensors)")
+    p.add_argument("--arch", help="architecture name, e.g. vit_base or vit_large_patch14 (default: inferred from the "
+                                  "tensors; checked against the file when given)")
     p.add_argument("--format", choices=list_formats(), help="checkpoint format (default: detected)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="load weights holding NaN or inf (refused by "
+                                                                   "default, naming the tensors)")
 
 
 def _configure_extract(p: argparse.ArgumentParser) -> None:
@@ -46,7 +50,7 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
          _configure_extract)
 def run_extract(a: argparse.Namespace) -> int:
     check_output(a.output, ".safetensors")  # before loading weights or reading any image
-    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
+    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite)
     extract_features(enc, a.data, a.output, layout=a.layout, split=a.split, label_columns=a.label_columns,
                      input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
                      num_workers=a.num_workers, tta=a.tta, precision=a.precision, device=a.device,
@@ -64,7 +68,7 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 def run_convert(a: argparse.Namespace) -> int:
     if not a.output.endswith(".safetensors"):
         raise ValueError(f"--output {a.output}: must end in .safetensors")
-    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
+    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite)
     save_encoder(enc, a.output)
     print(enc.info.report)
     print(f"wrote {a.output}")
@@ -75,9 +79,9 @@ def _configure_info(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
 
 
-@command("info", "Load a weights file strictly and print what it holds.", _configure_info)
+@command("info", "Load a weights file strictly and print what it holds: family, normalisation, input size, head.",
+         _configure_info)
 def run_info(a: argparse.Namespace) -> int:
-    enc = load_encoder(a.weights, a.modality, a.arch, format=a.format)
-    print(enc.info.report)
-    print(f"normalisation mean={enc.info.mean} std={enc.info.std}")
+    for line in describe_weights(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite):
+        print(line)
     return 0

@@ -31,6 +31,7 @@ class EncoderInfo:
         family: the released model family the file belongs to (``RETFound-Green``, ``VisionFM``, ...), or "".
         head_tensors: a classification head saved with the encoder (e.g. ``head.weight`` ``[C, D]``, ``head.bias``
             ``[C]``, ``fc_norm.*`` for global-average pooling), so fine-tuning can start from it; empty when none.
+        normalisation_from: where ``mean``/``std`` come from (the family's default, the modality, the file).
     """
 
     config: ViTConfig
@@ -43,6 +44,7 @@ class EncoderInfo:
     not_loaded: tuple[str, ...] = ()
     family: str = ""
     head_tensors: dict[str, Tensor] = field(default_factory=dict)
+    normalisation_from: str = ""
 
     @property
     def arch(self) -> str:
