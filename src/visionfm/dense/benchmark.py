@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .config import DenseConfig
+from .config import DenseConfig, load_config
 from .fewshot import cached_metrics, predict_once, run_fewshot, train_once
 from .landmark import landmarks_from_masks, predict_landmark, train_landmark
 from .segment import train_segmentation
@@ -59,7 +59,7 @@ def recipe(name: str, data_root: Path, out: Path, model: str, weights: Path | No
         r.update(max_steps=2, batch_size=2, warmup_epochs=0.0, subset="0:2")
         r.update({"crop": 64} if "crop" in r else {"input_size": 64})
         r.update({"max_side": 256} if r.get("max_side") else {})
-    return DenseConfig(**r, model=model, weights=None if model == "unet" else str(weights),
+    return load_config(None, **r, model=model, weights=None if model == "unet" else str(weights),
                        output_dir=str(out / name / model))
 
 
@@ -86,7 +86,8 @@ def _budget(cfg: DenseConfig, seconds: float) -> str:
     size = f"{cfg.crop}-px crops" if cfg.crop else f"{cfg.input_size}-px input"
     scale = f" of images scaled to {cfg.max_side} px" if cfg.max_side else ""
     n = f", {cfg.subset} train images" if cfg.subset else ""
-    return f"{cfg.max_steps} steps x {cfg.batch_size} {size}{scale}{n}; trained {seconds / 60:.1f} min on CPU"
+    t = cfg.train
+    return f"{t.max_steps} steps x {t.batch_size} {size}{scale}{n}; trained {seconds / 60:.1f} min on CPU"
 
 
 def _row(task: str, dataset: str, model: str, encoder: str, metric: str, value: float, notes: str) -> dict:

@@ -4,7 +4,13 @@ Three mask styles, one internal form (a float target ``[K, H, W]`` with one chan
 
 * ``binary``: one 0/v map per image (DRIVE, CHASE_DB1, OCTA), optionally with a field-of-view (FOV) mask;
 * ``per-class``: one folder per class holding a 0/v map per image (IDRiD: ``MA/IDRiD_01_MA.tif``);
-* ``labelmap``: one PNG per image with values 0..C-1 (0 = background) -> K = C-1 channels.
+* ``labelmap``: one PNG per image with values 0..C-1 (0 = background) -> K = C-1 channels;
+* ``nested``: a label map whose classes lie inside each other (ORIGA: 0 background, 1 optic disc, 2 cup) ->
+  channel c = value >= c+1 (the disc channel holds the cup too), and prediction keeps every class inside the last.
+
+The field of view (FOV) of an item is a given mask (a DRIVE-style ``mask`` folder or ``--fov DIR``), estimated
+from the image (:func:`visionfm.dense.fov.estimate_fov`; fundus images without masks, or ``--fov estimate``), or
+none (``--fov none``): :func:`item_fov`.
 
 Images and label files are paired by name: equal stems, a label stem that extends the image stem
 (``Image_01L`` / ``Image_01L_1stHO``), an image stem that extends the label stem (``G_2023`` / ``2023``), or the same
@@ -24,9 +30,9 @@ from ..data import list_images
 from ..data.images import IMAGE_EXTENSIONS
 
 __all__ = ["MASK_KINDS", "SegItem", "DenseSpec", "pair_files", "read_mask", "read_fov", "load_target",
-           "resolve_spec"]
+           "resolve_spec", "item_fov"]
 
-MASK_KINDS = ("binary", "per-class", "labelmap")
+MASK_KINDS = ("binary", "per-class", "labelmap", "nested")
 
 
 def _label_files(folder: Path) -> list[Path]:
@@ -119,6 +125,7 @@ class DenseSpec:
         classes: foreground class names (per-class: the sub-folder names; labelmap: names of values 1..C-1).
         fov: optional FOV mask folder.
         resize_masks: allow masks of another size than the image (resampled by area, e.g. OCTA's 4x labels).
+        estimate_fov: estimate the FOV of items without a given FOV mask.
     """
 
     images: Path
@@ -127,6 +134,7 @@ class DenseSpec:
     classes: list[str] = field(default_factory=lambda: ["vessel"])
     fov: Path | None = None
     resize_masks: bool = False
+    estimate_fov: bool = False
 
     def items(self, require_masks: bool = True) -> list[SegItem]:
         """Pair every image with its masks (optional FOV)."""
@@ -174,12 +182,13 @@ def load_target(item: SegItem, spec: DenseSpec, size: tuple[int, int],
         (target ``[K, H, W]`` (or ``[K, H', W']``) float32 in [0, 1], FOV ``[H, W]`` bool or None).
     """
     k = len(spec.classes)
-    if spec.kind == "labelmap":
+    if spec.kind in ("labelmap", "nested"):
         path = item.masks[0]
         arr = read_mask(path)
         if arr.min() < 0 or arr.max() > k:
             raise ValueError(f"{path}: mask values {np.unique(arr)[:8].tolist()} outside the classes 0..{k}")
-        maps = [_fit((arr == c + 1).astype(np.float32), size, path, spec.resize_masks) for c in range(k)]
+        hit = (lambda c: arr >= c + 1) if spec.kind == "nested" else (lambda c: arr == c + 1)
+        maps = [_fit(hit(c).astype(np.float32), size, path, spec.resize_masks) for c in range(k)]
     else:
         maps = [_fit(_binary(read_mask(p), p).astype(np.float32), size, p, spec.resize_masks) for p in item.masks]
     if out_size is not None and tuple(out_size) != tuple(size):
@@ -204,12 +213,17 @@ def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
 
 def resolve_spec(data: str | Path, split: str = "training", masks: str | None = None, fov: str | None = None,
                  kind: str | None = None, classes: Sequence[str] | None = None,
-                 resize_masks: bool = False) -> DenseSpec:
+                 resize_masks: bool = False, fundus: bool = True) -> DenseSpec:
     """Find images/masks/FOV under ``data`` for the common layouts, with explicit overrides.
 
     Recognised: ``<data>/<split>/{images,1st_manual,mask}`` (DRIVE, CHASE_DB1), ``<data>/<split>_images`` +
-    ``<data>/<split>_masks/<class>/`` (IDRiD, split "train"/"test"), ``<data>/{images,labels|masks}`` (OCTA or
+    ``<data>/<split>_masks/<class>/`` (IDRiD, split "train"/"test"), ``<data>/{images,labels|masks}`` (OCTA, ORIGA or
     any plain pair of folders); ``data`` may also be the image folder itself when ``masks`` is given.
+
+    Args:
+        fov: a folder of FOV masks, "auto"/None (the DRIVE-style ``mask`` folder, else estimated when ``fundus``),
+            "estimate" (always estimated) or "none".
+        fundus: the images are fundus photographs (``auto`` estimates their FOV when no masks are given).
     """
     root = Path(data)
     if not root.exists():
@@ -218,9 +232,28 @@ def resolve_spec(data: str | Path, split: str = "training", masks: str | None = 
     images = _first_dir(base, ["images"]) or _first_dir(root, [f"{split}_images"]) or root
     mask_dir = Path(masks) if masks else (_first_dir(base, ["1st_manual", "labels", "masks"])
                                           or _first_dir(root, [f"{split}_masks"]))
-    fov_dir = Path(fov) if fov else (_first_dir(base, ["mask"]) if (base / "1st_manual").is_dir() else None)
+    mode = "auto" if fov is None else str(fov)
+    fov_dir = None
+    if mode == "auto":
+        fov_dir = _first_dir(base, ["mask"]) if (base / "1st_manual").is_dir() else None
+    elif mode not in ("estimate", "none"):
+        fov_dir = Path(mode)
+        if not fov_dir.is_dir():
+            raise FileNotFoundError(f"--fov: FOV mask folder not found: {fov_dir} (or use auto, estimate, none)")
     if kind is None:
         kind = "per-class" if mask_dir is not None and any(p.is_dir() for p in mask_dir.iterdir()) else "binary"
     if classes is None:
         classes = sorted(p.name for p in mask_dir.iterdir() if p.is_dir()) if kind == "per-class" else ["vessel"]
-    return DenseSpec(images, mask_dir, kind, list(classes), fov_dir, resize_masks)
+    estimate = mode == "estimate" or (mode == "auto" and fundus)
+    return DenseSpec(images, mask_dir, kind, list(classes), fov_dir, resize_masks, estimate)
+
+
+def item_fov(item: SegItem, spec: DenseSpec, img: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The FOV ``[H, W]`` bool of one item and where it came from: "given", "estimated" or "none"."""
+    from .fov import estimate_fov
+
+    if item.fov is not None:
+        return read_fov(item, img.shape[:2]), "given"
+    if spec.estimate_fov:
+        return estimate_fov(img), "estimated"
+    return None, "none"

@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data import read_image, resize_image
-from .data import DenseSpec, SegItem, load_target, resize_map
+from .data import DenseSpec, SegItem, item_fov, load_target, resize_map
+from .fov import fov_edge
 from .landmarks import gaussian_heatmaps, scale_points
 from .transforms import JointAugment
 
@@ -119,40 +120,63 @@ class _Repeat(Dataset):
 
 
 class SegmentationDataset(_Repeat):
-    """Items -> dicts ``{'image' [3,S,S] normalised, 'target' [K,S,S] float, 'valid' [1,S,S] float}``.
+    """Items -> dicts ``{'image' [3,S,S] normalised, 'target' [K,S,S] float, 'valid' [1,S,S] float, 'fov'}``.
 
     ``min_length`` repeats a few-shot set up to that length (e.g. the batch size). With ``crop`` the images stay
     at their native resolution (or are scaled down to ``max_side``) and every sample is a random ``crop x crop``
     window (``size`` is ignored); with probability ``fg_crop`` the window is placed around a pixel of a class the
-    image holds (classes drawn uniformly), so rare lesions are seen (nnU-Net's foreground oversampling).
+    image holds (classes drawn uniformly), so rare lesions are seen (nnU-Net's foreground oversampling), and with
+    probability ``border_crop`` around the edge of the field of view.
+
+    The field of view (given or estimated, :func:`~visionfm.dense.data.item_fov`) zeroes the target outside it and
+    the loss counts every pixel: the black surround is learned as background, so a model meets no unseen border at
+    prediction. ``whole=True`` (validation) returns whole images at the working size, unaugmented, with their FOV.
     """
 
     def __init__(self, items: Sequence[SegItem], spec: DenseSpec, size: int, mean: Sequence[float],
                  std: Sequence[float], augment: JointAugment | None = None, min_length: int = 0,
-                 crop: int | None = None, max_side: int | None = None, fg_crop: float = 0.0) -> None:
+                 crop: int | None = None, max_side: int | None = None, fg_crop: float = 0.0,
+                 border_crop: float = 0.0, whole: bool = False) -> None:
         self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
-        self.fg_crop = fg_crop
-        self.images, self.targets, self.valid, self.fg = [], [], [], []
+        self.fg_crop, self.border_crop, self.whole = fg_crop, border_crop, whole
+        self.images, self.targets, self.valid, self.fg, self.edges, self.fovs = [], [], [], [], [], []
+        self.fov_sources: list[str] = []
         for it in tqdm(items, desc="loading images", leave=False):
-            img, hw = load_rgb01(it.image, None if crop else size, max_side)
+            raw = read_image(it.image)
+            img = to_rgb01(raw, None if crop else size, max_side)
             out = tuple(img.shape[-2:])
-            target, fov = load_target(it, spec, hw, out)
+            target, _ = load_target(it, spec, raw.shape[:2], out)
+            fov, source = item_fov(it, spec, raw)
+            f = np.ones(out, bool) if fov is None else resize_map(fov.astype(np.float32), out) > 0.5
             self.images.append(img)
-            self.targets.append(torch.from_numpy(target))
-            v = np.ones(out, np.float32) if fov is None else resize_map(fov.astype(np.float32), out) > 0.5
-            self.valid.append(torch.from_numpy(np.asarray(v, np.float32))[None])
+            self.targets.append(torch.from_numpy(target * f[None]))
+            self.valid.append(torch.ones((1, *out)))
+            self.fovs.append(torch.from_numpy(f))
+            self.fov_sources.append(source)
             self.fg.append([f for f in _foreground(self.targets[-1]) if len(f)] if crop and fg_crop else [])
-        log.info("loaded %d images %s", len(self.images), f"(random {crop}-px crops)" if crop else f"at {size} px")
+            self.edges.append(torch.from_numpy(fov_edge(f)) if crop and border_crop else torch.zeros((0, 2)))
+        log.info("loaded %d images %s; field of view: %s", len(self.images),
+                 f"(random {crop}-px crops)" if crop else f"at {size} px",
+                 ", ".join(f"{s} {self.fov_sources.count(s)}" for s in sorted(set(self.fov_sources))))
+
+    def _around(self, i: int) -> tuple[int, int] | None:
+        """A pixel the next window must contain: a labelled one, one on the FOV edge, or None (anywhere)."""
+        u = float(torch.rand(()))
+        if self.fg[i] and u < self.fg_crop:
+            pts = self.fg[i][int(torch.randint(0, len(self.fg[i]), ()))]
+        elif len(self.edges[i]) and u < self.fg_crop + self.border_crop:
+            pts = self.edges[i]
+        else:
+            return None
+        return tuple(int(v) for v in pts[int(torch.randint(0, len(pts), ()))].tolist())
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         i %= len(self.images)
         s = {"image": self.images[i], "target": self.targets[i], "valid": self.valid[i]}
+        if self.whole:
+            return {**s, "image": self.norm(s["image"]), "fov": self.fovs[i]}
         if self.crop:
-            around = None
-            if self.fg[i] and float(torch.rand(())) < self.fg_crop:
-                pts = self.fg[i][int(torch.randint(0, len(self.fg[i]), ()))]
-                around = tuple(pts[int(torch.randint(0, len(pts), ()))].tolist())
-            s = random_crop(s, self.crop, around)
+            s = random_crop(s, self.crop, self._around(i))
         if self.augment is not None:
             s = self.augment(s)
         s["image"] = self.norm(s["image"])

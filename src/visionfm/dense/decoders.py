@@ -5,6 +5,7 @@ classes or landmark heatmaps) and is built through the :data:`DENSE_MODELS` regi
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -106,6 +107,7 @@ class EncoderDense(nn.Module):
         else:
             raise ValueError(f"unknown decoder {decoder!r}; valid: linear, unetr")
         self.encoder.requires_grad_(finetune)
+        self.encoder_dtype: torch.dtype | None = None  # bf16: the frozen encoder's matmuls on AMX / tensor cores
 
     def train(self, mode: bool = True) -> "EncoderDense":
         super().train(mode)
@@ -113,11 +115,23 @@ class EncoderDense(nn.Module):
             self.encoder.eval()  # frozen: keep drop-path off whatever the trainer asks
         return self
 
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The four levels ``[B, D, h, w]``, computed once per input.
+
+        Why a frozen encoder costs no backward: its forward runs without autograd (no graph, no saved activations),
+        so a training step is one encoder forward plus the decoder's forward and backward. ``encoder_dtype``
+        bf16 runs that forward under autocast (float32 features come out for the decoder).
+        """
+        grad = self.finetune and torch.is_grad_enabled()
+        dtype = self.encoder_dtype
+        cast = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.set_grad_enabled(grad), cast:  # no inner autocast otherwise: the loop's precision applies
+            feats, _ = multilevel_features(self.encoder, x, self.blocks)
+        return [f.float() for f in feats]
+
     def forward(self, x: Tensor) -> Tensor:
         """``[B, 3, H, W]`` -> logits ``[B, K, H, W]``."""
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
-            feats, _ = multilevel_features(self.encoder, x, self.blocks)
-        return self.decoder(feats, x)
+        return self.decoder(self.features(x), x)
 
 
 class MonaiUNet(nn.Module):

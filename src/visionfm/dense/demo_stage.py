@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..data import list_images, read_image
 from ..report import Section
-from .config import DenseConfig
+from .config import DenseConfig, load_config
 from .data import load_target, resolve_spec
 from .datasets import as_rgb8
 from .landmark import predict_landmark, train_landmark
@@ -32,7 +32,7 @@ def _steps(ctx: Any) -> int:
 
 
 def _config(ctx: Any, task: str, data: Path, model: str, output: Path, **kw: Any) -> DenseConfig:
-    return DenseConfig(task=task, data=str(data), model=model, output_dir=str(output),
+    return load_config(None, task=task, data=str(data), model=model, output_dir=str(output),
                        weights=None if model == "unet" else str(ctx.encoder_path), input_size=ctx.cfg.size,
                        max_steps=_steps(ctx), epochs=1000, batch_size=8, lr=2e-3, warmup_epochs=1.0,
                        device=ctx.cfg.device, seed=ctx.cfg.seed, **kw)
@@ -42,7 +42,8 @@ def _vessels(ctx: Any, root: Path, out: Path) -> tuple[list[dict], Path]:
     """Train + test both segmenters; a contact sheet image | truth | each model's overlay for 3 test images."""
     rows, preds = [], {}
     for model in ("unetr", "unet"):
-        run = train_segmentation(_config(ctx, "segment", root, model, out / f"vessels_{model}", modality="Fundus"))
+        run = train_segmentation(_config(ctx, "segment", root, model, out / f"vessels_{model}", modality="Fundus"),
+                                 overwrite=True)
         m = predict_segmentation(run, root, run / "pred", "test", device=ctx.cfg.device)["vessel"]
         rows.append({"model": _LABELS[model], **{k: round(m[k], 4) for k in
                                                  ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")}})
@@ -61,7 +62,7 @@ def _ubm(ctx: Any, root: Path, names: list[str], out: Path) -> tuple[list[dict],
     """Train on official-style .npy heatmaps (channels ``names``), test against the CSV coordinates; 4 plots."""
     run = train_landmark(_config(ctx, "landmark", root / "training" / "images", "unetr", out / "ubm_unetr",
                                  labels=str(root / "training" / "labels"), classes=list(names),
-                                 sigma=max(1.5, ctx.cfg.size / 32)))
+                                 sigma=max(1.5, ctx.cfg.size / 32)), overwrite=True)
     test = root / "test" / "images"
     m = predict_landmark(run, test, run / "pred", str(root / "test" / "landmarks.csv"), device=ctx.cfg.device)
     row = {"model": _LABELS["unetr"], "MRE (px)": round(m["mre"], 2), "median (px)": round(m["median_re"], 2),

@@ -10,27 +10,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Sequence
 
-from .config import DenseConfig, load_config, save_config
+from ..config import config_to_dict
+from ..errors import UserError
+from .config import DenseConfig, DenseState, load_config, save_config
 from .segment import predict_segmentation, train_segmentation
 
 __all__ = ["run_fewshot", "train_once", "predict_once", "cached_metrics", "FEWSHOT_METRICS"]
 
 log = logging.getLogger(__name__)
 FEWSHOT_METRICS = ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")
-_VOLATILE = ("extra", "device", "num_workers", "output_dir")  # fields that do not change what a run learns
+_VOLATILE = ("state",)  # sections that do not change what a run learns
+_VOLATILE_TRAIN = ("device", "num_workers", "output_dir", "progress", "log_every")
 
 
 def _same_run(saved: DenseConfig, cfg: DenseConfig) -> bool:
     """Same settings, where a None request (e.g. ``kind``, resolved by training) matches what was resolved."""
-    a, b = saved.to_dict(), cfg.to_dict()
-    return all(a[k] == b[k] for k in a if k not in _VOLATILE and b[k] is not None)
+    a, b = config_to_dict(saved), config_to_dict(cfg)
+    ta, tb = a.pop("train"), b.pop("train")
+    same = all(a[k] == b[k] for k in a if k not in _VOLATILE and b[k] is not None)
+    return same and all(ta[k] == tb[k] for k in ta if k not in _VOLATILE_TRAIN and tb[k] is not None)
 
 
 def train_once(cfg: DenseConfig, train_fn=train_segmentation) -> Path:
-    """Train ``cfg`` unless ``cfg.output_dir`` already holds a finished run with the same settings.
+    """Train ``cfg`` unless ``cfg.train.output_dir`` already holds a finished run with the same settings.
+
+    An unfinished run in that folder is resumed from its last checkpoint (or restarted when it has none).
 
     Returns:
         the run folder.
@@ -40,8 +48,10 @@ def train_once(cfg: DenseConfig, train_fn=train_segmentation) -> Path:
         if _same_run(load_config(run / "dense.yaml"), cfg):
             log.info("reusing finished run %s", run)
             return run
-        raise ValueError(f"{run} holds a finished run with other settings; choose another --output or remove it")
-    return train_fn(cfg)
+        raise UserError(f"{run} holds a finished run with other settings; choose another --output or remove it")
+    if (run / "checkpoint_last.pth").is_file():
+        return train_fn(cfg, resume=True)
+    return train_fn(cfg, overwrite=run.is_dir() and any(run.iterdir()))
 
 
 def cached_metrics(run: Path, out: Path, **expect) -> dict | None:
@@ -57,7 +67,11 @@ def predict_once(run: Path, data: str | Path, out: Path, split: str, subset: str
                  device: str = "auto") -> dict:
     """:func:`predict_segmentation` unless :func:`cached_metrics` has its result; returns the metrics."""
     m = cached_metrics(run, out, data=str(data), split=split, subset=subset)
-    return m if m is not None else predict_segmentation(run, data, out, split, subset, device)
+    if m is not None:
+        return m
+    if out.is_dir():  # a stale prediction folder: replace it whole (names of old images must not linger)
+        shutil.rmtree(out)
+    return predict_segmentation(run, data, out, split, subset, device)
 
 
 def run_fewshot(base: DenseConfig, shots: Sequence[int], models: Sequence[str], test_data: str | Path,
@@ -66,7 +80,7 @@ def run_fewshot(base: DenseConfig, shots: Sequence[int], models: Sequence[str], 
 
     Args:
         base: the recipe (data, crop/size, steps, weights for the ViT decoders); ``model``, ``subset`` and
-            ``output_dir`` are set per cell, and ``weights`` is dropped for ``"unet"``.
+            ``train.output_dir`` are set per cell (no validation: the first n images are all trained on), and ``weights`` is dropped for ``"unet"``.
         shots: training set sizes, e.g. (1, 5, 10).
         models: registered dense models, e.g. ("unetr", "unet").
         test_data / test_split / test_subset: the evaluation images.
@@ -82,11 +96,12 @@ def run_fewshot(base: DenseConfig, shots: Sequence[int], models: Sequence[str], 
     rows = []
     for model in models:
         for n in shots:
-            cfg = dataclasses.replace(base, model=model, subset=str(int(n)), extra={},
-                                      weights=None if model == "unet" else base.weights,
-                                      output_dir=str(out / f"{model}_{int(n)}shot"))
+            cfg = dataclasses.replace(base, model=model, subset=str(int(n)), state=DenseState(), val_fraction=0.0,
+                                      val_data=None, weights=None if model == "unet" else base.weights,
+                                      train=dataclasses.replace(base.train,
+                                                                output_dir=str(out / f"{model}_{int(n)}shot")))
             run = train_once(cfg)
-            m = predict_once(run, test_data, run / f"pred_{test_split}", test_split, test_subset, base.device)
+            m = predict_once(run, test_data, run / f"pred_{test_split}", test_split, test_subset, base.train.device)
             rows.append({"model": model, "shots": int(n), "encoder": cfg.weights or "none (from scratch)",
                          **{k: m["mean"][k] for k in FEWSHOT_METRICS}})
             log.info("few-shot %s, %d image(s): Dice %.4f", model, n, m["mean"]["dice"])

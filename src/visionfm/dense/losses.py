@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["soft_dice_loss", "focal_loss", "dice_focal_loss", "heatmap_kl"]
+__all__ = ["soft_dice_loss", "focal_loss", "dice_focal_loss", "tversky_loss", "tversky_focal_loss", "heatmap_kl",
+           "SEG_LOSSES"]
 
 
 def _valid(target: Tensor, valid: Tensor | None) -> Tensor:
@@ -69,6 +70,39 @@ def dice_focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None,
     d = soft_dice_loss(logits, target, valid)
     f = focal_loss(logits, target, valid, gamma)
     return {"loss": dice_weight * d + focal_weight * f, "dice_loss": d.detach(), "focal_loss": f.detach()}
+
+
+def tversky_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, alpha: float = 0.3,
+                 beta: float = 0.7, eps: float = 1.0) -> Tensor:
+    """1 - Tversky index per class (pooled over batch and pixels), averaged over classes.
+
+    ``TI = TP / (TP + alpha * FP + beta * FN)`` with soft counts; ``alpha = beta = 0.5`` is the soft Dice. With
+    ``beta > alpha`` a missed lesion pixel costs more than a false alarm, which keeps small rare classes (micro-
+    aneurysms, haemorrhages) from collapsing to "predict nothing" (Salehi et al. 2017).
+
+    Args:
+        logits / target / valid: as :func:`soft_dice_loss`.
+        alpha: weight of false positives.
+        beta: weight of false negatives.
+    """
+    v = _valid(target, valid)
+    p = torch.sigmoid(logits) * v
+    t = target * v
+    tp = (p * t).sum(dim=(0, 2, 3))
+    fp = (p * (1 - t) * v).sum(dim=(0, 2, 3))
+    fn = ((1 - p) * t).sum(dim=(0, 2, 3))
+    return (1 - (tp + eps) / (tp + alpha * fp + beta * fn + eps)).mean()
+
+
+def tversky_focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None,
+                       gamma: float = 2.0) -> dict[str, Tensor]:
+    """Tversky (0.3 / 0.7) + focal with positives weighted 0.75: the rare-class recipe (lesions)."""
+    d = tversky_loss(logits, target, valid)
+    f = focal_loss(logits, target, valid, gamma, alpha=0.75)
+    return {"loss": d + f, "tversky_loss": d.detach(), "focal_loss": f.detach()}
+
+
+SEG_LOSSES = {"dice_focal": dice_focal_loss, "tversky_focal": tversky_focal_loss}
 
 
 def heatmap_kl(logits: Tensor, target: Tensor) -> Tensor:

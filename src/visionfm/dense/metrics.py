@@ -120,6 +120,15 @@ class SegmentationMeter:
         elif pred.any() or gt.any():
             self.hd_undefined[c] += 1
 
+    def merge(self, other: "SegmentationMeter") -> None:
+        """Add another meter's counts (same classes and bins): pooled metrics from per-image meters."""
+        self.counts += other.counts
+        self.pos += other.pos
+        self.neg += other.neg
+        self.hd_undefined += other.hd_undefined
+        for mine, theirs in zip(self.hd, other.hd):
+            mine.extend(theirs)
+
     def compute(self) -> dict[str, dict[str, float]]:
         """``{class: {dice, iou, sensitivity, specificity, accuracy, auc, hd95, hd95_undefined}}`` plus ``'mean'``.
 

@@ -1,7 +1,8 @@
-"""Building dense models from a config and saving / restoring them with their run folder."""
+"""Building dense models from a config, preparing run folders, and saving / restoring a run's model."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -9,66 +10,101 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..checkpoints import load_encoder, save_safetensors
+from ..errors import UserError
 from ..modalities import get_modality
 from ..models import ViTConfig, create_encoder
 from .config import DenseConfig, load_config, save_config
 from .decoders import build_dense_model
 
-__all__ = ["build_from_config", "engine_config", "save_run", "load_run"]
+__all__ = ["build_from_config", "prepare_run", "save_run", "load_run", "RUN_CONFIG", "RUN_MARKERS", "is_fundus"]
 
 log = logging.getLogger(__name__)
+RUN_CONFIG = "dense.yaml"
+RUN_MARKERS = (RUN_CONFIG, "config.yaml", "log.jsonl", "checkpoint_last.pth", "model.safetensors")
+
+
+def is_fundus(modality: str | None) -> bool:
+    """Whether a run's modality is fundus photography (the default), where a missing FOV is estimated."""
+    return modality is None or get_modality(modality).name == "Fundus"
 
 
 def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, list[float], list[float]]:
-    """Model plus normalisation (mean, std) for a new run; records the encoder facts in ``cfg.extra``."""
+    """Model plus normalisation (mean, std) for a new run; records the encoder facts in ``cfg.state``."""
+    st = cfg.state
     if cfg.model == "unet":
         if cfg.weights:
-            raise ValueError("--unet trains a U-Net from scratch; do not pass --weights with it")
+            raise UserError("--unet trains a U-Net from scratch; do not pass --weights with it")
         m = get_modality(cfg.modality or "Fundus")
-        cfg.extra.update(mean=list(m.mean), std=list(m.std), encoder=None)
+        st.mean, st.std, st.encoder = list(m.mean), list(m.std), None
         return build_dense_model("unet", None, out_channels), list(m.mean), list(m.std)
     if not cfg.weights:
-        raise ValueError(f"model {cfg.model!r} needs encoder weights (--weights FILE) or --unet")
+        raise UserError(f"model {cfg.model!r} needs encoder weights (--weights FILE) or --unet")
     enc = load_encoder(cfg.weights, cfg.modality)
-    mean, std = list(enc.info.mean), list(enc.info.std)
-    cfg.extra.update(mean=mean, std=std, encoder=enc.cfg.to_dict(), encoder_source=str(cfg.weights))
+    st.mean, st.std = list(enc.info.mean), list(enc.info.std)
+    st.encoder, st.encoder_source = enc.cfg.to_dict(), str(cfg.weights)
     log.info("encoder %s (%s), %s decoder, encoder %s", cfg.weights, enc.info.arch, cfg.model,
              "fine-tuned" if cfg.finetune else "frozen")
-    return build_dense_model(cfg.model, enc, out_channels, cfg.finetune), mean, std
+    return _model(cfg, enc, out_channels), st.mean, st.std
 
 
-def engine_config(cfg: DenseConfig, n_samples: int):
-    """The shared engine's :class:`~visionfm.engine.TrainConfig` for a dense run over ``n_samples`` per epoch.
+def _model(cfg: DenseConfig, enc: nn.Module | None, out_channels: int) -> nn.Module:
+    model = build_dense_model(cfg.model, enc, out_channels, cfg.finetune)
+    if hasattr(model, "encoder_dtype") and cfg.encoder_precision == "bf16":
+        model.encoder_dtype = torch.bfloat16
+    return model
 
-    Epochs of random-crop and few-shot training are a few steps long, so ``checkpoint_last.pth`` (which holds the
-    whole model, frozen encoder included) is written about every 100 optimizer steps rather than every epoch.
+
+def prepare_run(cfg: DenseConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check the run folder before any image is read: a new folder, ``resume`` an unfinished one, or ``overwrite``.
+
+    Raises:
+        UserError: no output folder; the folder holds a run and neither option is given; ``overwrite`` of a folder
+            that does not look like a run folder (nothing is deleted then); ``resume`` without a checkpoint.
     """
-    from ..engine import TrainConfig
-
-    steps_per_epoch = max(1, n_samples // cfg.batch_size)
-    return TrainConfig(output_dir=cfg.output_dir, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       warmup_epochs=cfg.warmup_epochs, precision=cfg.precision, device=cfg.device, seed=cfg.seed,
-                       num_workers=cfg.num_workers, checkpoint_epochs=max(1, 100 // steps_per_epoch))
-
-
-def save_run(model: nn.Module, cfg: DenseConfig, run: Path) -> Path:
-    """Write ``model.safetensors`` (all weights, atomic) and ``dense.yaml`` into ``run``."""
+    if not cfg.output_dir:
+        raise UserError("an output run folder is required (--output)")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    run = Path(cfg.output_dir)
+    if run.exists() and not run.is_dir():
+        raise UserError(f"--output {run}: exists and is not a folder")
+    used = run.is_dir() and any(run.iterdir())
+    if resume:
+        if not (run / "checkpoint_last.pth").is_file():
+            raise UserError(f"--resume: no checkpoint_last.pth in {run}")
+        return run
+    if used and not overwrite:
+        raise UserError(f"--output {run} already holds files; pass --resume to continue that run or --overwrite "
+                        "to replace it")
+    if used:
+        if not any((run / m).exists() for m in RUN_MARKERS):
+            raise UserError(f"--overwrite: {run} does not look like a run folder (no {RUN_CONFIG}, log.jsonl or "
+                            "checkpoint); refusing to delete it")
+        shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "dense.yaml")
-    path = run / "model.safetensors"
-    return save_safetensors(model.state_dict(), path)
+    return run
+
+
+def save_run(model: nn.Module, cfg: DenseConfig, run: Path, name: str = "model.safetensors") -> Path:
+    """Write ``name`` (all weights, atomic) and ``dense.yaml`` into ``run``."""
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / RUN_CONFIG)
+    return save_safetensors(model.state_dict(), run / name)
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, DenseConfig]:
-    """Rebuild the model of a finished run (no original weights file needed) in eval mode."""
+    """Rebuild the model of a finished run (no original weights file needed) in eval mode.
+
+    ``model.safetensors`` holds the weights selected on validation when the run had validation, else the last.
+    """
     run = Path(run)
-    for f in ("dense.yaml", "model.safetensors"):
+    for f in (RUN_CONFIG, "model.safetensors"):
         if not (run / f).is_file():
-            raise FileNotFoundError(f"{run / f} not found: is {run} a finished dense run?")
-    cfg = load_config(run / "dense.yaml")
-    k = int(cfg.extra["out_channels"])
-    enc = None if cfg.extra.get("encoder") is None else create_encoder(ViTConfig(**cfg.extra["encoder"]))
-    model = build_dense_model(cfg.model, enc, k, cfg.finetune)
+            raise UserError(f"{run / f} not found: is {run} a finished dense run?")
+    cfg = load_config(run / RUN_CONFIG)
+    if not cfg.state.out_channels:
+        raise UserError(f"{run / RUN_CONFIG}: no out_channels recorded; not a finished dense run")
+    enc = None if cfg.state.encoder is None else create_encoder(ViTConfig(**cfg.state.encoder))
+    model = _model(cfg, enc, int(cfg.state.out_channels))
     model.load_state_dict(load_file(str(run / "model.safetensors")), strict=True)
     return model.to(device).eval(), cfg

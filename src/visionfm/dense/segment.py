@@ -1,157 +1,131 @@
-"""Segmentation end to end: train on the shared engine, predict at the original resolution, evaluate, overlay."""
+"""Segmentation training on the shared engine, with validation carved from training (or given) for model selection.
+
+Prediction and evaluation live in :mod:`visionfm.dense.predict`.
+"""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from tqdm import tqdm
 
-from ..data import read_image
-from ..distributed import resolve_device
 from .config import DenseConfig, save_config
-from .data import DenseSpec, load_target, read_fov, resolve_spec
-from .datasets import SegmentationDataset, as_rgb8, select, to_rgb01
-from .metrics import SegmentationMeter
-from .models_io import build_from_config, engine_config, load_run, save_run
+from .data import DenseSpec, resolve_spec
+from .datasets import SegmentationDataset, select
+from .models_io import RUN_CONFIG, build_from_config, is_fundus, prepare_run, save_run
+from .predict import overlay, predict_segmentation
 from .transforms import JointAugment
 
-__all__ = ["spec_from_config", "train_segmentation", "predict_segmentation", "overlay", "PALETTE"]
+__all__ = ["spec_from_config", "train_segmentation", "predict_segmentation", "overlay", "split_validation",
+           "fit_dense"]
 
 log = logging.getLogger(__name__)
-PALETTE = np.array([[0, 255, 0], [255, 0, 0], [255, 255, 0], [0, 128, 255], [255, 0, 255], [0, 255, 255],
-                    [255, 128, 0], [128, 0, 255]], dtype=np.float32)
 
 
 def spec_from_config(cfg: DenseConfig, data: str | None = None, split: str | None = None) -> DenseSpec:
     """The label layout of ``cfg`` applied to ``data``/``split`` (defaults: the training data)."""
-    return resolve_spec(data or cfg.data, split or cfg.split, cfg.masks if data is None else None,
-                        cfg.fov if data is None else None, cfg.kind, cfg.classes, cfg.resize_masks)
+    own = data is None
+    return resolve_spec(data or cfg.data, split or cfg.split, cfg.masks if own else None,
+                        cfg.fov if own or cfg.fov in (None, "auto", "estimate", "none") else None, cfg.kind,
+                        cfg.classes, cfg.resize_masks, is_fundus(cfg.modality))
 
 
-def train_segmentation(cfg: DenseConfig) -> Path:
-    """Train a segmenter (ViT + decoder, or the U-Net baseline) with the shared engine.
+def split_validation(items: Sequence[Any], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): ``round(fraction * n)`` items (at least 1, at most n - 1) drawn with a seeded generator.
+
+    Raises:
+        ValueError: fewer than 2 items.
+    """
+    n = len(items)
+    if n < 2:
+        raise ValueError(f"--val-fraction needs at least 2 training images, got {n}")
+    k = min(n - 1, max(1, round(fraction * n)))
+    pick = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
+    return [it for i, it in enumerate(items) if i not in pick], [it for i, it in enumerate(items) if i in pick]
+
+
+def _round_schedule(cfg: DenseConfig, n_train: int) -> int:
+    """With validation the engine's epoch is one round of ``val_every`` steps; keep the schedule in real epochs.
 
     Returns:
-        the run folder holding ``model.safetensors``, ``dense.yaml`` and the engine's logs/checkpoints.
+        the dataset length that makes one round (``val_every * batch_size`` samples).
     """
+    t = cfg.train
+    real = max(1, n_train // t.batch_size) // t.accum_steps or 1  # optimizer steps of one pass over the images
+    if t.max_steps is None:
+        t.max_steps = t.epochs * real
+    if t.warmup_steps is None:
+        t.warmup_steps = t.warmup_in_steps(real)
+    return cfg.val_every * t.batch_size * t.accum_steps
+
+
+def fit_dense(task: torch.nn.Module, cfg: DenseConfig, run: Path, train: Any, val: Any, resume: bool,
+              metric: str, mode: str) -> None:
+    """Train ``task`` on the engine; write the selected (or last) weights as ``model.safetensors`` and metrics.
+
+    With ``val`` the engine keeps ``best.pth`` by ``metric``; its weights become ``model.safetensors`` (the last
+    ones ``model_last.safetensors``) and the selected step goes into ``cfg.state`` and ``train_metrics.json``.
+    """
+    from ..checkpoints.io import safe_torch_load
     from ..engine import Trainer
+
+    if val is not None:
+        cfg.train.select_metric, cfg.train.select_mode = cfg.train.select_metric or metric, mode
+    save_config(cfg, run / RUN_CONFIG)
+    result = Trainer(task, cfg.train, train, val).fit(resume=resume)
+    summary: dict[str, Any] = {"validation": val is not None, "history": result.history}
+    if val is not None and result.best_path is not None:
+        save_run(task.model, cfg, run, "model_last.safetensors")
+        task.load_state_dict(safe_torch_load(result.best_path)["task"])
+        step = next(h["step"] for h in result.history if h["epoch"] == result.best_epoch)
+        cfg.state.selected_step, cfg.state.selected_metric = int(step), float(result.best_metric)
+        summary.update(select_metric=cfg.train.select_metric, selected_step=int(step),
+                       selected_value=float(result.best_metric))
+        log.info("selected step %d (%s %.4f on validation)", step, cfg.train.select_metric, result.best_metric)
+    else:
+        cfg.state.selected_step = cfg.train.max_steps
+    save_run(task.model, cfg, run)
+    (run / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+
+
+def train_segmentation(cfg: DenseConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train a segmenter (ViT + decoder, or the U-Net baseline) with the shared engine.
+
+    Args:
+        resume: continue the unfinished run in ``cfg.train.output_dir`` exactly.
+        overwrite: replace a run already in that folder (refused otherwise).
+
+    Returns:
+        the run folder holding ``model.safetensors`` (selected on validation, else last), ``dense.yaml``,
+        ``train_metrics.json`` and the engine's logs/checkpoints.
+    """
     from .tasks import SegmentationTask
 
-    if not cfg.output_dir:
-        raise ValueError("an output run folder is required (--output)")
-    torch.manual_seed(cfg.seed)
+    cfg.task = "segment"
+    run = prepare_run(cfg, resume, overwrite)
     spec = spec_from_config(cfg)
     items = select(spec.items(), cfg.subset)
     cfg.kind, cfg.classes = spec.kind, list(spec.classes)
+    val_items: list = []
+    if cfg.val_data:
+        vspec = spec_from_config(cfg, cfg.val_data, cfg.val_split or cfg.split)
+        val_items = vspec.items()
+    elif cfg.val_fraction > 0:
+        items, val_items = split_validation(items, cfg.val_fraction, cfg.train.seed)
     model, mean, std = build_from_config(cfg, len(spec.classes))
-    cfg.extra.update(out_channels=len(spec.classes), names=list(spec.classes),
-                     train_images=[str(i.image) for i in items])
-    run = Path(cfg.output_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "dense.yaml")
-    data = SegmentationDataset(items, spec, cfg.input_size, mean, std, JointAugment() if cfg.augment else None,
-                               min_length=cfg.batch_size, crop=cfg.crop, max_side=cfg.max_side,
-                               fg_crop=cfg.fg_crop)
-    task = SegmentationTask(model)
-    result = Trainer(task, engine_config(cfg, len(data)), data).fit()
-    log.info("training finished: %s", getattr(result, "last_path", run))
-    save_run(task.model, cfg, run)
+    st = cfg.state
+    st.out_channels, st.names = len(spec.classes), list(spec.classes)
+    st.train_images, st.val_images = [str(i.image) for i in items], [str(i.image) for i in val_items]
+    length = _round_schedule(cfg, len(items)) if val_items else cfg.train.batch_size
+    common = dict(crop=cfg.crop, max_side=cfg.max_side)
+    data = SegmentationDataset(items, spec, cfg.input_size, mean, std,
+                               JointAugment(scale=(0.8, 1.1)) if cfg.augment else None, min_length=length,
+                               fg_crop=cfg.fg_crop, border_crop=cfg.border_crop, **common)
+    val = SegmentationDataset(val_items, vspec if cfg.val_data else spec, cfg.input_size, mean, std, whole=True,
+                              **common) if val_items else None
+    fit_dense(SegmentationTask(model, cfg.loss), cfg, run, data, val, resume, "dice", "max")
     return run
 
-
-def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend boolean masks ``[K, H, W]`` onto an RGB uint8 image ``[H, W, 3]`` in palette colours."""
-    out = image.copy()
-    for c, m in enumerate(masks):
-        rows = np.flatnonzero(m.any(axis=1))  # blend only the rows a mask touches (lesions are small)
-        if rows.size == 0:
-            continue
-        a, b = rows[0], rows[-1] + 1
-        blend = ((1 - alpha) * out[a:b] + alpha * PALETTE[c % len(PALETTE)]).round().astype(np.uint8)
-        out[a:b] = np.where(m[a:b, :, None], blend, out[a:b])
-    return out
-
-
-@torch.no_grad()
-def predict_probs(model: torch.nn.Module, img: np.ndarray, size: int | None, mean: Sequence[float],
-                  std: Sequence[float], device: torch.device, max_side: int | None = None) -> np.ndarray:
-    """One ``[H, W, 3]`` image -> probabilities ``[K, H, W]`` at its original resolution.
-
-    ``size`` S runs the image resized to SxS; None runs it whole at its native resolution (or scaled down to
-    ``max_side``), zero-padded to a multiple of 32. Logits, not thresholded masks, are upsampled to (H, W), so
-    boundaries land at sub-pixel precision.
-    """
-    h, w = img.shape[:2]
-    x = to_rgb01(img, size, max_side)
-    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    rows, cols = x.shape[-2:]
-    if size is None:  # pad after normalising so the border reads as zero input, as in crop padding
-        x = F.pad(x, (0, -cols % 32, 0, -rows % 32))
-    logits = model(x[None].to(device)).float()[..., :rows, :cols]
-    prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False))[0]
-    return prob.cpu().numpy()
-
-
-def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, split: str = "test",
-                         subset: str | None = None, device: str = "auto", threshold: float = 0.5,
-                         evaluate: bool = True, hd95_max_side: int = 1024) -> dict:
-    """Predict every image under ``data`` with a trained run; write masks, overlays and (with labels) metrics.
-
-    Writes ``<stem>.png`` (binary: 0/255) or ``<stem>_<class>.png`` per class, ``<stem>_overlay.png``, and
-    ``metrics.json`` (per-class Dice, IoU, sensitivity, specificity, AUC inside the FOV, HD95 in original pixels).
-
-    Returns:
-        the metrics dict (empty when the data has no masks or ``evaluate`` is False).
-    """
-    dev = resolve_device(device)
-    model, cfg = load_run(run, dev)
-    names = cfg.extra["names"]
-    spec = resolve_spec(data, split, None, None, cfg.kind, names, cfg.resize_masks)
-    has_masks = evaluate and spec.masks is not None
-    items = select(spec.items(require_masks=has_masks), subset)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    meter = SegmentationMeter(names, threshold=threshold)
-    for it in tqdm(items, desc="predicting"):
-        img = read_image(it.image)
-        prob = predict_probs(model, img, None if cfg.crop else cfg.input_size, cfg.extra["mean"],
-                             cfg.extra["std"], dev, cfg.max_side)
-        img = as_rgb8(img)
-        fov = None
-        if has_masks:
-            target, fov = load_target(it, spec, img.shape[:2])
-            _update(meter, prob, target > 0.5, fov, hd95_max_side)
-        elif it.fov is not None:
-            fov = read_fov(it, img.shape[:2])
-        pred = prob > threshold
-        if fov is not None:  # the loss never saw outside the field of view: report background there
-            pred &= fov[None]
-        _write_masks(out, it.image.stem, names, pred)
-        Image.fromarray(overlay(img, pred)).save(out / f"{it.image.stem}_overlay.png", compress_level=1)
-    metrics = meter.compute() if has_masks else {}
-    result = {"run": str(run), "data": str(data), "split": split, "subset": subset, "images": len(items),
-              "threshold": threshold, "input_size": cfg.input_size, "crop": cfg.crop, "max_side": cfg.max_side,
-              "model": cfg.model, "metrics": metrics}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    save_config(cfg, out / "dense.yaml")
-    return metrics
-
-
-def _write_masks(out: Path, stem: str, names: Sequence[str], pred: np.ndarray) -> None:
-    """0/255 PNGs: ``<stem>.png`` for one class, else ``<stem>_<class>.png`` (fast zlib level: fundus-sized)."""
-    for c, name in enumerate(names):
-        path = out / (f"{stem}.png" if len(names) == 1 else f"{stem}_{name}.png")
-        Image.fromarray(pred[c].astype(np.uint8) * 255).save(path, compress_level=1)
-
-
-def _update(meter: SegmentationMeter, prob: np.ndarray, gt: np.ndarray, fov: np.ndarray | None,
-            hd95_max_side: int) -> None:
-    """Pixel metrics at full resolution; HD95 on a strided copy of very large images, rescaled to original px."""
-    stride = max(1, int(np.ceil(max(prob.shape[1:]) / hd95_max_side))) if hd95_max_side else 1
-    meter.update(prob, gt, fov, hd95_stride=stride)

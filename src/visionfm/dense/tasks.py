@@ -1,17 +1,25 @@
 """Dense tasks for the shared training engine: ``forward(batch, state)`` is the training step.
 
-Dense runs train for a fixed schedule and keep the last weights (as the official decoders do); they are scored by
-``segment predict`` / ``landmark predict`` on held-out data, never on what they trained on.
+With validation data (carved from training or given) the engine calls :meth:`evaluate` after every round and keeps
+the best weights (``select_metric``: mean Dice for segmentation, mean radial error for landmarks); without it the
+last weights are kept. Test data is scored by ``segment predict`` / ``landmark predict``, never here.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.task import Task, param_groups_for
 from .decoders import EncoderDense
-from .losses import dice_focal_loss, heatmap_kl
+from .landmarks import argmax_subpixel, heatmap_from_logits
+from .losses import SEG_LOSSES, heatmap_kl
+from .metrics import confusion, scores_from_confusion
 
-__all__ = ["SegmentationTask", "LandmarkTask", "dense_param_groups"]
+__all__ = ["SegmentationTask", "LandmarkTask", "dense_param_groups", "padded_logits"]
 
 
 def dense_param_groups(model: nn.Module, encoder_lr_scale: float = 0.1) -> list[dict]:
@@ -21,17 +29,26 @@ def dense_param_groups(model: nn.Module, encoder_lr_scale: float = 0.1) -> list[
     return param_groups_for(model)
 
 
+def padded_logits(model: nn.Module, x: Tensor, multiple: int = 32) -> Tensor:
+    """Logits of ``[B, 3, H, W]`` inputs of any size: zero-padded to a multiple of ``multiple``, cropped back."""
+    rows, cols = x.shape[-2:]
+    x = F.pad(x, (0, -cols % multiple, 0, -rows % multiple))
+    return model(x).float()[..., :rows, :cols]
+
+
 class SegmentationTask(Task):
-    """Multi-label segmentation with Dice + focal loss.
+    """Multi-label segmentation (sigmoid per class) with a Dice- or Tversky-type loss plus focal loss.
 
     Args:
         model: ``[B, 3, H, W]`` -> logits ``[B, K, H, W]``.
+        loss: a name of :data:`~visionfm.dense.losses.SEG_LOSSES`.
         gamma: focal exponent.
     """
 
-    def __init__(self, model: nn.Module, gamma: float = 2.0) -> None:
+    def __init__(self, model: nn.Module, loss: str = "dice_focal", gamma: float = 2.0) -> None:
         super().__init__()
         self.model = model
+        self.loss_fn = SEG_LOSSES[loss]
         self.gamma = gamma
 
     def param_groups(self) -> list[dict]:
@@ -39,7 +56,25 @@ class SegmentationTask(Task):
 
     def forward(self, batch: dict[str, Tensor], state=None) -> dict[str, Tensor]:
         logits = self.model(batch["image"])
-        return dice_focal_loss(logits, batch["target"], batch.get("valid"), gamma=self.gamma)
+        return self.loss_fn(logits, batch["target"], batch.get("valid"), gamma=self.gamma)
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any, device: Any) -> dict[str, float]:
+        """Pooled Dice per class inside the FOV over whole validation images (one at a time: sizes differ).
+
+        Returns:
+            ``{'dice': mean over classes, 'dice_<k>': per class index}``.
+        """
+        counts = None
+        self.model.eval()
+        for s in loader.dataset:
+            prob = torch.sigmoid(padded_logits(self.model, s["image"][None].to(device)))[0].cpu().numpy()
+            gt, fov = s["target"].numpy() > 0.5, s["fov"].numpy()
+            c = np.array([confusion(prob[k] > 0.5, gt[k], fov) for k in range(len(prob))])
+            counts = c if counts is None else counts + c
+        dice = [scores_from_confusion(*map(int, row))["dice"] for row in counts]
+        out = {f"dice_{k}": float(np.nan_to_num(d)) for k, d in enumerate(dice)}
+        return {"dice": float(np.mean(list(out.values()))), **out}
 
 
 class LandmarkTask(Task):
@@ -54,3 +89,13 @@ class LandmarkTask(Task):
 
     def forward(self, batch: dict[str, Tensor], state=None) -> dict[str, Tensor]:
         return {"loss": heatmap_kl(self.model(batch["image"]), batch["heatmap"])}
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any, device: Any) -> dict[str, float]:
+        """Mean radial error in input pixels (argmax + sub-pixel refinement) over the validation images."""
+        self.model.eval()
+        errs = []
+        for batch in loader:
+            hm = heatmap_from_logits(self.model(batch["image"].to(device)).cpu())
+            errs.append((argmax_subpixel(hm) - batch["points"]).norm(dim=-1).flatten())
+        return {"mre": float(torch.cat(errs).mean())}
