@@ -29,11 +29,13 @@ def drive_folder() -> Path:
 
 
 def tiny_config(data, output, **overrides):
-    """A test-sized iBOT config: vit_test (depth 2, width 64, patch 8) at 32 px, small head, one thread."""
-    from visionfm.pretrain import PretrainConfig
+    """A test-sized config (iBOT unless ``method="mae"``): vit_test (depth 2, width 64, patch 8) at 32 px, small
+    head or decoder, one thread; flat loop keys (``epochs``, ``lr``, ``output``) reach the ``train`` section."""
+    from visionfm.pretrain import pretrain_config
 
     base = dict(data=[str(d) for d in data], modality="Fundus", arch="vit_test", output=str(output), global_size=32,
                 out_dim=128, patch_out_dim=128, head_hidden_dim=64, head_bottleneck_dim=32, batch_size=8,
                 epochs=2, num_workers=0, progress=False, log_every=1, warmup_epochs=0.5,
-                warmup_teacher_temp_epochs=2, freeze_last_layer=1, device="cpu", lr=5e-3)
-    return PretrainConfig(**{**base, **overrides})
+                warmup_teacher_temp_epochs=2, freeze_last_layer=1, device="cpu", lr=5e-3, decoder_embed_dim=32,
+                decoder_depth=1, decoder_num_heads=2, precision="fp32")
+    return pretrain_config(**{**base, **overrides})

@@ -93,7 +93,7 @@ def _batch(b=4, size=32, grid=4, local=0):
 def _task(tmp_path, **kw):
     torch.manual_seed(0)
     cfg = tiny_config([tmp_path], tmp_path / "run", **kw)
-    return IBOTTask(*build_encoders(cfg), cfg, run_epochs=2), cfg
+    return IBOTTask(*build_encoders(cfg), cfg), cfg
 
 
 @pytest.mark.parametrize("kw", [{}, {"local_crops": 2, "local_size": 16}, {"mim": False},

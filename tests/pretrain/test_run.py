@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import visionfm
@@ -47,7 +48,12 @@ def test_full_objective_runs_exports_and_loads(retina_folder, tmp_path):
     teacher = {k[len("teacher.backbone."):]: v for k, v in state.items() if k.startswith("teacher.backbone.")}
     for k, v in load_file(run / ENCODER_FILE).items():
         torch.testing.assert_close(v, teacher[k])  # the export is the teacher
-    assert (run / "pretrain.yaml").is_file() and (run / "config.yaml").is_file()
+    assert (run / "pretrain.yaml").is_file() and not (run / "config.yaml").exists()  # one resolved config per run
+    saved = yaml.safe_load((run / "pretrain.yaml").read_text())
+    assert saved["train"]["lr"] == 5e-3 and saved["train"]["lr_base_batch"] == 256 and "epochs" not in saved
+    health = json.loads((run / "health.json").read_text())
+    assert set(health["indicators"]) == {"teacher_entropy_ratio", "feature_std", "effective_rank"}
+    assert {"feature_std", "effective_rank", "teacher_entropy_ratio"} <= set(rows[-1])
     student = export_encoder(run, tmp_path / "student.safetensors", which="student")
     assert visionfm.load_encoder(student).cfg == enc.cfg
 
@@ -161,13 +167,29 @@ def test_cli_in_process_and_errors(retina_folder, tmp_path, capsys):
     assert "unknown config keys ['epochz']" in capsys.readouterr().err
 
 
-def test_resume_with_the_run_config_and_another_world_size(retina_folder, tmp_path, monkeypatch):
+def test_resume_with_the_run_config_and_another_world_size(retina_folder, tmp_path):
     run = pretrain(tiny_config([retina_folder], tmp_path / "run", max_steps=2))
     assert main(["pretrain", "--config", str(run / "pretrain.yaml"), "--max-steps", "3", "--resume"]) == 2
     assert main(["pretrain", "--config", str(run / "pretrain.yaml"), "--resume"]) == 0  # the run's own settings
     from visionfm.pretrain import api
 
-    real = api._train_config
-    monkeypatch.setattr(api, "_train_config", lambda cfg, n, world, dev: real(cfg, n, 2, dev))  # as if 2 processes
-    with pytest.raises(ValueError, match="same number of processes"):
-        pretrain(tiny_config([retina_folder], run, max_steps=2), resume=True)
+    api._check_world(run, 1)
+    with pytest.raises(ValueError, match="trained by 1 process.*now 2.*same number of processes"):
+        api._check_world(run, 2)
+
+
+def test_old_flat_run_file_still_loads(tmp_path):
+    """A pretrain.yaml written before the train section existed: loop keys at the top level, ``output``."""
+    from visionfm.pretrain import pretrain_config
+
+    old = tmp_path / "pretrain.yaml"
+    old.write_text("data: [a]\nmodality: Fundus\narch: vit_test\nepochs: 7\nmax_steps: null\nbatch_size: 16\n"
+                   "lr: 0.0005\nmin_lr: 1.0e-06\nwarmup_epochs: 2.0\nweight_decay: 0.04\nweight_decay_end: 0.4\n"
+                   "clip_grad: 3.0\nclip_mode: per_param\naccum_steps: 1\nprecision: auto\ncompile: false\n"
+                   "output: runs/old\ndevice: cpu\nseed: 3\nnum_workers: 0\ncheckpoint_every: 0\nkeep_last: 2\n"
+                   "log_every: 10\nprogress: true\nout_dim: 128\n")
+    cfg = pretrain_config(old)
+    t = cfg.train
+    assert (t.epochs, t.batch_size, t.lr, t.lr_base_batch, t.output_dir, t.seed, t.clip_grad) == (
+        7, 16, 5e-4, 256, "runs/old", 3, 3.0)
+    assert cfg.out_dim == 128 and cfg.method == "ibot"

@@ -246,20 +246,22 @@ def _matches_dinov2(obj: Any) -> bool:
                or re.match(r"^(module\.)?(backbone\.)?blocks\.\d+\.\d+\.", k) for k in sd)
 
 
-_RUN_PREFIX = "teacher.backbone."
-
-
 def _convert_visionfm_run(obj: Any) -> Converted:
-    """A checkpoint of ``visionfm pretrain`` (the engine's ``checkpoint_*.pth``): the EMA teacher's backbone."""
+    """A checkpoint of ``visionfm pretrain`` (the engine's ``checkpoint_*.pth``): the encoder the run exports (iBOT's
+    EMA teacher, MAE's encoder), found by the pretraining task's own reader."""
+    from ..pretrain.checkpoint import encoder_prefix  # the task owns its naming (a late import: pretrain uses us)
+
     state = obj["task"]
-    kept = {k[len(_RUN_PREFIX):]: v for k, v in state.items() if k.startswith(_RUN_PREFIX)}
-    dropped = [k for k in state if not k.startswith(_RUN_PREFIX)]
+    prefix = encoder_prefix(state)[0]
+    kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    dropped = [k for k in state if not k.startswith(prefix)]
     return Converted(kept, "visionfm-run", dropped, family="visionfm pretraining run")
 
 
 def _matches_visionfm_run(obj: Any) -> bool:
-    return isinstance(obj, dict) and _is_state_dict(obj.get("task")) and any(
-        k.startswith(_RUN_PREFIX) for k in obj["task"])
+    from ..pretrain.checkpoint import is_run_state
+
+    return isinstance(obj, dict) and _is_state_dict(obj.get("task")) and is_run_state(obj["task"])
 
 
 def _convert_state_dict(obj: Any) -> Converted:
@@ -280,8 +282,9 @@ CONVERTERS.add("visionfm", Converter(
     "visionfm", "official VisionFM/iBOT pretraining checkpoint ('teacher' backbone is the encoder)",
     _matches_visionfm, _convert_visionfm))
 CONVERTERS.add("visionfm-run", Converter(
-    "visionfm-run", "a checkpoint written by `visionfm pretrain` (checkpoint_*.pth; the EMA teacher's backbone is the "
-    "encoder; student, heads and centres dropped)", _matches_visionfm_run, _convert_visionfm_run))
+    "visionfm-run", "a checkpoint written by `visionfm pretrain` (checkpoint_*.pth; the encoder the run exports: the "
+    "iBOT EMA teacher or the MAE encoder; student, heads, decoder and centres dropped)", _matches_visionfm_run,
+    _convert_visionfm_run))
 CONVERTERS.add("retfound-dinov2", Converter(
     "retfound-dinov2", "RETFound-DINOv2 ('teacher', 'backbone.' names, ViT-L/14 DINOv2 naming); position embeddings "
     "resized as RETFound's fine-tuning does; ImageNet statistics", _matches_retfound_dinov2, _convert_retfound_dinov2))

@@ -70,7 +70,8 @@ def is_pretraining_checkpoint(path: str | Path) -> bool:
 
 
 def load_pretraining_checkpoint(path: str | Path, modality: str | None = None) -> nn.Module:
-    """The EMA teacher encoder of one pretraining checkpoint, with the run's architecture and normalisation.
+    """The encoder of one pretraining checkpoint (iBOT: the EMA teacher; MAE: the encoder), with the run's
+    architecture and normalisation.
 
     Args:
         path: a ``checkpoint_*.pth`` of a run folder (``pretrain.yaml`` beside it).
@@ -82,7 +83,7 @@ def load_pretraining_checkpoint(path: str | Path, modality: str | None = None) -
     """
     from ..pretrain.export import run_encoder
 
-    enc = run_encoder(path, "teacher", modality)
+    enc = run_encoder(path, modality=modality)  # the method's exported encoder (iBOT teacher, MAE encoder)
     if getattr(enc, "info", None) is None:
         raise ValueError(f"{path}: the run was pretrained on several modalities; pass modality=... (--modality)")
     return enc

@@ -117,6 +117,7 @@ class PretrainDataset(Dataset):
             raise ValueError(f"local_size {cfg.local_size} is not a multiple of the patch size {patch_size}")
         self.real, self.synthetic, self.patch_size = list(real), list(synthetic), patch_size
         self.cfg, self.bad_log, self.epoch = cfg, bad_log, 0
+        self.modalities = list(modalities)
         stats = [(IMAGENET_MEAN, IMAGENET_STD) if cfg.imagenet_stats else (get_modality(m).mean, get_modality(m).std)
                  for m in modalities]
         self.mean = torch.tensor([m for m, _ in stats], dtype=torch.float32)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..report import Section
 from .api import pretrain
-from .config import PretrainConfig
+from .config import PretrainConfig, pretrain_config
 from .export import ENCODER_FILE
 
 __all__ = ["demo_stage", "demo_config"]
@@ -26,7 +26,7 @@ def demo_config(folders: list[str], out: Path, fast: bool, size: int, seed: int,
     """The demo's pretraining settings (test-sized model, small head, short schedule; the sharper teacher
     temperatures of ``configs/pretrain/fundus-vit-tiny-cpu.yaml``, which keep the teacher off the uniform
     distribution on look-alike images)."""
-    return PretrainConfig(
+    return pretrain_config(
         data=folders, modality="Fundus", arch="vit_test", output=str(out), global_size=size, local_crops=2,
         local_size=size // 2, out_dim=1024, patch_out_dim=1024, head_hidden_dim=256, head_bottleneck_dim=64,
         epochs=4 if fast else 12, batch_size=16, lr=5e-3, warmup_epochs=1, warmup_teacher_temp=0.02,
@@ -66,9 +66,9 @@ def demo_stage(ctx: Any) -> Section:
     out = ctx.out / "pretrain"
     cfg = demo_config(folders, out, ctx.cfg.fast, ctx.cfg.size, ctx.cfg.seed, ctx.cfg.device)
     n_images = sum(len(list(Path(f).glob("*.png"))) for f in folders)
-    steps = cfg.epochs * (n_images // cfg.batch_size)
-    cfg.checkpoint_every = max(1, steps // 4)
-    cfg.keep_last = cfg.epochs + 4  # every epoch end + the quarter points: the explain stage draws the evolution
+    steps = cfg.train.epochs * (n_images // cfg.train.batch_size)
+    cfg.train.checkpoint_every = max(1, steps // 4)
+    cfg.train.keep_last = cfg.train.epochs + 4  # every epoch end + the quarter points: explain draws the evolution
     if out.exists():  # a rerun of the demo starts a fresh run
         import shutil
 

@@ -37,9 +37,9 @@ def official_style_losses(task: IBOTTask, x: Tensor, local: Tensor | None, mask:
     if local is not None:
         s_local = task.student["head"](_encode(task.student["backbone"], local, None, explicit_attention))[0]
         s_cls = torch.cat([s_cls, s_local])
-    temp = teacher_temperature(state.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, task.temp_warmup)
-    temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
-                                task.temp_warmup)
+    warm = task.temp_warmup(state)
+    temp = teacher_temperature(state.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, warm)
+    temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp, warm)
     cls_loss = dino_cls_loss(s_cls, teacher_probs(t_cls, task.center, temp), n_global, cfg.student_temp)
     g, n, k = n_global, s_patch.shape[1], s_patch.shape[2]
     t_probs = teacher_probs(t_patch, task.center2, temp2)

@@ -8,6 +8,7 @@ student by EMA with the cosine momentum schedule.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from ..models import VisionTransformer
 from .augment import normalize, photometric, view_specs
 from .config import PretrainConfig
 from .heads import IBOTHead
+from .health import HealthWatch, collapse_indicators
 from .losses import (dino_cls_loss, ibot_patch_loss_sparse, koleo_loss, teacher_momentum, teacher_probs,
                      teacher_temperature, updated_center)
 
@@ -37,19 +39,19 @@ class IBOTTask(Task):
         student: the student encoder (drop-path set).
         teacher: an encoder of the same architecture without drop-path; it starts as a copy of the student.
         cfg: objective, head, schedules.
-        run_epochs: epochs of the run (caps the teacher-temperature warm-up).
+        main: whether this process reports collapse warnings (the main one under torchrun).
     """
 
     def __init__(self, student: VisionTransformer, teacher: VisionTransformer, cfg: PretrainConfig,
-                 run_epochs: int | None = None) -> None:
+                 main: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
+        self.health, self._health_scalars = HealthWatch(cfg.train.log_every, main), {}
         self.student = nn.ModuleDict({"backbone": student, "head": build_head(cfg, student.embed_dim,
                                                                               cfg.shared_head)})
         self.teacher = nn.ModuleDict({"backbone": teacher, "head": build_head(cfg, teacher.embed_dim,
                                                                               cfg.shared_head_teacher)})
         self.views = view_specs(cfg.color_jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.blur_p, cfg.solarize_p)
-        self.temp_warmup = min(cfg.warmup_teacher_temp_epochs, run_epochs or cfg.warmup_teacher_temp_epochs)
         t_params = dict(self.teacher.named_parameters())
         s_params = dict(self.student.named_parameters())
         self._common = sorted(set(t_params) & set(s_params))
@@ -61,6 +63,11 @@ class IBOTTask(Task):
             student.mask_token.requires_grad_(False)
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self.register_buffer("center2", torch.zeros(1, 1, cfg.effective_patch_out_dim))
+
+    def temp_warmup(self, state: StepState) -> int:
+        """Teacher-temperature warm-up epochs, capped at the run's length."""
+        run_epochs = -(-state.total_steps // max(state.steps_per_epoch, 1))
+        return min(self.cfg.warmup_teacher_temp_epochs, run_epochs)
 
     # -- optimisation hooks -------------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -75,7 +82,7 @@ class IBOTTask(Task):
     def before_optimizer_step(self, state: StepState) -> None:
         """Clip (per parameter as officially, or globally) and freeze the last layer in the first epochs."""
         params = [p for p in self.student.parameters() if p.grad is not None]
-        clip = self.cfg.clip_grad
+        clip = self.cfg.train.clip_grad  # the task clips (both modes); the loop is given none
         if clip and self.cfg.clip_mode == "global":
             torch.nn.utils.clip_grad_norm_(params, clip)
         elif clip:
@@ -90,6 +97,7 @@ class IBOTTask(Task):
     @torch.no_grad()
     def on_after_step(self, state: StepState) -> None:
         """EMA update of the teacher with the cosine momentum schedule (0.996 -> 1 per iteration)."""
+        self.health.after_step(state.step, state.total_steps, self._health_scalars)
         m = teacher_momentum(state.step, state.total_steps, self.cfg.momentum_teacher)
         t_params, s_params = dict(self.teacher.named_parameters()), dict(self.student.named_parameters())
         t = [t_params[n] for n in self._common]
@@ -111,14 +119,15 @@ class IBOTTask(Task):
                                    for v in range(lo.shape[1])])
         return torch.cat(views), local
 
-    def _teacher(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Teacher CLS logits ``[G*B, K]`` and patch logits ``[G*B, N, Kp]`` (None without MIM)."""
+    def _teacher(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Teacher CLS logits ``[G*B, K]``, patch logits ``[G*B, N, Kp]`` (None without MIM) and the teacher's
+        CLS features ``[G*B, D]`` (for the collapse indicators)."""
         with torch.no_grad():
             tokens = self.teacher["backbone"](x).tokens
             head: IBOTHead = self.teacher["head"]
             if not self.cfg.mim:
-                return head.cls_logits(head.project(tokens[:, 0])), None
-            return head(tokens)
+                return head.cls_logits(head.project(tokens[:, 0])), None, tokens[:, 0]
+            return (*head(tokens), tokens[:, 0])
 
     def forward(self, batch: dict[str, Tensor], state: StepState) -> dict[str, Tensor]:
         """One iBOT step on ``batch`` (see :class:`~visionfm.pretrain.data.PretrainDataset`); returns losses."""
@@ -143,7 +152,7 @@ class IBOTTask(Task):
         """
         cfg, b = self.cfg, x.shape[0] // n_global
         flat = mask.flatten(1) if mask is not None else None  # [G*B, N]
-        t_cls, t_patch = self._teacher(x)
+        t_cls, t_patch, t_feats = self._teacher(x)
         student, head = self.student["backbone"], self.student["head"]
         s_tokens = student(x, mask=mask).tokens  # [G*B, 1+N, D]
         parts = [s_tokens[:, 0]]
@@ -155,19 +164,22 @@ class IBOTTask(Task):
         n_cls = x.shape[0] + (local.shape[0] if local is not None else 0)
         s_cls = head.cls_logits(z[:n_cls])
 
-        temp = teacher_temperature(state.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, self.temp_warmup)
+        warm = self.temp_warmup(state)
+        temp = teacher_temperature(state.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, warm)
         t_probs = teacher_probs(t_cls, self.center, temp)
         cls_loss = dino_cls_loss(s_cls, t_probs, n_global, cfg.student_temp)
         entropy = -(t_probs * t_probs.clamp_min(1e-12).log()).sum(-1).mean()  # ln K: uniform collapse
-        out = {"cls_loss": cls_loss, "teacher_entropy": entropy, "teacher_temp": torch.tensor(temp)}
+        out = {"cls_loss": cls_loss, "teacher_entropy": entropy, "teacher_temp": torch.tensor(temp),
+               "teacher_entropy_ratio": entropy.detach() / math.log(cfg.out_dim),
+               **collapse_indicators(t_feats[:b].float())}  # one view: two views of an image are not two images
+        self._health_scalars = {k: out[k] for k in ("teacher_entropy_ratio", "feature_std", "effective_rank")}
         loss = cfg.lambda1 * cls_loss
         if cfg.koleo_weight:
             koleo = sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(n_global))  # summed over views, as DINOv2
             loss = loss + cfg.koleo_weight * koleo
             out["koleo_loss"] = koleo
         if flat is not None:
-            temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
-                                        self.temp_warmup)
+            temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp, warm)
             s_patch = head.patch_logits(z[n_cls:])
             t_masked = teacher_probs(t_patch[flat], self.center2[0], temp2)
             patch_loss = ibot_patch_loss_sparse(s_patch, t_masked, torch.nonzero(flat)[:, 0],
