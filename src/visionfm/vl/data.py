@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from ..data.datasets import MISSING, list_images
 from ..data.images import read_image, resize_image
 from ..errors import UserError
-from ..modalities import canonical_modality, get_modality
+from ..modalities import canonical_modality
 from .knowledge import Knowledge
 
 __all__ = [
@@ -166,25 +166,19 @@ class TextTable:
 
 
 def decode_pixels(items: Sequence[VLItem], size: int) -> Tensor:
-    """Every image decoded once and resized to ``size`` x ``size``: ``[N, 3, S, S]`` uint8 (held in memory)."""
+    """Every image decoded once and resized (bilinear, as ``visionfm extract``) to ``size`` x ``size``: ``[N, 3, S, S]`` uint8 (held in memory)."""
     out = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
     for i, it in enumerate(items):
-        img = resize_image(read_image(it.path, draft=2 * size), (size, size))
+        img = resize_image(read_image(it.path), (size, size), "bilinear")
         out[i] = torch.from_numpy(np.round(img * 255).astype(np.uint8)).permute(2, 0, 1)
     return out
 
 
 def norm_stats(items: Sequence[VLItem], encoder_info) -> tuple[Tensor, Tensor]:
-    """Per-item normalisation ``[N, 3]`` mean and std: the encoder's own for its modality (or an unknown one), the
-    modality's official statistics for images of another modality (as VisionFM normalises each modality)."""
-    def stats(mod: str | None) -> tuple:
-        if mod is None or mod == encoder_info.modality:
-            return encoder_info.mean, encoder_info.std
-        m = get_modality(mod)
-        return m.mean, m.std
-
-    pairs = [stats(it.modality) for it in items]
-    return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    """Per-item normalisation ``[N, 3]`` mean and std: the encoder's recorded statistics (its modality's), the same
+    ones ``visionfm extract`` and :meth:`VLRun.encode_image` use, so cached and live features agree."""
+    n = len(items)
+    return torch.tensor([encoder_info.mean] * n), torch.tensor([encoder_info.std] * n)
 
 
 class VLTrainData(Dataset):

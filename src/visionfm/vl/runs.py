@@ -74,8 +74,8 @@ class VLRun:
         for i in range(0, len(images), batch_size):
             xs = []
             for im in images[i:i + batch_size]:
-                arr = im if isinstance(im, np.ndarray) else read_image(im, draft=2 * self.input_size)
-                x = torch.from_numpy(resize_image(arr, (self.input_size, self.input_size))).permute(2, 0, 1)
+                arr = im if isinstance(im, np.ndarray) else read_image(im)
+                x = torch.from_numpy(resize_image(arr, (self.input_size, self.input_size), "bilinear")).permute(2, 0, 1)
                 xs.append((x - mean) / std)
             out.append(enc(torch.stack(xs)).cls.float())
         return torch.cat(out)

@@ -31,6 +31,9 @@ def run_features(run: VLRun, path: str | Path) -> tuple[torch.Tensor, np.ndarray
     d = enc.cfg.embed_dim
     if fs.cls.shape[1] % d or json.loads(fs.meta.get("config", "{}")) != enc.cfg.to_dict():
         raise UserError(f"{path}: features were extracted with another architecture than the run's image encoder")
+    if int(fs.meta.get("input_size", 0)) != run.input_size:
+        raise UserError(f"{path}: features were extracted at {fs.meta.get('input_size')} px, the run works at "
+                        f"{run.input_size} px; extract with --input-size {run.input_size}")
     weights = Path(fs.meta.get("weights", ""))
     sha = run.info["image_encoder"]["sha256"]
     if weights.is_file() and sha and file_sha256(weights) != sha:
