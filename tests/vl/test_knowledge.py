@@ -38,8 +38,8 @@ def test_yaml_extends_and_bad_yaml_is_named(tmp_path):
     kn = load_knowledge(f)
     assert kn.version == "clinic-2" and kn.find("drusenoid deposits").name == "drusen"
     assert kn.find("glaucoma").descriptions[-1] == "notched rim"
-    assert kn.prompts("drusen", "Fundus") == ["A retinal image of drusen.", "A retinal image of yellow deposits "
-                                              "under the retina."]
+    assert kn.prompts("drusen", "Fundus") == ["A retinal image of drusen.",
+                                              "A retinal image of yellow deposits under the retina."]
     assert default_knowledge().find("drusen") is None  # the built-in dictionary is untouched
     f.write_text("categories:\n  x: [not a mapping]\n")
     with pytest.raises(ConfigError, match="k.yaml: category 'x'"):
