@@ -1,0 +1,251 @@
+"""The HTTP service: FastAPI routes over the served models, the dynamic batcher and the metrics.
+
+Routes: ``POST /v1/predict`` (one or more files), ``POST /v1/segment`` (mask PNG or JSON), ``POST /v1/explain``
+(attention heat-map overlay), ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /``
+(the web page), ``/docs`` (OpenAPI). Every refusal is a 4xx (or 503 when busy, 504 on timeout) with a JSON
+``{"detail": message}``; nothing a client sends can stop the service.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from .batching import DynamicBatcher, Overloaded
+from .config import API_KEY_HEADER, ServeConfig
+from .metrics import Metrics
+from .models import ServedModel, heat_overlay, png_base64, png_bytes
+from .uploads import Upload, UploadError, decode_upload
+
+__all__ = ["create_app", "STATIC"]
+
+log = logging.getLogger(__name__)
+STATIC = resources.files("visionfm.serve") / "static"
+_OPEN = ("/", "/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc")
+
+
+class _State:
+    """What the routes share."""
+
+    def __init__(self, cfg: ServeConfig, models: dict[str, ServedModel]) -> None:
+        self.cfg, self.models = cfg, models
+        self.metrics = Metrics()
+        self.batcher = DynamicBatcher(cfg.max_batch, cfg.batch_wait_ms, cfg.queue_size, self._on_batch)
+        self.metrics.queue_depth = self.batcher.depth
+
+    def _on_batch(self, label: str, size: int, seconds: float) -> None:
+        self.metrics.batch.observe(size, label)
+        self.metrics.inference.observe(seconds, label)
+        self.metrics.images.inc(label, by=size)
+
+    def model(self, name: str | None) -> ServedModel:
+        if not name:
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise HTTPException(400, f"several models are served ({', '.join(self.models)}): name one with "
+                                     f"model=NAME")
+        if name not in self.models:
+            raise HTTPException(404, f"unknown model {name!r}; served: {', '.join(self.models)}")
+        return self.models[name]
+
+    async def read(self, files: list[UploadFile]) -> list[Upload]:
+        if len(files) > self.cfg.max_files:
+            raise HTTPException(413, f"{len(files)} files in one request; at most {self.cfg.max_files}")
+        out = []
+        for f in files:
+            data = await f.read()
+            if len(data) > self.cfg.max_upload_bytes:
+                raise UploadError(f"{f.filename}: {len(data)} bytes exceeds the upload limit of "
+                                  f"{self.cfg.max_upload_mb:g} MB", 413)
+            out.append(await run_in_threadpool(decode_upload, data, f.filename or "upload", self.cfg.max_pixels))
+        return out
+
+    async def infer(self, m: ServedModel, uploads: list[Upload], interval: float | None) -> list[list]:
+        if "interval_days" in m.card.inputs and interval is None:
+            raise HTTPException(400, f"model {m.name!r} forecasts: send the interval to the next visit in days "
+                                     f"(form field interval_days)")
+        payloads = [await run_in_threadpool(m.prepare, u.image, interval) for u in uploads]
+        return await asyncio.gather(*[self.batcher.submit(m.run_batch, (m.name, p["image"].shape), p, m.name)
+                                      for p in payloads])
+
+    async def timed(self, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"no answer within {self.cfg.timeout_s:g} s; retry later or send fewer "
+                                     f"images") from None
+
+
+def _route_name(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def _install_middleware(app: FastAPI, state: _State) -> None:
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        t0 = time.perf_counter()
+        path = request.url.path
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > state.cfg.max_upload_bytes):
+            state.metrics.rejected.inc("too_large")
+            response: Response = JSONResponse({"detail": f"request body of {length} bytes exceeds the limit of "
+                                                         f"{state.cfg.max_upload_mb:g} MB"}, 413)
+        elif state.cfg.api_key and path.startswith(("/v1/", "/metrics")) and not hmac.compare_digest(
+                request.headers.get(API_KEY_HEADER, "").encode(), state.cfg.api_key.encode()):
+            state.metrics.rejected.inc("api_key")
+            response = JSONResponse({"detail": f"missing or wrong API key (header {API_KEY_HEADER})"}, 401)
+        else:
+            response = await call_next(request)
+        name = _route_name(request) if path not in _OPEN else path
+        state.metrics.requests.inc(name, str(response.status_code))
+        if path.startswith("/v1/"):
+            state.metrics.latency.observe(time.perf_counter() - t0, name)
+        return response
+
+
+def _install_errors(app: FastAPI, state: _State) -> None:
+    @app.exception_handler(UploadError)
+    async def bad_upload(_: Request, e: UploadError):
+        state.metrics.rejected.inc("bad_upload" if e.status == 400 else "too_large")
+        return JSONResponse({"detail": str(e)}, e.status)
+
+    @app.exception_handler(Overloaded)
+    async def busy(_: Request, e: Overloaded):
+        state.metrics.rejected.inc("queue_full")
+        return JSONResponse({"detail": str(e)}, 503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_: Request, e: ValueError):  # e.g. an image the model cannot take (size, channels)
+        return JSONResponse({"detail": str(e).splitlines()[0] if str(e) else type(e).__name__}, 400)
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, e: Exception):  # a bug: logged with its traceback, the service goes on
+        log.error("internal error", exc_info=e)
+        return JSONResponse({"detail": f"internal error ({type(e).__name__}); see the server log"}, 500)
+
+
+def _short(m: ServedModel) -> dict[str, Any]:
+    c = m.card
+    return {"name": c.name, "kind": c.kind, "run": c.source, "encoder_sha256": c.encoder_sha256, "arch": c.arch,
+            "backend": m.backend}
+
+
+def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
+    """The FastAPI application serving ``models`` with the limits and batching of ``cfg``."""
+    state = _State(cfg, models)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        state.batcher.close()
+
+    app = FastAPI(title="VisionFM service", version=__version__, lifespan=lifespan,
+                  description="Predictions, segmentation masks and attention heat maps from trained VisionFM runs.")
+    app.state.visionfm = state
+    _install_middleware(app, state)
+    _install_errors(app, state)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "models": list(models), "queue": state.batcher.depth(), "backend": cfg.backend}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"models": [m.identity() for m in models.values()],
+                "limits": {"max_upload_mb": cfg.max_upload_mb, "max_pixels": cfg.max_pixels,
+                           "max_files": cfg.max_files, "max_batch": cfg.max_batch, "timeout_s": cfg.timeout_s},
+                "api_key_required": bool(cfg.api_key)}
+
+    _add_inference_routes(app, state)
+    return app
+
+
+def _add_inference_routes(app: FastAPI, state: _State) -> None:
+    @app.post("/v1/predict")
+    async def predict(file: list[UploadFile] = File(..., description="one or more images or DICOM files"),
+                      model: str | None = Form(None), interval_days: float | None = Form(None),
+                      threshold: float = Form(0.5, ge=0.0, le=1.0)) -> dict:
+        """Outputs of a model for each uploaded image: probabilities / values / landmarks / mask fractions."""
+        m = state.model(model)
+
+        async def work() -> dict:
+            uploads = await state.read(file)
+            rows = await state.infer(m, uploads, interval_days)
+            results = []
+            for u, row in zip(uploads, rows):
+                res = await run_in_threadpool(m.describe, row, u.image, threshold)
+                results.append({"filename": u.filename, "width": u.size[0], "height": u.size[1], **res})
+            return {"model": _short(m), "results": results}
+
+        return await state.timed(work())
+
+    @app.post("/v1/segment", responses={200: {"content": {"image/png": {}}}})
+    async def segment(file: UploadFile = File(...), model: str | None = Form(None),
+                      format: str = Query("json", pattern="^(json|png)$"),
+                      class_name: str | None = Query(None, alias="class"),
+                      threshold: float = Query(0.5, ge=0.0, le=1.0)) -> Any:
+        """Masks of a segmentation run: JSON with base64 PNGs and an overlay, or one class's mask as image/png."""
+        m = state.model(model)
+        if m.card.kind != "segment":
+            raise HTTPException(400, f"model {m.name!r} is a {m.card.kind} model; /v1/segment needs a "
+                                     f"segmentation run")
+        if class_name is not None and class_name not in m.card.names:
+            raise HTTPException(400, f"unknown class {class_name!r}; {m.name} segments {', '.join(m.card.names)}")
+
+        async def work() -> Any:
+            (u,) = await state.read([file])
+            (row,) = await state.infer(m, [u], None)
+            masks = await run_in_threadpool(m.masks, row[0], u.image.shape[:2], threshold)
+            names = m.card.names
+            if format == "png":
+                k = names.index(class_name) if class_name else 0
+                return Response(png_bytes(masks[k].astype("uint8") * 255), media_type="image/png")
+            over = await run_in_threadpool(lambda: png_base64(m.segmentation_overlay(u.image, masks)))
+            return {"model": _short(m), "filename": u.filename, "width": u.size[0], "height": u.size[1],
+                    "classes": names, "pixel_fraction": {n: float(k.mean()) for n, k in zip(names, masks)},
+                    "masks": {n: png_base64(k.astype("uint8") * 255) for n, k in zip(names, masks)},
+                    "overlay": over}
+
+        return await state.timed(work())
+
+    @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
+    async def explain(file: UploadFile = File(...), model: str | None = Form(None),
+                      format: str = Query("png", pattern="^(json|png)$"),
+                      map: str = Query("mean", pattern="^(mean|rollout)$")) -> Any:
+        """The encoder's CLS attention (merged last-block map or rollout) blended over the image."""
+        m = state.model(model)
+        if m.loaded.encoder is None:
+            raise HTTPException(400, f"model {m.name!r} has no ViT encoder (a U-Net): no attention to draw")
+
+        async def work() -> Any:
+            (u,) = await state.read([file])
+            x = await run_in_threadpool(m.explain_input, u.image)
+            mean, roll = await state.batcher.submit(m.explain_batch, ("explain", m.name, x.shape), x, m.name)
+            heat = mean if map == "mean" else roll
+            disp, over = await run_in_threadpool(heat_overlay, u.image, heat, state.cfg.explain_side)
+            if format == "png":
+                return Response(png_bytes(over), media_type="image/png")
+            return {"model": _short(m), "filename": u.filename, "map": map, "grid": list(heat.shape),
+                    "image": png_base64(disp), "overlay": png_base64(over)}
+
+        return await state.timed(work())

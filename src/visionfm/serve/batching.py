@@ -1,0 +1,147 @@
+"""Dynamic batching: concurrent requests collected for a few milliseconds into one forward pass, off the event loop.
+
+One worker thread owns the models (so at most one forward runs at a time and attention hooks never see another
+request's pass). Requests go into a bounded queue; a full queue is refused at once (:class:`Overloaded` -> 503)
+rather than letting latency grow without bound. The worker takes the first waiting job, then keeps collecting for
+``wait_ms`` or until ``max_batch`` images, groups what it has by (job kind, input shape), runs each group as one
+batch and hands every caller its own row. A job whose caller gave up (timeout) before it ran is skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+__all__ = ["BatchFn", "DynamicBatcher", "Overloaded", "Job"]
+
+log = logging.getLogger(__name__)
+
+#: ``fn(payloads) -> results``: one result per payload, computed as one batch.
+BatchFn = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+class Overloaded(RuntimeError):
+    """The request queue is full: the service is busy (HTTP 503)."""
+
+
+@dataclass
+class Job:
+    """One request's work: the batch function, the grouping key (same key = may share a forward), its payload."""
+
+    fn: BatchFn
+    key: Hashable
+    payload: Any
+    future: Future
+    label: str = ""
+
+
+class DynamicBatcher:
+    """Collect jobs for ``wait_ms`` into batches of at most ``max_batch``, run them on one worker thread.
+
+    Args:
+        max_batch: most payloads per batch function call (1: every request alone).
+        wait_ms: collection window after the first job of a batch arrives.
+        queue_size: jobs waiting before :meth:`submit` raises :class:`Overloaded`.
+        on_batch: called after every batch with (label, size, seconds) (metrics).
+    """
+
+    def __init__(self, max_batch: int = 8, wait_ms: float = 5.0, queue_size: int = 64,
+                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
+        if max_batch < 1 or queue_size < 1 or wait_ms < 0:
+            raise ValueError("max_batch and queue_size must be >= 1 and wait_ms >= 0")
+        self.max_batch, self.wait = max_batch, wait_ms / 1000.0
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._on_batch = on_batch
+        self._thread = threading.Thread(target=self._loop, name="visionfm-batcher", daemon=True)
+        self._stopped = threading.Event()
+        self._thread.start()
+
+    def depth(self) -> int:
+        """Jobs waiting."""
+        return self._queue.qsize()
+
+    def submit_nowait(self, fn: BatchFn, key: Hashable, payload: Any, label: str = "") -> Future:
+        """Queue one job; its future gets the result.
+
+        Raises:
+            Overloaded: the queue is full, or the batcher is stopped.
+        """
+        if self._stopped.is_set():
+            raise Overloaded("the service is shutting down")
+        fut: Future = Future()
+        try:
+            self._queue.put_nowait(Job(fn, key, payload, fut, label))
+        except queue.Full:
+            raise Overloaded(f"the service is busy ({self._queue.maxsize} requests waiting); retry later") from None
+        return fut
+
+    async def submit(self, fn: BatchFn, key: Hashable, payload: Any, label: str = "") -> Any:
+        """Queue one job and wait for its result without blocking the event loop."""
+        fut = self.submit_nowait(fn, key, payload, label)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()  # the worker skips a job whose caller is gone
+            raise
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker after the jobs already queued."""
+        if not self._stopped.is_set():
+            self._stopped.set()
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                pass
+            self._thread.join(timeout)
+
+    # -- worker -------------------------------------------------------------------------------------------------
+    def _collect(self, first: Job) -> tuple[list[Job], bool]:
+        jobs, stop = [first], False
+        deadline = time.perf_counter() + self.wait
+        while len(jobs) < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            jobs.append(job)
+        return jobs, stop
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = self._collect(first)
+            groups: dict[tuple, list[Job]] = {}
+            for job in jobs:
+                if job.future.set_running_or_notify_cancel():
+                    groups.setdefault((id(job.fn), job.key), []).append(job)
+            for group in groups.values():
+                self._run(group)
+            if stop:
+                return
+
+    def _run(self, group: list[Job]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results = list(group[0].fn([j.payload for j in group]))
+            if len(results) != len(group):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(group)} inputs")
+        except BaseException as e:  # the worker must survive anything a model raises
+            log.exception("batch of %d failed", len(group))
+            for j in group:
+                j.future.set_exception(e)
+            return
+        for j, r in zip(group, results):
+            j.future.set_result(r)
+        if self._on_batch is not None:
+            self._on_batch(group[0].label, len(group), time.perf_counter() - t0)

@@ -1,0 +1,224 @@
+"""A served model: a loaded run with a backend (eager PyTorch or ONNX Runtime), batch functions for the batcher,
+and the turn of raw outputs into answers (probabilities, values, landmarks, masks, attention overlays).
+
+Batch functions run on the batcher's worker thread; everything per image (preprocessing, upsampling masks to the
+original resolution, PNG encoding) runs in the request's thread-pool thread.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..export import LoadedModel, ModelCard, OnnxModel, export_onnx, load_model, load_onnx, preprocess_image
+
+__all__ = ["ServedModel", "load_served", "png_bytes", "png_base64"]
+
+log = logging.getLogger(__name__)
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """A ``[H, W]`` or ``[H, W, 3]`` uint8 array as PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def png_base64(arr: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(arr)).decode("ascii")
+
+
+def _rgb8(img: np.ndarray) -> np.ndarray:
+    return img if img.dtype == np.uint8 else np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _torch_runner(model: LoadedModel, device: torch.device) -> Runner:
+    names = model.card.inputs
+
+    def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = model.module(*[torch.from_numpy(inputs[k]).to(device) for k in names])
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().cpu().numpy() for o in out]
+
+    return run
+
+
+class ServedModel:
+    """One model of the service.
+
+    Args:
+        loaded: the run loaded in PyTorch (its encoder draws attention maps whatever the backend).
+        runner: ``{input name: [B, ...]}`` -> outputs ``[B, ...]``.
+        backend: ``torch`` or ``onnxruntime``.
+        onnx_path: the ONNX file served (onnxruntime backend).
+    """
+
+    def __init__(self, loaded: LoadedModel, runner: Runner, backend: str, onnx_path: str = "") -> None:
+        self.loaded, self.card, self.runner = loaded, loaded.card, runner
+        self.backend, self.onnx_path = backend, onnx_path
+        self.device = next(loaded.module.parameters()).device
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def identity(self) -> dict[str, Any]:
+        """What a client sees of the model: name, task, outputs, encoder identity, preprocessing, backend."""
+        c = self.card
+        return {"name": c.name, "kind": c.kind, "outputs": c.names, "run": c.source, "encoder_sha256":
+                c.encoder_sha256, "arch": c.arch, "modality": c.modality, "files": c.files, "backend": self.backend,
+                "onnx": self.onnx_path or None, "inputs": c.inputs,
+                "preprocessing": {"input_size": c.input_size, "max_side": c.max_side, "resize": c.resize,
+                                  "mean": c.mean, "std": c.std},
+                "explain": self.loaded.encoder is not None}
+
+    # -- inference (worker thread) ---------------------------------------------------------------------------------
+    def prepare(self, img: np.ndarray, interval_days: float | None = None) -> dict[str, np.ndarray]:
+        """One image -> its model inputs (unbatched)."""
+        x = {"image": preprocess_image(self.card, img)}
+        if "interval_days" in self.card.inputs:
+            x["interval_days"] = np.asarray(interval_days, dtype=np.float32)
+        return x
+
+    def run_batch(self, payloads: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Batch function: stacked inputs -> one forward -> per-payload output rows."""
+        inputs = {k: np.stack([p[k] for p in payloads]) for k in payloads[0]}
+        outs = self.runner(inputs)
+        return [[o[i] for o in outs] for i in range(len(payloads))]
+
+    def explain_batch(self, payloads: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Batch function: normalised images ``[3, S, S]`` -> (merged last-block map, rollout) on the patch grid."""
+        from ..explain import attention_maps
+
+        x = torch.from_numpy(np.stack(payloads)).to(self.device)
+        maps = attention_maps(self.loaded.encoder, x)
+        return [(maps.mean[i].cpu().numpy(), maps.rollout[i].cpu().numpy()) for i in range(len(payloads))]
+
+    def explain_input(self, img: np.ndarray) -> np.ndarray:
+        """The square input the attention is drawn from (the run's size, else the encoder's training size)."""
+        from ..data.images import Preprocess
+
+        size = int(self.card.input_size or self.loaded.encoder.cfg.img_size)
+        return Preprocess(size, self.card.mean, self.card.std, self.card.resize)(img).numpy()
+
+    # -- answers (request threads) -----------------------------------------------------------------------------------
+    def describe(self, row: list[np.ndarray], img: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+        """Raw outputs of one image -> the JSON answer of ``/v1/predict``."""
+        kind, names = self.card.kind, self.card.names
+        if kind == "encoder":
+            return {"features": {"cls": row[0].tolist(), "patch_mean": row[1].tolist()}}
+        if kind == "regress":
+            return {"values": {n: float(v) for n, v in zip(names, row[0])}}
+        if kind in ("classify", "forecast", "multilabel"):
+            probs = {n: float(p) for n, p in zip(names, row[0])}
+            out: dict[str, Any] = {"probabilities": probs}
+            if kind == "multilabel":
+                out["positive"] = [n for n, p in probs.items() if p >= threshold]
+            else:
+                out["prediction"] = max(probs, key=probs.get)
+            return out
+        if kind == "landmark":
+            return {"landmarks": self.landmarks(row[0], img.shape[:2])}
+        masks = self.masks(row[0], img.shape[:2], threshold)
+        return {"pixel_fraction": {n: float(m.mean()) for n, m in zip(names, masks)}}
+
+    def probabilities(self, logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """Segmentation logits ``[K, h, w]`` (padded model output) -> probabilities ``[K, H, W]`` at the original
+        size: the unpadded part is upsampled as logits, then the sigmoid (as ``segment predict`` does)."""
+        from ..dense.datasets import working_size
+
+        rows, cols = (self.card.input_size,) * 2 if self.card.input_size else working_size(hw, self.card.max_side)
+        t = torch.from_numpy(np.ascontiguousarray(logits[:, :rows, :cols]))[None]
+        return torch.sigmoid(F.interpolate(t, size=hw, mode="bilinear", align_corners=False))[0].numpy()
+
+    def masks(self, logits: np.ndarray, hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+        """Boolean masks ``[K, H, W]``."""
+        return self.probabilities(logits, hw) > threshold
+
+    def landmarks(self, logits: np.ndarray, hw: tuple[int, int]) -> dict[str, list[float]]:
+        """Heatmap logits ``[K, S, S]`` -> ``{name: [x, y]}`` in original pixels (argmax + sub-pixel refinement)."""
+        from ..dense.landmarks import argmax_subpixel, heatmap_from_logits, scale_points
+
+        s = self.card.input_size
+        pts = argmax_subpixel(heatmap_from_logits(torch.from_numpy(logits)[None]))[0].double().numpy()
+        orig = scale_points(pts, (s, s), hw)
+        return {n: [float(x), float(y)] for n, (x, y) in zip(self.card.names, orig)}
+
+    def segmentation_overlay(self, img: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        from ..dense.segment import overlay
+
+        return overlay(_rgb8(img), masks)
+
+
+def _display(img: np.ndarray, side: int) -> np.ndarray:
+    """The image as uint8, scaled down so its longer side is at most ``side``."""
+    im = _rgb8(img)
+    h, w = im.shape[:2]
+    if max(h, w) <= side:
+        return im
+    s = side / max(h, w)
+    return np.asarray(Image.fromarray(im).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR))
+
+
+def heat_overlay(img: np.ndarray, heat: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the display image, the heat map blended over it) for a patch-grid map."""
+    from ..explain import overlay
+
+    disp = _display(img, side)
+    return disp, overlay(disp, torch.from_numpy(heat))
+
+
+def _onnx_runner(loaded: LoadedModel, onnx_file: str | None, threads: int, workdir: Path) -> tuple[Runner, str]:
+    """The ONNX Runtime runner of a run: the given file (checked against the run's files) or a fresh export."""
+    if onnx_file:
+        model = load_onnx(onnx_file, threads)
+        if model.card.files != loaded.card.files or model.card.kind != loaded.card.kind:
+            raise ValueError(f"{onnx_file} was exported from {model.card.source} ({model.card.kind}), not from "
+                             f"{loaded.card.source} as it is now (SHA-256 of its files differ)")
+        path = onnx_file
+    else:
+        path = str(workdir / f"{loaded.card.name}.onnx")
+        export_onnx(loaded.card.source, path)
+        model = load_onnx(path, threads)
+    return model.run, path
+
+
+def load_served(sources: Sequence[str], backend: str = "torch", device: str = "cpu", threads: int = 0,
+                onnx: Sequence[str] = (), workdir: str | Path | None = None) -> dict[str, ServedModel]:
+    """Load every run to serve, named after its folder (parent folder added when two names clash).
+
+    Raises:
+        ValueError / FileNotFoundError: a source that is not a run or weights file, an ONNX file of another run.
+    """
+    from ..distributed import resolve_device
+
+    dev = resolve_device(device)
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="visionfm-serve-"))
+    out: dict[str, ServedModel] = {}
+    for i, src in enumerate(sources):
+        loaded = load_model(src, dev if backend == "torch" else "cpu")
+        name = loaded.card.name
+        if name in out:
+            name = f"{Path(src).resolve().parent.name}-{name}"
+            loaded.card.name = name
+        if name in out:
+            raise ValueError(f"two runs are both named {name!r}: {out[name].card.source} and {src}")
+        if backend == "onnxruntime":
+            runner, path = _onnx_runner(loaded, onnx[i] if onnx else None, threads, work)
+            out[name] = ServedModel(loaded, runner, backend, path)
+        else:
+            out[name] = ServedModel(loaded, _torch_runner(loaded, torch.device(dev)), backend)
+        log.info("serving %s (%s, %s backend) from %s", name, loaded.card.kind, backend, src)
+    if not out:
+        raise ValueError("no runs to serve: pass --run RUN (a run folder or encoder weights file)")
+    return out
