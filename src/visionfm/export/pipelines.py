@@ -47,7 +47,8 @@ class ModelCard:
         input_size: square input side, or None for runs that predict at native resolution (``--crop``).
         max_side: native-resolution runs: images are first scaled down to this longer side.
         mean, std: normalisation after scaling to [0, 1].
-        resize: interpolation of the square resize.
+        resize: interpolation filter of the square resize (recognition runs: the one their features were
+            extracted with; dense runs: bicubic).
         names: output names (classes, targets, landmarks, or ``cls``/``patch_mean``).
         inputs: model inputs (``image``, plus ``interval_days`` for forecasting).
         feature, n_last_blocks, tta: recognition feature settings.
@@ -159,7 +160,28 @@ def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
         return x.numpy().astype(np.float32, copy=False)
     from ..data.images import Preprocess
 
-    return Preprocess(int(card.input_size or 224), card.mean, card.std)(img).numpy()
+    return Preprocess(int(card.input_size or 224), card.mean, card.std, card.resize)(img).numpy()
+
+
+def _interpolation(info: dict[str, Any], modality: str) -> str:
+    """The resize filter the run's features were extracted with: recorded in the run's encoder reference, else in
+    its training feature file's metadata, else ``bicubic`` (extractions that recorded none used it)."""
+    ref = info["encoders"][modality]
+    if ref.get("interpolation"):
+        return str(ref["interpolation"])
+    for cache in (info.get("config") or {}).get("train") or []:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(cache), "np") as f:
+                meta = f.metadata() or {}
+            if (meta.get("modality") or "unknown") in (modality, "") and meta.get("interpolation"):
+                return meta["interpolation"]
+        except (OSError, ValueError, RuntimeError):  # moved or unreadable: fall through to the old default
+            continue
+    log.warning("%s: no resize filter recorded for its features; using bicubic", info.get("config", {}).get(
+        "output_dir", "the run"))
+    return "bicubic"
 
 
 def _recognition(run: Path, device: torch.device, weights: str | None, modality: str | None,
@@ -181,7 +203,7 @@ def _recognition(run: Path, device: torch.device, weights: str | None, modality:
                      ref.input_size, list(ref.mean), list(ref.std),
                      ["cls", "patch_mean"] if encoder_only else list(task.names),
                      ["image", "interval_days"] if kind == "forecast" else ["image"], feature=info["feature"],
-                     n_last_blocks=ref.n_last_blocks, tta=ref.tta)
+                     n_last_blocks=ref.n_last_blocks, tta=ref.tta, resize=_interpolation(info, mod))
     module = EncoderPipeline(enc, ref.n_last_blocks, ref.tta) if encoder_only else \
         RecognitionPipeline(enc, task, info["feature"], ref.n_last_blocks, ref.tta)
     return LoadedModel(card, module.eval(), enc)
