@@ -27,7 +27,6 @@ import numpy as np
 from visionfm.checkpoints import random_encoder, save_encoder
 from visionfm.data.medmnist import medmnist_to_folder
 from visionfm.engine import TrainConfig
-from visionfm.evaluation import stratified_split
 from visionfm.features import extract_features
 from visionfm.vl import VLConfig, load, train_vl
 from visionfm.vl.evaluate import retrieve, zeroshot_eval
@@ -49,6 +48,11 @@ def _write(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def _groups_split(groups: list[str], fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of a seeded held-out share of groups (patients)."""
     uniq = sorted(set(groups))
@@ -65,7 +69,7 @@ def prepare(work: Path) -> dict[str, Path]:
         rows = [[str(rm / line.split(";")[0]), DR[int(line.split(";")[1])], line.split(";")[1]]
                 for line in (rm / f"{split}_labels.txt").read_text().split()]
         m[f"rm_{split}"] = _write(work / f"rm_{split}.csv", ["path", "label", "grade"], rows)
-    csdi = list(csv.DictReader(open(DATA / "CSDI-cataract-reports" / "manifest.csv", encoding="utf-8")))
+    csdi = _rows(DATA / "CSDI-cataract-reports" / "manifest.csv")
     groups = [r["patient_guess"] or r["path"] for r in csdi]
     held = _groups_split(groups, 0.2, 0)
     root = DATA / "CSDI-cataract-reports"
@@ -76,7 +80,7 @@ def prepare(work: Path) -> dict[str, Path]:
     m["cataract"] = _write(work / "cataract.csv", ["path", "label", "modality"],
                            [[str(p), f"{d} cataract", "External"] for d in ("immature", "mature")
                             for p in sorted((cat / d).glob("*.png"))])
-    oct_rows = list(csv.DictReader(open(DATA / "OCT-fundus-DME-DR" / "manifest.csv")))
+    oct_rows = _rows(DATA / "OCT-fundus-DME-DR" / "manifest.csv")
     root = DATA / "OCT-fundus-DME-DR"
     dr = [r for r in oct_rows if r["modality"] == "Fundus" and r["DR"] in ("0", "NPDR", "PDR")]
     dme = [r for r in oct_rows if r["modality"] == "OCT"]
