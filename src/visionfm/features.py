@@ -276,6 +276,9 @@ def load_features(path: str | Path) -> FeatureSet:
             meta = dict(f.metadata() or {})
             if "visionfm_features" not in meta:
                 raise UserError(f"{path}: not a visionfm features file (no 'visionfm_features' metadata)")
+            if meta.get("volume_features") == "1":
+                raise UserError(f"{path}: holds per-B-scan features of volumes; train on it with 'visionfm volumes "
+                                f"train' (visionfm.volumes.load_volume_features)")
             t = {k: f.get_tensor(k) for k in f.keys()}
     except (OSError, RuntimeError) as e:  # safetensors raises for truncated or foreign files
         raise UserError(f"{path}: not a readable safetensors features file ({e})") from None

@@ -40,6 +40,8 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
                    help="autocast precision; fp32 is exact, auto = bf16 on CPUs with AMX/AVX512-BF16 (default: fp32)")
     p.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS),
                    help="resize filter (default bilinear, as the official extraction; bicubic as official fine-tuning)")
+    p.add_argument("--volumes", action="store_true", help="each sample is an OCT volume (multi-frame DICOM, folder "
+                                                          "of B-scans, .vol/.e2e/.fda/.mat): features per B-scan")
     p.add_argument("--jpeg-draft", action="store_true", help="decode JPEGs at reduced size (faster, pixels differ "
                                                              "slightly from a full decode)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
@@ -51,6 +53,14 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
 def run_extract(a: argparse.Namespace) -> int:
     check_output(a.output, ".safetensors")  # before loading weights or reading any image
     enc = load_encoder(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite)
+    if a.volumes:
+        from ..volumes import extract_volume_features
+
+        extract_volume_features(enc, a.data, a.output, layout=a.layout, label_columns=a.label_columns, split=a.split,
+                                input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
+                                num_workers=a.num_workers, precision=a.precision, device=a.device,
+                                interpolation=a.interpolation)
+        return 0
     extract_features(enc, a.data, a.output, layout=a.layout, split=a.split, label_columns=a.label_columns,
                      input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
                      num_workers=a.num_workers, tta=a.tta, precision=a.precision, device=a.device,

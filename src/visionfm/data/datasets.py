@@ -27,7 +27,7 @@ from ..errors import UserError
 from .images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 __all__ = ["Sample", "ImageCollection", "list_images", "scan", "ImageDataset", "LAYOUTS", "MISSING", "parse_label",
-           "read_vfm_labels", "read_csv_rows", "walk_files"]
+           "read_vfm_labels", "read_csv_rows", "walk_files", "scan_manifest"]
 
 LAYOUTS = ("auto", "tree", "imagenet", "vfm", "csv")
 
@@ -202,6 +202,15 @@ def read_csv_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, 
 
 
 def _scan_csv(manifest: Path, label_columns: Sequence[str] | None) -> ImageCollection:
+    return scan_manifest(manifest, label_columns)
+
+
+def scan_manifest(manifest: Path, label_columns: Sequence[str] | None,
+                  exists: Callable[[Path], bool] = Path.is_file, what: str = "image") -> ImageCollection:
+    """A CSV manifest's samples: ``path`` (relative to the CSV's folder, or absolute) and label columns.
+
+    ``exists`` checks each path (files for images; files or folders for volumes); ``what`` names it in errors.
+    """
     cols, rows = read_csv_rows(manifest)
     if "path" not in cols:
         raise UserError(f"{manifest}: manifest needs a 'path' column; found {cols}")
@@ -214,8 +223,8 @@ def _scan_csv(manifest: Path, label_columns: Sequence[str] | None) -> ImageColle
     for n, row in rows:
         path = Path(row["path"])
         path = path if path.is_absolute() else manifest.parent / path
-        if not path.is_file():
-            raise ImageReadError(f"{manifest}, line {n}: image {path} not found")
+        if not exists(path):
+            raise ImageReadError(f"{manifest}, line {n}: {what} {path} not found")
         label = tuple(parse_label(row[c], f"{manifest}, line {n}, column {c}") for c in label_columns)
         extra = {k: v for k, v in row.items() if k != "path" and k not in label_columns}
         samples.append(Sample(path, row["path"], label or None, extra))
