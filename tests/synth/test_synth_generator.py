@@ -86,17 +86,17 @@ def test_resume_continues_exactly(tiny_overrides, caplog):
     shutil.rmtree(run / "generator")
     assert load_generator(run).meta.step == 2  # an interrupted run still samples (from checkpoint_last.pth)
     with caplog.at_level("INFO", logger="visionfm.engine.trainer"):
-        train_generator(cfg, progress=False)
+        train_generator(cfg, resume=True, progress=False)
     assert "at step 2" in caplog.text  # continued from the checkpoint, not retrained from scratch
     resumed = safe_torch_load(run / "checkpoint_last.pth")["task"]
     assert whole.keys() == resumed.keys() and any(k.startswith("ema.") for k in whole)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # interrupted + resumed == uninterrupted
     assert load_generator(run).meta.step == 4
-    with pytest.raises(ValueError, match="already holds"):
-        train_generator(cfg, resume=False, progress=False)
+    with pytest.raises(ValueError, match="already holds a generator run; pass --resume"):
+        train_generator(cfg, progress=False)
     cfg.image_size = 32
     with pytest.raises(ValueError, match="cannot resume.*image_size"):
-        train_generator(cfg, progress=False)
+        train_generator(cfg, resume=True, progress=False)
 
 
 def test_sample_an_intermediate_checkpoint_and_ignore_a_half_written_export(tiny_overrides, tmp_path):
@@ -141,7 +141,8 @@ def test_cli_train_and_sample(tiny_overrides, tmp_path, capsys):
                "--save-every", "1", "--device", "cpu"])
     assert rc == 0 and str(tmp_path / "cli" / "generator") in capsys.readouterr().out
     saved = (tmp_path / "cli" / "generator.yaml").read_text()
-    assert "image_size: 16" in saved and "steps: 2" in saved
+    assert "image_size: 16" in saved and "max_steps: 2" in saved and "checkpoint_every: 1" in saved
+    assert not (tmp_path / "cli" / "config.yaml").exists()  # one resolved config per run
     rc = main(["synth", "sample", "--checkpoint", str(tmp_path / "cli"), "--output", str(tmp_path / "out"),
                "--num", "2", "--steps", "2", "--device", "cpu"])
     assert rc == 0 and len(list((tmp_path / "out").glob("*.png"))) == 2
@@ -168,3 +169,59 @@ def test_torchrun_two_processes(tiny_overrides, tmp_path):
     gen = load_generator(tmp_path / "ddp")
     assert gen.meta.step == 2 and gen.meta.num_classes == 2
     assert ddim_sample(gen, [0], labels=[1], steps=2).shape == (1, 3, 16, 16)
+
+
+def test_old_flat_run_config_loads_and_nests(tmp_path):
+    """A generator.yaml written before the loop settings were nested (flat keys, old names) still loads."""
+    from visionfm.config import load_config
+
+    old = tmp_path / "generator.yaml"
+    old.write_text("data: imgs\noutput: runs/g\nimage_size: 16\nblock_out_channels: [16, 32]\nattention_levels: []\n"
+                   "norm_num_groups: 8\nsteps: 40\nbatch_size: 4\nlr: 0.001\nmin_lr: null\nwarmup_steps: 5\n"
+                   "grad_clip: 0.5\nsave_every: 10\nkeep_checkpoints: 3\nprecision: fp32\nseed: 3\ncache: true\n"
+                   "num_workers: 2\n")
+    cfg = load_config(GeneratorConfig, old)
+    t = cfg.train
+    assert cfg.data == ["imgs"] and (t.output_dir, t.max_steps, t.batch_size, t.lr, t.min_lr) == (
+        "runs/g", 40, 4, 0.001, None)
+    assert (t.warmup_steps, t.clip_grad, t.checkpoint_every, t.keep_last, t.seed) == (5, 0.5, 10, 3, 3)
+
+
+def test_warmup_is_exact_in_steps_whatever_the_world_size(tiny_overrides):
+    """The loop gets warmup_steps itself (no epochs conversion, no WORLD_SIZE read in the generator code)."""
+    from visionfm.engine import Trainer
+
+    cfg = resolve_config(overrides={**tiny_overrides, "steps": 8, "warmup_steps": 3, "lr": 1e-3})
+    seen = {}
+    real_init = Trainer.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        seen["lr"] = [float(x) for x in self.lr_sched]
+
+    import unittest.mock as mock
+
+    with mock.patch.object(Trainer, "__init__", spy):
+        train_generator(cfg, progress=False)
+    assert seen["lr"][:4] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert seen["lr"][4:] == pytest.approx([1e-3] * 4)  # constant after the warm-up (min_lr none)
+
+
+def test_cli_refuses_an_existing_run_and_overwrites_or_resumes_on_request(tiny_overrides, tmp_path, capsys):
+    o = tiny_overrides
+    argv = ["synth", "train", "--data", o["data"], "--output", str(tmp_path / "r"), "--preset", "tiny",
+            "--image-size", "16", "--channels", "16", "32", "--steps", "2", "--batch-size", "2",
+            "--save-every", "1", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "already holds a generator run; pass --resume" in capsys.readouterr().err
+    assert main([*argv[:-1], "--steps", "3", "--resume", "--no-progress"]) == 0  # extends the finished run
+    assert load_generator(tmp_path / "r").meta.step == 3
+    assert main([*argv, "--overwrite"]) == 0
+    assert load_generator(tmp_path / "r").meta.step == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main([*argv[:5], str(tmp_path / "other"), *argv[6:], "--overwrite"]) == 2
+    assert "not empty and not a generator run" in capsys.readouterr().err
+    assert (tmp_path / "other" / "notes.txt").is_file()  # never deleted

@@ -29,9 +29,9 @@ def test_every_ratio_gets_the_same_budget(tmp_path):
     n_real, n_syn = 1080, 2000
     for label in ("1:0", "1:1", "1:5", "1:10", "0:1"):
         p = ratio_pretrain_config(cfg, label, 3, n_real, n_syn, tmp_path / label)
-        steps_per_epoch = epoch_length(label, n_real, n_syn) // 32
-        assert p.max_steps == 300 and p.seed == 3 and p.batch_size == 32
-        assert int(p.warmup_epochs * steps_per_epoch) == 30  # the engine's warm-up, in steps, for every ratio
+        t = p.train
+        assert t.max_steps == 300 and t.seed == 3 and t.batch_size == 32
+        assert t.warmup_steps == 30 and t.warmup_in_steps(epoch_length(label, n_real, n_syn) // 32) == 30
         assert p.freeze_last_layer == 0 and p.warmup_teacher_temp_epochs == 0
     one_five = ratio_pretrain_config(cfg, "1:5", 0, n_real, n_syn, tmp_path)
     assert (one_five.data, one_five.synthetic, one_five.synthetic_ratio) == (["r"], ["s"], 5.0)

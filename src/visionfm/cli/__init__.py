@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 from ..registry import Registry
 
-__all__ = ["COMMANDS", "Command", "command", "main", "build_parser", "HelpFormatter", "user_error_message", "EXIT_USAGE",
+__all__ = ["COMMANDS", "GROUPS", "Command", "command", "command_group", "main", "build_parser", "HelpFormatter", "user_error_message", "EXIT_USAGE",
            "EXIT_INTERRUPTED"]
 
 EXIT_USAGE = 2  # argparse's own code for bad arguments; every user error uses it
@@ -53,11 +53,17 @@ class Command:
 
 
 COMMANDS: Registry[Command] = Registry("command")
+GROUPS: dict[str, str] = {}  # group name -> help; its steps are the commands named "<group> <step>"
+
+
+def command_group(name: str, help: str) -> None:
+    """Declare ``visionfm <name> <step>``: commands registered as ``"<name> <step>"`` become its steps."""
+    GROUPS[name] = help
 
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
             resume_hint: Callable[[argparse.Namespace, list[str]], str | None] | None = None):
-    """Decorator registering ``run(args)`` as ``visionfm <name>``."""
+    """Decorator registering ``run(args)`` as ``visionfm <name>`` (``"group step"``: a step of a group)."""
 
     def deco(run: Callable[[argparse.Namespace], int | None]):
         COMMANDS.add(name, Command(name, help, configure, run, resume_hint))
@@ -73,13 +79,16 @@ def _load_commands() -> None:
 
 
 def _selected(argv: Sequence[str]) -> str | None:
-    """The command named on the command line (the first word that is one), or None."""
+    """The command named on the command line (``"group step"`` for a group's step), or None."""
+    words = []
     for word in argv:
         if word == "--":
-            return None
+            break
         if not word.startswith("-"):
-            return word if word in COMMANDS else None
-    return None
+            words.append(word)
+    if words and words[0] in GROUPS:
+        return " ".join(words[:2])
+    return words[0] if words and words[0] in COMMANDS else None
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -113,12 +122,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also VISIONFM_DEBUG=1; default: one line)")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name in sorted(COMMANDS):
-        cmd = COMMANDS.get(name)
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help, formatter_class=HelpFormatter)
-        if argv is None or name == only:
-            cmd.configure(p)
+    steps: dict[str, argparse._SubParsersAction] = {}
+    for name in sorted({n.split(" ")[0] for n in COMMANDS} | set(GROUPS)):
+        if name in GROUPS:
+            group = sub.add_parser(name, help=GROUPS[name].replace("%", "%%"), description=GROUPS[name],
+                                   formatter_class=HelpFormatter)
+            steps[name] = group.add_subparsers(dest="_step", metavar="<step>")
+            continue
+        _add_command(sub, name, COMMANDS.get(name), argv is None or name == only)
+    for full in COMMANDS:  # a group's steps in the order they were registered
+        if " " in full:
+            group, step = full.split(" ", 1)
+            _add_command(steps[group], step, COMMANDS.get(full), argv is None or full == only)
     return parser
+
+
+def _add_command(sub: argparse._SubParsersAction, name: str, cmd: Command, configure: bool) -> None:
+    p = sub.add_parser(name, help=cmd.help.replace("%", "%%"), description=cmd.help, formatter_class=HelpFormatter)
+    if configure:
+        cmd.configure(p)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -184,8 +206,9 @@ def user_error_message(e: BaseException) -> str | None:
 def _resume_hint(cmd: Command, args: argparse.Namespace, argv: list[str]) -> str | None:
     if cmd.resume_hint is not None:
         return cmd.resume_hint(args, argv)
-    if hasattr(args, "resume") and "--resume" not in argv:
-        return shlex.join(["visionfm", *argv, "--resume"])
+    if hasattr(args, "resume"):  # the same line, continuing instead of starting again
+        words = [w for w in argv if w != "--overwrite"]
+        return shlex.join(["visionfm", *words, *([] if "--resume" in words else ["--resume"])])
     return None
 
 
@@ -210,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if args.command in GROUPS:
+        steps = [n.split(" ", 1)[1] for n in COMMANDS if n.startswith(args.command + " ")]
+        if not getattr(args, "_step", None):
+            print(f"visionfm {args.command}: error: choose a step: {', '.join(steps)}", file=sys.stderr)
+            return EXIT_USAGE
+        args.command = f"{args.command} {args._step}"
     cmd = COMMANDS.get(args.command)
     try:
         return int(cmd.run(args) or 0)

@@ -54,7 +54,7 @@ def benchmark(data_root: Path, out: Path, weights: Path | None, quick: bool) -> 
     cfg = resolve_config("tiny", overrides=dict(data=str(folder), layout="vfm", split="train", steps=steps,
                                                 ema_decay=0.995, save_every=min(500, steps), device="cpu",
                                                 output=str(out / f"generator-{steps}")))
-    exported = train_generator(cfg, progress=False)
+    exported = train_generator(cfg, resume=True, progress=False)  # a rerun reuses (or finishes) the run
     manifest = sample_images(exported, out / f"samples-{steps}", num=num, batch_size=50, steps=ddim, device="cpu",
                              progress=False)
     enc_path, enc_name = _encoder(out, weights)

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from ..checkpoints import atomic_write, safe_torch_load
-from ..engine import save_config
+from ..config import load_config, save_config
 from .config import GeneratorConfig
 
 __all__ = ["Generator", "GeneratorMeta", "build_unet", "build_scheduler", "ema_update", "write_run_facts",
@@ -37,7 +36,7 @@ __all__ = ["Generator", "GeneratorMeta", "build_unet", "build_scheduler", "ema_u
 log = logging.getLogger(__name__)
 EXPORT_DIR = "generator"  # the exported EMA model inside a run folder
 LAST_CHECKPOINT = "checkpoint_last.pth"  # written by the engine's Trainer
-RUN_CONFIG = "generator.yaml"  # the engine writes its own loop settings to config.yaml
+RUN_CONFIG = "generator.yaml"  # the run's one resolved config (the loop's settings nested as ``train``)
 META_NAME = "generator.json"
 
 
@@ -128,7 +127,7 @@ def _read_run_facts(run_dir: Path) -> tuple[GeneratorConfig, GeneratorMeta]:
     for p in (cfg_path, meta_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: {run_dir} is not a generator run folder")
-    cfg = GeneratorConfig(**yaml.safe_load(cfg_path.read_text()))
+    cfg = load_config(GeneratorConfig, cfg_path)  # generator.yaml files of every version (flat or nested)
     return cfg, GeneratorMeta(**json.loads(meta_path.read_text()))
 
 

@@ -123,18 +123,21 @@ def ratio_pretrain_config(cfg: RatioStudyConfig, label: str, seed: int, n_real: 
     """The :class:`~visionfm.pretrain.PretrainConfig` of one run: shared settings, this ratio's data, equal steps."""
     from ..pretrain import PretrainConfig
 
+    from ..config import config_from_dict
+
     a, b = parse_ratio(label)
     data = {"data": list(cfg.real) if a > 0 else [], "synthetic": list(cfg.synthetic) if b > 0 else None,
             "synthetic_ratio": b / a if a > 0 and b > 0 else None}
-    steps_per_epoch = max(1, epoch_length(label, n_real, n_synthetic) // cfg.batch_size)
-    shared = dict(modality=cfg.modality, arch=cfg.arch, patch_size=cfg.patch_size, global_size=cfg.global_size,
-                  local_crops=cfg.local_crops, local_size=cfg.local_size, batch_size=cfg.batch_size, lr=cfg.lr,
-                  out_dim=cfg.out_dim, patch_out_dim=cfg.out_dim, head_hidden_dim=cfg.head_hidden_dim,
-                  head_bottleneck_dim=cfg.head_bottleneck_dim, max_steps=cfg.steps,
-                  # equal in steps whatever the epoch length (+0.5: the engine truncates epochs x steps)
-                  warmup_epochs=(cfg.warmup_steps + 0.5) / steps_per_epoch, warmup_teacher_temp_epochs=0,
-                  freeze_last_layer=0, device=cfg.device, num_workers=cfg.num_workers, progress=False)
-    return PretrainConfig(**{**shared, **cfg.pretrain, **data, "seed": seed, "output": str(output)})
+    # equal in steps whatever the epoch length: warm-up and budget are given in steps, not epochs
+    shared = {"modality": cfg.modality, "arch": cfg.arch, "patch_size": cfg.patch_size,
+              "global_size": cfg.global_size, "local_crops": cfg.local_crops, "local_size": cfg.local_size,
+              "out_dim": cfg.out_dim, "patch_out_dim": cfg.out_dim, "head_hidden_dim": cfg.head_hidden_dim,
+              "head_bottleneck_dim": cfg.head_bottleneck_dim, "warmup_teacher_temp_epochs": 0,
+              "freeze_last_layer": 0, "train.batch_size": cfg.batch_size, "train.lr": cfg.lr,
+              "train.max_steps": cfg.steps, "train.warmup_steps": cfg.warmup_steps,
+              "train.device": cfg.device, "train.num_workers": cfg.num_workers, "train.progress": False}
+    values = {**shared, **cfg.pretrain, **data, "train.seed": seed, "train.output_dir": str(output)}
+    return config_from_dict(PretrainConfig, values, "ratio study")
 
 
 def _count(sources: list[str], synthetic: bool) -> int:

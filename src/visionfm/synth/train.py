@@ -2,25 +2,26 @@
 
 The engine does the rest (resumable sampling, warm-up schedule, AMP, accumulation, clipping, DDP under torchrun,
 atomic checkpoints with every RNG state, JSON-lines + TensorBoard logs). A run folder holds the engine's files
-(``checkpoint_last.pth``, numbered checkpoints, ``config.yaml`` of the loop, ``log.jsonl``), the generator's own
-``generator.yaml`` and ``generator.json``, and after training the exported EMA model ``generator/`` that
+(``checkpoint_last.pth``, numbered checkpoints, ``log.jsonl``), the run's one resolved config ``generator.yaml``
+(the loop's settings nested as ``train``) and ``generator.json`` (class facts), and after training the exported EMA model ``generator/`` that
 :func:`visionfm.synth.sample_images` reads.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-import math
-import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
-from ..engine import StepState, Task, TrainConfig, Trainer
+from ..config import load_config
+from ..engine import StepState, Task, Trainer
+from ..errors import UserError
 from .config import GeneratorConfig
 from .data import GeneratorDataset, load_training_data, to_model_range
 from .model import (EXPORT_DIR, LAST_CHECKPOINT, RUN_CONFIG, GeneratorMeta, build_scheduler, build_unet, ema_update,
@@ -96,51 +97,67 @@ class GeneratorTask(Task):
 def _check_resumable(cfg: GeneratorConfig, run_dir: Path) -> None:
     saved_path = run_dir / RUN_CONFIG
     if not saved_path.is_file():
-        raise ValueError(f"cannot resume {run_dir}: {saved_path.name} is missing (not a generator run?)")
-    saved = yaml.safe_load(saved_path.read_text())
-    diff = [f"{k}: saved {saved.get(k)!r} != now {getattr(cfg, k)!r}" for k in MODEL_FIELDS
-            if saved.get(k) != getattr(cfg, k)]
+        raise UserError(f"cannot resume {run_dir}: {saved_path.name} is missing (not a generator run?)")
+    saved = load_config(GeneratorConfig, saved_path)  # old flat files load too
+    diff = [f"{k}: saved {getattr(saved, k)!r} != now {getattr(cfg, k)!r}" for k in MODEL_FIELDS
+            if getattr(saved, k) != getattr(cfg, k)]
     if diff:
-        raise ValueError(f"cannot resume {run_dir}: " + "; ".join(diff) + " (use a new --output)")
+        raise UserError(f"cannot resume {run_dir}: " + "; ".join(diff) + " (use a new --output)")
 
 
-def _engine_config(cfg: GeneratorConfig, n_items: int, progress: bool) -> TrainConfig:
-    """The loop settings of a generator run (one epoch = one pass over the repeated set)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    steps_per_epoch = max(1, math.ceil(n_items / world) // cfg.batch_size // cfg.accum_steps)
-    return TrainConfig(output_dir=cfg.output, epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size,
-                       lr=cfg.lr, min_lr=cfg.lr if cfg.min_lr is None else cfg.min_lr,
-                       # the engine counts warm-up in epochs; +0.5 step keeps int() from rounding it down
-                       warmup_epochs=(cfg.warmup_steps + 0.5) / steps_per_epoch, weight_decay=cfg.weight_decay,
-                       clip_grad=cfg.grad_clip or None, accum_steps=cfg.accum_steps, precision=cfg.precision,
-                       device=cfg.device, seed=cfg.seed, num_workers=0 if cfg.cache else cfg.num_workers,
-                       checkpoint_every=cfg.save_every, keep_last=cfg.keep_checkpoints, progress=progress)
+def _prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Check the run folder before any work; returns whether there is a run to continue.
+
+    An existing generator run is continued with ``resume`` or replaced with ``overwrite``; without either it is
+    an error, so a run is never appended to or overwritten by accident. A non-empty folder that is not a generator
+    run is never deleted.
+    """
+    is_run = (run_dir / LAST_CHECKPOINT).is_file() or (run_dir / RUN_CONFIG).is_file()
+    if is_run and resume:
+        return (run_dir / LAST_CHECKPOINT).is_file()
+    if is_run and overwrite:
+        shutil.rmtree(run_dir)
+        return False
+    if is_run:
+        raise UserError(f"{run_dir} already holds a generator run; pass --resume to continue it (a larger --steps "
+                        "extends a finished run) or --overwrite to start again")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UserError(f"{run_dir} is not empty and not a generator run; choose a new --output")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--output {run_dir} is a file, not a folder")
+    return False
 
 
-def train_generator(cfg: GeneratorConfig, resume: bool = True, progress: bool = True) -> Path:
+def train_generator(cfg: GeneratorConfig, resume: bool = False, progress: bool | None = None,
+                    overwrite: bool = False) -> Path:
     """Train (or continue training) a generator until ``cfg.steps``; returns the exported ``generator/`` folder.
 
-    A run folder that already holds ``checkpoint_last.pth`` is resumed exactly (weights, EMA, optimizer, data
-    order, RNG) when ``resume`` is true, after checking that the model settings match; otherwise it is an error, so
-    a run is never overwritten by accident. Works under ``torchrun`` (DDP; rank 0 writes the files).
+    With ``resume``, a run folder that holds ``checkpoint_last.pth`` is continued exactly (weights, EMA, optimizer,
+    data order, RNG) after checking that the model settings match; a larger ``train.max_steps`` extends a finished
+    run. With ``overwrite`` an existing generator run is replaced. Without either, an existing run is an error.
+    Works under ``torchrun`` (DDP; rank 0 writes the files).
     """
     cfg.validate()
+    progress = cfg.train.progress if progress is None else progress
     run_dir = Path(cfg.output)
-    has_ckpt = (run_dir / LAST_CHECKPOINT).is_file()
-    if has_ckpt and not resume:
-        raise ValueError(f"{run_dir} already holds {LAST_CHECKPOINT}; resume it or use a new --output")
+    has_ckpt = _prepare_run_folder(run_dir, resume, overwrite)
     if has_ckpt:
         _check_resumable(cfg, run_dir)
-    torch.manual_seed(cfg.seed)
     data = load_training_data(cfg.data, cfg.layout, cfg.split, cfg.label_column, cfg.conditional, cfg.num_classes,
                               cfg.image_size, cfg.crop, cfg.cache, progress)
-    task = GeneratorTask(build_unet(cfg, data.num_classes), build_scheduler(cfg), data.num_classes, cfg.p_uncond,
-                         cfg.hflip, cfg.ema_decay)
+    with torch.random.fork_rng():  # the U-Net's initial weights follow the seed without touching the caller's RNG
+        torch.manual_seed(cfg.train.seed)
+        unet = build_unet(cfg, data.num_classes)
+    task = GeneratorTask(unet, build_scheduler(cfg), data.num_classes, cfg.p_uncond, cfg.hflip, cfg.ema_decay)
     # list a small set several times per epoch: an epoch then lasts about ``save_every`` steps
     n = len(data.labels)
-    repeats = max(1, round(min(cfg.save_every, cfg.steps) * cfg.batch_size * cfg.accum_steps / n))
+    tc = cfg.train
+    every = tc.checkpoint_every or cfg.steps
+    repeats = max(1, round(min(every, cfg.steps) * tc.batch_size * tc.accum_steps / n))
     dataset = GeneratorDataset(data, cfg.image_size, cfg.crop, repeats)
-    trainer = Trainer(task, _engine_config(cfg, len(dataset), progress), dataset)
+    # cached images need no decoding workers; the progress flag is the caller's, not a setting of the run
+    loop = dataclasses.replace(tc, num_workers=0 if cfg.cache else tc.num_workers, progress=progress)
+    trainer = Trainer(task, loop, dataset, run_config=(RUN_CONFIG, cfg))
     if trainer.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_facts(run_dir, cfg, GeneratorMeta(cfg.image_size, data.num_classes, data.label_names))
