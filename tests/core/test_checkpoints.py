@@ -19,7 +19,8 @@ def _ref(fixture, name):
 @pytest.mark.parametrize("size", [224, 448])
 def test_official_fixture_parity(official_fixture, size):
     enc = load_encoder(official_fixture / "checkpoint.pth")
-    assert enc.info.format == "visionfm" and enc.info.modality == "Fundus"
+    assert enc.info.format == "visionfm" and enc.info.modality == "Fundus" and enc.info.family == "VisionFM"
+    assert enc.info.normalisation_from == "Fundus statistics, recorded in the checkpoint"
     arch = json.loads((official_fixture / "arch.json").read_text())
     assert (enc.cfg.embed_dim, enc.cfg.depth, enc.cfg.num_heads, enc.cfg.patch_size) == (
         arch["embed_dim"], arch["depth"], arch["num_heads"], arch["patch_size"])

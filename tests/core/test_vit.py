@@ -101,3 +101,39 @@ def test_n_last_blocks_clamped_to_depth_as_officially(tiny_encoder):
     assert len(tiny_encoder(torch.randn(1, 3, 32, 32), n_last_blocks=4).layers) == 2
     with pytest.raises(ValueError):
         tiny_encoder(torch.randn(1, 3, 32, 32), n_last_blocks=0)
+
+
+def test_official_arch_names_are_aliases():
+    assert ARCHS.get("vit_base") is ARCHS.get("vit_base_patch16")
+    assert [ARCHS.canonical(f"vit_{s}") for s in ("tiny", "small", "base", "large")] == [
+        f"vit_{s}_patch16" for s in ("tiny", "small", "base", "large")]
+    assert "vit_base" not in list_archs()  # aliases are spellings, not extra architectures
+
+
+def test_position_resizing_modes():
+    pe = torch.randn(1, 1 + 25, 8)
+    offset, size = interpolate_pos_embed(pe, 4, 4), interpolate_pos_embed(pe, 4, 4, mode="size")
+    anti = interpolate_pos_embed(pe, 4, 4, mode="size-antialias")
+    assert offset.shape == size.shape == anti.shape == (1, 17, 8)
+    assert torch.equal(offset[:, 0], pe[:, 0]) and torch.equal(size[:, 0], pe[:, 0])
+    assert (offset - size).abs().max() > 1e-3 and (size - anti).abs().max() > 1e-3  # three different resizings
+    grid = pe[:, 1:].reshape(1, 5, 5, 8).permute(0, 3, 1, 2)
+    ref = torch.nn.functional.interpolate(grid, size=(4, 4), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(size[:, 1:], ref.permute(0, 2, 3, 1).reshape(1, 16, 8))
+    with pytest.raises(ValueError, match="pos_interp"):
+        create_encoder("vit_test", pos_interp="nearest")
+
+
+def test_declared_info_and_optional_final_norm():
+    from visionfm.models import EncoderInfo
+
+    enc = create_encoder("vit_test", final_norm=False).eval()
+    assert enc.info is None and isinstance(enc.norm, torch.nn.Identity) and "norm.weight" not in enc.state_dict()
+    info = EncoderInfo(enc.cfg, "OCT", (0.2,) * 3, (0.1,) * 3)
+    assert enc.set_info(info) is enc and enc.info.arch == "vit_test"
+    x = torch.randn(1, 3, 32, 32)
+    out = enc(x)
+    tokens, _ = enc.prepare_tokens(x)
+    for blk in enc.blocks:
+        tokens, _ = blk(tokens)
+    torch.testing.assert_close(out.tokens, tokens)  # no final norm: the last block's tokens as they are
