@@ -106,3 +106,10 @@ def test_gated_repository_names_the_token(monkeypatch):
     monkeypatch.setattr(hubmod, "_download", gated)
     with pytest.raises(UserError, match="gated repository.*HF_TOKEN"):
         resolve_weights_path("hf-hub:YukunZhou/RETFound_mae_natureCFP")
+
+
+def test_safe_torch_load_accepts_references(hub):
+    from visionfm.checkpoints import safe_torch_load
+
+    obj = safe_torch_load("hf-hub:YukunZhou/RETFound_tiny")
+    assert "model" in obj and "cls_token" in obj["model"]

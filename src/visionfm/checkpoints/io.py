@@ -21,6 +21,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_write
+from .hub import resolve_weights_path
 
 __all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "save_safetensors",
            "safetensors_header", "CheckpointError"]
@@ -42,13 +43,13 @@ SAFE_GLOBALS: list[Any] = [argparse.Namespace, *_numpy_globals()]
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load a ``torch.save`` file without arbitrary unpickling.
+    """Load a ``torch.save`` file (or an ``hf-hub:`` reference to one) without arbitrary unpickling.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: the file is not a torch checkpoint, or holds a class outside the allow-list.
     """
-    path = Path(path)
+    path = resolve_weights_path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; expected a weights file")
     if not path.is_file():
