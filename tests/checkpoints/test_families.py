@@ -140,3 +140,8 @@ def test_retfound_finetuned_classifier(tmp_path, pool, layer_scale):
         else:
             feat = out.cls
         _close(F.linear(feat, head["head.weight"], head["head.bias"]), ref)
+    save_encoder(enc, tmp_path / "enc.safetensors")  # the encoder alone (no final norm when fc_norm replaced it)
+    back = load_encoder(tmp_path / "enc.safetensors")
+    assert back.cfg == enc.cfg and back.info.head_tensors == {}
+    with torch.no_grad():
+        _close(back(x).tokens, out.tokens)

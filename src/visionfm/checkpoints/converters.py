@@ -130,11 +130,12 @@ def _matches_visionfm(obj: Any) -> bool:
 
 def _convert_mae(obj: Any) -> Converted:
     sd = _strip(obj["model"])
+    head = {k: v for k, v in sd.items() if k.startswith("fc_norm.")}  # pooled without a classifier (num_classes=0)
     # MAE's mask token lives in the decoder's width and has nothing to do with the encoder.
-    kept, dropped = _split(sd, lambda k: k.startswith(("decoder", "mask_token")) or _is_head(k))
+    kept, dropped = _split(sd, lambda k: k.startswith(("decoder", "mask_token", "fc_norm.")) or _is_head(k))
     # RETFound's fine-tuning code resizes position embeddings by target size (MAE's util/pos_embed.py)
     return Converted(kept, "mae", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="RETFound-MAE / MAE",
-                     pos_interp="size")
+                     pos_interp="size", head=head)
 
 
 _FT_HEAD = ("head.", "fc_norm.")

@@ -84,7 +84,8 @@ class EncoderOutput:
     """Named outputs of one forward pass.
 
     Attributes:
-        tokens: last block's tokens after the final norm, ``[B, 1+N, D]`` (CLS first; registers excluded).
+        tokens: last block's tokens after the final norm (when the encoder has one: ``cfg.final_norm``),
+            ``[B, 1+N, D]`` (CLS first; registers excluded).
         layers: the last n blocks' tokens, each after the final norm, oldest first; each ``[B, 1+N, D]``.
         attention: last block's attention probabilities ``[B, heads, T, T]`` (T = 1+R+N) when asked, else None.
         attentions: every requested block's attention probabilities, keyed by block index.
