@@ -21,54 +21,64 @@ def serve_weights(serve_root) -> Path:
     return save_tiny_encoder(serve_root / "tiny_fundus.safetensors", seed=0, modality="Fundus")
 
 
-def _head_run(root: Path, weights: Path, kind: str, name: str, **cfg) -> Path:
-    from visionfm import extract_features
-    from visionfm.recognition import HeadConfig, train_head
+def _cli(*argv) -> None:
+    """Run a visionfm command as a user would (the command line is the stable surface across refactors)."""
+    from visionfm.cli import main
+
+    rc = main([str(a) for a in argv])
+    assert rc == 0, f"visionfm {' '.join(map(str, argv))} exited {rc}"
+
+
+def _head_run(root: Path, weights: Path, kind: str, name: str, task: str, *extra) -> Path:
     from visionfm.toydata import make_dataset
 
     ds = make_dataset(kind, root / "toy" / kind, n=24, seed=0, size=32, progress=False)
-    feats = {s: extract_features(weights, ds.root, root / "features" / f"{kind}_{s}.safetensors", split=s,
-                                 input_size=32, n_last_blocks=2, num_workers=0, batch_size=64, progress=False,
-                                 device="cpu")
-             for s in ("training", "test")}
-    return train_head(HeadConfig(train=[str(feats["training"])], test=[str(feats["test"])], epochs=3, batch_size=16,
-                                 n_boot=0, device="cpu", output_dir=str(root / "runs" / name), **cfg))
+    feats = {}
+    for split in ("training", "test"):
+        feats[split] = root / "features" / f"{kind}_{split}.safetensors"
+        _cli("extract", "--weights", weights, "--data", ds.root, "--split", split, "--output", feats[split],
+             "--input-size", 32, "--n-last-blocks", 2, "--num-workers", 0, "--device", "cpu")
+    run = root / "runs" / name
+    _cli(task, "train", "--train", feats["training"], "--test", feats["test"], "--output", run, "--epochs", 3,
+         "--batch-size", 16, "--n-boot", 0, "--device", "cpu", *extra)
+    return run
 
 
 @pytest.fixture(scope="session")
 def dr_run(serve_root, serve_weights) -> Path:
     """A linear DR-grading head (5 classes) on the tiny encoder's features of 32-px fundus phantoms."""
-    return _head_run(serve_root, serve_weights, "fundus-dr", "dr", task="classify", ordinal=True)
+    return _head_run(serve_root, serve_weights, "fundus-dr", "dr", "classify", "--ordinal")
 
 
 @pytest.fixture(scope="session")
 def forecast_run(serve_root, serve_weights) -> Path:
     """A glaucoma-forecasting head (needs an interval in days per image)."""
-    return _head_run(serve_root, serve_weights, "glaucoma-forecast", "forecast", task="forecast", lr=1e-2)
+    return _head_run(serve_root, serve_weights, "glaucoma-forecast", "forecast", "forecast", "--lr", 0.01)
+
+
+TINY = ["--input-size", 32, "--max-steps", 2, "--batch-size", 2, "--device", "cpu", "--epochs", 1]
 
 
 @pytest.fixture(scope="session")
 def seg_run(serve_root, serve_weights) -> Path:
     """A tiny ViT + UNETR vessel segmenter (2 steps on a DRIVE-like folder, 32 px)."""
-    from visionfm.dense import DenseConfig, train_segmentation
-
     data = make_drive_like(serve_root / "drive")
-    return train_segmentation(DenseConfig(task="segment", data=str(data), weights=str(serve_weights), input_size=32,
-                                          max_steps=2, epochs=1, batch_size=2, device="cpu",
-                                          output_dir=str(serve_root / "runs" / "vessels")))
+    run = serve_root / "runs" / "vessels"
+    _cli("segment", "train", "--data", data, "--weights", serve_weights, "--output", run, *TINY)
+    return run
 
 
 @pytest.fixture(scope="session")
 def landmark_run(serve_root, serve_weights, seg_run) -> Path:
     """A tiny landmark detector (the vessel line's centre as one landmark)."""
-    from visionfm.dense import DenseConfig, landmarks_from_masks, train_landmark
-
     images = serve_root / "drive" / "training" / "images"
     csv = serve_root / "line.csv"
-    landmarks_from_masks(images, serve_root / "drive" / "training" / "1st_manual", csv, name="line")
-    return train_landmark(DenseConfig(task="landmark", data=str(images), labels=str(csv), weights=str(serve_weights),
-                                      input_size=32, max_steps=2, epochs=1, batch_size=2, sigma=2.0, device="cpu",
-                                      output_dir=str(serve_root / "runs" / "line")))
+    _cli("landmark", "from-masks", "--images", images, "--masks", serve_root / "drive" / "training" / "1st_manual",
+         "--output", csv, "--name", "line")
+    run = serve_root / "runs" / "line"
+    _cli("landmark", "train", "--data", images, "--labels", csv, "--weights", serve_weights, "--output", run,
+         "--sigma", 2, *TINY)
+    return run
 
 
 @pytest.fixture

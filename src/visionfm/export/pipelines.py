@@ -52,6 +52,8 @@ class ModelCard:
         names: output names (classes, targets, landmarks, or ``cls``/``patch_mean``).
         inputs: model inputs (``image``, plus ``interval_days`` for forecasting).
         feature, n_last_blocks, tta: recognition feature settings.
+        fov: segmentation: ``estimate`` (fundus: background outside the estimated field of view) or ``none``.
+        nested: segmentation: every class lies inside the one before it (disc > cup).
     """
 
     name: str
@@ -71,6 +73,8 @@ class ModelCard:
     feature: str = ""
     n_last_blocks: int = 1
     tta: str = "none"
+    fov: str = ""
+    nested: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,55 +136,63 @@ class RecognitionPipeline(nn.Module):
 
 
 class DensePipeline(nn.Module):
-    """A dense run's model: image ``[B, 3, H, W]`` -> logits ``[B, K, H, W]`` in float32."""
+    """A dense run's model: image ``[B, 3, H, W]`` -> logits ``[B, K, H, W]`` in float32 (inputs of any size are
+    zero-padded to a multiple of 32 for the decoder and the logits cropped back, as the dense predictors do)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, multiple: int = 32) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.multiple = model, multiple
 
     def forward(self, image: Tensor) -> Tensor:
-        return self.model(image).float()
+        rows, cols = image.shape[-2:]
+        x = nn.functional.pad(image, (0, -cols % self.multiple, 0, -rows % self.multiple))
+        return self.model(x).float()[..., :rows, :cols]
 
 
 def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
     """An RGB image ``[H, W, 3]`` (uint8, or float in [0, 1]) -> the model's input ``[3, S, S]`` float32.
 
     Recognition runs use the extraction's :class:`~visionfm.data.Preprocess`; dense runs the dense predictors'
-    resize (native-resolution runs: scaled down to ``max_side`` and zero-padded after normalising to a multiple
-    of 32, as ``segment predict`` does).
+    resize (native-resolution runs: kept whole, or scaled down to ``max_side``, as ``segment predict`` does).
     """
     if card.kind in ("segment", "landmark"):
         from ..dense.datasets import to_rgb01
 
         x = to_rgb01(img, card.input_size, card.max_side)
         x = (x - torch.tensor(card.mean).view(3, 1, 1)) / torch.tensor(card.std).view(3, 1, 1)
-        if card.input_size is None:
-            rows, cols = x.shape[-2:]
-            x = nn.functional.pad(x, (0, -cols % 32, 0, -rows % 32))
         return x.numpy().astype(np.float32, copy=False)
     from ..data.images import Preprocess
 
     return Preprocess(int(card.input_size or 224), card.mean, card.std, card.resize)(img).numpy()
 
 
+def _training_caches(info: dict[str, Any]) -> list[str]:
+    """Feature files a run was trained on, wherever its description lists them."""
+    cfg = info.get("config") or {}
+    found: list[str] = []
+    for value in (cfg.get("train_features"), cfg.get("train"), list(info.get("labels") or {})):
+        if isinstance(value, (list, tuple)):
+            found += [str(v) for v in value if str(v).endswith(".safetensors")]
+    return list(dict.fromkeys(found))
+
+
 def _interpolation(info: dict[str, Any], modality: str) -> str:
     """The resize filter the run's features were extracted with: recorded in the run's encoder reference, else in
-    its training feature file's metadata, else ``bicubic`` (extractions that recorded none used it)."""
+    its training feature files' metadata, else ``bicubic`` (extractions that recorded none used it)."""
     ref = info["encoders"][modality]
     if ref.get("interpolation"):
         return str(ref["interpolation"])
-    for cache in (info.get("config") or {}).get("train") or []:
+    for cache in _training_caches(info):
         try:
             from safetensors import safe_open
 
-            with safe_open(str(cache), "np") as f:
+            with safe_open(cache, "np") as f:
                 meta = f.metadata() or {}
-            if (meta.get("modality") or "unknown") in (modality, "") and meta.get("interpolation"):
-                return meta["interpolation"]
-        except (OSError, ValueError, RuntimeError):  # moved or unreadable: fall through to the old default
+        except (OSError, ValueError, RuntimeError):  # moved or unreadable: try the next, then the old default
             continue
-    log.warning("%s: no resize filter recorded for its features; using bicubic", info.get("config", {}).get(
-        "output_dir", "the run"))
+        if (meta.get("modality") or "unknown") in (modality, "unknown") and meta.get("interpolation"):
+            return meta["interpolation"]
+    log.warning("no resize filter recorded for the features of run %s; using bicubic", info.get("kind", ""))
     return "bicubic"
 
 
@@ -209,24 +221,35 @@ def _recognition(run: Path, device: torch.device, weights: str | None, modality:
     return LoadedModel(card, module.eval(), enc)
 
 
+def _dense_facts(cfg: Any) -> dict[str, Any]:
+    """Names, normalisation and encoder of a dense run's config (``state``; ``extra`` in older runs)."""
+    facts = getattr(cfg, "state", None)
+    if facts is not None:
+        return {k: getattr(facts, k) for k in ("names", "mean", "std", "encoder")}
+    return {k: cfg.extra.get(k) for k in ("names", "mean", "std", "encoder")}
+
+
 def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     from ..dense.models_io import load_run
+    from ..models import arch_name
 
     model, cfg = load_run(run, device)
+    facts = _dense_facts(cfg)
     enc = getattr(model, "encoder", None)
     if encoder_only and enc is None:
         raise ValueError(f"{run}: a U-Net run has no ViT encoder to export alone")
     model_file = run / "model.safetensors"
     sha = file_sha256(model_file)
-    info = getattr(enc, "cfg", None)
-    from ..models import arch_name
-
     kind = "encoder" if encoder_only else ("landmark" if cfg.task == "landmark" else "segment")
+    modality = cfg.modality or ""
+    # segment predict estimates the field of view of fundus images without a mask and predicts background outside
+    fov = "estimate" if modality.lower() == "fundus" and getattr(cfg, "fov", None) != "none" else "none"
     card = ModelCard(run.name, kind, str(run), {str(model_file.resolve()): sha}, sha,
-                     arch_name(info) if info is not None else "unet", cfg.modality or "",
-                     None if cfg.crop else cfg.input_size, list(cfg.extra["mean"]), list(cfg.extra["std"]),
-                     ["cls", "patch_mean"] if encoder_only else list(cfg.extra["names"]), max_side=cfg.max_side,
-                     n_last_blocks=4 if encoder_only else 1)
+                     arch_name(enc.cfg) if enc is not None else "unet", modality,
+                     None if cfg.crop else cfg.input_size, list(facts["mean"]), list(facts["std"]),
+                     ["cls", "patch_mean"] if encoder_only else list(facts["names"]), max_side=cfg.max_side,
+                     n_last_blocks=4 if encoder_only else 1, fov=fov if kind == "segment" else "",
+                     nested=kind == "segment" and cfg.kind == "nested")
     if encoder_only:
         card.input_size = card.input_size or enc.cfg.img_size
         return LoadedModel(card, EncoderPipeline(enc, 4).eval(), enc)

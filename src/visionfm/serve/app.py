@@ -215,7 +215,7 @@ def _add_inference_routes(app: FastAPI, state: _State) -> None:
         async def work() -> Any:
             (u,) = await state.read([file])
             (row,) = await state.infer(m, [u], None)
-            masks = await run_in_threadpool(m.masks, row[0], u.image.shape[:2], threshold)
+            masks = await run_in_threadpool(m.masks, row[0], u.image, threshold)
             names = m.card.names
             if format == "png":
                 k = names.index(class_name) if class_name else 0

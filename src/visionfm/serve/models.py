@@ -129,21 +129,26 @@ class ServedModel:
             return out
         if kind == "landmark":
             return {"landmarks": self.landmarks(row[0], img.shape[:2])}
-        masks = self.masks(row[0], img.shape[:2], threshold)
+        masks = self.masks(row[0], img, threshold)
         return {"pixel_fraction": {n: float(m.mean()) for n, m in zip(names, masks)}}
 
     def probabilities(self, logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        """Segmentation logits ``[K, h, w]`` (padded model output) -> probabilities ``[K, H, W]`` at the original
-        size: the unpadded part is upsampled as logits, then the sigmoid (as ``segment predict`` does)."""
-        from ..dense.datasets import working_size
+        """Segmentation logits ``[K, h, w]`` -> probabilities ``[K, H, W]`` at the original size: logits are
+        upsampled, then the sigmoid (and nesting), as ``segment predict`` does."""
+        t = torch.from_numpy(np.ascontiguousarray(logits))[None]
+        prob = torch.sigmoid(F.interpolate(t, size=hw, mode="bilinear", align_corners=False))[0]
+        if self.card.nested:
+            prob = torch.cummin(prob, dim=0).values
+        return prob.numpy()
 
-        rows, cols = (self.card.input_size,) * 2 if self.card.input_size else working_size(hw, self.card.max_side)
-        t = torch.from_numpy(np.ascontiguousarray(logits[:, :rows, :cols]))[None]
-        return torch.sigmoid(F.interpolate(t, size=hw, mode="bilinear", align_corners=False))[0].numpy()
+    def masks(self, logits: np.ndarray, img: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Boolean masks ``[K, H, W]``; background outside the estimated field of view of fundus runs."""
+        pred = self.probabilities(logits, img.shape[:2]) > threshold
+        if self.card.fov == "estimate":
+            from ..dense.fov import estimate_fov
 
-    def masks(self, logits: np.ndarray, hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
-        """Boolean masks ``[K, H, W]``."""
-        return self.probabilities(logits, hw) > threshold
+            pred &= estimate_fov(_rgb8(img))[None]
+        return pred
 
     def landmarks(self, logits: np.ndarray, hw: tuple[int, int]) -> dict[str, list[float]]:
         """Heatmap logits ``[K, S, S]`` -> ``{name: [x, y]}`` in original pixels (argmax + sub-pixel refinement)."""
