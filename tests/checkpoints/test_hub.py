@@ -94,11 +94,10 @@ def test_parse_reference():
 
 
 def test_gated_repository_names_the_token(monkeypatch):
+    import httpx
     from huggingface_hub.errors import GatedRepoError
 
     from visionfm.checkpoints import hub as hubmod
-
-    import httpx
 
     def gated(*a, **k):
         raise GatedRepoError("403 gated", response=httpx.Response(403, request=httpx.Request("GET", "https://x")))

@@ -51,10 +51,10 @@ def test_official_arch_names_are_aliases(tmp_path):
     ("npz", r"arr.npz: a NumPy .npz archive, not a torch checkpoint"),
     ("pickled_npz", r"pickled.npz: not a torch checkpoint \(a plain pickle"),
     ("folder", r"weights_dir: is a folder; expected a weights file"),
-    ("shape", r"shape.pth: encoder weights do not fit: tensor blocks.1.attn.qkv.weight has shape \(10, 64\), "
-              r"expected \(192, 64\)$"),
-    ("width", r"width.pth: encoder weights do not fit: tensor cls_token has shape \(1, 1, 32\), "
-              r"expected \(1, 1, 64\)$"),
+    ("shape", (r"shape.pth: encoder weights do not fit: tensor blocks.1.attn.qkv.weight has shape \(10, 64\), "
+               r"expected \(192, 64\)$")),
+    ("width", (r"width.pth: encoder weights do not fit: tensor cls_token has shape \(1, 1, 32\), "
+               r"expected \(1, 1, 64\)$")),
 ])
 def test_bad_weights_give_one_clear_line(tmp_path, case, match):
     path = {"random": "rand.pth", "unrelated": "unrelated.pth", "npz": "arr.npz", "pickled_npz": "pickled.npz",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ from ..modalities import IMAGENET_MEAN, IMAGENET_STD
 from ..registry import Registry
 from .io import CheckpointError
 
-__all__ = ["Converted", "Converter", "CONVERTERS", "detect_format", "list_formats"]
+__all__ = ["CONVERTERS", "Converted", "Converter", "detect_format", "list_formats"]
 
 
 @dataclass

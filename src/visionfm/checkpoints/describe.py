@@ -29,10 +29,10 @@ def describe_weights(weights: str | os.PathLike, modality: str | None = None, ar
         info.report,
         f"family: {info.family or 'unknown'}; format: {info.format}; modality: {info.modality or 'not recorded'}",
         f"normalisation: {norm}",
-        f"input: {cfg.img_size} px native ({grid}x{grid} patches of {cfg.patch_size}); other sizes resize the position "
-        f"embeddings by {cfg.pos_interp}: {POS_INTERP[cfg.pos_interp]}",
-        f"tokens: CLS + {cfg.num_register_tokens} register(s) + patches; layer scale: {cfg.layer_scale}; "
-        f"final norm: {cfg.final_norm}",
+        (f"input: {cfg.img_size} px native ({grid}x{grid} patches of {cfg.patch_size}); other sizes resize the "
+         f"position embeddings by {cfg.pos_interp}: {POS_INTERP[cfg.pos_interp]}"),
+        (f"tokens: CLS + {cfg.num_register_tokens} register(s) + patches; layer scale: {cfg.layer_scale}; "
+         f"final norm: {cfg.final_norm}"),
     ]
     if info.head_tensors:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in sorted(info.head_tensors.items()))

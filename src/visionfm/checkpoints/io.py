@@ -13,8 +13,9 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +24,15 @@ from ..errors import UserError
 from ..fileio import atomic_write
 from .hub import resolve_weights_path
 
-__all__ = ["SAFE_GLOBALS", "safe_torch_load", "atomic_write", "atomic_torch_save", "save_safetensors",
-           "safetensors_header", "CheckpointError"]
+__all__ = [
+    "SAFE_GLOBALS",
+    "CheckpointError",
+    "atomic_torch_save",
+    "atomic_write",
+    "safe_torch_load",
+    "safetensors_header",
+    "save_safetensors",
+]
 
 
 class CheckpointError(UserError):
@@ -73,7 +81,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         detail = op[0] if op else (text.splitlines() or [type(e).__name__])[0][:120]
         raise CheckpointError(f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: "
                               f"{detail})") from None
-    except Exception as e:  # torch's legacy reader raises arbitrary errors (KeyError, EOFError, ...) on non-checkpoints
+    except Exception as e:  # noqa: BLE001 (torch's legacy reader raises KeyError, EOFError, ... on non-checkpoints)
         first = (str(e).splitlines() or [""])[0][:160]
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
 

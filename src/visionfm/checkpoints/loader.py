@@ -23,8 +23,16 @@ from .converters import CONVERTERS, Converted, detect_format
 from .hub import resolve_weights_path
 from .io import CheckpointError, safe_torch_load, save_safetensors
 
-__all__ = ["EncoderInfo", "load_encoder", "load_head", "infer_config", "random_encoder", "read_weights",
-           "save_encoder", "OPTIONAL_KEYS"]
+__all__ = [
+    "OPTIONAL_KEYS",
+    "EncoderInfo",
+    "infer_config",
+    "load_encoder",
+    "load_head",
+    "random_encoder",
+    "read_weights",
+    "save_encoder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +73,13 @@ def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
     hidden = _vote([v.shape[0] for k, v in sd.items() if k.endswith(("mlp.fc1.weight", "mlp.fc1.bias"))]
                    + [v.shape[-1] for k, v in sd.items() if k.endswith("mlp.fc2.weight")])
     grid = math.isqrt(max(sd["pos_embed"].shape[1] - 1, 1))
-    found = dict(
-        embed_dim=dim, depth=depth, patch_size=patch_w.shape[-1], in_chans=patch_w.shape[1],
-        img_size=grid * patch_w.shape[-1], mlp_ratio=hidden / dim,
-        qkv_bias="blocks.0.attn.qkv.bias" in sd, layer_scale="blocks.0.ls1.gamma" in sd,
-        num_register_tokens=sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
-        final_norm="norm.weight" in sd,
-    )
+    found = {
+        "embed_dim": dim, "depth": depth, "patch_size": patch_w.shape[-1], "in_chans": patch_w.shape[1],
+        "img_size": grid * patch_w.shape[-1], "mlp_ratio": hidden / dim,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in sd, "layer_scale": "blocks.0.ls1.gamma" in sd,
+        "num_register_tokens": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
+        "final_norm": "norm.weight" in sd,
+    }
     if arch is None:
         if dim % 64:
             raise CheckpointError(f"width {dim} is not a multiple of 64; name the architecture with arch=...")
@@ -107,8 +115,8 @@ def _read_safetensors(path: Path) -> tuple[Converted, dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own error types for corrupt headers)
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
         mean = tuple(json.loads(meta["mean"])) if "mean" in meta else None
