@@ -154,6 +154,18 @@ def _check_args(output: Path, input_size: int | None, n_last_blocks: int, batch_
     check_output(output, ".safetensors")
 
 
+def _last_blocks(n_last_blocks: int | None, enc: VisionTransformer) -> int:
+    """An explicit ``n_last_blocks`` above the depth is an error; the default is 4, or the depth when smaller."""
+    if n_last_blocks is None:
+        if enc.cfg.depth < 4:
+            log.info("n_last_blocks: the encoder has %d blocks, so the CLS tokens of all %d are used (default 4)",
+                     enc.cfg.depth, enc.cfg.depth)
+        return min(4, enc.cfg.depth)
+    if n_last_blocks > enc.cfg.depth:
+        raise UserError(f"--n-last-blocks {n_last_blocks} exceeds the encoder's depth ({enc.cfg.depth} blocks)")
+    return n_last_blocks
+
+
 def _shared_tmp_name(output: Path) -> Path:
     """A temporary name unique to this job: the main process's pid, broadcast to the others under torchrun."""
     name = [f".{output.name}.{os.getpid()}.partial"]
@@ -176,7 +188,7 @@ def _dicom_facts(coll: ImageCollection) -> dict[str, dict]:
 def extract_features(weights: str | Path | VisionTransformer, data: str | Path | ImageCollection, output: str | Path,
                      modality: str | None = None, layout: str = "auto", split: str | None = None,
                      label_columns: Sequence[str] | None = None, input_size: int | None = None,
-                     n_last_blocks: int = 4, batch_size: int = 32, num_workers: int = 2, tta: str = "none",
+                     n_last_blocks: int | None = None, batch_size: int = 32, num_workers: int = 2, tta: str = "none",
                      precision: str = "fp32", device: str | None = "auto", compile: bool = False,
                      progress: bool = True, interpolation: str = "bilinear", jpeg_draft: bool = False) -> Path:
     """Extract features of every image of ``data`` into ``output`` (``.safetensors``).
@@ -192,7 +204,8 @@ def extract_features(weights: str | Path | VisionTransformer, data: str | Path |
         split: for the official vfm layout, which ``<split>_labels.txt`` (default ``training``); recorded in the
             file's metadata for every layout.
         input_size: square input side; default 224.
-        n_last_blocks: CLS tokens of this many last blocks are concatenated (at most the encoder's depth).
+        n_last_blocks: CLS tokens of this many last blocks are concatenated (default 4, or the encoder's depth when
+            it has fewer blocks; an explicit value above the depth is an error).
         tta: ``none``, ``hflip`` or ``hvflip`` (features averaged over the flips).
         precision: ``fp32`` (exact), ``bf16``, ``fp16``, or ``auto`` (bf16 where the CPU/GPU runs it natively).
         compile: ``torch.compile`` the encoder (worth it for large sets: ~15-20% faster on CPU, slow first batch).
@@ -208,8 +221,7 @@ def extract_features(weights: str | Path | VisionTransformer, data: str | Path |
     dist_info = init_distributed(resolve_device(device))
     dev = resolve_device(device, dist_info.local_rank)
     enc = resolve_encoder(weights, modality, device=dev)
-    if n_last_blocks > enc.cfg.depth:
-        raise UserError(f"--n-last-blocks {n_last_blocks} exceeds the encoder's depth ({enc.cfg.depth} blocks)")
+    n_last_blocks = _last_blocks(n_last_blocks, enc)
     precision = resolve_precision(precision, dev)
     enc = enc.to(dev).eval()
     run_enc = torch.compile(enc) if compile else enc

@@ -33,7 +33,7 @@ from ..data.images import Preprocess
 from ..data.writer import OutputLock, RowFile
 from ..distributed import init_distributed, resolve_device
 from ..errors import UserError
-from ..features import _check_args, _shared_tmp_name, encode_batch, resolve_precision
+from ..features import _check_args, _last_blocks, _shared_tmp_name, encode_batch, resolve_precision
 from ..models import VisionTransformer
 from .io import read_volume, scan_volumes, volume_header
 
@@ -98,7 +98,7 @@ def _volume_meta(coll: ImageCollection) -> tuple[list[int], list[dict], list[str
 def extract_volume_features(weights: str | Path | VisionTransformer, data: str | Path | ImageCollection,
                             output: str | Path, modality: str | None = None, layout: str = "auto",
                             label_columns: Sequence[str] | None = None, split: str | None = None,
-                            input_size: int | None = None, n_last_blocks: int = 4, batch_size: int = 32,
+                            input_size: int | None = None, n_last_blocks: int | None = None, batch_size: int = 32,
                             num_workers: int = 2, precision: str = "fp32", device: str | None = "auto",
                             progress: bool = True, interpolation: str = "bilinear") -> Path:
     """Extract per-B-scan features of every volume of ``data`` into ``output`` (one process; see module doc).
@@ -112,8 +112,7 @@ def extract_volume_features(weights: str | Path | VisionTransformer, data: str |
         raise UserError("extract --volumes runs in one process; start it without torchrun")
     dev = resolve_device(device)
     enc = weights if isinstance(weights, VisionTransformer) else load_encoder(weights, modality, device=dev)
-    if n_last_blocks > enc.cfg.depth:
-        raise UserError(f"--n-last-blocks {n_last_blocks} exceeds the encoder's depth ({enc.cfg.depth} blocks)")
+    n_last_blocks = _last_blocks(n_last_blocks, enc)
     precision = resolve_precision(precision, dev)
     enc = enc.to(dev).eval()
     coll = data if isinstance(data, ImageCollection) else scan_volumes(data, layout, label_columns)

@@ -142,7 +142,9 @@ def train_volume_classifier(cfg: VolumeTrainConfig) -> Path:
     y = _labels(fs, cfg.label_index, cfg.features)
     classes = _class_names(fs, y)
     x_all = torch.from_numpy((fs.cls if cfg.feature == "cls" else fs.patch_mean).astype(np.float32))
-    head = MILHead(x_all.shape[1], len(classes), cfg.pooling, cfg.hidden, cfg.dropout)
+    with torch.random.fork_rng():  # the head's initialisation follows the run's seed, not whatever ran before
+        torch.manual_seed(cfg.train.seed)
+        head = MILHead(x_all.shape[1], len(classes), cfg.pooling, cfg.hidden, cfg.dropout)
     head.fit_inputs(x_all)
     task = MILTask(head, classes)
     val = None
