@@ -363,6 +363,16 @@ class VisionTransformer(nn.Module):
             grid=grid,
         )
 
+    def run_blocks(self, x: Tensor) -> Tensor:
+        """Every block and the final norm on a token sequence of any length, e.g. the prefix tokens and only the
+        visible patches of :meth:`prepare_tokens`'s output (MAE): ``[B, T, D]`` -> ``[B, T, D]``."""
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(blk, x, use_reentrant=False)[0]
+            else:
+                x = blk(x)[0]
+        return self.norm(x)
+
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay (besides biases and norms)."""
         return {"pos_embed", "cls_token", "mask_token", "register_tokens"}

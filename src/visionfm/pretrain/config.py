@@ -260,6 +260,9 @@ class PretrainConfig:
                              f"{self.decoder_num_heads}")
         if self.mask_ratio is not None and not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.method == "mae" and self.local_crops:
+            raise ValueError(f"local_crops={self.local_crops}: local crops are an iBOT setting; MAE trains on one "
+                             f"crop per image (leave local_crops at 0)")
         if self.local_crops < 0 or (self.local_crops and self.local_size < 1):
             raise ValueError(f"local_crops must be >= 0 with local_size >= 1, got {self.local_crops}, "
                              f"{self.local_size}")

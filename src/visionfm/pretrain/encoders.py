@@ -32,10 +32,10 @@ def _init_weights(student: VisionTransformer, path: str, modality: str) -> None:
     """Copy encoder weights from any supported file into ``student`` (position embeddings resized)."""
     src = load_encoder(path, modality=modality)
     a, b = src.cfg, student.cfg
-    if (a.embed_dim, a.depth, a.num_heads, a.patch_size) != (b.embed_dim, b.depth, b.num_heads, b.patch_size):
-        raise ValueError(f"--init-from {path}: the weights are D={a.embed_dim}, depth={a.depth}, heads={a.num_heads}, "
-                         f"patch={a.patch_size}; arch needs D={b.embed_dim}, depth={b.depth}, heads={b.num_heads}, "
-                         f"patch={b.patch_size}")
+    # heads are not in the tensors (a file without metadata reads as width / 64): the run's arch decides them
+    if (a.embed_dim, a.depth, a.patch_size) != (b.embed_dim, b.depth, b.patch_size):
+        raise ValueError(f"--init-from {path}: the weights are D={a.embed_dim}, depth={a.depth}, patch={a.patch_size}; "
+                         f"arch needs D={b.embed_dim}, depth={b.depth}, patch={b.patch_size}")
     sd = src.state_dict()
     grid = b.img_size // b.patch_size
     sd["pos_embed"] = interpolate_pos_embed(sd["pos_embed"], grid, grid)
