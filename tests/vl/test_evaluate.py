@@ -1,0 +1,58 @@
+"""Zero-shot and retrieval from the command line on real images, and recall@k against known answers."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from visionfm.cli import main
+from visionfm.vl.evaluate import recall_at_k
+
+from .conftest import train_args
+
+
+def test_recall_at_k_known_answer():
+    sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])
+    pos = np.eye(3, dtype=bool)
+    # query 0: own item ranked 1st; query 1: ranks 3rd (0.8, 0.3 is 2nd... own is column 1 -> 2nd); query 2: 3rd
+    assert recall_at_k(sim, pos, (1, 2, 3)) == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3),
+                                                "R@3": 1.0}
+
+
+@pytest.fixture
+def run(tiny_weights, csdi_subset, keratitis, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_weights, [csdi_subset, f"SlitLamp={keratitis}"], out, steps=3)) == 0
+    return out
+
+
+def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_path, capsys):
+    out = tmp_path / "zs"
+    assert main(["zeroshot", "--run", str(run), "--images", str(keratitis), "--classes", "keratitis",
+                 "normal cornea", "other corneal abnormality", "--domain-knowledge", "--output", str(out),
+                 "--n-boot", "50"]) == 0
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and rows[0]["true"] == "keratitis"
+    probs = np.array([[float(r[c]) for c in r if c.startswith("prob_")] for r in rows])
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"balanced_accuracy", "kappa", "f1", "auroc", "ci95"} <= set(m)
+    assert set(m["ci95"]) == {"balanced_accuracy", "kappa", "f1.macro", "auroc.macro"}
+    assert len(m["prompts"]["keratitis"]) > 1  # the expert descriptions joined the ensemble
+    assert "balanced_accuracy" in capsys.readouterr().out
+
+    ret = tmp_path / "ret"
+    assert main(["retrieve", "--run", str(run), "--images", str(csdi_subset), "--query", "a severe cataract",
+                 "--output", str(ret), "--top-k", "3"]) == 0
+    res = json.loads((ret / "metrics.json").read_text())
+    assert set(res["text_to_image"]) == {"R@1", "R@5", "R@10"} and res["images"] == 40
+    with open(ret / "text_to_image.csv", newline="") as f:
+        hits = [r for r in csv.DictReader(f) if r["query"] == "a severe cataract"]
+    assert [r["rank"] for r in hits] == ["1", "2", "3"]
+
+
+def test_zeroshot_label_that_matches_no_class_is_named(run, keratitis, tmp_path, capsys):
+    assert main(["zeroshot", "--run", str(run), "--images", str(keratitis), "--classes", "glaucoma", "normal",
+                 "--output", str(tmp_path / "z")]) == 2
+    assert "matches none of --classes" in capsys.readouterr().err
