@@ -32,15 +32,15 @@ def _encoder(arch: str, path: Path) -> Path:
 
 def _cached(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dict:
     from visionfm import extract_features
-    from visionfm.recognition import HeadConfig, train_head
+    from visionfm.recognition import load_head_config, train_head
 
     t0 = time.perf_counter()
     feats = extract_features(weights, root, work / "train.safetensors", split="training", input_size=a.size,
                              batch_size=a.batch_size, num_workers=0, progress=False, device=a.device)
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train_head(HeadConfig(task="classify", train=[str(feats)], val=[str(feats)], epochs=a.epochs,
-                          batch_size=a.batch_size, n_boot=0, device=a.device, output_dir=str(work / "cached")))
+    train_head(load_head_config(task="classify", train=[str(feats)], val=[str(feats)], epochs=a.epochs,
+                                batch_size=a.batch_size, n_boot=0, device=a.device, output_dir=str(work / "cached")))
     return {"extract_s": t_extract, "train_s": time.perf_counter() - t0}
 
 
@@ -48,12 +48,13 @@ def _rerun(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dict
     from visionfm.checkpoints import load_encoder
     from visionfm.data.images import Preprocess
     from visionfm.recognition.api import fit_task
-    from visionfm.recognition.finetune import FinetuneConfig, ImageLabelDataset, image_table
+    from visionfm.engine import TrainConfig
+    from visionfm.recognition.finetune import ImageLabelDataset, image_table, load_finetune_config
     from visionfm.recognition.heads import build_head
     from visionfm.recognition.runs import label_spec
-    from visionfm.recognition.tasks import ClassifyTask
+    from visionfm.recognition.task_kinds import ClassifyTask
 
-    cfg = FinetuneConfig(task="classify", weights=str(weights), data=str(root))
+    cfg = load_finetune_config(task="classify", weights=str(weights), data=str(root))
     spec = label_spec(cfg)
     table, img_root = image_table(cfg, spec, str(root), "training")
     enc = load_encoder(weights).requires_grad_(False)
@@ -63,8 +64,8 @@ def _rerun(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dict
     data = ImageLabelDataset([img_root / p for p in table.paths], table.y, Preprocess(a.size, enc.info.mean,
                                                                                       enc.info.std), "classify")
     t0 = time.perf_counter()
-    fit_task(task, data, None, work / "rerun", epochs=a.rerun_epochs, batch_size=a.batch_size, lr=1e-3,
-             device=a.device)
+    fit_task(task, data, None, TrainConfig(output_dir=str(work / "rerun"), epochs=a.rerun_epochs,
+                                           batch_size=a.batch_size, lr=1e-3, device=a.device, progress=False))
     return {"train_s": time.perf_counter() - t0}
 
 

@@ -169,6 +169,9 @@ def _nest(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
     hints, names = _hints(cls), {f.name for f in dataclasses.fields(cls)}
     nested = {n for n in names if _is_config(_strip_optional(hints[n])[0])}
     aliases = _aliases(cls)
+    legacy = getattr(cls, "config_legacy", None)
+    if legacy is not None:  # the class's own rewrite of old files a key alias cannot express (by value type)
+        values = legacy(dict(values))
     out: dict[str, Any] = {}
     for key, value in values.items():
         if not isinstance(key, str):

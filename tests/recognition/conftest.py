@@ -41,6 +41,7 @@ def extract(weights: Path, data: Path, out: Path, split: str = "training", modal
     """Features of a folder/manifest with the tiny encoder (cached on disk across tests)."""
     from visionfm import extract_features
 
+    kw.setdefault("n_last_blocks", 2)  # the tiny encoder has 2 blocks
     if not out.is_file():
         extract_features(weights, data, out, modality=modality, split=split, input_size=32, num_workers=0,
                          batch_size=64, progress=False, device="cpu", **kw)

@@ -150,6 +150,7 @@ def _synthetic_forecast(n: int, seed: int):
 
 @pytest.mark.parametrize("encoding, expect_high", [("sinusoidal", True), ("learned", True), ("none", False)])
 def test_forecast_head_learns_from_the_interval(encoding, expect_high, tmp_path):
+    from visionfm.engine import TrainConfig
     from visionfm.recognition.api import evaluate_table, fit_task
     from visionfm.recognition.config import HeadConfig
     from visionfm.recognition.data import FeatureDataset
@@ -158,8 +159,8 @@ def test_forecast_head_learns_from_the_interval(encoding, expect_high, tmp_path)
     cfg = HeadConfig(task="forecast", time_encoding=encoding)
     train, val, test = _synthetic_forecast(160, 0), _synthetic_forecast(60, 1), _synthetic_forecast(100, 2)
     task, _ = new_task(cfg, train, label_spec(cfg))
-    fit_task(task, FeatureDataset(train, "forecast"), FeatureDataset(val, "forecast"), tmp_path, epochs=40,
-             batch_size=32, lr=0.02, device="cpu")
+    loop = TrainConfig(output_dir=str(tmp_path), epochs=40, batch_size=32, lr=0.02, device="cpu", progress=False)
+    fit_task(task, FeatureDataset(train, "forecast"), FeatureDataset(val, "forecast"), loop)
     auc = evaluate_table(task, test, None, n_boot=0)["auroc"]["macro"]
     assert (auc > 0.9) if expect_high else (auc < 0.75)
 

@@ -1,7 +1,10 @@
-"""``visionfm classify|multilabel|regress|forecast train|eval`` and ``visionfm predict``: heads on cached features.
+"""``visionfm classify|multilabel|regress|forecast train|eval``, ``fewshot``, ``finetune``, ``predict``, ``split``.
 
 Features come from ``visionfm extract``; each ``train`` writes a run folder (head, run.yaml, metrics.json,
 predictions.csv, figures), ``eval`` scores a run on other labelled features, ``predict`` applies a run to images.
+The training options are derived from the config dataclasses (:class:`~visionfm.recognition.HeadConfig`,
+:class:`~visionfm.recognition.FinetuneConfig`; ``visionfm.config.add_config_args``), their choices and the headline
+numbers come from the registries (task kinds, heads, recipes), so a new field or kind needs no edit here.
 """
 from __future__ import annotations
 
@@ -10,18 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..recognition.config import BALANCE, load_head_config
-from ..recognition.data import FEATURES
-from ..recognition.heads import TIME_ENCODINGS
+from ..config import add_config_args, config_from_args
 from . import command
 
 __all__ = ["summary"]
-
-_HEADLINE = {"classify": ["auroc.macro", "ap.macro", "accuracy", "balanced_accuracy", "f1.macro", "kappa_quadratic",
-                          "ece"],
-             "forecast": ["auroc.macro", "ap.macro", "f1.converts", "balanced_accuracy", "accuracy"],
-             "multilabel": ["auroc.macro", "ap.macro", "f1.macro"],
-             "regress": ["mae_std", "mae.macro", "relative_error.macro", "accuracy.macro", "r2.macro"]}
 
 
 def _get(m: dict, key: str) -> Any:
@@ -33,9 +28,11 @@ def _get(m: dict, key: str) -> Any:
 
 
 def summary(kind: str, m: dict) -> str:
-    """Headline test numbers with their 95% intervals, one per line."""
+    """Headline test numbers (the task kind's ``headline``) with their 95% intervals, one per line."""
+    from ..recognition import TASKS
+
     lines = []
-    for key in _HEADLINE[kind]:
+    for key in TASKS.get(kind).headline:
         v = _get(m, key)
         if v is None:
             continue
@@ -45,49 +42,23 @@ def summary(kind: str, m: dict) -> str:
     return "\n".join(lines)
 
 
-def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
+def _config_args(p: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = ()) -> None:
+    """``--config`` plus one option per field of ``cls``; remembers which options are config values."""
     p.add_argument("--config", help="YAML file of settings (command-line values override it)")
-    p.add_argument("--train", nargs="+", help="training feature files (.safetensors from 'visionfm extract'); "
-                                              "several = one per modality")
-    p.add_argument("--val", nargs="+", help="validation feature files (default: carve a stratified split)")
-    p.add_argument("--test", nargs="+", help="test feature files, scored once with the selected model")
-    p.add_argument("--labels", nargs="+", help="label file(s) joined on image path: vfm *_labels.txt, CSV or "
-                                               "ImageNet folder (default: the labels stored with the features)")
-    p.add_argument("--val-labels", nargs="+")
-    p.add_argument("--test-labels", nargs="+")
-    p.add_argument("--label-columns", nargs="+", help="CSV label columns")
-    p.add_argument("--patient-column", help="CSV column of patient ids (validation split grouped by patient)")
-    p.add_argument("--modality-column", help="CSV column of modality (rows of another modality are skipped)")
-    if kind != "forecast":
-        p.add_argument("--head", choices=("linear", "mlp"), help="linear probe or the official MLP head")
-    p.add_argument("--feature", choices=FEATURES, help="cls = CLS of the last n blocks concatenated (default)")
-    p.add_argument("--output", help="run folder to create")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--val-fraction", type=float, help="fraction carved for validation (default 0.2)")
-    p.add_argument("--select-metric", help="validation metric for model selection")
-    p.add_argument("--val-every", type=int, help="validate/select every n epochs (default: ~20 times per run)")
-    p.add_argument("--n-boot", type=int, help="bootstrap replicates for 95%% CIs (default 1000; 0: none)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu, cuda or auto")
-    if kind == "classify":
-        p.add_argument("--classes", nargs="+", help="class names (CSV labels may use them)")
-        p.add_argument("--ordinal", action="store_true", default=None, help="ordered grades: report quadratic kappa")
-        p.add_argument("--balance", choices=BALANCE[:3], help="class weights (default none)")
-        p.add_argument("--label-smoothing", type=float)
-    if kind == "multilabel":
-        p.add_argument("--schema", help="label schema: 'official13' (default) or a YAML file")
-    if kind == "regress":
-        p.add_argument("--targets", nargs="+", help="target names (CSV columns)")
-        p.add_argument("--loss", dest="regression_loss", choices=("mse", "l1", "smooth_l1"))
-    if kind == "forecast":
-        p.add_argument("--time-encoding", choices=TIME_ENCODINGS.names(), help="interval encoding (default "
-                                                                               "sinusoidal)")
-        p.add_argument("--balance", choices=BALANCE, help="imbalance handling (default inverse)")
-        p.add_argument("--focal-gamma", type=float)
+    before = {a.dest for a in p._actions}
+    add_config_args(p, cls, exclude=exclude)
+    p.set_defaults(_config_dests=sorted({a.dest for a in p._actions} - before))
+
+
+def _given(a: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config values given on the command line."""
+    return {k: getattr(a, k) for k in a._config_dests if k not in skip and getattr(a, k) is not None}
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from ..recognition import HeadConfig
+
+    _config_args(p, HeadConfig, exclude=("task",))
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -110,16 +81,14 @@ def _configure(kind: str):
     def configure(p: argparse.ArgumentParser) -> None:
         sub = p.add_subparsers(dest="action", required=True, metavar="<action>")
         _train_args(sub.add_parser("train", help=f"train a {kind} head on features; select on validation, "
-                                                 f"score on test"), kind)
+                                                 f"score on test"))
         _eval_args(sub.add_parser("eval", help="score a trained run on labelled features"))
 
     return configure
 
 
-_NON_CONFIG = {"command", "action", "verbose", "config", "output"}
-
-
 def _run(kind: str, a: argparse.Namespace) -> int:
+    from ..recognition import HeadConfig
     from ..recognition.api import evaluate_run, train_head
 
     if a.action == "eval":
@@ -127,8 +96,7 @@ def _run(kind: str, a: argparse.Namespace) -> int:
                          split=a.split, weights=a.weights, modality=a.modality)
         print(f"{a.run} on {a.data or ', '.join(a.features)}, n={m['n']}:\n{summary(kind, m['test'])}")
         return 0
-    values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG}
-    cfg = load_head_config(a.config, task=kind, output_dir=a.output, **values)
+    cfg = config_from_args(HeadConfig, a, a.config, task=kind)
     return _print_run(train_head(cfg), kind)
 
 
@@ -143,11 +111,22 @@ def _print_run(run: Path, kind: str) -> int:
     return 0
 
 
-for _kind, _help in (("classify", "Single-label classification heads (linear probe / official MLP) on features."),
-                     ("multilabel", "The modality-agnostic multi-label decoder (official 13 outputs or a schema)."),
-                     ("regress", "Biomarker regression heads (any number of targets) on features."),
-                     ("forecast", "Glaucoma forecasting: features + interval to the next visit -> converts.")):
-    command(_kind, _help, _configure(_kind))(lambda a, _k=_kind: _run(_k, a))
+_KIND_HELP = {"classify": "Single-label classification heads (linear probe / official MLP) on features.",
+              "multilabel": "The modality-agnostic multi-label decoder (official 13 outputs or a schema).",
+              "regress": "Biomarker regression heads (any number of targets) on features.",
+              "forecast": "Glaucoma forecasting: features + interval to the next visit -> converts."}
+
+
+def _register_kinds() -> None:
+    """One command per registered task kind (a kind's help: its docstring's first line unless given here)."""
+    from ..recognition import TASKS
+
+    for kind in TASKS.names():
+        doc = (TASKS.get(kind).__doc__ or kind).strip().splitlines()[0]
+        command(kind, _KIND_HELP.get(kind, doc), _configure(kind))(lambda a, _k=kind: _run(_k, a))
+
+
+_register_kinds()
 
 
 def _configure_predict(p: argparse.ArgumentParser) -> None:
@@ -173,8 +152,11 @@ def run_predict(a: argparse.Namespace) -> int:
 
 
 def _configure_fewshot(p: argparse.ArgumentParser) -> None:
-    _train_args(p, "classify")
-    p.add_argument("--task", choices=("classify", "forecast"), default="classify")
+    from ..recognition import TASKS
+
+    _train_args(p)
+    studied = [k for k in TASKS.names() if TASKS.get(k).study_keys is not None]
+    p.add_argument("--task", choices=studied, default="classify", help="task kind (default classify)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10], help="images per class (k)")
     p.add_argument("--draws", type=int, default=5, help="random draws per k")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per k-shot head")
@@ -184,21 +166,21 @@ def _configure_fewshot(p: argparse.ArgumentParser) -> None:
 @command("fewshot", "Few-shot heads: k-shot with repeated draws (mean +- sd), or stratified k-fold CV.",
          _configure_fewshot)
 def run_fewshot(a: argparse.Namespace) -> int:
+    from ..recognition import HeadConfig
     from ..recognition.fewshot import fewshot, kfold
 
-    skip = _NON_CONFIG | {"task", "shots", "draws", "steps", "kfold"}
-    cfg = load_head_config(a.config, task=a.task, output_dir=a.output,
-                           **{k: v for k, v in vars(a).items() if k not in skip})
+    cfg = config_from_args(HeadConfig, a, a.config, task=a.task)
+    out = cfg.train.output_dir
     if a.kfold:
         r = kfold(cfg, a.kfold)
-        print(f"{a.kfold}-fold cross-validation, n={r['n']} -> {cfg.output_dir}")
+        print(f"{a.kfold}-fold cross-validation, n={r['n']} -> {out}")
         for key, s in r["summary"].items():
             print(f"  {key:<22} {s['mean']:.4f} +- {s['sd']:.4f}")
         print(f"pooled out-of-fold:\n{summary(a.task, r['pooled_out_of_fold'])}")
         return 0
     r = fewshot(cfg, a.shots, a.draws, a.steps)
     key = next(iter(r["summary"][str(a.shots[0])]))
-    print(f"k-shot {key} on {r['n_test']} test images ({a.draws} draws each) -> {cfg.output_dir}")
+    print(f"k-shot {key} on {r['n_test']} test images ({a.draws} draws each) -> {out}")
     for k in a.shots:
         s = r["summary"][str(k)]
         print("  " + f"{k:>3}-shot  " + "  ".join(f"{n} {v['mean']:.4f} +- {v['sd']:.4f}" for n, v in s.items()))
@@ -206,46 +188,19 @@ def run_fewshot(a: argparse.Namespace) -> int:
 
 
 def _configure_finetune(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file of settings (command-line values override it)")
-    p.add_argument("--task", choices=("classify", "multilabel", "regress", "forecast"), help="default classify")
-    p.add_argument("--weights", help="encoder weights to start from")
-    p.add_argument("--modality", help="modality of the images")
-    p.add_argument("--data", help="dataset root (vfm layout or ImageNet folders) or CSV manifest")
-    p.add_argument("--split", help="training split (vfm: <split>_labels.txt; default training)")
-    p.add_argument("--val-split", help="validation split (default: carve one from training)")
-    p.add_argument("--test-split", help="test split, scored once with the selected model")
-    p.add_argument("--val-data", help="other root/manifest for validation")
-    p.add_argument("--test-data", help="other root/manifest for test")
-    p.add_argument("--label-columns", nargs="+")
-    p.add_argument("--patient-column")
-    p.add_argument("--classes", nargs="+")
-    p.add_argument("--ordinal", action="store_true", default=None)
-    p.add_argument("--schema")
-    p.add_argument("--targets", nargs="+")
-    p.add_argument("--head", choices=("linear", "mlp"))
-    p.add_argument("--input-size", type=int, help="square input side (default 224)")
-    p.add_argument("--n-last-blocks", type=int)
-    p.add_argument("--encoder-lr-scale", type=float, help="encoder lr relative to the head's (default 0.1)")
-    p.add_argument("--layer-decay", type=float, help="layer-wise lr decay (default 0.75)")
-    p.add_argument("--drop-path", type=float)
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--output", help="run folder to create")
-    for name, typ in (("epochs", int), ("max-steps", int), ("batch-size", int), ("lr", float),
-                      ("weight-decay", float), ("warmup-epochs", float), ("seed", int), ("n-boot", int),
-                      ("num-workers", int)):
-        p.add_argument(f"--{name}", type=typ)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--device", help="cpu, cuda or auto")
+    from ..recognition import RECIPES, FinetuneConfig
+
+    _config_args(p, FinetuneConfig)
+    p.epilog = "recipes (presets of the defaults above; any option overrides them): " + "; ".join(
+        f"{n}: {RECIPES.get(n).description}" for n in RECIPES.names())
 
 
-@command("finetune", "End-to-end fine-tuning of encoder + head on images (layer-wise lr decay, augmentation).",
+@command("finetune", "End-to-end fine-tuning of encoder + head on images (--recipe visionfm|retfound).",
          _configure_finetune)
 def run_finetune(a: argparse.Namespace) -> int:
-    from ..engine import load_config
-    from ..recognition.finetune import FinetuneConfig, finetune
+    from ..recognition.finetune import finetune, load_finetune_config
 
-    values = {k: v for k, v in vars(a).items() if k not in _NON_CONFIG}
-    cfg = load_config(FinetuneConfig, a.config, output_dir=a.output, **values)
+    cfg = load_finetune_config(a.config, **_given(a))
     return _print_run(finetune(cfg), cfg.task)
 
 

@@ -6,6 +6,7 @@ scores it once on the test features: ``metrics.json`` (with bootstrap 95% CIs), 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -19,31 +20,25 @@ from torch.utils.data import DataLoader, Dataset
 from ..checkpoints.io import safe_torch_load
 from ..distributed import resolve_device
 from ..engine import TrainConfig, Trainer
+from ..errors import UserError
 from ..evaluation import stratified_split, write_results
 from .config import HeadConfig
 from .data import FeatureDataset, FeatureTable, RepeatDataset, load_table
+from .kinds import task_class
 from .labels import LabelSpec
 from .reporting import plot_split, score_split, write_split_predictions
-from .runs import label_spec, load_run, new_task, run_encoders, save_run
-from .tasks import HeadTask
+from .runs import label_spec, load_run, new_task, prepare_run_folder, run_encoders, save_run
+from .tasks import HeadTask, select_mode
 
 __all__ = ["train_head", "evaluate_run", "evaluate_table", "report_scores", "fit_task", "strata",
            "carve_validation"]
 
 log = logging.getLogger(__name__)
-_MIN_KEYS = ("loss", "mae_std", "ece", "relative_error")
 
 
 def strata(kind: str, y: np.ndarray) -> np.ndarray:
-    """Integer strata for stratified splitting: the class; the first positive output (multi-label); quintiles of
-    the first target (regression)."""
-    if kind in ("classify", "forecast"):
-        return y[:, 0].astype(np.int64)
-    if kind == "multilabel":
-        pos = np.nan_to_num(y, nan=0.0) == 1
-        return np.where(pos.any(1), pos.argmax(1), y.shape[1]).astype(np.int64)
-    edges = np.nanquantile(y[:, 0], [0.2, 0.4, 0.6, 0.8])
-    return np.searchsorted(edges, np.nan_to_num(y[:, 0], nan=float(np.nanmedian(y[:, 0])))).astype(np.int64)
+    """Integer strata ``[N]`` for stratified splitting of label rows ``y [N, W]`` (the task kind decides)."""
+    return task_class(kind).strata(y)
 
 
 def carve_validation(train: FeatureTable, kind: str, fraction: float, seed: int) -> tuple[FeatureTable, FeatureTable,
@@ -55,33 +50,30 @@ def carve_validation(train: FeatureTable, kind: str, fraction: float, seed: int)
     return train.subset(tr), train.subset(va), how
 
 
-def fit_task(task: HeadTask, train: Dataset, val: Dataset | None, out: Path, *, epochs: int, batch_size: int,
-             lr: float, weight_decay: float = 0.0, min_lr: float = 0.0, warmup_epochs: float = 0.0,
-             max_steps: int | None = None, seed: int = 0, device: str = "auto", select_metric: str | None = None,
-             progress: bool = False, precision: str = "fp32", clip_grad: float | None = None,
-             val_every: int = 1) -> dict[str, Any]:
+def fit_task(task: HeadTask, train: Dataset, val: Dataset | None, cfg: TrainConfig, val_every: int = 1,
+             resume: bool = False) -> dict[str, Any]:
     """Train ``task`` with the engine and load the validation-selected weights (the last ones without ``val``).
 
     Args:
+        cfg: the loop's settings; ``select_metric`` defaults to the task's own, its direction follows the metric,
+            and the batch is capped at the training set's size.
         val_every: validate (select, checkpoint) every this many epochs: the engine then sees one epoch per
             ``val_every`` passes over the data (the learning-rate schedule is per step, so unchanged).
+        resume: continue from ``checkpoint_last.pth`` in ``cfg.output_dir``.
 
     Returns:
         ``{"metric", "mode", "best_epoch", "best_value", "validation"}`` describing the selection (epochs counted
         in passes over the training data).
     """
+    epochs, warmup = cfg.epochs, cfg.warmup_epochs
     if val_every > 1:
         train = RepeatDataset(train, len(train) * val_every)
-        epochs, warmup_epochs = math.ceil(epochs / val_every), warmup_epochs / val_every
-    key = select_metric or task.select[0]
-    mode = task.select[1] if key == task.select[0] else ("min" if key in _MIN_KEYS else "max")
-    tcfg = TrainConfig(output_dir=str(out), epochs=epochs, max_steps=max_steps, batch_size=min(batch_size, len(train)),
-                       lr=lr, min_lr=min_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
-                       device=device, select_metric=key if val is not None else None, select_mode=mode,
-                       progress=progress, log_every=max(1, epochs // 10), precision=precision, clip_grad=clip_grad)
-    torch.manual_seed(seed)
-    result = Trainer(task, tcfg, train, val).fit()
-    sel: dict[str, Any] = {"metric": key if val is not None else None, "mode": mode}
+        epochs, warmup = math.ceil(epochs / val_every), warmup / val_every
+    key = cfg.select_metric or task.select[0]
+    loop = dataclasses.replace(cfg, epochs=epochs, warmup_epochs=warmup, batch_size=min(cfg.batch_size, len(train)),
+                               select_metric=key if val is not None else None, select_mode=select_mode(task, key))
+    result = Trainer(task, loop, train, val).fit(resume=resume)
+    sel: dict[str, Any] = {"metric": key if val is not None else None, "mode": loop.select_mode}
     if result.best_path is not None and result.best_path.is_file():
         task.load_state_dict(safe_torch_load(result.best_path)["task"], strict=True)
         row = next(h for h in result.history if h["epoch"] == result.best_epoch)
@@ -97,7 +89,7 @@ def evaluate_table(task: HeadTask, table: FeatureTable, out: Path | None, n_boot
                    device: str | torch.device = "cpu", plots: bool = True) -> dict:
     """Score ``task`` on a labelled table; with ``out``, write ``predictions.csv`` and the figures there."""
     dev = resolve_device(str(device))
-    loader = DataLoader(FeatureDataset(table, task.kind), batch_size=1024, shuffle=False)
+    loader = DataLoader(FeatureDataset(table, type(task)), batch_size=1024, shuffle=False)
     scores, y = task.to(dev).predict(loader, dev)
     return report_scores(task, y, scores, table.paths, out, n_boot, seed, plots)
 
@@ -117,46 +109,49 @@ def _tables(cfg: HeadConfig, spec: LabelSpec) -> tuple[FeatureTable, FeatureTabl
     kw = dict(feature=cfg.feature, label_columns=cfg.label_columns, patient_column=cfg.patient_column,
               modality_column=cfg.modality_column)
     shared = cfg.labels if cfg.labels and len(cfg.labels) == 1 else None
-    if not cfg.train:
-        raise ValueError("no training features given (--train FILE.safetensors)")
-    train = load_table(cfg.train, spec, cfg.labels, **kw)
-    if cfg.val:
-        val = load_table(cfg.val, spec, cfg.val_labels or shared, encoders=train.encoders, **kw)
-        how = f"given ({', '.join(cfg.val)})"
+    if not cfg.train_features:
+        raise UserError("no training features given (--train FILE.safetensors)")
+    train = load_table(cfg.train_features, spec, cfg.labels, **kw)
+    if cfg.val_features:
+        val = load_table(cfg.val_features, spec, cfg.val_labels or shared, encoders=train.encoders, **kw)
+        how = f"given ({', '.join(cfg.val_features)})"
     else:
-        train, val, how = carve_validation(train, cfg.task, cfg.val_fraction, cfg.seed)
-    test = load_table(cfg.test, spec, cfg.test_labels or shared, encoders=train.encoders, **kw) if cfg.test else None
+        train, val, how = carve_validation(train, cfg.task, cfg.val_fraction, cfg.train.seed)
+    test = load_table(cfg.test_features, spec, cfg.test_labels or shared, encoders=train.encoders, **kw) \
+        if cfg.test_features else None
     return train, val, test, how
 
 
 def train_head(cfg: HeadConfig) -> Path:
     """Train, select on validation, score on test; returns the run folder.
 
-    The run folder holds ``head.safetensors``, ``run.yaml`` (encoder reference, names, preprocessing, resolved
-    config), ``metrics.json``, ``predictions.csv`` and ``roc.png``/``pr.png``/``reliability.png``/
-    ``confusion.png`` (``scatter.png`` for regression), plus the engine's ``log.jsonl`` and checkpoints.
+    The run folder (new, or an existing run with ``cfg.overwrite`` / ``cfg.resume``) holds ``head.safetensors``,
+    ``run.yaml`` (encoder reference, names, label files, preprocessing, resolved config), ``metrics.json``,
+    ``predictions.csv`` and ``roc.png``/``pr.png``/``reliability.png``/``confusion.png`` (``scatter.png`` for
+    regression), plus the engine's ``log.jsonl`` and checkpoints.
     """
-    if not cfg.output_dir:
-        raise ValueError("an output run folder is required (--output)")
-    run = Path(cfg.output_dir)
+    if not cfg.train.output_dir:
+        raise UserError("an output run folder is required (--output)")
+    run = prepare_run_folder(cfg.train.output_dir, cfg.overwrite, cfg.resume)
     t0 = time.perf_counter()
     spec = label_spec(cfg)
     train, val, test, how = _tables(cfg, spec)
     task, info = new_task(cfg, train, spec)
-    log.info("%s head %s on %d x %d features; validation %s", cfg.task, cfg.head, *train.x.shape, how)
-    sel = fit_task(task, FeatureDataset(train, cfg.task), FeatureDataset(val, cfg.task), run, epochs=cfg.epochs,
-                   batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, min_lr=cfg.min_lr,
-                   warmup_epochs=cfg.warmup_epochs, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
-                   select_metric=cfg.select_metric, progress=cfg.progress, val_every=cfg.resolved_val_every())
+    log.info("%s head %s on %d x %d features; validation %s; labels %s", cfg.task, info["head"], *train.x.shape, how,
+             "; ".join(f"{k}: {v}" for k, v in info["labels"].items()))
+    rules = type(task)
+    sel = fit_task(task, FeatureDataset(train, rules), FeatureDataset(val, rules), cfg.train,
+                   cfg.resolved_val_every(), cfg.resume)
     sel["validation_split"] = how
     info["selection"] = sel
     save_run(run, task.cpu(), info)
     metrics = {"task": cfg.task, "names": info["names"], "selection": sel, "train_seconds": time.perf_counter() - t0,
                "n": {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0},
+               "labels": info["labels"],
                "encoders": {m: {"weights": r.weights, "sha256": r.sha256, "arch": r.arch}
                             for m, r in train.encoders.items()}}
     if test is not None:
-        metrics["test"] = evaluate_table(task, test, run, cfg.n_boot, cfg.seed)
+        metrics["test"] = evaluate_table(task, test, run, cfg.n_boot, cfg.train.seed)
     write_results(run, metrics)
     log.info("run written to %s", run)
     return run
@@ -183,11 +178,10 @@ def evaluate_run(run: str | Path, features: Sequence[str | Path] | None = None,
     task, info = load_run(run)
     out = Path(output) if output else Path(run) / "eval"
     if (features is None) == (data is None):
-        raise ValueError("give either feature files (--features) or labelled images (--data)")
+        raise UserError("give either feature files (--features) or labelled images (--data)")
     if data is not None:
         features = [_extract_for_run(info, Path(run), data, split, out, weights, modality)]
-    spec = LabelSpec(info["kind"], info["names"] if info["kind"] != "forecast" else None,
-                     task.schema if info["kind"] == "multilabel" else None)
+    spec = type(task).spec_from_run(info)
     table = load_table(list(features), spec, list(labels) if labels else None, feature=info["feature"],
                        encoders=run_encoders(info), label_columns=label_columns, patient_column=patient_column)
     m = {"task": info["kind"], "run": str(run), "features": [str(f) for f in features], "n": len(table),

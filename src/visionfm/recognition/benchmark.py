@@ -20,9 +20,9 @@ from typing import Any
 from ..checkpoints import load_encoder, random_encoder, save_encoder
 from ..features import extract_features
 from .api import evaluate_run, train_head
-from .config import HeadConfig
+from .config import load_head_config
 from .fewshot import fewshot
-from .finetune import FinetuneConfig, finetune
+from .finetune import finetune, load_finetune_config
 from .manifests import split_manifest
 
 __all__ = ["benchmark", "standin_encoder", "RETINA_PUBLISHED"]
@@ -85,18 +85,19 @@ def _retina(data_root: Path, out: Path, weights: Path, enc: str, quick: bool) ->
     base = dict(task="classify", train=[feats["train"]], val=[feats["val"]], test=[feats["test"]], ordinal=True,
                 n_boot=n_boot, epochs=epochs, batch_size=256, lr=1e-3, device="cpu")
     for head in ("linear", "mlp"):
-        m = _metrics(train_head(HeadConfig(head=head, output_dir=str(out / f"retina_{head}"), **base)))
+        m = _metrics(train_head(load_head_config(head=head, output_dir=str(out / f"retina_{head}"), **base)))
         rows += _cls_rows("RetinaMNIST", f"{head} head on frozen features ({size} px)", enc, m, RETINA_PUBLISHED)
-    ft = FinetuneConfig(task="classify", weights=str(weights), modality="Fundus", data=str(root),
-                        split=splits["train"], val_split=splits["val"], test_split=splits["test"], input_size=size,
-                        ordinal=True, epochs=1 if quick else 4, max_steps=2 if quick else None, batch_size=16 if
-                        quick else 64, lr=1e-3, n_boot=n_boot, output_dir=str(out / "retina_finetune"), device="cpu")
+    ft = load_finetune_config(task="classify", weights=str(weights), modality="Fundus", data=str(root),
+                              split=splits["train"], val_split=splits["val"], test_split=splits["test"],
+                              input_size=size, ordinal=True, epochs=1 if quick else 4,
+                              max_steps=2 if quick else None, batch_size=16 if quick else 64, lr=1e-3, n_boot=n_boot,
+                              output_dir=str(out / "retina_finetune"), device="cpu")
     m = _metrics(finetune(ft))
-    rows += _cls_rows("RetinaMNIST", f"fine-tune encoder + linear head ({size} px, {ft.epochs} epochs)", enc, m,
+    rows += _cls_rows("RetinaMNIST", f"fine-tune encoder + linear head ({size} px, {ft.train.epochs} epochs)", enc, m,
                       RETINA_PUBLISHED)
     shots, draws, steps = ((1,), 2, 10) if quick else ((1, 5, 10), 5, 200)
-    fs = fewshot(HeadConfig(task="classify", train=[feats["train"]], test=[feats["test"]], lr=1e-2, device="cpu",
-                            output_dir=str(out / "retina_fewshot")), shots, draws, steps)
+    fs = fewshot(load_head_config(task="classify", train=[feats["train"]], test=[feats["test"]], lr=1e-2,
+                                  device="cpu", output_dir=str(out / "retina_fewshot")), shots, draws, steps)
     for k in shots:
         s = fs["summary"][str(k)]
         for key in ("auroc.macro", "accuracy"):
@@ -147,7 +148,7 @@ def _oct_and_multimodal(data_root: Path, out: Path, weights: Path, enc: str, qui
                 test_labels=[str(oct_test)], label_columns=["DME"], patient_column="patient",
                 classes=["no DME", "DME"], n_boot=n_boot, epochs=epochs, batch_size=64, lr=1e-3, device="cpu")
     for head in ("linear", "mlp"):
-        m = _metrics(train_head(HeadConfig(head=head, output_dir=str(out / f"oct_dme_{head}"), **base)))
+        m = _metrics(train_head(load_head_config(head=head, output_dir=str(out / f"oct_dme_{head}"), **base)))
         rows += _cls_rows("OCT-fundus-DME-DR (OCT)", f"{head} head, patient-level split", enc, m,
                           keys=("auroc.macro", "ap.macro", "accuracy", "balanced_accuracy"))
     split_manifest(manifest, out / "splits" / "mm", 0.3, 0, "patient", "DME", None, by="modality")
@@ -157,10 +158,11 @@ def _oct_and_multimodal(data_root: Path, out: Path, weights: Path, enc: str, qui
     schema = out / "splits" / "oct_fundus_schema.yaml"
     schema.write_text(MM_SCHEMA)
     lab = {s: str(out / "splits" / f"mm_{s}.csv") for s in ("train", "test")}
-    run = train_head(HeadConfig(task="multilabel", schema=str(schema), head="linear", train=[feats["train", "OCT"],
-                     feats["train", "Fundus"]], test=[feats["test", "OCT"], feats["test", "Fundus"]],
-                     labels=[lab["train"]], test_labels=[lab["test"]], patient_column="patient", n_boot=n_boot,
-                     epochs=epochs, batch_size=64, lr=1e-3, device="cpu", output_dir=str(out / "multilabel")))
+    run = train_head(load_head_config(
+        task="multilabel", schema=str(schema), head="linear", train=[feats["train", "OCT"], feats["train", "Fundus"]],
+        test=[feats["test", "OCT"], feats["test", "Fundus"]], labels=[lab["train"]], test_labels=[lab["test"]],
+        patient_column="patient", n_boot=n_boot, epochs=epochs, batch_size=64, lr=1e-3, device="cpu",
+        output_dir=str(out / "multilabel")))
     m = _metrics(run)
     for name in ("DME", "NPDR", "PDR", "no DR", "macro"):
         rows.append(_row("multi-label (one decoder, OCT + fundus)", "OCT-fundus-DME-DR", "linear decoder", enc,

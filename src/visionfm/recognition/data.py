@@ -20,14 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from ..features import FeatureSet, load_features
-from .labels import LabelRow, LabelSpec, LabelTable, infer_class_names, normalise_rel, read_labels
+from .kinds import task_class
+from .labels import LabelRow, LabelSpec, LabelTable, normalise_rel, read_labels
 
 __all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "RepeatDataset", "FEATURES", "file_sha256", "load_table",
-           "pick_features"]
+           "pick_features", "encoder_features", "feature_width"]
 
 log = logging.getLogger(__name__)
-FEATURES = ("cls", "last", "cls+patch")
+FEATURES = ("cls", "last", "cls+patch", "patch")
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,6 +115,7 @@ class FeatureTable:
         sources: ``[N]`` cache file of each row.
         encoders: modality -> encoder.
         roots: modality -> data root of the images (for reports).
+        label_sources: feature file -> the label file (or "stored in the features") its labels came from.
     """
 
     x: np.ndarray
@@ -123,6 +126,7 @@ class FeatureTable:
     sources: np.ndarray
     encoders: dict[str, EncoderRef] = field(default_factory=dict)
     roots: dict[str, str] = field(default_factory=dict)
+    label_sources: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -131,61 +135,80 @@ class FeatureTable:
         idx = np.asarray(idx, dtype=np.int64)
         return FeatureTable(self.x[idx], self.y[idx], [self.paths[i] for i in idx], self.modality[idx],
                             None if self.patients is None else self.patients[idx], self.sources[idx],
-                            self.encoders, self.roots)
+                            self.encoders, self.roots, self.label_sources)
 
 
 def pick_features(cls: np.ndarray, patch_mean: np.ndarray, feature: str) -> np.ndarray:
     """The chosen feature from CLS tokens ``[N, n*D]`` and patch means ``[N, D]``: ``cls``: CLS of the last n blocks
     concatenated (official); ``last``: last block's CLS; ``cls+patch``: last CLS and the patch-token mean
-    (DINOv2-style probe). Returns ``[N, F]`` float32."""
+    (DINOv2-style probe); ``patch``: the patch-token mean alone (RETFound's global pool). Returns ``[N, F]``
+    float32."""
     if feature not in FEATURES:
-        raise ValueError(f"unknown feature {feature!r}; valid: {', '.join(FEATURES)}")
+        raise UserError(f"unknown feature {feature!r}; valid: {', '.join(FEATURES)}")
     d = patch_mean.shape[1]
     if feature == "cls":
         return np.asarray(cls, dtype=np.float32)
     if feature == "last":
         return np.asarray(cls[:, -d:], dtype=np.float32)
+    if feature == "patch":
+        return np.asarray(patch_mean, dtype=np.float32)
     return np.concatenate([cls[:, -d:], patch_mean], axis=1).astype(np.float32)
 
 
-def _vfm_label_file(fs: FeatureSet) -> Path | None:
-    """The official label file a ``vfm`` cache was read from (the one listing its first image)."""
-    root = Path(fs.meta.get("data_root", ""))
-    if fs.meta.get("layout") != "vfm" or not root.is_dir() or not fs.paths:
+def encoder_features(out: Any, feature: str) -> torch.Tensor:
+    """The feature of :func:`pick_features` from an encoder's outputs (fine-tuning), ``[B, F]``.
+
+    Args:
+        out: a :class:`~visionfm.models.EncoderOutput` (``layers`` = the last n blocks for ``cls``).
+        feature: as in :func:`pick_features`.
+    """
+    if feature == "cls":
+        return out.cls_concat()
+    if feature == "last":
+        return out.cls
+    if feature == "patch":
+        return out.patch_tokens.mean(1)
+    if feature == "cls+patch":
+        return torch.cat([out.cls, out.patch_tokens.mean(1)], dim=-1)
+    raise UserError(f"unknown feature {feature!r}; valid: {', '.join(FEATURES)}")
+
+
+def _vfm_label_file(fs: FeatureSet, cache: Path) -> Path | None:
+    """The official label file of the split a ``vfm`` cache was extracted from, as its metadata records it.
+
+    Features without a recorded split use the labels stored in them (read from that split's file at extraction),
+    never a label file guessed from the folder.
+    """
+    root, split = Path(fs.meta.get("data_root", "")), fs.meta.get("split", "")
+    if fs.meta.get("layout") != "vfm" or not split:
         return None
-    first = normalise_rel(fs.paths[0])
-    for f in sorted(root.glob("*_labels.txt")):
-        for line in f.read_text().splitlines():
-            if line.strip() and not line.lstrip().startswith("#") and ";" in line:
-                if normalise_rel(line.split(";", 1)[0]) == first:
-                    return f
-                break
-    return None
+    label_file = root / f"{split}_labels.txt"
+    if not label_file.is_file():
+        raise UserError(f"{cache}: extracted from split {split!r}, but {label_file} is no longer there; pass the "
+                        f"label file (--labels)")
+    return label_file
 
 
 def _cache_labels(fs: FeatureSet, cache: Path, spec: LabelSpec) -> LabelTable:
-    """Labels stored with the cache: re-read strictly from the official label file when it can be found."""
-    label_file = _vfm_label_file(fs)
+    """Labels of the cache: re-read strictly from its split's official label file, else those stored in it."""
+    label_file = _vfm_label_file(fs, cache)
     if label_file is not None:
         return read_labels(label_file, spec, check_images=False)
     if fs.labels is None:
-        raise ValueError(f"{cache}: the features carry no labels; pass a label file (--labels)")
-    if spec.kind == "classify" and spec.names is None and fs.meta.get("label_names"):
-        spec.names = json.loads(fs.meta["label_names"]) or None
+        raise UserError(f"{cache}: the features carry no labels and record no label file; pass a label file "
+                        f"(--labels)")
+    if spec.names is None and fs.meta.get("label_names"):
+        spec.rules.adopt_stored_names(spec, json.loads(fs.meta["label_names"]))
     table = LabelTable(cache)
     for i, (rel, row) in enumerate(zip(fs.paths, fs.labels)):
-        vals = row
-        if spec.kind != "multilabel":  # rows are NaN-padded to the widest line: keep this row's own values
-            known = np.flatnonzero(~np.isnan(row))
-            vals = row[: known[-1] + 1] if len(known) else row[:1]
         where = f"{cache}, row {i} ({rel})"
-        table.add(LabelRow(normalise_rel(rel), spec.check(vals, where), where))
+        table.add(LabelRow(normalise_rel(rel), spec.check(spec.rules.trim_cache_row(row), where), where))
     return table
 
 
 def _labels_for(fs: FeatureSet, cache: Path, spec: LabelSpec, labels: LabelTable | None,
-                modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(kept row indices, label rows, patients) of one cache."""
+                modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """(kept row indices, label rows, patients, label source) of one cache."""
     table = labels if labels is not None else _cache_labels(fs, cache, spec)
     keep, ys, pats = [], [], []
     for i, rel in enumerate(fs.paths):
@@ -196,11 +219,12 @@ def _labels_for(fs: FeatureSet, cache: Path, spec: LabelSpec, labels: LabelTable
         ys.append(row.values)
         pats.append(row.patient)
     if not keep:
-        raise ValueError(f"{cache}: none of its {len(fs.paths)} images is labelled in {table.source}")
+        raise UserError(f"{cache}: none of its {len(fs.paths)} images is labelled in {table.source}")
     if len(keep) < len(fs.paths):
         log.info("%s: %d of %d images labelled in %s", cache, len(keep), len(fs.paths), table.source)
     has_pat = any(p is not None for p in pats)
-    return np.array(keep), np.array(ys, dtype=np.float64), np.array(pats, dtype=object) if has_pat else None
+    src = str(table.source) if labels is not None or table.source != cache else f"stored in {cache}"
+    return np.array(keep), np.array(ys, dtype=np.float64), (np.array(pats, dtype=object) if has_pat else None), src
 
 
 def load_table(caches: Sequence[str | Path], spec: LabelSpec,
@@ -224,12 +248,12 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
             bad labels (file and line named).
     """
     if not caches:
-        raise ValueError("no feature files given")
+        raise UserError("no feature files given")
     label_list = list(labels) if isinstance(labels, (list, tuple)) else [labels]
     if len(label_list) == 1:
         label_list = label_list * len(caches)
     if len(label_list) != len(caches):
-        raise ValueError(f"{len(label_list)} label files for {len(caches)} feature files: give one, or one per "
+        raise UserError(f"{len(label_list)} label files for {len(caches)} feature files: give one, or one per "
                          f"feature file")
     tables = {lab: read_labels(lab, spec, label_columns, patient_column, modality_column, check_images=False)
               for lab in dict.fromkeys(label_list) if lab is not None}
@@ -243,19 +267,19 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
         if mod in refs:
             why = refs[mod].mismatch(ref)
             if why:
-                raise ValueError(f"{cache}: features from a different encoder than {first_src[mod]} for modality "
+                raise UserError(f"{cache}: features from a different encoder than {first_src[mod]} for modality "
                                  f"{mod}: {why}")
         elif encoders is not None:
-            raise ValueError(f"{cache}: modality {mod!r} is not among the modalities {sorted(encoders)} the head "
+            raise UserError(f"{cache}: modality {mod!r} is not among the modalities {sorted(encoders)} the head "
                              f"was trained on")
         refs.setdefault(mod, ref)
         first_src.setdefault(mod, str(cache))
-        keep, y, pats = _labels_for(fs, cache, spec, tables.get(lab), mod)
+        keep, y, pats, src = _labels_for(fs, cache, spec, tables.get(lab), mod)
         x = pick_features(fs.cls, fs.patch_mean, feature)[keep]
         if parts and x.shape[1] != parts[0][0].shape[1]:
-            raise ValueError(f"{cache}: feature width {x.shape[1]} differs from {parts[0][3]} "
+            raise UserError(f"{cache}: feature width {x.shape[1]} differs from {parts[0][3]} "
                              f"({parts[0][0].shape[1]}); one decoder needs one width")
-        parts.append((x, y, [fs.paths[i] for i in keep], str(cache), mod, pats, fs.meta.get("data_root", "")))
+        parts.append((x, y, [fs.paths[i] for i in keep], str(cache), mod, pats, fs.meta.get("data_root", ""), src))
     return _concat(parts, refs, spec)
 
 
@@ -269,20 +293,25 @@ def _concat(parts: list, refs: dict[str, EncoderRef], spec: LabelSpec) -> Featur
     if any(p[5] is not None for p in parts):
         pats = np.concatenate([p[5] if p[5] is not None else np.array([f"{p[3]}#{i}" for i in range(len(p[2]))],
                                                                        dtype=object) for p in parts])
-    if spec.kind == "classify" and spec.names is None:
-        spec.names = infer_class_names(y[:, 0])
+    spec.rules.finish_names(spec, y)
     roots = {p[4]: p[6] for p in parts}
-    return FeatureTable(x, y, paths, modality, pats, sources, refs, roots)
+    return FeatureTable(x, y, paths, modality, pats, sources, refs, roots, {p[3]: p[7] for p in parts})
 
 
 class FeatureDataset(Dataset):
-    """Rows of a :class:`FeatureTable` as ``{"x": [F], "y": [W]}`` (forecast: plus ``"t"`` days)."""
+    """Rows of a :class:`FeatureTable` as ``{"x": [F], "y": [W]}`` (forecast: plus ``"t"`` days).
 
-    def __init__(self, table: FeatureTable, kind: str) -> None:
+    Args:
+        table: features and labels.
+        kind: the task kind (its class splits the label rows into targets and an interval).
+    """
+
+    def __init__(self, table: FeatureTable, kind: str | type) -> None:
         self.x = torch.from_numpy(np.ascontiguousarray(table.x, dtype=np.float32))
         y = torch.from_numpy(np.ascontiguousarray(table.y, dtype=np.float32))
-        self.t = y[:, 1].clone() if kind == "forecast" else None
-        self.y = y[:, :1] if kind == "forecast" else y
+        rules = task_class(kind) if isinstance(kind, str) else kind
+        self.y, t = rules.split_targets(y)
+        self.t = None if t is None else t.clone()
 
     def __len__(self) -> int:
         return len(self.x)
@@ -306,3 +335,8 @@ class RepeatDataset(Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.dataset[i % self.n]
+
+
+def feature_width(feature: str, n_last_blocks: int, dim: int) -> int:
+    """Width F of a feature (see :func:`pick_features`) of an encoder of width ``dim``."""
+    return {"cls": n_last_blocks * dim, "last": dim, "patch": dim, "cls+patch": 2 * dim}[feature]

@@ -16,22 +16,25 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import dataclasses
+
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 
+from ..errors import UserError
 from ..evaluation import kshot_draws, stratified_kfold, write_results
 from .api import carve_validation, evaluate_table, fit_task, strata
 from .config import HeadConfig
 from .data import FeatureDataset, FeatureTable, RepeatDataset, load_table
 from .reporting import plot_split, score_split, write_split_predictions
-from .runs import label_spec, new_task
+from .kinds import task_class
+from .runs import label_spec, new_task, prepare_run_folder
 
 __all__ = ["fewshot", "kfold", "summarise"]
 
 log = logging.getLogger(__name__)
-_KEYS = {"classify": ["auroc.macro", "ap.macro", "accuracy", "balanced_accuracy", "f1.macro", "kappa_quadratic"],
-         "forecast": ["auroc.macro", "ap.macro", "f1.converts", "balanced_accuracy"]}
 
 
 def _get(m: dict, key: str) -> float:
@@ -51,24 +54,24 @@ def summarise(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def _check_kind(cfg: HeadConfig) -> None:
-    if cfg.task not in _KEYS:
-        raise ValueError(f"few-shot and k-fold studies are for classify and forecast tasks, not {cfg.task!r}")
-
-
 def _keys(cfg: HeadConfig) -> list[str]:
-    """Metrics reported per draw/fold (quadratic kappa only for ordinal classes)."""
-    return _KEYS[cfg.task] if cfg.ordinal or cfg.task != "classify" else _KEYS[cfg.task][:-1]
+    """Metrics reported per draw/fold (the task kind's; an error for kinds without studies)."""
+    return task_class(cfg.task).study_metrics(cfg)
+
+
+def _target_rows(cfg: HeadConfig, y: np.ndarray) -> np.ndarray:
+    """Label rows as the task's scores see them (forecasting: without the interval)."""
+    return task_class(cfg.task).split_targets(torch.from_numpy(y))[0].numpy()
 
 
 def _one(cfg: HeadConfig, spec, train: FeatureTable, val: FeatureTable | None, work: Path,
          steps: int) -> Any:
     task, _ = new_task(cfg, train, spec)
-    batch = min(cfg.batch_size, len(train))
+    batch = min(cfg.train.batch_size, len(train))
     data = RepeatDataset(FeatureDataset(train, cfg.task), batch * max(1, steps // 10))
-    fit_task(task, data, FeatureDataset(val, cfg.task) if val is not None else None, work,
-             epochs=10, max_steps=steps, batch_size=batch, lr=cfg.lr, weight_decay=cfg.weight_decay,
-             seed=cfg.seed, device=cfg.device, select_metric=cfg.select_metric, progress=False)
+    loop = dataclasses.replace(cfg.train, output_dir=str(work), epochs=10, max_steps=steps, batch_size=batch,
+                               progress=False, warmup_epochs=0.0, warmup_steps=None)
+    fit_task(task, data, FeatureDataset(val, cfg.task) if val is not None else None, loop)
     shutil.rmtree(work, ignore_errors=True)
     return task
 
@@ -82,19 +85,18 @@ def fewshot(cfg: HeadConfig, shots: Sequence[int] = (1, 5, 10), n_draws: int = 5
         n_draws: independent draws per k (draw i is the same whatever ``n_draws``).
         steps: optimizer steps per head (batch = the whole k-shot set, up to ``batch_size``).
     """
-    _check_kind(cfg)
-    if not cfg.test:
-        raise ValueError("a few-shot study needs test features (--test)")
-    out = Path(cfg.output_dir or "runs/fewshot")
-    spec = label_spec(cfg)
-    pool = _load(cfg, spec, cfg.train, cfg.labels)
-    shared = cfg.labels if cfg.labels and len(cfg.labels) == 1 else None
-    val = _load(cfg, spec, cfg.val, cfg.val_labels or shared, pool.encoders) if cfg.val else None
-    test = _load(cfg, spec, cfg.test, cfg.test_labels or shared, pool.encoders)
     keys = _keys(cfg)
+    if not cfg.test_features:
+        raise UserError("a few-shot study needs test features (--test)")
+    out = prepare_run_folder(cfg.train.output_dir or "runs/fewshot", cfg.overwrite)
+    spec = label_spec(cfg)
+    pool = _load(cfg, spec, cfg.train_features, cfg.labels)
+    shared = cfg.labels if cfg.labels and len(cfg.labels) == 1 else None
+    val = _load(cfg, spec, cfg.val_features, cfg.val_labels or shared, pool.encoders) if cfg.val_features else None
+    test = _load(cfg, spec, cfg.test_features, cfg.test_labels or shared, pool.encoders)
     rows = []
     for k in shots:
-        for d, idx in enumerate(kshot_draws(strata(cfg.task, pool.y), k, n_draws, cfg.seed)):
+        for d, idx in enumerate(kshot_draws(strata(cfg.task, pool.y), k, n_draws, cfg.train.seed)):
             task = _one(cfg, spec, pool.subset(idx), val, out / f"_work_k{k}_d{d}", steps)
             m = evaluate_table(task, test, None, n_boot=0)
             rows.append({"k": int(k), "draw": d, "n_train": len(idx), **{key: _get(m, key) for key in keys}})
@@ -120,26 +122,25 @@ def _load(cfg: HeadConfig, spec, caches: Sequence[str], labels: Sequence[str] | 
 def kfold(cfg: HeadConfig, n_folds: int = 5) -> dict:
     """Stratified k-fold cross-validation over ``cfg.train``; writes ``kfold.json``, ``predictions.csv`` (out of
     fold) and figures in ``cfg.output_dir``."""
-    _check_kind(cfg)
-    out = Path(cfg.output_dir or "runs/kfold")
-    spec = label_spec(cfg)
-    data = _load(cfg, spec, cfg.train, cfg.labels)
     keys = _keys(cfg)
-    folds = stratified_kfold(strata(cfg.task, data.y), n_folds, cfg.seed, data.patients)
+    out = prepare_run_folder(cfg.train.output_dir or "runs/kfold", cfg.overwrite)
+    spec = label_spec(cfg)
+    data = _load(cfg, spec, cfg.train_features, cfg.labels)
+    folds = stratified_kfold(strata(cfg.task, data.y), n_folds, cfg.train.seed, data.patients)
     oof, rows, task = None, [], None
     for f, (tr, te) in enumerate(folds):
-        train, val, how = carve_validation(data.subset(tr), cfg.task, cfg.val_fraction, cfg.seed)
-        task = _one(cfg, spec, train, val, out / f"_work_fold{f}", cfg.max_steps or 200)
+        train, val, how = carve_validation(data.subset(tr), cfg.task, cfg.val_fraction, cfg.train.seed)
+        task = _one(cfg, spec, train, val, out / f"_work_fold{f}", cfg.train.max_steps or 200)
         held = data.subset(te)
         dev = next(task.parameters()).device
         scores, _ = task.predict(DataLoader(FeatureDataset(held, cfg.task), batch_size=1024), dev)
-        m = score_split(task, held.y[:, :1] if cfg.task == "forecast" else held.y, scores, n_boot=0)
+        m = score_split(task, _target_rows(cfg, held.y), scores, n_boot=0)
         oof = np.zeros((len(data), scores.shape[1])) if oof is None else oof
         oof[te] = scores
         rows.append({"fold": f, "n_train": len(train), "n_val": len(val), "n_test": len(te),
                      **{key: _get(m, key) for key in keys}})
-    y = data.y[:, :1] if cfg.task == "forecast" else data.y
-    pooled = score_split(task, y, oof, cfg.n_boot, cfg.seed)
+    y = _target_rows(cfg, data.y)
+    pooled = score_split(task, y, oof, cfg.n_boot, cfg.train.seed)
     write_split_predictions(out / "predictions.csv", task, data.paths, oof, y)
     pooled["figures"] = [p.name for p in plot_split(out, task, y, oof, pooled)]
     result = {"task": cfg.task, "n_folds": n_folds, "n": len(data), "grouped_by_patient": data.patients is not None,

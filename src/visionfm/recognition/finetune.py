@@ -1,46 +1,62 @@
 """End-to-end fine-tuning: encoder + head trained together on images, with the same tasks, losses and metrics.
 
-The encoder learns at a lower rate than the head with layer-wise decay (block i of L gets
-``lr * encoder_lr_scale * layer_decay ** (L + 1 - (i + 1))``; embeddings decay most, as in BEiT/MAE fine-tuning),
-stochastic depth, and batch augmentation in the task (random resized crop, flips, small rotation, brightness and
-contrast; plain torch, on the device). The fine-tuned encoder is saved in the run folder (``encoder.safetensors``)
-and the run's encoder reference points at it, so ``predict`` and ``evaluate_run`` work as for heads on features.
+How is a recipe (:data:`~visionfm.recognition.recipes.RECIPES`, ``--recipe visionfm|retfound``): a registered
+preset of this config's values (layer-wise lr decay, drop-path, learning rate and schedule, pooling, head,
+augmentation, label smoothing, evaluation crop, selection metric), applied beneath the YAML file and the command
+line. The encoder's groups decay layer by layer (:func:`~visionfm.recognition.recipes.layer_decay_groups`); the
+fine-tuned encoder is saved in the run folder (``encoder.safetensors``) and the run's encoder reference points at
+it, so ``predict`` and ``evaluate_run`` work as for heads on features.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoints import load_encoder, save_encoder
+from ..config import load_config, read_yaml
 from ..data.images import Preprocess, read_image
+from ..engine.config import TrainConfig
+from ..errors import ConfigError, UserError
 from ..evaluation import write_results
 from ..models import VisionTransformer
 from .api import carve_validation, fit_task, report_scores
-from .config import HeadConfig
-from .data import EncoderRef, FeatureTable, file_sha256
-from .labels import LabelSpec, LabelTable, infer_class_names, read_labels
-from .runs import label_spec, new_task, save_run
+from .config import RecognitionConfig
+from .data import FEATURES, EncoderRef, FeatureTable, feature_width, file_sha256
+from .kinds import task_class
+from .labels import LabelSpec, LabelTable, read_labels
+from .recipes import AUGMENTATIONS, MIXES, RECIPES, CropPreprocess, augment_batch, layer_decay_groups
+from .runs import label_spec, new_task, prepare_run_folder, save_run
 
-__all__ = ["FinetuneConfig", "finetune", "augment_batch", "layer_decay_groups", "ImageLabelDataset", "image_table"]
+__all__ = ["FinetuneConfig", "finetune", "load_finetune_config", "augment_batch", "layer_decay_groups",
+           "ImageLabelDataset", "image_table"]
 
 log = logging.getLogger(__name__)
 
 
+def _h(text: str, **meta: Any) -> dict:
+    return {"help": text, **meta}
+
+
+def _finetune_train() -> TrainConfig:
+    return TrainConfig(output_dir="", epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-4, progress=False,
+                       clip_grad=3.0)
+
+
 @dataclass
-class FinetuneConfig(HeadConfig):
-    """A fine-tuning run: every :class:`HeadConfig` setting (``train/val/test`` unused) plus the images.
+class FinetuneConfig(RecognitionConfig):
+    """A fine-tuning run (``visionfm finetune``): the shared recognition settings plus the images and the recipe.
 
     Attributes:
+        recipe: registered preset whose values are the defaults (``visionfm`` or ``retfound``).
         weights: encoder weights to start from.
         modality: modality of the images (normalisation unless the weights record it).
         data: dataset root (official ``vfm`` layout, ImageNet folder) or CSV manifest.
@@ -48,101 +64,124 @@ class FinetuneConfig(HeadConfig):
             stratified validation split is carved from training.
         val_data / test_data: other roots or manifests for validation / test (default: ``data``).
         input_size: square input side.
-        n_last_blocks: CLS tokens of this many last blocks feed the head (official 4).
+        n_last_blocks: CLS tokens of this many last blocks feed the head (``feature cls``; official 4).
+        feature: the pooled feature: ``cls`` (last-n CLS, VisionFM), ``patch`` (global average of the patch
+            tokens, RETFound), ``last`` (last CLS), ``cls+patch``.
         encoder_lr_scale: encoder learning rate relative to the head's.
         layer_decay: layer-wise learning-rate decay factor.
         drop_path: stochastic-depth rate of the encoder.
         augment: batch augmentation of training images.
-        precision: ``fp32``, ``bf16`` or ``fp16`` autocast.
-        clip_grad: gradient-norm clipping.
-        num_workers: image-decoding worker processes.
+        augmentation: which registered augmentation.
+        random_erasing: probability of random erasing per image (``retfound`` augmentation).
+        mix: ``none``, ``mixup``, ``cutmix`` or ``both`` (half the batches each; classification only).
+        eval_crop: validation/test images resized to ``input_size / eval_crop`` and centre-cropped (1: resized).
+        init_head: start the head from the one saved in ``weights`` (a RETFound fine-tuned checkpoint).
     """
 
-    weights: str = ""
-    modality: str | None = None
-    data: str = ""
-    split: str = "training"
-    val_split: str | None = None
-    test_split: str | None = None
-    val_data: str | None = None
-    test_data: str | None = None
-    input_size: int = 224
-    n_last_blocks: int = 4
-    encoder_lr_scale: float = 0.1
-    layer_decay: float = 0.75
-    drop_path: float = 0.1
-    augment: bool = True
-    precision: str = "fp32"
-    clip_grad: float | None = 3.0
-    num_workers: int = 0
+    recipe: str = field(default="visionfm", metadata=_h("fine-tuning preset", choices=RECIPES.names))
+    weights: str = field(default="", metadata=_h("encoder weights to start from"))
+    modality: str | None = field(default=None, metadata=_h("modality of the images"))
+    data: str = field(default="", metadata=_h("dataset root (vfm layout or ImageNet folders) or CSV manifest"))
+    split: str = field(default="training", metadata=_h("training split (vfm: <split>_labels.txt)"))
+    val_split: str | None = field(default=None, metadata=_h("validation split (default: carve one from training)"))
+    test_split: str | None = field(default=None, metadata=_h("test split, scored once with the selected model"))
+    val_data: str | None = field(default=None, metadata=_h("other root/manifest for validation"))
+    test_data: str | None = field(default=None, metadata=_h("other root/manifest for test"))
+    input_size: int = field(default=224, metadata=_h("square input side"))
+    n_last_blocks: int = field(default=4, metadata=_h("CLS tokens of this many last blocks (feature cls)"))
+    feature: str = field(default="cls", metadata=_h("pooled feature: cls (last-n CLS), patch (patch-token mean), "
+                                                    "last, cls+patch", choices=FEATURES))
+    encoder_lr_scale: float = field(default=0.1, metadata=_h("encoder lr relative to the head's"))
+    layer_decay: float = field(default=0.75, metadata=_h("layer-wise lr decay"))
+    drop_path: float = field(default=0.1, metadata=_h("stochastic-depth rate"))
+    augment: bool = field(default=True, metadata=_h("augment training batches"))
+    augmentation: str = field(default="visionfm", metadata=_h("batch augmentation", choices=AUGMENTATIONS.names))
+    random_erasing: float = field(default=0.0, metadata=_h("random-erasing probability (retfound augmentation)"))
+    mix: str = field(default="none", metadata=_h("mixup / cutmix (classification)", choices=MIXES))
+    eval_crop: float = field(default=1.0, metadata=_h("evaluation crop fraction (RETFound 0.875)"))
+    init_head: bool = field(default=False, metadata=_h("start the head from the classifier saved in --weights"))
+    train: TrainConfig = field(default_factory=_finetune_train)
+
+    @classmethod
+    def config_legacy(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Before the nesting a fine-tuning config carried unused feature lists ``train`` / ``val`` / ``test``."""
+        for old in ("train", "val", "test"):
+            if old in values and not isinstance(values[old], Mapping):
+                if values.pop(old):
+                    raise ConfigError(f"fine-tuning reads images (data / split), not feature files ({old})")
+        return values
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.feature != "cls":
-            raise ValueError("fine-tuning feeds the head the CLS tokens of the last n blocks: feature must be 'cls'")
         if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.input_size < 1 or self.n_last_blocks < 1:
+            raise ConfigError(f"input_size and n_last_blocks must be positive, got {self.input_size}, "
+                              f"{self.n_last_blocks}")
+        if not 0 < self.eval_crop <= 1 or not 0 <= self.random_erasing <= 1 or not 0 <= self.drop_path < 1:
+            raise ConfigError(f"eval_crop must be in (0, 1], random_erasing in [0, 1] and drop_path in [0, 1); got "
+                              f"{self.eval_crop}, {self.random_erasing}, {self.drop_path}")
+        if self.mix != "none" and not getattr(task_class(self.task), "mixable", False):
+            raise ConfigError(f"mix {self.mix!r}: mixing images needs a task that mixes labels; {self.task!r} "
+                              f"does not")
 
 
-def augment_batch(x: Tensor, scale: tuple[float, float] = (0.6, 1.0), max_rotate: float = 10.0,
-                  jitter: float = 0.2) -> Tensor:
-    """Random resized crop, horizontal and vertical flips, rotation, brightness/contrast per image.
+def _dotted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A YAML mapping with nested sections as dotted keys (``train: {lr: 1}`` -> ``train.lr``)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "train" and isinstance(value, Mapping):
+            out.update({f"train.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
-    Args:
-        x: ``[B, 3, H, W]`` normalised images.
 
-    Returns:
-        ``[B, 3, H, W]`` augmented images (same normalisation; border filled with the image mean).
+def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
+    """Defaults < the recipe's preset < YAML file < non-None overrides (the command line).
+
+    Raises:
+        ConfigError: an unknown recipe, unknown keys or invalid values (the file is named when there is one).
     """
-    b, dev = x.shape[0], x.device
-    s = torch.empty(b, device=dev).uniform_(*scale).sqrt()  # side scale of the crop
-    ang = torch.empty(b, device=dev).uniform_(-max_rotate, max_rotate) * math.pi / 180
-    flip = torch.where(torch.rand(b, 2, device=dev) < 0.5, -1.0, 1.0)
-    shift = (1 - s)[:, None] * torch.empty(b, 2, device=dev).uniform_(-1, 1)
-    cos, sin = ang.cos() * s, ang.sin() * s
-    theta = torch.stack([torch.stack([cos * flip[:, 0], -sin, shift[:, 0]], 1),
-                         torch.stack([sin * flip[:, 0], cos * flip[:, 1], shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    mean = x.mean((2, 3), keepdim=True)
-    out = F.grid_sample(x - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
-    bright = torch.empty(b, 1, 1, 1, device=dev).uniform_(-jitter, jitter)
-    contrast = torch.empty(b, 1, 1, 1, device=dev).uniform_(1 - jitter, 1 + jitter)
-    return (out - mean) * contrast + mean + bright
-
-
-def layer_decay_groups(encoder: VisionTransformer, lr_scale: float, decay: float) -> list[dict[str, Any]]:
-    """AdamW groups of the encoder: block i at ``lr_scale * decay ** (L - i)``, embeddings at ``decay ** (L + 1)``,
-    the final norm at ``lr_scale``; no weight decay on biases, norms and position/CLS tokens."""
-    depth = len(encoder.blocks)
-    skip = encoder.no_weight_decay()
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, p in encoder.named_parameters():
-        if not p.requires_grad:
-            continue
-        layer = (int(name.split(".")[1]) + 1 if name.startswith("blocks.") else
-                 depth + 1 if name.startswith("norm.") else 0)
-        no_wd = p.ndim <= 1 or name in skip
-        g = groups.setdefault((layer, no_wd), {"params": [], "apply_wd": not no_wd,
-                                                "lr_scale": lr_scale * decay ** (depth + 1 - layer)})
-        g["params"].append(p)
-    return [groups[k] for k in sorted(groups)]
+    data = read_yaml(path) if path is not None else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of name: value settings, got {type(data).__name__}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    name = given.get("recipe") or data.get("recipe") or "visionfm"
+    if name not in RECIPES:
+        raise ConfigError(f"recipe: {name!r} is not one of {RECIPES.names()}")
+    merged = {**RECIPES.get(name).defaults, **_dotted(data), **given}
+    try:
+        return load_config(FinetuneConfig, None, **merged)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (settings from {path} and the command line)" if path else str(e)) from None
 
 
 class ImageLabelDataset(Dataset):
-    """Images with labels: ``{"image": [3, S, S], "y": [W]}`` (forecast: ``y`` = converts, plus ``"t"`` days)."""
+    """Images with labels: ``{"image": [3, S, S], "y": [W]}`` (forecast: ``y`` = converts, plus ``"t"`` days).
 
-    def __init__(self, paths: list[Path], y: np.ndarray, preprocess: Preprocess, kind: str) -> None:
-        self.paths, self.preprocess, self.kind = paths, preprocess, kind
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    Args:
+        paths: image files.
+        y: label rows ``[N, W]``.
+        preprocess: image array -> ``[3, S, S]``.
+        kind: the task kind (its class splits the label rows into targets and an interval).
+    """
+
+    def __init__(self, paths: list[Path], y: np.ndarray, preprocess: Callable[[np.ndarray], Tensor],
+                 kind: str | type) -> None:
+        self.paths, self.preprocess = paths, preprocess
+        rules = task_class(kind) if isinstance(kind, str) else kind
+        self.y, self.t = rules.split_targets(torch.from_numpy(np.asarray(y, dtype=np.float32)))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        item = {"image": self.preprocess(read_image(self.paths[i])), "y": self.y[i, :1] if self.kind == "forecast"
-                else self.y[i]}
-        if self.kind == "forecast":
-            item["t"] = self.y[i, 1]
+        item = {"image": self.preprocess(read_image(self.paths[i])), "y": self.y[i]}
+        if self.t is not None:
+            item["t"] = self.t[i]
         return item
 
 
@@ -152,6 +191,8 @@ def _label_source(data: str, split: str) -> Path:
         return root / f"{split}_labels.txt"
     if root.is_dir() and (root / split).is_dir():
         return root / split  # ImageNet layout: <root>/<split>/<class>/...
+    if root.is_dir() and not any(root.glob("*.csv")) and not any(d.is_dir() for d in root.iterdir()):
+        raise UserError(f"{root}: no {split}_labels.txt and no {split}/ class folders (--split {split})")
     return root
 
 
@@ -161,12 +202,11 @@ def image_table(cfg: FinetuneConfig, spec: LabelSpec, data: str, split: str) -> 
     table: LabelTable = read_labels(src, spec, cfg.label_columns, cfg.patient_column)
     rows = list(table.rows.values())
     y = np.array([r.values for r in rows], dtype=np.float64)
-    if spec.kind == "classify" and spec.names is None:
-        spec.names = infer_class_names(y[:, 0])
+    spec.rules.finish_names(spec, y)
     pats = np.array([r.patient for r in rows], dtype=object) if any(r.patient for r in rows) else None
     n = len(rows)
     t = FeatureTable(np.zeros((n, 0), np.float32), y, [r.rel for r in rows], np.array([""] * n, dtype=object), pats,
-                     np.array([str(src)] * n, dtype=object))
+                     np.array([str(src)] * n, dtype=object), label_sources={f"{data}:{split}": str(src)})
     return t, (src if src.is_dir() else src.parent)
 
 
@@ -174,60 +214,97 @@ def _encoder(cfg: FinetuneConfig) -> tuple[VisionTransformer, EncoderRef]:
     base = load_encoder(cfg.weights, cfg.modality)
     enc = VisionTransformer(base.cfg, drop_path_rate=cfg.drop_path)
     enc.load_state_dict(base.state_dict(), strict=True)
-    enc.info = base.info
+    enc.set_info(base.info)
     enc.mask_token.requires_grad_(False)  # pretraining only
     i = base.info
+    blocks = min(cfg.n_last_blocks, base.cfg.depth) if cfg.feature == "cls" else 1
     ref = EncoderRef("", "", i.arch, base.cfg.to_dict(), i.modality or "", list(i.mean), list(i.std),
-                     cfg.input_size, min(cfg.n_last_blocks, base.cfg.depth))
+                     cfg.input_size, blocks)
     return enc, ref
+
+
+_HEAD_KEYS = {"head.weight": "fc.weight", "head.bias": "fc.bias", "fc_norm.weight": "fc_norm.weight",
+              "fc_norm.bias": "fc_norm.bias"}
+
+
+def _init_head(task: Any, cfg: FinetuneConfig) -> str:
+    """Copy the classifier saved with the weights (RETFound fine-tuning) into the task's ``retfound`` head."""
+    from ..checkpoints.loader import load_head
+
+    saved = load_head(cfg.weights)
+    own = task.head.state_dict()
+    state = {_HEAD_KEYS[k]: v for k, v in saved.items() if k in _HEAD_KEYS and _HEAD_KEYS[k] in own}
+    missing = sorted(k for k in own if k not in state)
+    if missing or any(state[k].shape != own[k].shape for k in state):
+        shapes = {k: tuple(v.shape) for k, v in saved.items()}
+        raise UserError(f"--init-head: the head in {cfg.weights} {shapes} does not fit this run's "
+                        f"{cfg.head!r} head {({k: tuple(v.shape) for k, v in own.items()})}; use --head retfound, "
+                        f"--feature patch (fc_norm) or last, and the file's number of classes")
+    task.head.load_state_dict(state, strict=True)
+    return f"head initialised from {cfg.weights} ({', '.join(sorted(saved))})"
+
+
+def _splits(cfg: FinetuneConfig, spec: LabelSpec) -> tuple[tuple[FeatureTable, Path], tuple[FeatureTable, Path], str]:
+    """(train, its root), (validation, its root) and how validation was made."""
+    train, root = image_table(cfg, spec, cfg.data, cfg.split)
+    if cfg.val_split or cfg.val_data:
+        val, val_root = image_table(cfg, spec, cfg.val_data or cfg.data, cfg.val_split or cfg.split)
+        return (train, root), (val, val_root), f"given ({cfg.val_data or cfg.data}: {cfg.val_split or cfg.split})"
+    train, val, how = carve_validation(train, cfg.task, cfg.val_fraction, cfg.train.seed)
+    return (train, root), (val, root), how
 
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Fine-tune encoder + head on images; select on validation, score on test; returns the run folder."""
-    if not cfg.output_dir or not cfg.weights or not cfg.data:
-        raise ValueError("fine-tuning needs --weights, --data and --output")
-    run, t0 = Path(cfg.output_dir), time.perf_counter()
+    if not cfg.train.output_dir or not cfg.weights or not cfg.data:
+        raise UserError("fine-tuning needs --weights, --data and --output")
+    recipe = RECIPES.get(cfg.recipe)
+    run, t0 = prepare_run_folder(cfg.train.output_dir, cfg.overwrite, cfg.resume), time.perf_counter()
     spec = label_spec(cfg)
-    train, root = image_table(cfg, spec, cfg.data, cfg.split)
-    if cfg.val_split or cfg.val_data:
-        val, val_root = image_table(cfg, spec, cfg.val_data or cfg.data, cfg.val_split or cfg.split)
-        how = f"given ({cfg.val_data or cfg.data}: {cfg.val_split or cfg.split})"
-    else:
-        (train, val, how), val_root = carve_validation(train, cfg.task, cfg.val_fraction, cfg.seed), root
+    (train, root), (val, val_root), how = _splits(cfg, spec)
     enc, ref = _encoder(cfg)
     train.encoders = {ref.modality or "unknown": ref}
-    task, info = new_task(cfg, train, spec, in_dim=ref.n_last_blocks * enc.cfg.embed_dim, encoder=enc,
-                          n_last_blocks=ref.n_last_blocks, augment=augment_batch if cfg.augment else None,
+    train.label_sources.update(val.label_sources)
+    augment = AUGMENTATIONS.get(cfg.augmentation)(cfg, ref.mean, ref.std) if cfg.augment else None
+    task, info = new_task(cfg, train, spec, in_dim=feature_width(cfg.feature, ref.n_last_blocks, enc.cfg.embed_dim),
+                          encoder=enc, n_last_blocks=ref.n_last_blocks, augment=augment, feature=cfg.feature,
                           param_groups_fn=lambda e: layer_decay_groups(e, cfg.encoder_lr_scale, cfg.layer_decay))
-    pre = Preprocess(cfg.input_size, ref.mean, ref.std)
+    if cfg.init_head:
+        info["head_init"] = _init_head(task, cfg)
+    # RETFound crops evaluation images only up to 224 px (util/datasets.py: crop_pct 1 above)
+    crop = cfg.eval_crop if cfg.input_size <= 224 else 1.0
+    train_pre = Preprocess(cfg.input_size, ref.mean, ref.std)
+    eval_pre = CropPreprocess(cfg.input_size, ref.mean, ref.std, crop) if crop < 1 else train_pre
 
-    def dataset(t: FeatureTable, r: Path) -> ImageLabelDataset:
-        return ImageLabelDataset([r / p for p in t.paths], t.y, pre, cfg.task)
+    def dataset(t: FeatureTable, r: Path, pre: Callable) -> ImageLabelDataset:
+        return ImageLabelDataset([r / p for p in t.paths], t.y, pre, type(task))
 
-    sel = fit_task(task, dataset(train, root), dataset(val, val_root), run, epochs=cfg.epochs,
-                   batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, min_lr=cfg.min_lr,
-                   warmup_epochs=cfg.warmup_epochs, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
-                   select_metric=cfg.select_metric, progress=cfg.progress, precision=cfg.precision,
-                   clip_grad=cfg.clip_grad, val_every=cfg.val_every or 1)
+    loop = dataclasses.replace(cfg.train, select_metric=cfg.train.select_metric or recipe.select.get(cfg.task))
+    sel = fit_task(task, dataset(train, root, train_pre), dataset(val, val_root, eval_pre), loop,
+                   cfg.val_every or 1, cfg.resume)
     enc_path = run / "encoder.safetensors"
     save_encoder(task.encoder.cpu(), enc_path, source=str(cfg.weights))
     ref.weights, ref.sha256 = str(enc_path.resolve()), file_sha256(enc_path)
     info["encoders"] = {ref.modality or "unknown": ref.to_dict()}
     info["selection"] = {**sel, "validation_split": how}
     info["finetuned_from"] = {"weights": str(Path(cfg.weights).resolve()), "sha256": file_sha256(cfg.weights)}
+    info["recipe"] = {"name": recipe.name, "eval_crop": crop}
     save_run(run, task, info)
     metrics = {"task": cfg.task, "names": info["names"], "selection": info["selection"], "finetuned": True,
+               "recipe": recipe.name, "labels": info["labels"],
                "n": {"train": len(train), "val": len(val), "test": 0}, "encoders": {ref.modality: {
                    "weights": ref.weights, "sha256": ref.sha256, "arch": ref.arch}},
                "finetuned_from": info["finetuned_from"]}
     if cfg.test_split or cfg.test_data:
         test, test_root = image_table(cfg, spec, cfg.test_data or cfg.data, cfg.test_split or cfg.split)
         dev = next(task.parameters()).device
-        loader = DataLoader(dataset(test, test_root), batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+        loader = DataLoader(dataset(test, test_root, eval_pre), batch_size=cfg.train.batch_size,
+                            num_workers=cfg.train.num_workers)
         task.to(dev)
         scores, y = task.predict(loader, dev)
         metrics["n"]["test"] = len(test)
-        metrics["test"] = report_scores(task, y, scores, test.paths, run, cfg.n_boot, cfg.seed)
+        metrics["labels"] = {**metrics["labels"], **test.label_sources}
+        metrics["test"] = report_scores(task, y, scores, test.paths, run, cfg.n_boot, cfg.train.seed)
     metrics["train_seconds"] = time.perf_counter() - t0
     write_results(run, metrics)
     return run

@@ -6,6 +6,8 @@
   ``Linear`` layers ``F -> F/2 -> F/4 -> C`` with GELU and dropout 0.1, weights ~ N(0, 0.01), zero biases. The
   official code passes ``momentum=0.99`` to PyTorch's BatchNorm, where momentum is the weight of the *new* batch
   (the Keras convention is the opposite); the intended running average is kept with ``momentum=0.01`` here.
+* ``retfound``: RETFound's fine-tuning head: LayerNorm (``fc_norm``) + one ``Linear`` initialised at trunc-normal
+  std 2e-5.
 * ``forecast``: features + time interval to the next visit -> logit: standardised features concatenated with a
   time encoding (registry :data:`TIME_ENCODINGS`: ``sinusoidal``, ``learned``, or ``none`` for an ablation
   without the interval), then one ``Linear`` (the paper trains "a single linear layer").
@@ -22,8 +24,8 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 
-__all__ = ["HEADS", "TIME_ENCODINGS", "FeatureNorm", "LinearHead", "MLPHead", "ForecastHead", "SinusoidalTime",
-           "LearnedTime", "build_head", "list_heads"]
+__all__ = ["HEADS", "TIME_ENCODINGS", "FeatureNorm", "LinearHead", "MLPHead", "RetfoundHead", "ForecastHead",
+           "SinusoidalTime", "LearnedTime", "build_head", "list_heads"]
 
 HEADS: Registry[Callable[..., nn.Module]] = Registry("recognition head")
 TIME_ENCODINGS: Registry[Callable[[int], nn.Module]] = Registry("time encoding")
@@ -108,6 +110,35 @@ class MLPHead(nn.Module):
     def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         """``[B, F]`` -> ``[B, C]``."""
         return self.classifier(self.bn(x))
+
+
+@HEADS.register("retfound")
+class RetfoundHead(nn.Module):
+    """RETFound's fine-tuning head: ``fc_norm`` (LayerNorm over the pooled feature), then one ``Linear`` whose
+    weights start at trunc-normal std 2e-5 and bias 0 (as RETFound / MAE initialise it).
+
+    Args:
+        in_dim: feature width F (D for the global-average-pooled patch tokens).
+        out_dim: number of outputs C.
+        fc_norm: apply the LayerNorm (RETFound's global pool); False for its CLS-token variant.
+        init_std: standard deviation of the weight initialisation.
+    """
+
+    requires_time = False
+
+    def __init__(self, in_dim: int, out_dim: int, fc_norm: bool = True, init_std: float = 2e-5) -> None:
+        super().__init__()
+        self.fc_norm = nn.LayerNorm(in_dim, eps=1e-6) if fc_norm else nn.Identity()
+        self.fc = nn.Linear(in_dim, out_dim)
+        nn.init.trunc_normal_(self.fc.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
+        nn.init.zeros_(self.fc.bias)
+
+    def fit_inputs(self, x: Tensor) -> None:
+        """Nothing to fit: the LayerNorm normalises each feature vector."""
+
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        """``[B, F]`` -> ``[B, C]``."""
+        return self.fc(self.fc_norm(x))
 
 
 @TIME_ENCODINGS.register("sinusoidal")

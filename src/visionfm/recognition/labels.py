@@ -1,18 +1,16 @@
 """Label files for the recognition tasks, read strictly: every error names the file and the line.
 
 Formats (picked from the path): the official ``vfm`` label file (``<split>_labels.txt``, lines
-``training/1.jpg;<v1>, <v2>, ...``), a CSV manifest (``path`` column plus label columns; class *names* allowed),
-or an ImageNet-style folder (one sub-folder per class). What a line must hold depends on the task (:class:`LabelSpec`):
-
-* ``classify``: one class index (or, in CSV, a class name);
-* ``multilabel``: the K outputs of the schema, each 0/1, NaN/empty/``-`` = missing; in CSV one column per output
-  and/or one column per softmax group holding a member name or index within the group;
-* ``regress``: T numbers, none missing;
-* ``forecast``: ``converts`` (0/1) and the interval to the next visit in days.
+``training/1.jpg;<v1>, <v2>, ...``), a CSV manifest (``path`` column plus label columns; class *names* allowed; a
+byte-order mark, as Excel writes, is accepted), or an ImageNet-style folder (one sub-folder per class). What a line
+must hold is the task kind's business (its class in :data:`~visionfm.recognition.kinds.TASKS` checks the values and
+picks the CSV columns): one class index, the K outputs of a multi-label schema (NaN / empty / ``-`` = missing), T
+regression targets, or ``converts`` and the interval in days for forecasting.
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from ..data.datasets import MISSING, list_images, parse_label, read_vfm_labels
+from ..errors import UserError
+from .kinds import task_class
 from .schema import LabelSchema
 
-__all__ = ["KINDS", "LabelSpec", "LabelRow", "LabelTable", "read_labels", "normalise_rel", "infer_class_names",
-           "MISSING"]
-
-KINDS = ("classify", "multilabel", "regress", "forecast")
+__all__ = ["LabelSpec", "LabelRow", "LabelTable", "read_labels", "normalise_rel", "infer_class_names", "MISSING",
+           "class_value", "check_class_index", "multilabel_csv_values"]
 
 
 def normalise_rel(rel: str) -> str:
@@ -39,10 +37,10 @@ def normalise_rel(rel: str) -> str:
 
 @dataclass
 class LabelSpec:
-    """What labels a task needs.
+    """What labels a task needs; the kind's task class does the checking.
 
     Attributes:
-        kind: one of :data:`KINDS`.
+        kind: a registered task kind (``classify``, ``multilabel``, ``regress``, ``forecast``, ...).
         names: class names (classify; None = infer from the indices), target names (regress).
         schema: output schema (multilabel).
     """
@@ -52,54 +50,35 @@ class LabelSpec:
     schema: LabelSchema | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown task kind {self.kind!r}; valid: {', '.join(KINDS)}")
-        if self.kind == "multilabel" and self.schema is None:
-            raise ValueError("a multilabel LabelSpec needs a schema")
-        if self.kind == "multilabel":
-            self.names = list(self.schema.outputs)
-        if self.kind == "forecast":
-            self.names = ["no conversion", "converts"]
+        self.rules = task_class(self.kind)
+        self.names = self.rules.label_names(self)
 
     @property
     def width(self) -> int | None:
-        """Label values per row (None: regression targets not named yet)."""
-        if self.kind == "classify":
-            return 1
-        if self.kind == "forecast":
-            return 2
-        return len(self.names) if self.names else None
+        """Label values per row (None: not known until the data is read)."""
+        return self.rules.label_width(self)
 
     def check(self, values: Sequence[float], where: str) -> tuple[float, ...]:
         """Validate one row's numbers; ``where`` (file, line) prefixes every error."""
         vals = tuple(float(v) for v in values)
         if self.width is not None and len(vals) != self.width:
-            what = {"classify": "1 class index", "forecast": "2 values (converts, interval days)",
-                    "multilabel": f"{self.width} outputs {self.names}", "regress": f"{self.width} targets"}[self.kind]
-            raise ValueError(f"{where}: expected {what}, got {len(vals)} value(s) {list(vals)}")
-        if self.kind == "multilabel":
-            bad = [v for v in vals if not (math.isnan(v) or v in (0.0, 1.0))]
-            if bad:
-                raise ValueError(f"{where}: multi-label values must be 0, 1 or missing, got {bad}")
-            return vals
-        if any(math.isnan(v) for v in vals):
-            raise ValueError(f"{where}: NaN/missing target {list(vals)} (only multi-label outputs may be missing; "
-                             f"remove the row or give a value)")
-        if self.kind == "classify":
-            self._check_class(vals[0], where)
-        if self.kind == "forecast":
-            if vals[0] not in (0.0, 1.0):
-                raise ValueError(f"{where}: 'converts' must be 0 or 1, got {vals[0]}")
-            if vals[1] < 0:
-                raise ValueError(f"{where}: the interval to the next visit must be >= 0 days, got {vals[1]}")
-        return vals
+            raise UserError(f"{where}: expected {self.rules.label_help(self)}, got {len(vals)} value(s) "
+                            f"{list(vals)}")
+        if any(math.isinf(v) for v in vals):
+            raise UserError(f"{where}: infinite label {list(vals)}; give a finite number")
+        return self.rules.check_labels(self, vals, where)
 
-    def _check_class(self, v: float, where: str) -> None:
-        if v != int(v) or v < 0:
-            raise ValueError(f"{where}: class index must be a non-negative integer, got {v}")
-        if self.names is not None and v >= len(self.names):
-            raise ValueError(f"{where}: class index {int(v)} out of range for {len(self.names)} classes "
-                             f"{self.names}")
+
+def check_class_index(v: float, names: Sequence[str] | None, where: str) -> None:
+    """A class index must be a whole number in ``0..C-1`` (C = len(names) when the classes are declared)."""
+    if math.isnan(v):
+        raise UserError(f"{where}: missing class label (only multi-label outputs may be missing; remove the row "
+                        f"or give a value)")
+    if v != int(v) or v < 0:
+        raise UserError(f"{where}: class index must be a non-negative integer, got {v}")
+    if names is not None and v >= len(names):
+        raise UserError(f"{where}: class index {int(v)} out of range for the {len(names)} declared classes "
+                        f"{list(names)}")
 
 
 @dataclass
@@ -122,7 +101,7 @@ class LabelTable:
 
     def add(self, row: LabelRow) -> None:
         if row.rel in self.rows:
-            raise ValueError(f"{row.where}: image {row.rel} already labelled at {self.rows[row.rel].where}")
+            raise UserError(f"{row.where}: image {row.rel} already labelled at {self.rows[row.rel].where}")
         self.rows[row.rel] = row
 
 
@@ -136,24 +115,25 @@ def _read_vfm(path: Path, spec: LabelSpec, check_images: bool) -> LabelTable:
     return table
 
 
-def _class_value(text: str, names: list[str] | None, where: str) -> float:
-    """A class given by name (preferred) or by index."""
+def class_value(text: str, names: Sequence[str] | None, where: str) -> float:
+    """A class given by name (preferred) or by index; a missing value is NaN."""
     text = text.strip()
     if text in MISSING:
         return math.nan
     if names is not None and text in names:
-        return float(names.index(text))
+        return float(list(names).index(text))
     try:
         v = float(text)
     except ValueError:
-        valid = names if names is not None else "(indices only: pass class names to use names)"
-        raise ValueError(f"{where}: unknown class name {text!r}; valid: {valid}") from None
-    if v != int(v):
-        raise ValueError(f"{where}: unknown class name {text!r}; valid: {names}")
+        valid = list(names) if names is not None else "(indices only: pass class names to use names)"
+        raise UserError(f"{where}: unknown class name {text!r}; valid: {valid}") from None
+    if not math.isfinite(v) or v != int(v):
+        raise UserError(f"{where}: unknown class name {text!r}; valid: {names}")
     return v
 
 
-def _multilabel_csv(row: dict, schema: LabelSchema, where: str) -> list[float]:
+def multilabel_csv_values(row: dict, schema: LabelSchema, where: str) -> list[float]:
+    """The K outputs of one CSV row: one column per output and/or one per softmax group (member name or index)."""
     vals = [math.nan] * schema.k
     for i, o in enumerate(schema.outputs):
         if o in row:
@@ -162,59 +142,57 @@ def _multilabel_csv(row: dict, schema: LabelSchema, where: str) -> list[float]:
         if g not in row:
             continue
         members = schema.groups[g]
-        v = _class_value(row[g], members, f"{where}, column {g!r}")
+        v = class_value(row[g], members, f"{where}, column {g!r}")
         if not math.isnan(v) and not 0 <= v < len(members):
-            raise ValueError(f"{where}, column {g!r}: index {int(v)} out of range for group {members}")
+            raise UserError(f"{where}, column {g!r}: index {int(v)} out of range for group {members}")
         for j, i in enumerate(idx):
-            if g in row and schema.outputs[i] not in row:
+            if schema.outputs[i] not in row:
                 vals[i] = math.nan if math.isnan(v) else float(j == int(v))
     return vals
 
 
-def _row_values(row: dict, spec: LabelSpec, columns: Sequence[str], where: str) -> list[float]:
-    if spec.kind == "classify":
-        return [_class_value(row[columns[0]], spec.names, f"{where}, column {columns[0]!r}")]
-    if spec.kind == "multilabel":
-        return _multilabel_csv(row, spec.schema, where)
-    return [parse_label(row[c], f"{where}, column {c!r}") for c in columns]
-
-
-def _default_columns(spec: LabelSpec, header: list[str], path: Path) -> list[str]:
-    if spec.kind == "classify":
-        return ["label"]
-    if spec.kind == "forecast":
-        return ["converts", "interval_days"]
-    if spec.kind == "regress":
-        if not spec.names:
-            raise ValueError(f"{path}: name the regression target columns (--targets)")
-        return list(spec.names)
-    found = [c for c in header if c in spec.schema.outputs or c in spec.schema.groups]
-    if not found:
-        raise ValueError(f"{path}: no column matches an output or group of schema {spec.schema.name!r} "
-                         f"({spec.schema.outputs}, groups {list(spec.schema.groups)}); columns: {header}")
-    return found
+def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line, row)`` pairs of a CSV; ragged rows and non-UTF-8 text are errors naming the line."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is accepted
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as "
+                        f"UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        rows = []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue  # blank line
+            if len(fields) != len(header):
+                raise UserError(f"{path}, line {reader.line_num}: {len(fields)} fields, but the header has "
+                                f"{len(header)} ({header})")
+            rows.append((reader.line_num, dict(zip(header, fields))))
+    except csv.Error as e:
+        raise UserError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from None
+    return header, rows
 
 
 def _read_csv(path: Path, spec: LabelSpec, columns: Sequence[str] | None, patient_column: str | None,
               modality_column: str | None, check_images: bool) -> LabelTable:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
+    header, rows = _csv_rows(path)
     if "path" not in header:
-        raise ValueError(f"{path}: a label CSV needs a 'path' column; found {header}")
-    columns = list(columns) if columns else _default_columns(spec, header, path)
+        raise UserError(f"{path}: a label CSV needs a 'path' column; found {header}")
+    columns = list(columns) if columns else spec.rules.csv_columns(spec, header, path)
     for c in columns + [x for x in (patient_column, modality_column) if x]:
         if c not in header:
-            raise ValueError(f"{path}: column {c!r} not found; columns: {header}")
+            raise UserError(f"{path}: column {c!r} not found; columns: {header}")
     table = LabelTable(path)
-    for n, row in enumerate(rows, 2):  # line 1 is the header
+    for n, row in rows:
         where = f"{path}, line {n}"
         rel = normalise_rel(row["path"])
         if check_images and not (path.parent / rel).is_file() and not Path(rel).is_file():
             raise FileNotFoundError(f"{where}: image {path.parent / rel} not found")
         sub = {c: row[c] for c in columns}
-        vals = spec.check(_row_values(sub, spec, columns, where), where)
+        vals = spec.check(spec.rules.csv_values(spec, sub, columns, where), where)
         table.add(LabelRow(rel, vals, where, row[patient_column] if patient_column else None,
                            row[modality_column] if modality_column else None))
     return table
@@ -223,12 +201,12 @@ def _read_csv(path: Path, spec: LabelSpec, columns: Sequence[str] | None, patien
 def _read_imagenet(root: Path, spec: LabelSpec) -> LabelTable:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise ValueError(f"{root}: the imagenet layout needs one sub-folder per class, found none")
+        raise UserError(f"{root}: the imagenet layout needs one sub-folder per class, found none")
     names = spec.names or classes
     table = LabelTable(root)
     for c in classes:
         if c not in names:
-            raise ValueError(f"{root / c}: unknown class name {c!r}; valid: {names}")
+            raise UserError(f"{root / c}: unknown class name {c!r}; valid: {names}")
         for p in list_images(root / c):
             table.add(LabelRow(p.relative_to(root).as_posix(), (float(names.index(c)),), str(p)))
     if spec.names is None:
@@ -244,15 +222,15 @@ def read_labels(source: str | Path, spec: LabelSpec, columns: Sequence[str] | No
     Args:
         source: the file or folder.
         spec: the task's label requirements (class names are filled in for ImageNet folders).
-        columns: CSV label columns (defaults: ``label``; ``converts, interval_days``; the target names; the
-            schema's output/group names).
+        columns: CSV label columns (default: the kind's, e.g. ``label``; ``converts, interval_days``; the target
+            names; the schema's output/group names).
         patient_column: CSV column of patient ids (for grouped splits).
         modality_column: CSV column of the image modality.
         check_images: every listed image must exist (relative to the label file's folder).
 
     Raises:
         FileNotFoundError: the source or a listed image is missing (file and line named).
-        ValueError: wrong number of labels, unknown class name, NaN target, bad value (file and line named).
+        UserError: wrong number of labels, unknown class name, NaN/inf target, ragged CSV (file and line named).
     """
     source = Path(source)
     if not source.exists():

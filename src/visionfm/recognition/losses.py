@@ -14,7 +14,8 @@ from torch import Tensor
 from .schema import LabelSchema
 
 __all__ = ["cross_entropy", "masked_bce", "group_cross_entropy", "multilabel_loss", "focal_bce",
-           "class_balanced_weights", "inverse_frequency_weights", "standardised_regression_loss"]
+           "class_balanced_weights", "inverse_frequency_weights", "standardised_regression_loss",
+           "mixed_targets", "soft_cross_entropy"]
 
 
 def cross_entropy(logits: Tensor, target: Tensor, class_weight: Tensor | None = None,
@@ -168,3 +169,34 @@ def standardised_regression_loss(pred: Tensor, target: Tensor, mean: Tensor, std
     z = (torch.nan_to_num(target, nan=0.0) - mean) / std
     per = fns[kind](pred.float(), z.float(), reduction="none")
     return torch.where(valid, per, torch.zeros_like(per)).sum() / valid.sum().clamp(min=1)
+
+
+def mixed_targets(y_a: Tensor, y_b: Tensor, weight_b: Tensor, n_classes: int, smoothing: float = 0.0) -> Tensor:
+    """Soft targets of mixed images (mixup / cutmix), label-smoothed as timm does it.
+
+    Args:
+        y_a, y_b: ``[B]`` class indices of the two images mixed into each sample.
+        weight_b: ``[B]`` share of image ``b`` in the mix (0 = only ``a``).
+        n_classes: C.
+        smoothing: label smoothing: each one-hot becomes ``1 - s + s/C`` on its class and ``s/C`` elsewhere.
+
+    Returns:
+        ``[B, C]`` target distributions (rows sum to 1).
+    """
+    off = smoothing / n_classes
+
+    def one_hot(y: Tensor) -> Tensor:
+        return F.one_hot(y.long(), n_classes).float() * (1.0 - smoothing) + off
+
+    w = weight_b.float()[:, None]
+    return one_hot(y_a) * (1 - w) + one_hot(y_b) * w
+
+
+def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy against target distributions: ``mean_b sum_c -t[b, c] log softmax(z)[b, c]``.
+
+    Args:
+        logits: ``[B, C]``.
+        target: ``[B, C]`` distributions.
+    """
+    return (-target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()

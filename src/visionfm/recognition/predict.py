@@ -118,8 +118,8 @@ def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights
     coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
                 label_columns=[])
     x = torch.from_numpy(encode_images(enc, ref, coll, info["feature"], batch_size, num_workers)).to(dev)
-    t = torch.from_numpy(_intervals(coll, interval_column, Path(images))).to(dev) if info["kind"] == "forecast" \
-        else None
+    needs_time = getattr(task.head, "requires_time", False)  # forecasting: the interval to the next visit
+    t = torch.from_numpy(_intervals(coll, interval_column, Path(images))).to(dev) if needs_time else None
     with torch.no_grad():
         scores = task.scores(task.head(x, t).float()).cpu().double().numpy()
     out = write_split_predictions(Path(output_csv), task, [s.rel for s in coll.samples], scores, None)
