@@ -27,7 +27,7 @@ import numpy as np
 from visionfm.checkpoints import random_encoder, save_encoder
 from visionfm.data.medmnist import medmnist_to_folder
 from visionfm.engine import TrainConfig
-from visionfm.features import extract_features
+from visionfm.features import extract_features, load_features
 from visionfm.vl import VLConfig, load, train_vl
 from visionfm.vl.evaluate import retrieve, zeroshot_eval
 from visionfm.vl.transfer import adapt
@@ -128,7 +128,8 @@ def evaluate_run(run_dir: Path, m: dict[str, Path], out: Path, shots: list[int],
         for label, adapter, init in (("linear_text", "linear", "text"), ("linear_random", "linear", "random"),
                                      ("clip", "clip", "text"), ("tip", "tip", "text"), ("zeroshot", "zeroshot",
                                                                                         "text")):
-            ks = [k for k in shots if task != "left_dr" or k <= 8]
+            counts = np.bincount(np.asarray(load_features(ftr).labels[:, 0], dtype=int))
+            ks = [k for k in shots if k <= counts.min()]  # a pool cannot give more shots than its rarest class
             r = adapt(vl, ftr, fte, out / f"fs_{task}_{label}", adapter, ks, draws if adapter != "zeroshot" else 1,
                       classes, True, init)
             res["fewshot"][f"{task}/{label}"] = {k: v["summary"] for k, v in r["shots"].items()}
