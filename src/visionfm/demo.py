@@ -52,7 +52,9 @@ class DemoConfig:
         stages: run only these stages, in this order (none: all).
         data: the shared real-data folder (the command line's default: $VISIONFM_DATA); when given, a last stage
             runs the quick real-data benchmark on it.
-        heartbeat: seconds between "still running" log lines while a stage works (0: none).
+        heartbeat: seconds between "still running" log lines while a stage works (0: none); they never cut a
+            progress bar (the CLI logs through tqdm).
+        progress: progress bars (steps, loss, ETA) for every training stage.
     """
 
     output: str = "outputs/demo"
@@ -62,7 +64,8 @@ class DemoConfig:
     device: str = "auto"
     stages: list[str] | None = field(default=None, metadata={"choices": lambda: DEMO_STAGES.names()})
     data: str | None = None
-    heartbeat: float = 20.0
+    heartbeat: float = 60.0
+    progress: bool = True
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -108,7 +111,9 @@ def _phantoms(ctx: DemoContext) -> Section:
                             overwrite=True, progress=True)
     rows = [{"data set": k, "task": d.task, "modality": d.modality, "images": d.n, "classes": ", ".join(d.classes)}
             for k, d in ctx.datasets.items()]
-    previews = [Path(d.root) / "preview.png" for d in ctx.datasets.values()]
+    previews = [(Path(d.root) / "preview.png", f"{k}: the first 8 {d.modality} phantoms ({d.task}"
+                 f"{': ' + ', '.join(d.classes[:5]) + (' ...' if len(d.classes) > 5 else '') if d.classes else ''})")
+                for k, d in ctx.datasets.items()]
     return Section("Phantom data", f"{len(ctx.datasets)} procedural data sets with exact ground truth "
                    f"({ctx.cfg.n} images each, {ctx.cfg.size} px, seed {ctx.cfg.seed}; 25% held out as test). "
                    "Previews: the first 8 images of each set, with masks or landmarks drawn below where the task "
@@ -160,21 +165,52 @@ def _explain(ctx: DemoContext) -> Section:
     images = sorted(test.glob("*.png"), key=lambda p: int(p.stem))[:4]
     out = ctx.out / "explain"
     written = explain(ctx.encoder_path, images, out, input_size=ctx.cfg.size)
-    pngs = [p for p in written.values() if p.suffix == ".png"]
+    pngs: list = [(p, f"where the demo encoder looks on {len(images)} held-out fundus phantoms: each head's CLS "
+                      "attention, their mean and the rollout across blocks (one image per row)")
+                  for p in written.values() if p.suffix == ".png"]
     text = ("CLS attention of the encoder's last block per head, the merged map (mean over heads) and attention "
             "rollout across blocks, on held-out fundus phantoms (red: most attention).")
     run = ctx.facts.get("pretrain_run")
     if run is not None:
         ckpts = _spread(pretraining_checkpoints(run), 5)
-        pngs.append(attention_evolution([c.path for c in ckpts], images, out / "attention_evolution.png",
-                                        labels=[c.label for c in ckpts], device="cpu"))
+        pngs.append((attention_evolution([c.path for c in ckpts], images, out / "attention_evolution.png",
+                                         labels=[c.label for c in ckpts], device="cpu"),
+                     "how the merged attention map changes over the demo's pretraining (one row per checkpoint)"))
         text += (f" The evolution figure (as the paper's Figure 6b) shows the merged map at {len(ckpts)} "
                  f"checkpoints of the demo's pretraining ({', '.join(c.label for c in ckpts)}).")
     return Section("Attention maps", text, [], pngs)
 
 
+def _dense(ctx: DemoContext) -> Section:
+    """The dense package's stage; its vessel and landmark scores also go to the summary."""
+    section = _hook("visionfm.dense.demo_stage")(ctx)
+    section.summary += dense_summary(section)
+    return section
+
+
+def dense_summary(section: Section) -> list[dict[str, Any]]:
+    """Summary rows from the dense stage's tables: vessel Dice of the frozen ViT (U-Net beside it), landmark MRE."""
+    rows: list[dict[str, Any]] = []
+    for caption, table in section.tables:
+        by_model = {str(r.get("model", "")): r for r in table}
+        vit = next((r for m, r in by_model.items() if "ViT" in m), None)
+        unet = next((r for m, r in by_model.items() if "U-Net" in m), None)
+        if vit is not None and "dice" in vit:
+            rows.append({"task": "fundus-vessels (segmentation)", "metric": "Dice", "value": float(vit["dice"]),
+                         "random encoder": "not run" + (f" (U-Net from scratch: {float(unet['dice']):.3f})"
+                                                        if unet is not None and "dice" in unet else ""),
+                         "expectation": "aim Dice >= 0.80", "passed": float(vit["dice"]) >= 0.80,
+                         "n": "test split, pixels inside the field of view"})
+        elif vit is not None and "MRE (px)" in vit:
+            rows.append({"task": "ubm-landmarks (landmarks)", "metric": "mean radial error (px)",
+                         "value": float(vit["MRE (px)"]), "random encoder": "not run", "expectation": "none set",
+                         "passed": None, "n": f"test split, {vit.get('image side (px)', '?')} px images"})
+    return rows
+
+
+DEMO_STAGES.add("probe", lambda ctx: importlib.import_module("visionfm.demo_probe").probe_stage(ctx))
 DEMO_STAGES.add("recognition", _hook("visionfm.recognition.demo_stage"))
-DEMO_STAGES.add("dense", _hook("visionfm.dense.demo_stage"))
+DEMO_STAGES.add("dense", _dense)
 DEMO_STAGES.add("synthetic", _hook("visionfm.synth.demo_stage"))
 
 
@@ -184,7 +220,7 @@ def _real_data(ctx: DemoContext) -> Section:
 
     if not ctx.cfg.data:
         return Section("Real data", "Skipped: pass --data ../shared/data (or set VISIONFM_DATA) to run the quick "
-                       "real-data benchmark here; `visionfm benchmark` runs the full one.")
+                       "real-data benchmark here; `visionfm benchmark` runs the full one.", skipped=True)
     weights = str(ctx.encoder_path) if ctx.cfg.weights else None
     md, js = run_benchmark(BenchmarkConfig(ctx.cfg.data, str(ctx.out / "benchmark"), weights=weights, quick=True))
     rows = json.loads(js.read_text())["rows"]
@@ -242,7 +278,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo.yaml")
     ctx = DemoContext(cfg, out)
-    report = Report("VisionFM demo" + (" (fast mode)" if cfg.fast else ""), _machine(cfg))
+    report = Report("VisionFM demo" + (" (fast mode)" if cfg.fast else ""), _machine(cfg),
+                    health_check="probe" in names)
     started = time.perf_counter()
     for i, (name, fn) in enumerate(stages, start=1):
         log.info("demo stage %d/%d: %s ...", i, len(stages), name)
@@ -252,8 +289,12 @@ def run_demo(cfg: DemoConfig) -> Path:
         section.seconds, section.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         section.anchor = name
         report.add(section)
-        log.info("demo stage %d/%d: %s done in %.1f s, CPU %.1f s (demo %.0f s)", i, len(stages), name,
-                 section.seconds, section.cpu_seconds, time.perf_counter() - started)
+        if section.skipped:
+            log.info("demo stage %d/%d: %s skipped (%s)", i, len(stages), name, section.text.split(":")[1].strip()
+                     if ":" in section.text else section.text)
+        else:
+            log.info("demo stage %d/%d: %s done in %.1f s, CPU %.1f s (demo %.0f s)", i, len(stages), name,
+                     section.seconds, section.cpu_seconds, time.perf_counter() - started)
     path = report.write(out / "report.html")
     log.info("demo done in %.0f s: %s", time.perf_counter() - started, path)
     return path

@@ -144,7 +144,16 @@ def _add_command(sub: argparse._SubParsersAction, name: str, cmd: Command, confi
 
 
 class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap and close it between calls)."""
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap and close it between calls), through
+    ``tqdm.write`` so a log line never cuts a progress bar (the bar is cleared, the line printed, the bar redrawn)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise; the standard handler reports it
+            self.handleError(record)
 
     @property
     def stream(self):  # type: ignore[override]
