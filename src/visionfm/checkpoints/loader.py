@@ -244,9 +244,9 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
     mod = _resolve_modality(modality, conv.modality, str(weights))
     mean, std, origin = _normalisation(conv, mod, modality, str(weights), require_normalisation)
     n_params = sum(v.numel() for v in conv.state_dict.values())
-    family = f", {conv.family}" if conv.family else ""
+    family = f" ({conv.family})" if conv.family else ""
     report = (f"loaded {arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
-              f"patch={cfg.patch_size}, img={cfg.img_size}) from {weights} [{conv.format}{family}]: "
+              f"patch={cfg.patch_size}, img={cfg.img_size}) from {weights} [{conv.format}]{family}: "
               f"{len(conv.state_dict)} tensors, {n_params / 1e6:.2f}M params; dropped {len(conv.dropped)} "
               f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}{_head_summary(conv.head)}")
     log.info(report)
