@@ -78,6 +78,7 @@ def test_retfound_dinov2_layout_is_detected_at_vit_large():
 
 # --- RETFound-Green: timm vit_small_patch14_reg4_dinov2 at 392 px, mean = std = 0.5 ---
 
+@pytest.mark.slow  # ViT-S at 392 px, twice (loader and reference)
 def test_retfound_green_at_its_real_size(tmp_path):
     sd = vit_state(384, 12, 14, 28, generator=_gen(5), layer_scale=True, registers=4, cls_position=False,
                    reg_name="reg_token")
@@ -145,3 +146,33 @@ def test_retfound_finetuned_classifier(tmp_path, pool, layer_scale):
     assert back.cfg == enc.cfg and back.info.head_tensors == {}
     with torch.no_grad():
         _close(back(x).tokens, out.tokens)
+
+
+@pytest.mark.slow  # ViT-S at 392 px, twice (loader and reference)
+def test_retfound_green_extracts_real_fundus_images(tmp_path):
+    """A RETFound-Green-layout file through the whole extraction on real DRIVE fundus photographs: the family's 392 px
+    and 0.5 normalisation are recorded, and the features are the reference forward's average-pooled tokens."""
+    import shutil
+
+    from tests.helpers import DATA, require
+    from visionfm.data import Preprocess, read_image
+    from visionfm.features import extract_features, load_features
+
+    src = require(DATA / "DRIVE" / "test" / "images")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in ("01_test.png", "02_test.png"):
+        shutil.copy(src / name, imgs / name)
+    sd = vit_state(384, 12, 14, 28, generator=_gen(9), layer_scale=True, registers=4, cls_position=False,
+                   reg_name="reg_token")
+    torch.save(sd, tmp_path / "retfoundgreen_statedict.pth")
+    out = extract_features(tmp_path / "retfoundgreen_statedict.pth", imgs, tmp_path / "f.safetensors",
+                           input_size=392, n_last_blocks=1, num_workers=0, progress=False, device="cpu")
+    fs = load_features(out)
+    assert fs.meta["mean"] == "[0.5, 0.5, 0.5]" and fs.meta["input_size"] == "392"
+    prep = Preprocess(392, (0.5,) * 3, (0.5,) * 3, fs.meta.get("interpolation", "bilinear"))
+    x = torch.stack([prep(read_image(imgs / p)) for p in fs.paths])
+    with torch.no_grad():
+        ref = timm_forward(sd, x, heads=6)
+    _close(torch.from_numpy(fs.patch_mean), ref[:, 5:].mean(1))
+    _close(torch.from_numpy(fs.cls), ref[:, 0])
