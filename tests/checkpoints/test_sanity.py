@@ -97,3 +97,23 @@ def test_cli_info_and_errors(tmp_path, capsys):
     assert "family: unknown" in out and "normalisation: not recorded: pass --modality" in out
     assert main(["info", "--weights", str(tmp_path)]) == 2
     assert "is a folder; expected a weights file" in capsys.readouterr().err
+
+
+def test_safetensors_metadata_errors_name_the_file(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from visionfm.checkpoints import save_safetensors
+
+    path = save_tiny_encoder(tmp_path / "t.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    cfg = json.loads(meta["config"])
+    save_safetensors(tensors, tmp_path / "key.safetensors", {**meta, "config": json.dumps({**cfg, "depht": 3})})
+    with pytest.raises(CheckpointError, match=r"key.safetensors: unreadable architecture in its metadata .*'depht'"):
+        load_encoder(tmp_path / "key.safetensors")
+    tensors["norm.weight"][0] = float("inf")
+    save_safetensors(tensors, tmp_path / "inf.safetensors", meta)
+    with pytest.raises(CheckpointError, match=r"inf.safetensors: non-finite .*: norm.weight;"):
+        load_encoder(tmp_path / "inf.safetensors")
