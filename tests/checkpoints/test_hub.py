@@ -112,3 +112,17 @@ def test_safe_torch_load_accepts_references(hub):
 
     obj = safe_torch_load("hf-hub:YukunZhou/RETFound_tiny")
     assert "model" in obj and "cls_token" in obj["model"]
+
+
+def test_resolve_encoder_takes_modules_files_and_references(hub, tmp_path):
+    from visionfm.models import create_encoder
+
+    module = create_encoder("vit_test")
+    assert resolve_encoder(module) is module and module.info is None
+    assert resolve_encoder(module, modality="fundus").info.modality == "Fundus"  # declared once, from the modality
+    other = torch.nn.Linear(2, 2)
+    assert resolve_encoder(other) is other
+    a, b = resolve_encoder(hub[1]), resolve_encoder("hf-hub:org/encoder")
+    assert torch.equal(a.pos_embed, b.pos_embed) and a.info.modality == b.info.modality == "OCT"
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        resolve_encoder(tmp_path / "nowhere.pth")
