@@ -313,7 +313,7 @@ def save_encoder(model: VisionTransformer, path: str | Path, source: str = "", s
         "source": source or (info.source if info else ""),
         "source_format": source_format or (info.format if info else ""),
     }
-    if info is not None:
+    if info is not None and info.mean:  # loaded for inspection only (no normalisation known): none recorded
         meta["mean"], meta["std"] = json.dumps(list(info.mean)), json.dumps(list(info.std))
         if info.family:
             meta["family"] = info.family
