@@ -201,5 +201,5 @@ def _extract_for_run(info: dict, run: Path, data: str | Path, split: str, out: P
     enc = resolve_encoder(ref, weights, "cpu", str(run))
     path = out / f"features_{split}.safetensors"
     extract_features(enc, data, path, split=split, input_size=ref.input_size, n_last_blocks=ref.n_last_blocks,
-                     tta=ref.tta, num_workers=0, progress=False)
+                     tta=ref.tta, interpolation=ref.interpolation, num_workers=0, progress=False)
     return path

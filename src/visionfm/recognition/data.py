@@ -58,7 +58,8 @@ class EncoderRef:
         arch, config: architecture name and full ViT config.
         modality: canonical modality ("" if none recorded).
         mean, std: input normalisation.
-        input_size, n_last_blocks, tta: how the features were extracted.
+        input_size, n_last_blocks, tta, interpolation: how the features were extracted (the resize filter of
+            runs written before it was recorded: bicubic).
     """
 
     weights: str
@@ -71,6 +72,7 @@ class EncoderRef:
     input_size: int
     n_last_blocks: int
     tta: str = "none"
+    interpolation: str = "bicubic"
 
     @classmethod
     def from_meta(cls, meta: dict[str, str], cache: Path) -> "EncoderRef":
@@ -83,7 +85,7 @@ class EncoderRef:
         return cls(str(found.resolve()) if found else raw, file_sha256(found) if found else "", meta.get("arch", ""),
                    json.loads(meta.get("config", "{}")), meta.get("modality", ""), json.loads(meta.get("mean", "[]")),
                    json.loads(meta.get("std", "[]")), int(meta.get("input_size", 224)),
-                   int(meta.get("n_last_blocks", 1)), meta.get("tta", "none"))
+                   int(meta.get("n_last_blocks", 1)), meta.get("tta", "none"), meta.get("interpolation", "bicubic"))
 
     def mismatch(self, other: "EncoderRef") -> str | None:
         """Why ``other`` is not the same encoder + extraction as this one (None if it is)."""
@@ -93,7 +95,7 @@ class EncoderRef:
                        f"sha256 {other.sha256[:12]})"
         elif Path(self.weights).name != Path(other.weights).name:
             return f"weights differ ({self.weights} vs {other.weights})"
-        for key in ("arch", "config", "modality", "input_size", "n_last_blocks", "tta"):
+        for key in ("arch", "config", "modality", "input_size", "n_last_blocks", "tta", "interpolation"):
             if getattr(self, key) != getattr(other, key):
                 return f"{key} differs ({getattr(self, key)!r} vs {getattr(other, key)!r})"
         return None

@@ -27,10 +27,11 @@ from ..data.images import Preprocess, read_image
 from ..engine.config import TrainConfig
 from ..errors import ConfigError, UserError
 from ..evaluation import write_results
-from ..models import VisionTransformer
+from ..models import VisionTransformer, ViTConfig
 from .api import carve_validation, fit_task, report_scores
 from .config import RecognitionConfig
 from .data import FEATURES, EncoderRef, FeatureTable, feature_width, file_sha256
+from .heads import HEADS
 from .kinds import task_class
 from .labels import LabelSpec, LabelTable, read_labels
 from .recipes import AUGMENTATIONS, MIXES, RECIPES, CropPreprocess, augment_batch, layer_decay_groups
@@ -76,6 +77,8 @@ class FinetuneConfig(RecognitionConfig):
         mix: ``none``, ``mixup``, ``cutmix`` or ``both`` (half the batches each; classification only).
         eval_crop: validation/test images resized to ``input_size / eval_crop`` and centre-cropped (1: resized).
         init_head: start the head from the one saved in ``weights`` (a RETFound fine-tuned checkpoint).
+        final_norm: keep the encoder's final LayerNorm. Default: dropped when a head with its own ``fc_norm``
+            (``retfound``) pools the patch tokens, as RETFound's global pool does (``fc_norm`` replaces ``norm``).
     """
 
     recipe: str = field(default="visionfm", metadata=_h("fine-tuning preset", choices=RECIPES.names))
@@ -100,6 +103,8 @@ class FinetuneConfig(RecognitionConfig):
     mix: str = field(default="none", metadata=_h("mixup / cutmix (classification)", choices=MIXES))
     eval_crop: float = field(default=1.0, metadata=_h("evaluation crop fraction (RETFound 0.875)"))
     init_head: bool = field(default=False, metadata=_h("start the head from the classifier saved in --weights"))
+    final_norm: bool | None = field(default=None, metadata=_h("keep the encoder's final norm (default: not when the "
+                                                              "retfound head's fc_norm pools patch tokens)"))
     train: TrainConfig = field(default_factory=_finetune_train)
 
     @classmethod
@@ -210,15 +215,24 @@ def image_table(cfg: FinetuneConfig, spec: LabelSpec, data: str, split: str) -> 
     return t, (src if src.is_dir() else src.parent)
 
 
+def _head_pools(cfg: FinetuneConfig) -> bool:
+    """The head normalises the pooled patch tokens itself (RETFound's global pool + ``fc_norm``)."""
+    return cfg.feature == "patch" and bool(getattr(HEADS.get(cfg.head), "has_fc_norm", False)) and \
+        cfg.head_options.get("fc_norm", True)
+
+
 def _encoder(cfg: FinetuneConfig) -> tuple[VisionTransformer, EncoderRef]:
     base = load_encoder(cfg.weights, cfg.modality)
-    enc = VisionTransformer(base.cfg, drop_path_rate=cfg.drop_path)
-    enc.load_state_dict(base.state_dict(), strict=True)
+    keep_norm = (cfg.final_norm if cfg.final_norm is not None else not _head_pools(cfg)) and base.cfg.final_norm
+    vit_cfg = ViTConfig(**{**base.cfg.to_dict(), "final_norm": keep_norm})
+    enc = VisionTransformer(vit_cfg, drop_path_rate=cfg.drop_path)
+    state = base.state_dict()
+    enc.load_state_dict({k: v for k, v in state.items() if keep_norm or not k.startswith("norm.")}, strict=True)
     enc.set_info(base.info)
     enc.mask_token.requires_grad_(False)  # pretraining only
     i = base.info
     blocks = min(cfg.n_last_blocks, base.cfg.depth) if cfg.feature == "cls" else 1
-    ref = EncoderRef("", "", i.arch, base.cfg.to_dict(), i.modality or "", list(i.mean), list(i.std),
+    ref = EncoderRef("", "", i.arch, vit_cfg.to_dict(), i.modality or "", list(i.mean), list(i.std),
                      cfg.input_size, blocks)
     return enc, ref
 
@@ -259,6 +273,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     if not cfg.train.output_dir or not cfg.weights or not cfg.data:
         raise UserError("fine-tuning needs --weights, --data and --output")
     recipe = RECIPES.get(cfg.recipe)
+    if getattr(HEADS.get(cfg.head), "has_fc_norm", False) and "fc_norm" not in cfg.head_options:
+        # RETFound: fc_norm with the global pool of patch tokens; its CLS variant uses the encoder's norm alone
+        cfg = dataclasses.replace(cfg, head_options={**cfg.head_options, "fc_norm": cfg.feature == "patch"})
     run, t0 = prepare_run_folder(cfg.train.output_dir, cfg.overwrite, cfg.resume), time.perf_counter()
     spec = label_spec(cfg)
     (train, root), (val, val_root), how = _splits(cfg, spec)
@@ -287,7 +304,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
     ref.weights, ref.sha256 = str(enc_path.resolve()), file_sha256(enc_path)
     info["encoders"] = {ref.modality or "unknown": ref.to_dict()}
     info["selection"] = {**sel, "validation_split": how}
-    info["finetuned_from"] = {"weights": str(Path(cfg.weights).resolve()), "sha256": file_sha256(cfg.weights)}
+    from ..checkpoints import is_hub_reference, resolve_weights_path  # an hf-hub: reference: hash its cached file
+
+    src = resolve_weights_path(cfg.weights)
+    info["finetuned_from"] = {"weights": cfg.weights if is_hub_reference(cfg.weights) else str(src.resolve()),
+                              "sha256": file_sha256(src)}
     info["recipe"] = {"name": recipe.name, "eval_crop": crop}
     save_run(run, task, info)
     metrics = {"task": cfg.task, "names": info["names"], "selection": info["selection"], "finetuned": True,

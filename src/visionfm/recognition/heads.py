@@ -125,6 +125,7 @@ class RetfoundHead(nn.Module):
     """
 
     requires_time = False
+    has_fc_norm = True  #: with ``fc_norm`` it normalises pooled patch tokens itself (the encoder's norm is dropped)
 
     def __init__(self, in_dim: int, out_dim: int, fc_norm: bool = True, init_std: float = 2e-5) -> None:
         super().__init__()

@@ -74,6 +74,7 @@ def encode_images(enc: VisionTransformer, ref: EncoderRef, coll: ImageCollection
     with tempfile.TemporaryDirectory() as tmp:
         fs = load_features(extract_features(enc, coll, Path(tmp) / "features.safetensors",
                                             input_size=ref.input_size, n_last_blocks=ref.n_last_blocks, tta=ref.tta,
+                                            interpolation=ref.interpolation,
                                             batch_size=batch_size, num_workers=num_workers,
                                             device=str(next(enc.parameters()).device), progress=False))
     return pick_features(fs.cls, fs.patch_mean, feature)
@@ -115,6 +116,9 @@ def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights
     mod = pick_modality(encoders, modality, run)
     ref = encoders[mod]
     enc = resolve_encoder(ref, weights, dev, str(run))
+    if (info.get("recipe") or {}).get("eval_crop", 1.0) < 1.0:
+        log.warning("%s scored its test images centre-cropped (eval_crop %s); predict resizes whole images, so "
+                    "probabilities may differ slightly from the run's test predictions", run, info["recipe"]["eval_crop"])
     coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
                 label_columns=[])
     x = torch.from_numpy(encode_images(enc, ref, coll, info["feature"], batch_size, num_workers)).to(dev)
