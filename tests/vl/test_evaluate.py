@@ -14,9 +14,11 @@ from .conftest import train_args
 def test_recall_at_k_known_answer():
     sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])
     pos = np.eye(3, dtype=bool)
-    # query 0: own item ranked 1st; query 1: ranks 3rd (0.8, 0.3 is 2nd... own is column 1 -> 2nd); query 2: 3rd
+    # own items (the diagonal) rank 1st, 2nd and 3rd for queries 0, 1 and 2
     assert recall_at_k(sim, pos, (1, 2, 3)) == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3),
                                                 "R@3": 1.0}
+    ci = recall_at_k(sim, pos, (1, 3), n_boot=200)["ci95"]
+    assert ci["R@3"] == [1.0, 1.0] and 0 <= ci["R@1"][0] <= 1 / 3 <= ci["R@1"][1] <= 1
 
 
 @pytest.fixture
@@ -44,9 +46,9 @@ def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_p
 
     ret = tmp_path / "ret"
     assert main(["retrieve", "--run", str(run), "--images", str(csdi_subset), "--query", "a severe cataract",
-                 "--output", str(ret), "--top-k", "3"]) == 0
+                 "--output", str(ret), "--top-k", "3", "--n-boot", "50"]) == 0
     res = json.loads((ret / "metrics.json").read_text())
-    assert set(res["text_to_image"]) == {"R@1", "R@5", "R@10"} and res["images"] == 40
+    assert set(res["text_to_image"]) == {"R@1", "R@5", "R@10", "ci95"} and res["images"] == 40
     with open(ret / "text_to_image.csv", newline="") as f:
         hits = [r for r in csv.DictReader(f) if r["query"] == "a severe cataract"]
     assert [r["rank"] for r in hits] == ["1", "2", "3"]

@@ -106,6 +106,7 @@ def _retrieve_args(p: argparse.ArgumentParser) -> None:
                                                    "pairs images with texts: recall@k is reported)")
     p.add_argument("--query", nargs="+", default=[], help="query texts")
     p.add_argument("--top-k", type=int, default=5, help="results listed per query and per image")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for 95%% intervals of recall@k")
 
 
 @command("retrieve", "Image-text retrieval: text -> top-k images, image -> top-k texts, recall@k for paired data.",
@@ -114,7 +115,7 @@ def run_retrieve(a: argparse.Namespace) -> int:
     from ..vl import load
     from ..vl.evaluate import retrieve
 
-    res = retrieve(load(a.run, a.knowledge), a.images, a.output, a.query, a.top_k)
+    res = retrieve(load(a.run, a.knowledge), a.images, a.output, a.query, a.top_k, n_boot=a.n_boot)
     for way in ("text_to_image", "image_to_text"):
         if way in res:
             print(f"{way}: " + json.dumps(res[way]))

@@ -18,12 +18,12 @@ from sklearn.metrics import cohen_kappa_score
 
 from ..data.datasets import MISSING, scan
 from ..errors import UserError
-from ..evaluation import classification_metrics, with_ci, write_predictions, write_results
+from ..evaluation import classification_metrics, resample_indices, with_ci, write_predictions, write_results
 from ..fileio import atomic_write
 from .data import TEXT_COLUMNS
 from .runs import VLRun
 
-__all__ = ["ZS_KEYS", "read_images", "recall_at_k", "retrieve", "zeroshot_eval"]
+__all__ = ["ZS_KEYS", "first_hit_rank", "read_images", "recall_at_k", "retrieve", "zeroshot_eval"]
 
 log = logging.getLogger(__name__)
 ZS_KEYS = ("balanced_accuracy", "kappa", "f1.macro", "auroc.macro")
@@ -107,12 +107,25 @@ def zeroshot_eval(run: VLRun, images: str | Path, classes: Sequence[str], output
     return metrics
 
 
-def recall_at_k(sim: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k of a query x candidate similarity matrix ``[Q, M]`` with boolean positives ``[Q, M]``: the share of
-    queries with a positive among their k most similar candidates."""
+def first_hit_rank(sim: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """0-based rank of the first positive candidate of each query ``[Q]`` (similarities ``[Q, M]``, positives bool)."""
     order = np.argsort(-sim, axis=1, kind="stable")
     ranked = np.take_along_axis(positives, order, axis=1)
-    return {f"R@{k}": float(ranked[:, :k].any(1).mean()) for k in ks}
+    return np.where(ranked.any(1), ranked.argmax(1), sim.shape[1])
+
+
+def recall_at_k(sim: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10), n_boot: int = 0,
+                seed: int = 0) -> dict:
+    """Recall@k of a query x candidate similarity matrix ``[Q, M]`` with boolean positives ``[Q, M]``: the share of
+    queries with a positive among their k most similar candidates; with ``n_boot``, percentile 95% intervals from
+    resampling the queries (``"ci95": {"R@k": [lo, hi]}``)."""
+    rank = first_hit_rank(sim, positives)
+    out: dict = {f"R@{k}": float((rank < k).mean()) for k in ks}
+    if n_boot:
+        reps = np.array([[(rank[idx] < k).mean() for k in ks] for idx in resample_indices(len(rank), n_boot, seed)])
+        out["ci95"] = {f"R@{k}": [float(np.percentile(reps[:, j], 2.5)), float(np.percentile(reps[:, j], 97.5))]
+                       for j, k in enumerate(ks)}
+    return out
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
@@ -123,7 +136,7 @@ def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def retrieve(run: VLRun, images: str | Path, output: str | Path, queries: Sequence[str] = (), k: int = 5,
-             ks: Sequence[int] = (1, 5, 10)) -> dict:
+             ks: Sequence[int] = (1, 5, 10), n_boot: int = 1000) -> dict:
     """Text->image top-k for each query, image->text top-k over the queries (and a manifest's texts), and recall@k
     both ways when the manifest pairs every image with a text."""
     paths, names, _, texts = read_images(images)
@@ -148,8 +161,8 @@ def retrieve(run: VLRun, images: str | Path, output: str | Path, queries: Sequen
     if len(paired) == len(paths):
         pos = np.array([[c == t for t in texts] for c in cands])  # [T, N]: text i is image j's own text
         rows_q = pos.any(1)
-        result["text_to_image"] = recall_at_k(sim[rows_q], pos[rows_q], ks)
-        result["image_to_text"] = recall_at_k(sim.T, pos.T, ks)
+        result["text_to_image"] = recall_at_k(sim[rows_q], pos[rows_q], ks, n_boot)
+        result["image_to_text"] = recall_at_k(sim.T, pos.T, ks, n_boot)
         result["chance"] = {f"R@{k}": min(1.0, k / len(paths)) for k in ks}
     write_results(out, result)
     return result
