@@ -19,3 +19,4 @@ def test_demo_stage_fast(tmp_path):
     assert section.images[0].is_file() and len(section.tables[0][1]) == 2
     assert ctx.facts["pretrain_run"] == tmp_path / "pretrain"
     assert len(list((tmp_path / "pretrain").glob("checkpoint_0*.pth"))) >= 2  # for the attention-evolution figure
+    assert "Training health:" in section.text and (tmp_path / "pretrain" / "health.json").is_file()

@@ -16,6 +16,7 @@ from ..report import Section
 from .api import pretrain
 from .config import PretrainConfig, pretrain_config
 from .export import ENCODER_FILE
+from .health import HEALTH_FILE
 
 __all__ = ["demo_stage", "demo_config"]
 
@@ -55,6 +56,16 @@ def _loss_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _health_line(run: Path) -> str:
+    """One sentence on the run's collapse indicators (``health.json``)."""
+    health = json.loads((run / HEALTH_FILE).read_text())
+    ind = health["indicators"]
+    values = ", ".join(f"{k.replace('_', ' ')} {v['last']:.3g}" for k, v in ind.items())
+    if health["healthy"]:
+        return f"Training health: no sign of collapse at the end ({values})."
+    return f"Training health: COLLAPSE SUSPECTED ({'; '.join(health['problems_at_end'])})."
+
+
 def demo_stage(ctx: Any) -> Section:
     """Pretrain on the fundus phantoms; export the teacher to ``ctx.encoder_path``; report losses and a plot."""
     # the photographs only: segmentation sets keep their masks and label maps beside them (training/masks, ...)
@@ -87,5 +98,5 @@ def demo_stage(ctx: Any) -> Section:
     text = (f"iBOT self-distillation (CLS across views + masked-patch distillation, EMA teacher) of a {cfg.arch} "
             f"encoder at {cfg.global_size} px on {n_images} fundus phantom training images from {len(folders)} sets, "
             f"{last['step']} steps in {seconds:.0f} s; the exported teacher ({ENCODER_FILE}) is the encoder every "
-            f"later stage uses. A short run: the point is the pipeline, not the features.")
+            f"later stage uses. A short run: the point is the pipeline, not the features. {_health_line(run)}")
     return Section("Encoder pretraining (iBOT)", text, [("losses", table)], [_loss_plot(rows, out / "loss.png")])
