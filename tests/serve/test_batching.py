@@ -37,6 +37,24 @@ def test_concurrent_jobs_share_one_batch():
     assert [len(s) for s in seen] == [8]
 
 
+def test_bound_methods_of_one_model_share_a_batch():
+    class Model:
+        def __init__(self):
+            self.sizes = []
+
+        def run(self, payloads):
+            self.sizes.append(len(payloads))
+            return list(payloads)
+
+    m = Model()
+    b = DynamicBatcher(max_batch=8, wait_ms=200, queue_size=32)
+    try:  # m.run is a new bound-method object at every access
+        asyncio.run(_submit_all(b, m.run, range(6)))
+    finally:
+        b.close()
+    assert m.sizes == [6]
+
+
 def test_max_batch_one_runs_each_alone_and_keys_split_groups():
     seen, fn = _calls()
     b = DynamicBatcher(max_batch=1, wait_ms=50, queue_size=32)

@@ -124,7 +124,9 @@ class DynamicBatcher:
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:
                 if job.future.set_running_or_notify_cancel():
-                    groups.setdefault((id(job.fn), job.key), []).append(job)
+                    # the function itself, not id(): bound methods are new objects at every access but compare
+                    # (and hash) equal when they bind the same method to the same model
+                    groups.setdefault((job.fn, job.key), []).append(job)
             for group in groups.values():
                 self._run(group)
             if stop:
