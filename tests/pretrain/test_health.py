@@ -40,12 +40,13 @@ def test_watch_warns_once_on_logged_steps(caplog):
     watch = HealthWatch(log_every=2)
     bad = {"feature_std": torch.tensor(0.0), "effective_rank": torch.tensor(0.5)}
     with caplog.at_level(logging.WARNING, logger="visionfm.pretrain.health"):
-        watch.after_step(0, 10, bad)  # step 1: not a logged step
+        watch.after_step(1, 20, bad)  # step 2 of 20: within the first 20 %, a fresh model is not judged
+        watch.after_step(4, 20, bad)  # step 5: not a logged step
         assert not caplog.records
-        for step in range(1, 10):
-            watch.after_step(step, 10, bad)
+        for step in range(5, 20):
+            watch.after_step(step, 20, bad)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "possible collapse at step 2" in lines[0] and "effective rank 0.50" in lines[0]
+    assert len(lines) == 1 and "possible collapse at step 6" in lines[0] and "effective rank 0.50" in lines[0]
     quiet = HealthWatch(log_every=1, main=False)  # other ranks under torchrun never report
     with caplog.at_level(logging.WARNING, logger="visionfm.pretrain.health"):
         quiet.after_step(0, 1, bad)
@@ -53,14 +54,15 @@ def test_watch_warns_once_on_logged_steps(caplog):
 
 
 def test_summary_and_health_json(tmp_path):
-    rows = [{"step": 1, "loss": 1.0, "feature_std": 0.5, "effective_rank": 6.0, "teacher_entropy_ratio": 0.6},
-            {"step": 2, "loss": 0.9, "feature_std": 0.004, "effective_rank": 1.1, "teacher_entropy_ratio": 0.99},
-            {"step": 2, "epoch": 0, "val/x": 1.0}]
-    s = summarize_health(rows)
-    assert not s["healthy"] and s["n_tripped"] == 1 and s["tripped"][0]["step"] == 2
+    rows = [{"step": 1, "loss": 1.0, "feature_std": 0.5, "effective_rank": 1.0, "teacher_entropy_ratio": 0.99},
+            {"step": 5, "loss": 1.0, "feature_std": 0.5, "effective_rank": 6.0, "teacher_entropy_ratio": 0.6},
+            {"step": 10, "loss": 0.9, "feature_std": 0.004, "effective_rank": 1.1, "teacher_entropy_ratio": 0.99},
+            {"step": 10, "epoch": 0, "val/x": 1.0}]
+    s = summarize_health(rows)  # step 1 trips, but lies in the grace period (first 20 % of 10 steps)
+    assert not s["healthy"] and s["n_tripped"] == 1 and s["tripped"][0]["step"] == 10
     assert s["indicators"]["feature_std"] == {"first": 0.5, "last": 0.004, "worst": 0.004}
     assert s["indicators"]["teacher_entropy_ratio"]["worst"] == 0.99
-    assert summarize_health(rows[:1])["healthy"]
+    assert summarize_health(rows[1:2])["healthy"]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     written = write_health(tmp_path)
     assert json.loads((tmp_path / "health.json").read_text()) == written

@@ -41,11 +41,14 @@ class HealthThresholds:
         max_entropy_ratio: teacher entropy above this fraction of ln K (uniform teacher).
         min_feature_std: normalised feature spread below this (all images at one point).
         min_effective_rank: batch features spanning fewer directions than this.
+        grace_fraction: the first fraction of the run is not judged: a freshly initialised teacher is close to
+            uniform before the centring and the temperature schedule sharpen it.
     """
 
     max_entropy_ratio: float = 0.95
     min_feature_std: float = 0.01
     min_effective_rank: float = 2.0
+    grace_fraction: float = 0.2
 
 
 def feature_std(feats: Tensor) -> float:
@@ -114,6 +117,8 @@ class HealthWatch:
     def after_step(self, step: int, total_steps: int, scalars: Mapping[str, Any]) -> None:
         """Called after optimizer step ``step`` (0-based) with the step's scalars (tensors or floats)."""
         done = step + 1
+        if done <= self.thresholds.grace_fraction * total_steps:
+            return
         if self.main and (done % self.log_every == 0 or done == total_steps):
             self(done, {k: float(v) for k, v in scalars.items()})
 
@@ -126,16 +131,17 @@ class HealthWatch:
 
 
 def summarize_health(rows: Iterable[Mapping[str, Any]], th: HealthThresholds = HealthThresholds()) -> dict[str, Any]:
-    """The run's health from its log rows: first / last / worst of every indicator, the steps that tripped, and
-    ``healthy`` (the last logged row trips nothing)."""
+    """The run's health from its log rows: first / last / worst of every indicator, the steps after the grace
+    period that tripped, and ``healthy`` (the last logged row trips nothing)."""
     rows = [r for r in rows if any(k in r for k in ("feature_std", "effective_rank", "teacher_entropy_ratio"))]
+    grace = th.grace_fraction * rows[-1]["step"] if rows else 0.0
     keys = [k for k in ("teacher_entropy_ratio", "feature_std", "effective_rank") if any(k in r for r in rows)]
     worst = {"teacher_entropy_ratio": max, "feature_std": min, "effective_rank": min}
     indicators = {}
     for k in keys:
         vals = [(r["step"], r[k]) for r in rows if k in r]
         indicators[k] = {"first": vals[0][1], "last": vals[-1][1], "worst": worst[k](v for _, v in vals)}
-    tripped = [{"step": r["step"], "problems": p} for r in rows if (p := health_problems(r, th))]
+    tripped = [{"step": r["step"], "problems": p} for r in rows if r["step"] > grace and (p := health_problems(r, th))]
     last = health_problems(rows[-1], th) if rows else []
     return {"healthy": bool(rows) and not last, "last_step": rows[-1]["step"] if rows else None,
             "problems_at_end": last, "tripped": tripped[:20], "n_tripped": len(tripped), "indicators": indicators,
