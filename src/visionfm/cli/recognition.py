@@ -16,7 +16,7 @@ from typing import Any
 from ..config import add_config_args, config_from_args
 from . import command
 
-__all__ = ["summary"]
+__all__ = ["summary", "register_kind_commands"]
 
 
 def _get(m: dict, key: str) -> Any:
@@ -117,16 +117,19 @@ _KIND_HELP = {"classify": "Single-label classification heads (linear probe / off
               "forecast": "Glaucoma forecasting: features + interval to the next visit -> converts."}
 
 
-def _register_kinds() -> None:
-    """One command per registered task kind (a kind's help: its docstring's first line unless given here)."""
+def register_kind_commands() -> None:
+    """One command per registered task kind (help: its docstring's first line unless given here). Runs when the
+    CLI loads; a kind registered later (a plugin) gets its command by calling this again."""
+    from . import COMMANDS
     from ..recognition import TASKS
 
     for kind in TASKS.names():
-        doc = (TASKS.get(kind).__doc__ or kind).strip().splitlines()[0]
-        command(kind, _KIND_HELP.get(kind, doc), _configure(kind))(lambda a, _k=kind: _run(_k, a))
+        if kind not in COMMANDS:
+            doc = (TASKS.get(kind).__doc__ or kind).strip().splitlines()[0]
+            command(kind, _KIND_HELP.get(kind, doc), _configure(kind))(lambda a, _k=kind: _run(_k, a))
 
 
-_register_kinds()
+register_kind_commands()
 
 
 def _configure_predict(p: argparse.ArgumentParser) -> None:

@@ -118,7 +118,8 @@ def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights
     enc = resolve_encoder(ref, weights, dev, str(run))
     if (info.get("recipe") or {}).get("eval_crop", 1.0) < 1.0:
         log.warning("%s scored its test images centre-cropped (eval_crop %s); predict resizes whole images, so "
-                    "probabilities may differ slightly from the run's test predictions", run, info["recipe"]["eval_crop"])
+                    "probabilities may differ slightly from the run's test predictions", run,
+                    info["recipe"]["eval_crop"])
     coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
                 label_columns=[])
     x = torch.from_numpy(encode_images(enc, ref, coll, info["feature"], batch_size, num_workers)).to(dev)
