@@ -6,14 +6,17 @@ show nothing true). Stages in order:
 
 * ``phantoms``: one procedural data set with ground truth per task (:func:`visionfm.toydata.make_all`).
 * ``encoder``: pretrain a small encoder briefly on the fundus phantoms (``visionfm.pretrain.demo_stage``), or load
-  ``--weights``.
+  ``--weights``; either way it is also written to ``<output>/encoder.safetensors`` (the README's quick start).
 * ``explain``: attention maps of the encoder, and their evolution over the demo's pretraining checkpoints.
+* ``probe``: frozen features of the encoder vs a random encoder of the same shape on every labelled phantom set,
+  and the collapse checks (:mod:`visionfm.demo_probe`): the report's health section and summary table.
 * ``recognition``, ``dense``, ``synthetic``: hooks implemented by the task packages as
   ``visionfm.<package>.demo_stage.demo_stage(ctx)``: train and evaluate their decoders on the phantoms.
 * ``real-data``: the quick real-data benchmark, when ``--data`` is given.
 
-``fast=True`` shrinks sizes and steps so the whole job runs in CI in a couple of minutes. Progress is logged when
-each stage starts and ends, and every ``heartbeat`` seconds while a stage runs.
+``fast=True`` shrinks sizes and steps so the whole job runs in CI in a couple of minutes. Training stages show
+progress bars (steps, loss, ETA); stage starts and ends are logged, and every ``heartbeat`` seconds while a stage
+runs (through tqdm, so a log line never cuts a bar). A stage with nothing to do says "skipped".
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -30,11 +34,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import check_choices, save_config
+from .fileio import atomic_write
 from .errors import ConfigError
 from .registry import Registry
 from .report import Report, Section
 
-__all__ = ["DemoConfig", "DemoContext", "DEMO_STAGES", "run_demo"]
+__all__ = ["DemoConfig", "DemoContext", "DEMO_STAGES", "ENCODER_COPY", "run_demo", "dense_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,7 @@ class DemoContext:
 
 
 DEMO_STAGES: Registry[Callable[[DemoContext], Section]] = Registry("demo stage")
+ENCODER_COPY = "encoder.safetensors"  # <output>/encoder.safetensors: the encoder every stage used
 
 
 @DEMO_STAGES.register("phantoms")
@@ -140,9 +146,11 @@ def _encoder(ctx: DemoContext) -> Section:
             raise ValueError("the pretraining demo stage wrote no encoder (ctx.encoder_path)")
         if (Path(ctx.encoder_path).parent / RUN_CONFIG).is_file():
             ctx.facts.setdefault("pretrain_run", Path(ctx.encoder_path).parent)
+        with atomic_write(ctx.out / ENCODER_COPY) as tmp:  # one documented place for the README's quick start
+            shutil.copyfile(ctx.encoder_path, tmp)
         return section
     enc = load_encoder(ctx.cfg.weights)
-    path = ctx.out / "encoder.safetensors"
+    path = ctx.out / ENCODER_COPY
     save_encoder(enc, path)
     ctx.encoder_path = path
     return Section("Encoder", f"Loaded {ctx.cfg.weights}: {enc.info.report}", [("architecture", [enc.cfg.to_dict()])])

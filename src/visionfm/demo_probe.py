@@ -228,11 +228,12 @@ def _health_rows(ctx: Any, results: dict[str, dict]) -> list[dict[str, Any]]:
     health_file = Path(run) / "health.json" if run else None
     if health_file is not None and health_file.is_file():
         h = json.loads(health_file.read_text())
-        problems = h.get("problems") or []
-        rows.append({"check": "pretraining run (health.json, last logged steps)", "value": h.get("last", {}) and
-                     ", ".join(f"{k} {v:.3g}" for k, v in h["last"].items() if isinstance(v, (int, float))),
-                     "reference": "no collapse indicator tripped", "passed": bool(h.get("healthy", not problems)),
-                     "note": "; ".join(problems)})
+        last = {k: v.get("last") for k, v in (h.get("indicators") or {}).items()}
+        rows.append({"check": f"pretraining run at its last logged step {h.get('last_step')} (health.json)",
+                     "value": ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in last.items()
+                                        if isinstance(v, (int, float))),
+                     "reference": "teacher entropy <= 0.95 x ln K, feature std >= 0.01, effective rank >= 2",
+                     "passed": bool(h.get("healthy")), "note": "; ".join(h.get("problems_at_end") or [])})
     name = "fundus-dr" if "fundus-dr" in results else next(iter(results), None)
     if name is None:
         return rows
@@ -243,7 +244,7 @@ def _health_rows(ctx: Any, results: dict[str, dict]) -> list[dict[str, Any]]:
          "passed": mine["feature_std"] >= 0.01},
         {"check": "effective rank of the CLS features", "value": mine["effective_rank"],
          "reference": f">= 2 (random encoder {rand['effective_rank']:.3g})", "passed": mine["effective_rank"] >= 2},
-        {"check": "mean pairwise cosine of the CLS features", "value": mine["mean_pairwise_cosine"],
-         "reference": f"< 0.99 (random encoder {rand['mean_pairwise_cosine']:.3g})",
-         "passed": mine["mean_pairwise_cosine"] < 0.99}]
+        {"check": "mean pairwise cosine of the CLS features (information: high for random ViTs too)",
+         "value": mine["mean_pairwise_cosine"], "reference": f"random encoder {rand['mean_pairwise_cosine']:.4g}",
+         "passed": None}]
     return rows
