@@ -29,7 +29,7 @@ from visionfm.data.medmnist import medmnist_to_folder
 from visionfm.engine import TrainConfig
 from visionfm.features import extract_features, load_features
 from visionfm.vl import VLConfig, load, train_vl
-from visionfm.vl.evaluate import retrieve, zeroshot_eval
+from visionfm.vl.evaluate import ZS_KEYS, retrieve, zeroshot_eval
 from visionfm.vl.transfer import adapt
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -101,37 +101,38 @@ def train_sources(m: dict[str, Path]) -> list[str]:
             f"SlitLamp={DATA / 'slit-lamp-keratitis-samples'}"]
 
 
-def features(run_dir: Path, weights: Path, manifest: Path, out: Path, size: int) -> Path:
+def features(weights: Path, manifest: Path, out: Path, size: int) -> Path:
+    if out.exists():  # extracted by an earlier, interrupted evaluation of this run
+        return out
     return extract_features(weights, manifest, out, label_columns=["y" if "left" in manifest.name else "grade"],
                             input_size=size, n_last_blocks=1, num_workers=0, progress=False, device="cpu")
 
 
 def evaluate_run(run_dir: Path, m: dict[str, Path], out: Path, shots: list[int], draws: int) -> dict:
+    """Zero-shot, retrieval and few-shot numbers of one run (images encoded once, as cached features)."""
     vl = load(run_dir)
-    res: dict = {"zeroshot": {}, "retrieval": None, "fewshot": {}}
+    weights = Path(vl.info["image_encoder"]["weights"])
+    weights = weights if weights.is_absolute() else run_dir / weights
+    feat = {name: features(weights, m[name], out / f"feat_{name}.safetensors", vl.input_size)
+            for name in ("left_dr", "left_dme", "rm_test", "rm_val", "left_dr_pool", "left_dr_test",
+                         "left_dme_pool", "left_dme_test")}
+    res: dict = {"zeroshot": {}, "retrieval": retrieve(vl, m["csdi_held"], out / "retrieval", [], 5), "fewshot": {}}
     for name, classes, mod in (("left_dr", LEFT_DR, "Fundus"), ("left_dme", LEFT_DME, "OCT"),
                                ("rm_test", DR, "Fundus")):
         for dk in (False, True):
-            z = zeroshot_eval(vl, m[name], classes, out / f"zs_{name}_{int(dk)}", dk, mod, name == "rm_test", 500)
-            res["zeroshot"][f"{name}{'_dk' if dk else ''}"] = {k: (z[k.split('.')[0]] if '.' not in k else
-                                                                  z[k.split('.')[0]][k.split('.')[1]])
-                                                              for k in ("balanced_accuracy", "kappa", "f1.macro",
-                                                                        "auroc.macro")} | {"ci95": z.get("ci95")}
-    res["retrieval"] = retrieve(vl, m["csdi_held"], out / "retrieval", [], 5)
-    weights = Path(vl.info["image_encoder"]["weights"])
-    weights = weights if weights.is_absolute() else run_dir / weights
+            z = zeroshot_eval(vl, feat[name], classes, out / f"zs_{name}_{int(dk)}", dk, mod, name == "rm_test", 1000)
+            res["zeroshot"][f"{name}{'_dk' if dk else ''}"] = {
+                k: (z[k.split(".")[0]][k.split(".")[1]] if "." in k else z[k]) for k in ZS_KEYS} | {"ci95": z["ci95"]}
     for task, pool, test, classes in (("rm", "rm_val", "rm_test", DR), ("left_dr", "left_dr_pool", "left_dr_test",
                                                                           LEFT_DR),
                                       ("left_dme", "left_dme_pool", "left_dme_test", LEFT_DME)):
-        ftr = features(run_dir, weights, m[pool], out / f"feat_{pool}.safetensors", vl.input_size)
-        fte = features(run_dir, weights, m[test], out / f"feat_{test}.safetensors", vl.input_size)
+        counts = np.bincount(np.asarray(load_features(feat[pool]).labels[:, 0], dtype=int))
+        ks = [k for k in shots if k <= counts.min()]  # a pool cannot give more shots than its rarest class
         for label, adapter, init in (("linear_text", "linear", "text"), ("linear_random", "linear", "random"),
-                                     ("clip", "clip", "text"), ("tip", "tip", "text"), ("zeroshot", "zeroshot",
-                                                                                        "text")):
-            counts = np.bincount(np.asarray(load_features(ftr).labels[:, 0], dtype=int))
-            ks = [k for k in shots if k <= counts.min()]  # a pool cannot give more shots than its rarest class
-            r = adapt(vl, ftr, fte, out / f"fs_{task}_{label}", adapter, ks, draws if adapter != "zeroshot" else 1,
-                      classes, True, init)
+                                     ("clip", "clip", "text"), ("tip", "tip", "text"),
+                                     ("zeroshot", "zeroshot", "text")):
+            r = adapt(vl, feat[pool], feat[test], out / f"fs_{task}_{label}", adapter, ks,
+                      draws if adapter != "zeroshot" else 1, classes, True, init)
             res["fewshot"][f"{task}/{label}"] = {k: v["summary"] for k, v in r["shots"].items()}
     return res
 

@@ -2,6 +2,7 @@
 import json
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -67,3 +68,16 @@ def test_vl_adapt_on_cached_features_of_real_images(tiny_weights, keratitis, tmp
     assert main(["vl", "adapt", "--run", str(run), "--train", str(other), "--test", str(other), "--output",
                  str(tmp_path / "x"), "--classes", "a", "b", "c"]) == 2
     assert "extract with --input-size 32" in capsys.readouterr().err
+
+
+def test_zeroshot_on_cached_features_matches_images(tiny_weights, keratitis, tmp_path):
+    run = tmp_path / "run"
+    assert main(train_args(tiny_weights, [f"SlitLamp={keratitis}"], run, steps=2, extra=["--val-fraction", "0"])) == 0
+    feats = extract_features(tiny_weights, keratitis, tmp_path / "k.safetensors", layout="imagenet",
+                             n_last_blocks=1, input_size=32, num_workers=0, progress=False, device="cpu")
+    classes = ["keratitis", "normal cornea", "other corneal abnormality"]
+    for src, out in ((keratitis, "img"), (feats, "feat")):
+        assert main(["zeroshot", "--run", str(run), "--images", str(src), "--classes", *classes, "--n-boot", "0",
+                     "--domain-knowledge", "--output", str(tmp_path / out)]) == 0
+    a, b = (json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("img", "feat"))
+    assert a["confusion_matrix"] == b["confusion_matrix"] and a["auroc"]["macro"] == pytest.approx(b["auroc"]["macro"])

@@ -73,8 +73,9 @@ def run_adapt(a: argparse.Namespace) -> int:
 
 def _zeroshot_args(p: argparse.ArgumentParser) -> None:
     _run_arg(p)
-    p.add_argument("--images", required=True, help="image folder, folder of class sub-folders, or CSV manifest "
-                                                   "(path + optional label column of class names)")
+    p.add_argument("--images", required=True, help="image folder, folder of class sub-folders, CSV manifest (path + "
+                                                   "optional label column of class names), or a features file "
+                                                   "of the run's image encoder (visionfm extract)")
     p.add_argument("--classes", nargs="+", required=True, help="class names (prompted as the modality's template)")
     p.add_argument("--domain-knowledge", action="store_true",
                    help="ensemble each class's prompt with its expert descriptions (default: name only)")

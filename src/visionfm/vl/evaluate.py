@@ -7,6 +7,7 @@ paired (a report manifest).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -78,24 +79,43 @@ def _metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str], ordinal: bool
     return m
 
 
+def _zeroshot_inputs(run: VLRun, images: str | Path, classes: Sequence[str], domain_knowledge: bool,
+                     modality: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, probabilities ``[N, C]``, labels ``[N]`` as class indices with NaN) of images or a features file."""
+    if Path(images).suffix == ".safetensors":  # cached features: labels are class indices already
+        from .transfer import run_features
+
+        f, y, _, meta = run_features(run, images)
+        with torch.no_grad():
+            probs = run.model.logits(f, run.class_embeddings(classes, domain_knowledge, modality)).softmax(-1).numpy()
+        if y is not None and np.nanmax(y) >= len(classes):
+            raise UserError(f"{images}: labels reach {int(np.nanmax(y))}, more than the {len(classes)} --classes")
+        return json.loads(meta["paths"]), probs, (y if y is not None else np.full(len(f), np.nan))
+    paths, names, labels, _ = read_images(images)
+    probs = run.zeroshot(paths, classes, domain_knowledge, modality)
+    return names, probs, np.array([_label_index(lab, classes, run) for lab in labels])
+
+
 def zeroshot_eval(run: VLRun, images: str | Path, classes: Sequence[str], output: str | Path,
                   domain_knowledge: bool = False, modality: str | None = None, ordinal: bool = False,
                   n_boot: int = 1000, seed: int = 0) -> dict:
     """Zero-shot probabilities of every image (``predictions.csv``) and, with labels, metrics with 95% CIs.
+
+    Args:
+        images: a folder, class folder or manifest, or a features file of the run's image encoder
+            (``visionfm extract``; its labels are indices into ``classes``).
 
     Returns:
         the metrics dict written to ``output/metrics.json`` (``{"n": N}`` only when no image has a label).
     """
     if len(classes) < 2:
         raise UserError("--classes needs at least two class names")
-    paths, names, labels, _ = read_images(images)
-    probs = run.zeroshot(paths, classes, domain_knowledge, modality)
-    y = np.array([_label_index(lab, classes, run) for lab in labels])
+    names, probs, y = _zeroshot_inputs(run, images, classes, domain_knowledge, modality)
     out = Path(output)
     known = ~np.isnan(y)
     write_predictions(out / "predictions.csv", names, probs, list(classes),
                       y_true=y.astype(int) if known.all() else None)
-    metrics: dict = {"n": len(paths), "classes": list(classes), "domain_knowledge": domain_knowledge,
+    metrics: dict = {"n": len(names), "classes": list(classes), "domain_knowledge": domain_knowledge,
                      "prompts": {c: run.knowledge.prompts(c, modality or run.modality, domain_knowledge)
                                  for c in classes}}
     if known.sum() >= 2:
