@@ -198,8 +198,10 @@ def _machine() -> str:
     import os
     import platform
 
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"machine: {model}, {os.cpu_count()} cores, native bf16: {cpu_has_native_bf16()}, load average "
@@ -228,7 +230,8 @@ def loss_check(data: list[str], out: str, method: str, steps: int, arch: str, si
                               decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4, load_size=max(size, 64))
         t0 = time.process_time()
         pretrain(cfg)
-        rows = [json.loads(line) for line in open(f"{run}/log.jsonl")]
+        with open(f"{run}/log.jsonl") as f:
+            rows = [json.loads(line) for line in f]
         curves[prec] = (np.array([r["loss"] for r in rows]), time.process_time() - t0)
     a, b = curves["fp32"][0], curves["bf16"][0]
     half = slice(len(a) // 2, None)
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--one", "--archs", arch, "--precisions", prec, "--impls", impl,
                        "--batch-size", str(batch), "--steps", str(steps), "--device", a.device,
                        "--global-size", str(a.global_size), "--threads", str(threads)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode:
                     print(f"{arch} {prec} {impl} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                     continue

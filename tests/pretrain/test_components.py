@@ -5,10 +5,10 @@ import torch
 from PIL import Image
 
 from visionfm.engine import StepState
+from visionfm.pretrain import build_encoders
 from visionfm.pretrain.augment import GLOBAL_VIEWS, _hsv_to_rgb, _rgb_to_hsv, crop_box, crop_resize, photometric
 from visionfm.pretrain.heads import IBOTHead, WeightNormLinear
 from visionfm.pretrain.task import IBOTTask
-from visionfm.pretrain import build_encoders
 
 from .conftest import tiny_config
 
@@ -125,7 +125,7 @@ def test_koleo_term_adds_to_the_loss(tmp_path):
 
 
 def test_freeze_last_layer_and_per_parameter_clipping(tmp_path):
-    task, cfg = _task(tmp_path, clip_grad=1e-3)
+    task, _ = _task(tmp_path, clip_grad=1e-3)
     task(_batch(), StepState(total_steps=10))["loss"].backward()
     task.before_optimizer_step(StepState(epoch=0))  # epoch 0 < freeze_last_layer=1
     assert task.student["head"].last_layer.weight_v.grad is None
@@ -163,7 +163,7 @@ def test_fast_step_equals_the_official_computation(tmp_path, local):
 
     from visionfm.pretrain.reference import official_style_losses
 
-    ours, cfg = _task(tmp_path, drop_path=0.0, local_crops=local, local_size=16)
+    ours, _ = _task(tmp_path, drop_path=0.0, local_crops=local, local_size=16)
     ref = copy.deepcopy(ours)
     g = torch.Generator().manual_seed(1)
     x, mask = torch.randn(8, 3, 32, 32, generator=g), torch.rand(8, 4, 4, generator=g) < 0.3

@@ -6,8 +6,16 @@ import math
 import pytest
 import torch
 
-from visionfm.pretrain.health import (HealthThresholds, HealthWatch, effective_rank, entropy_ratio, feature_std,
-                                      health_problems, summarize_health, write_health)
+from visionfm.pretrain.health import (
+    HealthThresholds,
+    HealthWatch,
+    effective_rank,
+    entropy_ratio,
+    feature_std,
+    health_problems,
+    summarize_health,
+    write_health,
+)
 
 
 def test_feature_std_known_answers():

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from visionfm.pretrain.losses import (dino_cls_loss, ibot_patch_loss, ibot_patch_loss_sparse, teacher_momentum,
-                                      teacher_probs, teacher_temperature, updated_center)
+from visionfm.pretrain.losses import (
+    dino_cls_loss,
+    ibot_patch_loss,
+    ibot_patch_loss_sparse,
+    teacher_momentum,
+    teacher_probs,
+    teacher_temperature,
+    updated_center,
+)
 
 
 def _ce(t, s_logits, temp):
@@ -28,7 +35,7 @@ def test_dino_cls_loss_with_local_views_counts_pairs():
     # two global + one local view: pairs (0,1) (0,2) (1,0) (1,2) -> 4 terms
     student = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
     teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    ce = lambda q, v: _ce(teacher[q].tolist(), student[v].tolist(), 0.1)  # noqa: E731
+    ce = lambda q, v: _ce(teacher[q].tolist(), student[v].tolist(), 0.1)
     expected = (ce(0, 1) + ce(0, 2) + ce(1, 0) + ce(1, 2)) / 4
     assert dino_cls_loss(student, teacher, 2).item() == pytest.approx(expected, rel=1e-6)
 

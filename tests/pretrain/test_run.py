@@ -32,7 +32,7 @@ def test_loss_decreases_with_a_fixed_teacher_on_real_images(retina_folder, tmp_p
     run = pretrain(cfg)
     rows = _log(run)
     first, last = rows[:6], rows[-6:]
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
     assert mean(last, "cls_loss") < 0.9 * mean(first, "cls_loss")
     assert mean(last, "patch_loss") < 0.9 * mean(first, "patch_loss")
 

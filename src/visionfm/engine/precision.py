@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_precision", "cpu_has_native_bf16"]
+__all__ = ["cpu_has_native_bf16", "resolve_precision"]
 
 # /proc/cpuinfo flags of x86 CPUs with bf16 matrix/vector instructions (Sapphire Rapids AMX, Cooper Lake / Zen 4).
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")

@@ -20,7 +20,24 @@ _LAZY = {"ENCODER_FILE": "export", "build_encoders": "encoders", "build_task": "
          "build_dataset": "data", "export_encoder": "export", "run_encoder": "export", "encoder_state": "checkpoint",
          "IBOTHead": "heads", "IBOTTask": "task", "MAETask": "mae", "MAEDecoder": "mae"}
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ENCODER_FILE",
+    "METHODS",
+    "IBOTHead",
+    "IBOTTask",
+    "MAEDecoder",
+    "MAETask",
+    "PretrainConfig",
+    "PretrainDataset",
+    "build_dataset",
+    "build_encoders",
+    "build_task",
+    "encoder_state",
+    "export_encoder",
+    "pretrain",
+    "pretrain_config",
+    "run_encoder",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ from .encoders import build_encoders, build_task
 from .export import ENCODER_FILE, save_pretrained_encoder
 from .health import HEALTH_FILE, write_health
 
-__all__ = ["pretrain", "build_encoders", "ENCODER_FILE", "RESUME_MAY_DIFFER"]
+__all__ = ["ENCODER_FILE", "RESUME_MAY_DIFFER", "build_encoders", "pretrain"]
 
 log = logging.getLogger(__name__)
 

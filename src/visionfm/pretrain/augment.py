@@ -16,8 +16,8 @@ generator, which the trainer checkpoints, so a resumed run draws the same values
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["ViewSpec", "GLOBAL_VIEWS", "LOCAL_VIEW", "view_specs", "crop_box", "crop_resize", "photometric",
-           "normalize"]
+__all__ = [
+    "GLOBAL_VIEWS",
+    "LOCAL_VIEW",
+    "ViewSpec",
+    "crop_box",
+    "crop_resize",
+    "normalize",
+    "photometric",
+    "view_specs",
+]
 
 
 @dataclass(frozen=True)
@@ -72,15 +80,15 @@ def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[f
     for _ in range(10):
         target = area * rng.uniform(scale[0], scale[1])
         aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w

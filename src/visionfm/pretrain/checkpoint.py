@@ -7,7 +7,8 @@ No torch import: this module only looks at key names.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .config import METHODS
 

@@ -24,17 +24,28 @@ Data sources:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from ..config import check_choices, load_config
 from ..engine.config import TrainConfig
 from ..modalities import canonical_modality
 from ..registry import Registry
 
-__all__ = ["PretrainConfig", "Method", "METHODS", "CLIP_MODES", "BAD_IMAGE_POLICIES", "NORM_STATS", "RUN_CONFIG",
-           "MAE_MASK_RATIOS", "pretrain_config", "ibot_train_defaults"]
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "CLIP_MODES",
+    "MAE_MASK_RATIOS",
+    "METHODS",
+    "NORM_STATS",
+    "RUN_CONFIG",
+    "Method",
+    "PretrainConfig",
+    "ibot_train_defaults",
+    "pretrain_config",
+]
 
 RUN_CONFIG = "pretrain.yaml"  # the resolved PretrainConfig, written into every run folder (the run's only config)
 
@@ -84,7 +95,7 @@ def ibot_train_defaults() -> TrainConfig:
                        precision="auto", num_workers=4)
 
 
-def pretrain_config(path: str | Path | None = None, **overrides: Any) -> "PretrainConfig":
+def pretrain_config(path: str | Path | None = None, **overrides: Any) -> PretrainConfig:
     """Defaults < the chosen method's preset < YAML ``path`` < ``overrides`` (flat, dotted or nested keys).
 
     The way to build a config for another method than iBOT from Python::
@@ -238,7 +249,7 @@ class PretrainConfig:
             setattr(self, name, [float(v) for v in getattr(self, name)])
         self._validate()
 
-    def _validate(self) -> None:  # noqa: C901 - a flat list of independent checks
+    def _validate(self) -> None:
         check_choices(self)
         canonical_modality(self.modality)  # raises on an unknown modality, listing the valid ones
         if not self.data and not self.synthetic:

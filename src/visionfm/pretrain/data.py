@@ -9,9 +9,10 @@ of a sample (which synthetic image, crops, flips, masks) comes from a generator 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .augment import crop_resize
 from .config import PretrainConfig
 from .masking import make_mask
 
-__all__ = ["Source", "parse_sources", "collect_images", "PretrainDataset", "build_dataset"]
+__all__ = ["PretrainDataset", "Source", "build_dataset", "collect_images", "parse_sources"]
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = 20
@@ -126,7 +127,7 @@ class PretrainDataset(Dataset):
         self.mask_ratio = cfg.mae_mask_ratio(list(modalities)) if cfg.method == "mae" else None
         self.n_patches = grid * grid
         if self.real and self.synthetic and cfg.synthetic_ratio is not None:
-            self.n_synthetic = int(round(cfg.synthetic_ratio * len(self.real)))
+            self.n_synthetic = round(cfg.synthetic_ratio * len(self.real))
         else:
             self.n_synthetic = len(self.synthetic)
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}

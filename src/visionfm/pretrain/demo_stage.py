@@ -18,7 +18,7 @@ from .config import PretrainConfig, pretrain_config
 from .export import ENCODER_FILE
 from .health import HEALTH_FILE
 
-__all__ = ["demo_stage", "demo_config"]
+__all__ = ["demo_config", "demo_stage"]
 
 log = logging.getLogger(__name__)
 

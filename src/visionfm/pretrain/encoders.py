@@ -12,7 +12,7 @@ from ..engine.task import Task
 from ..models import ARCHS, VisionTransformer, ViTConfig, interpolate_pos_embed
 from .config import PretrainConfig
 
-__all__ = ["build_encoders", "build_task", "arch_config", "init_decoder"]
+__all__ = ["arch_config", "build_encoders", "build_task", "init_decoder"]
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import torch
 
 from ..checkpoints import EncoderInfo, safe_torch_load, save_encoder

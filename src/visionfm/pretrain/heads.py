@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["WeightNormLinear", "IBOTHead"]
+__all__ = ["IBOTHead", "WeightNormLinear"]
 
 
 class WeightNormLinear(nn.Module):

@@ -17,17 +17,28 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..fileio import atomic_write
 
-__all__ = ["HealthThresholds", "feature_std", "effective_rank", "entropy_ratio", "collapse_indicators",
-           "health_problems", "HealthWatch", "summarize_health", "write_health", "HEALTH_FILE"]
+__all__ = [
+    "HEALTH_FILE",
+    "HealthThresholds",
+    "HealthWatch",
+    "collapse_indicators",
+    "effective_rank",
+    "entropy_ratio",
+    "feature_std",
+    "health_problems",
+    "summarize_health",
+    "write_health",
+]
 
 log = logging.getLogger(__name__)
 HEALTH_FILE = "health.json"

@@ -21,8 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "teacher_probs", "dino_cls_loss", "ibot_patch_loss", "ibot_patch_loss_sparse", "updated_center",
-    "koleo_loss", "teacher_temperature", "teacher_momentum",
+    "dino_cls_loss",
+    "ibot_patch_loss",
+    "ibot_patch_loss_sparse",
+    "koleo_loss",
+    "teacher_momentum",
+    "teacher_probs",
+    "teacher_temperature",
+    "updated_center",
 ]
 
 

@@ -19,8 +19,16 @@ from ..models.vit import Block
 from .augment import normalize
 from .health import HealthWatch, collapse_indicators
 
-__all__ = ["random_masking", "patchify", "unpatchify", "mae_loss", "sincos_pos_embed", "MAEDecoder", "MAETask",
-           "init_mae_weights"]
+__all__ = [
+    "MAEDecoder",
+    "MAETask",
+    "init_mae_weights",
+    "mae_loss",
+    "patchify",
+    "random_masking",
+    "sincos_pos_embed",
+    "unpatchify",
+]
 
 
 def random_masking(x: Tensor, noise: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:

@@ -8,11 +8,11 @@ All randomness comes from the ``numpy.random.Generator`` passed in, so masks are
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["sample_pred_ratio", "block_mask", "random_mask", "make_mask"]
+__all__ = ["block_mask", "make_mask", "random_mask", "sample_pred_ratio"]
 
 
 def sample_pred_ratio(ratios: Sequence[float], variances: Sequence[float], rng: np.random.Generator) -> float:
@@ -44,7 +44,7 @@ def block_mask(rows: int, cols: int, ratio: float, rng: np.random.Generator, asp
         for _ in range(10):
             area = rng.uniform(low, room) if room > low else rng.uniform(room, low)
             aspect = math.exp(rng.uniform(*log_aspect))
-            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if w < cols and h < rows:
                 top, left = int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1))
                 window = mask[top:top + h, left:left + w]

@@ -16,7 +16,7 @@ from ..engine.task import StepState
 from .losses import dino_cls_loss, ibot_patch_loss, teacher_probs, teacher_temperature, updated_center
 from .task import IBOTTask
 
-__all__ = ["official_style_losses", "official_style_clip", "official_style_ema"]
+__all__ = ["official_style_clip", "official_style_ema", "official_style_losses"]
 
 
 def _encode(backbone: torch.nn.Module, x: Tensor, mask: Tensor | None, explicit_attention: bool) -> Tensor:

@@ -20,8 +20,15 @@ from .augment import normalize, photometric, view_specs
 from .config import PretrainConfig
 from .heads import IBOTHead
 from .health import HealthWatch, collapse_indicators
-from .losses import (dino_cls_loss, ibot_patch_loss_sparse, koleo_loss, teacher_momentum, teacher_probs,
-                     teacher_temperature, updated_center)
+from .losses import (
+    dino_cls_loss,
+    ibot_patch_loss_sparse,
+    koleo_loss,
+    teacher_momentum,
+    teacher_probs,
+    teacher_temperature,
+    updated_center,
+)
 
 __all__ = ["IBOTTask", "build_head"]
 
