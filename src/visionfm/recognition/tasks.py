@@ -52,6 +52,7 @@ class HeadTask(Task):
     ci_keys: tuple[str, ...] = ()  #: dotted metric keys with bootstrap 95% intervals
     study_keys: tuple[str, ...] | None = None  #: per-draw keys of few-shot / k-fold studies (None: unsupported)
     prediction_kind = "multiclass"  #: ``visionfm.evaluation.write_predictions`` kind
+    names_option = "--label-columns"  #: the option naming the CSV label columns in errors
     names: list[str]
 
     def __init__(self, head: nn.Module, encoder: nn.Module | None = None, n_last_blocks: int = 4,
@@ -88,7 +89,7 @@ class HeadTask(Task):
     def csv_columns(cls, spec: LabelSpec, header: list[str], path: Path) -> list[str]:
         """Default label columns of a CSV."""
         if not spec.names:
-            raise UserError(f"{path}: name the label columns (--label-columns)")
+            raise UserError(f"{path}: name the label columns ({cls.names_option})")
         return list(spec.names)
 
     @classmethod

@@ -153,6 +153,7 @@ class RegressTask(HeadTask):
     headline = ("mae_std", "mae.macro", "relative_error.macro", "accuracy.macro", "r2.macro")
     ci_keys = ("mae_std", "r2.macro", "accuracy.macro")
     prediction_kind = "regression"
+    names_option = "--targets"
 
     def __init__(self, head: nn.Module, names: list[str], mean: Tensor, std: Tensor, loss_kind: str = "mse",
                  **kw: Any) -> None:
@@ -164,12 +165,6 @@ class RegressTask(HeadTask):
     @classmethod
     def label_help(cls, spec: LabelSpec) -> str:
         return f"{cls.label_width(spec)} targets"
-
-    @classmethod
-    def csv_columns(cls, spec: LabelSpec, header: list[str], path: Path) -> list[str]:
-        if not spec.names:
-            raise UserError(f"{path}: name the regression target columns (--targets)")
-        return list(spec.names)
 
     @classmethod
     def spec_for(cls, cfg: Any) -> LabelSpec:
