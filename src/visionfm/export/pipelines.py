@@ -130,6 +130,8 @@ class RecognitionPipeline(nn.Module):
             x = cls[:, -d:]
         elif self.feature == "cls+patch":
             x = torch.cat([cls[:, -d:], patch], dim=1)
+        elif self.feature == "patch":  # global average of the patch tokens (RETFound's pool)
+            x = patch
         else:
             x = cls
         return self.task.scores(self.task.head(x, interval_days).float())
