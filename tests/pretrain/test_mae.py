@@ -84,6 +84,20 @@ def test_decoder_uses_mae_names():
     assert dec.decoder_pred.out_features == 8 * 8 * 3 and not dec.decoder_pos_embed.requires_grad
 
 
+def test_mae_parameter_groups_as_mae():
+    from visionfm.pretrain.encoders import build_task
+
+    task = build_task(pretrain_config(method="mae", data=["x"], arch="vit_test", global_size=32, decoder_depth=1,
+                                      decoder_embed_dim=32, decoder_num_heads=2))
+    decay, no_decay = task.param_groups()
+    names = {id(p): n for n, p in task.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert {"encoder.cls_token", "decoder.mask_token", "decoder.decoder_pred.weight"} <= decayed
+    assert all(names[id(p)].endswith(".bias") or p.ndim == 1 for p in no_decay["params"])
+    trained = decayed | {names[id(p)] for p in no_decay["params"]}
+    assert "encoder.pos_embed" not in trained and "encoder.mask_token" not in trained  # fixed / unused
+
+
 def test_method_preset_under_the_users_settings(tmp_path):
     cfg = pretrain_config(method="mae", data=["x"])
     t = cfg.train

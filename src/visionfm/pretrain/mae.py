@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..engine.task import StepState, Task, param_groups_for
+from ..engine.task import StepState, Task
 from ..models import VisionTransformer, ViTConfig
 from ..models.vit import Block
 from .augment import normalize
@@ -189,7 +189,14 @@ class MAETask(Task):
         encoder.mask_token.requires_grad_(False)  # DDP requires every trainable tensor to be used
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return param_groups_for(self)
+        """MAE's groups (timm ``add_weight_decay`` without a skip list): no weight decay on biases and 1-D tensors;
+        the CLS and mask tokens are decayed, the fixed position embeddings are not trained."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        return [g for g in ({"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False})
+                if g["params"]]
 
     def encode(self, x: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode the visible patches of ``x`` ``[B, 3, S, S]``: latent ``[B, 1+L, D]``, mask and ids_restore
