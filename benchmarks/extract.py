@@ -1,16 +1,36 @@
-"""Feature-extraction speed: images/s and peak memory for ViT-B/16 at 224 on CPU (fp32, bf16) and CUDA if present.
+"""Feature-extraction speed and fidelity, every path timed in one run on the same images and machine.
 
-Each configuration runs in a fresh subprocess so its peak resident memory is its own. The timed path is the real
-one users run (``visionfm.extract_features``: decode, resize, normalise, encode, write), on a folder of generated
-fundus-sized images (or ``--data DIR``). Also prints the bf16 feature error against fp32 on the same images.
+Rows (each in a fresh subprocess, so start-up, imports and peak memory are its own):
 
-    python benchmarks/extract.py                      # default: 64 images, batch 8 and 32
-    python benchmarks/extract.py --images 256 --batch-sizes 8 32 64 --arch vit_base_patch16
+* ``official``: the official ``evaluation/extract_features.py`` loop made to run on CPU, reimplemented here (not
+  copied): PIL ``open().convert('RGB')``, square **bilinear** resize, ``ToTensor``/``Normalize`` in numpy, a
+  DataLoader at batch 8, the official ViT forward written out (explicit ``q @ k^T`` softmax attention,
+  ``get_intermediate_layers``: the final norm on each of the last 4 blocks, CLS kept), fp32 under ``no_grad``, and one
+  pickle file per image as the official script writes.
+* ``fp32``: ``visionfm.extract_features`` in fp32 at batch 8 (the exact path: same preprocessing, fused SDPA).
+* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at batch 32 (bf16 autocast where the CPU has
+  AMX/AVX512-BF16, JPEG decoded at reduced size, decoding overlapped with compute by worker processes).
+* ``onnx``: ONNX Runtime (CPU) on the encoder exported by ``visionfm.export`` (or ``torch.onnx`` if that is absent),
+  batch 32, fed by the same decoding workers.
+* ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``Linear`` (int8 weights, dynamic activations),
+  batch 32.
+
+For each row: whole-process seconds (interpreter start to exit), images/s inside the loop, speed-up over
+``official`` (both), peak RSS, and the feature change against ``official`` (max |diff| / max |official|, min cosine)
+and, when the images have labels, the AUROC of a 5-fold logistic-regression probe on the features (same folds for
+every row) and its change. Default images: the 120 real OCT B-scans with DME labels from ../shared/data
+(1408x573 JPEG), else generated 584x565 PNGs (no AUROC).
+
+    nice -n 10 python benchmarks/extract.py                        # ViT-B/16 at 224, all rows
+    python benchmarks/extract.py --arch vit_small_patch16 --images 32 --rows official fp32 fast
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
+import pickle
 import resource
 import subprocess
 import sys
@@ -20,99 +40,264 @@ from pathlib import Path
 
 import numpy as np
 
-OFFICIAL_CPU_IMG_S = 1.47  # official VisionFM code made to run on CPU: fp32, batch 8, 2-core machine (issue #2)
+# benchmarks/onnx.py would shadow the onnx package for a script run from this folder: drop the folder from the path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+ROWS = ("official", "fp32", "fast", "onnx", "int8")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "OCT-fundus-DME-DR"
 
 
-def _make_images(folder: Path, n: int) -> None:
+# -- data ---------------------------------------------------------------------------------------------------------
+def _default_images(tmp: Path, n: int) -> tuple[list[Path], np.ndarray | None]:
+    """The real OCT B-scans (DME labels) when present, else ``n`` generated fundus-sized PNGs without labels."""
+    manifest = SHARED / "manifest.csv"
+    if manifest.is_file():
+        oct_rows = [r for r in csv.DictReader(open(manifest)) if r["modality"] == "OCT"]
+        by = [[r for r in oct_rows if r["DME"] == c] for c in ("0", "1")]
+        rows = [r for pair in zip(*by) for r in pair][:n]  # classes alternate: balanced for any n
+        return [SHARED / r["path"] for r in rows], np.array([float(r["DME"]) for r in rows])
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
     for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (584, 565, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+        paths.append(tmp / f"{i:04d}.png")
+        Image.fromarray(rng.integers(0, 255, (584, 565, 3), dtype=np.uint8)).save(paths[-1])
+    return paths, None
+
+
+# -- the official-style path (reimplemented) -----------------------------------------------------------------------
+class _OfficialDataset:
+    """PIL loader + Resize((S, S), BILINEAR) + ToTensor + Normalize, as evaluation/transforms.py composes them."""
+
+    def __init__(self, paths: list[str], size: int, mean, std) -> None:
+        self.paths, self.size = paths, size
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import torch
+        from PIL import Image
+
+        with open(self.paths[i], "rb") as f:
+            img = Image.open(f).convert("RGB")
+        arr = np.asarray(img.resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) / 255.0
+        x = torch.from_numpy(((arr - self.mean) / self.std).transpose(2, 0, 1).copy())
+        return x, torch.zeros(1), {"img_path": self.paths[i]}
+
+
+def official_forward(enc, x, n: int = 4):
+    """The official ViT's ``get_intermediate_layers(x, n)`` written out with explicit attention -> last-n CLS."""
+    import torch
+
+    from visionfm.models.vit import interpolate_pos_embed  # the official bicubic scale-factor rule (tested)
+
+    b = x.shape[0]
+    grid = enc.patch_embed.proj(x)
+    t = grid.flatten(2).transpose(1, 2)
+    pos = enc.pos_embed
+    if pos.shape[1] != t.shape[1] + 1:  # another input size than the weights': the official interpolation
+        pos = interpolate_pos_embed(pos, grid.shape[-2], grid.shape[-1], mode=enc.cfg.pos_interp)
+    t = torch.cat([enc.cls_token.expand(b, -1, -1), t], dim=1) + pos
+    outs = []
+    for i, blk in enumerate(enc.blocks):
+        a = blk.attn
+        y = blk.norm1(t)
+        bsz, tok, d = y.shape
+        h = a.num_heads
+        q, k, v = a.qkv(y).reshape(bsz, tok, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        attn = ((q @ k.transpose(-2, -1)) * a.scale).softmax(dim=-1)
+        t = t + a.proj((attn @ v).transpose(1, 2).reshape(bsz, tok, d))
+        t = t + blk.mlp.fc2(blk.mlp.act(blk.mlp.fc1(blk.norm2(t))))
+        if len(enc.blocks) - i <= n:
+            outs.append(enc.norm(t)[:, 0])
+    return torch.cat(outs, dim=-1)
+
+
+def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_OfficialDataset([str(p) for p in paths], 224, enc.info.mean, enc.info.std),
+                        batch_size=8, num_workers=args.num_workers)
+    nb = min(4, enc.cfg.depth)
+    feats = np.zeros((len(paths), nb * enc.cfg.embed_dim), np.float32)
+    row = 0
+    with torch.no_grad():
+        for x, labs, extras in loader:
+            out = official_forward(enc, x, nb)
+            for j in range(len(x)):  # the official script writes one pickle per image
+                with open(tmp / f"{row + j}_0.pickle", "wb") as f:
+                    pickle.dump({"feats": [out[j].numpy()], "labels": labs[j].numpy(),
+                                 "img_path": extras["img_path"][j]}, f)
+            feats[row:row + len(x)] = out.numpy()
+            row += len(x)
+    return feats
+
+
+# -- the visionfm paths -------------------------------------------------------------------------------------------
+def _run_visionfm(enc, paths, args, tmp: Path, precision: str, batch: int, draft: bool) -> np.ndarray:
+    from visionfm import extract_features, load_features
+    from visionfm.data import ImageCollection, Sample
+
+    coll = ImageCollection(tmp, [Sample(Path(p), str(i)) for i, p in enumerate(paths)])
+    out = extract_features(enc, coll, tmp / "f.safetensors", input_size=224, batch_size=batch,
+                           num_workers=args.num_workers, precision=precision, device="cpu", progress=False,
+                           jpeg_draft=draft)
+    return load_features(out).cls
+
+
+def _onnx_session(enc, tmp: Path):
+    """ONNX Runtime session on the encoder: the project's exporter when present, else torch.onnx directly."""
+    import torch
+
+    try:
+        from visionfm.checkpoints import save_encoder
+        from visionfm.export import export_onnx, load_onnx
+
+        save_encoder(enc, tmp / "enc.safetensors")
+        export_onnx(tmp / "enc.safetensors", tmp / "enc.onnx", input_size=224, n_check=1)
+        model = load_onnx(tmp / "enc.onnx")
+        return lambda x: model.run({"image": x})[0], "visionfm.export"
+    except ImportError:
+        import onnxruntime as ort
+
+        class _Cls(torch.nn.Module):
+            def forward(self, x):
+                return enc(x, n_last_blocks=min(4, enc.cfg.depth)).cls_concat()
+
+        torch.onnx.export(_Cls(), torch.zeros(1, 3, 224, 224), tmp / "enc.onnx", input_names=["image"],
+                          output_names=["cls"], dynamic_axes={"image": {0: "b"}}, opset_version=17, dynamo=False)
+        sess = ort.InferenceSession(str(tmp / "enc.onnx"), providers=["CPUExecutionProvider"])
+        return lambda x: sess.run(None, {"image": x})[0], "torch.onnx"
+
+
+def _run_onnx(enc, paths, args, tmp: Path) -> tuple[np.ndarray, float]:
+    from torch.utils.data import DataLoader
+
+    from visionfm.data import ImageDataset, Preprocess, Sample
+
+    t0 = time.perf_counter()
+    run, how = _onnx_session(enc, tmp)
+    export_s = time.perf_counter() - t0
+    ds = ImageDataset([Sample(Path(p), str(i)) for i, p in enumerate(paths)],
+                      Preprocess(224, enc.info.mean, enc.info.std, "bilinear"))
+    rows = []
+    t1 = time.perf_counter()
+    for x, _ in DataLoader(ds, batch_size=32, num_workers=args.num_workers):
+        rows.append(np.asarray(run(x.numpy()))[:, : min(4, enc.cfg.depth) * enc.cfg.embed_dim])
+    print(json.dumps({"note": f"onnx via {how}: export {export_s:.1f} s (not in the loop time)"}), flush=True)
+    return np.concatenate(rows), time.perf_counter() - t1
 
 
 def _worker(args: argparse.Namespace) -> None:
-    """Run one configuration and print a JSON line (executed in a subprocess)."""
-    import torch
-
-    from visionfm import extract_features, load_features
-    from visionfm.checkpoints import random_encoder
-
-    enc = random_encoder(args.arch, seed=0, modality="Fundus")
-    out = Path(args.out)
-    kw = dict(input_size=224, n_last_blocks=4, batch_size=args.batch_size, num_workers=args.num_workers,
-              precision=args.precision, device=args.device, compile=args.compile, progress=False)
-    extract_features(enc, args.data, out, **kw)  # warm-up pass (allocator, kernels, page cache)
-    start = time.perf_counter()
-    extract_features(enc, args.data, out, **kw)
-    seconds = time.perf_counter() - start
-    n = len(load_features(out).paths)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps({"img_s": n / seconds, "peak_mib": peak}))
-
-
-def _run(cfg: dict, data: Path, out: Path, arch: str, workers: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--data", str(data), "--out", str(out), "--arch", arch,
-           "--batch-size", str(cfg["batch"]), "--precision", cfg["precision"], "--device", cfg["device"],
-           "--num-workers", str(workers)] + (["--compile"] if cfg["compile"] else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def _bf16_error(data: Path, arch: str) -> float:
+    """Run one row; print a JSON line with its loop time and peak memory; save its features."""
     import torch
 
     from visionfm.checkpoints import random_encoder
-    from visionfm.data import Preprocess, list_images, read_image
-    from visionfm.features import encode_batch
 
-    enc = random_encoder(arch, seed=0, modality="Fundus")
-    info = enc.info
-    x = torch.stack([Preprocess(224, info.mean, info.std)(read_image(p)) for p in list_images(data)[:8]])
-    a, _ = encode_batch(enc, x, n_last_blocks=4)
-    b, _ = encode_batch(enc, x, n_last_blocks=4, precision="bf16")
-    return float((a - b).abs().max() / a.abs().max())
+    paths = [Path(p) for p in json.loads(Path(args.paths).read_text())]
+    enc = random_encoder(args.arch, seed=0, modality="Fundus").eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        loop_s = None
+        if args.worker == "official":
+            feats = _run_official(enc, paths, args, tmp)
+        elif args.worker == "fp32":
+            feats = _run_visionfm(enc, paths, args, tmp, "fp32", 8, False)
+        elif args.worker == "fast":
+            feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True)
+        elif args.worker == "int8":
+            q = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
+            feats = _run_visionfm(q, paths, args, tmp, "fp32", 32, False)
+        else:
+            feats, loop_s = _run_onnx(enc, paths, args, tmp)
+        loop_s = loop_s or time.perf_counter() - t0
+    np.save(args.out, feats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"loop_s": loop_s, "peak_mib": peak}), flush=True)
+
+
+# -- comparison -----------------------------------------------------------------------------------------------------
+def probe_auroc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
+    """Mean AUROC of a standardised logistic-regression probe over 5 stratified folds (fixed folds)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    scores = []
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(x[tr], y[tr])
+        scores.append(roc_auc_score(y[te], clf.predict_proba(x[te])[:, 1]))
+    return float(np.mean(scores))
+
+
+def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", row, "--paths", str(paths_file), "--out", str(out), "--arch",
+           args.arch, "--num-workers", str(args.num_workers)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    whole = time.perf_counter() - t0
+    if res.returncode:
+        raise RuntimeError(f"row {row} failed:\n{res.stderr[-3000:]}")
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    info = {k: v for d in lines for k, v in d.items()}
+    return {**info, "whole_s": whole}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="image folder (default: generated 584x565 PNGs)")
-    p.add_argument("--images", type=int, default=64, help="number of generated images")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
+    p.add_argument("--images", type=int, default=120, help="number of images (default: the 120 OCT B-scans)")
     p.add_argument("--arch", default="vit_base_patch16")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (they compile for minutes)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--num-workers", type=int, default=1, help="decoding worker processes of every row")
+    p.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
+    p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
-    p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--precision", help=argparse.SUPPRESS)
-    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
-    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return _worker(args)
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(args.data) if args.data else Path(tmp) / "images"
-        if not args.data:
-            _make_images(data, args.images)
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        print(f"{args.arch} at 224 px, {len(list(data.iterdir()))} images, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads\n")
-        print("| device | precision | compiled | batch | images/s | x official CPU (1.47) | peak memory (MiB) |")
-        print("|---|---|---|---|---|---|---|")
-        for dev in devices:
-            for precision in ("fp32", "bf16"):
-                for compiled in (False,) if args.no_compile else (False, True):
-                    for batch in args.batch_sizes:
-                        cfg = {"batch": batch, "precision": precision, "device": dev, "compile": compiled}
-                        r = _run(cfg, data, Path(tmp) / "f.safetensors", args.arch, args.num_workers)
-                        print(f"| {dev} | {precision} | {'yes' if compiled else 'no'} | {batch} | {r['img_s']:.2f} | "
-                              f"{r['img_s'] / OFFICIAL_CPU_IMG_S:.1f}x | {r['peak_mib']:.0f} |", flush=True)
-        print(f"\nbf16 vs fp32 feature error (max |diff| / max |fp32|, last-4 CLS): {_bf16_error(data, args.arch):.2e}")
+        tmp = Path(tmp)
+        paths, y = _default_images(tmp, args.images)
+        (tmp / "paths.json").write_text(json.dumps([str(q) for q in paths]))
+        print(f"{args.arch} at 224 px, {len(paths)} images ({'OCT B-scans, DME labels' if y is not None else 'generated'}),"
+              f" torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
+        res, feats = {}, {}
+        for row in ["official"] + [r for r in args.rows if r != "official"]:
+            res[row] = _run_row(row, tmp / "paths.json", tmp / f"{row}.npy", args)
+            feats[row] = np.load(tmp / f"{row}.npy")
+            print(f"  {row}: {res[row]}", file=sys.stderr, flush=True)
+        _print_table(res, feats, y, len(paths))
+        print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+
+
+def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
+    ref = feats["official"]
+    auc_ref = probe_auroc(ref, y) if y is not None else None
+    print("| path | whole process (s) | x official | loop images/s | x official (loop) | peak MiB | "
+          "max rel. feature diff | min cosine | probe AUROC (change) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row, r in res.items():
+        f = feats[row]
+        diff = float(np.abs(f - ref).max() / np.abs(ref).max())
+        cos = float(((f * ref).sum(1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(ref, axis=1))).min())
+        auc = probe_auroc(f, y) if y is not None else None
+        auc_txt = f"{auc:.4f} ({auc - auc_ref:+.4f})" if auc is not None else "n/a"
+        loop = n / r["loop_s"]
+        print(f"| {row} | {r['whole_s']:.1f} | {res['official']['whole_s'] / r['whole_s']:.2f}x | {loop:.2f} | "
+              f"{loop / (n / res['official']['loop_s']):.2f}x | {r['peak_mib']:.0f} | {diff:.2e} | {cos:.6f} | "
+              f"{auc_txt} |")
+    for r in res.values():
+        if "note" in r:
+            print(f"\n{r['note']}")
 
 
 if __name__ == "__main__":
