@@ -115,3 +115,12 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     f.write_bytes("\ufeffpath,label\ntraining/0.png,1\ntraining/1.png,0\n".encode())  # Excel's "CSV UTF-8"
     t = read_labels(f, LabelSpec("classify"), check_images=False)
     assert [r.values for r in t.rows.values()] == [(1.0,), (0.0,)]
+
+
+def test_finetune_names_a_missing_split(toy, rec_weights, tmp_path, capsys):
+    args = ["finetune", "--weights", str(rec_weights), "--data", str(toy["fundus-dr"].root), "--output",
+            str(tmp_path / "run"), "--input-size", "32"]
+    for split in (["--split", "bogus"], ["--val-split", "bogus"]):
+        assert main([*args, *split]) == 2
+        assert "no bogus_labels.txt for split 'bogus'; splits here: test, training" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()  # nothing half-made

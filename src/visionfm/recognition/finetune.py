@@ -191,13 +191,18 @@ class ImageLabelDataset(Dataset):
 
 
 def _label_source(data: str, split: str) -> Path:
+    """The label source of one split: ``<root>/<split>_labels.txt`` (vfm), ``<root>/<split>/`` (ImageNet folders),
+    the root itself (class folders) or a CSV manifest."""
     root = Path(data)
-    if root.is_dir() and (root / f"{split}_labels.txt").is_file():
+    if not root.is_dir():
+        return root
+    if (root / f"{split}_labels.txt").is_file():
         return root / f"{split}_labels.txt"
-    if root.is_dir() and (root / split).is_dir():
+    if (root / split).is_dir():
         return root / split  # ImageNet layout: <root>/<split>/<class>/...
-    if root.is_dir() and not any(root.glob("*.csv")) and not any(d.is_dir() for d in root.iterdir()):
-        raise UserError(f"{root}: no {split}_labels.txt and no {split}/ class folders (--split {split})")
+    splits = sorted(f.name[: -len("_labels.txt")] for f in root.glob("*_labels.txt"))
+    if splits:  # a vfm root without this split: never read its split folders as classes
+        raise UserError(f"{root}: no {split}_labels.txt for split {split!r}; splits here: {', '.join(splits)}")
     return root
 
 
