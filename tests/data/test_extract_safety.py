@@ -102,3 +102,22 @@ def test_split_and_preprocessing_recorded(tmp_path, tiny_encoder):
                            interpolation="bicubic")
     fs = load_features(out)
     assert fs.meta["split"] == "test" and fs.paths == ["test/1.png"] and fs.meta["interpolation"] == "bicubic"
+
+
+def test_ctrl_c_leaves_nothing_and_output_gets_umask_mode(tmp_path, tiny_encoder, image_folder, monkeypatch):
+    import visionfm.features as features
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(features, "encode_batch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            extract_features(tiny_encoder, image_folder, tmp_path / "f.safetensors", **KW)
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "f.safetensors").exists()
+    old = os.umask(0o027)
+    try:
+        out = extract_features(tiny_encoder, image_folder, tmp_path / "f.safetensors", **KW)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o640
