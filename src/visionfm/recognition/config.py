@@ -96,6 +96,9 @@ class RecognitionConfig:
         return values
 
     def __post_init__(self) -> None:
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"train: expected the loop's settings (TrainConfig), got {self.train!r}; feature files "
+                              f"go in train_features (load_head_config(train=[...]) still reads the old spelling)")
         check_choices(self)
         task_class(self.task).check_config(self)
         if not 0 < self.val_fraction < 1:
