@@ -45,6 +45,14 @@ def run_features(run: VLRun, path: str | Path) -> tuple[torch.Tensor, np.ndarray
     return f, y, json.loads(fs.meta.get("label_names", "[]")), fs.meta
 
 
+def _labelled(f: torch.Tensor, y: np.ndarray, where: str | Path) -> tuple[torch.Tensor, np.ndarray]:
+    """The rows with a label (NaN = unlabelled), the labels as integers."""
+    keep = ~np.isnan(y)
+    if not keep.any():
+        raise UserError(f"{where}: no labelled rows")
+    return f[torch.from_numpy(keep)], y[keep].astype(int)
+
+
 def summarise(rows: Sequence[dict], keys: Sequence[str] = ZS_KEYS) -> dict:
     """Mean, sd and a t-based 95% interval of the mean over draws, per metric."""
     out = {}
@@ -74,18 +82,18 @@ def adapt(run: VLRun, train: str | Path, test: str | Path, output: str | Path, a
     f_te, y_te, _, _ = run_features(run, test)
     if y_tr is None or y_te is None:
         raise UserError("--train and --test features need class labels (extract from a labelled folder/manifest)")
+    (f_tr, y_tr), (f_te, y_te) = _labelled(f_tr, y_tr, train), _labelled(f_te, y_te, test)
     classes = list(classes or names)
     n_cls = int(max(y_tr.max(), y_te.max())) + 1
     if len(classes) != n_cls:
         raise UserError(f"the features have {n_cls} classes; give that many names with --classes (got {classes})")
     text = run.class_embeddings(classes, domain_knowledge, meta.get("modality") or None)
     scale = run.model.logit_scale
-    y_te = y_te.astype(int)
     out, results = Path(output), {"adapter": adapter, "init": init, "classes": classes, "n_test": len(y_te),
                                   "domain_knowledge": domain_knowledge, "steps": steps, "shots": {}}
     for k in shots:
         rows = []
-        for d, idx in enumerate(kshot_draws(y_tr.astype(int), k, n_draws, seed, n_cls)):
+        for d, idx in enumerate(kshot_draws(y_tr, k, n_draws, seed, n_cls)):
             head = fit_adapter(adapter, f_tr[idx], torch.as_tensor(y_tr[idx], dtype=torch.long), text, scale,
                                out / f".work_k{k}_d{d}", init, steps, lr, seed + d)
             rows.append(_flat(_metrics(y_te, predict(head, f_te), classes, False)))
