@@ -273,14 +273,40 @@ def _splits(cfg: FinetuneConfig, spec: LabelSpec) -> tuple[tuple[FeatureTable, P
     return (train, root), (val, root), how
 
 
+def _with_head_defaults(cfg: FinetuneConfig) -> FinetuneConfig:
+    """RETFound: ``fc_norm`` with the global pool of patch tokens; its CLS variant uses the encoder's norm alone."""
+    if getattr(HEADS.get(cfg.head), "has_fc_norm", False) and "fc_norm" not in cfg.head_options:
+        return dataclasses.replace(cfg, head_options={**cfg.head_options, "fc_norm": cfg.feature == "patch"})
+    return cfg
+
+
+def _source_facts(weights: str) -> dict[str, str]:
+    """Where fine-tuning started: the weights (an ``hf-hub:`` reference as given) and their file's SHA-256."""
+    from ..checkpoints import is_hub_reference, resolve_weights_path  # an hf-hub: reference: hash its cached file
+
+    src = resolve_weights_path(weights)
+    return {"weights": weights if is_hub_reference(weights) else str(src.resolve()), "sha256": file_sha256(src)}
+
+
+def _score_test(cfg: FinetuneConfig, spec: LabelSpec, task: Any, dataset: Callable, run: Path,
+                metrics: dict) -> None:
+    """Score the selected model once on the test split (if one is given) into ``metrics``."""
+    if not (cfg.test_split or cfg.test_data):
+        return
+    test, test_root = image_table(cfg, spec, cfg.test_data or cfg.data, cfg.test_split or cfg.split)
+    dev = next(task.parameters()).device
+    loader = DataLoader(dataset(test, test_root), batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers)
+    scores, y = task.to(dev).predict(loader, dev)
+    metrics["n"]["test"] = len(test)
+    metrics["labels"] = {**metrics["labels"], **test.label_sources}
+    metrics["test"] = report_scores(task, y, scores, test.paths, run, cfg.n_boot, cfg.train.seed)
+
+
 def finetune(cfg: FinetuneConfig) -> Path:
     """Fine-tune encoder + head on images; select on validation, score on test; returns the run folder."""
     if not cfg.train.output_dir or not cfg.weights or not cfg.data:
         raise UserError("fine-tuning needs --weights, --data and --output")
-    recipe = RECIPES.get(cfg.recipe)
-    if getattr(HEADS.get(cfg.head), "has_fc_norm", False) and "fc_norm" not in cfg.head_options:
-        # RETFound: fc_norm with the global pool of patch tokens; its CLS variant uses the encoder's norm alone
-        cfg = dataclasses.replace(cfg, head_options={**cfg.head_options, "fc_norm": cfg.feature == "patch"})
+    recipe, cfg = RECIPES.get(cfg.recipe), _with_head_defaults(cfg)
     run, t0 = prepare_run_folder(cfg.train.output_dir, cfg.overwrite, cfg.resume), time.perf_counter()
     spec = label_spec(cfg)
     (train, root), (val, val_root), how = _splits(cfg, spec)
@@ -293,44 +319,27 @@ def finetune(cfg: FinetuneConfig) -> Path:
                           param_groups_fn=lambda e: layer_decay_groups(e, cfg.encoder_lr_scale, cfg.layer_decay))
     if cfg.init_head:
         info["head_init"] = _init_head(task, cfg)
-    # RETFound crops evaluation images only up to 224 px (util/datasets.py: crop_pct 1 above)
-    crop = cfg.eval_crop if cfg.input_size <= 224 else 1.0
+    crop = cfg.eval_crop if cfg.input_size <= 224 else 1.0  # RETFound crops only up to 224 px (crop_pct 1 above)
     train_pre = Preprocess(cfg.input_size, ref.mean, ref.std)
     eval_pre = CropPreprocess(cfg.input_size, ref.mean, ref.std, crop) if crop < 1 else train_pre
 
-    def dataset(t: FeatureTable, r: Path, pre: Callable) -> ImageLabelDataset:
+    def dataset(t: FeatureTable, r: Path, pre: Callable = eval_pre) -> ImageLabelDataset:
         return ImageLabelDataset([r / p for p in t.paths], t.y, pre, type(task))
 
     loop = dataclasses.replace(cfg.train, select_metric=cfg.train.select_metric or recipe.select.get(cfg.task))
-    sel = fit_task(task, dataset(train, root, train_pre), dataset(val, val_root, eval_pre), loop,
-                   cfg.val_every or 1, cfg.resume)
+    sel = fit_task(task, dataset(train, root, train_pre), dataset(val, val_root), loop, cfg.val_every or 1,
+                   cfg.resume)
     enc_path = run / "encoder.safetensors"
     save_encoder(task.encoder.cpu(), enc_path, source=str(cfg.weights))
     ref.weights, ref.sha256 = str(enc_path.resolve()), file_sha256(enc_path)
-    info["encoders"] = {ref.modality or "unknown": ref.to_dict()}
-    info["selection"] = {**sel, "validation_split": how}
-    from ..checkpoints import is_hub_reference, resolve_weights_path  # an hf-hub: reference: hash its cached file
-
-    src = resolve_weights_path(cfg.weights)
-    info["finetuned_from"] = {"weights": cfg.weights if is_hub_reference(cfg.weights) else str(src.resolve()),
-                              "sha256": file_sha256(src)}
-    info["recipe"] = {"name": recipe.name, "eval_crop": crop}
+    info.update(encoders={ref.modality or "unknown": ref.to_dict()}, selection={**sel, "validation_split": how},
+                finetuned_from=_source_facts(cfg.weights), recipe={"name": recipe.name, "eval_crop": crop})
     save_run(run, task, info)
     metrics = {"task": cfg.task, "names": info["names"], "selection": info["selection"], "finetuned": True,
-               "recipe": recipe.name, "labels": info["labels"],
-               "n": {"train": len(train), "val": len(val), "test": 0}, "encoders": {ref.modality: {
-                   "weights": ref.weights, "sha256": ref.sha256, "arch": ref.arch}},
+               "recipe": recipe.name, "labels": info["labels"], "n": {"train": len(train), "val": len(val), "test": 0},
+               "encoders": {ref.modality: {"weights": ref.weights, "sha256": ref.sha256, "arch": ref.arch}},
                "finetuned_from": info["finetuned_from"]}
-    if cfg.test_split or cfg.test_data:
-        test, test_root = image_table(cfg, spec, cfg.test_data or cfg.data, cfg.test_split or cfg.split)
-        dev = next(task.parameters()).device
-        loader = DataLoader(dataset(test, test_root, eval_pre), batch_size=cfg.train.batch_size,
-                            num_workers=cfg.train.num_workers)
-        task.to(dev)
-        scores, y = task.predict(loader, dev)
-        metrics["n"]["test"] = len(test)
-        metrics["labels"] = {**metrics["labels"], **test.label_sources}
-        metrics["test"] = report_scores(task, y, scores, test.paths, run, cfg.n_boot, cfg.train.seed)
+    _score_test(cfg, spec, task, dataset, run, metrics)
     metrics["train_seconds"] = time.perf_counter() - t0
     write_results(run, metrics)
     return run
