@@ -34,6 +34,19 @@ def keratitis() -> Path:
     return require(KERATITIS)
 
 
+@pytest.fixture(scope="module")
+def keratitis_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, encoder weights) of a tiny run trained on the real slit-lamp folders, shared by a module."""
+    from visionfm.cli import main
+
+    require(KERATITIS)
+    tmp = tmp_path_factory.mktemp("kera")
+    weights = save_tiny_encoder(tmp / "tiny.safetensors")
+    run = tmp / "run"
+    assert main(train_args(weights, [f"SlitLamp={KERATITIS}"], run, steps=2, extra=["--val-fraction", "0"])) == 0
+    return run, weights
+
+
 def train_args(weights, data, out, steps=4, extra=()):
     return ["vl", "train", "--weights", str(weights), "--data", *map(str, data), "--output", str(out),
             "--max-steps", str(steps), "--batch-size", "8", "--no-progress", "--device", "cpu", "--log-every", "1",

@@ -10,8 +10,6 @@ from visionfm import extract_features
 from visionfm.cli import main
 from visionfm.vl.adapters import ClipAdapter, LinearAdapter, TipAdapter, ZeroShot, fit_adapter
 
-from .conftest import train_args
-
 
 def _unit(*rows):
     return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
@@ -48,9 +46,8 @@ def test_trainable_adapters_fit_their_shots(tmp_path):
     assert isinstance(fit_adapter("clip", f, y, text, 10.0, tmp_path / "c", steps=1), ClipAdapter)
 
 
-def test_vl_adapt_on_cached_features_of_real_images(tiny_weights, keratitis, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(train_args(tiny_weights, [f"SlitLamp={keratitis}"], run, steps=2, extra=["--val-fraction", "0"])) == 0
+def test_vl_adapt_on_cached_features_of_real_images(keratitis_run, keratitis, tmp_path, capsys):
+    run, tiny_weights = keratitis_run
     feats = extract_features(tiny_weights, keratitis, tmp_path / "k.safetensors", layout="imagenet",
                              n_last_blocks=2, input_size=32, num_workers=0, progress=False, device="cpu")
     for adapter in ("linear", "clip", "tip"):
@@ -70,9 +67,8 @@ def test_vl_adapt_on_cached_features_of_real_images(tiny_weights, keratitis, tmp
     assert "extract with --input-size 32" in capsys.readouterr().err
 
 
-def test_zeroshot_on_cached_features_matches_images(tiny_weights, keratitis, tmp_path):
-    run = tmp_path / "run"
-    assert main(train_args(tiny_weights, [f"SlitLamp={keratitis}"], run, steps=2, extra=["--val-fraction", "0"])) == 0
+def test_zeroshot_on_cached_features_matches_images(keratitis_run, keratitis, tmp_path):
+    run, tiny_weights = keratitis_run
     feats = extract_features(tiny_weights, keratitis, tmp_path / "k.safetensors", layout="imagenet",
                              n_last_blocks=1, input_size=32, num_workers=0, progress=False, device="cpu")
     classes = ["keratitis", "normal cornea", "other corneal abnormality"]

@@ -8,8 +8,6 @@ import pytest
 from visionfm.cli import main
 from visionfm.vl.evaluate import recall_at_k
 
-from .conftest import train_args
-
 
 def test_recall_at_k_known_answer():
     sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])
@@ -22,10 +20,8 @@ def test_recall_at_k_known_answer():
 
 
 @pytest.fixture
-def run(tiny_weights, csdi_subset, keratitis, tmp_path):
-    out = tmp_path / "run"
-    assert main(train_args(tiny_weights, [csdi_subset, f"SlitLamp={keratitis}"], out, steps=3)) == 0
-    return out
+def run(keratitis_run):
+    return keratitis_run[0]
 
 
 def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_path, capsys):
