@@ -137,6 +137,44 @@ def evaluate_run(run_dir: Path, m: dict[str, Path], out: Path, shots: list[int],
     return res
 
 
+def _fmt(v: float, ci: list | None = None) -> str:
+    txt = f"{v:.3f}"
+    return txt + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
+
+
+def report(res: dict) -> str:
+    """Markdown tables of a results.json (every run: setting_seed)."""
+    lines = ["| run | zero-shot task | prompts | balanced acc. [95% CI] | kappa | macro-F1 | AUROC [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for run, r in res.items():
+        for task, z in r["zeroshot"].items():
+            ci = z.get("ci95") or {}
+            lines.append(f"| {run} | {task.replace('_dk', '')} | {'+ knowledge' if task.endswith('_dk') else 'name'}"
+                         f" | {_fmt(z['balanced_accuracy'], ci.get('balanced_accuracy'))} | {z['kappa']:.3f} | "
+                         f"{z['f1.macro']:.3f} | {_fmt(z['auroc.macro'], ci.get('auroc.macro'))} |")
+    lines += ["", "| run | direction | R@1 | R@5 | R@10 | chance R@1/5/10 |", "|---|---|---|---|---|---|"]
+    for run, r in res.items():
+        ret = r["retrieval"]
+        for way in ("text_to_image", "image_to_text"):
+            w = ret[way]
+            cells = " | ".join(_fmt(w[f"R@{k}"], w.get("ci95", {}).get(f"R@{k}")) for k in (1, 5, 10))
+            chance = " / ".join(f"{ret['chance'][f'R@{k}']:.3f}" for k in (1, 5, 10))
+            lines.append(f"| {run} | {way} | {cells} | {chance} |")
+    lines += ["", "| run | task | k | linear, text init | linear, random init | CLIP-Adapter | TIP-Adapter "
+                  "| zero-shot |", "|---|---|---|---|---|---|---|---|"]
+    for run, r in res.items():
+        fs = r["fewshot"]
+        for task in ("rm", "left_dr", "left_dme"):
+            for k in fs[f"{task}/linear_text"]:
+                cell = []
+                for lab in ("linear_text", "linear_random", "clip", "tip", "zeroshot"):
+                    s = fs[f"{task}/{lab}"].get(k) or next(iter(fs[f"{task}/{lab}"].values()))
+                    b = s["balanced_accuracy"]
+                    cell.append(f"{b['mean']:.3f} ± {b['sd']:.3f}" if lab != "zeroshot" else f"{b['mean']:.3f}")
+                lines.append(f"| {run} | {task} | {k} | " + " | ".join(cell) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/vl_proof"))
@@ -146,7 +184,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--report", type=Path, nargs="+", help="print the tables of these results.json files and stop")
     a = ap.parse_args()
+    if a.report:
+        print(report({k: v for f in a.report for k, v in json.loads(f.read_text()).items()}))
+        return
     logging.basicConfig(level=logging.WARNING)
     m = prepare(a.work)
     weights = a.work / "vit_tiny_random64.safetensors"
