@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,6 @@ class TextEncoder(nn.Module):
 
     def __init__(self, name: str = DEFAULT_TEXT_ENCODER, layers: Sequence[int] = (1, 2, -1)) -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: models are local by design
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -123,6 +121,7 @@ class TextEncoder(nn.Module):
         hf_logging.disable_progress_bar()
         recorded, folder = resolve_text_encoder(name)
         try:
+            # local_files_only: a folder is read as it is, a model hub is never contacted
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as e:
