@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -38,7 +37,7 @@ def test_classify_without_labels_uses_the_features_split_and_records_it(tmp_path
 def _nan_weights(tmp_path):
     path = save_tiny_encoder(tmp_path / "w.safetensors")
     with safe_open(str(path), framework="pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     name = sorted(k for k in tensors if k.endswith("norm.weight"))[0]
     tensors[name][0] = float("nan")
     save_file(tensors, str(path), metadata=meta)

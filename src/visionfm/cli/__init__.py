@@ -16,6 +16,7 @@ bug and keeps its traceback. Ctrl-C ends with "interrupted" (and how to resume, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import errno
 import importlib
@@ -221,6 +222,14 @@ def _resume_hint(cmd: Command, args: argparse.Namespace, argv: list[str]) -> str
     return None
 
 
+def _close_progress_bars() -> None:
+    """End the progress bars an error left open, so the error line stands alone and is the last line written."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) if tqdm else ()):
+        with contextlib.suppress(Exception):  # a bar that cannot close must not hide the error being reported
+            bar.close()
+
+
 def _debug_requested(argv: list[str]) -> tuple[list[str], bool]:
     """``--debug`` may stand anywhere on the line; it is taken out before the command's own parsing."""
     env = os.environ.get("VISIONFM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
@@ -252,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(cmd.run(args) or 0)
     except KeyboardInterrupt:
+        _close_progress_bars()
         hint = _resume_hint(cmd, args, argv)
         print(f"\nvisionfm {args.command}: interrupted" + (f"; resume with: {hint}" if hint else ""),
               file=sys.stderr)
@@ -263,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = user_error_message(e)
         if message is None:
             raise
+        _close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"visionfm {args.command}: error: {message}", file=sys.stderr)

@@ -35,7 +35,10 @@ def _load_arrays(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         ik, lk = f"{split}_images", f"{split}_labels"
         if ik not in data or lk not in data:
             raise ValueError(f"{npz}: missing array {ik!r} or {lk!r}; found {sorted(data.files)}")
-        images, labels = data[ik], data[lk].reshape(len(data[lk]), -1)
+        try:
+            images, labels = data[ik], data[lk].reshape(len(data[lk]), -1)
+        except ValueError as e:  # an object (pickled) array: refused, never unpickled
+            raise ValueError(f"{npz}: {ik} / {lk}: {e} (pickled arrays are refused)") from None
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
             raise ValueError(f"{npz}: {ik} must be uint8 [N, H, W(, 3)] with one label row per image; "
                              f"got {images.dtype} {images.shape} and {lk} {labels.shape}")
