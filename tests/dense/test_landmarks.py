@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from visionfm.dense.landmarks import (argmax_subpixel, centre_of_mask, gaussian_heatmaps, read_landmarks,
-                                      scale_points, soft_argmax, write_landmarks)
+from visionfm.dense.landmarks import (
+    argmax_subpixel,
+    centre_of_mask,
+    gaussian_heatmaps,
+    read_landmarks,
+    scale_points,
+    soft_argmax,
+    write_landmarks,
+)
 
 
 def test_heatmaps_are_float_and_peak_at_subpixel_point():

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from visionfm.dense.losses import focal_loss, heatmap_kl, soft_dice_loss
-from visionfm.dense.metrics import (SegmentationMeter, auc_from_histograms, confusion, hd95, radial_errors,
-                                    scores_from_confusion)
+from visionfm.dense.metrics import (
+    SegmentationMeter,
+    auc_from_histograms,
+    confusion,
+    hd95,
+    radial_errors,
+    scores_from_confusion,
+)
 
 
 def test_confusion_scores_by_hand():

@@ -1,8 +1,8 @@
 """One real-image training step on DRIVE and the IDRiD optic-disc centre (skipped when the data is absent)."""
 import numpy as np
 import torch
-from tests.helpers import DATA, require
 
+from tests.helpers import DATA, require
 from visionfm.dense.data import resolve_spec
 from visionfm.dense.datasets import SegmentationDataset
 from visionfm.dense.decoders import build_dense_model
@@ -39,5 +39,5 @@ def test_idrid_od_centre_inside_disc():
 
     m = read_mask(require(DATA / "IDRiD-A-segmentation" / "train_masks" / "OD" / "IDRiD_01_OD.tif")) > 0
     x, y = centre_of_mask(m)
-    assert m[int(round(y)), int(round(x))]  # a disc is convex: its centroid lies inside
+    assert m[round(y), round(x)]  # a disc is convex: its centroid lies inside
     assert m.shape == (2848, 4288)

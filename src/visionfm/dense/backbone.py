@@ -7,7 +7,7 @@ returns the chosen blocks' patch tokens as feature maps.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 

@@ -12,8 +12,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ from .fewshot import cached_metrics, predict_once, run_fewshot, train_once
 from .landmark import landmarks_from_masks, predict_landmark, train_landmark
 from .segment import train_segmentation
 
-__all__ = ["EXPERIMENTS", "PUBLISHED", "DATASETS", "recipe", "benchmark"]
+__all__ = ["DATASETS", "EXPERIMENTS", "PUBLISHED", "benchmark", "recipe"]
 
 log = logging.getLogger(__name__)
 EXPERIMENTS = ("drive", "idrid", "od_landmark", "octa", "fewshot")
@@ -112,7 +113,7 @@ def _segmentation(name: str, tests: Sequence[tuple[str, str, str | None]], ctx: 
                          for k in ("dice", "auc", "sensitivity", "specificity", "hd95")]
                 continue
             rows += [_row(f"segmentation {c}", folder, model, ctx["encoder"], NAMES[k], m[c][k], note)
-                     for c in classes + ["mean"] for k in ("dice", "auc")]
+                     for c in [*classes, "mean"] for k in ("dice", "auc")]
     return rows
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import UserError
 
-__all__ = ["largest_component", "vertical_cdr", "area_cdr", "read_expert_cdr", "cdr_rows", "cdr_from_label_maps"]
+__all__ = ["area_cdr", "cdr_from_label_maps", "cdr_rows", "largest_component", "read_expert_cdr", "vertical_cdr"]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -17,9 +17,18 @@ from ..config import save_config as _save
 from ..engine.config import TrainConfig
 from ..errors import ConfigError
 
-__all__ = ["TASKS", "FOV_MODES", "DenseConfig", "DenseState", "SegmentPredictConfig", "LandmarkPredictConfig",
-           "dense_train_defaults", "load_config", "save_config",
-           "model_names"]
+__all__ = [
+    "FOV_MODES",
+    "TASKS",
+    "DenseConfig",
+    "DenseState",
+    "LandmarkPredictConfig",
+    "SegmentPredictConfig",
+    "dense_train_defaults",
+    "load_config",
+    "model_names",
+    "save_config",
+]
 
 TASKS = ("segment", "landmark")
 FOV_MODES = ("auto", "estimate", "none")  # or a folder of FOV masks
@@ -204,6 +213,7 @@ class SegmentPredictConfig:
     resize_masks: bool | None = field(default=None, metadata=_h("allow masks at another resolution (default: the "
                                                                 "run's setting)"))
     save_probabilities: bool = field(default=False, metadata=_h("also write <name>_prob.png (probability x 255)"))
+    tta: bool = field(default=False, metadata=_h("test-time augmentation: average the image and its two mirrors"))
     cdr: bool = field(default=False, metadata=_h("write cdr.csv: vertical and area cup-to-disc ratio from the "
                                                  "first two classes (disc, cup)"))
     expert_cdr: str | None = field(default=None, metadata=_h("CSV with an image column and exp_cdr/cdr: MAE of "

@@ -19,9 +19,9 @@ leading number (DRIVE ``21_training`` / ``21_manual1``). Every problem names the
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,8 +29,17 @@ from PIL import Image
 from ..data import list_images
 from ..data.images import IMAGE_EXTENSIONS
 
-__all__ = ["MASK_KINDS", "SegItem", "DenseSpec", "pair_files", "read_mask", "read_fov", "load_target",
-           "resolve_spec", "item_fov"]
+__all__ = [
+    "MASK_KINDS",
+    "DenseSpec",
+    "SegItem",
+    "item_fov",
+    "load_target",
+    "pair_files",
+    "read_fov",
+    "read_mask",
+    "resolve_spec",
+]
 
 MASK_KINDS = ("binary", "per-class", "labelmap", "nested")
 
@@ -40,9 +49,9 @@ def _label_files(folder: Path) -> list[Path]:
 
 
 def _matches(img: str, lab: str) -> bool:
-    if img == lab or lab.startswith(img + "_") or lab.startswith(img + "-"):
+    if img == lab or lab.startswith((img + "_", img + "-")):
         return True
-    if img.endswith("_" + lab) or img.endswith("-" + lab):
+    if img.endswith(("_" + lab, "-" + lab)):
         return True
     m_i, m_l = re.match(r"(\d+)[_-]", img + "_"), re.match(r"(\d+)[_-]", lab + "_")
     return bool(m_i and m_l and m_i.group(1) == m_l.group(1))

@@ -6,8 +6,8 @@ would dominate a CPU run); augmentation (:class:`JointAugment`) and normalisatio
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .fov import fov_edge
 from .landmarks import gaussian_heatmaps, scale_points
 from .transforms import JointAugment
 
-__all__ = ["SegmentationDataset", "LandmarkDataset", "load_rgb01", "select", "working_size", "to_rgb01", "as_rgb8"]
+__all__ = ["LandmarkDataset", "SegmentationDataset", "as_rgb8", "load_rgb01", "select", "to_rgb01", "working_size"]
 
 log = logging.getLogger(__name__)
 

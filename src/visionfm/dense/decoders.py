@@ -6,7 +6,7 @@ classes or landmark heatmaps) and is built through the :data:`DENSE_MODELS` regi
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 from .backbone import block_indices, multilevel_features
 
-__all__ = ["DENSE_MODELS", "EncoderDense", "UNETRDecoder", "LinearDecoder", "MonaiUNet", "build_dense_model"]
+__all__ = ["DENSE_MODELS", "EncoderDense", "LinearDecoder", "MonaiUNet", "UNETRDecoder", "build_dense_model"]
 
 DENSE_MODELS: Registry = Registry("dense model")
 
@@ -109,7 +109,7 @@ class EncoderDense(nn.Module):
         self.encoder.requires_grad_(finetune)
         self.encoder_dtype: torch.dtype | None = None  # bf16: the frozen encoder's matmuls on AMX / tensor cores
 
-    def train(self, mode: bool = True) -> "EncoderDense":
+    def train(self, mode: bool = True) -> EncoderDense:
         super().train(mode)
         if not self.finetune:
             self.encoder.eval()  # frozen: keep drop-path off whatever the trainer asks

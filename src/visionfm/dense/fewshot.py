@@ -11,15 +11,15 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..config import config_to_dict
 from ..errors import UserError
 from .config import DenseConfig, DenseState, load_config, save_config
 from .segment import predict_segmentation, train_segmentation
 
-__all__ = ["run_fewshot", "train_once", "predict_once", "cached_metrics", "FEWSHOT_METRICS"]
+__all__ = ["FEWSHOT_METRICS", "cached_metrics", "predict_once", "run_fewshot", "train_once"]
 
 log = logging.getLogger(__name__)
 FEWSHOT_METRICS = ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")
@@ -80,7 +80,8 @@ def run_fewshot(base: DenseConfig, shots: Sequence[int], models: Sequence[str], 
 
     Args:
         base: the recipe (data, crop/size, steps, weights for the ViT decoders); ``model``, ``subset`` and
-            ``train.output_dir`` are set per cell (no validation: the first n images are all trained on), and ``weights`` is dropped for ``"unet"``.
+            ``train.output_dir`` are set per cell (no validation: the first n images are all trained on), and
+            ``weights`` is dropped for ``"unet"``.
         shots: training set sizes, e.g. (1, 5, 10).
         models: registered dense models, e.g. ("unetr", "unet").
         test_data / test_split / test_subset: the evaluation images.

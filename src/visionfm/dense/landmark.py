@@ -17,14 +17,21 @@ from ..errors import UserError
 from .config import DenseConfig, save_config
 from .data import pair_files, read_mask
 from .datasets import LandmarkDataset, as_rgb8, select, to_rgb01
-from .landmarks import (argmax_subpixel, centre_of_mask, heatmap_from_logits, read_landmarks, scale_points,
-                        soft_argmax, write_landmarks)
+from .landmarks import (
+    argmax_subpixel,
+    centre_of_mask,
+    heatmap_from_logits,
+    read_landmarks,
+    scale_points,
+    soft_argmax,
+    write_landmarks,
+)
 from .metrics import radial_errors
-from .predict import output_names
 from .models_io import build_from_config, load_run, prepare_run
+from .predict import output_names
 from .transforms import JointAugment
 
-__all__ = ["train_landmark", "predict_landmark", "landmarks_from_masks", "draw_landmarks", "DECODE"]
+__all__ = ["DECODE", "draw_landmarks", "landmarks_from_masks", "predict_landmark", "train_landmark"]
 
 log = logging.getLogger(__name__)
 DECODE = ("argmax", "soft")

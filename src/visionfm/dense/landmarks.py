@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["heatmap_from_logits", "gaussian_heatmaps", "scale_points", "argmax_subpixel", "soft_argmax",
-           "read_landmarks", "write_landmarks", "centre_of_mask"]
+__all__ = [
+    "argmax_subpixel",
+    "centre_of_mask",
+    "gaussian_heatmaps",
+    "heatmap_from_logits",
+    "read_landmarks",
+    "scale_points",
+    "soft_argmax",
+    "write_landmarks",
+]
 
 
 def gaussian_heatmaps(points: Tensor, size: tuple[int, int], sigma: float) -> Tensor:

@@ -10,8 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["soft_dice_loss", "focal_loss", "dice_focal_loss", "tversky_loss", "tversky_focal_loss", "heatmap_kl",
-           "SEG_LOSSES"]
+__all__ = [
+    "SEG_LOSSES",
+    "dice_focal_loss",
+    "focal_loss",
+    "heatmap_kl",
+    "soft_dice_loss",
+    "tversky_focal_loss",
+    "tversky_loss",
+]
 
 
 def _valid(target: Tensor, valid: Tensor | None) -> Tensor:

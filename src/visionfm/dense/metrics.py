@@ -11,8 +11,14 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["confusion", "scores_from_confusion", "auc_from_histograms", "hd95", "SegmentationMeter",
-           "radial_errors"]
+__all__ = [
+    "SegmentationMeter",
+    "auc_from_histograms",
+    "confusion",
+    "hd95",
+    "radial_errors",
+    "scores_from_confusion",
+]
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, fov: np.ndarray | None = None) -> tuple[int, int, int, int]:
@@ -120,7 +126,7 @@ class SegmentationMeter:
         elif pred.any() or gt.any():
             self.hd_undefined[c] += 1
 
-    def merge(self, other: "SegmentationMeter") -> None:
+    def merge(self, other: SegmentationMeter) -> None:
         """Add another meter's counts (same classes and bins): pooled metrics from per-image meters."""
         self.counts += other.counts
         self.pos += other.pos

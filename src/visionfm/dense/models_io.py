@@ -16,7 +16,7 @@ from ..models import ViTConfig, create_encoder
 from .config import DenseConfig, load_config, save_config
 from .decoders import build_dense_model
 
-__all__ = ["build_from_config", "prepare_run", "save_run", "load_run", "RUN_CONFIG", "RUN_MARKERS", "is_fundus"]
+__all__ = ["RUN_CONFIG", "RUN_MARKERS", "build_from_config", "is_fundus", "load_run", "prepare_run", "save_run"]
 
 log = logging.getLogger(__name__)
 RUN_CONFIG = "dense.yaml"

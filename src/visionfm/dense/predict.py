@@ -11,8 +11,8 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from .metrics import SegmentationMeter
 from .models_io import is_fundus, load_run
 from .tasks import padded_logits
 
-__all__ = ["predict_segmentation", "predict_probs", "overlay", "output_names", "PALETTE"]
+__all__ = ["PALETTE", "output_names", "overlay", "predict_probs", "predict_segmentation"]
 
 log = logging.getLogger(__name__)
 PALETTE = np.array([[0, 255, 0], [255, 0, 0], [255, 255, 0], [0, 128, 255], [255, 0, 255], [0, 255, 255],
@@ -66,17 +66,23 @@ def output_names(images: Sequence[Path], root: Path) -> list[str]:
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, img: np.ndarray, size: int | None, mean: Sequence[float],
                   std: Sequence[float], device: torch.device, max_side: int | None = None,
-                  nested: bool = False) -> np.ndarray:
+                  nested: bool = False, tta: bool = False) -> np.ndarray:
     """One ``[H, W, 3]`` image -> probabilities ``[K, H, W]`` at its original resolution.
 
     ``size`` S runs the image resized to SxS; None runs it whole at its native resolution (or scaled down to
     ``max_side``), zero-padded to a multiple of 32. Logits, not thresholded masks, are upsampled to (H, W), so
     boundaries land at sub-pixel precision. ``nested`` keeps every class inside the one before it (cup <= disc).
+    ``tta`` averages the logits of the image and its horizontal and vertical mirrors (test-time augmentation).
     """
     h, w = img.shape[:2]
     x = to_rgb01(img, size, max_side)
     x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    logits = padded_logits(model, x[None].to(device))
+    x = x[None].to(device)
+    logits = padded_logits(model, x)
+    if tta:  # mirrors are exact pixel permutations: flip, predict, flip back
+        for dims in ((-1,), (-2,)):
+            logits = logits + padded_logits(model, x.flip(dims)).flip(dims)
+        logits = logits / 3
     logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     prob = torch.sigmoid(logits)[0]
     if nested:
@@ -107,13 +113,14 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
                          evaluate: bool = True, hd95_max_side: int = 1024, *, masks: str | None = None,
                          fov: str | None = None, kind: str | None = None, classes: Sequence[str] | None = None,
                          resize_masks: bool | None = None, save_probabilities: bool = False, cdr: bool = False,
-                         expert_cdr: str | None = None) -> dict:
+                         expert_cdr: str | None = None, tta: bool = False) -> dict:
     """Predict every image under ``data`` with a trained run; write masks, overlays and (with labels) metrics.
 
     Args:
         masks / fov / kind / classes / resize_masks: the label layout, as for training (default: detected; the
             run's classes). ``fov``: a folder, "auto" (given masks, else estimated for fundus runs), "estimate",
             "none". Pixels outside the FOV are predicted background and not scored.
+        tta: average the predictions of the image and its two mirrors.
         save_probabilities: also write ``<name>[_<class>]_prob.png`` (probability x 255).
         cdr / expert_cdr: write ``cdr.csv`` (vertical and area CDR from the first two classes, disc and cup) and,
             with an expert CSV, their MAE.
@@ -140,7 +147,7 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
     for it, name in zip(tqdm(items, desc="predicting"), outs):
         img = read_image(it.image)
         prob = predict_probs(model, img, None if cfg.crop else cfg.input_size, cfg.state.mean, cfg.state.std, dev,
-                             cfg.max_side, nested)
+                             cfg.max_side, nested, tta)
         img = as_rgb8(img)
         fov_map, source = item_fov(it, spec, img)
         sources[source] += 1
@@ -165,7 +172,7 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
     metrics = pooled.compute() if has_masks else {}
     result = {"run": str(run), "data": str(data), "split": split, "subset": subset, "images": len(items),
               "threshold": threshold, "input_size": cfg.input_size, "crop": cfg.crop, "max_side": cfg.max_side,
-              "model": cfg.model, "selected_step": cfg.state.selected_step, "fov": dict(sources),
+              "model": cfg.model, "tta": tta, "selected_step": cfg.state.selected_step, "fov": dict(sources),
               "metrics": metrics, "per_image": per_image}
     if cdr:
         result["cdr"] = _write_cdr(out, outs, discs, cups, expert_cdr)

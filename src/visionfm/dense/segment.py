@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +20,14 @@ from .models_io import RUN_CONFIG, build_from_config, is_fundus, prepare_run, sa
 from .predict import overlay, predict_segmentation
 from .transforms import JointAugment
 
-__all__ = ["spec_from_config", "train_segmentation", "predict_segmentation", "overlay", "split_validation",
-           "fit_dense"]
+__all__ = [
+    "fit_dense",
+    "overlay",
+    "predict_segmentation",
+    "spec_from_config",
+    "split_validation",
+    "train_segmentation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,7 @@ def fit_dense(task: torch.nn.Module, cfg: DenseConfig, run: Path, train: Any, va
     if val is not None:
         cfg.train.select_metric, cfg.train.select_mode = cfg.train.select_metric or metric, mode
     save_config(cfg, run / RUN_CONFIG)
-    result = Trainer(task, cfg.train, train, val).fit(resume=resume)
+    result = Trainer(task, cfg.train, train, val, run_config=(RUN_CONFIG, cfg)).fit(resume=resume)
     summary: dict[str, Any] = {"validation": val is not None, "history": result.history}
     if val is not None and result.best_path is not None:
         save_run(task.model, cfg, run, "model_last.safetensors")

@@ -19,7 +19,7 @@ from .landmarks import argmax_subpixel, heatmap_from_logits
 from .losses import SEG_LOSSES, heatmap_kl
 from .metrics import confusion, scores_from_confusion
 
-__all__ = ["SegmentationTask", "LandmarkTask", "dense_param_groups", "padded_logits"]
+__all__ = ["LandmarkTask", "SegmentationTask", "dense_param_groups", "padded_logits"]
 
 
 def dense_param_groups(model: nn.Module, encoder_lr_scale: float = 0.1) -> list[dict]:

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["affine_matrix", "warp", "JointAugment"]
+__all__ = ["JointAugment", "affine_matrix", "warp"]
 
 
-def affine_matrix(size: tuple[int, int], angle: float = 0.0, scale: float = 1.0, translate: tuple[float, float] = (0, 0),
+def affine_matrix(size: tuple[int, int], angle: float = 0.0, scale: float = 1.0,
+                  translate: tuple[float, float] = (0, 0),
                   hflip: bool = False, vflip: bool = False) -> Tensor:
     """3x3 matrix mapping input pixel (x, y, 1) to output pixel, about the image centre.
 
