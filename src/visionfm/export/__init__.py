@@ -8,9 +8,17 @@
     scores, = model.run({"image": x})                      # x: [B, 3, S, S] normalised as the card says
 """
 from .onnx import MIN_OPSET, ExportResult, OnnxModel, check_images, export_onnx, load_onnx, sidecar_path
-from .pipelines import (RUN_KINDS, DensePipeline, EncoderPipeline, LoadedModel, ModelCard, RecognitionPipeline,
-                        load_model, preprocess_image)
+from .pipelines import (
+    RUN_KINDS,
+    DensePipeline,
+    EncoderPipeline,
+    LoadedModel,
+    ModelCard,
+    RecognitionPipeline,
+    load_model,
+    preprocess_image,
+)
 
-__all__ = ["MIN_OPSET", "ExportResult", "OnnxModel", "check_images", "export_onnx", "load_onnx", "sidecar_path",
-           "RUN_KINDS", "DensePipeline", "EncoderPipeline", "LoadedModel", "ModelCard", "RecognitionPipeline",
-           "load_model", "preprocess_image"]
+__all__ = ["MIN_OPSET", "RUN_KINDS", "DensePipeline", "EncoderPipeline", "ExportResult", "LoadedModel", "ModelCard",
+           "OnnxModel", "RecognitionPipeline", "check_images", "export_onnx", "load_model", "load_onnx",
+           "preprocess_image", "sidecar_path"]

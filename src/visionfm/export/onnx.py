@@ -17,9 +17,10 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,7 @@ from ..fileio import atomic_write
 from ..recognition.data import file_sha256
 from .pipelines import LoadedModel, ModelCard, load_model, preprocess_image
 
-__all__ = ["export_onnx", "OnnxModel", "load_onnx", "check_images", "sidecar_path", "ExportResult",
-           "MIN_OPSET"]
+__all__ = ["MIN_OPSET", "ExportResult", "OnnxModel", "check_images", "export_onnx", "load_onnx", "sidecar_path"]
 
 log = logging.getLogger(__name__)
 MIN_OPSET = 17
@@ -105,7 +105,7 @@ def _trace(model: LoadedModel, inputs: dict[str, np.ndarray], path: Path, opset:
                           dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def _max_error(session: "OnnxModel", model: LoadedModel, inputs: dict[str, np.ndarray]) -> float:
+def _max_error(session: OnnxModel, model: LoadedModel, inputs: dict[str, np.ndarray]) -> float:
     """Largest |torch - ORT| over the whole batch and over the first image alone (batch 1)."""
     worst = 0.0
     for sub in (inputs, {k: v[:1] for k, v in inputs.items()}):

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from ..recognition.data import file_sha256
 
-__all__ = ["ModelCard", "LoadedModel", "RecognitionPipeline", "DensePipeline", "EncoderPipeline", "load_model",
-           "preprocess_image", "RUN_KINDS"]
+__all__ = ["RUN_KINDS", "DensePipeline", "EncoderPipeline", "LoadedModel", "ModelCard", "RecognitionPipeline",
+           "load_model", "preprocess_image"]
 
 log = logging.getLogger(__name__)
 RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder")

@@ -16,6 +16,5 @@ from .models import ServedModel, load_served
 from .server import RunningServer, build_app, serve, start_server
 from .uploads import Upload, UploadError, decode_upload
 
-__all__ = ["DynamicBatcher", "Overloaded", "API_KEY_ENV", "API_KEY_HEADER", "BACKENDS", "ServeConfig",
-           "ServedModel", "load_served", "RunningServer", "build_app", "serve", "start_server", "Upload",
-           "UploadError", "decode_upload"]
+__all__ = ["API_KEY_ENV", "API_KEY_HEADER", "BACKENDS", "DynamicBatcher", "Overloaded", "RunningServer", "ServeConfig",
+           "ServedModel", "Upload", "UploadError", "build_app", "decode_upload", "load_served", "serve", "start_server"]

@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .models import ServedModel, heat_overlay, png_base64, png_bytes
 from .uploads import Upload, UploadError, decode_upload
 
-__all__ = ["create_app", "STATIC"]
+__all__ = ["STATIC", "create_app"]
 
 log = logging.getLogger(__name__)
 STATIC = resources.files("visionfm.serve") / "static"

@@ -9,15 +9,17 @@ batch and hands every caller its own row. A job whose caller gave up (timeout) b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
-__all__ = ["BatchFn", "DynamicBatcher", "Overloaded", "Job"]
+__all__ = ["BatchFn", "DynamicBatcher", "Job", "Overloaded"]
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,8 @@ class DynamicBatcher:
         """Stop the worker after the jobs already queued."""
         if not self._stopped.is_set():
             self._stopped.set()
-            try:
+            with contextlib.suppress(queue.Full):  # a full queue: the worker drains it and sees the stop flag
                 self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                pass
             self._thread.join(timeout)
 
     # -- worker -------------------------------------------------------------------------------------------------

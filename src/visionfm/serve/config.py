@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
-__all__ = ["ServeConfig", "BACKENDS", "API_KEY_ENV", "API_KEY_HEADER"]
+__all__ = ["API_KEY_ENV", "API_KEY_HEADER", "BACKENDS", "ServeConfig"]
 
 BACKENDS = ("torch", "onnxruntime")
 API_KEY_ENV = "VISIONFM_API_KEY"

@@ -5,9 +5,9 @@ Thread-safe: request handlers (event loop), upload decoding (thread pool) and th
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-__all__ = ["Counter", "Histogram", "Metrics", "LATENCY_BUCKETS", "BATCH_BUCKETS"]
+__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS", "Counter", "Histogram", "Metrics"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -69,7 +69,7 @@ class Histogram:
         with self._lock:
             for k, d in sorted(self._data.items()):
                 for b, n in zip(self.buckets, d):
-                    le = 'le="%g"' % b
+                    le = f'le="{b:g}"'
                     lines.append(f"{self.name}_bucket{_labels(self.labels, k, le)} {n:g}")
                 inf = 'le="+Inf"'
                 lines.append(f"{self.name}_bucket{_labels(self.labels, k, inf)} {d[-1]:g}")

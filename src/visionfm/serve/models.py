@@ -10,17 +10,18 @@ import base64
 import io
 import logging
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..export import LoadedModel, ModelCard, OnnxModel, export_onnx, load_model, load_onnx, preprocess_image
+from ..export import LoadedModel, export_onnx, load_model, load_onnx, preprocess_image
 
-__all__ = ["ServedModel", "load_served", "png_bytes", "png_base64"]
+__all__ = ["ServedModel", "load_served", "png_base64", "png_bytes"]
 
 log = logging.getLogger(__name__)
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]

@@ -12,7 +12,7 @@ from .app import create_app
 from .config import ServeConfig
 from .models import ServedModel, load_served
 
-__all__ = ["build_app", "serve", "start_server", "RunningServer"]
+__all__ = ["RunningServer", "build_app", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ def _announce(cfg: ServeConfig, app) -> None:
     state = app.state.visionfm
     names = ", ".join(f"{n} ({m.card.kind})" for n, m in state.models.items())
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"serving {names} on http://{host}:{cfg.port}/ ({cfg.backend} backend, batches of up to "
-          f"{cfg.max_batch}{', API key required' if cfg.api_key else ''}); docs at /docs; Ctrl-C stops",
-          flush=True)
+    log.info("serving %s on http://%s:%d/ (%s backend, batches of up to %d%s); docs at /docs; Ctrl-C stops", names,
+             host, cfg.port, cfg.backend, cfg.max_batch, ", API key required" if cfg.api_key else "")
 
 
 @dataclass

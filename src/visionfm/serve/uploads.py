@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["UploadError", "Upload", "decode_upload"]
+__all__ = ["Upload", "UploadError", "decode_upload"]
 
 
 class UploadError(ValueError):
