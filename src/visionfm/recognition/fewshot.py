@@ -11,12 +11,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
-
-import dataclasses
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ from ..evaluation import kshot_draws, stratified_kfold, write_results
 from .api import carve_validation, evaluate_table, fit_task, strata
 from .config import HeadConfig
 from .data import FeatureDataset, FeatureTable, RepeatDataset, load_table
-from .reporting import plot_split, score_split, write_split_predictions
 from .kinds import task_class
+from .reporting import plot_split, score_split, write_split_predictions
 from .runs import label_spec, new_task, prepare_run_folder
 
 __all__ = ["fewshot", "kfold", "summarise"]
@@ -120,8 +119,8 @@ def _load(cfg: HeadConfig, spec, caches: Sequence[str], labels: Sequence[str] | 
 
 
 def kfold(cfg: HeadConfig, n_folds: int = 5) -> dict:
-    """Stratified k-fold cross-validation over ``cfg.train``; writes ``kfold.json``, ``predictions.csv`` (out of
-    fold) and figures in ``cfg.output_dir``."""
+    """Stratified k-fold cross-validation over ``cfg.train_features``; writes ``kfold.json``, ``predictions.csv``
+    (out of fold) and figures in ``cfg.train.output_dir``."""
     keys = _keys(cfg)
     out = prepare_run_folder(cfg.train.output_dir or "runs/kfold", cfg.overwrite)
     spec = label_spec(cfg)

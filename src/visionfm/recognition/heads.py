@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..registry import Registry
 
 __all__ = ["HEADS", "TIME_ENCODINGS", "FeatureNorm", "LinearHead", "MLPHead", "RetfoundHead", "ForecastHead",
@@ -94,7 +95,7 @@ class MLPHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1, bn_momentum: float = 0.01) -> None:
         super().__init__()
         if in_dim < 4:
-            raise ValueError(f"the mlp head needs at least 4 input features, got {in_dim}")
+            raise UserError(f"the mlp head needs at least 4 input features, got {in_dim}")
         self.bn = nn.BatchNorm1d(in_dim, eps=1e-6, momentum=bn_momentum)
         h1, h2 = in_dim // 2, in_dim // 4
         self.classifier = nn.Sequential(nn.Linear(in_dim, h1), nn.GELU(), nn.Dropout(dropout),
@@ -155,7 +156,7 @@ class SinusoidalTime(nn.Module):
     def __init__(self, dim: int = 16, min_period: float = 0.25, max_period: float = 64.0) -> None:
         super().__init__()
         if dim < 2 or dim % 2:
-            raise ValueError(f"sinusoidal time encoding width must be even and >= 2, got {dim}")
+            raise UserError(f"sinusoidal time encoding width must be even and >= 2, got {dim}")
         periods = torch.logspace(math.log10(min_period), math.log10(max_period), dim // 2)
         self.register_buffer("freq", 2 * math.pi / periods, persistent=False)
         self.dim = dim
@@ -219,7 +220,7 @@ class ForecastHead(nn.Module):
     def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         """``x [B, F]``, ``t [B]`` days to the next visit -> ``[B, C]``."""
         if t is None:
-            raise ValueError("the forecast head needs the time interval t [B] (days to the next visit)")
+            raise UserError("the forecast head needs the time interval t [B] (days to the next visit)")
         return self.fc(torch.cat([self.norm(x), self.time(t)], dim=-1))
 
 
@@ -234,4 +235,4 @@ def build_head(name: str, in_dim: int, out_dim: int, **options: Any) -> nn.Modul
     try:
         return cls(in_dim, out_dim, **options)
     except TypeError as e:
-        raise ValueError(f"head {name!r}: bad options {sorted(options)} ({e})") from None
+        raise UserError(f"head {name!r}: bad options {sorted(options)} ({e})") from None

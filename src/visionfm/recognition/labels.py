@@ -24,7 +24,7 @@ from .kinds import task_class
 from .schema import LabelSchema
 
 __all__ = ["LabelSpec", "LabelRow", "LabelTable", "read_labels", "normalise_rel", "infer_class_names", "MISSING",
-           "class_value", "check_class_index", "multilabel_csv_values"]
+           "class_value", "check_class_index", "multilabel_csv_values", "read_csv_rows"]
 
 
 def normalise_rel(rel: str) -> str:
@@ -151,7 +151,7 @@ def multilabel_csv_values(row: dict, schema: LabelSchema, where: str) -> list[fl
     return vals
 
 
-def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and ``(line, row)`` pairs of a CSV; ragged rows and non-UTF-8 text are errors naming the line."""
     raw = path.read_bytes()
     try:
@@ -178,7 +178,7 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 
 def _read_csv(path: Path, spec: LabelSpec, columns: Sequence[str] | None, patient_column: str | None,
               modality_column: str | None, check_images: bool) -> LabelTable:
-    header, rows = _csv_rows(path)
+    header, rows = read_csv_rows(path)
     if "path" not in header:
         raise UserError(f"{path}: a label CSV needs a 'path' column; found {header}")
     columns = list(columns) if columns else spec.rules.csv_columns(spec, header, path)

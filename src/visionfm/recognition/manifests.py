@@ -12,7 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from ..evaluation import stratified_split
+from ..fileio import atomic_write
+from .labels import read_csv_rows
 
 __all__ = ["split_manifest", "parse_where"]
 
@@ -24,7 +27,7 @@ def parse_where(items: Sequence[str] | None) -> dict[str, str]:
     out = {}
     for it in items or []:
         if "=" not in it:
-            raise ValueError(f"--where {it!r}: expected COLUMN=VALUE")
+            raise UserError(f"--where {it!r}: expected COLUMN=VALUE")
         k, v = it.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -50,17 +53,18 @@ def split_manifest(manifest: str | Path, out_prefix: str | Path, test_fraction: 
         ValueError: unknown columns (named), no row left after ``where``.
     """
     manifest = Path(manifest)
+    if not 0 < test_fraction < 1:  # checked here: the splitter below would name its own val_fraction
+        raise UserError(f"--test-fraction must be in (0, 1), got {test_fraction!r}")
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = list(reader.fieldnames or []), list(reader)
+    header, numbered = read_csv_rows(manifest)  # BOM accepted; ragged rows and non-UTF-8 named by line
+    rows = [r for _, r in numbered]
     for c in [*(where or {}), group_column, stratify_column, by, "path"]:
         if c and c not in header:
-            raise ValueError(f"{manifest}: column {c!r} not found; columns: {header}")
+            raise UserError(f"{manifest}: column {c!r} not found; columns: {header}")
     rows = [r for r in rows if all(r[k] == v for k, v in (where or {}).items())]
     if not rows:
-        raise ValueError(f"{manifest}: no row matches {where}")
+        raise UserError(f"{manifest}: no row matches {where}")
     values = [r[stratify_column] if stratify_column else "" for r in rows]
     strata = np.unique(values, return_inverse=True)[1]
     groups = np.array([r[group_column] for r in rows]) if group_column else None
@@ -80,8 +84,7 @@ def split_manifest(manifest: str | Path, out_prefix: str | Path, test_fraction: 
 
 
 def _write(path: Path, header: list[str], rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)
         w.writeheader()
         w.writerows(rows)

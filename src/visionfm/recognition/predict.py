@@ -18,6 +18,7 @@ import torch
 from ..checkpoints import load_encoder
 from ..data.datasets import ImageCollection, scan
 from ..distributed import resolve_device
+from ..errors import UserError
 from ..features import extract_features, load_features
 from ..modalities import canonical_modality
 from ..models import VisionTransformer
@@ -33,11 +34,11 @@ log = logging.getLogger(__name__)
 def pick_modality(encoders: dict[str, EncoderRef], modality: str | None, run: Path) -> str:
     if modality is None:
         if len(encoders) > 1:
-            raise ValueError(f"{run} was trained on several modalities {sorted(encoders)}: pass --modality")
+            raise UserError(f"{run} was trained on several modalities {sorted(encoders)}: pass --modality")
         return next(iter(encoders))
     mod = canonical_modality(modality) if modality.lower() != "unknown" else "unknown"
     if mod not in encoders:
-        raise ValueError(f"{run}: the head was trained on features of {sorted(encoders)}, not {mod}; refusing to "
+        raise UserError(f"{run}: the head was trained on features of {sorted(encoders)}, not {mod}; refusing to "
                          f"apply it to {mod} images")
     return mod
 
@@ -57,13 +58,13 @@ def resolve_encoder(ref: EncoderRef, weights: str | Path | None = None, device: 
     if ref.sha256:
         sha = file_sha256(path)
         if sha != ref.sha256:
-            raise ValueError(f"refusing {path}: sha256 {sha[:12]} is not the encoder {where} was trained with "
+            raise UserError(f"refusing {path}: sha256 {sha[:12]} is not the encoder {where} was trained with "
                              f"({ref.weights}, sha256 {ref.sha256[:12]})")
     else:
         log.warning("%s recorded no checksum for its encoder; %s is checked by architecture only", where, path)
     enc = load_encoder(path, ref.modality or None, device=device)
     if enc.cfg.to_dict() != ref.config:
-        raise ValueError(f"refusing {path}: architecture {enc.info.arch} differs from the encoder {where} was "
+        raise UserError(f"refusing {path}: architecture {enc.info.arch} differs from the encoder {where} was "
                          f"trained with ({ref.arch})")
     return enc
 
@@ -84,12 +85,12 @@ def _intervals(coll: ImageCollection, column: str, source: Path) -> np.ndarray:
     vals = []
     for i, s in enumerate(coll.samples):
         if column not in s.extra:
-            raise ValueError(f"{source}: forecasting needs the interval to the next visit in a '{column}' column "
+            raise UserError(f"{source}: forecasting needs the interval to the next visit in a '{column}' column "
                              f"(days) of a CSV manifest")
         try:
             vals.append(float(s.extra[column]))
         except ValueError:
-            raise ValueError(f"{source}, line {i + 2}: interval {s.extra[column]!r} is not a number") from None
+            raise UserError(f"{source}, line {i + 2}: interval {s.extra[column]!r} is not a number") from None
     return np.array(vals, dtype=np.float32)
 
 

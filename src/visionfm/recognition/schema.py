@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import UserError
 from ..registry import Registry
 
 __all__ = ["LabelSchema", "SCHEMAS", "OFFICIAL_13", "get_schema", "load_schema", "list_schemas"]
@@ -46,27 +47,27 @@ class LabelSchema:
     def __post_init__(self) -> None:
         self.outputs = [str(o) for o in self.outputs]
         if not self.outputs:
-            raise ValueError("a label schema needs at least one output")
+            raise UserError("a label schema needs at least one output")
         dup = sorted({o for o in self.outputs if self.outputs.count(o) > 1})
         if dup:
-            raise ValueError(f"schema {self.name!r}: duplicate output names {dup}")
+            raise UserError(f"schema {self.name!r}: duplicate output names {dup}")
         seen: set[str] = set()
         for g, members in self.groups.items():
             if len(members) < 2:
-                raise ValueError(f"schema {self.name!r}: group {g!r} needs at least 2 outputs, got {members}")
+                raise UserError(f"schema {self.name!r}: group {g!r} needs at least 2 outputs, got {members}")
             unknown = [m for m in members if m not in self.outputs]
             if unknown:
-                raise ValueError(f"schema {self.name!r}: group {g!r} names unknown outputs {unknown}; "
+                raise UserError(f"schema {self.name!r}: group {g!r} names unknown outputs {unknown}; "
                                  f"outputs: {self.outputs}")
             twice = [m for m in members if m in seen]
             if twice:
-                raise ValueError(f"schema {self.name!r}: outputs {twice} are in more than one group")
+                raise UserError(f"schema {self.name!r}: outputs {twice} are in more than one group")
             seen.update(members)
             if g in self.outputs:
-                raise ValueError(f"schema {self.name!r}: group name {g!r} is also an output name")
+                raise UserError(f"schema {self.name!r}: group name {g!r} is also an output name")
         bad = sorted(set(self.weights) - set(self.outputs) - set(self.groups))
         if bad:
-            raise ValueError(f"schema {self.name!r}: weights for unknown outputs/groups {bad}")
+            raise UserError(f"schema {self.name!r}: weights for unknown outputs/groups {bad}")
 
     @property
     def k(self) -> int:
@@ -119,15 +120,15 @@ def load_schema(path: str | Path) -> LabelSchema:
         raise FileNotFoundError(f"label schema file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or "outputs" not in data:
-        raise ValueError(f"{path}: a label schema is a mapping with at least 'outputs: [names]'")
+        raise UserError(f"{path}: a label schema is a mapping with at least 'outputs: [names]'")
     unknown = sorted(set(data) - {"outputs", "groups", "weights", "name"})
     if unknown:
-        raise ValueError(f"{path}: unknown schema keys {unknown}; valid: outputs, groups, weights, name")
+        raise UserError(f"{path}: unknown schema keys {unknown}; valid: outputs, groups, weights, name")
     try:
         return LabelSchema(list(data["outputs"]), dict(data.get("groups") or {}), dict(data.get("weights") or {}),
                            str(data.get("name", path.stem)))
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise UserError(f"{path}: {e}") from None
 
 
 def get_schema(spec: str | dict | LabelSchema | None) -> LabelSchema:
@@ -142,5 +143,5 @@ def get_schema(spec: str | dict | LabelSchema | None) -> LabelSchema:
         return SCHEMAS.get(spec)
     if str(spec).endswith((".yaml", ".yml")) or Path(spec).is_file():
         return load_schema(spec)
-    raise ValueError(f"unknown label schema {spec!r}: give a registered name ({', '.join(list_schemas())}) "
+    raise UserError(f"unknown label schema {spec!r}: give a registered name ({', '.join(list_schemas())}) "
                      f"or a YAML file")
