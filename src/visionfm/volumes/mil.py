@@ -18,12 +18,30 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..recognition.heads import FeatureNorm
 from ..registry import Registry
 
 __all__ = ["POOLINGS", "MILHead", "pad_bags"]
 
 POOLINGS: Registry[Callable[..., nn.Module]] = Registry("volume pooling")
+
+
+class FeatureNorm(nn.Module):
+    """Fixed standardisation ``(x - mean) / std`` with statistics set once from training B-scans (buffers)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> None:
+        """Statistics of ``x [M, F]``; constant features keep std 1."""
+        std = x.float().std(0, unbiased=False) if len(x) > 1 else torch.ones_like(self.std)
+        self.mean.copy_(x.float().mean(0))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
 
 
 def pad_bags(bags: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,6 @@ from ..config import check_choices, save_config
 from ..engine.config import TrainConfig
 from ..engine.task import StepState, Task
 from ..errors import ConfigError, UserError
-from ..evaluation import classification_metrics
 from ..fileio import atomic_write
 from .extract import VolumeFeatures, load_volume_features
 from .mil import POOLINGS, MILHead, pad_bags
@@ -98,6 +97,8 @@ class MILTask(Task):
 
     @torch.no_grad()
     def evaluate(self, loader: Any, device: Any) -> dict[str, float]:
+        from ..evaluation import classification_metrics  # lazily: it imports matplotlib and scipy
+
         self.eval()
         probs, ys = [], []
         for b in loader:
