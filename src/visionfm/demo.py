@@ -156,6 +156,9 @@ def _encoder(ctx: DemoContext) -> Section:
     return Section("Encoder", f"Loaded {ctx.cfg.weights}: {enc.info.report}", [("architecture", [enc.cfg.to_dict()])])
 
 
+DEMO_STAGES.add("probe", lambda ctx: importlib.import_module("visionfm.demo_probe").probe_stage(ctx))
+
+
 def _spread(items: list, k: int) -> list:
     """At most ``k`` items evenly spaced from first to last."""
     if len(items) <= k:
@@ -216,7 +219,6 @@ def dense_summary(section: Section) -> list[dict[str, Any]]:
     return rows
 
 
-DEMO_STAGES.add("probe", lambda ctx: importlib.import_module("visionfm.demo_probe").probe_stage(ctx))
 DEMO_STAGES.add("recognition", _hook("visionfm.recognition.demo_stage"))
 DEMO_STAGES.add("dense", _dense)
 DEMO_STAGES.add("synthetic", _hook("visionfm.synth.demo_stage"))

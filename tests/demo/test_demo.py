@@ -12,12 +12,12 @@ from visionfm.demo import DEMO_STAGES, DemoConfig, run_demo
 
 
 def _sections(report: str) -> dict[str, str]:
-    """Stage name -> the HTML of its section (from its heading to the next one)."""
+    """Stage name -> the HTML of its section (from its heading to the next one); health, summary and timing apart."""
     parts = re.split(r"(?=<h2)", report)
     out = {}
     for part in parts:
         m = re.match(r"<h2 id='([^']+)'>", part)
-        if m:
+        if m and m.group(1) not in ("health", "summary", "timing"):
             out[m.group(1)] = part
     return out
 
@@ -34,11 +34,18 @@ def test_demo_fast_end_to_end(tmp_path, monkeypatch, capsys):
     sections = _sections(report)
     assert list(sections) == DEMO_STAGES.names()  # every stage, in order
     for name, html in sections.items():
-        assert re.search(r"<p class='t'>[\d.]+ s \(CPU [\d.]+ s\)</p>", html), name  # timed
-        if name != "real-data":  # the others show what they did: tables and/or figures
+        if name != "real-data":  # the others are timed and show what they did: tables and/or figures
+            assert re.search(r"<p class='t'>[\d.]+ s \(CPU [\d.]+ s\)</p>", html), name
             assert "<table" in html or "data:image/png" in html, name
-    assert "Skipped" in sections["real-data"]  # no --data given
-    assert "<h2>Timing</h2>" in report and "CPUs" in report
+    assert "<p class='skip'>skipped</p>" in sections["real-data"]  # no --data given
+    assert "<h2 id='timing'>Timing</h2>" in report and "CPUs" in report
+    # the report opens with the health check and the summary (every probed task against a random encoder)
+    assert report.index("id='health'") < report.index("id='summary'") < report.index("id='phantoms'")
+    summary = report[report.index("id='summary'"):report.index("id='phantoms'")]
+    for task in ("fundus-dr", "oct-dme", "fundus-multilabel", "glaucoma-forecast", "fundus-vessels", "precision"):
+        assert task in summary, task
+    assert "per class" in summary  # n beside every AUROC
+    assert (out / "encoder.safetensors").is_file()  # the README quick start's encoder
     # the encoder was pretrained briefly on the phantoms, and its checkpoints drew the attention evolution
     assert (out / "explain" / "attention_evolution.png").is_file()
     assert sections["explain"].count("data:image/png") >= 2
@@ -61,7 +68,7 @@ def test_demo_errors(tmp_path, capsys):
     assert main(["demo", "--fast", "--output", str(tmp_path), "--weights", str(tmp_path / "nope.pth"),
                  "--stages", "phantoms", "encoder", "--heartbeat", "0"]) == 2
     assert "nope.pth" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="demo stage"):
+    with pytest.raises(ValueError, match="stages: 'nope' is not one of"):
         run_demo(DemoConfig(output=str(tmp_path / "x"), stages=["phantoms", "nope"]))
     assert not (tmp_path / "x").exists()  # checked before any work
     with pytest.raises(ValueError, match="needs an encoder"):
