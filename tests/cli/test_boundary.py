@@ -158,3 +158,19 @@ def test_every_option_has_help_and_default():
                 if not text.strip() or not (act.required or act.default is None or "default" in text):
                     missing.append(f"{p.prog} {act.option_strings[0]}: {text!r}")
     assert not missing, "\n".join(missing)
+
+
+def test_a_second_writer_to_one_output_is_refused(tmp_path, capsys):
+    """``toy-data`` holds its output folder; a lock of a live process makes a second run stop before any work."""
+    import os
+    import socket
+
+    from visionfm.fileio import lock_path
+
+    out = tmp_path / "toy"
+    lock_path(out).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # another live writer
+    assert main(["toy-data", "--kind", "fundus-dr", "--output", str(out), "--n", "12", "--size", "32"]) == 2
+    assert "being written by another process" in capsys.readouterr().err and not out.exists()
+    lock_path(out).unlink()
+    assert main(["toy-data", "--kind", "fundus-dr", "--output", str(out), "--n", "12", "--size", "32"]) == 0
+    assert not lock_path(out).exists()  # released

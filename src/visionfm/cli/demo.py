@@ -22,6 +22,9 @@ def run(a: argparse.Namespace) -> int:
 
     cfg = config_from_args(DemoConfig, a, a.config, data=None if a.data or a.config else os.environ.get(
         "VISIONFM_DATA"))
-    path = run_demo(cfg)
+    from ..fileio import exclusive_output
+
+    with exclusive_output(cfg.output):  # two demos into one folder would overwrite each other's stages
+        path = run_demo(cfg)
     print(f"report: {path.resolve()}")
     return 0

@@ -16,7 +16,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
          _configure)
 def run(a: argparse.Namespace) -> int:
     from ..data.medmnist import medmnist_to_folder
+    from ..fileio import exclusive_output
 
-    out = medmnist_to_folder(a.npz, a.output, overwrite=a.overwrite)
+    with exclusive_output(a.output):
+        out = medmnist_to_folder(a.npz, a.output, overwrite=a.overwrite)
     print(f"{a.npz} -> {out} (splits train, val, test; read with --layout vfm --split <split>)")
     return 0

@@ -76,10 +76,12 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
 
 @command("synth sample", "Sample a trained generator to a folder of PNGs with manifest.csv.", _sample_args)
 def _run_sample(a: argparse.Namespace) -> int:
+    from ..fileio import exclusive_output
     from ..synth import sample_images
 
-    m = sample_images(a.checkpoint, a.output, a.num, a.batch_size, a.steps, a.seed, a.labels, a.guidance, a.device,
-                      a.precision, a.eta)
+    with exclusive_output(a.output):
+        m = sample_images(a.checkpoint, a.output, a.num, a.batch_size, a.steps, a.seed, a.labels, a.guidance,
+                          a.device, a.precision, a.eta)
     print(f"wrote {a.num} images; manifest {m}")
     return 0
 

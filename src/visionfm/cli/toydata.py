@@ -22,12 +22,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
 @command("toy-data", "Generate procedural eye-image phantoms with ground truth (labels, masks, landmarks, targets).",
          _configure)
 def run(a: argparse.Namespace) -> int:
+    from ..fileio import exclusive_output
     from ..toydata import make_all, make_dataset
 
-    if a.kind == "all":
-        made = make_all(a.output, n=a.n, seed=a.seed, size=a.size, overwrite=a.overwrite)
-    else:
-        made = {a.kind: make_dataset(a.kind, a.output, n=a.n, seed=a.seed, size=a.size, overwrite=a.overwrite)}
+    with exclusive_output(a.output):  # a second writer to the same folder is refused, not mixed in
+        if a.kind == "all":
+            made = make_all(a.output, n=a.n, seed=a.seed, size=a.size, overwrite=a.overwrite)
+        else:
+            made = {a.kind: make_dataset(a.kind, a.output, n=a.n, seed=a.seed, size=a.size, overwrite=a.overwrite)}
     for info in made.values():
         counts = ", ".join(f"{s} {c}" for s, c in info.counts.items())
         print(f"{info.kind:18s} {info.task:14s} {info.modality:9s} {counts} -> {info.root}")
