@@ -157,7 +157,8 @@ def measure(arch: str, precision: str, impl: str, batch_size: int, steps: int, d
     sec, cpu_sec = float(np.median(times)), float(np.median(cpu))
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    row = {"arch": arch, "precision": precision if precision == resolved else f"{precision}={resolved}", "impl": impl, "device": dev.type, "batch": batch_size, "size": size,
+    shown = precision if precision == resolved else f"{precision}={resolved}"
+    row = {"arch": arch, "precision": shown, "impl": impl, "device": dev.type, "batch": batch_size, "size": size,
            "s_per_step": sec, "img_s": batch_size / sec, "cpu_s_per_step": cpu_sec,
            "img_per_cpu_s": batch_size / cpu_sec, "peak_gib": peak / 2**30, "tflop_per_step": flops / 1e12,
            "tflops": flops / sec / 1e12, "mfu": None, "threads": torch.get_num_threads()}
@@ -209,25 +210,30 @@ def _machine() -> str:
 
 
 def loss_check(data: list[str], out: str, method: str, steps: int, arch: str, size: int, batch: int,
-               seed: int = 0) -> dict:
+               seed: int = 0, fixed_teacher: bool = False) -> dict:
     """Train the same short run at fp32 and at bf16 (same seed, data, order) and compare the loss curves.
 
     The verdict compares the mean |loss_bf16 - loss_fp32| over the run's second half with the curve's own noise:
-    the standard deviation of its step-to-step changes there. Within noise: the gap is below that noise.
+    the standard deviation of its step-to-step changes there. Within noise: the gap is below that noise. The drop
+    (mean of the first 10 losses minus mean of the last 10) says whether the run learned at all; ``fixed_teacher``
+    (iBOT: teacher and centres frozen, a higher lr) makes the iBOT objective a fixed target whose loss must fall.
     """
     import shutil
 
     from visionfm.pretrain import pretrain
 
     curves = {}
+    extra = {"momentum_teacher": 1.0, "center_momentum": 1.0, "lr": 2e-2, "warmup_teacher_temp": 0.04,
+             "freeze_last_layer": 0} if fixed_teacher else {}
     for prec in ("fp32", "bf16"):
-        run = f"{out}/{method}-{prec}"
+        run = f"{out}/{method}{'-fixed' if fixed_teacher else ''}-{prec}"
         shutil.rmtree(run, ignore_errors=True)
         cfg = pretrain_config(method=method, data=data, arch=arch, global_size=size, batch_size=batch,
                               max_steps=steps, warmup_steps=steps // 5, lr=1e-3 if method == "ibot" else 1.5e-3,
                               precision=prec, device="cpu", num_workers=0, progress=False, log_every=1, seed=seed,
                               output=run, out_dim=1024, patch_out_dim=1024, head_hidden_dim=512,
-                              decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4, load_size=max(size, 64))
+                              decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4, load_size=max(size, 64),
+                              **extra)
         t0 = time.process_time()
         pretrain(cfg)
         with open(f"{run}/log.jsonl") as f:
@@ -237,7 +243,9 @@ def loss_check(data: list[str], out: str, method: str, steps: int, arch: str, si
     half = slice(len(a) // 2, None)
     gap = float(np.mean(np.abs(a[half] - b[half])))
     noise = float(np.std(np.diff(a[half])))
-    return {"method": method, "arch": arch, "steps": steps, "batch": batch, "size": size,
+    return {"method": method + (" (fixed teacher)" if fixed_teacher else ""), "arch": arch, "steps": steps,
+            "batch": batch, "size": size, "drop_fp32": float(a[:10].mean() - a[-10:].mean()),
+            "drop_bf16": float(b[:10].mean() - b[-10:].mean()),
             "loss_fp32_first": float(a[0]), "loss_fp32_last": float(a[-5:].mean()),
             "loss_bf16_last": float(b[-5:].mean()), "mean_abs_gap_2nd_half": gap, "step_noise_2nd_half": noise,
             "within_noise": gap < noise, "cpu_s_fp32": curves["fp32"][1], "cpu_s_bf16": curves["bf16"][1]}
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of timing: train the same short run at fp32 and bf16 on these image folders and "
                         "compare the loss curves (the check behind precision auto)")
     p.add_argument("--loss-check-steps", type=int, default=60)
+    p.add_argument("--loss-check-methods", nargs="+", default=["ibot", "mae"], choices=["ibot", "ibot-fixed", "mae"],
+                   help="ibot-fixed: iBOT with a frozen teacher and centres (a fixed target whose loss must fall)")
     p.add_argument("--loss-check-out", default="runs/bench-precision")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: one config, print JSON
     a = p.parse_args(argv)
@@ -269,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     if threads > 0:
         torch.set_num_threads(threads)
     if a.loss_check:
-        rows = [loss_check(a.loss_check, a.loss_check_out, m, a.loss_check_steps, a.archs[0], a.global_size,
-                           a.batch_size or 16) for m in ("ibot", "mae")]
+        rows = [loss_check(a.loss_check, a.loss_check_out, m.split("-")[0], a.loss_check_steps, a.archs[0],
+                           a.global_size, a.batch_size or 16, fixed_teacher=m.endswith("-fixed"))
+                for m in a.loss_check_methods]
         for r in rows:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
         print(_machine())
