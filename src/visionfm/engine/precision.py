@@ -7,10 +7,19 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_has_native_bf16", "resolve_precision"]
+__all__ = ["bf16_in_cpuinfo", "cpu_has_native_bf16", "resolve_precision"]
 
 # /proc/cpuinfo flags of x86 CPUs with bf16 matrix/vector instructions (Sapphire Rapids AMX, Cooper Lake / Zen 4).
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_in_cpuinfo(text: str) -> bool | None:
+    """Whether the first ``flags`` line of ``/proc/cpuinfo`` text lists AMX-BF16 or AVX512-BF16; None without one."""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return any(f in flags for f in _BF16_FLAGS)
+    return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,13 +32,11 @@ def cpu_has_native_bf16() -> bool:
     info = Path("/proc/cpuinfo")
     if info.is_file():
         try:
-            text = info.read_text(errors="replace")
+            found = bf16_in_cpuinfo(info.read_text(errors="replace"))
         except OSError:
-            text = ""
-        for line in text.splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return any(f in flags for f in _BF16_FLAGS)
+            found = None
+        if found is not None:
+            return found
     capability = str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()).upper()
     return "AMX" in capability or "BF16" in capability
 
