@@ -1,5 +1,7 @@
 """ONNX Runtime against eager PyTorch on the same exported model: images/s and the largest output difference.
 
+(Not named ``onnx.py``: run as a script, that name would shadow the ``onnx`` package torch imports.)
+
 The model is exported with ``visionfm.export.export_onnx`` (the path ``visionfm export`` runs, parity-checked at
 export) from a run folder (``--run``) or from a randomly initialised encoder (``--arch``, default ViT-S/16 at 224
 px, the project's stand-in). Both backends get the same preprocessed real fundus photographs (DRIVE test images,
@@ -7,8 +9,8 @@ or ``--images``), the same thread count, and are timed in interleaved rounds in 
 both alike); the median round is reported. Preprocessing (decode, resize) is outside the timed region: this
 compares the backends, not the image pipeline.
 
-    python benchmarks/onnx.py                                  # ViT-S/16 encoder, batch 1 and 8, 3 rounds
-    python benchmarks/onnx.py --run runs/dr --batch-sizes 1 16 --rounds 5
+    python benchmarks/onnx_speed.py                                  # ViT-S/16 encoder, batch 1 and 8, 3 rounds
+    python benchmarks/onnx_speed.py --run runs/dr --batch-sizes 1 16 --rounds 5
 """
 from __future__ import annotations
 
