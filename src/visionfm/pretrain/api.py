@@ -20,10 +20,11 @@ from ..checkpoints.io import SAFE_GLOBALS
 from ..config import config_to_dict
 from ..distributed import barrier, init_distributed, resolve_device
 from ..engine.config import TrainConfig
+from ..engine.precision import resolve_precision
 from ..engine.trainer import Trainer
 from .config import RUN_CONFIG, PretrainConfig, pretrain_config
 from .data import PretrainDataset, build_dataset
-from .encoders import build_encoders, build_task
+from .encoders import arch_config, build_encoders, build_task
 from .export import ENCODER_FILE, save_pretrained_encoder
 from .health import HEALTH_FILE, write_health
 
@@ -114,9 +115,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
         task = build_task(cfg, with_weights=not resume, main=dist_info.is_main, modalities=dataset.modalities)
     trainer = _trainer(task, cfg, dataset)
     if dist_info.is_main:
-        log.info("%s pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g, precision %s",
+        log.info("%s pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g, precision %s (%s)",
                  cfg.method, cfg.arch, len(dataset), trainer.total_steps,
-                 cfg.train.batch_size * cfg.train.accum_steps * dist_info.world_size, trainer.lr, cfg.train.precision)
+                 cfg.train.batch_size * cfg.train.accum_steps * dist_info.world_size, trainer.lr,
+                 resolve_precision(cfg.train.precision, trainer.device), cfg.train.precision)
     trainer.fit(resume=resume)
     if dist_info.is_main:
         _finish(task, cfg, dataset, out)
@@ -125,15 +127,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
 
 
 def _patch_size(cfg: PretrainConfig) -> int:
-    from .encoders import arch_config
-
     return arch_config(cfg).patch_size
 
 
 def _finish(task: torch.nn.Module, cfg: PretrainConfig, dataset: PretrainDataset, out: Path) -> None:
     """Export the encoder, write ``health.json`` (and MAE's reconstruction figure), report skipped images."""
-    backbone = task.teacher["backbone"] if cfg.method == "ibot" else task.encoder
-    save_pretrained_encoder(backbone, cfg, out / ENCODER_FILE, str(out))
+    save_pretrained_encoder(task.exported_encoder(), cfg, out / ENCODER_FILE, str(out))
     health = write_health(out)
     log.info("health: %s (%s)", "ok" if health["healthy"] else "COLLAPSE SUSPECTED", out / HEALTH_FILE)
     if cfg.method == "mae":

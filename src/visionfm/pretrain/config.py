@@ -281,7 +281,7 @@ class PretrainConfig:
             raise ValueError(f"pred_ratio_var {self.pred_ratio_var} must have one value or one per pred_ratio "
                              f"{self.pred_ratio}")
         for r, v in zip(self.pred_ratio, self.pred_ratios_var()):
-            if not (0 <= r - v and r + v < 1):
+            if not (r - v >= 0 and r + v < 1):
                 raise ValueError(f"pred_ratio {r} +- {v} must stay within [0, 1)")
         if not 0 < self.pred_aspect_min <= 1:
             raise ValueError(f"pred_aspect_min must be in (0, 1], got {self.pred_aspect_min}")

@@ -198,6 +198,10 @@ class MAETask(Task):
         return [g for g in ({"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False})
                 if g["params"]]
 
+    def exported_encoder(self) -> VisionTransformer:
+        """The encoder a run exports (the decoder is for pretraining only)."""
+        return self.encoder
+
     def encode(self, x: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode the visible patches of ``x`` ``[B, 3, S, S]``: latent ``[B, 1+L, D]``, mask and ids_restore
         ``[B, N]``."""

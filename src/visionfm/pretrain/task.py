@@ -71,6 +71,10 @@ class IBOTTask(Task):
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self.register_buffer("center2", torch.zeros(1, 1, cfg.effective_patch_out_dim))
 
+    def exported_encoder(self) -> VisionTransformer:
+        """The encoder a run exports: the EMA teacher's backbone, as officially."""
+        return self.teacher["backbone"]
+
     def temp_warmup(self, state: StepState) -> int:
         """Teacher-temperature warm-up epochs, capped at the run's length."""
         run_epochs = -(-state.total_steps // max(state.steps_per_epoch, 1))
