@@ -223,13 +223,14 @@ def loss_check(data: list[str], out: str, method: str, steps: int, arch: str, si
     from visionfm.pretrain import pretrain
 
     curves = {}
-    extra = {"momentum_teacher": 1.0, "center_momentum": 1.0, "lr": 2e-2, "warmup_teacher_temp": 0.04,
-             "freeze_last_layer": 0} if fixed_teacher else {}
+    extra = {"lr": 1e-3 if method == "ibot" else 1.5e-3}
+    if fixed_teacher:
+        extra.update(momentum_teacher=1.0, center_momentum=1.0, lr=2e-2, warmup_teacher_temp=0.04, freeze_last_layer=0)
     for prec in ("fp32", "bf16"):
         run = f"{out}/{method}{'-fixed' if fixed_teacher else ''}-{prec}"
         shutil.rmtree(run, ignore_errors=True)
         cfg = pretrain_config(method=method, data=data, arch=arch, global_size=size, batch_size=batch,
-                              max_steps=steps, warmup_steps=steps // 5, lr=1e-3 if method == "ibot" else 1.5e-3,
+                              max_steps=steps, warmup_steps=steps // 5,
                               precision=prec, device="cpu", num_workers=0, progress=False, log_every=1, seed=seed,
                               output=run, out_dim=1024, patch_out_dim=1024, head_hidden_dim=512,
                               decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4, load_size=max(size, 64),
