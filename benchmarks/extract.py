@@ -256,6 +256,8 @@ def main() -> None:
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--num-workers", type=int, default=1, help="decoding worker processes of every row")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds (odd rounds run the rows in reverse "
+                                                         "order); times are medians over rounds")
     p.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -270,12 +272,20 @@ def main() -> None:
         (tmp / "paths.json").write_text(json.dumps([str(q) for q in paths]))
         print(f"{args.arch} at 224 px, {len(paths)} images ({'OCT B-scans, DME labels' if y is not None else 'generated'}),"
               f" torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
-        res, feats = {}, {}
-        for row in ["official"] + [r for r in args.rows if r != "official"]:
-            res[row] = _run_row(row, tmp / "paths.json", tmp / f"{row}.npy", args)
-            feats[row] = np.load(tmp / f"{row}.npy")
-            print(f"  {row}: {res[row]}", file=sys.stderr, flush=True)
+        order = ["official"] + [r for r in args.rows if r != "official"]
+        runs: dict[str, list[dict]] = {r: [] for r in order}
+        feats = {}
+        for k in range(args.rounds):
+            for row in order if k % 2 == 0 else order[::-1]:
+                runs[row].append(_run_row(row, tmp / "paths.json", tmp / f"{row}.npy", args))
+                feats[row] = np.load(tmp / f"{row}.npy")
+                print(f"  round {k} {row}: {runs[row][-1]}", file=sys.stderr, flush=True)
+        res = {r: {**v[-1], **{key: float(np.median([x[key] for x in v])) for key in ("loop_s", "whole_s")},
+                   "peak_mib": max(x["peak_mib"] for x in v)} for r, v in runs.items()}
         _print_table(res, feats, y, len(paths))
+        if args.rounds > 1:
+            print(f"\nmedians over {args.rounds} interleaved rounds; per round (loop s): "
+                  + "; ".join(f"{r} " + ", ".join(f"{x['loop_s']:.0f}" for x in v) for r, v in runs.items()))
         print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
