@@ -72,7 +72,8 @@ def test_bytes_and_uploads(tmp_path):
 
 def test_unsupported_syntax_names_file_and_syntax(tmp_path):
     path = make_dicom(tmp_path / "video.dcm", RGB[..., 0], "MONOCHROME2", "mpeg4")
-    with pytest.raises(ImageReadError, match=r"video.dcm: transfer syntax MPEG-4 AVC/H.264.*1\.2\.840\.10008\.1\.2\.4\.102"):
+    with pytest.raises(ImageReadError, match=r"video.dcm: transfer syntax MPEG-4 AVC/H.264.*"
+                                             r"1\.2\.840\.10008\.1\.2\.4\.102"):
         read_image(path)
 
 

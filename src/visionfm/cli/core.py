@@ -32,8 +32,8 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="split of the official vfm layout (default training); recorded with the features")
     p.add_argument("--label-columns", nargs="*", help="label columns of a CSV manifest")
     p.add_argument("--input-size", type=int, default=224, help="square input side in pixels")
-    p.add_argument("--n-last-blocks", type=int, help="concatenate the CLS tokens of the last n blocks (default 4, or "
-                                                     "the encoder's depth when smaller; more than the depth is an error)")
+    p.add_argument("--n-last-blocks", type=int, help="concatenate the CLS tokens of the last n blocks (default 4, "
+                                                     "or the encoder's depth when smaller; above the depth: an error)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=2, help="image-decoding worker processes")
     p.add_argument("--tta", default="none", choices=TTA_MODES, help="flip test-time augmentation")
