@@ -54,7 +54,8 @@ def _default_images(tmp: Path, n: int) -> tuple[list[Path], np.ndarray | None]:
     if manifest.is_file():
         oct_rows = [r for r in csv.DictReader(open(manifest)) if r["modality"] == "OCT"]
         by = [[r for r in oct_rows if r["DME"] == c] for c in ("0", "1")]
-        rows = [r for pair in zip(*by) for r in pair][:n]  # classes alternate: balanced for any n
+        rows = [r for pair in zip(*by) for r in pair]  # classes alternate: balanced for any n
+        rows = (rows * (n // len(rows) + 1))[:n]  # more than 120: the files again (decoded again each time)
         return [SHARED / r["path"] for r in rows], np.array([float(r["DME"]) for r in rows])
     from PIL import Image
 
@@ -252,7 +253,8 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=120, help="number of images (default: the 120 OCT B-scans)")
+    p.add_argument("--images", type=int, default=120, help="number of images (default: the 120 OCT B-scans; more "
+                                                           "repeats them)")
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--num-workers", type=int, default=1, help="decoding worker processes of every row")
