@@ -55,8 +55,10 @@ def _default_images(tmp: Path, n: int) -> tuple[list[Path], np.ndarray | None]:
         oct_rows = [r for r in csv.DictReader(open(manifest)) if r["modality"] == "OCT"]
         by = [[r for r in oct_rows if r["DME"] == c] for c in ("0", "1")]
         rows = [r for pair in zip(*by) for r in pair]  # classes alternate: balanced for any n
+        unique = len(rows)
         rows = (rows * (n // len(rows) + 1))[:n]  # more than 120: the files again (decoded again each time)
-        return [SHARED / r["path"] for r in rows], np.array([float(r["DME"]) for r in rows])
+        y = np.array([float(r["DME"]) for r in rows]) if n <= unique else None  # repeats would leak across folds
+        return [SHARED / r["path"] for r in rows], y
     from PIL import Image
 
     rng = np.random.default_rng(0)
