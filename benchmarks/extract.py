@@ -274,7 +274,7 @@ def main() -> None:
         tmp = Path(tmp)
         paths, y = _default_images(tmp, args.images)
         (tmp / "paths.json").write_text(json.dumps([str(q) for q in paths]))
-        kind = "OCT B-scans, DME labels" if y is not None else "generated"
+        kind = "DME labels" if y is not None else "no labels for the probe"
         print(f"{args.arch} at 224 px, {len(paths)} images ({kind}),"
               f" torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
         order = ["official"] + [r for r in args.rows if r != "official"]
