@@ -239,6 +239,34 @@ def _real_data(ctx: DemoContext) -> Section:
                    "numbers come from the full `visionfm benchmark`.", [("results", rows)])
 
 
+# What each stage's figures show (keyed by "<folder>/<file>"), for stages that hand over bare paths.
+CAPTIONS = {
+    "pretrain/loss.png": "pretraining losses and teacher entropy per optimizer step",
+    "dr_linear/roc.png": "ROC curves of the DR-grade linear head on the test phantoms, one per grade",
+    "dr_linear/confusion.png": "confusion matrix of the DR-grade linear head (rows: true grade, columns: predicted)",
+    "multilabel/roc.png": "ROC curves of the multi-label decoder's outputs on the test phantoms",
+    "fewshot/fewshot.png": "few-shot DR-grade AUROC against labelled images per class (mean and spread over draws)",
+    "biomarkers/scatter.png": "predicted against true biomarker values on the test phantoms",
+    "dense/vessels_sheet.png": "vessel segmentation, one test phantom per row: image, ground truth, frozen ViT + "
+                               "UNETR, U-Net from scratch",
+    "dense/ubm_landmarks_sheet.png": "UBM landmarks on test phantoms: predicted (green circles) and true (red "
+                                     "crosses)",
+}
+
+
+def _captioned(images: list) -> list:
+    """Bare figure paths -> (path, caption) where :data:`CAPTIONS` knows what they show."""
+    out = []
+    for item in images:
+        if isinstance(item, tuple):
+            out.append(item)
+            continue
+        p = Path(item)
+        out.append((p, CAPTIONS.get(f"{p.parent.name}/{p.name}", "")) if f"{p.parent.name}/{p.name}" in CAPTIONS
+                   else p)
+    return out
+
+
 @contextmanager
 def _heartbeat(name: str, every: float, started: float) -> Iterator[None]:
     """Log "still running" every ``every`` seconds until the block ends."""
@@ -298,6 +326,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             section = fn(ctx)
         section.seconds, section.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         section.anchor = name
+        section.images = _captioned(section.images)
         report.add(section)
         if section.skipped:
             log.info("demo stage %d/%d: %s skipped (%s)", i, len(stages), name, section.text.split(":")[1].strip()

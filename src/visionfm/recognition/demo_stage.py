@@ -77,7 +77,8 @@ def demo_stage(ctx: Any) -> Section:
     out.mkdir(parents=True, exist_ok=True)
     f = {k: _features(ctx, k, out, "OCT" if k == "oct-dme" else None)
          for k in ("fundus-dr", "oct-dme", "fundus-multilabel", "fundus-biomarkers", "glaucoma-forecast")}
-    dr = dict(task="classify", train=[f["fundus-dr"]["training"]], test=[f["fundus-dr"]["test"]], ordinal=True)
+    dr = dict(task="classify", train=[f["fundus-dr"]["training"]], test=[f["fundus-dr"]["test"]], ordinal=True,
+              classes=list(ctx.datasets["fundus-dr"].classes))  # grade names on the confusion matrix's axes
     cls = [_cls_row(f"{h} head", _run(ctx, out, f"dr_{h}", head=h, **dr)) for h in ("linear", "mlp")]
     oct_csv = _oct_labels(ctx, out)
     ml = _run(ctx, out, "multilabel", task="multilabel", head="linear",
