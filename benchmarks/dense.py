@@ -10,10 +10,11 @@ One optimizer step = forward, Dice + focal loss, backward and AdamW on a batch o
   ``requires_grad_(False)`` on the weights still costs when the input needs gradients, e.g. the official code's
   ``torch.no_grad`` missing): shows what the no_grad path saves;
 * ``unetr bf16 encoder``: the frozen encoder's forward under bf16 autocast (AMX on this Xeon), decoder in fp32;
+* ``whole step bf16``: encoder and decoder under bf16 autocast (the engine's ``--precision bf16``);
 * ``encoder forward only`` / ``decoder step only``: the split of the UNETR step.
 
 Prints a markdown table (steps/s, s/step, ratio to the U-Net) with the machine's load average; the ratios are
-measured in one run, interleaved, so a loaded machine slows every row alike.
+measured in one run, in interleaved rounds (one step of every row per round), so a load change hits every row alike.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/dense.py --crop 192 --batch-size 4 --steps 5
 """
@@ -40,20 +41,27 @@ def _step_fn(model, name: str, batch: dict):
 
     task = SegmentationTask(model).train()
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-3)
+    cached = [f.detach() for f in model.features(batch["image"])] if name == "decoder" else None
 
     def step() -> None:
-        if name == "graph":  # autograd records the frozen encoder: an input that requires grad
-            x = batch["image"].clone().requires_grad_(True)
-            loss = task({**batch, "image": x})["loss"]
+        if name == "graph":  # autograd records the frozen encoder (weights frozen, but its graph kept)
+            model.finetune = True  # features() then runs with grad enabled; the weights still need no grad
+            try:
+                x = batch["image"].clone().requires_grad_(True)
+                loss = task({**batch, "image": x})["loss"]
+            finally:
+                model.finetune = False
+        elif name == "amp":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = task(batch)["loss"]
         elif name == "encoder":
             with torch.no_grad():
                 model.features(batch["image"])
             return
-        elif name == "decoder":
-            feats = [f.detach() for f in model.features(batch["image"])]
+        elif name == "decoder":  # the features of this batch computed once, outside the timed step
             from visionfm.dense.losses import dice_focal_loss
 
-            loss = dice_focal_loss(model.decoder(feats, batch["image"]), batch["target"])["loss"]
+            loss = dice_focal_loss(model.decoder(cached, batch["image"]), batch["target"])["loss"]
         else:
             loss = task(batch)["loss"]
         opt.zero_grad(set_to_none=True)
@@ -63,12 +71,30 @@ def _step_fn(model, name: str, batch: dict):
     return step
 
 
-def _time(step, steps: int) -> float:
-    step()  # warm-up (allocations, oneDNN kernels)
-    t0 = time.perf_counter()
+def _time(steps_fns: list, steps: int) -> list[float]:
+    """Seconds per step of each function, timed in interleaved rounds (a load change hits every row alike)."""
+    for step in steps_fns:
+        step()  # warm-up (allocations, oneDNN kernels)
+    total = [0.0] * len(steps_fns)
     for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
+        for i, step in enumerate(steps_fns):
+            t0 = time.perf_counter()
+            step()
+            total[i] += time.perf_counter() - t0
+    return [t / steps for t in total]
+
+
+def _with_dtype(model, step, dtype):
+    """``step`` run with the ViT model's encoder in ``dtype`` (None: fp32)."""
+
+    def run() -> None:
+        model.encoder_dtype = dtype
+        try:
+            step()
+        finally:
+            model.encoder_dtype = None
+
+    return run
 
 
 def main() -> None:
@@ -85,15 +111,14 @@ def main() -> None:
     rows = [("unet (MONAI), from scratch", unet, "plain"),
             (f"unetr fp32 (frozen {a.arch}, no graph through it)", vit, "plain"),
             ("unetr fp32, graph through the frozen encoder", vit, "graph"),
-            ("unetr, bf16 autocast encoder", vit, "bf16"),
+            ("unetr, bf16 autocast encoder (--encoder-precision bf16)", vit, "bf16"),
+            ("unetr, whole step under bf16 autocast (--precision bf16)", vit, "amp"),
             ("  of which: encoder forward only (fp32)", vit, "encoder"),
             ("  of which: decoder forward + backward + AdamW", vit, "decoder")]
     load0 = os.getloadavg()[0]
-    out = []
-    for label, model, kind in rows:
-        if hasattr(model, "encoder_dtype"):  # the ViT model: bf16 only for its own row
-            model.encoder_dtype = torch.bfloat16 if kind == "bf16" else None
-        out.append((label, _time(_step_fn(model, kind, batch), a.steps)))
+    fns = [_with_dtype(m, _step_fn(m, kind, batch), torch.bfloat16 if kind == "bf16" else None)
+           if hasattr(m, "encoder_dtype") else _step_fn(m, kind, batch) for _, m, kind in rows]
+    out = list(zip([r[0] for r in rows], _time(fns, a.steps)))
     base = out[0][1]
     print(f"crop {a.crop} px, batch {a.batch_size}, {a.steps} timed steps each, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on "

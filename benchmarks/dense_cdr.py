@@ -120,7 +120,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/ORIGA-subset")
     p.add_argument("--output", type=Path, default=Path("runs/dense/origa_cv"))
-    p.add_argument("--models", nargs="+", default=["unet"], help="unet, unetr (needs --weights)")
+    p.add_argument("--models", nargs="*", default=["unet"], help="unet, unetr (needs --weights); none: skip")
     p.add_argument("--weights", type=Path, help="encoder of the ViT decoders")
     p.add_argument("--regress-weights", type=Path, help="encoder whose features regress CDR (omit to skip)")
     p.add_argument("--folds", type=int, default=5)

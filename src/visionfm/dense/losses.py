@@ -98,7 +98,9 @@ def tversky_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, al
     tp = (p * t).sum(dim=(0, 2, 3))
     fp = (p * (1 - t) * v).sum(dim=(0, 2, 3))
     fn = ((1 - p) * t).sum(dim=(0, 2, 3))
-    return (1 - (tp + eps) / (tp + alpha * fp + beta * fn + eps)).mean()
+    # Written as (2TP + eps) / (2TP + 2a FP + 2b FN + eps): the same smoothing as soft_dice_loss, so a = b = 0.5
+    # gives exactly the soft Dice.
+    return (1 - (2 * tp + eps) / (2 * tp + 2 * alpha * fp + 2 * beta * fn + eps)).mean()
 
 
 def tversky_focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None,

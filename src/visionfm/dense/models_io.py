@@ -81,7 +81,8 @@ def prepare_run(cfg: DenseConfig, resume: bool = False, overwrite: bool = False)
             raise UserError(f"--overwrite: {run} does not look like a run folder (no {RUN_CONFIG}, log.jsonl or "
                             "checkpoint); refusing to delete it")
         shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
+    # not created here: the first write (the run's config, after the data are checked) makes it, so a start that
+    # fails on its data leaves no empty run folder behind
     return run
 
 

@@ -67,7 +67,8 @@ class SegmentationTask(Task):
         """
         counts = None
         self.model.eval()
-        for s in loader.dataset:
+        data = loader.dataset
+        for s in (data[i] for i in range(len(data))):  # indexed: the sets wrap indices, iteration would not end
             prob = torch.sigmoid(padded_logits(self.model, s["image"][None].to(device)))[0].cpu().numpy()
             gt, fov = s["target"].numpy() > 0.5, s["fov"].numpy()
             c = np.array([confusion(prob[k] > 0.5, gt[k], fov) for k in range(len(prob))])
