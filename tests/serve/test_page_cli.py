@@ -96,3 +96,8 @@ def test_cli_serve_refuses_a_bad_run(tmp_path, capsys):
     assert main(["serve", "--run", str(tmp_path), "--port", "0"]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["serve", "--run", str(tmp_path), "--max-batch", "0"]) == 2
+    assert "max_batch must be at least 1" in capsys.readouterr().err
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("max_batch: 4\nbogus: 1\n")
+    assert main(["serve", "--run", str(tmp_path), "--config", str(cfg)]) == 2
+    assert "bogus" in capsys.readouterr().err

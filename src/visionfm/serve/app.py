@@ -176,11 +176,12 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
                            "max_files": cfg.max_files, "max_batch": cfg.max_batch, "timeout_s": cfg.timeout_s},
                 "api_key_required": bool(cfg.api_key)}
 
-    _add_inference_routes(app, state)
+    for add in (_add_predict, _add_segment, _add_explain):
+        add(app, state)
     return app
 
 
-def _add_inference_routes(app: FastAPI, state: _State) -> None:
+def _add_predict(app: FastAPI, state: _State) -> None:
     @app.post("/v1/predict")
     async def predict(file: list[UploadFile] = File(..., description="one or more images or DICOM files"),
                       model: str | None = Form(None), interval_days: float | None = Form(None),
@@ -199,6 +200,8 @@ def _add_inference_routes(app: FastAPI, state: _State) -> None:
 
         return await state.timed(work())
 
+
+def _add_segment(app: FastAPI, state: _State) -> None:
     @app.post("/v1/segment", responses={200: {"content": {"image/png": {}}}})
     async def segment(file: UploadFile = File(...), model: str | None = Form(None),
                       format: str = Query("json", pattern="^(json|png)$"),
@@ -228,6 +231,8 @@ def _add_inference_routes(app: FastAPI, state: _State) -> None:
 
         return await state.timed(work())
 
+
+def _add_explain(app: FastAPI, state: _State) -> None:
     @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
     async def explain(file: UploadFile = File(...), model: str | None = Form(None),
                       format: str = Query("png", pattern="^(json|png)$"),
