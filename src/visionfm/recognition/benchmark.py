@@ -83,12 +83,12 @@ def _retina(data_root: Path, out: Path, weights: Path, enc: str, quick: bool) ->
     n_boot, epochs = (20, 3) if quick else (1000, 100)
     rows = []
     base = dict(task="classify", train=[feats["train"]], val=[feats["val"]], test=[feats["test"]], ordinal=True,
-                n_boot=n_boot, epochs=epochs, batch_size=256, lr=1e-3, device="cpu")
+                overwrite=True, n_boot=n_boot, epochs=epochs, batch_size=256, lr=1e-3, device="cpu")
     for head in ("linear", "mlp"):
         m = _metrics(train_head(load_head_config(head=head, output_dir=str(out / f"retina_{head}"), **base)))
         rows += _cls_rows("RetinaMNIST", f"{head} head on frozen features ({size} px)", enc, m, RETINA_PUBLISHED)
-    ft = load_finetune_config(task="classify", weights=str(weights), modality="Fundus", data=str(root),
-                              split=splits["train"], val_split=splits["val"], test_split=splits["test"],
+    ft = load_finetune_config(overwrite=True, task="classify", weights=str(weights), modality="Fundus",
+                              data=str(root), split=splits["train"], val_split=splits["val"], test_split=splits["test"],
                               input_size=size, ordinal=True, epochs=1 if quick else 4,
                               max_steps=2 if quick else None, batch_size=16 if quick else 64, lr=1e-3, n_boot=n_boot,
                               output_dir=str(out / "retina_finetune"), device="cpu")
@@ -96,8 +96,8 @@ def _retina(data_root: Path, out: Path, weights: Path, enc: str, quick: bool) ->
     rows += _cls_rows("RetinaMNIST", f"fine-tune encoder + linear head ({size} px, {ft.train.epochs} epochs)", enc, m,
                       RETINA_PUBLISHED)
     shots, draws, steps = ((1,), 2, 10) if quick else ((1, 5, 10), 5, 200)
-    fs = fewshot(load_head_config(task="classify", train=[feats["train"]], test=[feats["test"]], lr=1e-2,
-                                  device="cpu", output_dir=str(out / "retina_fewshot")), shots, draws, steps)
+    fs = fewshot(load_head_config(overwrite=True, task="classify", train=[feats["train"]], test=[feats["test"]],
+                                  lr=1e-2, device="cpu", output_dir=str(out / "retina_fewshot")), shots, draws, steps)
     for k in shots:
         s = fs["summary"][str(k)]
         for key in ("auroc.macro", "accuracy"):
@@ -144,7 +144,7 @@ def _oct_and_multimodal(data_root: Path, out: Path, weights: Path, enc: str, qui
     f = {s: _extract(weights, p, out / "features" / f"oct_{s}_{size}.safetensors", "OCT", size)
          for s, p in (("train", oct_train), ("test", oct_test))}
     rows = []
-    base = dict(task="classify", train=[f["train"]], test=[f["test"]], labels=[str(oct_train)],
+    base = dict(task="classify", train=[f["train"]], test=[f["test"]], labels=[str(oct_train)], overwrite=True,
                 test_labels=[str(oct_test)], label_columns=["DME"], patient_column="patient",
                 classes=["no DME", "DME"], n_boot=n_boot, epochs=epochs, batch_size=64, lr=1e-3, device="cpu")
     for head in ("linear", "mlp"):
@@ -159,6 +159,7 @@ def _oct_and_multimodal(data_root: Path, out: Path, weights: Path, enc: str, qui
     schema.write_text(MM_SCHEMA)
     lab = {s: str(out / "splits" / f"mm_{s}.csv") for s in ("train", "test")}
     run = train_head(load_head_config(
+        overwrite=True,
         task="multilabel", schema=str(schema), head="linear", train=[feats["train", "OCT"], feats["train", "Fundus"]],
         test=[feats["test", "OCT"], feats["test", "Fundus"]], labels=[lab["train"]], test_labels=[lab["test"]],
         patient_column="patient", n_boot=n_boot, epochs=epochs, batch_size=64, lr=1e-3, device="cpu",

@@ -38,7 +38,7 @@ def _run(ctx: Any, out: Path, name: str, **kw: Any) -> dict:
     fast = ctx.cfg.fast
     base = dict(output_dir=str(out / name), epochs=10 if fast else 60, batch_size=32, lr=1e-2 if fast else 3e-3,
                 n_boot=20 if fast else 200, seed=ctx.cfg.seed, device=ctx.cfg.device)
-    cfg = load_head_config(**{**base, **kw})
+    cfg = load_head_config(overwrite=True, **{**base, **kw})
     return json.loads((train_head(cfg) / "metrics.json").read_text())
 
 
@@ -89,7 +89,7 @@ def demo_stage(ctx: Any) -> Section:
     ml_rows = [{"output": n, "AUROC": mlt["auroc"][n], "AP": mlt["ap"][n], "labelled test images":
                 mlt["n_labelled"][n]} for n in mlt["n_labelled"]]
     shots = (1, 2) if ctx.cfg.fast else (1, 5)
-    fs = fewshot(load_head_config(task="classify", train=[f["fundus-dr"]["training"]],
+    fs = fewshot(load_head_config(overwrite=True, task="classify", train=[f["fundus-dr"]["training"]],
                                   test=[f["fundus-dr"]["test"]], lr=1e-2, seed=ctx.cfg.seed, device=ctx.cfg.device,
                                   output_dir=str(out / "fewshot")),
                  shots, n_draws=2 if ctx.cfg.fast else 3, steps=20 if ctx.cfg.fast else 100)
