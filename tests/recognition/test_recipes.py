@@ -18,6 +18,7 @@ from visionfm.models import create_encoder
 from visionfm.recognition import RECIPES, load_finetune_config
 from visionfm.recognition.losses import mixed_targets, soft_cross_entropy
 from visionfm.recognition.recipes import CropPreprocess, RetfoundAugment, layer_decay_groups
+from visionfm.recognition.runs import run_config
 from visionfm.recognition.task_kinds import cohen_kappa
 
 TINY = ["--input-size", "32", "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--n-boot", "10",
@@ -108,6 +109,8 @@ def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, c
     info = yaml.safe_load((run / "run.yaml").read_text())
     assert info["head"] == "retfound" and info["feature"] == "patch" and info["head_options"] == {"fc_norm": True}
     assert info["encoders"]["Fundus"]["config"]["final_norm"] is False  # fc_norm replaces the encoder's norm
+    cfg = run_config(info)  # the resolved config, preset included, as saved
+    assert (cfg.recipe, cfg.layer_decay, cfg.train.lr_base_batch, cfg.mix) == ("retfound", 0.65, 256, "both")
     lrs = [json.loads(ln)["lr"] for ln in (run / "log.jsonl").read_text().splitlines() if '"lr"' in ln]
     peak = 5e-3 * 8 / 256
     top = lrs.index(max(lrs))

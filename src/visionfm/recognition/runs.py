@@ -132,9 +132,14 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[HeadT
     return task.to(device).eval(), info
 
 
-def run_config(info: dict[str, Any], cls: type = HeadConfig) -> RecognitionConfig:
-    """The resolved config a run description holds (files written before the nesting, flat, load too)."""
-    return config_from_dict(cls, info.get("config") or {}, f"{RUN_FILE} config")
+def run_config(info: dict[str, Any], cls: type | None = None) -> RecognitionConfig:
+    """The resolved config a run description holds (``FinetuneConfig`` for fine-tuned runs, else ``HeadConfig``;
+    files written before the nesting, flat, load too)."""
+    if cls is None and info.get("finetuned_from"):
+        from .finetune import FinetuneConfig  # imported here: fine-tuning builds on this module
+
+        cls = FinetuneConfig
+    return config_from_dict(cls or HeadConfig, info.get("config") or {}, f"{RUN_FILE} config")
 
 
 def run_encoders(info: dict[str, Any]) -> dict[str, EncoderRef]:
