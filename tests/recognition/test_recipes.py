@@ -3,6 +3,7 @@ augmentation (kornia), evaluation crop, mixed-label loss, selection metric; tiny
 another modality, and starting from a classifier saved by RETFound's own fine-tuning."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -119,6 +120,11 @@ def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, c
     out = rec_root / "runs" / "ft_retfound.csv"
     assert main(["predict", "--run", str(run), "--images", str(toy["fundus-dr"].root / "test"), "--output",
                  str(out), "--device", "cpu"]) == 0
+    with open(out) as f:  # predict applies the run's evaluation crop, so it reproduces the test predictions
+        new = {r["path"]: float(r["prob_1"]) for r in csv.DictReader(f)}
+    with open(run / "predictions.csv") as f:
+        old = {r["path"].split("/", 1)[1]: float(r["prob_1"]) for r in csv.DictReader(f)}
+    assert new.keys() == old.keys() and all(abs(new[k] - old[k]) < 1e-5 for k in new)
 
 
 @pytest.mark.slow

@@ -14,19 +14,21 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from ..checkpoints import load_encoder
-from ..data.datasets import ImageCollection, scan
+from ..data.datasets import ImageCollection, ImageDataset, scan
+from ..data.images import Preprocess
 from ..distributed import resolve_device
 from ..errors import UserError
 from ..features import extract_features, load_features
 from ..modalities import canonical_modality
 from ..models import VisionTransformer
-from .data import EncoderRef, file_sha256, pick_features
+from .data import EncoderRef, encoder_features, file_sha256, pick_features
 from .reporting import write_split_predictions
 from .runs import load_run, run_encoders
 
-__all__ = ["predict", "predict_paths", "pick_modality", "resolve_encoder", "encode_images"]
+__all__ = ["predict", "predict_paths", "pick_modality", "resolve_encoder", "encode_images", "finetuned_features"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,22 @@ def encode_images(enc: VisionTransformer, ref: EncoderRef, coll: ImageCollection
     return pick_features(fs.cls, fs.patch_mean, feature)
 
 
+@torch.no_grad()
+def finetuned_features(enc: VisionTransformer, ref: EncoderRef, coll: ImageCollection, info: dict,
+                       batch_size: int = 32, num_workers: int = 0) -> torch.Tensor:
+    """Features ``[N, F]`` of a collection through a fine-tuned run's encoder with the transform its validation and
+    test images had (resize, or RETFound's resize to input / crop fraction and centre crop)."""
+    from .recipes import CropPreprocess
+
+    crop = float(info["recipe"].get("eval_crop", 1.0))
+    pre = CropPreprocess(ref.input_size, ref.mean, ref.std, crop) if crop < 1 else \
+        Preprocess(ref.input_size, ref.mean, ref.std, interpolation=ref.interpolation)
+    dev = next(enc.parameters()).device
+    loader = DataLoader(ImageDataset(coll.samples, pre), batch_size=batch_size, num_workers=num_workers)
+    feats = [encoder_features(enc(x.to(dev), n_last_blocks=ref.n_last_blocks), info["feature"]) for x, _ in loader]
+    return torch.cat(feats).float()
+
+
 def _intervals(coll: ImageCollection, column: str, source: Path) -> np.ndarray:
     vals = []
     for i, s in enumerate(coll.samples):
@@ -117,13 +135,12 @@ def predict(run: str | Path, images: str | Path, output_csv: str | Path, weights
     mod = pick_modality(encoders, modality, run)
     ref = encoders[mod]
     enc = resolve_encoder(ref, weights, dev, str(run))
-    if (info.get("recipe") or {}).get("eval_crop", 1.0) < 1.0:
-        log.warning("%s scored its test images centre-cropped (eval_crop %s); predict resizes whole images, so "
-                    "probabilities may differ slightly from the run's test predictions", run,
-                    info["recipe"]["eval_crop"])
     coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
                 label_columns=[])
-    x = torch.from_numpy(encode_images(enc, ref, coll, info["feature"], batch_size, num_workers)).to(dev)
+    if "recipe" in info:  # a fine-tuned run: its own evaluation transform (RETFound's centre crop included)
+        x = finetuned_features(enc, ref, coll, info, batch_size, num_workers)
+    else:
+        x = torch.from_numpy(encode_images(enc, ref, coll, info["feature"], batch_size, num_workers)).to(dev)
     needs_time = getattr(task.head, "requires_time", False)  # forecasting: the interval to the next visit
     t = torch.from_numpy(_intervals(coll, interval_column, Path(images))).to(dev) if needs_time else None
     with torch.no_grad():
