@@ -87,7 +87,8 @@ def test_focal_known_values():
 
 def test_class_weights_known_values():
     y = np.array([0] * 10 + [1] * 90)
-    assert inverse_frequency_weights([10, 90]) == pytest.approx(compute_class_weight("balanced", classes=np.array([0, 1]), y=y))
+    balanced = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+    assert inverse_frequency_weights([10, 90]) == pytest.approx(balanced)
     eff = np.array([(1 - 0.9 ** 10) / 0.1, (1 - 0.9 ** 90) / 0.1])
     w = 1 / eff
     assert class_balanced_weights([10, 90], beta=0.9) == pytest.approx(w * 2 / w.sum())
