@@ -169,7 +169,7 @@ def _random_twin(ctx: Any, out: Path) -> Path:
     return path
 
 
-def _probe_kind(ctx: Any, name: str, ds: Any, encoders: dict[str, Path], out: Path) -> dict[str, Any]:
+def _probe_kind(ctx: Any, name: str, ds: Any, encoders: dict[str, Any], out: Path) -> dict[str, Any]:
     """One data set through both encoders: the summary row and the health indicators of the demo encoder."""
     task = ds.task
     probe_kind, metric = _TASKS[task]
@@ -181,9 +181,11 @@ def _probe_kind(ctx: Any, name: str, ds: Any, encoders: dict[str, Path], out: Pa
         scores[who] = res
         health[who] = feature_health(fs["test"].cls)
     mine, rand = scores["demo encoder"], scores["random encoder"]
+    ceiling = probe_kind != "regression" and min(mine.value, rand.value) >= 0.999
     return {"row": {"task": f"{name} ({task})", "metric": metric, "value": mine.value, "ci": mine.ci,
-                    "random encoder": rand.value, "expectation": "beats the random encoder",
-                    "passed": bool(mine.value > rand.value), "n": mine.n},
+                    "random encoder": rand.value,
+                    "expectation": "beats the random encoder" + (" (both at the ceiling: no test)" if ceiling else ""),
+                    "passed": None if ceiling else bool(mine.value > rand.value), "n": mine.n},
             "health": health}
 
 
@@ -193,7 +195,11 @@ def probe_stage(ctx: Any) -> Section:
         raise ValueError("the probe stage needs an encoder: run the 'encoder' stage first")
     out = Path(ctx.out) / "probe"
     out.mkdir(parents=True, exist_ok=True)
-    encoders = {"demo encoder": Path(ctx.encoder_path), "random encoder": _random_twin(ctx, out)}
+    from .checkpoints import load_encoder
+
+    # loaded once (extract_features takes a model): 2 encoders x every set x 2 splits would reload them 28 times
+    encoders = {"demo encoder": load_encoder(ctx.encoder_path),
+                "random encoder": load_encoder(_random_twin(ctx, out))}
     results = {name: _probe_kind(ctx, name, ds, encoders, out) for name, ds in ctx.datasets.items()
                if ds.task in _TASKS}
     summary = [r["row"] for r in results.values()]
@@ -202,11 +208,13 @@ def probe_stage(ctx: Any) -> Section:
             row["expectation"] = "beats the random encoder; aim AUROC >= 0.90"
             row["passed"] = bool(row["passed"] and row["value"] >= 0.90)
     health = _health_rows(ctx, results)
-    beaten = sum(r["passed"] for r in summary)
+    beaten = sum(bool(r["passed"]) for r in summary)
     text = (f"Linear probes on frozen features ([CLS, mean patch token]; logistic regression C={_C}, ridge for "
             f"regression, fixed, nothing selected) of the demo encoder and of a random encoder of the same shape, "
             f"on every labelled phantom set; test scores with 95% bootstrap intervals ({_N_BOOT} resamples). "
-            f"The demo encoder passes {beaten} of {len(summary)} expectations.")
+            f"The demo encoder passes {beaten} of {sum(r['passed'] is not None for r in summary)} testable "
+            "expectations; with about 25 test images per set the intervals are wide, so a small difference is not "
+            "evidence either way.")
     table = [{"task": r["task"], "metric": r["metric"], "demo encoder": r["value"],
               "95% CI": _ci_text(r["ci"]), "random encoder": r["random encoder"], "test images": r["n"]}
              for r in summary]
