@@ -226,7 +226,8 @@ def extract_features(weights: str | Path | VisionTransformer, data: str | Path |
     enc = enc.to(dev).eval()
     run_enc = torch.compile(enc) if compile else enc
     coll = data if isinstance(data, ImageCollection) else scan(data, layout, split or "training", label_columns)
-    split = split if split is not None else ("training" if coll.layout == "vfm" else "")
+    scanned_here = not isinstance(data, ImageCollection)  # a given collection's split is unknown unless stated
+    split = split if split is not None else ("training" if coll.layout == "vfm" and scanned_here else "")
     prep = Preprocess(input_size or 224, enc.info.mean, enc.info.std, interpolation)
     d, n = enc.cfg.embed_dim, len(coll)
     labels = coll.label_matrix() if coll.has_labels else None
