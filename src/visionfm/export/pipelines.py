@@ -213,7 +213,7 @@ def _recognition(run: Path, device: torch.device, weights: str | None, modality:
     files = {str(Path(enc_path).resolve()): file_sha256(enc_path)}
     if not encoder_only:
         files[str((run / HEAD_FILE).resolve())] = file_sha256(run / HEAD_FILE)
-    card = ModelCard(run.name, kind, str(run), files, files[str(Path(enc_path).resolve())], ref.arch, mod,
+    card = ModelCard(run.name, kind, str(run.resolve()), files, files[str(Path(enc_path).resolve())], ref.arch, mod,
                      ref.input_size, list(ref.mean), list(ref.std),
                      ["cls", "patch_mean"] if encoder_only else list(task.names),
                      ["image", "interval_days"] if kind == "forecast" else ["image"], feature=info["feature"],
@@ -246,7 +246,7 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     modality = cfg.modality or ""
     # segment predict estimates the field of view of fundus images without a mask and predicts background outside
     fov = "estimate" if modality.lower() == "fundus" and getattr(cfg, "fov", None) != "none" else "none"
-    card = ModelCard(run.name, kind, str(run), {str(model_file.resolve()): sha}, sha,
+    card = ModelCard(run.name, kind, str(run.resolve()), {str(model_file.resolve()): sha}, sha,
                      arch_name(enc.cfg) if enc is not None else "unet", modality,
                      None if cfg.crop else cfg.input_size, list(facts["mean"]), list(facts["std"]),
                      ["cls", "patch_mean"] if encoder_only else list(facts["names"]), max_side=cfg.max_side,
@@ -264,7 +264,7 @@ def _encoder_file(path: Path, device: torch.device, modality: str | None, input_
     enc = load_encoder(path, modality, device=device).eval()
     sha = file_sha256(path)
     info = enc.info
-    card = ModelCard(path.stem, "encoder", str(path), {str(path.resolve()): sha}, sha, info.arch,
+    card = ModelCard(path.stem, "encoder", str(path.resolve()), {str(path.resolve()): sha}, sha, info.arch,
                      info.modality or "", int(input_size or enc.cfg.img_size), list(info.mean), list(info.std),
                      ["cls", "patch_mean"], n_last_blocks=min(4, enc.cfg.depth))
     return LoadedModel(card, EncoderPipeline(enc, 4).eval(), enc)
