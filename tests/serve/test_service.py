@@ -92,12 +92,16 @@ def test_dicom_upload_answers_like_the_same_pixels_as_png(client):
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        dcm = make_dicom(Path(tmp) / "eye.dcm", arr, photometric="RGB").read_bytes()
+        dcm = make_dicom(Path(tmp) / "eye.dcm", arr, photometric="RGB", laterality="L",
+                         pixel_spacing=[0.01, 0.012]).read_bytes()
     a = client.post("v1/predict", files={"file": ("eye.dcm", dcm, "application/dicom")}, data={"model": "dr"})
     b = client.post("v1/predict", files={"file": ("eye.png", _png(arr))}, data={"model": "dr"})
     assert a.status_code == 200 and b.status_code == 200, a.text
     pa, pb = a.json()["results"][0]["probabilities"], b.json()["results"][0]["probabilities"]
     assert pa == pytest.approx(pb, abs=1e-6)
+    facts = a.json()["results"][0]["dicom"]  # the eye and the pixel size travel with the answer
+    assert facts["laterality"] == "L" and facts["pixel_spacing"] == [0.01, 0.012] and facts["modality"] == "OP"
+    assert "dicom" not in b.json()["results"][0]
     unnamed = client.post("v1/predict", files={"file": ("noext", dcm)}, data={"model": "dr"})  # by content
     assert unnamed.status_code == 200
 

@@ -195,7 +195,8 @@ def _add_predict(app: FastAPI, state: _State) -> None:
             results = []
             for u, row in zip(uploads, rows):
                 res = await run_in_threadpool(m.describe, row, u.image, threshold)
-                results.append({"filename": u.filename, "width": u.size[0], "height": u.size[1], **res})
+                results.append({"filename": u.filename, "width": u.size[0], "height": u.size[1], **res,
+                                **({"dicom": u.dicom} if u.dicom else {})})
             return {"model": _short(m), "results": results}
 
         return await state.timed(work())

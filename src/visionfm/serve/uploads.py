@@ -27,10 +27,12 @@ class UploadError(ValueError):
 
 @dataclass
 class Upload:
-    """A decoded upload: its name and the RGB image ``[H, W, 3]`` (uint8, or float32 in [0, 1])."""
+    """A decoded upload: its name, the RGB image ``[H, W, 3]`` (uint8, or float32 in [0, 1]) and, for DICOM, the
+    object's facts (laterality, pixel spacing in mm, SOP class, modality, transfer syntax; JSON-ready)."""
 
     filename: str
     image: np.ndarray
+    dicom: dict | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -65,4 +67,15 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Upload:
         raise UploadError(f"{name}: cannot decode ({type(e).__name__}: {e})") from None
     if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
         raise UploadError(f"{name}: decoded to an unusable array of shape {tuple(img.shape)}")
-    return Upload(name, img)
+    return Upload(name, img, _dicom_facts(data, name))
+
+
+def _dicom_facts(data: bytes, name: str) -> dict | None:
+    """What a DICOM upload says about the eye and the pixels (read from its header), or None for other files."""
+    if data[128:132] != b"DICM" and not name.lower().endswith((".dcm", ".dicom")):
+        return None
+    from ..data.dicom import dicom_header
+
+    facts = dicom_header(data, name)
+    keep = ("laterality", "pixel_spacing", "sop_class", "modality", "transfer_syntax", "photometric")
+    return {k: facts.get(k) for k in keep}
