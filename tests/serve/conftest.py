@@ -81,6 +81,36 @@ def landmark_run(serve_root, serve_weights, seg_run) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def volume_run(serve_root, serve_weights) -> Path:
+    """A tiny OCT-volume classifier (mean pooling) on B-scan folders and multi-frame DICOM volumes."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.data.dicom_factory import OPT, make_dicom
+
+    rng = np.random.default_rng(0)
+    root = serve_root / "volumes"
+    for c in ("healthy", "lesion"):
+        for i in range(4):
+            stack = rng.integers(0, 60, (3, 32, 48), dtype=np.uint8)
+            if c == "lesion":
+                stack[1, 8:24, 16:32] = 250  # a bright "lesion" in one B-scan
+            if i == 3:  # one volume per class as a multi-frame DICOM (ophthalmic tomography)
+                make_dicom(root / c / f"eye{i}.dcm", stack, sop_class=OPT, laterality="R")
+                continue
+            for k, b in enumerate(stack):
+                (root / c / f"eye{i}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(b).save(root / c / f"eye{i}" / f"{k + 1}.png")
+    feats = serve_root / "features" / "volumes.safetensors"
+    _cli("extract", "--volumes", "--weights", serve_weights, "--data", root, "--layout", "imagenet", "--output", feats,
+         "--input-size", 32, "--n-last-blocks", 1, "--num-workers", 0)
+    run = serve_root / "runs" / "oct_volumes"
+    _cli("volumes", "train", "--features", feats, "--pooling", "mean", "--output", run, "--epochs", 2,
+         "--batch-size", 4, "--no-progress")
+    return run
+
+
 @pytest.fixture
 def browser(tmp_path):
     """Headless Chromium through the system ``chromedriver`` (skipped, with the reason, when either is missing)."""

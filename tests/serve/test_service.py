@@ -258,3 +258,34 @@ def test_onnxruntime_backend_answers_as_torch(client, dr_run, tmp_path):
         assert models[0]["onnx"].endswith("dr.onnx")
     finally:
         srv.stop()
+
+
+def test_oct_volume_upload_answers_like_volumes_predict(volume_run, serve_root, serve_weights, tmp_path):
+    """A multi-frame DICOM volume is one sample: the volume's probabilities and the B-scan that drove them, equal to
+    ``visionfm volumes predict`` on the same file."""
+    from visionfm.cli import main
+
+    dcm = serve_root / "volumes" / "lesion" / "eye3.dcm"
+    srv = start_server(ServeConfig(runs=[str(volume_run)], port=0))
+    try:
+        r = httpx.post(srv.url + "v1/predict", files={"file": (dcm.name, dcm.read_bytes())}, timeout=60)
+        two_d = httpx.post(srv.url + "v1/predict", files={"file": ("b.png", _png(_phantom(0, 48)))}, timeout=60)
+        bad = httpx.post(srv.url + "v1/predict", files={"file": ("v.dcm", dcm.read_bytes()[:600])}, timeout=60)
+    finally:
+        srv.stop()
+    assert r.status_code == 200, r.text
+    res = r.json()["results"][0]
+    assert res["n_bscans"] == 3 and len(res["relevance"]) == 3 and res["dicom"]["laterality"] == "R"
+    assert r.json()["model"]["kind"] == "volume"
+    out = tmp_path / "pred.csv"
+    assert main(["volumes", "predict", "--run", str(volume_run), "--data", str(dcm.parent), "--weights",
+                 str(serve_weights), "--csv", str(out)]) == 0
+    row = next(x for x in _rows(out) if x["volume"] == "eye3.dcm")
+    assert res["driving_bscan"] == int(row["driving_bscan"]) and res["prediction"] == row["prediction"]
+    for c, p in res["probabilities"].items():
+        assert p == pytest.approx(float(row[f"prob_{c}"]), abs=1e-5)
+    assert two_d.status_code == 200 and two_d.json()["results"][0]["n_bscans"] == 1  # an image: one B-scan
+    assert bad.status_code == 400 and "v.dcm" in bad.json()["detail"]
+    onnx = tmp_path / "v.onnx"  # the pooling head stays in the service; the encoder exports alone
+    assert main(["export", "--run", str(volume_run), "--output", str(onnx)]) == 2
+    assert main(["export", "--run", str(volume_run), "--output", str(onnx), "--encoder-only"]) == 0

@@ -145,6 +145,9 @@ def export_onnx(source: str | Path, output: str | Path, encoder_only: bool = Fal
         raise UserError(f"--opset {opset}: the ViT export needs opset {MIN_OPSET} or newer")
     model = load_model(source, "cpu", weights, modality, encoder_only, input_size)
     card = model.card
+    if card.kind == "volume":
+        raise UserError(f"{source}: a volume classifier pools B-scan features per volume; export its encoder with "
+                        f"--encoder-only (the pooling head is small and runs in the service)")
     if card.input_size is None:
         raise UserError(f"{source}: the run predicts whole images at their native resolution (trained with "
                         f"--crop); ONNX export needs a fixed input size (serve it with the torch backend)")

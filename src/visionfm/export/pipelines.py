@@ -30,7 +30,7 @@ __all__ = ["RUN_KINDS", "DensePipeline", "EncoderPipeline", "LoadedModel", "Mode
            "load_model", "preprocess_image"]
 
 log = logging.getLogger(__name__)
-RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder")
+RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder", "volume")
 
 
 @dataclass
@@ -82,11 +82,13 @@ class ModelCard:
 
 @dataclass
 class LoadedModel:
-    """A run ready to run: its card, the inference module (eval) and its ViT encoder (None for a U-Net)."""
+    """A run ready to run: its card, the inference module (eval) and its ViT encoder (None for a U-Net); for an OCT
+    volume classifier the module is its encoder (per-B-scan features) and ``volume_head`` decides per volume."""
 
     card: ModelCard
     module: nn.Module
     encoder: nn.Module | None
+    volume_head: Any = None  # volume runs: the :class:`visionfm.volumes.VolumeClassifier` applied to B-scan features
 
 
 def _views(x: Tensor, tta: str) -> list[Tensor]:
@@ -258,6 +260,30 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     return LoadedModel(card, DensePipeline(model).eval(), enc)
 
 
+def _volume(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
+    """An OCT volume classifier (``visionfm volumes train``): the encoder its features came from + its MIL head."""
+    import json
+
+    from ..checkpoints import load_encoder
+    from ..volumes import VolumeClassifier
+
+    clf = VolumeClassifier.load(run)
+    sm = clf.source_meta
+    weights = Path(sm.get("weights", ""))
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run}: its features came from encoder weights {weights}, not found")
+    enc = load_encoder(weights, sm.get("modality") or None, device=device).eval()
+    head_file = run / "head.safetensors"
+    files = {str(weights.resolve()): file_sha256(weights), str(head_file.resolve()): file_sha256(head_file)}
+    n_blocks = int(sm.get("n_last_blocks") or 1)
+    card = ModelCard(run.name, "encoder" if encoder_only else "volume", str(run.resolve()), files,
+                     files[str(weights.resolve())], enc.info.arch, sm.get("modality", ""), int(sm["input_size"]),
+                     json.loads(sm["mean"]), json.loads(sm["std"]),
+                     ["cls", "patch_mean"] if encoder_only else list(clf.classes), feature=clf.feature,
+                     n_last_blocks=n_blocks, resize=sm.get("interpolation") or "bilinear")
+    return LoadedModel(card, EncoderPipeline(enc, n_blocks).eval(), enc, None if encoder_only else clf)
+
+
 def _encoder_file(path: Path, device: torch.device, modality: str | None, input_size: int | None) -> LoadedModel:
     from ..checkpoints import load_encoder
 
@@ -276,8 +302,8 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", weights: 
     """Load a recognition run, a dense run or an encoder weights file as one inference module.
 
     Args:
-        source: a run folder (``run.yaml`` + ``head.safetensors``, or ``dense.yaml`` + ``model.safetensors``) or an
-            encoder weights file.
+        source: a run folder (``run.yaml`` + ``head.safetensors``, ``dense.yaml`` + ``model.safetensors``, or a
+            volume classifier's ``head.safetensors``) or an encoder weights file.
         weights: recognition runs: the encoder weights when no longer where the run recorded them (verified).
         modality: recognition runs over several modalities: which encoder.
         encoder_only: the run's encoder alone (features instead of the run's outputs).
@@ -293,8 +319,10 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", weights: 
             return _recognition(src, dev, weights, modality, encoder_only)
         if (src / "dense.yaml").is_file():
             return _dense(src, dev, encoder_only)
+        if (src / "head.safetensors").is_file():
+            return _volume(src, dev, encoder_only)
         raise ValueError(f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a "
-                         f"segmentation / landmark run)")
+                         f"segmentation / landmark run, no head.safetensors of a volume classifier)")
     if src.is_file():
         return _encoder_file(src, dev, modality, input_size)
     raise FileNotFoundError(f"run or weights not found: {src}")

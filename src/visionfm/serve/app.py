@@ -25,7 +25,7 @@ from .batching import DynamicBatcher, Overloaded
 from .config import API_KEY_HEADER, ServeConfig
 from .metrics import Metrics
 from .models import ServedModel, heat_overlay, png_base64, png_bytes
-from .uploads import Upload, UploadError, decode_upload
+from .uploads import Upload, UploadError, decode_upload, decode_volume_upload
 
 __all__ = ["STATIC", "create_app"]
 
@@ -58,7 +58,7 @@ class _State:
             raise HTTPException(404, f"unknown model {name!r}; served: {', '.join(self.models)}")
         return self.models[name]
 
-    async def read(self, files: list[UploadFile]) -> list[Upload]:
+    async def read(self, files: list[UploadFile], volumes: bool = False) -> list[Upload]:
         if len(files) > self.cfg.max_files:
             raise HTTPException(413, f"{len(files)} files in one request; at most {self.cfg.max_files}")
         out = []
@@ -67,7 +67,8 @@ class _State:
             if len(data) > self.cfg.max_upload_bytes:
                 raise UploadError(f"{f.filename}: {len(data)} bytes exceeds the upload limit of "
                                   f"{self.cfg.max_upload_mb:g} MB", 413)
-            out.append(await run_in_threadpool(decode_upload, data, f.filename or "upload", self.cfg.max_pixels))
+            decode = decode_volume_upload if volumes else decode_upload
+            out.append(await run_in_threadpool(decode, data, f.filename or "upload", self.cfg.max_pixels))
         return out
 
     async def infer(self, m: ServedModel, uploads: list[Upload], interval: float | None) -> list[list]:
@@ -190,7 +191,7 @@ def _add_predict(app: FastAPI, state: _State) -> None:
         m = state.model(model)
 
         async def work() -> dict:
-            uploads = await state.read(file)
+            uploads = await state.read(file, volumes=m.card.kind == "volume")
             rows = await state.infer(m, uploads, interval_days)
             results = []
             for u, row in zip(uploads, rows):

@@ -85,7 +85,9 @@ class ServedModel:
 
     # -- inference (worker thread) ---------------------------------------------------------------------------------
     def prepare(self, img: np.ndarray, interval_days: float | None = None) -> dict[str, np.ndarray]:
-        """One image -> its model inputs (unbatched)."""
+        """One image (a volume: ``[N, H, W, 3]`` B-scans) -> its model inputs (unbatched)."""
+        if self.card.kind == "volume":
+            return {"image": np.stack([preprocess_image(self.card, b) for b in img])}
         x = {"image": preprocess_image(self.card, img)}
         if "interval_days" in self.card.inputs:
             x["interval_days"] = np.asarray(interval_days, dtype=np.float32)
@@ -93,9 +95,22 @@ class ServedModel:
 
     def run_batch(self, payloads: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
         """Batch function: stacked inputs -> one forward -> per-payload output rows."""
+        if self.card.kind == "volume":
+            return [self._volume(p["image"]) for p in payloads]
         inputs = {k: np.stack([p[k] for p in payloads]) for k in payloads[0]}
         outs = self.runner(inputs)
         return [[o[i] for o in outs] for i in range(len(payloads))]
+
+    def _volume(self, bscans: np.ndarray, chunk: int = 32) -> list:
+        """One volume's B-scans ``[N, 3, S, S]`` -> the classifier's decision, from features extracted exactly as
+        ``extract --volumes`` does (:func:`visionfm.features.encode_batch`, fp32, no TTA)."""
+        from ..features import encode_batch
+
+        x = torch.from_numpy(bscans).to(self.device)
+        feats = [encode_batch(self.loaded.encoder, x[a:a + chunk], self.card.n_last_blocks, "none", "fp32")
+                 for a in range(0, len(x), chunk)]
+        bag = torch.cat([f[0] if self.card.feature == "cls" else f[1] for f in feats]).cpu().numpy()
+        return [self.loaded.volume_head.predict_bag(bag)]
 
     def explain_batch(self, payloads: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Batch function: normalised images ``[3, S, S]`` -> (merged last-block map, rollout) on the patch grid."""
@@ -118,6 +133,10 @@ class ServedModel:
         kind, names = self.card.kind, self.card.names
         if kind == "encoder":
             return {"features": {"cls": row[0].tolist(), "patch_mean": row[1].tolist()}}
+        if kind == "volume":
+            r = row[0]
+            return {"probabilities": r["probs"], "prediction": r["prediction"], "n_bscans": len(r["relevance"]),
+                    "driving_bscan": r["driving_bscan"], "relevance": r["relevance"]}
         if kind == "regress":
             return {"values": {n: float(v) for n, v in zip(names, row[0])}}
         if kind in ("classify", "forecast", "multilabel"):
@@ -219,6 +238,8 @@ def load_served(sources: Sequence[str], backend: str = "torch", device: str = "c
             loaded.card.name = name
         if name in out:
             raise ValueError(f"two runs are both named {name!r}: {out[name].card.source} and {src}")
+        if backend == "onnxruntime" and loaded.card.kind == "volume":
+            raise ValueError(f"{src}: volume classifiers are served with the torch backend")
         if backend == "onnxruntime":
             runner, path = _onnx_runner(loaded, onnx[i] if onnx else None, threads, work)
             out[name] = ServedModel(loaded, runner, backend, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Upload", "UploadError", "decode_upload"]
+__all__ = ["Upload", "UploadError", "decode_upload", "decode_volume_upload"]
 
 
 class UploadError(ValueError):
@@ -35,9 +35,14 @@ class Upload:
     dicom: dict | None = None
 
     @property
+    def frames(self) -> int:
+        """B-scans of a volume upload (``image`` then holds ``[N, H, W, 3]``); 1 for an image."""
+        return int(self.image.shape[0]) if self.image.ndim == 4 else 1
+
+    @property
     def size(self) -> tuple[int, int]:
-        """(width, height)."""
-        return int(self.image.shape[1]), int(self.image.shape[0])
+        """(width, height) of the image (of each B-scan for a volume)."""
+        return int(self.image.shape[-2]), int(self.image.shape[-3])
 
 
 def _too_large(message: str) -> bool:
@@ -79,3 +84,27 @@ def _dicom_facts(data: bytes, name: str) -> dict | None:
     facts = dicom_header(data, name)
     keep = ("laterality", "pixel_spacing", "sop_class", "modality", "transfer_syntax", "photometric")
     return {k: facts.get(k) for k in keep}
+
+
+def decode_volume_upload(data: bytes, name: str, max_pixels: int) -> Upload:
+    """An OCT volume upload: a multi-frame DICOM (``image`` ``[N, H, W, 3]``); a single image is a one-B-scan volume.
+
+    Raises:
+        UploadError: as :func:`decode_upload`; the pixel limit counts every frame.
+    """
+    name = Path(name or "upload").name or "upload"
+    if not data:
+        raise UploadError(f"{name}: empty file")
+    if data[128:132] != b"DICM" and not name.lower().endswith((".dcm", ".dicom")):
+        one = decode_upload(data, name, max_pixels)
+        return Upload(one.filename, one.image[None], one.dicom)
+    from ..data.dicom import read_dicom
+
+    try:
+        d = read_dicom(data, name, max_pixels=max_pixels)
+    except (ValueError, EOFError) as e:
+        msg = str(e).splitlines()[0] if str(e) else f"{name}: cannot decode ({type(e).__name__})"
+        raise UploadError(msg, 413 if _too_large(msg) else 400) from None
+    except (OSError, MemoryError, RuntimeError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise UploadError(f"{name}: cannot decode ({type(e).__name__}: {e})") from None
+    return Upload(name, d.frames, _dicom_facts(data, name))
