@@ -85,8 +85,9 @@ def demo_stage(ctx: Any) -> Section:
     oct_csv = _oct_labels(ctx, out)
     ml = _run(ctx, out, "multilabel", task="multilabel", head="linear",
               train=[f["fundus-multilabel"]["training"], f["oct-dme"]["training"]],
-              test=[f["fundus-multilabel"]["test"], f["oct-dme"]["test"]], labels=[None, str(oct_csv)],
-              test_labels=[None, str(oct_csv)])
+              test=[f["fundus-multilabel"]["test"], f["oct-dme"]["test"]],
+              labels=[str(Path(ctx.datasets["fundus-multilabel"].root) / "training_labels.txt"), str(oct_csv)],
+              test_labels=[str(Path(ctx.datasets["fundus-multilabel"].root) / "test_labels.txt"), str(oct_csv)])
     mlt = ml["test"]
     ml_rows = [{"output": n, "AUROC": mlt["auroc"][n], "AP": mlt["ap"][n], "labelled test images":
                 mlt["n_labelled"][n]} for n in mlt["n_labelled"]]
