@@ -54,6 +54,7 @@ class ModelCard:
         feature, n_last_blocks, tta: recognition feature settings.
         fov: segmentation: ``estimate`` (fundus: background outside the estimated field of view) or ``none``.
         nested: segmentation: every class lies inside the one before it (disc > cup).
+        crop: fine-tuned runs with RETFound's evaluation transform: the centre-crop fraction (1: plain resize).
     """
 
     name: str
@@ -75,6 +76,7 @@ class ModelCard:
     tta: str = "none"
     fov: str = ""
     nested: bool = False
+    crop: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +158,8 @@ class DensePipeline(nn.Module):
 def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
     """An RGB image ``[H, W, 3]`` (uint8, or float in [0, 1]) -> the model's input ``[3, S, S]`` float32.
 
-    Recognition runs use the extraction's :class:`~visionfm.data.Preprocess`; dense runs the dense predictors'
+    Recognition runs use the extraction's :class:`~visionfm.data.Preprocess` (fine-tuned runs their evaluation
+    transform, RETFound's centre crop included); dense runs the dense predictors'
     resize (native-resolution runs: kept whole, or scaled down to ``max_side``, as ``segment predict`` does).
     """
     if card.kind in ("segment", "landmark"):
@@ -165,6 +168,10 @@ def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
         x = to_rgb01(img, card.input_size, card.max_side)
         x = (x - torch.tensor(card.mean).view(3, 1, 1)) / torch.tensor(card.std).view(3, 1, 1)
         return x.numpy().astype(np.float32, copy=False)
+    if card.crop < 1:  # a fine-tuned run's evaluation transform: resize the short side, centre crop (RETFound)
+        from ..recognition.recipes import CropPreprocess
+
+        return CropPreprocess(int(card.input_size), card.mean, card.std, card.crop)(img).numpy()
     from ..data.images import Preprocess
 
     return Preprocess(int(card.input_size or 224), card.mean, card.std, card.resize)(img).numpy()
@@ -219,7 +226,8 @@ def _recognition(run: Path, device: torch.device, weights: str | None, modality:
                      ref.input_size, list(ref.mean), list(ref.std),
                      ["cls", "patch_mean"] if encoder_only else list(task.names),
                      ["image", "interval_days"] if kind == "forecast" else ["image"], feature=info["feature"],
-                     n_last_blocks=ref.n_last_blocks, tta=ref.tta, resize=_interpolation(info, mod))
+                     n_last_blocks=ref.n_last_blocks, tta=ref.tta, resize=_interpolation(info, mod),
+                     crop=float((info.get("recipe") or {}).get("eval_crop", 1.0)))
     module = EncoderPipeline(enc, ref.n_last_blocks, ref.tta) if encoder_only else \
         RecognitionPipeline(enc, task, info["feature"], ref.n_last_blocks, ref.tta)
     return LoadedModel(card, module.eval(), enc)

@@ -124,6 +124,8 @@ class ServedModel:
         """The square input the attention is drawn from (the run's size, else the encoder's training size)."""
         from ..data.images import Preprocess
 
+        if self.card.kind not in ("segment", "landmark"):  # the model's own input (crop of fine-tuned runs too)
+            return preprocess_image(self.card, img)
         size = int(self.card.input_size or self.loaded.encoder.cfg.img_size)
         return Preprocess(size, self.card.mean, self.card.std, self.card.resize)(img).numpy()
 
