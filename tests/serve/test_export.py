@@ -90,3 +90,30 @@ def test_load_onnx_refuses_a_changed_file(dr_run, tmp_path):
     (tmp_path / "dr.onnx.json").unlink()
     with pytest.raises(FileNotFoundError, match="sidecar"):
         load_onnx(out)
+
+
+def test_predict_backend_onnxruntime_writes_what_torch_writes(dr_run, forecast_run, serve_root, tmp_path):
+    """``visionfm predict --backend onnxruntime`` (exported on the fly, or from a file) gives the torch CSV."""
+    import csv
+
+    def rows(path):
+        with open(path, newline="") as f:
+            return {r["path"]: r for r in csv.DictReader(f)}
+
+    images = serve_root / "toy" / "fundus-dr" / "test"
+    base = ["predict", "--run", str(dr_run), "--images", str(images)]
+    assert main([*base, "--output", str(tmp_path / "t.csv"), "--device", "cpu"]) == 0
+    assert main([*base, "--output", str(tmp_path / "o.csv"), "--backend", "onnxruntime"]) == 0
+    onnx = tmp_path / "dr.onnx"
+    assert _export(dr_run, onnx) == 0
+    assert main([*base, "--output", str(tmp_path / "f.csv"), "--backend", "onnxruntime", "--onnx", str(onnx)]) == 0
+    ref, got, from_file = rows(tmp_path / "t.csv"), rows(tmp_path / "o.csv"), rows(tmp_path / "f.csv")
+    assert ref.keys() == got.keys() == from_file.keys() and len(ref) == 5
+    for k, r in ref.items():
+        assert got[k]["predicted"] == r["predicted"]
+        for col in (c for c in r if c.startswith("prob_")):
+            assert float(got[k][col]) == pytest.approx(float(r[col]), abs=1e-4)
+            assert float(from_file[k][col]) == pytest.approx(float(r[col]), abs=1e-4)
+    other = tmp_path / "forecast.onnx"  # an export of another run is refused
+    assert _export(forecast_run, other) == 0
+    assert main([*base, "--output", str(tmp_path / "x.csv"), "--backend", "onnxruntime", "--onnx", str(other)]) == 2

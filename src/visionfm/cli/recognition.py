@@ -141,6 +141,9 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval-column", default="interval_days", help="forecasting: manifest column of days")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="onnxruntime: run the encoder + head from --onnx (default: exported now, parity-checked)")
+    p.add_argument("--onnx", help="with --backend onnxruntime: the run's file from 'visionfm export'")
 
 
 @command("predict", "Apply a trained run to new images: CSV of probabilities per class (encoder verified).",
@@ -148,6 +151,13 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
 def run_predict(a: argparse.Namespace) -> int:
     from ..recognition.predict import predict
 
+    if a.backend == "onnxruntime":
+        from ..export.predict import predict_onnx
+
+        out = predict_onnx(a.run, a.images, a.output, a.onnx, a.modality, interval_column=a.interval_column,
+                           batch_size=a.batch_size, weights=a.weights)
+        print(f"predictions -> {out}")
+        return 0
     out = predict(a.run, a.images, a.output, a.weights, a.modality, interval_column=a.interval_column,
                   device=a.device, batch_size=a.batch_size)
     print(f"predictions -> {out}")
