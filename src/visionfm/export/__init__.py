@@ -18,7 +18,8 @@ from .pipelines import (
     load_model,
     preprocess_image,
 )
+from .predict import predict_onnx
 
 __all__ = ["MIN_OPSET", "RUN_KINDS", "DensePipeline", "EncoderPipeline", "ExportResult", "LoadedModel", "ModelCard",
            "OnnxModel", "RecognitionPipeline", "check_images", "export_onnx", "load_model", "load_onnx",
-           "preprocess_image", "sidecar_path"]
+           "predict_onnx", "preprocess_image", "sidecar_path"]
