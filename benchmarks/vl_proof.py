@@ -193,7 +193,8 @@ def main() -> None:
     m = prepare(a.work)
     weights = a.work / "vit_tiny_random64.safetensors"
     save_encoder(random_encoder("vit_tiny_patch16", 0, "Fundus", img_size=a.size), weights)
-    all_res = {}
+    results = a.work / "results.json"
+    all_res = json.loads(results.read_text()) if results.exists() else {}  # runs of earlier calls are kept
     for mode in a.modes:
         for seed in a.seeds:
             t0 = time.time()
@@ -209,7 +210,7 @@ def main() -> None:
             res = evaluate_run(run, m, a.work / f"eval_{mode}_s{seed}", a.shots, a.draws)
             res["train_seconds"], res["eval_seconds"] = t1 - t0, time.time() - t1
             all_res[f"{mode}_s{seed}"] = res
-            (a.work / "results.json").write_text(json.dumps(all_res, indent=1, default=float))
+            results.write_text(json.dumps(all_res, indent=1, default=float))
             print(f"{mode} seed {seed}: train {t1 - t0:.0f} s, eval {time.time() - t1:.0f} s", flush=True)
 
 
