@@ -107,7 +107,7 @@ def _regress(rows: list[dict], folds: list[np.ndarray], a: argparse.Namespace) -
                  "exp_cdr", "--output", str(run), "--overwrite")
         with open(run / "predictions.csv") as f:
             for r in csv.DictReader(f):
-                errs.append(abs(float(r["exp_cdr_pred"]) - float(r["exp_cdr"])))
+                errs.append(abs(float(r["pred_exp_cdr"]) - float(r["true_exp_cdr"])))
     return {"method": f"CDR regressed from features ({a.regress_weights.name}; recognition regress)",
             "mae": float(np.mean(errs)), "mae_sd": float(np.std(errs))}
 

@@ -36,7 +36,7 @@ def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, l
             raise UserError("--unet trains a U-Net from scratch; do not pass --weights with it")
         m = get_modality(cfg.modality or "Fundus")
         st.mean, st.std, st.encoder = list(m.mean), list(m.std), None
-        return build_dense_model("unet", None, out_channels), list(m.mean), list(m.std)
+        return _model(cfg, None, out_channels), list(m.mean), list(m.std)
     if not cfg.weights:
         raise UserError(f"model {cfg.model!r} needs encoder weights (--weights FILE) or --unet")
     enc = load_encoder(cfg.weights, cfg.modality)
@@ -48,7 +48,11 @@ def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, l
 
 
 def _model(cfg: DenseConfig, enc: nn.Module | None, out_channels: int) -> nn.Module:
-    model = build_dense_model(cfg.model, enc, out_channels, cfg.finetune)
+    # The decoder's random init follows the run's seed, whatever the caller's RNG did before; fork_rng restores the
+    # caller's global RNG afterwards (library code does not move it).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = build_dense_model(cfg.model, enc, out_channels, cfg.finetune)
     if hasattr(model, "encoder_dtype") and cfg.encoder_precision == "bf16":
         model.encoder_dtype = torch.bfloat16
     return model
