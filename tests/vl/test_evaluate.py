@@ -50,7 +50,12 @@ def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_p
     assert [r["rank"] for r in hits] == ["1", "2", "3"]
 
 
-def test_zeroshot_label_that_matches_no_class_is_named(run, keratitis, tmp_path, capsys):
+def test_zeroshot_labels_that_match_no_class(run, keratitis, tmp_path, capsys):
+    # sub-folders naming no class at all: an unlabelled folder tree, scored without metrics
     assert main(["zeroshot", "--run", str(run), "--images", str(keratitis), "--classes", "glaucoma", "normal",
-                 "--output", str(tmp_path / "z")]) == 2
-    assert "matches none of --classes" in capsys.readouterr().err
+                 "--output", str(tmp_path / "z"), "--n-boot", "0"]) == 0
+    assert json.loads((tmp_path / "z" / "metrics.json").read_text())["n"] == 12
+    # some sub-folders name a class and one does not: an error naming the label
+    assert main(["zeroshot", "--run", str(run), "--images", str(keratitis), "--classes", "keratitis", "normal cornea",
+                 "--output", str(tmp_path / "z2")]) == 2
+    assert "'Other_cornea_abnormalities' matches none of --classes" in capsys.readouterr().err

@@ -32,8 +32,11 @@ def test_logit_scale_starts_at_1_over_007_and_caps_at_100():
 
 def test_frozen_partial_full_image_training():
     enc = tiny_encoder()
-    trainable = lambda: {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
-                         for n, p in enc.named_parameters() if p.requires_grad}
+
+    def trainable() -> set[str]:
+        return {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
+                for n, p in enc.named_parameters() if p.requires_grad}
+
     set_image_training(enc, "frozen")
     assert trainable() == set()
     set_image_training(enc, "partial", 1)

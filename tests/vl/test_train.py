@@ -99,7 +99,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_weights, csdi_subset, ker
     victim.wait()
     killed_at = torch.load(tmp_path / "killed" / "checkpoint_last.pth", weights_only=True)["step"]
     assert 10 <= killed_at < steps and not (tmp_path / "killed" / "run.json").exists()
-    resumed = _cli(train_args(tiny_weights, data, tmp_path / "killed", steps, extra) + ["--resume"])
+    resumed = _cli([*train_args(tiny_weights, data, tmp_path / "killed", steps, extra), "--resume"])
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[0][-3000:]
     assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
     for name in ("projection.safetensors", "image_encoder.safetensors"):

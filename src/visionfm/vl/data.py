@@ -166,7 +166,8 @@ class TextTable:
 
 
 def decode_pixels(items: Sequence[VLItem], size: int) -> Tensor:
-    """Every image decoded once and resized (bilinear, as ``visionfm extract``) to ``size`` x ``size``: ``[N, 3, S, S]`` uint8 (held in memory)."""
+    """Every image decoded once and resized (bilinear, as ``visionfm extract``) to ``size`` x ``size``:
+    ``[N, 3, S, S]`` uint8, held in memory."""
     out = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
     for i, it in enumerate(items):
         img = resize_image(read_image(it.path), (size, size), "bilinear")

@@ -92,8 +92,20 @@ def _zeroshot_inputs(run: VLRun, images: str | Path, classes: Sequence[str], dom
             raise UserError(f"{images}: labels reach {int(np.nanmax(y))}, more than the {len(classes)} --classes")
         return json.loads(meta["paths"]), probs, (y if y is not None else np.full(len(f), np.nan))
     paths, names, labels, _ = read_images(images)
+    folders = Path(images).is_dir() and any(lab is not None for lab in labels)
+    if folders and not any(_matches(lab, classes, run) for lab in set(labels)):
+        # sub-folders that name no class are a folder tree, not class folders (e.g. images/ and masks/)
+        log.warning("%s: no sub-folder names a class of --classes; images scored without labels", images)
+        labels = [None] * len(labels)
     probs = run.zeroshot(paths, classes, domain_knowledge, modality)
     return names, probs, np.array([_label_index(lab, classes, run) for lab in labels])
+
+
+def _matches(label: str, classes: Sequence[str], run: VLRun) -> bool:
+    try:
+        return not np.isnan(_label_index(label, classes, run))
+    except UserError:
+        return False
 
 
 def zeroshot_eval(run: VLRun, images: str | Path, classes: Sequence[str], output: str | Path,

@@ -39,7 +39,8 @@ IMAGE_ENCODER_FILE, TEXT_ENCODER_DIR = "image_encoder.safetensors", "text_encode
 @torch.no_grad()
 def encode_pixels(encoder: VisionTransformer, pixels: Tensor, mean: Tensor, std: Tensor,
                   batch_size: int = 64) -> Tensor:
-    """Final CLS features ``[N, D]`` of uint8 images ``[N, 3, S, S]`` normalised per row (``mean``, ``std`` ``[N, 3]``)."""
+    """Final CLS features ``[N, D]`` of uint8 images ``[N, 3, S, S]``, normalised per row by ``mean`` / ``std``
+    ``[N, 3]``."""
     encoder.eval()
     out = []
     for i in range(0, len(pixels), batch_size):
