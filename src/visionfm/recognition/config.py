@@ -143,11 +143,11 @@ class HeadConfig(RecognitionConfig):
         "validation feature files (default: carve a stratified split)", flag=("--val",)))
     test_features: list[str] = field(default_factory=list, metadata=_h(
         "test feature files, scored once with the selected model", flag=("--test",)))
-    labels: list[str] | None = field(default=None, metadata=_h(
+    labels: list[str | None] | None = field(default=None, metadata=_h(
         "label file(s) joined on image path: vfm *_labels.txt, CSV or ImageNet folder (default: the features' own "
         "split)"))
-    val_labels: list[str] | None = field(default=None, metadata=_h("label file(s) of the validation features"))
-    test_labels: list[str] | None = field(default=None, metadata=_h("label file(s) of the test features"))
+    val_labels: list[str | None] | None = field(default=None, metadata=_h("label file(s) of the validation features"))
+    test_labels: list[str | None] | None = field(default=None, metadata=_h("label file(s) of the test features"))
     modality_column: str | None = field(default=None, metadata=_h("CSV column of modality (rows of another "
                                                                   "modality are skipped)"))
     feature: str = field(default="cls", metadata=_h("cls = CLS of the last n blocks concatenated", choices=FEATURES))
