@@ -55,6 +55,10 @@ def test_zeroshot_labels_that_match_no_class(run, keratitis, tmp_path, capsys):
     assert main(["zeroshot", "--run", str(run), "--images", str(keratitis), "--classes", "glaucoma", "normal",
                  "--output", str(tmp_path / "z"), "--n-boot", "0"]) == 0
     assert json.loads((tmp_path / "z" / "metrics.json").read_text())["n"] == 12
+    one = next(keratitis.glob("Keratitis/*.jpg"))
+    assert main(["zeroshot", "--run", str(run), "--images", str(one), "--classes", "keratitis", "normal cornea",
+                 "--output", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["n"] == 1
     # some sub-folders name a class and one does not: an error naming the label
     assert main(["zeroshot", "--run", str(run), "--images", str(keratitis), "--classes", "keratitis", "normal cornea",
                  "--output", str(tmp_path / "z2")]) == 2

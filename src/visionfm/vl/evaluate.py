@@ -18,6 +18,7 @@ import torch
 from sklearn.metrics import cohen_kappa_score
 
 from ..data.datasets import MISSING, scan
+from ..data.images import IMAGE_EXTENSIONS
 from ..errors import UserError
 from ..evaluation import classification_metrics, resample_indices, with_ci, write_predictions, write_results
 from ..fileio import atomic_write
@@ -35,12 +36,14 @@ def _fold(name: str) -> str:
 
 
 def read_images(source: str | Path) -> tuple[list[Path], list[str], list[str | None], list[str | None]]:
-    """(paths, relative names, label strings, texts) of a folder, a class folder or a manifest.
+    """(paths, relative names, label strings, texts) of an image, a folder, a class folder or a manifest.
 
     Labels come from a manifest's ``label`` column or, for a folder of class sub-folders, the sub-folder names;
     texts from a manifest's text column (``report``, ``caption_en``, ...).
     """
     source = Path(source)
+    if source.is_file() and source.suffix.lower() in IMAGE_EXTENSIONS:  # one image
+        return [source], [source.name], [None], [None]
     is_classes = source.is_dir() and any(d.is_dir() and not d.name.startswith(".") for d in source.iterdir())
     coll = scan(source, "imagenet" if is_classes else "auto", label_columns=[] if source.is_file() else None)
     paths = [s.path for s in coll.samples]
