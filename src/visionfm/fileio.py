@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import socket
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +35,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # the name is chosen before the file is made, so the cleanup below knows it even when Ctrl-C lands while the
+    # file is being created (mkstemp would create it and be interrupted before returning its name)
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
+        os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         yield tmp_path
         os.chmod(tmp_path, umask_mode())
         with open(tmp_path, "rb+") as f:

@@ -216,3 +216,13 @@ def test_finetune_unknown_split_names_the_split_not_another_file(tmp_path, capsy
                           "validation")
     assert "test_labels.txt" not in line
     assert not (tmp_path / "run").exists()
+
+
+def test_debug_shows_the_traceback_above_the_same_line(tmp_path, capsys, world, monkeypatch):
+    monkeypatch.delenv("VISIONFM_DEBUG", raising=False)
+    args = _extract(world, world["toy"], tmp_path / "f.safetensors", "--input-size", "0")
+    rc, err = cli(capsys, "--debug", *args)
+    assert rc == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("visionfm extract: error: ")
+    monkeypatch.setenv("VISIONFM_DEBUG", "1")
+    rc, err = cli(capsys, *args)
+    assert rc == 2 and "Traceback" in err
