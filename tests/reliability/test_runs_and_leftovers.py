@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-from PIL import Image
 
 from .conftest import EXTRACT, FAST_CLASSIFY, TINY_SEGMENT, cli, leftovers, one_line_error
 

@@ -156,7 +156,7 @@ def _bad_weights(tmp_path, kind):
         path = tmp_path / "weights_dir"
         path.mkdir()
         return path, "folder"
-    return path, path.name
+    return path, {"random-bytes": "not a torch checkpoint", "unrelated": "not a ViT encoder"}[kind]
 
 
 @pytest.mark.parametrize("kind", ["random-bytes", "unrelated", "wrong-shape", "unknown-config-key", "folder"])
