@@ -39,6 +39,10 @@ def test_yaml_data_written_as_a_string_is_one_path_not_a_filesystem_walk(tmp_pat
                   "--max-steps", "1", "--device", "cpu")
     one_line_error(rc, err, str(missing))
     assert not (tmp_path / "run").exists()  # nothing made for a run that never started
+    from visionfm.config import load_config
+    from visionfm.pretrain.config import PretrainConfig
+
+    assert load_config(PretrainConfig, cfg).data == [str(missing)]
 
 
 @pytest.mark.parametrize("loops", [1, 2])
