@@ -41,3 +41,16 @@ def test_feature_health_known_answers():
     eye = np.eye(8)
     h = feature_health(eye)
     assert h["mean_pairwise_cosine"] == pytest.approx(0.0) and h["effective_rank"] == pytest.approx(7.0, rel=1e-3)
+
+
+def test_binary_auroc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from visionfm.demo_probe import binary_auroc
+
+    rng = np.random.default_rng(3)
+    y = rng.random(50) < 0.3
+    s = np.round(rng.random(50), 1)  # many ties
+    assert binary_auroc(y, s) == pytest.approx(roc_auc_score(y, s))
+    assert binary_auroc(np.array([True, False]), np.array([1.0, 0.0])) == 1.0
+    assert np.isnan(binary_auroc(np.ones(4, bool), np.arange(4.0)))
