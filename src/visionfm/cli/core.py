@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoints import describe_weights, list_formats, load_encoder, save_encoder
-from ..data.datasets import LAYOUTS
-from ..data.images import INTERPOLATIONS
-from ..data.writer import check_output
-from ..features import PRECISION_CHOICES, TTA_MODES, extract_features
-from ..modalities import list_modalities
 from . import command
+
+# The library is imported inside configure/run (``visionfm --help`` must not import torch).
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
+    from ..checkpoints import list_formats
+    from ..modalities import list_modalities
+
     p.add_argument("--weights", required=True, help="weights file (official VisionFM, RETFound-MAE/-DINOv2/-Green, "
                    "RETFound fine-tuned, DINOv2, timm, state dict or visionfm .safetensors) or "
                    "hf-hub:ORG/NAME[:FILE] (huggingface_hub cache; HF_TOKEN for gated repositories)")
@@ -25,6 +24,10 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_extract(p: argparse.ArgumentParser) -> None:
+    from ..data.datasets import LAYOUTS
+    from ..data.images import INTERPOLATIONS
+    from ..features import PRECISION_CHOICES, TTA_MODES
+
     _weights_args(p)
     p.add_argument("--data", required=True, help="image folder or CSV manifest")
     p.add_argument("--output", required=True, help="output .safetensors file")
@@ -52,6 +55,10 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
 @command("extract", "Extract encoder features of a folder or manifest into one .safetensors file.",
          _configure_extract)
 def run_extract(a: argparse.Namespace) -> int:
+    from ..checkpoints import load_encoder
+    from ..data.writer import check_output
+    from ..features import extract_features
+
     check_output(a.output, ".safetensors")  # before loading weights or reading any image
     enc = load_encoder(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite)
     if a.volumes:
@@ -77,6 +84,8 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 @command("convert", "Convert any supported checkpoint to safetensors with metadata (no pickle to load it).",
          _configure_convert)
 def run_convert(a: argparse.Namespace) -> int:
+    from ..checkpoints import load_encoder, save_encoder
+
     if not a.output.endswith(".safetensors"):
         raise ValueError(f"--output {a.output}: must end in .safetensors")
     enc = load_encoder(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite)
@@ -93,6 +102,8 @@ def _configure_info(p: argparse.ArgumentParser) -> None:
 @command("info", "Load a weights file strictly and print what it holds: family, normalisation, input size, head.",
          _configure_info)
 def run_info(a: argparse.Namespace) -> int:
+    from ..checkpoints import describe_weights
+
     for line in describe_weights(a.weights, a.modality, a.arch, format=a.format, allow_nonfinite=a.allow_nonfinite):
         print(line)
     return 0

@@ -12,7 +12,6 @@ import dataclasses
 import json
 
 from ..config import add_config_args, config_from_args
-from ..dense.config import DenseConfig, LandmarkPredictConfig, SegmentPredictConfig
 from ..errors import UserError
 from . import command
 
@@ -22,6 +21,8 @@ _SEGMENT_ONLY = ("masks", "fov", "kind", "resize_masks", "crop", "max_side", "fg
 
 
 def _train_args(p: argparse.ArgumentParser, exclude: tuple[str, ...], run_options: bool = True) -> None:
+    from ..dense.config import DenseConfig
+
     p.add_argument("--config", help="YAML file of settings (command-line values override it)")
     p.add_argument("--unet", action="store_true", help="train the MONAI U-Net baseline (= --model unet)")
     if "fov" not in exclude:
@@ -35,6 +36,8 @@ def _train_args(p: argparse.ArgumentParser, exclude: tuple[str, ...], run_option
 
 
 def _config(a: argparse.Namespace, task: str) -> DenseConfig:
+    from ..dense.config import DenseConfig
+
     if a.unet and a.weights:
         raise UserError("--unet trains a U-Net from scratch; do not pass --weights with it")
     return config_from_args(DenseConfig, a, a.config, model="unet" if a.unet else None, task=task)
@@ -52,6 +55,8 @@ def _options(cls: type, a: argparse.Namespace):
 
 
 def _configure_segment(p: argparse.ArgumentParser) -> None:
+    from ..dense.config import SegmentPredictConfig
+
     sub = p.add_subparsers(dest="action", required=True, metavar="<action>")
     t = sub.add_parser("train", help="train a segmenter (ViT decoder or --unet)")
     _train_args(t, _LANDMARK_ONLY)
@@ -80,6 +85,8 @@ def rows_to_markdown(rows: list[dict]) -> str:
 @command("segment", "Segmentation: train (ViT decoder or U-Net baseline), few-shot tables, predict/evaluate.",
          _configure_segment)
 def run_segment(a: argparse.Namespace) -> int:
+    from ..dense.config import SegmentPredictConfig
+
     from ..dense import predict_segmentation, run_fewshot, train_segmentation
 
     if a.action == "train":
@@ -100,6 +107,8 @@ def run_segment(a: argparse.Namespace) -> int:
 
 
 def _configure_landmark(p: argparse.ArgumentParser) -> None:
+    from ..dense.config import LandmarkPredictConfig
+
     sub = p.add_subparsers(dest="action", required=True, metavar="<action>")
     t = sub.add_parser("train", help="train a landmark detector (heatmap regression)")
     _train_args(t, _SEGMENT_ONLY)
@@ -115,6 +124,8 @@ def _configure_landmark(p: argparse.ArgumentParser) -> None:
 @command("landmark", "Landmark detection: train, predict (original pixels, MRE) and labels from masks.",
          _configure_landmark)
 def run_landmark(a: argparse.Namespace) -> int:
+    from ..dense.config import LandmarkPredictConfig
+
     from ..dense import landmarks_from_masks, predict_landmark, train_landmark
 
     if a.action == "train":
