@@ -5,6 +5,8 @@ No torch import here (the CLI's help imports this module).
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import os
 import secrets
 import socket
@@ -15,7 +17,7 @@ from typing import Iterator
 
 from .errors import UserError
 
-__all__ = ["atomic_write", "umask_mode", "exclusive_output", "OutputLockedError", "lock_path"]
+__all__ = ["atomic_write", "file_sha256", "umask_mode", "exclusive_output", "OutputLockedError", "lock_path"]
 
 
 def umask_mode(base: int = 0o666) -> int:
@@ -141,3 +143,19 @@ def exclusive_output(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:  # pragma: no cover - the folder vanished or turned read-only meanwhile
             if e.errno != errno.ENOENT:
                 raise
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 4 MiB blocks (memoised per real path, modification time and size)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256(str(p), st.st_mtime_ns, st.st_size)

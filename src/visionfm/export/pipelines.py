@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..recognition.data import file_sha256
+from ..fileio import file_sha256
 
 __all__ = ["RUN_KINDS", "DensePipeline", "EncoderPipeline", "LoadedModel", "ModelCard", "RecognitionPipeline",
            "load_model", "preprocess_image"]

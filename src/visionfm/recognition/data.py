@@ -8,8 +8,6 @@ two caches of the same modality must come from the same encoder.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -22,30 +20,16 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..features import FeatureSet, load_features
+from ..fileio import file_sha256  # re-exported: callers import it from here
 from .kinds import task_class
 from .labels import LabelRow, LabelSpec, LabelTable, normalise_rel, read_labels
 
 __all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "RepeatDataset", "FEATURES", "file_sha256", "load_table",
            "pick_features", "encoder_features", "feature_width"]
 
+
 log = logging.getLogger(__name__)
 FEATURES = ("cls", "last", "cls+patch", "patch")
-
-
-@functools.lru_cache(maxsize=32)
-def _sha256(path: str, mtime: float, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (memoised per path, modification time and size)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _sha256(str(p), st.st_mtime, st.st_size)
 
 
 @dataclass

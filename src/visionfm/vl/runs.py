@@ -23,7 +23,8 @@ from ..data.images import read_image, resize_image
 from ..errors import UserError
 from .knowledge import Knowledge, load_knowledge
 from .model import VLModel
-from .text import file_sha256, load_text_encoder
+from ..fileio import file_sha256
+from .text import load_text_encoder
 from .train import PROJECTION_FILE, RUN_INFO
 
 __all__ = ["VLRun", "load"]

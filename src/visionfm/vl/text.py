@@ -11,7 +11,6 @@ embedding there depends on the longest text of its batch).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..fileio import file_sha256
 from ..registry import Registry
 
 __all__ = [
@@ -56,15 +56,6 @@ TEXT_ENCODERS.add("minilm", _minilm_dir, aliases=("all-MiniLM-L6-v2", "all-minil
 def list_text_encoders() -> list[str]:
     """Registered text-encoder names (a local model directory is accepted too)."""
     return TEXT_ENCODERS.names()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _weights_file(folder: Path) -> Path:

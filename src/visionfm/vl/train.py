@@ -27,7 +27,8 @@ from .data import TextTable, VLTrainData, decode_pixels, norm_stats, read_source
 from .knowledge import load_knowledge
 from .model import VLModel, set_image_training
 from .task import VLTask
-from .text import TextEncoder, file_sha256
+from ..fileio import file_sha256
+from .text import TextEncoder
 
 __all__ = ["IMAGE_ENCODER_FILE", "PROJECTION_FILE", "RUN_INFO", "TEXT_ENCODER_DIR", "encode_pixels", "train_vl"]
 

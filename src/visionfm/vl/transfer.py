@@ -16,7 +16,7 @@ from ..features import load_features
 from .adapters import ADAPTERS, fit_adapter, predict
 from .evaluate import ZS_KEYS, _metrics
 from .runs import VLRun
-from .text import file_sha256
+from ..fileio import file_sha256
 
 __all__ = ["adapt", "run_features", "summarise"]
 
