@@ -29,7 +29,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "run (default: 20000)")
     p.add_argument("--save-every", type=int, dest="train.checkpoint_every",
                    help="checkpoint interval in steps (default: 1000)")
-    add_config_args(p, GeneratorConfig, exclude=("train.epochs", "train.progress", "train.select_metric",
+    add_config_args(p, GeneratorConfig, exclude=("train.epochs", "train.select_metric",
                                                  "train.select_mode", "train.lr_base_batch"))
     runs = p.add_mutually_exclusive_group()
     runs.add_argument("--resume", action="store_true", help="continue the run in --output (default: an existing "
