@@ -412,7 +412,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, exclude: Iter
                             help=f"{text} (default: {_fmt_default(default)})".replace("%", "%%"))
     for f, inner in nested:
         sub_defaults = getattr(defaults, f.name, None) if defaults is not None else None
-        add_config_args(parser, inner, exclude={e[len(f.name) + 1:] for e in exclude if e.startswith(f.name + ".")},
+        add_config_args(parser, inner, exclude=exclude,  # dotted names: compared with the prefixed field names
                         defaults=sub_defaults, _prefix=f"{_prefix}{f.name}.", _taken=taken)
 
 

@@ -177,3 +177,17 @@ def test_a_second_writer_to_one_output_is_refused(tmp_path, capsys):
     lock_path(out).unlink()
     assert main(["toy-data", "--kind", "fundus-dr", "--output", str(out), "--n", "12", "--size", "32"]) == 0
     assert not lock_path(out).exists()  # released
+
+
+def test_nested_config_fields_can_be_left_off_the_command_line():
+    """``add_config_args(exclude=("train.x",))`` leaves a nested field out (it was compared unprefixed)."""
+    import argparse
+
+    from visionfm.config import add_config_args
+    from visionfm.synth.config import GeneratorConfig
+
+    p = argparse.ArgumentParser()
+    add_config_args(p, GeneratorConfig, exclude=("train.select_metric", "crop"))
+    flags = {s for a in p._actions for s in a.option_strings}
+    assert "--max-steps" in flags and "--select-metric" not in flags and "--train.select-metric" not in flags
+    assert "--crop" not in flags and "--channels" in flags
