@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from .errors import UserError
@@ -45,6 +46,7 @@ class Registry(Generic[T]):
         self._fold = fold or _identity
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}  # folded spelling -> canonical name
+        self._lazy: dict[str, str] = {}  # name -> module that registers it when imported
 
     def register(self, name: str, aliases: Iterable[str] = ()) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name`` (names are unique) and its ``aliases``."""
@@ -55,8 +57,23 @@ class Registry(Generic[T]):
 
         return deco
 
+    def add_lazy(self, name: str, module: str, aliases: Iterable[str] = ()) -> None:
+        """Declare ``name`` now and import ``module`` (which registers it with :meth:`add`) on first :meth:`get`.
+
+        Keeps the name listable (command lines, help, choices) without importing a heavy module such as torch.
+        """
+        self.add(name, None, aliases)  # type: ignore[arg-type]
+        self._lazy[name] = module
+
     def add(self, name: str, obj: T, aliases: Iterable[str] = ()) -> None:
-        """Register ``obj`` under ``name`` and every alias; a name or alias taken by another entry is an error."""
+        """Register ``obj`` under ``name`` and every alias; a name or alias taken by another entry is an error.
+
+        The module declared by :meth:`add_lazy` for ``name`` fills in its entry here.
+        """
+        if name in self._lazy and self._items.get(name) is None:
+            self._items[name] = obj
+            self._aliases.update(dict.fromkeys({self._fold(s) for s in (name, *aliases)}, name))
+            return
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         spellings = {self._fold(s) for s in (name, *aliases)}
@@ -81,8 +98,13 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
 
     def get(self, name: str) -> T:
-        """The object registered under ``name`` or one of its aliases."""
-        return self._items[self.canonical(name)]
+        """The object registered under ``name`` or one of its aliases (importing a lazily declared one)."""
+        key = self.canonical(name)
+        if self._items[key] is None and key in self._lazy:
+            importlib.import_module(self._lazy[key])
+            if self._items[key] is None:
+                raise ImportError(f"{self._lazy[key]} did not register {self.kind} {key!r}")
+        return self._items[key]
 
     def names(self) -> list[str]:
         return list(self._items)

@@ -119,9 +119,6 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.xfail(strict=True, reason="cli/recognition.py registers one command per task kind at import "
-                   "(register_kind_commands), which imports visionfm.recognition -> task_kinds -> evaluation -> "
-                   "torch; every other command module is lazy. Remove this marker when that import is light.")
 def test_help_imports_no_torch():
     """``visionfm --help`` parses without importing torch (what made help take seconds)."""
     r = _python("import sys\nfrom visionfm.cli import main\n"

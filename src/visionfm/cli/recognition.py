@@ -120,13 +120,13 @@ _KIND_HELP = {"classify": "Single-label classification heads (linear probe / off
 def register_kind_commands() -> None:
     """One command per registered task kind (help: its docstring's first line unless given here). Runs when the
     CLI loads; a kind registered later (a plugin) gets its command by calling this again."""
+    from ..recognition.kinds import TASKS  # torch-free: built-in kinds are declared by name
     from . import COMMANDS
-    from ..recognition import TASKS
 
     for kind in TASKS.names():
         if kind not in COMMANDS:
-            doc = (TASKS.get(kind).__doc__ or kind).strip().splitlines()[0]
-            command(kind, _KIND_HELP.get(kind, doc), _configure(kind))(lambda a, _k=kind: _run(_k, a))
+            text = _KIND_HELP.get(kind) or (TASKS.get(kind).__doc__ or kind).strip().splitlines()[0]
+            command(kind, text, _configure(kind))(lambda a, _k=kind: _run(_k, a))
 
 
 register_kind_commands()

@@ -12,6 +12,11 @@ from ..registry import Registry
 __all__ = ["TASKS", "task_class"]
 
 TASKS: Registry[type] = Registry("recognition task")
+# The built-in kinds are declared by name and imported on first use, so the command line can list them (one command
+# each) without importing torch; the modules register their classes with ``@TASKS.register``.
+for _kind, _module in (("classify", "tasks_single"), ("forecast", "tasks_single"), ("multilabel", "tasks_multi"),
+                       ("regress", "tasks_multi")):
+    TASKS.add_lazy(_kind, f"{__package__}.{_module}")
 
 
 def task_class(kind: str) -> type:
