@@ -22,7 +22,8 @@ reported beside it. Random-init twins (:func:`visionfm.checkpoints.random_encode
 and seed, modality statistics) are probed too unless ``--no-random``.
 
 Every run folder and probe result is cached under ``--work``: a second call with more ``--seeds`` reuses them, and
-``--report`` prints the table from what exists.
+``--report`` prints the table from what exists; ``--steps IBOT MAE`` skips the calibration and runs the given
+numbers of steps (CPU runs with the same seed are bitwise repeatable, so a documented run is reproduced exactly).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/pretrain_compare.py --seeds 0 1 2 --budget-cpu-s 180
 """
@@ -243,6 +244,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="config overrides for both methods (YAML values, e.g. data='[img/]' arch=vit_test)")
     p.add_argument("--budget-cpu-s", type=float, default=180.0, help="CPU-seconds of training steps per run")
     p.add_argument("--calib-steps", type=int, nargs=2, default=[3, 13], help="n1 n2 of the calibration runs")
+    p.add_argument("--steps", type=int, nargs=2, metavar=("IBOT", "MAE"),
+                   help="steps of each run, no calibration (reproduces a documented run on another machine)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--work", type=Path, default=Path("runs/pretrain_compare"))
     p.add_argument("--npz", type=Path, default=ROOT.parent / "shared/data/retinamnist/retinamnist.npz")
@@ -257,6 +260,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in a.set if "=" not in s]
     if bad:
         p.error(f"--set {bad[0]!r}: expected KEY=VALUE")
+    if a.steps and min(a.steps) < 1:
+        p.error(f"--steps {a.steps}: expected two positive step counts")
     if a.calib_steps[1] <= a.calib_steps[0] or a.calib_steps[0] < 1:
         p.error(f"--calib-steps {a.calib_steps}: expected 1 <= n1 < n2")
     a.overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
@@ -264,11 +269,32 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def _report(a: argparse.Namespace, calib: dict, steps: dict, runs: dict, results: dict, done: list[int]) -> None:
+    """Print the budget and the two tables; write everything as JSON."""
+    lines, rows = table(results, done)
+    budget = "steps given" if a.steps else f"{a.budget_cpu_s:g} CPU-s of training steps each"
+    print(f"\niBOT vs MAE, {budget}, seeds {done}\n")
+    print("| method | seed | steps | CPU-s of the run | CPU-s per step (calibration) |\n|---|---|---|---|---|")
+    for s in done:
+        for m in METHODS:
+            print(f"| {m} | {s} | {runs[s][m]['steps']} | {runs[s][m]['cpu_s']:.0f} | "
+                  f"{calib[m]['cpu_s_per_step']:.2f} |")
+    print("\n" + "\n".join(lines))
+    _write_json(a.json or a.work / "compare.json", {
+        "budget_cpu_s": None if a.steps else a.budget_cpu_s, "calibration": None if a.steps else calib,
+        "steps": steps, "seeds": done, "overrides": a.overrides, "runs": {str(s): r for s, r in runs.items()},
+        "rows": rows, "results": {m: {str(s): v for s, v in r.items()} for m, r in results.items()}})
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parse(argv)
     a.work.mkdir(parents=True, exist_ok=True)
-    calib = {m: calibrate(m, a.config[m], a.work, a.overrides, tuple(a.calib_steps)) for m in METHODS}
-    steps = {m: max(1, round(a.budget_cpu_s / calib[m]["cpu_s_per_step"])) for m in METHODS}
+    if a.steps:
+        calib = {m: {"cpu_s_per_step": float("nan")} for m in METHODS}  # not measured: steps given
+        steps = dict(zip(METHODS, a.steps))
+    else:
+        calib = {m: calibrate(m, a.config[m], a.work, a.overrides, tuple(a.calib_steps)) for m in METHODS}
+        steps = {m: max(1, round(a.budget_cpu_s / calib[m]["cpu_s_per_step"])) for m in METHODS}
     print("budget: " + ", ".join(f"{m} {calib[m]['cpu_s_per_step']:.2f} CPU-s/step -> {steps[m]} steps"
                                  for m in METHODS), flush=True)
     retina = medmnist_to_folder(a.npz, a.work / "retinamnist")
@@ -284,18 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         done.append(seed)
     if not done:
         raise SystemExit("no seed has finished yet")
-    lines, rows = table(results, done)
-    print(f"\niBOT vs MAE, {a.budget_cpu_s:g} CPU-s of training steps each, seeds {done}\n")
-    print("| method | seed | steps | CPU-s of the run | CPU-s per step (calibration) |\n|---|---|---|---|---|")
-    for s in done:
-        for m in METHODS:
-            print(f"| {m} | {s} | {runs[s][m]['steps']} | {runs[s][m]['cpu_s']:.0f} | "
-                  f"{calib[m]['cpu_s_per_step']:.2f} |")
-    print("\n" + "\n".join(lines))
-    _write_json(a.json or a.work / "compare.json", {
-        "budget_cpu_s": a.budget_cpu_s, "calibration": calib, "steps": steps, "seeds": done, "overrides": a.overrides,
-        "runs": {str(s): r for s, r in runs.items()}, "rows": rows,
-        "results": {m: {str(s): v for s, v in r.items()} for m, r in results.items()}})
+    _report(a, calib, steps, runs, results, done)
     return 0
 
 

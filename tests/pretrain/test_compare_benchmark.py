@@ -64,9 +64,10 @@ def test_compare_benchmark_tiny_end_to_end(retina_folder, tmp_path, capsys):
     assert len(table) == 2 and table[0].count("|") == 8  # metric, iBOT s0, mean, MAE s0, mean, random, difference
     # a second call (report only) reuses every run and probe: nothing is retrained
     stamp = (work / "runs" / "mae-s0" / "encoder.safetensors").stat().st_mtime_ns
-    assert bench.main([*args, "--report"]) == 0
+    assert bench.main([*args, "--report", "--steps", "1", "1"]) == 0  # the same steps given, not calibrated
     assert (work / "runs" / "mae-s0" / "encoder.safetensors").stat().st_mtime_ns == stamp
-    assert json.loads((work / "compare.json").read_text())["rows"] == res["rows"]
+    again = json.loads((work / "compare.json").read_text())
+    assert again["rows"] == res["rows"] and again["calibration"] is None
 
 
 def test_compare_benchmark_bad_override_is_one_line(capsys):
