@@ -39,6 +39,7 @@ def test_compare_benchmark_tiny_end_to_end(retina_folder, tmp_path, capsys):
     bench, work = _bench(), tmp_path / "work"
     args = ["--set", *[s.format(retina_folder) for s in TINY], "--budget-cpu-s", "1e-6", "--calib-steps", "1", "2",
             "--seeds", "0", "--work", str(work), "--npz", str(_archive(tmp_path / "m.npz")), "--origa", str(origa),
+            "--retinamnist", str(tmp_path / "vfm"),
             "--shots", "1", "2", "--draws", "3", "--cv-repeats", "2"]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
