@@ -262,6 +262,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in a.set if "=" not in s]
     if bad:
         p.error(f"--set {bad[0]!r}: expected KEY=VALUE")
+    for path, what in ((a.npz, "--npz"), (a.origa / "manifest.csv", "--origa")):
+        if not path.is_file():
+            p.error(f"{what}: {path} not found")
     if a.steps and min(a.steps) < 1:
         p.error(f"--steps {a.steps}: expected two positive step counts")
     if a.calib_steps[1] <= a.calib_steps[0] or a.calib_steps[0] < 1:

@@ -75,3 +75,6 @@ def test_compare_benchmark_bad_override_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         _bench().main(["--set", "arch"])
     assert exc.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _bench().main(["--origa", "/nonexistent/origa"])
+    assert exc.value.code == 2 and "--origa: /nonexistent/origa/manifest.csv not found" in capsys.readouterr().err
