@@ -71,10 +71,10 @@ def test_compare_benchmark_tiny_end_to_end(retina_folder, tmp_path, capsys):
     assert again["rows"] == res["rows"] and again["calibration"] is None
 
 
-def test_compare_benchmark_bad_override_is_one_line(capsys):
+def test_compare_benchmark_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         _bench().main(["--set", "arch"])
     assert exc.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        _bench().main(["--origa", "/nonexistent/origa"])
+        _bench().main(["--npz", str(_archive(tmp_path / "m.npz")), "--origa", "/nonexistent/origa"])
     assert exc.value.code == 2 and "--origa: /nonexistent/origa/manifest.csv not found" in capsys.readouterr().err
