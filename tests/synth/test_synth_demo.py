@@ -20,5 +20,7 @@ def test_demo_stage_fast(tmp_path, tiny_weights):
     # the real training images are the training set: all flagged as copies, and closer to held-out real images
     assert ref["copies (pixels)"] == 1.0 and syn["copies (pixels)"] < 1.0
     assert ref["FD"] < syn["FD"]
-    assert all(p.is_file() and p.stat().st_size > 1000 for p in section.images)
+    paths = [im[0] if isinstance(im, tuple) else im for im in section.images]  # (path, caption) or a path
+    assert paths and all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+    assert all(isinstance(im, tuple) and im[1] for im in section.images)  # every figure says what it shows
     assert len(list((tmp_path / "synthetic" / "samples").glob("*.png"))) == 16
