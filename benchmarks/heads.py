@@ -47,8 +47,8 @@ def _cached(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dic
 def _rerun(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dict:
     from visionfm.checkpoints import load_encoder
     from visionfm.data.images import Preprocess
-    from visionfm.recognition.api import fit_task
     from visionfm.engine import TrainConfig
+    from visionfm.recognition.api import fit_task
     from visionfm.recognition.finetune import ImageLabelDataset, image_table, load_finetune_config
     from visionfm.recognition.heads import build_head
     from visionfm.recognition.runs import label_spec

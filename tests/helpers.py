@@ -10,7 +10,7 @@ SHARED = Path(os.environ.get("VISIONFM_SHARED", Path(__file__).resolve().parents
 DATA = Path(os.environ.get("VISIONFM_DATA", SHARED / "data"))
 FIXTURES = SHARED / "fixtures" / "visionfm-official-format"
 
-__all__ = ["SHARED", "DATA", "FIXTURES", "require", "tiny_encoder", "save_tiny_encoder"]
+__all__ = ["DATA", "FIXTURES", "SHARED", "require", "save_tiny_encoder", "tiny_encoder"]
 
 
 def require(path: Path) -> Path:

@@ -20,8 +20,18 @@ _LAZY = {"load_encoder": "checkpoints", "save_encoder": "checkpoints", "extract_
 __version__ = "0.1.0"
 
 __all__ = [
-    "EncoderOutput", "VisionTransformer", "ViTConfig", "canonical_modality", "create_encoder", "extract_features",
-    "get_modality", "list_archs", "list_modalities", "load_encoder", "load_features", "save_encoder",
+    "EncoderOutput",
+    "ViTConfig",
+    "VisionTransformer",
+    "canonical_modality",
+    "create_encoder",
+    "extract_features",
+    "get_modality",
+    "list_archs",
+    "list_modalities",
+    "load_encoder",
+    "load_features",
+    "save_encoder",
 ]
 
 

@@ -12,16 +12,17 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .checkpoints.io import atomic_write
 from .registry import Registry
 
-__all__ = ["COLUMNS", "SUITES", "BenchmarkConfig", "run_benchmark", "rows_to_markdown"]
+__all__ = ["COLUMNS", "SUITES", "BenchmarkConfig", "rows_to_markdown", "run_benchmark"]
 
 log = logging.getLogger(__name__)
 COLUMNS = ("task", "dataset", "method", "encoder", "metric", "value", "published", "notes")

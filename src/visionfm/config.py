@@ -24,16 +24,27 @@ import math
 import re
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
 from .errors import ConfigError
 from .fileio import atomic_write
 
-__all__ = ["load_config", "save_config", "config_to_dict", "config_from_dict", "add_config_args",
-           "config_from_args", "field_help", "coerce_value", "check_choices", "read_yaml"]
+__all__ = [
+    "add_config_args",
+    "check_choices",
+    "coerce_value",
+    "config_from_args",
+    "config_from_dict",
+    "config_to_dict",
+    "field_help",
+    "load_config",
+    "read_yaml",
+    "save_config",
+]
 
 _MISSING = dataclasses.MISSING
 
@@ -49,7 +60,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) < len(typing.get_args(tp)):
-            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
+            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True  # noqa: UP007 (built at run time)
     return tp, False
 
 

@@ -28,18 +28,19 @@ import platform
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .config import check_choices, save_config
-from .fileio import atomic_write
 from .errors import ConfigError
+from .fileio import atomic_write
 from .registry import Registry
 from .report import Report, Section
 
-__all__ = ["DemoConfig", "DemoContext", "DEMO_STAGES", "ENCODER_COPY", "run_demo", "dense_summary"]
+__all__ = ["DEMO_STAGES", "ENCODER_COPY", "DemoConfig", "DemoContext", "dense_summary", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def _dense(ctx: DemoContext) -> Section:
 def dense_summary(section: Section) -> list[dict[str, Any]]:
     """Summary rows from the dense stage's tables: vessel Dice of the frozen ViT (U-Net beside it), landmark MRE."""
     rows: list[dict[str, Any]] = []
-    for caption, table in section.tables:
+    for _caption, table in section.tables:
         by_model = {str(r.get("model", "")): r for r in table}
         vit = next((r for m, r in by_model.items() if "ViT" in m), None)
         unet = next((r for m, r in by_model.items() if "U-Net" in m), None)

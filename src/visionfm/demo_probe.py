@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .report import Section
 
-__all__ = ["probe_stage", "ProbeResult", "linear_probe_scores", "feature_health", "binary_auroc"]
+__all__ = ["ProbeResult", "binary_auroc", "feature_health", "linear_probe_scores", "probe_stage"]
 
 log = logging.getLogger(__name__)
 _C = 0.5  # inverse regularisation of every logistic probe (fixed: nothing is selected on the test split)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "is_main", "resolve_device", "cleanup_distributed"]
+__all__ = ["DistInfo", "barrier", "cleanup_distributed", "init_distributed", "is_main", "resolve_device"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ boundary catches ``UserError`` (and the operating-system, YAML, CSV and image-de
 """
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError"]
+__all__ = ["ConfigError", "UserError"]
 
 
 class UserError(ValueError):

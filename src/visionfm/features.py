@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,8 +43,17 @@ from .distributed import barrier, init_distributed, resolve_device
 from .errors import UserError
 from .models import VisionTransformer
 
-__all__ = ["FeatureSet", "encode_batch", "extract_features", "load_features", "TTA_MODES", "autocast_context",
-           "resolve_precision", "cpu_has_native_bf16", "PRECISION_CHOICES"]
+__all__ = [
+    "PRECISION_CHOICES",
+    "TTA_MODES",
+    "FeatureSet",
+    "autocast_context",
+    "cpu_has_native_bf16",
+    "encode_batch",
+    "extract_features",
+    "load_features",
+    "resolve_precision",
+]
 
 log = logging.getLogger(__name__)
 TTA_MODES = ("none", "hflip", "hvflip")
@@ -292,7 +301,7 @@ def load_features(path: str | Path) -> FeatureSet:
             if meta.get("volume_features") == "1":
                 raise UserError(f"{path}: holds per-B-scan features of volumes; train on it with 'visionfm volumes "
                                 f"train' (visionfm.volumes.load_volume_features)")
-            t = {k: f.get_tensor(k) for k in f.keys()}
+            t = {k: f.get_tensor(k) for k in f}
     except (OSError, RuntimeError) as e:  # safetensors raises for truncated or foreign files
         raise UserError(f"{path}: not a readable safetensors features file ({e})") from None
     meta.setdefault("interpolation", "bicubic")  # files written before the choice was recorded were bicubic

@@ -11,13 +11,13 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import UserError
 
-__all__ = ["atomic_write", "file_sha256", "umask_mode", "exclusive_output", "OutputLockedError", "lock_path"]
+__all__ = ["OutputLockedError", "atomic_write", "exclusive_output", "file_sha256", "lock_path", "umask_mode"]
 
 
 def umask_mode(base: int = 0o666) -> int:

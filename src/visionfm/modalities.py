@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from .registry import Registry
 
 __all__ = [
-    "Modality",
-    "MODALITIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MODALITIES",
+    "Modality",
+    "canonical_modality",
     "get_modality",
     "list_modalities",
-    "canonical_modality",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

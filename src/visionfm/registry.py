@@ -13,7 +13,8 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import UserError
 

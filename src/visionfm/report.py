@@ -11,11 +11,12 @@ import base64
 import html
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
-__all__ = ["Section", "Report", "fmt_number", "Figure"]
+__all__ = ["Figure", "Report", "Section", "fmt_number"]
 
 Figure = Union[Path, str, "tuple[Path | str, str]"]
 
@@ -156,7 +157,8 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right
 white-space:nowrap}caption{font-weight:bold;text-align:left;padding-bottom:.3em}.ok{color:#17692c;font-weight:bold}
 .bad{color:#b00020;font-weight:bold}.na{color:#777}.grid{display:grid;gap:12px;
 grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));align-items:start}figure{margin:0;
-border:1px solid #e3e3e3;padding:6px;background:#fafafa}figure img{width:100%;height:auto;max-height:460px;object-fit:contain;display:block}
+border:1px solid #e3e3e3;padding:6px;background:#fafafa}
+figure img{width:100%;height:auto;max-height:460px;object-fit:contain;display:block}
 figcaption{font-size:90%;color:#444;margin-top:4px}.t{color:#666;font-size:90%}.skip{color:#777;font-style:italic}"""
 
 

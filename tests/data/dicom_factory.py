@@ -19,13 +19,18 @@ def make_dicom(path: Path, px: np.ndarray, photometric: str = "MONOCHROME2", syn
     PIL as YBR_FULL_422), ``mpeg4`` (encapsulated junk under a video syntax no plugin decodes). For ``YBR_FULL``
     uncompressed the RGB input is converted with pydicom.
     """
-    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.pixels import convert_color_space
     from pydicom.sequence import Sequence
-    from pydicom.dataset import Dataset
-    from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, ExplicitVRLittleEndian, MPEG4HP41, RLELossless,
-                             generate_uid)
+    from pydicom.uid import (
+        MPEG4HP41,
+        ExplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGBaseline8Bit,
+        RLELossless,
+        generate_uid,
+    )
 
     colour = px.shape[-1] == 3 and px.ndim in (3, 4) and photometric != "MONOCHROME2" and photometric != "MONOCHROME1"
     frames = px.shape[0] if px.ndim == (4 if colour else 3) else 1

@@ -4,9 +4,9 @@ import pytest
 
 pytest.importorskip("pydicom")
 
-from tests.data.dicom_factory import OPT, make_dicom  # noqa: E402
-from visionfm.data import ImageReadError, decode_image, read_dicom, read_image  # noqa: E402
-from visionfm.features import extract_features, load_features  # noqa: E402
+from tests.data.dicom_factory import OPT, make_dicom
+from visionfm.data import ImageReadError, decode_image, read_dicom, read_image
+from visionfm.features import extract_features, load_features
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -84,7 +84,7 @@ def test_missing_plugin_names_file_syntax_and_install(tmp_path, monkeypatch):
 
     class _Missing:
         is_available = False
-        missing_dependencies = ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"]
+        missing_dependencies = ("pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1",)
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: _Missing())
     with pytest.raises(ImageReadError, match=r"j.dcm: transfer syntax JPEG Baseline \(Process 1\).*needs a "

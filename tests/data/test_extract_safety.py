@@ -51,8 +51,8 @@ def test_unwritable_folder_is_refused_first(tmp_path, tiny_encoder, image_folder
 
 def test_second_writer_is_refused_and_first_output_intact(tmp_path, tiny_encoder, image_folder):
     out = tmp_path / "f.safetensors"
-    with OutputLock(out):  # another extraction running on the same output
-        with pytest.raises(UserError, match=f"another extraction \\(pid {os.getpid()}\\) is writing"):
+    with OutputLock(out), pytest.raises(UserError,  # another extraction running on the same output
+                                        match=f"another extraction \\(pid {os.getpid()}\\) is writing"):
             extract_features(tiny_encoder, image_folder, out, **KW)
     assert not out.exists()
     extract_features(tiny_encoder, image_folder, out, **KW)

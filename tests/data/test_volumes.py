@@ -11,8 +11,17 @@ from PIL import Image
 from tests.data.dicom_factory import OPT, make_dicom
 from tests.helpers import DATA, require
 from visionfm.cli import main
-from visionfm.volumes import (MILHead, VolumeTrainConfig, extract_volume_features, list_volumes,
-                              load_volume_features, pad_bags, read_volume, scan_volumes, train_volume_classifier)
+from visionfm.volumes import (
+    MILHead,
+    VolumeTrainConfig,
+    extract_volume_features,
+    list_volumes,
+    load_volume_features,
+    pad_bags,
+    read_volume,
+    scan_volumes,
+    train_volume_classifier,
+)
 from visionfm.volumes.extract import VolumeFeatures
 
 RNG = np.random.default_rng(0)

@@ -5,8 +5,17 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from visionfm.engine import (ResumableSampler, StepState, Task, TrainConfig, Trainer, cosine_schedule,
-                             linear_warmup_then_constant, load_config, param_groups_for)
+from visionfm.engine import (
+    ResumableSampler,
+    StepState,
+    Task,
+    TrainConfig,
+    Trainer,
+    cosine_schedule,
+    linear_warmup_then_constant,
+    load_config,
+    param_groups_for,
+)
 
 
 class Regression(Task):
@@ -39,7 +48,8 @@ def _cfg(tmp_path, **kw):
 
 def test_cosine_schedule_known_values():
     s = cosine_schedule(1.0, 0.0, total_steps=6, warmup_steps=2)
-    np.testing.assert_allclose(s, [0.0, 0.5, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))])
+    np.testing.assert_allclose(s, [0.0, 0.5, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
+                                   0.5 * (1 + np.cos(3 * np.pi / 4))])
     np.testing.assert_allclose(linear_warmup_then_constant(0.04, 0.07, 4, 6), [0.04, 0.05, 0.06, 0.07, 0.07, 0.07])
 
 

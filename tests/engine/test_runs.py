@@ -107,10 +107,9 @@ def test_atomic_write_gets_the_umask_mode(tmp_path):
 
 
 def test_atomic_write_removes_its_temporary_on_error(tmp_path):
-    with pytest.raises(OSError):
-        with atomic_write(tmp_path / "c.bin") as tmp:
-            tmp.write_bytes(b"half")
-            raise OSError(28, "No space left on device", str(tmp))
+    with pytest.raises(OSError), atomic_write(tmp_path / "c.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device", str(tmp))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -131,6 +130,5 @@ def test_exclusive_output_refuses_a_second_writer_and_takes_over_a_stale_lock(tm
     with exclusive_output(out):
         assert lock_path(out).read_text().startswith(str(os.getpid()))
     lock_path(out).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live process
-    with pytest.raises(OutputLockedError, match="being written by another process"):
-        with exclusive_output(out):
-            pass
+    with pytest.raises(OutputLockedError, match="being written by another process"), exclusive_output(out):
+        pass

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, cohen_kappa_score, f1_score, roc_auc_score
 
-from visionfm.evaluation import (classification_metrics, expected_calibration_error, multilabel_metrics,
-                                 regression_metrics, reliability_bins)
+from visionfm.evaluation import (
+    classification_metrics,
+    expected_calibration_error,
+    multilabel_metrics,
+    regression_metrics,
+    reliability_bins,
+)
 
 # 3 classes, 6 samples; no confidence falls on a bin edge of 15 bins
 Y3 = np.array([0, 0, 1, 1, 2, 2])

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionfm.evaluation import (classification_metrics, plot_confusion, plot_pr, plot_reliability, plot_roc,
-                                 read_predictions, write_predictions, write_results)
+from visionfm.evaluation import (
+    classification_metrics,
+    plot_confusion,
+    plot_pr,
+    plot_reliability,
+    plot_roc,
+    read_predictions,
+    write_predictions,
+    write_results,
+)
 
 NAMES = ["normal", "mild", "severe"]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.helpers import FIXTURES, require
 
-from visionfm.explain import (attention_maps, attention_rollout, capture_attention, cls_patch_attention,
-                              upsample_maps)
+from tests.helpers import FIXTURES, require
+from visionfm.explain import attention_maps, attention_rollout, capture_attention, cls_patch_attention, upsample_maps
 from visionfm.models import create_encoder
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.helpers import DATA, FIXTURES, require
 from PIL import Image
 
+from tests.helpers import DATA, FIXTURES, require
 from visionfm.checkpoints import save_encoder
 from visionfm.cli import main
 from visionfm.explain import attention_evolution, explain, explain_images
@@ -104,12 +104,12 @@ def test_collect_images_mixes_files_and_folders(image_folder, tmp_path):
 @pytest.fixture(scope="module")
 def pretrain_run(tmp_path_factory):
     """A real (tiny) `visionfm pretrain` run on fundus phantoms, keeping a checkpoint every 2 steps."""
-    from visionfm.pretrain import PretrainConfig, pretrain
+    from visionfm.pretrain import pretrain, pretrain_config
     from visionfm.toydata import make_dataset
 
     root = tmp_path_factory.mktemp("pretrain")
     data = make_dataset("fundus-dr", root / "toy", n=20, size=32, progress=False)
-    cfg = PretrainConfig(data=[str(data.root / "training")], modality="Fundus", arch="vit_test", output=str(
+    cfg = pretrain_config(data=[str(data.root / "training")], modality="Fundus", arch="vit_test", output=str(
         root / "run"), max_steps=4, epochs=4, batch_size=4, global_size=32, local_crops=0, out_dim=64,
         patch_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, checkpoint_every=2, keep_last=10,
         warmup_epochs=0.1, device="cpu", num_workers=0, progress=False)

@@ -37,7 +37,7 @@ def test_crop_box_follows_scale_and_ratio():
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, h, w = crop_box(100, 140, (0.32, 1.0), (0.8, 1.2), rng)
-        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 140
+        assert top >= 0 and top + h <= 100 and left >= 0 and left + w <= 140
         assert 0.3 * 14000 <= h * w <= 14000
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8))
     assert crop_resize(img, 32, (0.3, 1.0), (0.8, 1.2), rng).shape == (32, 32, 3)
@@ -178,7 +178,7 @@ def test_fast_step_equals_the_official_computation(tmp_path, local):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
     a["loss"].backward()
     b["loss"].backward()
-    for (name, p), q in zip(ours.student.named_parameters(), ref.student.parameters()):
+    for (_name, p), q in zip(ours.student.named_parameters(), ref.student.parameters()):
         if p.grad is not None or q.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ours.center2, ref.center2)

@@ -9,9 +9,16 @@ import torch
 from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
-from visionfm.recognition.losses import (class_balanced_weights, cross_entropy, focal_bce, group_cross_entropy,
-                                         inverse_frequency_weights, masked_bce, multilabel_loss,
-                                         standardised_regression_loss)
+from visionfm.recognition.losses import (
+    class_balanced_weights,
+    cross_entropy,
+    focal_bce,
+    group_cross_entropy,
+    inverse_frequency_weights,
+    masked_bce,
+    multilabel_loss,
+    standardised_regression_loss,
+)
 from visionfm.recognition.schema import OFFICIAL_13, LabelSchema
 
 NAN = float("nan")

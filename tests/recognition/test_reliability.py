@@ -49,7 +49,7 @@ def test_labels_come_from_the_features_split_and_are_recorded(decoyed, rec_root)
 def test_features_without_a_recorded_split_use_their_stored_labels(decoyed, tmp_path):
     _, cache = decoyed
     with safe_open(str(cache), framework="pt") as f:
-        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f}
     meta.pop("split", None)
     old = tmp_path / "old.safetensors"
     save_file(tensors, str(old), metadata=meta)

@@ -113,7 +113,7 @@ def test_loop_settings_are_nested_not_copied():
     cfg = load_head_config(lr=0.05, epochs=7, output_dir="x", **{"train.batch_size": 8})
     assert (cfg.train.lr, cfg.train.epochs, cfg.train.output_dir, cfg.train.batch_size) == (0.05, 7, "x", 8)
     assert HeadConfig().train.epochs == 100 and HeadConfig().train.progress is False  # the heads' own defaults
-    names = {f for f in HeadConfig.__dataclass_fields__}
+    names = set(HeadConfig.__dataclass_fields__)
     assert not names & {"lr", "epochs", "batch_size", "output_dir", "seed", "device", "select_metric"}
 
 

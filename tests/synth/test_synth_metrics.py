@@ -6,8 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from visionfm.synth.metrics import (frechet_distance, frechet_distance_features, knn_radii, memorisation_check,
-                                    nearest_neighbours, pairwise_distances, precision_recall)
+from visionfm.synth.metrics import (
+    frechet_distance,
+    frechet_distance_features,
+    knn_radii,
+    memorisation_check,
+    nearest_neighbours,
+    pairwise_distances,
+    precision_recall,
+)
 
 
 def test_fd_of_identical_gaussians_is_zero():

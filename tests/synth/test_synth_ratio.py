@@ -10,8 +10,7 @@ from PIL import Image
 from tests.helpers import DATA, require
 from visionfm.cli import main
 from visionfm.synth.probe import linear_probe
-from visionfm.synth.ratio_study import (RatioStudyConfig, epoch_length, parse_ratio, ratio_pretrain_config,
-                                        summarise)
+from visionfm.synth.ratio_study import RatioStudyConfig, epoch_length, parse_ratio, ratio_pretrain_config, summarise
 
 
 def test_parse_ratio_and_epoch_length():

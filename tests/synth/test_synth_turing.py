@@ -135,7 +135,8 @@ def test_page_in_headless_chromium(browser, server, tmp_path):
     wait = WebDriverWait(browser, 20)
     shown = []
     for i in range(6):
-        wait.until(lambda b: element("progress").text.startswith(f"{i + 1} / 6") and element("btn-real").is_enabled())
+        wait.until(lambda b, i=i: element("progress").text.startswith(f"{i + 1} / 6")
+                   and element("btn-real").is_enabled())
         img = element("image")
         assert browser.execute_script("return arguments[0].naturalWidth;", img) == 64  # every image at one size
         shown.append(img.get_attribute("src").rsplit("/", 1)[-1].removesuffix(".png"))

@@ -8,9 +8,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from visionfm.toydata import (DR_LESION_BINS, GLAUCOMA_CDR, MULTILABEL_CLASSES, FundusSpec, dr_grade,
-                              external_phantom, fundus_phantom, generate, multilabel_vector, oct_phantom,
-                              sample_fundus_spec, slitlamp_phantom, ubm_phantom)
+from visionfm.toydata import (
+    DR_LESION_BINS,
+    GLAUCOMA_CDR,
+    MULTILABEL_CLASSES,
+    FundusSpec,
+    dr_grade,
+    external_phantom,
+    fundus_phantom,
+    generate,
+    multilabel_vector,
+    oct_phantom,
+    sample_fundus_spec,
+    slitlamp_phantom,
+    ubm_phantom,
+)
 
 
 def _rng(i: int) -> np.random.Generator:
@@ -119,7 +131,7 @@ def test_ubm_landmarks_hit_the_angle_structures(i):
     # the opening measured from the landmarks: the angle at the recess between spur and the iris direction
     d_w = np.subtract(spur, rec)
     ang_w = math.degrees(math.atan2(-d_w[1], d_w[0]))
-    assert 8 <= ang_w and p.targets["angle_deg"] == pytest.approx(ang_w - _iris_angle(iris, rec), abs=4)
+    assert ang_w >= 8 and p.targets["angle_deg"] == pytest.approx(ang_w - _iris_angle(iris, rec), abs=4)
 
 
 def _iris_angle(iris: np.ndarray, rec) -> float:

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from visionfm.toydata import (FundusSpec, external_phantom, fundus_phantom, oct_phantom, sample_fundus_spec,
-                              slitlamp_phantom)
+from visionfm.toydata import (
+    FundusSpec,
+    external_phantom,
+    fundus_phantom,
+    oct_phantom,
+    sample_fundus_spec,
+    slitlamp_phantom,
+)
 
 S = 128
 

@@ -81,7 +81,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         detail = op[0] if op else (text.splitlines() or [type(e).__name__])[0][:120]
         raise CheckpointError(f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: "
                               f"{detail})") from None
-    except Exception as e:  # noqa: BLE001 (torch's legacy reader raises KeyError, EOFError, ... on non-checkpoints)
+    except Exception as e:
         first = (str(e).splitlines() or [""])[0][:160]
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
 

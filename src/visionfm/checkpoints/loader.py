@@ -116,7 +116,7 @@ def _read_safetensors(path: Path) -> tuple[Converted, dict[str, str]]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    except Exception as e:  # noqa: BLE001 (safetensors raises its own error types for corrupt headers)
+    except Exception as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
         mean = tuple(json.loads(meta["mean"])) if "mean" in meta else None

@@ -26,13 +26,24 @@ import pkgutil
 import shlex
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..registry import Registry
 
-__all__ = ["COMMANDS", "GROUPS", "Command", "command", "command_group", "main", "build_parser", "HelpFormatter", "user_error_message", "EXIT_USAGE",
-           "EXIT_INTERRUPTED"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "GROUPS",
+    "Command",
+    "HelpFormatter",
+    "build_parser",
+    "command",
+    "command_group",
+    "main",
+    "user_error_message",
+]
 
 EXIT_USAGE = 2  # argparse's own code for bad arguments; every user error uses it
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -153,7 +164,7 @@ class _CurrentStderr(logging.StreamHandler):
             from tqdm import tqdm
 
             tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never raise; the standard handler reports it
+        except Exception:
             self.handleError(record)
 
     @property
@@ -267,9 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `visionfm ... | head`: the reader left; not an error of ours
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        sys.stdout = open(os.devnull, "w")
         return 0
-    except Exception as e:  # noqa: BLE001 - the boundary: user errors become one line, bugs are re-raised
+    except Exception as e:
         message = user_error_message(e)
         if message is None:
             raise

@@ -10,7 +10,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     from ..benchmark import SUITES
 
     p.add_argument("--data", default="../shared/data", help="the shared real-data folder (default ../shared/data)")
-    p.add_argument("--output", default="outputs/benchmark", help="results folder (results.md, results.json; default outputs/benchmark)")
+    p.add_argument("--output", default="outputs/benchmark",
+                   help="results folder (results.md, results.json; default outputs/benchmark)")
     p.add_argument("--weights", help="encoder weights for every suite (default: each suite's documented stand-in)")
     p.add_argument("--quick", action="store_true", help="tiny versions of every experiment (smoke test; default: off)")
     p.add_argument("--suites", nargs="+", choices=SUITES.names(), help="run only these suites (default: all)")

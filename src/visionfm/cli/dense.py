@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from typing import TYPE_CHECKING
 
 from ..config import add_config_args, config_from_args
 from ..errors import UserError
@@ -18,6 +19,9 @@ from . import command
 _LANDMARK_ONLY = ("labels", "sigma")
 _SEGMENT_ONLY = ("masks", "fov", "kind", "resize_masks", "crop", "max_side", "fg_crop", "border_crop", "loss",
                  "val_data", "val_split")
+
+if TYPE_CHECKING:
+    from ..dense.config import DenseConfig
 
 
 def _train_args(p: argparse.ArgumentParser, exclude: tuple[str, ...], run_options: bool = True) -> None:
@@ -85,9 +89,8 @@ def rows_to_markdown(rows: list[dict]) -> str:
 @command("segment", "Segmentation: train (ViT decoder or U-Net baseline), few-shot tables, predict/evaluate.",
          _configure_segment)
 def run_segment(a: argparse.Namespace) -> int:
-    from ..dense.config import SegmentPredictConfig
-
     from ..dense import predict_segmentation, run_fewshot, train_segmentation
+    from ..dense.config import SegmentPredictConfig
 
     if a.action == "train":
         print(train_segmentation(_config(a, "segment"), resume=a.resume, overwrite=a.overwrite))
@@ -124,9 +127,8 @@ def _configure_landmark(p: argparse.ArgumentParser) -> None:
 @command("landmark", "Landmark detection: train, predict (original pixels, MRE) and labels from masks.",
          _configure_landmark)
 def run_landmark(a: argparse.Namespace) -> int:
-    from ..dense.config import LandmarkPredictConfig
-
     from ..dense import landmarks_from_masks, predict_landmark, train_landmark
+    from ..dense.config import LandmarkPredictConfig
 
     if a.action == "train":
         print(train_landmark(_config(a, "landmark"), resume=a.resume, overwrite=a.overwrite))

@@ -23,8 +23,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, help="square input side (default: the encoder's training size)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default auto)")
-    p.add_argument("--no-heads", action="store_true", help="only the merged map and rollout, not every head (default: every head too)")
-    p.add_argument("--evolution-map", default="mean", choices=MAP_KINDS, help="map drawn in the evolution figure (default mean)")
+    p.add_argument("--no-heads", action="store_true",
+                   help="only the merged map and rollout, not every head (default: every head too)")
+    p.add_argument("--evolution-map", default="mean", choices=MAP_KINDS,
+                   help="map drawn in the evolution figure (default mean)")
     p.add_argument("--labels", nargs="*", help="row titles of the evolution figure (one per checkpoint; default: "
                                                "'step N' for run checkpoints, else the file names)")
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import add_config_args, config_from_args
 from . import command
 
-__all__ = ["summary", "register_kind_commands"]
+__all__ = ["register_kind_commands", "summary"]
 
 
 def _get(m: dict, key: str) -> Any:

@@ -15,9 +15,9 @@ import csv
 import io
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -26,8 +26,20 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from .images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
-__all__ = ["Sample", "ImageCollection", "list_images", "scan", "ImageDataset", "LAYOUTS", "MISSING", "parse_label",
-           "read_vfm_labels", "read_csv_rows", "walk_files", "scan_manifest"]
+__all__ = [
+    "LAYOUTS",
+    "MISSING",
+    "ImageCollection",
+    "ImageDataset",
+    "Sample",
+    "list_images",
+    "parse_label",
+    "read_csv_rows",
+    "read_vfm_labels",
+    "scan",
+    "scan_manifest",
+    "walk_files",
+]
 
 LAYOUTS = ("auto", "tree", "imagenet", "vfm", "csv")
 

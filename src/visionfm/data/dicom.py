@@ -22,7 +22,7 @@ import numpy as np
 
 from .images import ImageReadError, _scale_to_unit, check_pixels, pixel_limit, to_rgb
 
-__all__ = ["DicomImage", "read_dicom", "dicom_meta", "dicom_header", "OPHTHALMIC_SOP_CLASSES"]
+__all__ = ["OPHTHALMIC_SOP_CLASSES", "DicomImage", "dicom_header", "dicom_meta", "read_dicom"]
 
 OPHTHALMIC_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.77.1.5.1": "Ophthalmic Photography 8 Bit Image Storage",
@@ -98,7 +98,7 @@ def _open(source: str | Path | bytes | BinaryIO, name: str, pixels: bool):
         except Exception as e:
             raise ImageReadError(f"{name}: not a DICOM file ({type(e).__name__}: {e})") from None
         if "Rows" not in ds and "SOPClassUID" not in ds:
-            raise ImageReadError(f"{name}: not a DICOM file (no DICM marker and no image attributes)")
+            raise ImageReadError(f"{name}: not a DICOM file (no DICM marker and no image attributes)") from None
         return ds
     except Exception as e:  # pydicom raises many types for truncated or corrupt files
         raise ImageReadError(f"{name}: unreadable DICOM ({type(e).__name__}: {e})") from None

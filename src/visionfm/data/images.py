@@ -15,16 +15,28 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "DICOM_EXTENSIONS", "INTERPOLATIONS", "ImageReadError", "read_image", "decode_image",
-           "to_rgb", "resize_image", "Preprocess", "pixel_limit", "check_pixels"]
+__all__ = [
+    "DICOM_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "INTERPOLATIONS",
+    "ImageReadError",
+    "Preprocess",
+    "check_pixels",
+    "decode_image",
+    "pixel_limit",
+    "read_image",
+    "resize_image",
+    "to_rgb",
+]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm", ".dicom", ".ppm",
                               ".webp"})
@@ -170,7 +182,7 @@ def decode_image(data: bytes, name: str = "<upload>", *, max_pixels: int | None 
     ``name`` is used in error messages (an upload's file name).
     """
     limit = pixel_limit(max_pixels)
-    if len(data) >= 132 and data[128:132] == b"DICM" or name.lower().endswith(tuple(DICOM_EXTENSIONS)):
+    if (len(data) >= 132 and data[128:132] == b"DICM") or name.lower().endswith(tuple(DICOM_EXTENSIONS)):
         from .dicom import read_dicom
 
         return read_dicom(data, name=name, max_pixels=limit).single_frame()

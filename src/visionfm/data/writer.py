@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import umask_mode
 
-__all__ = ["check_output", "OutputLock", "RowFile", "safetensors_layout"]
+__all__ = ["OutputLock", "RowFile", "check_output", "safetensors_layout"]
 
 _DTYPES = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}
 
@@ -63,7 +63,7 @@ class OutputLock:
         self.path = output.parent / f".{output.name}.lock"
         self.fd: int | None = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         import fcntl  # POSIX only; imported here so the module imports anywhere
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ class RowFile:
         self.offsets: dict[str, int] = {}
 
     @classmethod
-    def create(cls, output: Path, tmp: Path, shapes: dict, meta: dict[str, str]) -> "RowFile":
+    def create(cls, output: Path, tmp: Path, shapes: dict, meta: dict[str, str]) -> RowFile:
         """Write the header and reserve every byte of the file (a full disk fails here, before any work)."""
         rf = cls(output, tmp, shapes)
         raw, rf.offsets, size = safetensors_layout(rf.shapes, meta)
@@ -161,7 +161,7 @@ class RowFile:
         return rf
 
     @classmethod
-    def attach(cls, output: Path, tmp: Path, shapes: dict) -> "RowFile":
+    def attach(cls, output: Path, tmp: Path, shapes: dict) -> RowFile:
         rf = cls(output, tmp, shapes)
         rf.fd = os.open(tmp, os.O_RDWR)
         rf.offsets = _read_layout(tmp)

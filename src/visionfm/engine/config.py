@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ..config import check_choices
 from ..errors import ConfigError
 
-__all__ = ["TrainConfig", "PRECISIONS"]
+__all__ = ["PRECISIONS", "TrainConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

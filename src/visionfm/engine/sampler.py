@@ -7,7 +7,7 @@ skips the samples already consumed, so a run resumed mid-epoch sees exactly the 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler

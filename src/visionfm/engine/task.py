@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Task", "StepState", "param_groups_for"]
+__all__ = ["StepState", "Task", "param_groups_for"]
 
 
 @dataclass

@@ -13,9 +13,10 @@ import math
 import pickle
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,9 @@ from ..checkpoints.io import CheckpointError, atomic_torch_save, safe_torch_load
 from ..config import load_config, save_config
 from ..distributed import init_distributed, resolve_device
 from ..fileio import atomic_write
-from .sampler import ResumableSampler
 from .config import TrainConfig
 from .precision import resolve_precision
+from .sampler import ResumableSampler
 from .schedules import cosine_schedule
 from .task import StepState, Task
 
@@ -309,7 +310,7 @@ class Trainer:
         return TrainResult(best.get("metric"), best.get("epoch"), Path(best["path"]) if best.get("path") else None,
                            self.out / "checkpoint_last.pth", history)
 
-    def _end_epoch(self, epoch: int, step: int, history: list, best: dict, logger: "_Logger") -> dict:
+    def _end_epoch(self, epoch: int, step: int, history: list, best: dict, logger: _Logger) -> dict:
         """Validate (main process), record, and keep ``best.pth`` when the selection metric improves."""
         if self.val_data is None or not self.dist.is_main:
             return best

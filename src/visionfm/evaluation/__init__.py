@@ -6,16 +6,37 @@ exist); the test split is scored once, with :func:`classification_metrics` / :fu
 :func:`regression_metrics` and :func:`with_ci`.
 """
 from .bootstrap import bootstrap_ci, resample_indices, with_ci
-from .metrics import (classification_metrics, expected_calibration_error, multilabel_metrics, regression_metrics,
-                      reliability_bins)
+from .metrics import (
+                      classification_metrics,
+                      expected_calibration_error,
+                      multilabel_metrics,
+                      regression_metrics,
+                      reliability_bins,
+)
 from .plots import plot_confusion, plot_pr, plot_reliability, plot_roc
 from .results import Predictions, read_predictions, to_jsonable, write_predictions, write_results
 from .splits import kshot_draws, kshot_indices, stratified_kfold, stratified_split
 
 __all__ = [
-    "stratified_split", "kshot_indices", "kshot_draws", "stratified_kfold",
-    "classification_metrics", "multilabel_metrics", "regression_metrics", "expected_calibration_error",
-    "reliability_bins", "bootstrap_ci", "with_ci", "resample_indices",
-    "plot_roc", "plot_pr", "plot_reliability", "plot_confusion",
-    "write_results", "write_predictions", "read_predictions", "Predictions", "to_jsonable",
+                      "Predictions",
+                      "bootstrap_ci",
+                      "classification_metrics",
+                      "expected_calibration_error",
+                      "kshot_draws",
+                      "kshot_indices",
+                      "multilabel_metrics",
+                      "plot_confusion",
+                      "plot_pr",
+                      "plot_reliability",
+                      "plot_roc",
+                      "read_predictions",
+                      "regression_metrics",
+                      "reliability_bins",
+                      "resample_indices",
+                      "stratified_kfold",
+                      "stratified_split",
+                      "to_jsonable",
+                      "with_ci",
+                      "write_predictions",
+                      "write_results",
 ]

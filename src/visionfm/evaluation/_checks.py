@@ -4,11 +4,11 @@ Every error is a ``ValueError`` naming the offending argument.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["as_int_labels", "as_scores", "as_groups", "check_names", "as_multilabel"]
+__all__ = ["as_groups", "as_int_labels", "as_multilabel", "as_scores", "check_names"]
 
 
 def as_int_labels(labels: object, name: str = "labels", n_classes: int | None = None) -> np.ndarray:

@@ -8,13 +8,13 @@ undefined (NaN) are dropped; when none is finite the interval is ``(nan, nan)``.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ._checks import as_int_labels
 
-__all__ = ["bootstrap_ci", "with_ci", "resample_indices"]
+__all__ = ["bootstrap_ci", "resample_indices", "with_ci"]
 
 log = logging.getLogger(__name__)
 

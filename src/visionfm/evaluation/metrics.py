@@ -8,18 +8,32 @@ The bootstrap helpers live in :mod:`visionfm.evaluation.bootstrap` and are re-ex
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import pearsonr
-from sklearn.metrics import (average_precision_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
-                             f1_score, r2_score, roc_auc_score)
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    r2_score,
+    roc_auc_score,
+)
 
 from ._checks import as_int_labels, as_multilabel, as_scores, check_names
 from .bootstrap import bootstrap_ci, with_ci
 
-__all__ = ["classification_metrics", "multilabel_metrics", "regression_metrics", "expected_calibration_error",
-           "reliability_bins", "bootstrap_ci", "with_ci"]
+__all__ = [
+    "bootstrap_ci",
+    "classification_metrics",
+    "expected_calibration_error",
+    "multilabel_metrics",
+    "regression_metrics",
+    "reliability_bins",
+    "with_ci",
+]
 
 
 def _macro(values: dict[str, float]) -> float:
@@ -91,7 +105,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
         "f1": _with_macro({name: float(v) for name, v in zip(names, f1)}),
         "confusion_matrix": confusion_matrix(y, pred, labels=list(range(n_cls))).tolist(),
         "ece": expected_calibration_error(y, p),
-        "n": int(len(y)),
+        "n": len(y),
     }
     if ordinal:
         out["kappa_quadratic"] = _kappa(y, pred, n_cls, notes)
@@ -167,7 +181,7 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, names: Sequence[st
         ap[name] = _binary_score(average_precision_score, pos, score, f"ap[{name}]", [])
         f1[name] = float(f1_score(pos, score >= threshold, zero_division=np.nan)) if known.any() else float("nan")
     return {"auroc": _with_macro(auroc), "ap": _with_macro(ap), "f1": _with_macro(f1), "n_labelled": n_lab,
-            "n": int(len(y)), "threshold": float(threshold), "notes": notes}
+            "n": len(y), "threshold": float(threshold), "notes": notes}
 
 
 def _as_targets(arr: object, name: str, n_rows: int | None = None) -> np.ndarray:

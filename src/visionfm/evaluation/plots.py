@@ -7,8 +7,8 @@ multi-class draws one-vs-rest curves) or multi-label targets ``[N, K]`` with NaN
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from ._checks import as_int_labels, as_multilabel, as_scores, check_names
 from .metrics import expected_calibration_error, reliability_bins
 
-__all__ = ["plot_roc", "plot_pr", "plot_reliability", "plot_confusion"]
+__all__ = ["plot_confusion", "plot_pr", "plot_reliability", "plot_roc"]
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ import csv
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -24,7 +25,7 @@ import yaml
 from ..checkpoints.io import atomic_write
 from ._checks import as_int_labels, check_names
 
-__all__ = ["write_results", "write_predictions", "read_predictions", "Predictions", "to_jsonable"]
+__all__ = ["Predictions", "read_predictions", "to_jsonable", "write_predictions", "write_results"]
 
 KINDS = ("multiclass", "multilabel", "regression")
 

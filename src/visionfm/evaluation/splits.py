@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ._checks import as_groups, as_int_labels
 
-__all__ = ["stratified_split", "kshot_indices", "kshot_draws", "stratified_kfold"]
+__all__ = ["kshot_draws", "kshot_indices", "stratified_kfold", "stratified_split"]
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,47 @@ images as PNG grids, for one image or a folder, and the evolution of attention o
     attention_evolution("runs/pretrain/fundus", "images/", "evolution.png")  # every checkpoint of a pretraining run
 """
 from .api import MAP_KINDS, Explanation, attention_evolution, collect_images, explain, explain_images
-from .attention import (ATTENTION_SOURCES, AttentionMaps, attention_maps, attention_rollout, capture_attention,
-                        cls_patch_attention, num_prefix_tokens, upsample_maps)
+from .attention import (
+                        ATTENTION_SOURCES,
+                        AttentionMaps,
+                        attention_maps,
+                        attention_rollout,
+                        capture_attention,
+                        cls_patch_attention,
+                        num_prefix_tokens,
+                        upsample_maps,
+)
 from .render import overlay, save_grid
-from .runs import (RunCheckpoint, expand_weights, is_pretraining_checkpoint, load_pretraining_checkpoint,
-                   load_weights, pretraining_checkpoints)
+from .runs import (
+                        RunCheckpoint,
+                        expand_weights,
+                        is_pretraining_checkpoint,
+                        load_pretraining_checkpoint,
+                        load_weights,
+                        pretraining_checkpoints,
+)
 
-__all__ = ["AttentionMaps", "attention_maps", "capture_attention", "ATTENTION_SOURCES", "attention_rollout",
-           "cls_patch_attention", "num_prefix_tokens", "upsample_maps", "overlay", "save_grid", "Explanation",
-           "collect_images", "explain_images", "explain", "attention_evolution", "MAP_KINDS", "RunCheckpoint",
-           "pretraining_checkpoints", "is_pretraining_checkpoint", "load_pretraining_checkpoint", "load_weights",
-           "expand_weights"]
+__all__ = [
+                        "ATTENTION_SOURCES",
+                        "MAP_KINDS",
+                        "AttentionMaps",
+                        "Explanation",
+                        "RunCheckpoint",
+                        "attention_evolution",
+                        "attention_maps",
+                        "attention_rollout",
+                        "capture_attention",
+                        "cls_patch_attention",
+                        "collect_images",
+                        "expand_weights",
+                        "explain",
+                        "explain_images",
+                        "is_pretraining_checkpoint",
+                        "load_pretraining_checkpoint",
+                        "load_weights",
+                        "num_prefix_tokens",
+                        "overlay",
+                        "pretraining_checkpoints",
+                        "save_grid",
+                        "upsample_maps",
+]

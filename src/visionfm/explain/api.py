@@ -8,9 +8,9 @@ files or straight from a ``visionfm pretrain`` run folder.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from .attention import attention_maps
 from .render import overlay, save_grid
 from .runs import expand_weights, load_weights
 
-__all__ = ["Explanation", "collect_images", "explain_images", "explain", "attention_evolution", "MAP_KINDS"]
+__all__ = ["MAP_KINDS", "Explanation", "attention_evolution", "collect_images", "explain", "explain_images"]
 
 log = logging.getLogger(__name__)
 MAP_KINDS = ("mean", "rollout")

@@ -13,15 +13,24 @@ encoders with and without registers, or with much or little self-attention, are 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AttentionMaps", "cls_patch_attention", "attention_rollout", "attention_maps", "upsample_maps",
-           "num_prefix_tokens", "capture_attention", "ATTENTION_SOURCES"]
+__all__ = [
+    "ATTENTION_SOURCES",
+    "AttentionMaps",
+    "attention_maps",
+    "attention_rollout",
+    "capture_attention",
+    "cls_patch_attention",
+    "num_prefix_tokens",
+    "upsample_maps",
+]
 
 ATTENTION_SOURCES = ("forward", "explicit")
 

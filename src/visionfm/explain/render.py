@@ -1,8 +1,8 @@
 """Drawing attention maps over images: colour overlays and labelled PNG grids (matplotlib's Agg canvas, no GUI)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

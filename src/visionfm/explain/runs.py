@@ -9,17 +9,24 @@ of pretraining can be drawn (the paper's Figure 6b).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from torch import nn
 
 from ..checkpoints import resolve_encoder
 from ..pretrain.config import RUN_CONFIG
 
-__all__ = ["RUN_CONFIG", "RunCheckpoint", "pretraining_checkpoints", "is_pretraining_checkpoint",
-           "load_pretraining_checkpoint", "load_weights", "expand_weights"]
+__all__ = [
+    "RUN_CONFIG",
+    "RunCheckpoint",
+    "expand_weights",
+    "is_pretraining_checkpoint",
+    "load_pretraining_checkpoint",
+    "load_weights",
+    "pretraining_checkpoints",
+]
 
 _STEP = re.compile(r"^checkpoint_(\d+)\.pth$")
 

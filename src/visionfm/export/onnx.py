@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import atomic_write
-from ..fileio import file_sha256
+from ..fileio import atomic_write, file_sha256
 from .pipelines import LoadedModel, ModelCard, load_model, preprocess_image
 
 __all__ = ["MIN_OPSET", "ExportResult", "OnnxModel", "check_images", "export_onnx", "load_onnx", "sidecar_path"]

@@ -1,7 +1,8 @@
 """Encoder architectures: a registry of named ViT sizes (tiny/small/base/large, patch 14 and 16)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..registry import Registry
 from .info import EncoderInfo
@@ -9,15 +10,15 @@ from .vit import POS_INTERP, EncoderOutput, VisionTransformer, ViTConfig, interp
 
 __all__ = [
     "ARCHS",
-    "EncoderInfo",
     "POS_INTERP",
+    "EncoderInfo",
     "EncoderOutput",
-    "VisionTransformer",
     "ViTConfig",
+    "VisionTransformer",
+    "arch_name",
     "create_encoder",
     "interpolate_pos_embed",
     "list_archs",
-    "arch_name",
 ]
 
 ARCHS: Registry[Callable[..., ViTConfig]] = Registry("encoder architecture")

@@ -11,8 +11,9 @@ probabilities of a block; only the requested blocks take the explicit softmax pa
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 if TYPE_CHECKING:
     from .info import EncoderInfo
 
-__all__ = ["ViTConfig", "VisionTransformer", "EncoderOutput", "interpolate_pos_embed", "POS_INTERP"]
+__all__ = ["POS_INTERP", "EncoderOutput", "ViTConfig", "VisionTransformer", "interpolate_pos_embed"]
 
 # Position-embedding resizing of each released code base; each reproduces its own family's numbers.
 POS_INTERP = {

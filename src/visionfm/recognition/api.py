@@ -10,8 +10,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,15 @@ from .reporting import plot_split, score_split, write_split_predictions
 from .runs import label_spec, load_run, new_task, prepare_run_folder, run_encoders, save_run
 from .tasks import HeadTask, select_mode
 
-__all__ = ["train_head", "evaluate_run", "evaluate_table", "report_scores", "fit_task", "strata",
-           "carve_validation"]
+__all__ = [
+    "carve_validation",
+    "evaluate_run",
+    "evaluate_table",
+    "fit_task",
+    "report_scores",
+    "strata",
+    "train_head",
+]
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from .fewshot import fewshot
 from .finetune import finetune, load_finetune_config
 from .manifests import split_manifest
 
-__all__ = ["benchmark", "standin_encoder", "RETINA_PUBLISHED"]
+__all__ = ["RETINA_PUBLISHED", "benchmark", "standin_encoder"]
 
 log = logging.getLogger(__name__)
 RETINA_PUBLISHED = ("MedMNIST v2 test AUC/ACC: ResNet-18 (28) .717/.524, ResNet-18 (224) .710/.493, ResNet-50 (28) "

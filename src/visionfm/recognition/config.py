@@ -9,9 +9,10 @@ folder (``run.yaml``), beside ``metrics.json`` and the head weights.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar
 
 from ..config import check_choices, config_to_dict, load_config
 from ..engine.config import TrainConfig
@@ -20,7 +21,7 @@ from .data import FEATURES
 from .heads import HEADS, TIME_ENCODINGS
 from .kinds import TASKS, task_class
 
-__all__ = ["RecognitionConfig", "HeadConfig", "load_head_config", "BALANCE", "REGRESSION_LOSSES"]
+__all__ = ["BALANCE", "REGRESSION_LOSSES", "HeadConfig", "RecognitionConfig", "load_head_config"]
 
 BALANCE = ("none", "inverse", "effective", "focal")
 REGRESSION_LOSSES = ("mse", "l1", "smooth_l1")
@@ -88,7 +89,7 @@ class RecognitionConfig:
     resume: bool = field(default=False, metadata=_h("continue the run in --output from its last checkpoint"))
     train: TrainConfig = field(default_factory=_head_train)
 
-    config_aliases = {"output": "train.output_dir"}
+    config_aliases: ClassVar[dict[str, str]] = {"output": "train.output_dir"}
 
     @classmethod
     def config_legacy(cls, values: dict[str, Any]) -> dict[str, Any]:

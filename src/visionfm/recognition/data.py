@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,18 @@ from ..fileio import file_sha256  # re-exported: callers import it from here
 from .kinds import task_class
 from .labels import LabelRow, LabelSpec, LabelTable, normalise_rel, read_labels
 
-__all__ = ["EncoderRef", "FeatureTable", "FeatureDataset", "RepeatDataset", "FEATURES", "file_sha256", "load_table",
-           "pick_features", "encoder_features", "feature_width"]
+__all__ = [
+    "FEATURES",
+    "EncoderRef",
+    "FeatureDataset",
+    "FeatureTable",
+    "RepeatDataset",
+    "encoder_features",
+    "feature_width",
+    "file_sha256",
+    "load_table",
+    "pick_features",
+]
 
 
 log = logging.getLogger(__name__)
@@ -59,7 +70,7 @@ class EncoderRef:
     interpolation: str = "bicubic"
 
     @classmethod
-    def from_meta(cls, meta: dict[str, str], cache: Path) -> "EncoderRef":
+    def from_meta(cls, meta: dict[str, str], cache: Path) -> EncoderRef:
         """The encoder recorded in a cache's metadata; the weights file is looked up as given, then beside it."""
         raw = meta.get("weights", "")
         found = next((p for p in (Path(raw), cache.parent / raw) if raw and p.is_file()), None)
@@ -71,7 +82,7 @@ class EncoderRef:
                    json.loads(meta.get("std", "[]")), int(meta.get("input_size", 224)),
                    int(meta.get("n_last_blocks", 1)), meta.get("tta", "none"), meta.get("interpolation", "bicubic"))
 
-    def mismatch(self, other: "EncoderRef") -> str | None:
+    def mismatch(self, other: EncoderRef) -> str | None:
         """Why ``other`` is not the same encoder + extraction as this one (None if it is)."""
         if self.sha256 and other.sha256:
             if self.sha256 != other.sha256:
@@ -117,7 +128,7 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.x)
 
-    def subset(self, idx: np.ndarray) -> "FeatureTable":
+    def subset(self, idx: np.ndarray) -> FeatureTable:
         idx = np.asarray(idx, dtype=np.int64)
         return FeatureTable(self.x[idx], self.y[idx], [self.paths[i] for i in idx], self.modality[idx],
                             None if self.patients is None else self.patients[idx], self.sources[idx],
@@ -244,7 +255,7 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
     tables = {lab: read_labels(lab, spec, label_columns, patient_column, modality_column, check_images=False)
               for lab in dict.fromkeys(label_list) if lab is not None}
     refs: dict[str, EncoderRef] = dict(encoders or {})
-    first_src: dict[str, str] = {m: "the training features / run" for m in refs}
+    first_src: dict[str, str] = dict.fromkeys(refs, "the training features / run")
     parts = []
     for cache, lab in zip(map(Path, caches), label_list):
         fs = load_features(cache)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +38,15 @@ from .labels import LabelSpec, LabelTable, read_labels
 from .recipes import AUGMENTATIONS, MIXES, RECIPES, CropPreprocess, augment_batch, layer_decay_groups
 from .runs import label_spec, new_task, prepare_run_folder, save_run
 
-__all__ = ["FinetuneConfig", "finetune", "load_finetune_config", "augment_batch", "layer_decay_groups",
-           "ImageLabelDataset", "image_table"]
+__all__ = [
+    "FinetuneConfig",
+    "ImageLabelDataset",
+    "augment_batch",
+    "finetune",
+    "image_table",
+    "layer_decay_groups",
+    "load_finetune_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +119,8 @@ class FinetuneConfig(RecognitionConfig):
     def config_legacy(cls, values: dict[str, Any]) -> dict[str, Any]:
         """Before the nesting a fine-tuning config carried unused feature lists ``train`` / ``val`` / ``test``."""
         for old in ("train", "val", "test"):
-            if old in values and not isinstance(values[old], Mapping):
-                if values.pop(old):
-                    raise ConfigError(f"fine-tuning reads images (data / split), not feature files ({old})")
+            if old in values and not isinstance(values[old], Mapping) and values.pop(old):
+                raise ConfigError(f"fine-tuning reads images (data / split), not feature files ({old})")
         return values
 
     def __post_init__(self) -> None:

@@ -17,7 +17,8 @@ Every head maps ``x [B, F]`` (and ``t [B]`` days for the forecast head) to ``[B,
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +26,19 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..registry import Registry
 
-__all__ = ["HEADS", "TIME_ENCODINGS", "FeatureNorm", "LinearHead", "MLPHead", "RetfoundHead", "ForecastHead",
-           "SinusoidalTime", "LearnedTime", "build_head", "list_heads"]
+__all__ = [
+    "HEADS",
+    "TIME_ENCODINGS",
+    "FeatureNorm",
+    "ForecastHead",
+    "LearnedTime",
+    "LinearHead",
+    "MLPHead",
+    "RetfoundHead",
+    "SinusoidalTime",
+    "build_head",
+    "list_heads",
+]
 
 HEADS: Registry[Callable[..., nn.Module]] = Registry("recognition head")
 TIME_ENCODINGS: Registry[Callable[[int], nn.Module]] = Registry("time encoding")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -23,8 +23,19 @@ from ..errors import UserError
 from .kinds import task_class
 from .schema import LabelSchema
 
-__all__ = ["LabelSpec", "LabelRow", "LabelTable", "read_labels", "normalise_rel", "infer_class_names", "MISSING",
-           "class_value", "check_class_index", "multilabel_csv_values", "read_csv_rows"]
+__all__ = [
+    "MISSING",
+    "LabelRow",
+    "LabelSpec",
+    "LabelTable",
+    "check_class_index",
+    "class_value",
+    "infer_class_names",
+    "multilabel_csv_values",
+    "normalise_rel",
+    "read_csv_rows",
+    "read_labels",
+]
 
 
 def normalise_rel(rel: str) -> str:

@@ -4,7 +4,7 @@ Missing labels are NaN in every target tensor and are masked out, never treated 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -13,9 +13,18 @@ from torch import Tensor
 
 from .schema import LabelSchema
 
-__all__ = ["cross_entropy", "masked_bce", "group_cross_entropy", "multilabel_loss", "focal_bce",
-           "class_balanced_weights", "inverse_frequency_weights", "standardised_regression_loss",
-           "mixed_targets", "soft_cross_entropy"]
+__all__ = [
+    "class_balanced_weights",
+    "cross_entropy",
+    "focal_bce",
+    "group_cross_entropy",
+    "inverse_frequency_weights",
+    "masked_bce",
+    "mixed_targets",
+    "multilabel_loss",
+    "soft_cross_entropy",
+    "standardised_regression_loss",
+]
 
 
 def cross_entropy(logits: Tensor, target: Tensor, class_weight: Tensor | None = None,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from ..evaluation import stratified_split
 from ..fileio import atomic_write
 from .labels import read_csv_rows
 
-__all__ = ["split_manifest", "parse_where"]
+__all__ = ["parse_where", "split_manifest"]
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from .data import EncoderRef, encoder_features, file_sha256, pick_features
 from .reporting import write_split_predictions
 from .runs import load_run, run_encoders
 
-__all__ = ["predict", "predict_paths", "pick_modality", "resolve_encoder", "encode_images", "finetuned_features"]
+__all__ = ["encode_images", "finetuned_features", "pick_modality", "predict", "predict_paths", "resolve_encoder"]
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ batch -> batch`` run on the device inside the task.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,17 @@ from ..data.images import resize_image
 from ..models import VisionTransformer
 from ..registry import Registry
 
-__all__ = ["Recipe", "RECIPES", "AUGMENTATIONS", "MIXES", "augment_batch", "layer_decay_groups", "CropPreprocess",
-           "VisionfmAugment", "RetfoundAugment"]
+__all__ = [
+    "AUGMENTATIONS",
+    "MIXES",
+    "RECIPES",
+    "CropPreprocess",
+    "Recipe",
+    "RetfoundAugment",
+    "VisionfmAugment",
+    "augment_batch",
+    "layer_decay_groups",
+]
 
 MIXES = ("none", "mixup", "cutmix", "both")
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from ..evaluation import with_ci, write_predictions
 from .tasks import HeadTask
 
-__all__ = ["score_split", "write_split_predictions", "plot_split", "plot_regression"]
+__all__ = ["plot_regression", "plot_split", "score_split", "write_split_predictions"]
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,18 @@ from .kinds import task_class
 from .labels import LabelSpec
 from .tasks import HeadTask
 
-__all__ = ["label_spec", "new_task", "task_from_info", "save_run", "load_run", "run_encoders", "run_config",
-           "prepare_run_folder", "RUN_FILE", "HEAD_FILE"]
+__all__ = [
+    "HEAD_FILE",
+    "RUN_FILE",
+    "label_spec",
+    "load_run",
+    "new_task",
+    "prepare_run_folder",
+    "run_config",
+    "run_encoders",
+    "save_run",
+    "task_from_info",
+]
 
 log = logging.getLogger(__name__)
 RUN_FILE, HEAD_FILE = "run.yaml", "head.safetensors"

@@ -25,7 +25,7 @@ import yaml
 from ..errors import UserError
 from ..registry import Registry
 
-__all__ = ["LabelSchema", "SCHEMAS", "OFFICIAL_13", "get_schema", "load_schema", "list_schemas"]
+__all__ = ["OFFICIAL_13", "SCHEMAS", "LabelSchema", "get_schema", "list_schemas", "load_schema"]
 
 
 @dataclass

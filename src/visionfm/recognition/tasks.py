@@ -16,8 +16,9 @@ forecasting), or ``{"image": [B, 3, H, W], "y": ...}`` when it holds an encoder 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class HeadTask(Task):
         return {}
 
     @classmethod
-    def from_info(cls, head: nn.Module, info: dict[str, Any], **kw: Any) -> "HeadTask":
+    def from_info(cls, head: nn.Module, info: dict[str, Any], **kw: Any) -> HeadTask:
         """The (untrained) task a run description names."""
         return cls(head, **info["task_options"], **kw)
 

@@ -4,16 +4,24 @@ Each class owns its labels, loss, metrics and report (see :class:`~visionfm.reco
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..evaluation import (classification_metrics, multilabel_metrics, plot_confusion, plot_pr, plot_reliability,
-                          plot_roc, regression_metrics)
+from ..evaluation import (
+    classification_metrics,
+    multilabel_metrics,
+    plot_confusion,
+    plot_pr,
+    plot_reliability,
+    plot_roc,
+    regression_metrics,
+)
 from .kinds import TASKS
 from .labels import LabelSpec, multilabel_csv_values
 from .losses import multilabel_loss, standardised_regression_loss

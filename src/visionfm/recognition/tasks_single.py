@@ -4,8 +4,9 @@ Each class owns its labels, loss, metrics and report (see :class:`~visionfm.reco
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,11 +16,17 @@ from ..errors import ConfigError, UserError
 from ..evaluation import classification_metrics, plot_confusion, plot_pr, plot_reliability, plot_roc
 from .kinds import TASKS
 from .labels import LabelSpec, check_class_index, class_value, infer_class_names
-from .losses import (class_balanced_weights, cross_entropy, focal_bce, inverse_frequency_weights, mixed_targets,
-                     soft_cross_entropy)
+from .losses import (
+    class_balanced_weights,
+    cross_entropy,
+    focal_bce,
+    inverse_frequency_weights,
+    mixed_targets,
+    soft_cross_entropy,
+)
 from .tasks import HeadTask
 
-__all__ = ["ClassifyTask", "ForecastTask", "cohen_kappa", "class_weights"]
+__all__ = ["ClassifyTask", "ForecastTask", "class_weights", "cohen_kappa"]
 
 
 def cohen_kappa(confusion: np.ndarray) -> float:

@@ -8,17 +8,17 @@ The loop's settings (steps, batch, lr, warm-up, checkpoints, precision, device, 
 """
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from ..config import load_config
 from ..engine.config import TrainConfig
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["GeneratorConfig", "PRESETS", "resolve_config", "generator_train_defaults"]
+__all__ = ["PRESETS", "GeneratorConfig", "generator_train_defaults", "resolve_config"]
 
 
 def generator_train_defaults() -> TrainConfig:

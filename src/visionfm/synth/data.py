@@ -17,8 +17,17 @@ from tqdm.auto import tqdm
 
 from ..data import ImageCollection, read_image, resize_image, scan
 
-__all__ = ["square_image", "TrainingData", "GeneratorDataset", "load_training_data", "load_square_images",
-           "read_square_uint8", "scan_sources", "to_model_range", "from_model_range"]
+__all__ = [
+    "GeneratorDataset",
+    "TrainingData",
+    "from_model_range",
+    "load_square_images",
+    "load_training_data",
+    "read_square_uint8",
+    "scan_sources",
+    "square_image",
+    "to_model_range",
+]
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["gaussian_stats", "frechet_distance", "frechet_distance_features", "pairwise_distances", "knn_radii",
-           "precision_recall", "nearest_neighbours", "MemorisationResult", "memorisation_check"]
+__all__ = [
+    "MemorisationResult",
+    "frechet_distance",
+    "frechet_distance_features",
+    "gaussian_stats",
+    "knn_radii",
+    "memorisation_check",
+    "nearest_neighbours",
+    "pairwise_distances",
+    "precision_recall",
+]
 
 
 def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,8 +30,20 @@ from ..checkpoints import atomic_write, safe_torch_load
 from ..config import load_config, save_config
 from .config import GeneratorConfig
 
-__all__ = ["Generator", "GeneratorMeta", "build_unet", "build_scheduler", "ema_update", "write_run_facts",
-           "export_generator", "load_generator", "EXPORT_DIR", "LAST_CHECKPOINT", "RUN_CONFIG", "META_NAME"]
+__all__ = [
+    "EXPORT_DIR",
+    "LAST_CHECKPOINT",
+    "META_NAME",
+    "RUN_CONFIG",
+    "Generator",
+    "GeneratorMeta",
+    "build_scheduler",
+    "build_unet",
+    "ema_update",
+    "export_generator",
+    "load_generator",
+    "write_run_facts",
+]
 
 log = logging.getLogger(__name__)
 EXPORT_DIR = "generator"  # the exported EMA model inside a run folder

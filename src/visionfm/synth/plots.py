@@ -1,15 +1,15 @@
 """Figures of the synthetic-image tools: real-vs-synthetic sample grids and the ratio-study curve (paper Fig. 5f)."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from torch import Tensor
 
 from ..checkpoints import atomic_write
 
-__all__ = ["save_image_grid", "plot_ratio_curve"]
+__all__ = ["plot_ratio_curve", "save_image_grid"]
 
 
 def _pyplot():

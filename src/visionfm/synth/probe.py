@@ -10,12 +10,12 @@ encoder), everything else unchanged: where labels are scarce, an encoder's featu
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["C_GRID", "ProbeSplits", "linear_probe", "fewshot_probe", "probe_features", "probe_encoder"]
+__all__ = ["C_GRID", "ProbeSplits", "fewshot_probe", "linear_probe", "probe_encoder", "probe_features"]
 
 log = logging.getLogger(__name__)
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)

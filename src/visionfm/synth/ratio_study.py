@@ -26,8 +26,15 @@ import numpy as np
 from ..checkpoints import atomic_write
 from ..engine import save_config
 
-__all__ = ["RatioStudyConfig", "parse_ratio", "epoch_length", "ratio_pretrain_config", "run_ratio_study",
-           "summarise", "format_markdown"]
+__all__ = [
+    "RatioStudyConfig",
+    "epoch_length",
+    "format_markdown",
+    "parse_ratio",
+    "ratio_pretrain_config",
+    "run_ratio_study",
+    "summarise",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +128,8 @@ def epoch_length(label: str, n_real: int, n_synthetic: int) -> int:
 def ratio_pretrain_config(cfg: RatioStudyConfig, label: str, seed: int, n_real: int, n_synthetic: int,
                           output: str | Path):
     """The :class:`~visionfm.pretrain.PretrainConfig` of one run: shared settings, this ratio's data, equal steps."""
-    from ..pretrain import PretrainConfig
-
     from ..config import config_from_dict
+    from ..pretrain import PretrainConfig
 
     a, b = parse_ratio(label)
     data = {"data": list(cfg.real) if a > 0 else [], "synthetic": list(cfg.synthetic) if b > 0 else None,

@@ -15,8 +15,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ..features import autocast_context
 from .data import from_model_range
 from .model import Generator, load_generator
 
-__all__ = ["sample_images", "ddim_sample", "plan_labels", "MANIFEST_NAME"]
+__all__ = ["MANIFEST_NAME", "ddim_sample", "plan_labels", "sample_images"]
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.csv"

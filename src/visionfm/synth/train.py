@@ -3,7 +3,8 @@
 The engine does the rest (resumable sampling, warm-up schedule, AMP, accumulation, clipping, DDP under torchrun,
 atomic checkpoints with every RNG state, JSON-lines + TensorBoard logs). A run folder holds the engine's files
 (``checkpoint_last.pth``, numbered checkpoints, ``log.jsonl``), the run's one resolved config ``generator.yaml``
-(the loop's settings nested as ``train``) and ``generator.json`` (class facts), and after training the exported EMA model ``generator/`` that
+(the loop's settings nested as ``train``) and ``generator.json`` (class facts), and after training the exported EMA
+model ``generator/`` that
 :func:`visionfm.synth.sample_images` reads.
 """
 from __future__ import annotations
@@ -24,10 +25,19 @@ from ..engine import StepState, Task, Trainer
 from ..errors import UserError
 from .config import GeneratorConfig
 from .data import GeneratorDataset, load_training_data, to_model_range
-from .model import (EXPORT_DIR, LAST_CHECKPOINT, RUN_CONFIG, GeneratorMeta, build_scheduler, build_unet, ema_update,
-                    export_generator, write_run_facts)
+from .model import (
+    EXPORT_DIR,
+    LAST_CHECKPOINT,
+    RUN_CONFIG,
+    GeneratorMeta,
+    build_scheduler,
+    build_unet,
+    ema_update,
+    export_generator,
+    write_run_facts,
+)
 
-__all__ = ["GeneratorTask", "train_generator", "diffusion_loss", "MODEL_FIELDS"]
+__all__ = ["MODEL_FIELDS", "GeneratorTask", "diffusion_loss", "train_generator"]
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from .data import scan_sources, square_image
 from .turing_page import PAGE_HTML
 from .turing_score import read_answers
 
-__all__ = ["TuringItem", "build_session", "TuringServer", "make_turing_server", "serve_session", "ANSWERS"]
+__all__ = ["ANSWERS", "TuringItem", "TuringServer", "build_session", "make_turing_server", "serve_session"]
 
 log = logging.getLogger(__name__)
 ANSWERS = ("real", "synthetic")
@@ -150,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, obj: dict) -> None:
         self._send(code, json.dumps(obj).encode(), "application/json")
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
@@ -165,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/api/answer":
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {self.path}"})
             return

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
-__all__ = ["ReaderScore", "PanelScore", "read_answers", "score_answers", "format_scores", "score_files"]
+__all__ = ["PanelScore", "ReaderScore", "format_scores", "read_answers", "score_answers", "score_files"]
 
 log = logging.getLogger(__name__)
 _REQUIRED = ("reader", "item", "truth", "answer")

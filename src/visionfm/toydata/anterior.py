@@ -14,8 +14,15 @@ import numpy as np
 
 from .phantom import Phantom, blur, draw_mask, ellipse_mask, paint, smooth_field, speckle, square_size, to_uint8
 
-__all__ = ["UBM_LANDMARKS", "SLITLAMP_CLASSES", "EXTERNAL_CLASSES", "NARROW_ANGLE_DEG", "ubm_phantom",
-           "slitlamp_phantom", "external_phantom"]
+__all__ = [
+    "EXTERNAL_CLASSES",
+    "NARROW_ANGLE_DEG",
+    "SLITLAMP_CLASSES",
+    "UBM_LANDMARKS",
+    "external_phantom",
+    "slitlamp_phantom",
+    "ubm_phantom",
+]
 
 UBM_LANDMARKS = ("scleral_spur", "angle_recess", "auxiliary_point")
 SLITLAMP_CLASSES = ("normal", "keratitis", "cataract")

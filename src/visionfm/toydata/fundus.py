@@ -20,8 +20,17 @@ from PIL import ImageDraw
 
 from .phantom import Phantom, blur, draw_mask, ellipse_mask, paint, smooth_field, square_size, to_uint8
 
-__all__ = ["MULTILABEL_CLASSES", "DR_LESION_BINS", "GLAUCOMA_CDR", "CDR_RATE_PER_YEAR", "FundusSpec", "dr_grade",
-           "sample_fundus_spec", "multilabel_vector", "fundus_phantom"]
+__all__ = [
+    "CDR_RATE_PER_YEAR",
+    "DR_LESION_BINS",
+    "GLAUCOMA_CDR",
+    "MULTILABEL_CLASSES",
+    "FundusSpec",
+    "dr_grade",
+    "fundus_phantom",
+    "multilabel_vector",
+    "sample_fundus_spec",
+]
 
 MULTILABEL_CLASSES = ("Healthy", "DR-1", "DR-2", "DR-3", "DR-4", "DR", "Glaucoma", "AMD", "Cataract",
                       "Hypertensive Retinopathy", "Retinal Vein Occlusion", "Myopia", "Retinal Detachment")

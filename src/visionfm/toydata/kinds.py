@@ -6,20 +6,26 @@ files). ``columns`` names those values.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..registry import Registry
-from .anterior import EXTERNAL_CLASSES, SLITLAMP_CLASSES, UBM_LANDMARKS, external_phantom, slitlamp_phantom, \
-    ubm_phantom
-from .fundus import CDR_RATE_PER_YEAR, GLAUCOMA_CDR, MULTILABEL_CLASSES, FundusSpec, fundus_phantom, \
-    multilabel_vector, sample_fundus_spec
+from .anterior import EXTERNAL_CLASSES, SLITLAMP_CLASSES, UBM_LANDMARKS, external_phantom, slitlamp_phantom, ubm_phantom
+from .fundus import (
+    CDR_RATE_PER_YEAR,
+    GLAUCOMA_CDR,
+    MULTILABEL_CLASSES,
+    FundusSpec,
+    fundus_phantom,
+    multilabel_vector,
+    sample_fundus_spec,
+)
 from .oct import OCT_CONDITIONS, OCT_SEG_CLASSES, oct_phantom
 from .phantom import Phantom
 
-__all__ = ["ToyKind", "KINDS", "TASKS", "DR_CLASSES", "FORECAST_INTERVAL_DAYS"]
+__all__ = ["DR_CLASSES", "FORECAST_INTERVAL_DAYS", "KINDS", "TASKS", "ToyKind"]
 
 TASKS = ("classification", "multilabel", "regression", "forecasting", "segmentation", "landmarks")
 DR_CLASSES = ("no_DR", "mild", "moderate", "severe", "proliferative")

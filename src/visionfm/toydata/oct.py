@@ -9,7 +9,7 @@ import numpy as np
 
 from .phantom import Phantom, blur, ellipse_mask, smooth_field, speckle, square_size, to_uint8
 
-__all__ = ["OCT_LAYERS", "OCT_SEG_CLASSES", "OCT_CONDITIONS", "oct_phantom"]
+__all__ = ["OCT_CONDITIONS", "OCT_LAYERS", "OCT_SEG_CLASSES", "oct_phantom"]
 
 OCT_LAYERS = ("RNFL", "GCL-IPL", "INL", "OPL", "ONL", "EZ", "RPE")
 OCT_SEG_CLASSES = OCT_LAYERS + ("fluid", "drusen")  # label-map values 1..9 (0 = vitreous and choroid)

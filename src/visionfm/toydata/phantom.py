@@ -7,14 +7,23 @@ Polygons are drawn with PIL, whose pixel (i, j) covers the point (j, i), so a po
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["Phantom", "smooth_field", "draw_mask", "paint", "speckle", "blur", "to_uint8", "ellipse_mask",
-           "square_size"]
+__all__ = [
+    "Phantom",
+    "blur",
+    "draw_mask",
+    "ellipse_mask",
+    "paint",
+    "smooth_field",
+    "speckle",
+    "square_size",
+    "to_uint8",
+]
 
 
 @dataclass

@@ -24,9 +24,9 @@ import logging
 import os
 import shutil
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .kinds import KINDS, ToyKind
 from .phantom import Phantom, square_size
 
-__all__ = ["ToyDataset", "make_dataset", "make_all", "generate", "split_of", "SPLITS"]
+__all__ = ["SPLITS", "ToyDataset", "generate", "make_all", "make_dataset", "split_of"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("training", "test")
@@ -234,7 +234,7 @@ def make_dataset(kind: str, out_dir: str | Path, n: int = 64, seed: int = 0, siz
     out = Path(out_dir)
     _prepare(out, overwrite, k.name)
     state: dict = {}
-    rows, counts, first = [], {s: 0 for s in SPLITS}, []
+    rows, counts, first = [], dict.fromkeys(SPLITS, 0), []
     for i in tqdm(range(n), desc=f"toy-data {k.name}", unit="img", disable=not progress, leave=False):
         p, values = generate(k.name, i, seed, size)
         split = split_of(k, i)

@@ -21,9 +21,9 @@ from torch import Tensor
 from ..checkpoints import load_encoder
 from ..data.images import read_image, resize_image
 from ..errors import UserError
+from ..fileio import file_sha256
 from .knowledge import Knowledge, load_knowledge
 from .model import VLModel
-from ..fileio import file_sha256
 from .text import load_text_encoder
 from .train import PROJECTION_FILE, RUN_INFO
 

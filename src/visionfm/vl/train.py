@@ -20,14 +20,13 @@ from ..config import save_config
 from ..distributed import is_main
 from ..engine import Trainer
 from ..errors import UserError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, file_sha256
 from ..models import VisionTransformer
 from .config import VL_CONFIG, VLConfig
 from .data import TextTable, VLTrainData, decode_pixels, norm_stats, read_sources
 from .knowledge import load_knowledge
 from .model import VLModel, set_image_training
 from .task import VLTask
-from ..fileio import file_sha256
 from .text import TextEncoder
 
 __all__ = ["IMAGE_ENCODER_FILE", "PROJECTION_FILE", "RUN_INFO", "TEXT_ENCODER_DIR", "encode_pixels", "train_vl"]

@@ -13,10 +13,10 @@ from scipy import stats
 from ..errors import UserError
 from ..evaluation import kshot_draws, write_results
 from ..features import load_features
+from ..fileio import file_sha256
 from .adapters import ADAPTERS, fit_adapter, predict
 from .evaluate import ZS_KEYS, _metrics
 from .runs import VLRun
-from ..fileio import file_sha256
 
 __all__ = ["adapt", "run_features", "summarise"]
 

@@ -5,6 +5,22 @@ from .io import EYEPY_READERS, Volume, list_volumes, read_volume, scan_volumes, 
 from .mil import POOLINGS, MILHead, pad_bags
 from .train import MILTask, VolumeClassifier, VolumeTrainConfig, predict_volumes, train_volume_classifier
 
-__all__ = ["EYEPY_READERS", "MILHead", "MILTask", "POOLINGS", "Volume", "VolumeClassifier", "VolumeFeatures",
-           "VolumeTrainConfig", "extract_volume_features", "list_volumes", "load_volume_features", "pad_bags",
-           "predict_volumes", "read_volume", "scan_volumes", "train_volume_classifier", "volume_header"]
+__all__ = [
+           "EYEPY_READERS",
+           "POOLINGS",
+           "MILHead",
+           "MILTask",
+           "Volume",
+           "VolumeClassifier",
+           "VolumeFeatures",
+           "VolumeTrainConfig",
+           "extract_volume_features",
+           "list_volumes",
+           "load_volume_features",
+           "pad_bags",
+           "predict_volumes",
+           "read_volume",
+           "scan_volumes",
+           "train_volume_classifier",
+           "volume_header",
+]

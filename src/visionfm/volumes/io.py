@@ -13,9 +13,10 @@ files, multi-frame DICOMs, and each folder holding B-scan images), ``imagenet`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,15 @@ from ..data.datasets import ImageCollection, Sample, scan_manifest, walk_files
 from ..data.images import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageReadError, _scale_to_unit, pixel_limit, read_image
 from ..errors import UserError
 
-__all__ = ["Volume", "read_volume", "list_volumes", "scan_volumes", "volume_header", "EYEPY_READERS",
-           "VOLUME_LAYOUTS"]
+__all__ = [
+    "EYEPY_READERS",
+    "VOLUME_LAYOUTS",
+    "Volume",
+    "list_volumes",
+    "read_volume",
+    "scan_volumes",
+    "volume_header",
+]
 
 # extension -> eyepy importer (eyepy parses the vendor formats; no hand-written vendor parsers here)
 EYEPY_READERS = {".vol": "import_heyex_vol", ".e2e": "import_heyex_e2e", ".fda": "import_topcon_fda",

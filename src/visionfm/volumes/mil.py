@@ -13,7 +13,7 @@ per-B-scan relevance ``[B, N]`` (0 on padding):
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -25,7 +25,7 @@ from ..fileio import atomic_write
 from .extract import VolumeFeatures, load_volume_features
 from .mil import POOLINGS, MILHead, pad_bags
 
-__all__ = ["VolumeTrainConfig", "MILTask", "train_volume_classifier", "VolumeClassifier", "predict_volumes"]
+__all__ = ["MILTask", "VolumeClassifier", "VolumeTrainConfig", "predict_volumes", "train_volume_classifier"]
 
 
 def _default_train() -> TrainConfig:
@@ -191,7 +191,7 @@ class VolumeClassifier:
         save_safetensors({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, path, meta)
 
     @classmethod
-    def load(cls, run: str | Path) -> "VolumeClassifier":
+    def load(cls, run: str | Path) -> VolumeClassifier:
         from safetensors import safe_open
 
         path = Path(run) / "head.safetensors" if Path(run).is_dir() else Path(run)
@@ -266,9 +266,8 @@ def predict_volumes(run: str | Path, output_csv: str | Path, features: str | Pat
                      "prediction": r["prediction"], "driving_bscan": r["driving_bscan"],
                      "driving_bscan_name": names[r["driving_bscan"]],
                      "laterality": fs.volume_meta[v].get("laterality", ""), "n_bscans": len(bag)})
-    with atomic_write(output_csv) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    with atomic_write(output_csv) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
     return Path(output_csv)
