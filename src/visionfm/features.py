@@ -18,6 +18,7 @@ File contents (safetensors, float32):
     metadata: ``paths`` (JSON list, relative to the data root), ``label_names``, ``split``, ``interpolation``,
         ``preprocess`` (JSON), ``dicom`` (JSON: laterality and pixel spacing of DICOM rows), encoder facts, options.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,9 @@ def autocast_context(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def encode_batch(encoder: VisionTransformer, x: Tensor, n_last_blocks: int = 1, tta: str = "none",
-                 precision: str = "fp32") -> tuple[Tensor, Tensor]:
+def encode_batch(
+    encoder: VisionTransformer, x: Tensor, n_last_blocks: int = 1, tta: str = "none", precision: str = "fp32"
+) -> tuple[Tensor, Tensor]:
     """Features of one batch, averaged over the flip test-time augmentations asked for.
 
     Args:
@@ -132,26 +134,53 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def _meta(encoder: VisionTransformer, coll: ImageCollection, n_last_blocks: int, prep: Preprocess, tta: str,
-          precision: str, split: str, draft: bool) -> dict[str, str]:
+def _meta(
+    encoder: VisionTransformer,
+    coll: ImageCollection,
+    n_last_blocks: int,
+    prep: Preprocess,
+    tta: str,
+    precision: str,
+    split: str,
+    draft: bool,
+) -> dict[str, str]:
     info = encoder.info
     dicom = _dicom_facts(coll)
     return {
-        "paths": json.dumps([s.rel for s in coll.samples]), "label_names": json.dumps(coll.label_names),
-        "data_root": str(coll.root), "layout": coll.layout, "split": split, "weights": info.source,
-        "arch": info.arch, "config": json.dumps(info.config.to_dict()), "modality": info.modality or "",
-        "mean": json.dumps(list(info.mean)), "std": json.dumps(list(info.std)), "n_last_blocks": str(n_last_blocks),
-        "input_size": str(prep.size), "interpolation": prep.interpolation, "jpeg_draft": str(draft).lower(),
-        "preprocess": json.dumps(prep.describe()), "tta": tta, "precision": precision,
-        "dicom": json.dumps(dicom), "visionfm_features": "1",
+        "paths": json.dumps([s.rel for s in coll.samples]),
+        "label_names": json.dumps(coll.label_names),
+        "data_root": str(coll.root),
+        "layout": coll.layout,
+        "split": split,
+        "weights": info.source,
+        "arch": info.arch,
+        "config": json.dumps(info.config.to_dict()),
+        "modality": info.modality or "",
+        "mean": json.dumps(list(info.mean)),
+        "std": json.dumps(list(info.std)),
+        "n_last_blocks": str(n_last_blocks),
+        "input_size": str(prep.size),
+        "interpolation": prep.interpolation,
+        "jpeg_draft": str(draft).lower(),
+        "preprocess": json.dumps(prep.describe()),
+        "tta": tta,
+        "precision": precision,
+        "dicom": json.dumps(dicom),
+        "visionfm_features": "1",
     }
 
 
-def _check_args(output: Path, input_size: int | None, n_last_blocks: int, batch_size: int, num_workers: int,
-                tta: str, interpolation: str) -> None:
+def _check_args(
+    output: Path,
+    input_size: int | None,
+    n_last_blocks: int,
+    batch_size: int,
+    num_workers: int,
+    tta: str,
+    interpolation: str,
+) -> None:
     """Every argument checked before any file is read (sizes positive, names known, output writable)."""
-    for name, value in (("--input-size", input_size), ("--n-last-blocks", n_last_blocks),
-                        ("--batch-size", batch_size)):
+    for name, value in (("--input-size", input_size), ("--n-last-blocks", n_last_blocks), ("--batch-size", batch_size)):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be a positive integer, got {value}")
     if num_workers < 0:
@@ -167,8 +196,11 @@ def _last_blocks(n_last_blocks: int | None, enc: VisionTransformer) -> int:
     """An explicit ``n_last_blocks`` above the depth is an error; the default is 4, or the depth when smaller."""
     if n_last_blocks is None:
         if enc.cfg.depth < 4:
-            log.info("n_last_blocks: the encoder has %d blocks, so the CLS tokens of all %d are used (default 4)",
-                     enc.cfg.depth, enc.cfg.depth)
+            log.info(
+                "n_last_blocks: the encoder has %d blocks, so the CLS tokens of all %d are used (default 4)",
+                enc.cfg.depth,
+                enc.cfg.depth,
+            )
         return min(4, enc.cfg.depth)
     if n_last_blocks > enc.cfg.depth:
         raise UserError(f"--n-last-blocks {n_last_blocks} exceeds the encoder's depth ({enc.cfg.depth} blocks)")
@@ -194,12 +226,26 @@ def _dicom_facts(coll: ImageCollection) -> dict[str, dict]:
     return facts
 
 
-def extract_features(weights: str | Path | VisionTransformer, data: str | Path | ImageCollection, output: str | Path,
-                     modality: str | None = None, layout: str = "auto", split: str | None = None,
-                     label_columns: Sequence[str] | None = None, input_size: int | None = None,
-                     n_last_blocks: int | None = None, batch_size: int = 32, num_workers: int = 2, tta: str = "none",
-                     precision: str = "fp32", device: str | None = "auto", compile: bool = False,
-                     progress: bool = True, interpolation: str = "bilinear", jpeg_draft: bool = False) -> Path:
+def extract_features(
+    weights: str | Path | VisionTransformer,
+    data: str | Path | ImageCollection,
+    output: str | Path,
+    modality: str | None = None,
+    layout: str = "auto",
+    split: str | None = None,
+    label_columns: Sequence[str] | None = None,
+    input_size: int | None = None,
+    n_last_blocks: int | None = None,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    tta: str = "none",
+    precision: str = "fp32",
+    device: str | None = "auto",
+    compile: bool = False,
+    progress: bool = True,
+    interpolation: str = "bilinear",
+    jpeg_draft: bool = False,
+) -> Path:
     """Extract features of every image of ``data`` into ``output`` (``.safetensors``).
 
     Works alone or in every process of a ``torchrun`` job (each writes its own rows of the same file). Arguments,
@@ -250,15 +296,34 @@ def extract_features(weights: str | Path | VisionTransformer, data: str | Path |
         barrier()
         rows = rows or RowFile.attach(output, tmp, shapes)  # every rank reads the header rank 0 wrote
         try:
-            _encode_into(rows, run_enc, coll, prep, dist_info, dev, batch_size, num_workers, n_last_blocks, tta,
-                         precision, jpeg_draft, progress)
+            _encode_into(
+                rows,
+                run_enc,
+                coll,
+                prep,
+                dist_info,
+                dev,
+                batch_size,
+                num_workers,
+                n_last_blocks,
+                tta,
+                precision,
+                jpeg_draft,
+                progress,
+            )
             if labels is not None and dist_info.is_main:
                 rows.write_all("labels", labels.astype(np.float32))
             barrier()
             if dist_info.is_main:
                 rows.publish()  # the finished file appears whole, or not at all
-                log.info("wrote %d x %s features to %s (%s, %s resize)", n, shapes["cls"][0][1], output, precision,
-                         interpolation)
+                log.info(
+                    "wrote %d x %s features to %s (%s, %s resize)",
+                    n,
+                    shapes["cls"][0][1],
+                    output,
+                    precision,
+                    interpolation,
+                )
             else:
                 rows.close()
         except BaseException:
@@ -271,14 +336,32 @@ def extract_features(weights: str | Path | VisionTransformer, data: str | Path |
     return output
 
 
-def _encode_into(rows: RowFile, run_enc, coll: ImageCollection, prep: Preprocess, dist_info, dev: torch.device,
-                 batch_size: int, num_workers: int, n_last_blocks: int, tta: str, precision: str, jpeg_draft: bool,
-                 progress: bool) -> None:
+def _encode_into(
+    rows: RowFile,
+    run_enc,
+    coll: ImageCollection,
+    prep: Preprocess,
+    dist_info,
+    dev: torch.device,
+    batch_size: int,
+    num_workers: int,
+    n_last_blocks: int,
+    tta: str,
+    precision: str,
+    jpeg_draft: bool,
+    progress: bool,
+) -> None:
     """Decode (in ``num_workers`` processes, prefetching) and encode this rank's samples into ``rows``."""
     mine = list(range(dist_info.rank, len(coll), dist_info.world_size))
     dataset = Subset(ImageDataset(coll.samples, prep, draft=prep.size if jpeg_draft else None), mine)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+    )
     bar = tqdm(total=len(mine), desc="extract", unit="img", disable=not (progress and dist_info.is_main))
     for x, idx in loader:
         cls, patch = encode_batch(run_enc, x.to(dev, non_blocking=True), n_last_blocks, tta, precision)
@@ -299,9 +382,11 @@ def load_features(path: str | Path) -> FeatureSet:
             if "visionfm_features" not in meta:
                 raise UserError(f"{path}: not a visionfm features file (no 'visionfm_features' metadata)")
             if meta.get("volume_features") == "1":
-                raise UserError(f"{path}: holds per-B-scan features of volumes; train on it with 'visionfm volumes "
-                                f"train' (visionfm.volumes.load_volume_features)")
-            t = {k: f.get_tensor(k) for k in f}
+                raise UserError(
+                    f"{path}: holds per-B-scan features of volumes; train on it with 'visionfm volumes "
+                    f"train' (visionfm.volumes.load_volume_features)"
+                )
+            t = {k: f.get_tensor(k) for k in f.keys()}  # safe_open is not iterable
     except (OSError, RuntimeError) as e:  # safetensors raises for truncated or foreign files
         raise UserError(f"{path}: not a readable safetensors features file ({e})") from None
     meta.setdefault("interpolation", "bicubic")  # files written before the choice was recorded were bicubic

@@ -1,6 +1,7 @@
 """A user's mistakes get one-line errors (exit 2) naming the file and line, never a silently wrong run: labels come
 from the split the features were extracted from, labels outside the declared classes are refused, run folders are
 never reused by accident, and malformed label files are named."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ def test_labels_come_from_the_features_split_and_are_recorded(decoyed, rec_root)
 def test_features_without_a_recorded_split_use_their_stored_labels(decoyed, tmp_path):
     _, cache = decoyed
     with safe_open(str(cache), framework="pt") as f:
-        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f}
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     meta.pop("split", None)
     old = tmp_path / "old.safetensors"
     save_file(tensors, str(old), metadata=meta)
@@ -89,20 +90,29 @@ def test_an_existing_run_folder_needs_resume_or_overwrite(caches, tmp_path, caps
     other = tmp_path / "not_a_run"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    assert main(["classify", "train", "--train", str(c["training"]), "--output", str(other), "--overwrite",
-                 *FAST]) == 2
+    assert main(["classify", "train", "--train", str(c["training"]), "--output", str(other), "--overwrite", *FAST]) == 2
     assert "does not look like a run folder" in _one_line_error(capsys) and (other / "notes.txt").is_file()
     assert main(["finetune", "--weights", "w", "--data", "d", "--output", str(run)]) == 2
     assert "already exists" in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize("name, text, match", [
-    ("training_labels.txt", "training/0.png;1\ntraining/1.png;inf\n", r"training_labels.txt, line 2: infinite label"),
-    ("labels.csv", "path,label\ntraining/0.png,1\ntraining/1.png,1,2\n",
-     r"labels.csv, line 3: 3 fields, but the header has 2"),
-    ("labels.csv", "path,label\ntraining/0.png,1\ntraining/1.png\n", r"labels.csv, line 3: 1 fields"),
-    ("labels.csv", b"path,label\ntraining/0.png,caf\xe9\n", r"labels.csv, line 2: not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "name, text, match",
+    [
+        (
+            "training_labels.txt",
+            "training/0.png;1\ntraining/1.png;inf\n",
+            r"training_labels.txt, line 2: infinite label",
+        ),
+        (
+            "labels.csv",
+            "path,label\ntraining/0.png,1\ntraining/1.png,1,2\n",
+            r"labels.csv, line 3: 3 fields, but the header has 2",
+        ),
+        ("labels.csv", "path,label\ntraining/0.png,1\ntraining/1.png\n", r"labels.csv, line 3: 1 fields"),
+        ("labels.csv", b"path,label\ntraining/0.png,caf\xe9\n", r"labels.csv, line 2: not UTF-8 text"),
+    ],
+)
 def test_malformed_label_files_are_named(tmp_path, name, text, match):
     f = tmp_path / name
     f.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -118,8 +128,17 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
 
 
 def test_finetune_names_a_missing_split(toy, rec_weights, tmp_path, capsys):
-    args = ["finetune", "--weights", str(rec_weights), "--data", str(toy["fundus-dr"].root), "--output",
-            str(tmp_path / "run"), "--input-size", "32"]
+    args = [
+        "finetune",
+        "--weights",
+        str(rec_weights),
+        "--data",
+        str(toy["fundus-dr"].root),
+        "--output",
+        str(tmp_path / "run"),
+        "--input-size",
+        "32",
+    ]
     for split in (["--split", "bogus"], ["--val-split", "bogus"]):
         assert main([*args, *split]) == 2
         assert "no bogus_labels.txt for split 'bogus'; splits here: test, training" in _one_line_error(capsys)

@@ -5,6 +5,7 @@ normalisation, fine-tuned runs' crop), the encoder + head run under ONNX Runtime
 recognition package's own writer, so both backends give the same file layout (and, checked by the tests, the same
 probabilities to 1e-4). The ONNX file must have been exported from this run as it is now (SHA-256 of its files).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..recognition.predict import read_intervals
 from .onnx import OnnxModel, export_onnx, load_onnx
 from .pipelines import ModelCard, preprocess_image
 
@@ -24,26 +26,24 @@ log = logging.getLogger(__name__)
 
 def _check_source(model: OnnxModel, card: ModelCard, onnx: Path) -> None:
     if model.card.files != card.files or model.card.kind != card.kind:
-        raise UserError(f"{onnx} was exported from {model.card.source} ({model.card.kind}), not from {card.source} "
-                        f"as it is now (SHA-256 of the run's files differ); export it again")
+        raise UserError(
+            f"{onnx} was exported from {model.card.source} ({model.card.kind}), not from {card.source} "
+            f"as it is now (SHA-256 of the run's files differ); export it again"
+        )
 
 
-def _intervals(samples: list, column: str, source: str) -> np.ndarray:
-    vals = []
-    for i, s in enumerate(samples):
-        if column not in s.extra:
-            raise UserError(f"{source}: forecasting needs the interval to the next visit in a '{column}' column "
-                            f"(days) of a CSV manifest")
-        try:
-            vals.append(float(s.extra[column]))
-        except ValueError:
-            raise UserError(f"{source}, line {i + 2}: interval {s.extra[column]!r} is not a number") from None
-    return np.array(vals, dtype=np.float32)
-
-
-def predict_onnx(run: str | Path, images: str | Path, output_csv: str | Path, onnx: str | Path | None = None,
-                 modality: str | None = None, layout: str = "auto", interval_column: str = "interval_days",
-                 batch_size: int = 32, threads: int = 0, weights: str | None = None) -> Path:
+def predict_onnx(
+    run: str | Path,
+    images: str | Path,
+    output_csv: str | Path,
+    onnx: str | Path | None = None,
+    modality: str | None = None,
+    layout: str = "auto",
+    interval_column: str = "interval_days",
+    batch_size: int = 32,
+    threads: int = 0,
+    weights: str | None = None,
+) -> Path:
     """Apply a recognition run through ONNX Runtime: one CSV row per image, as ``visionfm predict`` writes.
 
     Args:
@@ -72,17 +72,21 @@ def predict_onnx(run: str | Path, images: str | Path, output_csv: str | Path, on
             export_onnx(run, onnx, weights=weights, modality=modality)
         model = load_onnx(onnx, threads)
         _check_source(model, card, Path(onnx))
-        coll = scan(images, "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
-                    label_columns=[])
-        t = _intervals(coll.samples, interval_column, str(images)) if "interval_days" in card.inputs else None
+        coll = scan(
+            images,
+            "csv" if str(images).endswith(".csv") else ("tree" if layout == "auto" else layout),
+            label_columns=[],
+        )
+        t = read_intervals(coll.samples, interval_column, images) if "interval_days" in card.inputs else None
         scores = []
         for a in range(0, len(coll.samples), batch_size):
-            chunk = coll.samples[a:a + batch_size]
+            chunk = coll.samples[a : a + batch_size]
             feed = {"image": np.stack([preprocess_image(card, read_image(s.path)) for s in chunk])}
             if t is not None:
-                feed["interval_days"] = t[a:a + len(chunk)]
+                feed["interval_days"] = t[a : a + len(chunk)]
             scores.append(model.run(feed)[0])
-    out = write_split_predictions(Path(output_csv), task, [s.rel for s in coll.samples],
-                                  np.concatenate(scores).astype(np.float64), None)
+    out = write_split_predictions(
+        Path(output_csv), task, [s.rel for s in coll.samples], np.concatenate(scores).astype(np.float64), None
+    )
     log.info("%d predictions (%s, onnxruntime) -> %s", len(coll), card.kind, out)
     return out

@@ -11,6 +11,7 @@ per-B-scan relevance ``[B, N]`` (0 on padding):
 * ``attention``: gated attention pooling (Ilse, Tomczak & Welling, ICML 2018: ``a_i = softmax(w^T (tanh(V h_i) *
   sigmoid(U h_i)))``), then one ``Linear``; the relevance is the attention weight.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,30 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..recognition.heads import FeatureNorm  # light: torch and the head registry only
 from ..registry import Registry
 
 __all__ = ["POOLINGS", "MILHead", "pad_bags"]
 
 POOLINGS: Registry[Callable[..., nn.Module]] = Registry("volume pooling")
-
-
-class FeatureNorm(nn.Module):
-    """Fixed standardisation ``(x - mean) / std`` with statistics set once from training B-scans (buffers)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    @torch.no_grad()
-    def fit(self, x: Tensor) -> None:
-        """Statistics of ``x [M, F]``; constant features keep std 1."""
-        std = x.float().std(0, unbiased=False) if len(x) > 1 else torch.ones_like(self.std)
-        self.mean.copy_(x.float().mean(0))
-        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
 
 
 def pad_bags(bags: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -107,8 +90,9 @@ class MILHead(nn.Module):
         dropout: dropout on the standardised features in training.
     """
 
-    def __init__(self, in_dim: int, n_classes: int, pooling: str = "attention", hidden: int = 128,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_dim: int, n_classes: int, pooling: str = "attention", hidden: int = 128, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.norm = FeatureNorm(in_dim)
         self.drop = nn.Dropout(dropout)
