@@ -18,6 +18,7 @@ measured in one run, in interleaved rounds (one step of every row per round), so
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/dense.py --crop 192 --batch-size 4 --steps 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,24 +106,34 @@ def main() -> None:
     p.add_argument("--arch", default="vit_small_patch16")
     a = p.parse_args()
     g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.randn(a.batch_size, 3, a.crop, a.crop, generator=g),
-             "target": (torch.rand(a.batch_size, 1, a.crop, a.crop, generator=g) > 0.9).float()}
+    batch = {
+        "image": torch.randn(a.batch_size, 3, a.crop, a.crop, generator=g),
+        "target": (torch.rand(a.batch_size, 1, a.crop, a.crop, generator=g) > 0.9).float(),
+    }
     unet, vit = _models(a.arch)
-    rows = [("unet (MONAI), from scratch", unet, "plain"),
-            (f"unetr fp32 (frozen {a.arch}, no graph through it)", vit, "plain"),
-            ("unetr fp32, graph through the frozen encoder", vit, "graph"),
-            ("unetr, bf16 autocast encoder (--encoder-precision bf16)", vit, "bf16"),
-            ("unetr, whole step under bf16 autocast (--precision bf16)", vit, "amp"),
-            ("  of which: encoder forward only (fp32)", vit, "encoder"),
-            ("  of which: decoder forward + backward + AdamW", vit, "decoder")]
+    rows = [
+        ("unet (MONAI), from scratch", unet, "plain"),
+        (f"unetr fp32 (frozen {a.arch}, no graph through it)", vit, "plain"),
+        ("unetr fp32, graph through the frozen encoder", vit, "graph"),
+        ("unetr, bf16 autocast encoder (--encoder-precision bf16)", vit, "bf16"),
+        ("unetr, whole step under bf16 autocast (--precision bf16)", vit, "amp"),
+        ("  of which: encoder forward only (fp32)", vit, "encoder"),
+        ("  of which: decoder forward + backward + AdamW", vit, "decoder"),
+    ]
     load0 = os.getloadavg()[0]
-    fns = [_with_dtype(m, _step_fn(m, kind, batch), torch.bfloat16 if kind == "bf16" else None)
-           if hasattr(m, "encoder_dtype") else _step_fn(m, kind, batch) for _, m, kind in rows]
+    fns = [
+        _with_dtype(m, _step_fn(m, kind, batch), torch.bfloat16 if kind == "bf16" else None)
+        if hasattr(m, "encoder_dtype")
+        else _step_fn(m, kind, batch)
+        for _, m, kind in rows
+    ]
     out = list(zip([r[0] for r in rows], _time(fns, a.steps)))
     base = out[0][1]
-    print(f"crop {a.crop} px, batch {a.batch_size}, {a.steps} timed steps each, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"crop {a.crop} px, batch {a.batch_size}, {a.steps} timed steps each, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s); load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
     print("| step | steps/s | s/step | x U-Net time |\n|---|---|---|---|")
     for label, s in out:
         print(f"| {label} | {1 / s:.3f} | {s:.3f} | {s / base:.2f} |")

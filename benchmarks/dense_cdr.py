@@ -9,6 +9,7 @@ train``: the recognition path). Finished runs are reused. Prints a markdown tabl
 
     nice -n 10 python benchmarks/dense_cdr.py --output runs/dense/origa_cv --models unet --steps 300
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,23 +52,38 @@ def _segment(rows: list[dict], folds: list[np.ndarray], a: argparse.Namespace, m
         fold = a.output / f"fold{k}"
         train = _link_fold([rows[i] for i in range(len(rows)) if i not in set(test_idx)], a.data, fold / "train")
         test = _link_fold([rows[i] for i in test_idx], a.data, fold / "test")
-        cfg = load_config(ROOT / "configs/dense/origa_cdr.yaml", data=str(train), model=model, max_steps=a.steps,
-                          weights=None if model == "unet" else str(a.weights), device="cpu",
-                          output_dir=str(fold / model), progress=False, **dict(kv.split("=", 1) for kv in a.set))
+        cfg = load_config(
+            ROOT / "configs/dense/origa_cdr.yaml",
+            data=str(train),
+            model=model,
+            max_steps=a.steps,
+            weights=None if model == "unet" else str(a.weights),
+            device="cpu",
+            output_dir=str(fold / model),
+            progress=False,
+            **dict(kv.split("=", 1) for kv in a.set),
+        )
         t0 = time.perf_counter()
         run = train_once(cfg)
         secs += time.perf_counter() - t0
         pred = fold / model / "pred"
-        m = predict_segmentation(run, test, pred, split="test", device="cpu", cdr=True,
-                                 expert_cdr=str(a.data / "manifest.csv"))
+        m = predict_segmentation(
+            run, test, pred, split="test", device="cpu", cdr=True, expert_cdr=str(a.data / "manifest.csv")
+        )
         for c in dice:
             dice[c].append(m[c]["dice"])
         with open(pred / "cdr.csv") as f:
             errors += [float(r["abs_error"]) for r in csv.DictReader(f)]
         selected.append(json.loads((run / "train_metrics.json").read_text()).get("selected_step"))
-    return {"method": f"{model} disc/cup segmentation -> vertical CDR", "mae": float(np.mean(errors)),
-            "mae_sd": float(np.std(errors)), "disc_dice": float(np.mean(dice["disc"])),
-            "cup_dice": float(np.mean(dice["cup"])), "train_minutes": secs / 60, "selected_steps": selected}
+    return {
+        "method": f"{model} disc/cup segmentation -> vertical CDR",
+        "mae": float(np.mean(errors)),
+        "mae_sd": float(np.std(errors)),
+        "disc_dice": float(np.mean(dice["disc"])),
+        "cup_dice": float(np.mean(dice["cup"])),
+        "train_minutes": secs / 60,
+        "selected_steps": selected,
+    }
 
 
 def _truth_and_mean(rows: list[dict], folds: list[np.ndarray], data: Path) -> list[dict]:
@@ -80,8 +96,10 @@ def _truth_and_mean(rows: list[dict], folds: list[np.ndarray], data: Path) -> li
         m = read_mask(data / r["mask"])
         truth.append(vertical_cdr(m >= 1, m >= 2))
     mean_err = np.concatenate([np.abs(expert[t] - np.delete(expert, t).mean()) for t in folds])
-    return [{"method": "vertical CDR of the expert's masks (ceiling)", "mae": float(np.mean(np.abs(truth - expert)))},
-            {"method": "training-fold mean CDR (floor)", "mae": float(mean_err.mean())}]
+    return [
+        {"method": "vertical CDR of the expert's masks (ceiling)", "mae": float(np.mean(np.abs(truth - expert)))},
+        {"method": "training-fold mean CDR (floor)", "mae": float(mean_err.mean())},
+    ]
 
 
 def _regress(rows: list[dict], folds: list[np.ndarray], a: argparse.Namespace) -> dict:
@@ -99,17 +117,44 @@ def _regress(rows: list[dict], folds: list[np.ndarray], a: argparse.Namespace) -
                 w.writerows([[str((a.data / rows[i]["path"]).resolve()), rows[i]["exp_cdr"]] for i in idx])
             feats[name] = fold / f"{name}.safetensors"
             if not feats[name].is_file():
-                _cli("extract", "--weights", str(a.regress_weights), "--data", str(manifest), "--label-columns",
-                     "exp_cdr", "--modality", "Fundus", "--output", str(feats[name]), "--device", "cpu")
+                _cli(
+                    "extract",
+                    "--weights",
+                    str(a.regress_weights),
+                    "--data",
+                    str(manifest),
+                    "--label-columns",
+                    "exp_cdr",
+                    "--modality",
+                    "Fundus",
+                    "--output",
+                    str(feats[name]),
+                    "--device",
+                    "cpu",
+                )
         run = fold / "run"
         if not (run / "predictions.csv").is_file():
-            _cli("regress", "train", "--train", str(feats["train"]), "--test", str(feats["test"]), "--targets",
-                 "exp_cdr", "--output", str(run), "--overwrite")
+            _cli(
+                "regress",
+                "train",
+                "--train",
+                str(feats["train"]),
+                "--test",
+                str(feats["test"]),
+                "--targets",
+                "exp_cdr",
+                "--output",
+                str(run),
+                "--overwrite",
+            )
         with open(run / "predictions.csv") as f:
             for r in csv.DictReader(f):
                 errs.append(abs(float(r["pred_exp_cdr"]) - float(r["true_exp_cdr"])))
-    return {"method": f"CDR regressed from features ({a.regress_weights.name}; recognition regress)",
-            "mae": float(np.mean(errs)), "mae_sd": float(np.std(errs))}
+    return {
+        "method": f"CDR regressed from features ({a.regress_weights.name}; recognition regress)",
+        "mae": float(np.mean(errs)),
+        "mae_sd": float(np.std(errs)),
+    }
 
 
 def _cli(*args: str) -> None:
@@ -126,8 +171,13 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="other config overrides, e.g. crop=128 max_side=384 (smaller: a loaded CPU)")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other config overrides, e.g. crop=128 max_side=384 (smaller: a loaded CPU)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with open(a.data / "manifest.csv", newline="") as f:
@@ -138,16 +188,21 @@ def main() -> None:
     if a.regress_weights:
         results.append(_regress(rows, folds, a))
     load = os.getloadavg()
-    print(f"ORIGA-subset, {len(rows)} images, {a.folds}-fold CV (seed {a.seed}), {a.steps} steps per fold "
-          f"{' '.join(a.set)}; "
-          f"load average {load[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"ORIGA-subset, {len(rows)} images, {a.folds}-fold CV (seed {a.seed}), {a.steps} steps per fold "
+        f"{' '.join(a.set)}; "
+        f"load average {load[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print("| method | vertical CDR MAE | disc Dice | cup Dice | train min (all folds) |\n|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['method']} | {r['mae']:.4f} | {r.get('disc_dice', float('nan')):.3f} | "
-              f"{r.get('cup_dice', float('nan')):.3f} | {r.get('train_minutes', float('nan')):.1f} |")
+        print(
+            f"| {r['method']} | {r['mae']:.4f} | {r.get('disc_dice', float('nan')):.3f} | "
+            f"{r.get('cup_dice', float('nan')):.3f} | {r.get('train_minutes', float('nan')):.1f} |"
+        )
     a.output.mkdir(parents=True, exist_ok=True)
-    (a.output / "results.json").write_text(json.dumps({"folds": a.folds, "steps": a.steps, "set": a.set, "load": load,
-                                                       "results": results}, indent=2))
+    (a.output / "results.json").write_text(
+        json.dumps({"folds": a.folds, "steps": a.steps, "set": a.set, "load": load, "results": results}, indent=2)
+    )
 
 
 if __name__ == "__main__":

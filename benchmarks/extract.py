@@ -24,6 +24,7 @@ every row) and its change. Default images: the 120 real OCT B-scans with DME lab
     nice -n 10 python benchmarks/extract.py                        # ViT-B/16 at 224, all rows
     python benchmarks/extract.py --arch vit_small_patch16 --images 32 --rows official fp32 fast
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,8 +124,11 @@ def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
     import torch
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_OfficialDataset([str(p) for p in paths], 224, enc.info.mean, enc.info.std),
-                        batch_size=8, num_workers=args.num_workers)
+    loader = DataLoader(
+        _OfficialDataset([str(p) for p in paths], 224, enc.info.mean, enc.info.std),
+        batch_size=8,
+        num_workers=args.num_workers,
+    )
     nb = min(4, enc.cfg.depth)
     feats = np.zeros((len(paths), nb * enc.cfg.embed_dim), np.float32)
     row = 0
@@ -133,9 +137,10 @@ def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
             out = official_forward(enc, x, nb)
             for j in range(len(x)):  # the official script writes one pickle per image
                 with open(tmp / f"{row + j}_0.pickle", "wb") as f:
-                    pickle.dump({"feats": [out[j].numpy()], "labels": labs[j].numpy(),
-                                 "img_path": extras["img_path"][j]}, f)
-            feats[row:row + len(x)] = out.numpy()
+                    pickle.dump(
+                        {"feats": [out[j].numpy()], "labels": labs[j].numpy(), "img_path": extras["img_path"][j]}, f
+                    )
+            feats[row : row + len(x)] = out.numpy()
             row += len(x)
     return feats
 
@@ -146,9 +151,18 @@ def _run_visionfm(enc, paths, args, tmp: Path, precision: str, batch: int, draft
     from visionfm.data import ImageCollection, Sample
 
     coll = ImageCollection(tmp, [Sample(Path(p), str(i)) for i, p in enumerate(paths)])
-    out = extract_features(enc, coll, tmp / "f.safetensors", input_size=224, batch_size=batch,
-                           num_workers=args.num_workers, precision=precision, device="cpu", progress=False,
-                           jpeg_draft=draft)
+    out = extract_features(
+        enc,
+        coll,
+        tmp / "f.safetensors",
+        input_size=224,
+        batch_size=batch,
+        num_workers=args.num_workers,
+        precision=precision,
+        device="cpu",
+        progress=False,
+        jpeg_draft=draft,
+    )
     return load_features(out).cls
 
 
@@ -171,8 +185,16 @@ def _onnx_session(enc, tmp: Path):
             def forward(self, x):
                 return enc(x, n_last_blocks=min(4, enc.cfg.depth)).cls_concat()
 
-        torch.onnx.export(_Cls(), torch.zeros(1, 3, 224, 224), tmp / "enc.onnx", input_names=["image"],
-                          output_names=["cls"], dynamic_axes={"image": {0: "b"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _Cls(),
+            torch.zeros(1, 3, 224, 224),
+            tmp / "enc.onnx",
+            input_names=["image"],
+            output_names=["cls"],
+            dynamic_axes={"image": {0: "b"}},
+            opset_version=17,
+            dynamo=False,
+        )
         sess = ort.InferenceSession(str(tmp / "enc.onnx"), providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"image": x})[0], "torch.onnx"
 
@@ -185,8 +207,9 @@ def _run_onnx(enc, paths, args, tmp: Path) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     run, how = _onnx_session(enc, tmp)
     export_s = time.perf_counter() - t0
-    ds = ImageDataset([Sample(Path(p), str(i)) for i, p in enumerate(paths)],
-                      Preprocess(224, enc.info.mean, enc.info.std, "bilinear"))
+    ds = ImageDataset(
+        [Sample(Path(p), str(i)) for i, p in enumerate(paths)], Preprocess(224, enc.info.mean, enc.info.std, "bilinear")
+    )
     rows = []
     t1 = time.perf_counter()
     for x, _ in DataLoader(ds, batch_size=32, num_workers=args.num_workers):
@@ -241,8 +264,20 @@ def probe_auroc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
 
 
 def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", row, "--paths", str(paths_file), "--out", str(out), "--arch",
-           args.arch, "--num-workers", str(args.num_workers)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        row,
+        "--paths",
+        str(paths_file),
+        "--out",
+        str(out),
+        "--arch",
+        args.arch,
+        "--num-workers",
+        str(args.num_workers),
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     whole = time.perf_counter() - t0
@@ -255,13 +290,18 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=120, help="number of images (default: the 120 OCT B-scans; more "
-                                                           "repeats them)")
+    p.add_argument(
+        "--images", type=int, default=120, help="number of images (default: the 120 OCT B-scans; more repeats them)"
+    )
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--num-workers", type=int, default=1, help="decoding worker processes of every row")
-    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds (odd rounds run the rows in reverse "
-                                                         "order); times are medians over rounds")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved rounds (odd rounds run the rows in reverse order); times are medians over rounds",
+    )
     p.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -275,8 +315,10 @@ def main() -> None:
         paths, y = _default_images(tmp, args.images)
         (tmp / "paths.json").write_text(json.dumps([str(q) for q in paths]))
         kind = "DME labels" if y is not None else "no labels for the probe"
-        print(f"{args.arch} at 224 px, {len(paths)} images ({kind}),"
-              f" torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
+        print(
+            f"{args.arch} at 224 px, {len(paths)} images ({kind}),"
+            f" torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n"
+        )
         order = ["official"] + [r for r in args.rows if r != "official"]
         runs: dict[str, list[dict]] = {r: [] for r in order}
         feats = {}
@@ -285,20 +327,30 @@ def main() -> None:
                 runs[row].append(_run_row(row, tmp / "paths.json", tmp / f"{row}.npy", args))
                 feats[row] = np.load(tmp / f"{row}.npy")
                 print(f"  round {k} {row}: {runs[row][-1]}", file=sys.stderr, flush=True)
-        res = {r: {**v[-1], **{key: float(np.median([x[key] for x in v])) for key in ("loop_s", "whole_s")},
-                   "peak_mib": max(x["peak_mib"] for x in v)} for r, v in runs.items()}
+        res = {
+            r: {
+                **v[-1],
+                **{key: float(np.median([x[key] for x in v])) for key in ("loop_s", "whole_s")},
+                "peak_mib": max(x["peak_mib"] for x in v),
+            }
+            for r, v in runs.items()
+        }
         _print_table(res, feats, y, len(paths))
         if args.rounds > 1:
-            print(f"\nmedians over {args.rounds} interleaved rounds; per round (loop s): "
-                  + "; ".join(f"{r} " + ", ".join(f"{x['loop_s']:.0f}" for x in v) for r, v in runs.items()))
+            print(
+                f"\nmedians over {args.rounds} interleaved rounds; per round (loop s): "
+                + "; ".join(f"{r} " + ", ".join(f"{x['loop_s']:.0f}" for x in v) for r, v in runs.items())
+            )
         print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
 def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
     ref = feats["official"]
     auc_ref = probe_auroc(ref, y) if y is not None else None
-    print("| path | whole process (s) | x official | loop images/s | x official (loop) | peak MiB | "
-          "max rel. feature diff | min cosine | probe AUROC (change) |")
+    print(
+        "| path | whole process (s) | x official | loop images/s | x official (loop) | peak MiB | "
+        "max rel. feature diff | min cosine | probe AUROC (change) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row, r in res.items():
         f = feats[row]
@@ -307,9 +359,11 @@ def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
         auc = probe_auroc(f, y) if y is not None else None
         auc_txt = f"{auc:.4f} ({auc - auc_ref:+.4f})" if auc is not None else "n/a"
         loop = n / r["loop_s"]
-        print(f"| {row} | {r['whole_s']:.1f} | {res['official']['whole_s'] / r['whole_s']:.2f}x | {loop:.2f} | "
-              f"{loop / (n / res['official']['loop_s']):.2f}x | {r['peak_mib']:.0f} | {diff:.2e} | {cos:.6f} | "
-              f"{auc_txt} |")
+        print(
+            f"| {row} | {r['whole_s']:.1f} | {res['official']['whole_s'] / r['whole_s']:.2f}x | {loop:.2f} | "
+            f"{loop / (n / res['official']['loop_s']):.2f}x | {r['peak_mib']:.0f} | {diff:.2e} | {cos:.6f} | "
+            f"{auc_txt} |"
+        )
     for r in res.values():
         if "note" in r:
             print(f"\n{r['note']}")

@@ -11,6 +11,7 @@ Prints a markdown table (seconds, images/s) and writes it as JSON to ``--output`
     python benchmarks/heads.py                                  # 200 phantoms, 112 px, ViT-S/16, 20 epochs
     python benchmarks/heads.py --images 400 --size 224 --epochs 50
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,31 @@ def _cached(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dic
     from visionfm.recognition import load_head_config, train_head
 
     t0 = time.perf_counter()
-    feats = extract_features(weights, root, work / "train.safetensors", split="training", input_size=a.size,
-                             batch_size=a.batch_size, num_workers=0, progress=False, device=a.device)
+    feats = extract_features(
+        weights,
+        root,
+        work / "train.safetensors",
+        split="training",
+        input_size=a.size,
+        batch_size=a.batch_size,
+        num_workers=0,
+        progress=False,
+        device=a.device,
+    )
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train_head(load_head_config(task="classify", train=[str(feats)], val=[str(feats)], epochs=a.epochs,
-                                batch_size=a.batch_size, n_boot=0, device=a.device, output_dir=str(work / "cached")))
+    train_head(
+        load_head_config(
+            task="classify",
+            train=[str(feats)],
+            val=[str(feats)],
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            n_boot=0,
+            device=a.device,
+            output_dir=str(work / "cached"),
+        )
+    )
     return {"extract_s": t_extract, "train_s": time.perf_counter() - t0}
 
 
@@ -61,11 +81,23 @@ def _rerun(weights: Path, root: Path, work: Path, a: argparse.Namespace) -> dict
     n_blocks = min(4, enc.cfg.depth)
     head = build_head("linear", n_blocks * enc.cfg.embed_dim, len(spec.names))
     task = ClassifyTask(head, spec.names, encoder=enc, n_last_blocks=n_blocks, param_groups_fn=lambda e: [])
-    data = ImageLabelDataset([img_root / p for p in table.paths], table.y, Preprocess(a.size, enc.info.mean,
-                                                                                      enc.info.std), "classify")
+    data = ImageLabelDataset(
+        [img_root / p for p in table.paths], table.y, Preprocess(a.size, enc.info.mean, enc.info.std), "classify"
+    )
     t0 = time.perf_counter()
-    fit_task(task, data, None, TrainConfig(output_dir=str(work / "rerun"), epochs=a.rerun_epochs,
-                                           batch_size=a.batch_size, lr=1e-3, device=a.device, progress=False))
+    fit_task(
+        task,
+        data,
+        None,
+        TrainConfig(
+            output_dir=str(work / "rerun"),
+            epochs=a.rerun_epochs,
+            batch_size=a.batch_size,
+            lr=1e-3,
+            device=a.device,
+            progress=False,
+        ),
+    )
     return {"train_s": time.perf_counter() - t0}
 
 
@@ -87,20 +119,32 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        root = make_dataset("fundus-dr", work / "data", n=int(a.images / 0.75) + 1, size=max(64, a.size),
-                            progress=False).root
+        root = make_dataset(
+            "fundus-dr", work / "data", n=int(a.images / 0.75) + 1, size=max(64, a.size), progress=False
+        ).root
         weights = _encoder(a.arch, work / "encoder.safetensors")
         c = _cached(weights, root, work, a)
         r = _rerun(weights, root, work, a)
     per_epoch = r["train_s"] / a.rerun_epochs
-    rows = [{"method": "cached features (extract once + head)", "epochs": a.epochs,
-             "seconds": c["extract_s"] + c["train_s"], "detail": f"extract {c['extract_s']:.1f} s + head "
-                                                                 f"{c['train_s']:.1f} s"},
-            {"method": "re-run frozen encoder every epoch", "epochs": a.epochs, "seconds": per_epoch * a.epochs,
-             "detail": f"{per_epoch:.1f} s/epoch measured over {a.rerun_epochs} epochs, projected"}]
+    rows = [
+        {
+            "method": "cached features (extract once + head)",
+            "epochs": a.epochs,
+            "seconds": c["extract_s"] + c["train_s"],
+            "detail": f"extract {c['extract_s']:.1f} s + head {c['train_s']:.1f} s",
+        },
+        {
+            "method": "re-run frozen encoder every epoch",
+            "epochs": a.epochs,
+            "seconds": per_epoch * a.epochs,
+            "detail": f"{per_epoch:.1f} s/epoch measured over {a.rerun_epochs} epochs, projected",
+        },
+    ]
     speedup = rows[1]["seconds"] / rows[0]["seconds"]
-    print(f"{a.images} phantoms at {a.size} px, {a.arch}, linear head, batch {a.batch_size}, {a.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{a.images} phantoms at {a.size} px, {a.arch}, linear head, batch {a.batch_size}, {a.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print("| method | epochs | seconds | detail |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['method']} | {row['epochs']} | {row['seconds']:.1f} | {row['detail']} |")

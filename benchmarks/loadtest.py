@@ -14,6 +14,7 @@ trained briefly on its features of generated fundus phantoms. Throughput depends
     python benchmarks/loadtest.py                                   # 8 clients, 20 s per setting, batch 1 vs 8
     python benchmarks/loadtest.py --run runs/dr --clients 16 --duration 60 --max-batch 1 4 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,39 @@ def make_run(workdir: Path, arch: str, size: int) -> Path:
     save_encoder(random_encoder(arch, 0, "Fundus"), weights)
     ds = make_dataset("fundus-dr", workdir / "phantoms", n=20, seed=0, size=size, overwrite=True, progress=False)
     for split in ("training", "test"):
-        _cli("extract", "--weights", weights, "--data", ds.root, "--split", split, "--input-size", size,
-             "--output", workdir / f"features_{split}.safetensors", "--num-workers", 0, "--device", "cpu")
-    _cli("classify", "train", "--train", workdir / "features_training.safetensors", "--test",
-         workdir / "features_test.safetensors", "--output", run, "--epochs", 5, "--n-boot", 0, "--device", "cpu")
+        _cli(
+            "extract",
+            "--weights",
+            weights,
+            "--data",
+            ds.root,
+            "--split",
+            split,
+            "--input-size",
+            size,
+            "--output",
+            workdir / f"features_{split}.safetensors",
+            "--num-workers",
+            0,
+            "--device",
+            "cpu",
+        )
+    _cli(
+        "classify",
+        "train",
+        "--train",
+        workdir / "features_training.safetensors",
+        "--test",
+        workdir / "features_test.safetensors",
+        "--output",
+        run,
+        "--epochs",
+        5,
+        "--n-boot",
+        0,
+        "--device",
+        "cpu",
+    )
     return run
 
 
@@ -79,9 +109,28 @@ def _peak_rss_mb(pid: int) -> float:
 
 def start_service(run: Path, max_batch: int, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "visionfm", "serve", "--run", str(run), "--port", str(port), "--max-batch",
-           str(max_batch), "--batch-wait-ms", str(args.wait_ms), "--queue-size", str(max(64, 4 * args.clients)),
-           "--threads", str(args.threads), "--backend", args.backend, "--timeout-s", "300"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "visionfm",
+        "serve",
+        "--run",
+        str(run),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--batch-wait-ms",
+        str(args.wait_ms),
+        "--queue-size",
+        str(max(64, 4 * args.clients)),
+        "--threads",
+        str(args.threads),
+        "--backend",
+        args.backend,
+        "--timeout-s",
+        "300",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
@@ -100,8 +149,15 @@ def start_service(run: Path, max_batch: int, args: argparse.Namespace) -> tuple[
     raise SystemExit("the service did not start within 10 minutes")
 
 
-def _client(url: str, images: list[tuple[str, bytes]], stop: threading.Event, budget: list[int],
-            lock: threading.Lock, out: list[tuple[float, int]], seed: int) -> None:
+def _client(
+    url: str,
+    images: list[tuple[str, bytes]],
+    stop: threading.Event,
+    budget: list[int],
+    lock: threading.Lock,
+    out: list[tuple[float, int]],
+    seed: int,
+) -> None:
     import httpx
 
     rng = np.random.default_rng(seed)
@@ -120,13 +176,13 @@ def _client(url: str, images: list[tuple[str, bytes]], stop: threading.Event, bu
             out.append((time.perf_counter() - t0, status))
 
 
-def drive_load(url: str, images: list[tuple[str, bytes]], clients: int, duration: float,
-               max_requests: int) -> dict:
+def drive_load(url: str, images: list[tuple[str, bytes]], clients: int, duration: float, max_requests: int) -> dict:
     """``clients`` threads sending requests until ``duration`` s pass or ``max_requests`` were sent."""
     stop, lock, budget = threading.Event(), threading.Lock(), [max_requests]
     results: list[tuple[float, int]] = []
-    threads = [threading.Thread(target=_client, args=(url, images, stop, budget, lock, results, i))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=_client, args=(url, images, stop, budget, lock, results, i)) for i in range(clients)
+    ]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -139,8 +195,16 @@ def drive_load(url: str, images: list[tuple[str, bytes]], clients: int, duration
     lat = np.array([r[0] for r in results if r[1] == 200]) * 1000
     errors = sum(1 for r in results if r[1] != 200)
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
-    return {"requests": len(results), "ok": len(lat), "errors": errors, "seconds": wall,
-            "throughput_rps": len(lat) / wall, "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}
+    return {
+        "requests": len(results),
+        "ok": len(lat),
+        "errors": errors,
+        "seconds": wall,
+        "throughput_rps": len(lat) / wall,
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+    }
 
 
 def _batch_sizes(url: str) -> float:
@@ -174,9 +238,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-requests", type=int, default=2000, help="most requests per setting")
     p.add_argument("--warmup", type=int, default=8, help="requests before timing")
     p.add_argument("--max-batch", type=int, nargs="+", default=[1, 4, 8], help="settings compared")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="cycle through the settings this many times (interleaved: load drifts hit each alike); "
-                        "the median throughput per setting is reported")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="cycle through the settings this many times (interleaved: load drifts hit each alike); "
+        "the median throughput per setting is reported",
+    )
     p.add_argument("--wait-ms", type=float, default=5.0, help="batch collection window")
     p.add_argument("--threads", type=int, default=0, help="server intra-op threads (0: default)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
@@ -198,8 +266,13 @@ def main(argv: list[str] | None = None) -> dict:
             drive_load(url, images, min(args.clients, args.warmup), 600, args.warmup)  # warm-up
             load_before = _load_avg()
             res = drive_load(url, images, args.clients, args.duration, args.max_requests)
-            res.update(max_batch=mb, mean_batch=_batch_sizes(url), server_peak_rss_mb=_peak_rss_mb(proc.pid),
-                       load_avg_before=load_before, load_avg_after=_load_avg())
+            res.update(
+                max_batch=mb,
+                mean_batch=_batch_sizes(url),
+                server_peak_rss_mb=_peak_rss_mb(proc.pid),
+                load_avg_before=load_before,
+                load_avg_after=_load_avg(),
+            )
         finally:
             proc.terminate()
             proc.wait(30)
@@ -213,33 +286,53 @@ def _medians(rows: list[dict]) -> list[dict]:
     out = []
     for mb in dict.fromkeys(r["max_batch"] for r in rows):
         reps = sorted((r for r in rows if r["max_batch"] == mb), key=lambda r: r["throughput_rps"])
-        out.append({**reps[(len(reps) - 1) // 2], "repeats": [r["throughput_rps"] for r in reps],
-                    "errors": sum(r["errors"] for r in reps)})
+        out.append(
+            {
+                **reps[(len(reps) - 1) // 2],
+                "repeats": [r["throughput_rps"] for r in reps],
+                "errors": sum(r["errors"] for r in reps),
+            }
+        )
     return out
 
 
 def _report(rows: list[dict], args: argparse.Namespace, run: Path, folder: Path, n_images: int) -> dict:
-    head = f"{'max batch':>9} {'mean batch':>10} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} " \
-           f"{'errors':>6} {'requests':>8} {'peak RSS MiB':>12}"
-    print(f"\n{args.clients} clients, {args.duration:g} s per setting, {n_images} images from {folder}, run {run}, "
-          f"{args.backend} backend, {os.cpu_count()} CPUs; load average before/after each setting below")
+    head = (
+        f"{'max batch':>9} {'mean batch':>10} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'requests':>8} {'peak RSS MiB':>12}"
+    )
+    print(
+        f"\n{args.clients} clients, {args.duration:g} s per setting, {n_images} images from {folder}, run {run}, "
+        f"{args.backend} backend, {os.cpu_count()} CPUs; load average before/after each setting below"
+    )
     print(head)
     rows = _medians(rows)
     for r in rows:
-        print(f"{r['max_batch']:>9} {r['mean_batch']:>10.2f} {r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} "
-              f"{r['p95_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['errors']:>6} {r['requests']:>8} "
-              f"{r['server_peak_rss_mb']:>12.0f}   load {r['load_avg_before']} -> {r['load_avg_after']}")
+        print(
+            f"{r['max_batch']:>9} {r['mean_batch']:>10.2f} {r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} "
+            f"{r['p95_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['errors']:>6} {r['requests']:>8} "
+            f"{r['server_peak_rss_mb']:>12.0f}   load {r['load_avg_before']} -> {r['load_avg_after']}"
+        )
     by = {r["max_batch"]: r for r in rows}
     ratio = None
     if 1 in by and len(by) > 1:
         best = max((r for r in rows if r["max_batch"] > 1), key=lambda r: r["throughput_rps"])
         ratio = best["throughput_rps"] / by[1]["throughput_rps"] if by[1]["throughput_rps"] else float("nan")
         met = ratio >= 1.5 and not sum(r["errors"] for r in rows)
-        print(f"dynamic batching (max {best['max_batch']}) / one at a time: {ratio:.2f}x throughput "
-              f"(target >= 1.5x at 8 clients, zero errors: {'met' if met else 'NOT met'})")
-    out = {"rows": rows, "ratio_batched_vs_single": ratio, "clients": args.clients, "duration_s": args.duration,
-           "run": str(run), "images": str(folder), "backend": args.backend, "machine": {
-               "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+        print(
+            f"dynamic batching (max {best['max_batch']}) / one at a time: {ratio:.2f}x throughput "
+            f"(target >= 1.5x at 8 clients, zero errors: {'met' if met else 'NOT met'})"
+        )
+    out = {
+        "rows": rows,
+        "ratio_batched_vs_single": ratio,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "run": str(run),
+        "images": str(folder),
+        "backend": args.backend,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.output}")

@@ -12,6 +12,7 @@ compares the backends, not the image pipeline.
     python benchmarks/onnx_speed.py                                  # ViT-S/16 encoder, batch 1 and 8, 3 rounds
     python benchmarks/onnx_speed.py --run runs/dr --batch-sizes 1 16 --rounds 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def _time(fn, x: np.ndarray, batch: int) -> float:
     """Images per second of ``fn`` over ``x`` in batches of ``batch``."""
     t0 = time.perf_counter()
     for i in range(0, len(x), batch):
-        fn(x[i:i + batch])
+        fn(x[i : i + batch])
     return len(x) / (time.perf_counter() - t0)
 
 
@@ -97,17 +98,28 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _report(rows, diff, export_s, export_err, card, args) -> dict:
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"\n{card.arch} ({card.kind}), input {card.input_size} px, {args.n} images x {args.rounds} rounds, "
-          f"{args.threads} threads, {os.cpu_count()} CPUs, load average {load}")
+    print(
+        f"\n{card.arch} ({card.kind}), input {card.input_size} px, {args.n} images x {args.rounds} rounds, "
+        f"{args.threads} threads, {os.cpu_count()} CPUs, load average {load}"
+    )
     print(f"{'backend':>12} {'batch':>5} {'img/s':>8} {'vs torch':>8} {'max |diff|':>11}")
     torch_rate = {r["batch"]: r["img_s"] for r in rows if r["backend"] == "torch"}
     for r in rows:
-        print(f"{r['backend']:>12} {r['batch']:>5} {r['img_s']:>8.2f} {r['img_s'] / torch_rate[r['batch']]:>7.2f}x "
-              f"{(diff if r['backend'] == 'onnxruntime' else 0.0):>11.2e}")
+        print(
+            f"{r['backend']:>12} {r['batch']:>5} {r['img_s']:>8.2f} {r['img_s'] / torch_rate[r['batch']]:>7.2f}x "
+            f"{(diff if r['backend'] == 'onnxruntime' else 0.0):>11.2e}"
+        )
     print(f"export + parity check {export_s:.1f} s (max error at export {export_err:.2e})")
-    out = {"rows": rows, "max_abs_diff": diff, "export_seconds": export_s, "export_max_abs_error": export_err,
-           "model": card.to_dict(), "threads": args.threads, "load_average": load,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    out = {
+        "rows": rows,
+        "max_abs_diff": diff,
+        "export_seconds": export_s,
+        "export_max_abs_error": export_err,
+        "model": card.to_dict(),
+        "threads": args.threads,
+        "load_average": load,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.output}")

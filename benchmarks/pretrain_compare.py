@@ -27,6 +27,7 @@ numbers of steps (CPU runs with the same seed are bitwise repeatable, so a docum
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/pretrain_compare.py --seeds 0 1 2 --budget-cpu-s 180
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,10 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _timed_pretrain(config: Path, out: Path, overrides: dict, steps: int, seed: int) -> float:
     """Pretrain ``steps`` steps in this process (data loading included) and return its CPU seconds."""
-    cfg = pretrain_config(config, **{**overrides, "max_steps": steps, "seed": seed, "output": str(out),
-                                     "num_workers": 0, "progress": False})
+    cfg = pretrain_config(
+        config,
+        **{**overrides, "max_steps": steps, "seed": seed, "output": str(out), "num_workers": 0, "progress": False},
+    )
     t0 = time.process_time()
     pretrain(cfg)
     return time.process_time() - t0
@@ -74,8 +77,13 @@ def calibrate(method: str, config: Path, work: Path, overrides: dict, n: tuple[i
     if key not in known:
         t = [_timed_pretrain(config, work / "calib" / f"{method}-{k}-{time.time_ns()}", overrides, k, 0) for k in n]
         per_step = max((t[1] - t[0]) / (n[1] - n[0]), 1e-6)
-        known[key] = {"method": method, "steps": list(n), "cpu_s": t, "cpu_s_per_step": per_step,
-                      "overhead_cpu_s": t[0] - n[0] * per_step}
+        known[key] = {
+            "method": method,
+            "steps": list(n),
+            "cpu_s": t,
+            "cpu_s_per_step": per_step,
+            "overhead_cpu_s": t[0] - n[0] * per_step,
+        }
         _write_json(cache, known)
     return known[key]
 
@@ -139,8 +147,12 @@ def cv_auroc(x: np.ndarray, y: np.ndarray, repeats: int, n_folds: int = 5) -> li
         oof = np.zeros(len(y))
         for train, test in stratified_kfold(y, n_folds, seed=r):
             inner = StratifiedKFold(3, shuffle=True, random_state=r)  # C chosen inside the training fold only
-            clf = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
-                               {"logisticregression__C": list(C_GRID)}, scoring="roc_auc", cv=inner)
+            clf = GridSearchCV(
+                make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
+                {"logisticregression__C": list(C_GRID)},
+                scoring="roc_auc",
+                cv=inner,
+            )
             oof[test] = clf.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
         aucs.append(float(roc_auc_score(y, oof)))
     return aucs
@@ -154,11 +166,23 @@ def probe(weights: Path, work: Path, a: argparse.Namespace, retina: Path, origa:
     enc = visionfm.load_encoder(weights)
     size, blocks = enc.cfg.img_size, min(4, enc.cfg.depth)
     feats = probe_features(weights, retina, work / "retinamnist", size, n_last_blocks=4, device="cpu")
-    res = {"full": linear_probe(feats),
-           "fewshot": {str(k): fewshot_probe(feats, k, a.draws) for k in a.shots}, "glaucoma": {}}
+    res = {
+        "full": linear_probe(feats),
+        "fewshot": {str(k): fewshot_probe(feats, k, a.draws) for k in a.shots},
+        "glaucoma": {},
+    }
     for name, manifest in origa.items():
-        path = extract_features(weights, manifest, work / f"origa_{name}.safetensors", input_size=size,
-                                n_last_blocks=blocks, batch_size=32, num_workers=0, device="cpu", progress=False)
+        path = extract_features(
+            weights,
+            manifest,
+            work / f"origa_{name}.safetensors",
+            input_size=size,
+            n_last_blocks=blocks,
+            batch_size=32,
+            num_workers=0,
+            device="cpu",
+            progress=False,
+        )
         fs = load_features(path)
         res["glaucoma"][name] = cv_auroc(fs.cls, fs.labels[:, 0].astype(int), a.cv_repeats)
     _write_json(cached, res)
@@ -167,13 +191,16 @@ def probe(weights: Path, work: Path, a: argparse.Namespace, retina: Path, origa:
 
 def metrics(res: dict) -> dict[str, tuple[float, list[float] | None]]:
     """Metric name -> (value, per-draw or per-repeat values for the within-seed pairing, or None)."""
-    out = {"RetinaMNIST full probe, test AUC": (res["full"]["test_auc"], None),
-           "RetinaMNIST full probe, test ACC": (res["full"]["test_acc"], None)}
+    out = {
+        "RetinaMNIST full probe, test AUC": (res["full"]["test_auc"], None),
+        "RetinaMNIST full probe, test ACC": (res["full"]["test_acc"], None),
+    }
     for k, r in res["fewshot"].items():
         out[f"RetinaMNIST {k}-shot, test AUC"] = (r["test_auc"], r["draws"])
     for name, aucs in res["glaucoma"].items():
-        out[f"ORIGA glaucoma ({name} image), CV AUROC" if name == "whole" else
-            f"ORIGA glaucoma ({name} crop), CV AUROC"] = (float(np.mean(aucs)), aucs)
+        out[
+            f"ORIGA glaucoma ({name} image), CV AUROC" if name == "whole" else f"ORIGA glaucoma ({name} crop), CV AUROC"
+        ] = (float(np.mean(aucs)), aucs)
     return out
 
 
@@ -199,24 +226,49 @@ def table(results: dict[str, dict[int, dict]], seeds: list[int]) -> tuple[list[s
     per = {m: {s: metrics(results[m][s]) for s in seeds} for m in results}
     names = list(per["ibot"][seeds[0]])
     has_random = "random" in per
-    head = (["metric"] + [f"iBOT s{s}" for s in seeds] + ["iBOT mean"] + [f"MAE s{s}" for s in seeds]
-            + ["MAE mean"] + (["random init mean"] if has_random else []) + ["MAE - iBOT, paired by seed (95% CI)"])
+    head = (
+        ["metric"]
+        + [f"iBOT s{s}" for s in seeds]
+        + ["iBOT mean"]
+        + [f"MAE s{s}" for s in seeds]
+        + ["MAE mean"]
+        + (["random init mean"] if has_random else [])
+        + ["MAE - iBOT, paired by seed (95% CI)"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = []
     for name in names:
         v = {m: np.array([per[m][s][name][0] for s in seeds]) for m in per}
-        cells = ([f"{x:.3f}" for x in v["ibot"]] + [f"**{v['ibot'].mean():.3f}**"] + [f"{x:.3f}" for x in v["mae"]]
-                 + [f"**{v['mae'].mean():.3f}**"] + ([f"{v['random'].mean():.3f}"] if has_random else [])
-                 + [_ci(v["mae"] - v["ibot"])])
+        cells = (
+            [f"{x:.3f}" for x in v["ibot"]]
+            + [f"**{v['ibot'].mean():.3f}**"]
+            + [f"{x:.3f}" for x in v["mae"]]
+            + [f"**{v['mae'].mean():.3f}**"]
+            + ([f"{v['random'].mean():.3f}"] if has_random else [])
+            + [_ci(v["mae"] - v["ibot"])]
+        )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        within = {s: _ci(np.array(per["mae"][s][name][1]) - np.array(per["ibot"][s][name][1]))
-                  for s in seeds if per["ibot"][s][name][1] is not None}
-        rows.append({"metric": name, **{m: v[m].tolist() for m in v},
-                     "mae_minus_ibot": t_interval(v["mae"] - v["ibot"]), "within_seed": within})
-    lines += ["", "| metric | " + " | ".join(f"seed {s}: MAE - iBOT, paired within the seed (95% CI)" for s in seeds)
-              + " |", "|---|" + "---|" * len(seeds)]
-    lines += [f"| {r['metric']} | " + " | ".join(r["within_seed"][s] for s in seeds) + " |"
-              for r in rows if r["within_seed"]]
+        within = {
+            s: _ci(np.array(per["mae"][s][name][1]) - np.array(per["ibot"][s][name][1]))
+            for s in seeds
+            if per["ibot"][s][name][1] is not None
+        }
+        rows.append(
+            {
+                "metric": name,
+                **{m: v[m].tolist() for m in v},
+                "mae_minus_ibot": t_interval(v["mae"] - v["ibot"]),
+                "within_seed": within,
+            }
+        )
+    lines += [
+        "",
+        "| metric | " + " | ".join(f"seed {s}: MAE - iBOT, paired within the seed (95% CI)" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    lines += [
+        f"| {r['metric']} | " + " | ".join(r["within_seed"][s] for s in seeds) + " |" for r in rows if r["within_seed"]
+    ]
     return lines, rows
 
 
@@ -240,17 +292,31 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ibot-config", type=Path, default=ROOT / "configs/pretrain/fundus-vit-tiny-cpu.yaml")
     p.add_argument("--mae-config", type=Path, default=ROOT / "configs/pretrain/fundus-vit-tiny-mae-cpu.yaml")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides for both methods (YAML values, e.g. data='[img/]' arch=vit_test)")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for both methods (YAML values, e.g. data='[img/]' arch=vit_test)",
+    )
     p.add_argument("--budget-cpu-s", type=float, default=180.0, help="CPU-seconds of training steps per run")
     p.add_argument("--calib-steps", type=int, nargs=2, default=[3, 13], help="n1 n2 of the calibration runs")
-    p.add_argument("--steps", type=int, nargs=2, metavar=("IBOT", "MAE"),
-                   help="steps of each run, no calibration (reproduces a documented run on another machine)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs=2,
+        metavar=("IBOT", "MAE"),
+        help="steps of each run, no calibration (reproduces a documented run on another machine)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--work", type=Path, default=Path("runs/pretrain_compare"))
     p.add_argument("--npz", type=Path, default=ROOT.parent / "shared/data/retinamnist/retinamnist.npz")
-    p.add_argument("--retinamnist", type=Path, default=Path("runs/retinamnist"),
-                   help="vfm-layout copy of --npz (written if absent; the configs pretrain on its train split)")
+    p.add_argument(
+        "--retinamnist",
+        type=Path,
+        default=Path("runs/retinamnist"),
+        help="vfm-layout copy of --npz (written if absent; the configs pretrain on its train split)",
+    )
     p.add_argument("--origa", type=Path, default=ROOT.parent / "shared/data/ORIGA-subset")
     p.add_argument("--shots", type=int, nargs="*", default=[1, 5, 10, 20])
     p.add_argument("--draws", type=int, default=20, help="draws per few-shot probe")
@@ -282,13 +348,23 @@ def _report(a: argparse.Namespace, calib: dict, steps: dict, runs: dict, results
     print("| method | seed | steps | CPU-s of the run | CPU-s per step (calibration) |\n|---|---|---|---|---|")
     for s in done:
         for m in METHODS:
-            print(f"| {m} | {s} | {runs[s][m]['steps']} | {runs[s][m]['cpu_s']:.0f} | "
-                  f"{calib[m]['cpu_s_per_step']:.2f} |")
+            print(
+                f"| {m} | {s} | {runs[s][m]['steps']} | {runs[s][m]['cpu_s']:.0f} | {calib[m]['cpu_s_per_step']:.2f} |"
+            )
     print("\n" + "\n".join(lines))
-    _write_json(a.json or a.work / "compare.json", {
-        "budget_cpu_s": None if a.steps else a.budget_cpu_s, "calibration": None if a.steps else calib,
-        "steps": steps, "seeds": done, "overrides": a.overrides, "runs": {str(s): r for s, r in runs.items()},
-        "rows": rows, "results": {m: {str(s): v for s, v in r.items()} for m, r in results.items()}})
+    _write_json(
+        a.json or a.work / "compare.json",
+        {
+            "budget_cpu_s": None if a.steps else a.budget_cpu_s,
+            "calibration": None if a.steps else calib,
+            "steps": steps,
+            "seeds": done,
+            "overrides": a.overrides,
+            "runs": {str(s): r for s, r in runs.items()},
+            "rows": rows,
+            "results": {m: {str(s): v for s, v in r.items()} for m, r in results.items()},
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         calib = {m: calibrate(m, a.config[m], a.work, a.overrides, tuple(a.calib_steps)) for m in METHODS}
         steps = {m: max(1, round(a.budget_cpu_s / calib[m]["cpu_s_per_step"])) for m in METHODS}
-    print("budget: " + ", ".join(f"{m} {calib[m]['cpu_s_per_step']:.2f} CPU-s/step -> {steps[m]} steps"
-                                 for m in METHODS), flush=True)
+    print(
+        "budget: " + ", ".join(f"{m} {calib[m]['cpu_s_per_step']:.2f} CPU-s/step -> {steps[m]} steps" for m in METHODS),
+        flush=True,
+    )
     origa = origa_manifests(a.origa, a.work)
     runs, results, done = {}, {}, []
     for seed in a.seeds:

@@ -16,6 +16,7 @@ of the 28x28 images to the encoder's input size, CLS tokens of the last 4 blocks
 
 Three random-init twins (seeds 0, 1, 2) show how much the random baseline itself varies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     ref = visionfm.load_encoder(a.weights)
     size = a.input_size or ref.cfg.img_size
     encoders = [("pretrained", a.weights, "pre")]
-    for seed in ([] if a.no_random else a.seeds):
+    for seed in [] if a.no_random else a.seeds:
         twin = random_twin(ref, a.work / f"random_init_seed{seed}.safetensors", seed)
         encoders.append((f"random init (seed {seed})", twin, f"rand{seed}"))
-    feats = {name: probe_features(w, root, a.work / tag, size, n_last_blocks=4, device="cpu")
-             for name, w, tag in encoders}
+    feats = {
+        name: probe_features(w, root, a.work / tag, size, n_last_blocks=4, device="cpu") for name, w, tag in encoders
+    }
     rows = {name: linear_probe(f) for name, f in feats.items()}
     arch = ref.info.arch
     print(f"RetinaMNIST linear probe ({arch}, {size} px, CLS of last 4 blocks, C on val)")
@@ -87,14 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     rand = [r for name, r in rows.items() if name.startswith("random")]
     if len(rand) > 1:
         auc, acc = np.array([r["test_auc"] for r in rand]), np.array([r["test_acc"] for r in rand])
-        print(f"{'random init, mean (sd)':<26} {'':>7} {'':>8} {auc.mean():>5.3f} ({auc.std(ddof=1):.3f}) "
-              f"{acc.mean():>5.3f} ({acc.std(ddof=1):.3f})")
+        print(
+            f"{'random init, mean (sd)':<26} {'':>7} {'':>8} {auc.mean():>5.3f} ({auc.std(ddof=1):.3f}) "
+            f"{acc.mean():>5.3f} ({acc.std(ddof=1):.3f})"
+        )
     fewshot = {k: {name: fewshot_probe(f, k, a.draws) for name, f in feats.items()} for k in a.shots}
     if fewshot:
         _print_fewshot(fewshot, a.draws)
-    (a.work / "probe.json").write_text(json.dumps({"weights": str(a.weights), "arch": arch, "input_size": size,
-                                                   "results": rows, "fewshot": {str(k): v for k, v in fewshot.items()}},
-                                                  indent=2))
+    (a.work / "probe.json").write_text(
+        json.dumps(
+            {
+                "weights": str(a.weights),
+                "arch": arch,
+                "input_size": size,
+                "results": rows,
+                "fewshot": {str(k): v for k, v in fewshot.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared test fixtures: tiny models, the shared real data (skipped cleanly when absent), temp folders."""
+
 from __future__ import annotations
 
 import os

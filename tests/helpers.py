@@ -1,4 +1,5 @@
 """Paths of the shared real data and a skip helper, importable by every test module as ``tests.helpers``."""
+
 from __future__ import annotations
 
 import os

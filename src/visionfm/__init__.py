@@ -6,16 +6,27 @@ Public interface::
     out = encoder(x, n_last_blocks=4, return_attention=True)   # out.cls, out.patch_tokens, out.layers, out.attention
     visionfm.extract_features("weights.pth", "images/", "features.safetensors", modality="Fundus")
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 # Names load on first use (PEP 562): importing ``visionfm`` (e.g. for ``visionfm --help``) does not import torch.
-_LAZY = {"load_encoder": "checkpoints", "save_encoder": "checkpoints", "extract_features": "features",
-         "load_features": "features", "canonical_modality": "modalities", "get_modality": "modalities",
-         "list_modalities": "modalities", "EncoderOutput": "models", "VisionTransformer": "models",
-         "ViTConfig": "models", "create_encoder": "models", "list_archs": "models"}
+_LAZY = {
+    "load_encoder": "checkpoints",
+    "save_encoder": "checkpoints",
+    "extract_features": "features",
+    "load_features": "features",
+    "canonical_modality": "modalities",
+    "get_modality": "modalities",
+    "list_modalities": "modalities",
+    "EncoderOutput": "models",
+    "VisionTransformer": "models",
+    "ViTConfig": "models",
+    "create_encoder": "models",
+    "list_archs": "models",
+}
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,5 @@
 """``python -m visionfm``: the same as the ``visionfm`` command."""
+
 import sys
 
 from .cli import main

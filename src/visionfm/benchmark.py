@@ -4,6 +4,7 @@ Each suite is a module with ``benchmark(data_root, out, weights, quick) -> list[
 :data:`COLUMNS`), registered by name in :data:`SUITES`; suites run in order with fixed seeds and splits, each in its
 own sub-folder of the output, and the rows of all of them are written as ``results.md`` and ``results.json``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -102,9 +103,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> tuple[Path, Path]:
         rows += [{**r, "suite": name} for r in _check_rows(name, fn(data, out / name, weights, cfg.quick))]
         timing[name] = round(time.perf_counter() - t0, 1)
         log.info("benchmark suite %s done in %.0f s", name, timing[name])
-    meta = {"config": asdict(cfg), "seconds": timing, "torch": torch.__version__, "machine": platform.machine(),
-            "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0)
-            if torch.cuda.is_available() else None}
+    meta = {
+        "config": asdict(cfg),
+        "seconds": timing,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     md, js = out / "results.md", out / "results.json"
     with atomic_write(md) as tmp:
         tmp.write_text(rows_to_markdown(rows) + f"\nSeconds per suite: {timing}\n")

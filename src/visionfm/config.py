@@ -15,6 +15,7 @@ copying them. This module (no torch import: ``--help`` stays fast) gives:
 Field metadata understood: ``help`` (text), ``choices`` (an iterable or a zero-argument callable, e.g. a registry's
 ``names``), ``flag`` (extra flag spellings, e.g. ``("--output",)``), ``cli`` (False: not a command-line option).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -186,8 +187,9 @@ def _nest(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{where}: setting names must be words, got {key!r} (is the file a mapping of "
-                              f"name: value lines?)")
+            raise ConfigError(
+                f"{where}: setting names must be words, got {key!r} (is the file a mapping of name: value lines?)"
+            )
         key = aliases.get(key, key)
         head, _, rest = key.partition(".")
         if not rest and head not in names:
@@ -286,8 +288,9 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
 
 
-def load_config(cls: type, path: str | Path | None = None, *, base: Mapping[str, Any] | None = None,
-                **overrides: Any) -> Any:
+def load_config(
+    cls: type, path: str | Path | None = None, *, base: Mapping[str, Any] | None = None, **overrides: Any
+) -> Any:
     """Build dataclass ``cls`` from defaults < ``base`` < YAML file < ``overrides`` (None values ignored).
 
     Overrides may use dotted keys for nested sections (``**{"train.lr": 1e-3}``) or the nested field's own name
@@ -378,8 +381,15 @@ def _fmt_default(v: Any) -> str:
     return "none" if v is None else str(v)
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
-                    defaults: Any = None, _prefix: str = "", _taken: set[str] | None = None) -> None:
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    exclude: Iterable[str] = (),
+    defaults: Any = None,
+    _prefix: str = "",
+    _taken: set[str] | None = None,
+) -> None:
     """Add one option per field of ``cls`` (and of its nested configs) to ``parser``.
 
     Flags are the field names with dashes (``--max-steps``); a nested section's fields also answer to their own
@@ -419,16 +429,27 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, exclude: Iter
         taken.update(flags)
         default = getattr(defaults, f.name, None) if defaults is not None else None
         text = docs.get(f.name, f.name.replace("_", " "))
-        parser.add_argument(*flags, dest=dotted, default=None, choices=_choices(f, tp), **_flag_spec(tp),
-                            help=f"{text} (default: {_fmt_default(default)})".replace("%", "%%"))
+        parser.add_argument(
+            *flags,
+            dest=dotted,
+            default=None,
+            choices=_choices(f, tp),
+            **_flag_spec(tp),
+            help=f"{text} (default: {_fmt_default(default)})".replace("%", "%%"),
+        )
     for f, inner in nested:
         sub_defaults = getattr(defaults, f.name, None) if defaults is not None else None
-        add_config_args(parser, inner, exclude=exclude,  # dotted names: compared with the prefixed field names
-                        defaults=sub_defaults, _prefix=f"{_prefix}{f.name}.", _taken=taken)
+        add_config_args(
+            parser,
+            inner,
+            exclude=exclude,  # dotted names: compared with the prefixed field names
+            defaults=sub_defaults,
+            _prefix=f"{_prefix}{f.name}.",
+            _taken=taken,
+        )
 
 
-def config_from_args(cls: type, args: argparse.Namespace, path: str | Path | None = None,
-                     **extra: Any) -> Any:
+def config_from_args(cls: type, args: argparse.Namespace, path: str | Path | None = None, **extra: Any) -> Any:
     """Defaults < YAML ``path`` < the options :func:`add_config_args` added (those the user gave) < ``extra``."""
     given = {k: v for k, v in vars(args).items() if v is not None and _belongs(cls, k)}
     given.update({k: v for k, v in extra.items() if v is not None})

@@ -18,6 +18,7 @@ show nothing true). Stages in order:
 progress bars (steps, loss, ETA); stage starts and ends are logged, and every ``heartbeat`` seconds while a stage
 runs (through tqdm, so a log line never cuts a bar). A stage with nothing to do says "skipped".
 """
+
 from __future__ import annotations
 
 import importlib
@@ -114,17 +115,30 @@ ENCODER_COPY = "encoder.safetensors"  # <output>/encoder.safetensors: the encode
 def _phantoms(ctx: DemoContext) -> Section:
     from .toydata import make_all
 
-    ctx.datasets = make_all(ctx.out / "data", n=ctx.cfg.n, seed=ctx.cfg.seed, size=ctx.cfg.size,
-                            overwrite=True, progress=True)
-    rows = [{"data set": k, "task": d.task, "modality": d.modality, "images": d.n, "classes": ", ".join(d.classes)}
-            for k, d in ctx.datasets.items()]
-    previews = [(Path(d.root) / "preview.png", f"{k}: the first 8 {d.modality} phantoms ({d.task}"
-                 f"{': ' + ', '.join(d.classes[:5]) + (' ...' if len(d.classes) > 5 else '') if d.classes else ''})")
-                for k, d in ctx.datasets.items()]
-    return Section("Phantom data", f"{len(ctx.datasets)} procedural data sets with exact ground truth "
-                   f"({ctx.cfg.n} images each, {ctx.cfg.size} px, seed {ctx.cfg.seed}; 25% held out as test). "
-                   "Previews: the first 8 images of each set, with masks or landmarks drawn below where the task "
-                   "has them.", [("data sets", rows)], previews)
+    ctx.datasets = make_all(
+        ctx.out / "data", n=ctx.cfg.n, seed=ctx.cfg.seed, size=ctx.cfg.size, overwrite=True, progress=True
+    )
+    rows = [
+        {"data set": k, "task": d.task, "modality": d.modality, "images": d.n, "classes": ", ".join(d.classes)}
+        for k, d in ctx.datasets.items()
+    ]
+    previews = [
+        (
+            Path(d.root) / "preview.png",
+            f"{k}: the first 8 {d.modality} phantoms ({d.task}"
+            f"{': ' + ', '.join(d.classes[:5]) + (' ...' if len(d.classes) > 5 else '') if d.classes else ''})",
+        )
+        for k, d in ctx.datasets.items()
+    ]
+    return Section(
+        "Phantom data",
+        f"{len(ctx.datasets)} procedural data sets with exact ground truth "
+        f"({ctx.cfg.n} images each, {ctx.cfg.size} px, seed {ctx.cfg.seed}; 25% held out as test). "
+        "Previews: the first 8 images of each set, with masks or landmarks drawn below where the task "
+        "has them.",
+        [("data sets", rows)],
+        previews,
+    )
 
 
 def _hook(module: str) -> Callable[[DemoContext], Section]:
@@ -177,19 +191,38 @@ def _explain(ctx: DemoContext) -> Section:
     images = sorted(test.glob("*.png"), key=lambda p: int(p.stem))[:4]
     out = ctx.out / "explain"
     written = explain(ctx.encoder_path, images, out, input_size=ctx.cfg.size)
-    pngs: list = [(p, f"where the demo encoder looks on {len(images)} held-out fundus phantoms: each head's CLS "
-                      "attention, their mean and the rollout across blocks (one image per row)")
-                  for p in written.values() if p.suffix == ".png"]
-    text = ("CLS attention of the encoder's last block per head, the merged map (mean over heads) and attention "
-            "rollout across blocks, on held-out fundus phantoms (red: most attention).")
+    pngs: list = [
+        (
+            p,
+            f"where the demo encoder looks on {len(images)} held-out fundus phantoms: each head's CLS "
+            "attention, their mean and the rollout across blocks (one image per row)",
+        )
+        for p in written.values()
+        if p.suffix == ".png"
+    ]
+    text = (
+        "CLS attention of the encoder's last block per head, the merged map (mean over heads) and attention "
+        "rollout across blocks, on held-out fundus phantoms (red: most attention)."
+    )
     run = ctx.facts.get("pretrain_run")
     if run is not None:
         ckpts = _spread(pretraining_checkpoints(run), 5)
-        pngs.append((attention_evolution([c.path for c in ckpts], images, out / "attention_evolution.png",
-                                         labels=[c.label for c in ckpts], device="cpu"),
-                     "how the merged attention map changes over the demo's pretraining (one row per checkpoint)"))
-        text += (f" The evolution figure (as the paper's Figure 6b) shows the merged map at {len(ckpts)} "
-                 f"checkpoints of the demo's pretraining ({', '.join(c.label for c in ckpts)}).")
+        pngs.append(
+            (
+                attention_evolution(
+                    [c.path for c in ckpts],
+                    images,
+                    out / "attention_evolution.png",
+                    labels=[c.label for c in ckpts],
+                    device="cpu",
+                ),
+                "how the merged attention map changes over the demo's pretraining (one row per checkpoint)",
+            )
+        )
+        text += (
+            f" The evolution figure (as the paper's Figure 6b) shows the merged map at {len(ckpts)} "
+            f"checkpoints of the demo's pretraining ({', '.join(c.label for c in ckpts)})."
+        )
     return Section("Attention maps", text, [], pngs)
 
 
@@ -208,15 +241,34 @@ def dense_summary(section: Section) -> list[dict[str, Any]]:
         vit = next((r for m, r in by_model.items() if "ViT" in m), None)
         unet = next((r for m, r in by_model.items() if "U-Net" in m), None)
         if vit is not None and "dice" in vit:
-            rows.append({"task": "fundus-vessels (segmentation)", "metric": "Dice", "value": float(vit["dice"]),
-                         "random encoder": "not run" + (f" (U-Net from scratch: {float(unet['dice']):.3f})"
-                                                        if unet is not None and "dice" in unet else ""),
-                         "expectation": "aim Dice >= 0.80", "passed": float(vit["dice"]) >= 0.80,
-                         "n": "test split, pixels inside the field of view"})
+            rows.append(
+                {
+                    "task": "fundus-vessels (segmentation)",
+                    "metric": "Dice",
+                    "value": float(vit["dice"]),
+                    "random encoder": "not run"
+                    + (
+                        f" (U-Net from scratch: {float(unet['dice']):.3f})"
+                        if unet is not None and "dice" in unet
+                        else ""
+                    ),
+                    "expectation": "aim Dice >= 0.80",
+                    "passed": float(vit["dice"]) >= 0.80,
+                    "n": "test split, pixels inside the field of view",
+                }
+            )
         elif vit is not None and "MRE (px)" in vit:
-            rows.append({"task": "ubm-landmarks (landmarks)", "metric": "mean radial error (px)",
-                         "value": float(vit["MRE (px)"]), "random encoder": "not run", "expectation": "none set",
-                         "passed": None, "n": f"test split, {vit.get('image side (px)', '?')} px images"})
+            rows.append(
+                {
+                    "task": "ubm-landmarks (landmarks)",
+                    "metric": "mean radial error (px)",
+                    "value": float(vit["MRE (px)"]),
+                    "random encoder": "not run",
+                    "expectation": "none set",
+                    "passed": None,
+                    "n": f"test split, {vit.get('image side (px)', '?')} px images",
+                }
+            )
     return rows
 
 
@@ -230,14 +282,22 @@ def _real_data(ctx: DemoContext) -> Section:
     from .benchmark import BenchmarkConfig, run_benchmark
 
     if not ctx.cfg.data:
-        return Section("Real data", "Skipped: pass --data ../shared/data (or set VISIONFM_DATA) to run the quick "
-                       "real-data benchmark here; `visionfm benchmark` runs the full one.", skipped=True)
+        return Section(
+            "Real data",
+            "Skipped: pass --data ../shared/data (or set VISIONFM_DATA) to run the quick "
+            "real-data benchmark here; `visionfm benchmark` runs the full one.",
+            skipped=True,
+        )
     weights = str(ctx.encoder_path) if ctx.cfg.weights else None
     md, js = run_benchmark(BenchmarkConfig(ctx.cfg.data, str(ctx.out / "benchmark"), weights=weights, quick=True))
     rows = json.loads(js.read_text())["rows"]
-    return Section("Real data (quick benchmark)", f"Tiny versions of the real-data experiments on {ctx.cfg.data}, "
-                   f"with {'the given encoder' if weights else 'each suite’s documented encoder'}; the reported "
-                   "numbers come from the full `visionfm benchmark`.", [("results", rows)])
+    return Section(
+        "Real data (quick benchmark)",
+        f"Tiny versions of the real-data experiments on {ctx.cfg.data}, "
+        f"with {'the given encoder' if weights else 'each suite’s documented encoder'}; the reported "
+        "numbers come from the full `visionfm benchmark`.",
+        [("results", rows)],
+    )
 
 
 # What each stage's figures show (keyed by "<folder>/<file>"), for stages that hand over bare paths.
@@ -249,9 +309,8 @@ CAPTIONS = {
     "fewshot/fewshot.png": "few-shot DR-grade AUROC against labelled images per class (mean and spread over draws)",
     "biomarkers/scatter.png": "predicted against true biomarker values on the test phantoms",
     "dense/vessels_sheet.png": "vessel segmentation, one test phantom per row: image, ground truth, frozen ViT + "
-                               "UNETR, U-Net from scratch",
-    "dense/ubm_landmarks_sheet.png": "UBM landmarks on test phantoms: predicted (green circles) and true (red "
-                                     "crosses)",
+    "UNETR, U-Net from scratch",
+    "dense/ubm_landmarks_sheet.png": "UBM landmarks on test phantoms: predicted (green circles) and true (red crosses)",
 }
 
 
@@ -263,8 +322,7 @@ def _captioned(images: list) -> list:
             out.append(item)
             continue
         p = Path(item)
-        out.append((p, CAPTIONS.get(f"{p.parent.name}/{p.name}", "")) if f"{p.parent.name}/{p.name}" in CAPTIONS
-                   else p)
+        out.append((p, CAPTIONS.get(f"{p.parent.name}/{p.name}", "")) if f"{p.parent.name}/{p.name}" in CAPTIONS else p)
     return out
 
 
@@ -276,8 +334,12 @@ def _heartbeat(name: str, every: float, started: float) -> Iterator[None]:
     def beat() -> None:
         t0 = time.perf_counter()
         while not stop.wait(every):
-            log.info("demo stage %s still running (%.0f s; demo %.0f s)", name, time.perf_counter() - t0,
-                     time.perf_counter() - started)
+            log.info(
+                "demo stage %s still running (%.0f s; demo %.0f s)",
+                name,
+                time.perf_counter() - t0,
+                time.perf_counter() - started,
+            )
 
     thread = threading.Thread(target=beat, daemon=True, name=f"demo-heartbeat-{name}")
     if every > 0:
@@ -295,11 +357,13 @@ def _machine(cfg: DemoConfig) -> dict[str, Any]:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"options": ", ".join(f"{k}={v}" for k, v in asdict(cfg).items() if v not in (None, [])),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (load {load:.1f} at start), "
-                       f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-                       f"CUDA {'available' if torch.cuda.is_available() else 'not available'}",
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "options": ", ".join(f"{k}={v}" for k, v in asdict(cfg).items() if v not in (None, [])),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (load {load:.1f} at start), "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"CUDA {'available' if torch.cuda.is_available() else 'not available'}",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -317,8 +381,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo.yaml")
     ctx = DemoContext(cfg, out)
-    report = Report("VisionFM demo" + (" (fast mode)" if cfg.fast else ""), _machine(cfg),
-                    health_check="probe" in names)
+    report = Report(
+        "VisionFM demo" + (" (fast mode)" if cfg.fast else ""), _machine(cfg), health_check="probe" in names
+    )
     started = time.perf_counter()
     for i, (name, fn) in enumerate(stages, start=1):
         log.info("demo stage %d/%d: %s ...", i, len(stages), name)
@@ -330,11 +395,23 @@ def run_demo(cfg: DemoConfig) -> Path:
         section.images = _captioned(section.images)
         report.add(section)
         if section.skipped:
-            log.info("demo stage %d/%d: %s skipped (%s)", i, len(stages), name, section.text.split(":")[1].strip()
-                     if ":" in section.text else section.text)
+            log.info(
+                "demo stage %d/%d: %s skipped (%s)",
+                i,
+                len(stages),
+                name,
+                section.text.split(":")[1].strip() if ":" in section.text else section.text,
+            )
         else:
-            log.info("demo stage %d/%d: %s done in %.1f s, CPU %.1f s (demo %.0f s)", i, len(stages), name,
-                     section.seconds, section.cpu_seconds, time.perf_counter() - started)
+            log.info(
+                "demo stage %d/%d: %s done in %.1f s, CPU %.1f s (demo %.0f s)",
+                i,
+                len(stages),
+                name,
+                section.seconds,
+                section.cpu_seconds,
+                time.perf_counter() - started,
+            )
     path = report.write(out / "report.html")
     log.info("demo done in %.0f s: %s", time.perf_counter() - started, path)
     return path

@@ -7,6 +7,7 @@ selection, so no validation split is needed and the test split is scored once), 
 interval. The rows feed the report's summary table; the collapse indicators of the encoder's test features
 (spread, effective rank, mean pairwise cosine) and the pretraining run's ``health.json`` feed its health section.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,9 @@ def _fit_predict(kind: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray
     return probs
 
 
-def linear_probe_scores(kind: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-                        seed: int = 0) -> ProbeResult:
+def linear_probe_scores(
+    kind: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int = 0
+) -> ProbeResult:
     """Fit on ``train = (x [N, D], y)``, score ``test``; ``kind`` is classification, multilabel or regression.
 
     Classification labels are class indices ``[N]``; multi-label ``[N, K]`` 0/1 with NaN for unknown; regression
@@ -109,7 +111,10 @@ def linear_probe_scores(kind: str, train: tuple[np.ndarray, np.ndarray], test: t
     (x_tr, y_tr), (x_te, y_te) = train, test
     pred = _fit_predict(kind, x_tr, y_tr, x_te)
     metric: Callable[[np.ndarray, np.ndarray], float] = {
-        "classification": _auroc, "multilabel": _multilabel_auroc, "regression": _r2}[kind]
+        "classification": _auroc,
+        "multilabel": _multilabel_auroc,
+        "regression": _r2,
+    }[kind]
     value = metric(y_te, pred)
     strata = y_te if kind == "classification" else None
     ci = bootstrap_ci(lambda idx: metric(y_te[idx], pred[idx]), len(y_te), _N_BOOT, seed, strata=strata)
@@ -139,8 +144,12 @@ def feature_health(feats: np.ndarray) -> dict[str, float]:
 
 
 # -- the stage --------------------------------------------------------------------------------------------------
-_TASKS = {"classification": ("classification", "AUROC (macro)"), "multilabel": ("multilabel", "AUROC (macro)"),
-          "forecasting": ("classification", "AUROC (converts)"), "regression": ("regression", "R\u00b2 (mean)")}
+_TASKS = {
+    "classification": ("classification", "AUROC (macro)"),
+    "multilabel": ("multilabel", "AUROC (macro)"),
+    "forecasting": ("classification", "AUROC (converts)"),
+    "regression": ("regression", "R\u00b2 (mean)"),
+}
 
 
 def _labels(fs: Any, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +170,16 @@ def _features(weights: Any, root: Path, out: Path, ctx: Any) -> dict[str, Any]:
     fs = {}
     for split in ("training", "test"):
         path = out / f"{split}.safetensors"
-        extract_features(weights, root, path, split=split, input_size=ctx.cfg.size,
-                         num_workers=0, progress=False, device=ctx.cfg.device)
+        extract_features(
+            weights,
+            root,
+            path,
+            split=split,
+            input_size=ctx.cfg.size,
+            num_workers=0,
+            progress=False,
+            device=ctx.cfg.device,
+        )
         fs[split] = load_features(path)
     return fs
 
@@ -172,8 +189,12 @@ def _random_twin(ctx: Any, out: Path) -> Path:
     from .checkpoints import load_encoder, random_encoder, save_encoder
 
     enc = load_encoder(ctx.encoder_path)
-    twin = random_encoder(enc.cfg, seed=ctx.cfg.seed, modality=enc.info.modality,
-                          source=f"random init seed {ctx.cfg.seed} (same shape as the demo encoder)")
+    twin = random_encoder(
+        enc.cfg,
+        seed=ctx.cfg.seed,
+        modality=enc.info.modality,
+        source=f"random init seed {ctx.cfg.seed} (same shape as the demo encoder)",
+    )
     path = out / "random_encoder.safetensors"
     save_encoder(twin, path)
     return path
@@ -186,17 +207,24 @@ def _probe_kind(ctx: Any, name: str, ds: Any, encoders: dict[str, Any], out: Pat
     scores, health = {}, {}
     for who, weights in encoders.items():
         fs = _features(weights, Path(ds.root), out / name / who, ctx)
-        res = linear_probe_scores(probe_kind, _labels(fs["training"], task), _labels(fs["test"], task),
-                                  ctx.cfg.seed)
+        res = linear_probe_scores(probe_kind, _labels(fs["training"], task), _labels(fs["test"], task), ctx.cfg.seed)
         scores[who] = res
         health[who] = feature_health(fs["test"].cls)
     mine, rand = scores["demo encoder"], scores["random encoder"]
     ceiling = probe_kind != "regression" and min(mine.value, rand.value) >= 0.999
-    return {"row": {"task": f"{name} ({task})", "metric": metric, "value": mine.value, "ci": mine.ci,
-                    "random encoder": rand.value,
-                    "expectation": "beats the random encoder" + (" (both at the ceiling: no test)" if ceiling else ""),
-                    "passed": None if ceiling else bool(mine.value > rand.value), "n": mine.n},
-            "health": health}
+    return {
+        "row": {
+            "task": f"{name} ({task})",
+            "metric": metric,
+            "value": mine.value,
+            "ci": mine.ci,
+            "random encoder": rand.value,
+            "expectation": "beats the random encoder" + (" (both at the ceiling: no test)" if ceiling else ""),
+            "passed": None if ceiling else bool(mine.value > rand.value),
+            "n": mine.n,
+        },
+        "health": health,
+    }
 
 
 def probe_stage(ctx: Any) -> Section:
@@ -208,10 +236,10 @@ def probe_stage(ctx: Any) -> Section:
     from .checkpoints import load_encoder
 
     # loaded once (extract_features takes a model): 2 encoders x every set x 2 splits would reload them 28 times
-    encoders = {"demo encoder": load_encoder(ctx.encoder_path),
-                "random encoder": load_encoder(_random_twin(ctx, out))}
-    results = {name: _probe_kind(ctx, name, ds, encoders, out) for name, ds in ctx.datasets.items()
-               if ds.task in _TASKS}
+    encoders = {"demo encoder": load_encoder(ctx.encoder_path), "random encoder": load_encoder(_random_twin(ctx, out))}
+    results = {
+        name: _probe_kind(ctx, name, ds, encoders, out) for name, ds in ctx.datasets.items() if ds.task in _TASKS
+    }
     summary = [r["row"] for r in results.values()]
     for row in summary:
         if row["task"].startswith("fundus-dr"):  # the issue's aim for the DR phantoms
@@ -219,19 +247,34 @@ def probe_stage(ctx: Any) -> Section:
             row["passed"] = bool(row["passed"] and row["value"] >= 0.90)
     health = _health_rows(ctx, results)
     beaten = sum(bool(r["passed"]) for r in summary)
-    text = (f"Linear probes on frozen features ([CLS, mean patch token]; logistic regression C={_C}, ridge for "
-            f"regression, fixed, nothing selected) of the demo encoder and of a random encoder of the same shape, "
-            f"on every labelled phantom set; test scores with 95% bootstrap intervals ({_N_BOOT} resamples). "
-            f"The demo encoder passes {beaten} of {sum(r['passed'] is not None for r in summary)} testable "
-            "expectations; with about 25 test images per set the intervals are wide, so a small difference is not "
-            "evidence either way.")
-    table = [{"task": r["task"], "metric": r["metric"], "demo encoder": r["value"],
-              "95% CI": _ci_text(r["ci"]), "random encoder": r["random encoder"], "test images": r["n"]}
-             for r in summary]
+    text = (
+        f"Linear probes on frozen features ([CLS, mean patch token]; logistic regression C={_C}, ridge for "
+        f"regression, fixed, nothing selected) of the demo encoder and of a random encoder of the same shape, "
+        f"on every labelled phantom set; test scores with 95% bootstrap intervals ({_N_BOOT} resamples). "
+        f"The demo encoder passes {beaten} of {sum(r['passed'] is not None for r in summary)} testable "
+        "expectations; with about 25 test images per set the intervals are wide, so a small difference is not "
+        "evidence either way."
+    )
+    table = [
+        {
+            "task": r["task"],
+            "metric": r["metric"],
+            "demo encoder": r["value"],
+            "95% CI": _ci_text(r["ci"]),
+            "random encoder": r["random encoder"],
+            "test images": r["n"],
+        }
+        for r in summary
+    ]
     with open(out / "probe.json", "w") as f:
         json.dump({"summary": summary, "health": health}, f, indent=1, default=float)
-    return Section("Does the encoder learn? Frozen features vs a random encoder", text, [("linear probes", table)],
-                   summary=summary, health=health)
+    return Section(
+        "Does the encoder learn? Frozen features vs a random encoder",
+        text,
+        [("linear probes", table)],
+        summary=summary,
+        health=health,
+    )
 
 
 def _ci_text(ci: tuple[float, float]) -> str:
@@ -247,22 +290,39 @@ def _health_rows(ctx: Any, results: dict[str, dict]) -> list[dict[str, Any]]:
     if health_file is not None and health_file.is_file():
         h = json.loads(health_file.read_text())
         last = {k: v.get("last") for k, v in (h.get("indicators") or {}).items()}
-        rows.append({"check": f"pretraining run at its last logged step {h.get('last_step')} (health.json)",
-                     "value": ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in last.items()
-                                        if isinstance(v, (int, float))),
-                     "reference": "teacher entropy <= 0.95 x ln K, feature std >= 0.01, effective rank >= 2",
-                     "passed": bool(h.get("healthy")), "note": "; ".join(h.get("problems_at_end") or [])})
+        rows.append(
+            {
+                "check": f"pretraining run at its last logged step {h.get('last_step')} (health.json)",
+                "value": ", ".join(
+                    f"{k.replace('_', ' ')} {v:.3g}" for k, v in last.items() if isinstance(v, (int, float))
+                ),
+                "reference": "teacher entropy <= 0.95 x ln K, feature std >= 0.01, effective rank >= 2",
+                "passed": bool(h.get("healthy")),
+                "note": "; ".join(h.get("problems_at_end") or []),
+            }
+        )
     name = "fundus-dr" if "fundus-dr" in results else next(iter(results), None)
     if name is None:
         return rows
     mine, rand = results[name]["health"]["demo encoder"], results[name]["health"]["random encoder"]
     rows += [
-        {"check": f"feature spread across {name} test images (std of normalised CLS x sqrt D)",
-         "value": mine["feature_std"], "reference": f">= 0.01 (random encoder {rand['feature_std']:.3g})",
-         "passed": mine["feature_std"] >= 0.01},
-        {"check": "effective rank of the CLS features", "value": mine["effective_rank"],
-         "reference": f">= 2 (random encoder {rand['effective_rank']:.3g})", "passed": mine["effective_rank"] >= 2},
-        {"check": "mean pairwise cosine of the CLS features (information: high for random ViTs too)",
-         "value": mine["mean_pairwise_cosine"], "reference": f"random encoder {rand['mean_pairwise_cosine']:.4g}",
-         "passed": None}]
+        {
+            "check": f"feature spread across {name} test images (std of normalised CLS x sqrt D)",
+            "value": mine["feature_std"],
+            "reference": f">= 0.01 (random encoder {rand['feature_std']:.3g})",
+            "passed": mine["feature_std"] >= 0.01,
+        },
+        {
+            "check": "effective rank of the CLS features",
+            "value": mine["effective_rank"],
+            "reference": f">= 2 (random encoder {rand['effective_rank']:.3g})",
+            "passed": mine["effective_rank"] >= 2,
+        },
+        {
+            "check": "mean pairwise cosine of the CLS features (information: high for random ViTs too)",
+            "value": mine["mean_pairwise_cosine"],
+            "reference": f"random encoder {rand['mean_pairwise_cosine']:.4g}",
+            "passed": None,
+        },
+    ]
     return rows

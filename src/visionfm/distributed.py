@@ -4,6 +4,7 @@
 code runs as a world of one with no process group. The backend is NCCL for CUDA devices and gloo otherwise, so the
 same command runs on a laptop CPU or a GPU cluster.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@
 boundary catches ``UserError`` (and the operating-system, YAML, CSV and image-decoding errors it maps), never a bare
 ``KeyError``: a ``KeyError`` from inside the library is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 __all__ = ["ConfigError", "UserError"]

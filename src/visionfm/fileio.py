@@ -2,6 +2,7 @@
 
 No torch import here (the CLI's help imports this module).
 """
+
 from __future__ import annotations
 
 import errno
@@ -126,8 +127,10 @@ def exclusive_output(path: str | os.PathLike) -> Iterator[Path]:
         if pid is None and _age(lock) < 5.0:  # just created: its writer has not written its pid yet
             raise OutputLockedError(f"{path} is being written by another process (lock {lock})")
         if pid is not None and (host != socket.gethostname() or _alive(pid)):
-            raise OutputLockedError(f"{path} is being written by another process (pid {pid} on {host}); wait for "
-                                    f"it to finish, or remove {lock} if that process is gone")
+            raise OutputLockedError(
+                f"{path} is being written by another process (pid {pid} on {host}); wait for "
+                f"it to finish, or remove {lock} if that process is gone"
+            )
         try:  # stale (dead pid) or torn: remove and retry
             lock.unlink()
         except FileNotFoundError:

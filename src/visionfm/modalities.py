@@ -4,6 +4,7 @@ The official code spells modalities three ways ("SiltLamp", "Silt-Lamp", "Slit L
 folded (case, spaces, dashes, underscores ignored) onto one canonical name, and an unknown name is an error that
 lists the valid ones.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,22 +62,70 @@ def _add(m: Modality) -> None:
     MODALITIES.add(m.name, m, m.aliases)
 
 
-_add(Modality("Fundus", "colour fundus photograph", (0.4237375, 0.2609461, 0.1284039),
-              (0.2948253, 0.2016737, 0.1366802), ("CFP", "fundus photo", "retina", "retinal")))
-_add(Modality("OCT", "optical coherence tomography B-scan", (0.2109193, 0.2109193, 0.2109192),
-              (0.1759889, 0.1759889, 0.1759889), ("optical coherence tomography",)))
-_add(Modality("FFA", "fundus fluorescein angiography", (0.2020487, 0.2020515, 0.2020107),
-              (0.1740605, 0.1740421, 0.1740121), ("fluorescein angiography", "FA")))
-_add(Modality("SlitLamp", "slit-lamp photograph", (0.5556667, 0.4028857, 0.3885789),
-              (0.2651668, 0.2331159, 0.2390358), ("SiltLamp", "Silt-Lamp", "Silt Lamp", "Slit Lamp", "Slit-Lamp")))
-_add(Modality("Ultrasound", "B-scan ocular ultrasound", (0.0598924, 0.0597867, 0.0566950),
-              (0.1542770, 0.1550487, 0.1446458), ("UltraSound", "B-Ultrasound", "B-scan", "BScan", "US")))
-_add(Modality("External", "external eye photograph", (0.4936253, 0.3632481, 0.2595699),
-              (0.3200100, 0.2710943, 0.2199159), ("External Eye", "ExternalEye", "External-Eye", "eye photo")))
-_add(Modality("MRI", "orbital magnetic resonance imaging", (0.1736886,) * 3, (0.1619866,) * 3,
-              ("magnetic resonance",)))
-_add(Modality("UBM", "ultrasound biomicroscopy of the anterior segment", (0.0961109,) * 3, (0.2097787,) * 3,
-              ("ultrasound biomicroscopy",)))
+_add(
+    Modality(
+        "Fundus",
+        "colour fundus photograph",
+        (0.4237375, 0.2609461, 0.1284039),
+        (0.2948253, 0.2016737, 0.1366802),
+        ("CFP", "fundus photo", "retina", "retinal"),
+    )
+)
+_add(
+    Modality(
+        "OCT",
+        "optical coherence tomography B-scan",
+        (0.2109193, 0.2109193, 0.2109192),
+        (0.1759889, 0.1759889, 0.1759889),
+        ("optical coherence tomography",),
+    )
+)
+_add(
+    Modality(
+        "FFA",
+        "fundus fluorescein angiography",
+        (0.2020487, 0.2020515, 0.2020107),
+        (0.1740605, 0.1740421, 0.1740121),
+        ("fluorescein angiography", "FA"),
+    )
+)
+_add(
+    Modality(
+        "SlitLamp",
+        "slit-lamp photograph",
+        (0.5556667, 0.4028857, 0.3885789),
+        (0.2651668, 0.2331159, 0.2390358),
+        ("SiltLamp", "Silt-Lamp", "Silt Lamp", "Slit Lamp", "Slit-Lamp"),
+    )
+)
+_add(
+    Modality(
+        "Ultrasound",
+        "B-scan ocular ultrasound",
+        (0.0598924, 0.0597867, 0.0566950),
+        (0.1542770, 0.1550487, 0.1446458),
+        ("UltraSound", "B-Ultrasound", "B-scan", "BScan", "US"),
+    )
+)
+_add(
+    Modality(
+        "External",
+        "external eye photograph",
+        (0.4936253, 0.3632481, 0.2595699),
+        (0.3200100, 0.2710943, 0.2199159),
+        ("External Eye", "ExternalEye", "External-Eye", "eye photo"),
+    )
+)
+_add(Modality("MRI", "orbital magnetic resonance imaging", (0.1736886,) * 3, (0.1619866,) * 3, ("magnetic resonance",)))
+_add(
+    Modality(
+        "UBM",
+        "ultrasound biomicroscopy of the anterior segment",
+        (0.0961109,) * 3,
+        (0.2097787,) * 3,
+        ("ultrasound biomicroscopy",),
+    )
+)
 
 
 def canonical_modality(name: str) -> str:

@@ -10,6 +10,7 @@ Example:
     >>> ARCHS.get("vit_tiny_patch16") is ARCHS.get("vit_tiny")
     True
 """
+
 from __future__ import annotations
 
 import importlib

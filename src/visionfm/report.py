@@ -5,6 +5,7 @@ base64, no scripts). Numbers are shown with three significant figures throughout
 and ``1.00`` read as measured values; very small values in scientific notation); numeric cells are right-aligned,
 text left-aligned; figures sit in a responsive grid with a caption that says what they show.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,7 +64,7 @@ def fmt_number(v: float, digits: int = 3) -> str:
         return "0" if v == 0 else str(v)
     if abs(v) < 1e-3 or abs(v) >= 10 ** (digits + 3):
         return f"{v:.{digits - 1}e}"
-    if abs(v) >= 10 ** digits:
+    if abs(v) >= 10**digits:
         return f"{v:.0f}"
     return f"{v:#.{digits}g}".rstrip(".")
 
@@ -90,19 +91,23 @@ def _table(caption: str, rows: Sequence[Mapping[str, Any]], cls: str = "") -> st
             cells.append(f"<td class='num'>{text}</td>" if num else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     attr = f" class='{cls}'" if cls else ""
-    return (f"<div class='tw'><table{attr}><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f"<div class='tw'><table{attr}><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _figure(item: Figure) -> str:
     """An embedded PNG with its caption (default: the file's folder and name)."""
-    path, caption = (item if isinstance(item, tuple) else (item, ""))
+    path, caption = item if isinstance(item, tuple) else (item, "")
     path = Path(path)
     data = base64.b64encode(path.read_bytes()).decode()
     caption = caption or (f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
     cap = html.escape(caption)
-    return (f'<figure><a href="data:image/png;base64,{data}"><img src="data:image/png;base64,{data}" '
-            f'alt="{cap}"></a><figcaption>{cap}</figcaption></figure>')
+    return (
+        f'<figure><a href="data:image/png;base64,{data}"><img src="data:image/png;base64,{data}" '
+        f'alt="{cap}"></a><figcaption>{cap}</figcaption></figure>'
+    )
 
 
 def _status(passed: Any) -> str:
@@ -115,10 +120,12 @@ def _summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Task | metric | value [95% CI] | random encoder | expectation | result | n."""
     if not rows:
         return ""
-    out = ["<div class='tw'><table class='summary'><caption>Summary: every task, its test metric with 95% CI, what "
-           "a random encoder of the same shape scores, and whether the expectation was met</caption><thead><tr>"
-           "<th>task</th><th>metric</th><th>value [95% CI]</th><th>random encoder</th><th>expectation</th>"
-           "<th>result</th><th>n</th></tr></thead><tbody>"]
+    out = [
+        "<div class='tw'><table class='summary'><caption>Summary: every task, its test metric with 95% CI, what "
+        "a random encoder of the same shape scores, and whether the expectation was met</caption><thead><tr>"
+        "<th>task</th><th>metric</th><th>value [95% CI]</th><th>random encoder</th><th>expectation</th>"
+        "<th>result</th><th>n</th></tr></thead><tbody>"
+    ]
     for r in rows:
         ci = r.get("ci")
         value = fmt_number(r["value"]) if isinstance(r.get("value"), (int, float)) else html.escape(str(r.get("value")))
@@ -126,28 +133,39 @@ def _summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
             value += f" [{fmt_number(ci[0])}, {fmt_number(ci[1])}]"
         base = r.get("random encoder")
         base_text = fmt_number(base) if isinstance(base, (int, float)) else html.escape(str(base or "not measured"))
-        out.append(f"<tr><td>{html.escape(str(r['task']))}</td><td>{html.escape(str(r['metric']))}</td>"
-                   f"<td class='num'>{value}</td><td class='num'>{base_text}</td>"
-                   f"<td>{html.escape(str(r.get('expectation', '')))}</td>{_status(r.get('passed'))}"
-                   f"<td>{html.escape(str(r.get('n', '')))}</td></tr>")
+        out.append(
+            f"<tr><td>{html.escape(str(r['task']))}</td><td>{html.escape(str(r['metric']))}</td>"
+            f"<td class='num'>{value}</td><td class='num'>{base_text}</td>"
+            f"<td>{html.escape(str(r.get('expectation', '')))}</td>{_status(r.get('passed'))}"
+            f"<td>{html.escape(str(r.get('n', '')))}</td></tr>"
+        )
     out.append("</tbody></table></div>")
     return "".join(out)
 
 
 def _health_block(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
-        return ("<h2 id='health'>Health check</h2><p class='bad'>No health check ran (the probe stage was not part "
-                "of this run): the numbers below are not checked against a collapsed encoder.</p>")
+        return (
+            "<h2 id='health'>Health check</h2><p class='bad'>No health check ran (the probe stage was not part "
+            "of this run): the numbers below are not checked against a collapsed encoder.</p>"
+        )
     ok = all(r.get("passed") is not False for r in rows)
-    verdict = ("<p class='ok'>Healthy: the encoder's features differ between images and span many directions.</p>"
-               if ok else "<p class='bad'>Collapse suspected: read every number below as that of a broken "
-                          "encoder.</p>")
-    body = "".join(f"<tr><td>{html.escape(str(r['check']))}</td><td class='num'>{_cell(r.get('value', ''))[0]}</td>"
-                   f"<td>{html.escape(str(r.get('reference', '')))}</td>{_status(r.get('passed'))}"
-                   f"<td>{html.escape(str(r.get('note', '') or ''))}</td></tr>" for r in rows)
-    return (f"<h2 id='health'>Health check</h2>{verdict}<div class='tw'><table><thead><tr><th>check</th>"
-            f"<th>value</th><th>healthy when</th><th>result</th><th>note</th></tr></thead><tbody>{body}</tbody>"
-            f"</table></div>")
+    verdict = (
+        "<p class='ok'>Healthy: the encoder's features differ between images and span many directions.</p>"
+        if ok
+        else "<p class='bad'>Collapse suspected: read every number below as that of a broken encoder.</p>"
+    )
+    body = "".join(
+        f"<tr><td>{html.escape(str(r['check']))}</td><td class='num'>{_cell(r.get('value', ''))[0]}</td>"
+        f"<td>{html.escape(str(r.get('reference', '')))}</td>{_status(r.get('passed'))}"
+        f"<td>{html.escape(str(r.get('note', '') or ''))}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<h2 id='health'>Health check</h2>{verdict}<div class='tw'><table><thead><tr><th>check</th>"
+        f"<th>value</th><th>healthy when</th><th>result</th><th>note</th></tr></thead><tbody>{body}</tbody>"
+        f"</table></div>"
+    )
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222;
@@ -198,10 +216,12 @@ class Report:
 
     def html(self) -> str:
         """The whole page."""
-        parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-                 f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-                 f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
-                 f"<h1>{html.escape(self.title)}</h1>"]
+        parts = [
+            f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>"
+        ]
         parts += [f"<p class='t'><b>{html.escape(k)}</b>: {_cell(v)[0]}</p>" for k, v in self.meta.items()]
         health = [r for s in self.sections for r in s.health]
         summary = [r for s in self.sections for r in s.summary]
@@ -211,11 +231,16 @@ class Report:
             parts.append("<h2 id='summary'>Summary</h2>" + _summary_table(summary))
         for s in self.sections:
             parts += self._section(s)
-        timing = [{"section": s.title, "wall s": "skipped" if s.skipped else float(s.seconds or 0.0),
-                   "CPU s": "" if s.skipped or s.cpu_seconds is None else float(s.cpu_seconds)}
-                  for s in self.sections if s.seconds is not None or s.skipped]
-        parts.append("<h2 id='timing'>Timing</h2>" + _table(f"total {time.time() - self.started:.0f} s wall",
-                                                            timing))
+        timing = [
+            {
+                "section": s.title,
+                "wall s": "skipped" if s.skipped else float(s.seconds or 0.0),
+                "CPU s": "" if s.skipped or s.cpu_seconds is None else float(s.cpu_seconds),
+            }
+            for s in self.sections
+            if s.seconds is not None or s.skipped
+        ]
+        parts.append("<h2 id='timing'>Timing</h2>" + _table(f"total {time.time() - self.started:.0f} s wall", timing))
         parts.append("</body></html>")
         return "\n".join(parts)
 

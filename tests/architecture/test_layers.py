@@ -3,6 +3,7 @@
 Imports are read from the syntax tree (no module is imported), so a new upward import fails here with the file
 and line, before it becomes an import cycle or drags torch into ``visionfm --help``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -16,24 +17,46 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "visionfm"
 # the same-layer siblings listed in ALLOWED_SIDEWAYS.
 LAYERS: dict[str, int] = {
     # 0-2: plain-Python foundations (no torch): errors, registries, file writing, the config spine, modality facts
-    "errors": 0, "registry": 1, "fileio": 1, "distributed": 1, "config": 2, "modalities": 2, "report": 2,
+    "errors": 0,
+    "registry": 1,
+    "fileio": 1,
+    "distributed": 1,
+    "config": 2,
+    "modalities": 2,
+    "report": 2,
     # 3: models and procedural data
-    "models": 3, "toydata": 3,
+    "models": 3,
+    "toydata": 3,
     # 4: reading and writing weights
     "checkpoints": 4,
     # 5-6: shared machinery every task uses (features read images through data)
-    "data": 5, "engine": 5, "evaluation": 5, "features": 6,
+    "data": 5,
+    "engine": 5,
+    "evaluation": 5,
+    "features": 6,
     # 7: tasks (each owns its config, task object, runs and reports)
-    "pretrain": 7, "recognition": 7, "dense": 7, "synth": 7, "explain": 7, "vl": 7, "volumes": 7,
+    "pretrain": 7,
+    "recognition": 7,
+    "dense": 7,
+    "synth": 7,
+    "explain": 7,
+    "vl": 7,
+    "volumes": 7,
     # 8-11: applications over the tasks; the CLI over everything
-    "export": 8, "benchmark": 8, "serve": 9, "demo": 9, "demo_probe": 9, "cli": 10, "__main__": 11,
+    "export": 8,
+    "benchmark": 8,
+    "serve": 9,
+    "demo": 9,
+    "demo_probe": 9,
+    "cli": 10,
+    "__main__": 11,
     "__init__": 8,  # the package's public names, re-exported lazily from the layers below
 }
 ALLOWED_SIDEWAYS: dict[str, set[str]] = {
-    "explain": {"pretrain"},        # attention evolution reads pretraining checkpoints through pretrain.checkpoint
-    "synth": {"pretrain"},          # the ratio study pretrains encoders on real:synthetic mixes
-    "dense": {"recognition"},       # the dense benchmark reuses recognition's seeded stand-in encoder
-    "volumes": {"recognition"},     # volume heads register in recognition's head registry
+    "explain": {"pretrain"},  # attention evolution reads pretraining checkpoints through pretrain.checkpoint
+    "synth": {"pretrain"},  # the ratio study pretrains encoders on real:synthetic mixes
+    "dense": {"recognition"},  # the dense benchmark reuses recognition's seeded stand-in encoder
+    "volumes": {"recognition"},  # volume heads register in recognition's head registry
 }
 # Known, documented exceptions (late imports inside functions), each with its reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {
@@ -52,7 +75,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.level:
-            base = list(pkg[:len(pkg) - (node.level - 1)])
+            base = list(pkg[: len(pkg) - (node.level - 1)])
             full = base + [m for m in (node.module or "").split(".") if m]
             targets = [full[0]] if full else [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visionfm."):
@@ -74,8 +97,10 @@ def _violations() -> list[str]:
                 continue
             ok = LAYERS[target] < LAYERS[unit] or target in ALLOWED_SIDEWAYS.get(unit, set())
             if not ok and (unit, target) not in EXCEPTIONS:
-                bad.append(f"{path.relative_to(SRC.parent)}:{line}: {unit} (layer {LAYERS[unit]}) imports "
-                           f"{target} (layer {LAYERS[target]})")
+                bad.append(
+                    f"{path.relative_to(SRC.parent)}:{line}: {unit} (layer {LAYERS[unit]}) imports "
+                    f"{target} (layer {LAYERS[target]})"
+                )
     return bad
 
 

@@ -1,4 +1,5 @@
 """The benchmark aggregator: suites -> one markdown + JSON table; bad options are clear errors."""
+
 import json
 
 import pytest
@@ -15,8 +16,7 @@ def fake_suite():
 
 def test_rows_written_as_markdown_and_json(tmp_path):
     (tmp_path / "data").mkdir()
-    md, js = run_benchmark(BenchmarkConfig(str(tmp_path / "data"), str(tmp_path / "out"), quick=True,
-                                           suites=["fake"]))
+    md, js = run_benchmark(BenchmarkConfig(str(tmp_path / "data"), str(tmp_path / "out"), quick=True, suites=["fake"]))
     text = md.read_text()
     assert "| t | data | m | None | auc | 0.7500 | x / y |" in text and "n/a" in text
     res = json.loads(js.read_text())
@@ -39,6 +39,5 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
 
 def test_cli_runs_a_suite(tmp_path, capsys):
     (tmp_path / "d").mkdir()
-    assert main(["benchmark", "--data", str(tmp_path / "d"), "--output", str(tmp_path / "o"),
-                 "--suites", "fake"]) == 0
+    assert main(["benchmark", "--data", str(tmp_path / "d"), "--output", str(tmp_path / "o"), "--suites", "fake"]) == 0
     assert "0.8000" in capsys.readouterr().out

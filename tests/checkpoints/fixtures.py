@@ -3,6 +3,7 @@
 Every tensor is drawn from a seeded generator at a scale that makes it matter (layer-scale gammas of order 0.1-1,
 not DINOv2's 1e-5 initial value, so a loader that dropped or misplaced them would be caught).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,19 @@ import torch
 from torch import Tensor
 
 
-def vit_state(dim: int, depth: int, patch: int, grid: int, *, generator: torch.Generator, layer_scale: bool = False,
-              registers: int = 0, cls_position: bool = True, final_norm: bool = True,
-              reg_name: str = "register_tokens") -> dict[str, Tensor]:
+def vit_state(
+    dim: int,
+    depth: int,
+    patch: int,
+    grid: int,
+    *,
+    generator: torch.Generator,
+    layer_scale: bool = False,
+    registers: int = 0,
+    cls_position: bool = True,
+    final_norm: bool = True,
+    reg_name: str = "register_tokens",
+) -> dict[str, Tensor]:
     """A ViT state dict in DINOv2 / timm / MAE naming (they agree on block names).
 
     Args:
@@ -25,9 +36,12 @@ def vit_state(dim: int, depth: int, patch: int, grid: int, *, generator: torch.G
     def r(*shape: int, scale: float = 0.05) -> Tensor:
         return torch.randn(*shape, generator=g) * scale
 
-    sd = {"cls_token": r(1, 1, dim, scale=0.5), "patch_embed.proj.weight": r(dim, 3, patch, patch),
-          "patch_embed.proj.bias": r(dim),
-          "pos_embed": r(1, grid * grid + int(cls_position), dim, scale=0.5)}
+    sd = {
+        "cls_token": r(1, 1, dim, scale=0.5),
+        "patch_embed.proj.weight": r(dim, 3, patch, patch),
+        "patch_embed.proj.bias": r(dim),
+        "pos_embed": r(1, grid * grid + int(cls_position), dim, scale=0.5),
+    }
     if registers:
         sd[reg_name] = r(1, registers, dim, scale=0.5)
     for i in range(depth):
@@ -54,7 +68,7 @@ def retfound_dinov2_file(sd: dict[str, Tensor], generator: torch.Generator, chun
     for k, v in sd.items():
         if chunks and k.startswith("blocks."):
             i = int(k.split(".")[1])
-            k = f"blocks.{i // chunks}.{k[len('blocks.'):]}"
+            k = f"blocks.{i // chunks}.{k[len('blocks.') :]}"
         teacher[f"backbone.{k}"] = v
     teacher["backbone.mask_token"] = torch.zeros(1, dim)
     teacher["dino_head.mlp.0.weight"] = torch.randn(32, dim, generator=generator)
@@ -72,5 +86,10 @@ def retfound_finetuned_file(sd: dict[str, Tensor], classes: int, generator: torc
     if "norm.weight" not in sd:
         model["fc_norm.weight"] = 1 + torch.randn(dim, generator=generator) * 0.1
         model["fc_norm.bias"] = torch.randn(dim, generator=generator) * 0.1
-    return {"model": model, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}, "epoch": 7,
-            "scaler": {"scale": 65536.0}, "args": argparse.Namespace(model="RETFound_mae", nb_classes=classes)}
+    return {
+        "model": model,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]},
+        "epoch": 7,
+        "scaler": {"scale": 65536.0},
+        "args": argparse.Namespace(model="RETFound_mae", nb_classes=classes),
+    }

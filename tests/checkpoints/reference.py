@@ -18,6 +18,7 @@ so these are minimal re-implementations written from their public model definiti
 Nothing here imports visionfm, so the outputs are computed independently of the loader under test. Attention is
 written out (softmax of scaled dot products), not taken from ``scaled_dot_product_attention``.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 The references (tests/checkpoints/reference.py) never import visionfm; the fixture files are laid out as each
 family's code writes them (tests/checkpoints/fixtures.py).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -31,6 +32,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 # --- RETFound-DINOv2: 'teacher', 'backbone.', DINOv2 naming with layer scale and mask token, patch 14 ---
+
 
 @pytest.mark.parametrize("chunks", [0, 1])
 def test_retfound_dinov2_matches_retfound_pipeline(tmp_path, chunks):
@@ -65,11 +67,12 @@ def test_dinov2_format_keeps_dinov2s_own_resizing(tmp_path):
 def test_retfound_dinov2_layout_is_detected_at_vit_large():
     """The release is ViT-L/14 (D=1024, 24 blocks, 518 px): detected by layout, architecture read off the tensors."""
     with torch.device("meta"):
-        ref = VisionTransformer(ViTConfig(embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518,
-                                          layer_scale=True))
+        ref = VisionTransformer(
+            ViTConfig(embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518, layer_scale=True)
+        )
     sd = {f"backbone.{k}": v for k, v in ref.state_dict().items()}
     assert detect_format({"teacher": sd}) == "retfound-dinov2"
-    cfg = infer_config({k[len("backbone."):]: v for k, v in sd.items()})
+    cfg = infer_config({k[len("backbone.") :]: v for k, v in sd.items()})
     assert arch_name(cfg) == "vit_large_patch14" and cfg.img_size == 518 and cfg.layer_scale
     small = {k: v for k, v in sd.items() if k != "backbone.cls_token"}
     small["backbone.cls_token"] = torch.zeros(1, 1, 384, device="meta")
@@ -78,10 +81,12 @@ def test_retfound_dinov2_layout_is_detected_at_vit_large():
 
 # --- RETFound-Green: timm vit_small_patch14_reg4_dinov2 at 392 px, mean = std = 0.5 ---
 
+
 @pytest.mark.slow  # ViT-S at 392 px, twice (loader and reference)
 def test_retfound_green_at_its_real_size(tmp_path):
-    sd = vit_state(384, 12, 14, 28, generator=_gen(5), layer_scale=True, registers=4, cls_position=False,
-                   reg_name="reg_token")
+    sd = vit_state(
+        384, 12, 14, 28, generator=_gen(5), layer_scale=True, registers=4, cls_position=False, reg_name="reg_token"
+    )
     torch.save(sd, tmp_path / "retfoundgreen_statedict.pth")
     enc = load_encoder(tmp_path / "retfoundgreen_statedict.pth")
     info = enc.info
@@ -104,8 +109,9 @@ def test_retfound_green_at_its_real_size(tmp_path):
 
 
 def test_timm_registers_at_another_size_resize_as_timm(tmp_path):
-    sd = vit_state(128, 2, 14, 5, generator=_gen(6), layer_scale=True, registers=4, cls_position=False,
-                   reg_name="reg_token")
+    sd = vit_state(
+        128, 2, 14, 5, generator=_gen(6), layer_scale=True, registers=4, cls_position=False, reg_name="reg_token"
+    )
     torch.save({"state_dict": sd}, tmp_path / "timm.pth")
     enc = load_encoder(tmp_path / "timm.pth", modality="Fundus")
     assert enc.info.format == "timm" and enc.info.family == "timm ViT" and enc.cfg.pos_interp == "size-antialias"
@@ -119,6 +125,7 @@ def test_timm_registers_at_another_size_resize_as_timm(tmp_path):
 
 
 # --- checkpoints saved by RETFound's own fine-tuning: 'model' with head (+ fc_norm) ---
+
 
 @pytest.mark.parametrize("pool", ["avg", "cls"])
 @pytest.mark.parametrize("layer_scale", [False, True])  # RETFound-MAE / RETFound-DINOv2 fine-tuned
@@ -163,11 +170,20 @@ def test_retfound_green_extracts_real_fundus_images(tmp_path):
     imgs.mkdir()
     for name in ("01_test.png", "02_test.png"):
         shutil.copy(src / name, imgs / name)
-    sd = vit_state(384, 12, 14, 28, generator=_gen(9), layer_scale=True, registers=4, cls_position=False,
-                   reg_name="reg_token")
+    sd = vit_state(
+        384, 12, 14, 28, generator=_gen(9), layer_scale=True, registers=4, cls_position=False, reg_name="reg_token"
+    )
     torch.save(sd, tmp_path / "retfoundgreen_statedict.pth")
-    out = extract_features(tmp_path / "retfoundgreen_statedict.pth", imgs, tmp_path / "f.safetensors",
-                           input_size=392, n_last_blocks=1, num_workers=0, progress=False, device="cpu")
+    out = extract_features(
+        tmp_path / "retfoundgreen_statedict.pth",
+        imgs,
+        tmp_path / "f.safetensors",
+        input_size=392,
+        n_last_blocks=1,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+    )
     fs = load_features(out)
     assert fs.meta["mean"] == "[0.5, 0.5, 0.5]" and fs.meta["input_size"] == "392"
     prep = Preprocess(392, (0.5,) * 3, (0.5,) * 3, fs.meta.get("interpolation", "bilinear"))

@@ -1,4 +1,5 @@
 """``hf-hub:`` references resolve through huggingface_hub's own cache, offline, wherever weights are accepted."""
+
 from __future__ import annotations
 
 import shutil
@@ -33,8 +34,10 @@ def _cache(root: Path, repo: str, files: dict[str, Path]) -> Path:
 def hub(tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     enc_file = save_tiny_encoder(tmp_path / "enc.safetensors", seed=4, modality="OCT")
-    torch.save({"model": {k: v for k, v in load_encoder(enc_file).state_dict().items() if k != "mask_token"}},
-               tmp_path / "mae.pth")
+    torch.save(
+        {"model": {k: v for k, v in load_encoder(enc_file).state_dict().items() if k != "mask_token"}},
+        tmp_path / "mae.pth",
+    )
     _cache(cache, "org/encoder", {"model.safetensors": enc_file})
     _cache(cache, "YukunZhou/RETFound_tiny", {"RETFound_tiny.pth": tmp_path / "mae.pth"})
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
@@ -73,16 +76,27 @@ def test_extract_accepts_a_hub_reference(hub, tmp_path):
 
     for i in range(2):
         Image.new("RGB", (40, 40), (30 * i, 60, 90)).save(tmp_path / f"im{i}.png")
-    out = extract_features("hf-hub:org/encoder", tmp_path, tmp_path / "f.safetensors", input_size=32,
-                           n_last_blocks=1, num_workers=0, progress=False, device="cpu")
+    out = extract_features(
+        "hf-hub:org/encoder",
+        tmp_path,
+        tmp_path / "f.safetensors",
+        input_size=32,
+        n_last_blocks=1,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+    )
     assert load_features(out).cls.shape == (2, 64)
 
 
-@pytest.mark.parametrize("ref,match", [
-    ("hf-hub:org/encoder:missing.pth", r"no missing.pth in the local cache \(HF_HUB_OFFLINE"),
-    ("hf-hub:org/absent", r"no model.safetensors, absent.pth.*hf-hub:org/absent:FILE"),
-    ("hf-hub:no-slash", "expected hf-hub:ORG/NAME"),
-])
+@pytest.mark.parametrize(
+    "ref,match",
+    [
+        ("hf-hub:org/encoder:missing.pth", r"no missing.pth in the local cache \(HF_HUB_OFFLINE"),
+        ("hf-hub:org/absent", r"no model.safetensors, absent.pth.*hf-hub:org/absent:FILE"),
+        ("hf-hub:no-slash", "expected hf-hub:ORG/NAME"),
+    ],
+)
 def test_bad_references_are_one_line_user_errors(hub, ref, match):
     with pytest.raises(UserError, match=match):
         load_encoder(ref)

@@ -1,4 +1,5 @@
 """Bad weights give one clear line naming the file (and the tensor), never a traceback or a silent wrong result."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,11 @@ def test_nonfinite_tensors_are_named_and_can_be_allowed(tmp_path):
     sd["blocks.0.norm1.weight"][3] = float("nan")
     sd["pos_embed"][0, 0, 0] = float("inf")
     torch.save(sd, tmp_path / "nan.pth")
-    with pytest.raises(CheckpointError, match=r"nan.pth: non-finite .* 2 tensor\(s\): pos_embed, "
-                                              r"blocks.0.norm1.weight; .*allow-nonfinite"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"nan.pth: non-finite .* 2 tensor\(s\): pos_embed, "
+        r"blocks.0.norm1.weight; .*allow-nonfinite",
+    ):
         load_encoder(tmp_path / "nan.pth", "Fundus", "vit_test")
     enc = load_encoder(tmp_path / "nan.pth", "Fundus", "vit_test", allow_nonfinite=True)
     assert torch.isnan(enc.blocks[0].norm1.weight[3])
@@ -33,8 +37,11 @@ def test_arch_is_checked_against_safetensors_metadata(tmp_path):
     path = save_tiny_encoder(tmp_path / "t.safetensors")
     with pytest.raises(UserError, match="unknown encoder architecture 'vit_nope'"):
         load_encoder(path, arch="vit_nope")
-    with pytest.raises(CheckpointError, match=r"--arch vit_base \(vit_base_patch16: D=768.*file's architecture "
-                                              r"vit_test \(D=64"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"--arch vit_base \(vit_base_patch16: D=768.*file's architecture "
+        r"vit_test \(D=64",
+    ):
         load_encoder(path, arch="vit_base")
     assert load_encoder(path, arch="vit_test").cfg.depth == 2
 
@@ -45,20 +52,40 @@ def test_official_arch_names_are_aliases(tmp_path):
         load_encoder(tmp_path / "t.pth", "Fundus", arch="vit_tiny")
 
 
-@pytest.mark.parametrize("case,match", [
-    ("random", r"rand.pth: not a torch checkpoint \(a plain pickle, or corrupt"),
-    ("unrelated", r"unrelated.pth \[state_dict\]: not a ViT encoder: none of .*'fc.bias', 'fc.weight'"),
-    ("npz", r"arr.npz: a NumPy .npz archive, not a torch checkpoint"),
-    ("pickled_npz", r"pickled.npz: not a torch checkpoint \(a plain pickle"),
-    ("folder", r"weights_dir: is a folder; expected a weights file"),
-    ("shape", (r"shape.pth: encoder weights do not fit: tensor blocks.1.attn.qkv.weight has shape \(10, 64\), "
-               r"expected \(192, 64\)$")),
-    ("width", (r"width.pth: encoder weights do not fit: tensor cls_token has shape \(1, 1, 32\), "
-               r"expected \(1, 1, 64\)$")),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("random", r"rand.pth: not a torch checkpoint \(a plain pickle, or corrupt"),
+        ("unrelated", r"unrelated.pth \[state_dict\]: not a ViT encoder: none of .*'fc.bias', 'fc.weight'"),
+        ("npz", r"arr.npz: a NumPy .npz archive, not a torch checkpoint"),
+        ("pickled_npz", r"pickled.npz: not a torch checkpoint \(a plain pickle"),
+        ("folder", r"weights_dir: is a folder; expected a weights file"),
+        (
+            "shape",
+            (
+                r"shape.pth: encoder weights do not fit: tensor blocks.1.attn.qkv.weight has shape \(10, 64\), "
+                r"expected \(192, 64\)$"
+            ),
+        ),
+        (
+            "width",
+            (
+                r"width.pth: encoder weights do not fit: tensor cls_token has shape \(1, 1, 32\), "
+                r"expected \(1, 1, 64\)$"
+            ),
+        ),
+    ],
+)
 def test_bad_weights_give_one_clear_line(tmp_path, case, match):
-    path = {"random": "rand.pth", "unrelated": "unrelated.pth", "npz": "arr.npz", "pickled_npz": "pickled.npz",
-            "folder": "weights_dir", "shape": "shape.pth", "width": "width.pth"}[case]
+    path = {
+        "random": "rand.pth",
+        "unrelated": "unrelated.pth",
+        "npz": "arr.npz",
+        "pickled_npz": "pickled.npz",
+        "folder": "weights_dir",
+        "shape": "shape.pth",
+        "width": "width.pth",
+    }[case]
     path = tmp_path / path
     if case == "random":
         path.write_bytes(os.urandom(4096))
@@ -108,7 +135,7 @@ def test_safetensors_metadata_errors_name_the_file(tmp_path):
 
     path = save_tiny_encoder(tmp_path / "t.safetensors")
     with safe_open(str(path), framework="pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     cfg = json.loads(meta["config"])
     save_safetensors(tensors, tmp_path / "key.safetensors", {**meta, "config": json.dumps({**cfg, "depht": 3})})
     with pytest.raises(CheckpointError, match=r"key.safetensors: unreadable architecture in its metadata .*'depht'"):

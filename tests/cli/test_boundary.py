@@ -1,4 +1,5 @@
 """The CLI's error boundary: a user's mistake is one line and exit 2, a bug keeps its traceback, Ctrl-C is 130."""
+
 from __future__ import annotations
 
 import csv
@@ -45,23 +46,26 @@ def _bomb():
     return Image.DecompressionBombError("Image size (300000000 pixels) exceeds limit of 178956970 pixels")
 
 
-@pytest.mark.parametrize("exc,needle", [
-    (UserError("--n must be positive"), "--n must be positive"),
-    (ConfigError("run.yaml: unknown config keys ['lrr']"), "unknown config keys"),
-    (FileNotFoundError(errno.ENOENT, "No such file or directory", "nowhere.png"), "nowhere.png: No such file"),
-    (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "/root/x: Permission denied"),
-    (IsADirectoryError(errno.EISDIR, "Is a directory", "out"), "out: Is a directory"),
-    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "a.txt/b"), "a.txt/b: Not a directory"),
-    (FileExistsError(errno.EEXIST, "File exists", "runs/x"), "runs/x: File exists"),
-    (OSError(errno.ENOSPC, "No space left on device", "big.bin"), "big.bin: No space left on device (disk full)"),
-    (OSError(errno.EROFS, "Read-only file system", "/ro/x"), "/ro/x: Read-only file system"),
-    (_yaml_error(), "line 2: invalid YAML"),
-    (csv.Error("field larger than field limit"), "malformed CSV: field larger"),
-    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not utf-8 text (invalid start byte"),
-    (_bomb(), "decompression bomb"),
-    (CheckpointError("w.pth: not a checkpoint"), "w.pth: not a checkpoint"),
-    (ImageReadError("a.png: cannot decode"), "a.png: cannot decode"),
-])
+@pytest.mark.parametrize(
+    "exc,needle",
+    [
+        (UserError("--n must be positive"), "--n must be positive"),
+        (ConfigError("run.yaml: unknown config keys ['lrr']"), "unknown config keys"),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory", "nowhere.png"), "nowhere.png: No such file"),
+        (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "/root/x: Permission denied"),
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "out"), "out: Is a directory"),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory", "a.txt/b"), "a.txt/b: Not a directory"),
+        (FileExistsError(errno.EEXIST, "File exists", "runs/x"), "runs/x: File exists"),
+        (OSError(errno.ENOSPC, "No space left on device", "big.bin"), "big.bin: No space left on device (disk full)"),
+        (OSError(errno.EROFS, "Read-only file system", "/ro/x"), "/ro/x: Read-only file system"),
+        (_yaml_error(), "line 2: invalid YAML"),
+        (csv.Error("field larger than field limit"), "malformed CSV: field larger"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not utf-8 text (invalid start byte"),
+        (_bomb(), "decompression bomb"),
+        (CheckpointError("w.pth: not a checkpoint"), "w.pth: not a checkpoint"),
+        (ImageReadError("a.png: cannot decode"), "a.png: cannot decode"),
+    ],
+)
 def test_user_errors_are_one_line_exit_2(raising, capsys, exc, needle):
     raising["exc"] = exc
     assert main(["boom"]) == 2
@@ -83,8 +87,9 @@ def test_unknown_registry_name_is_a_user_error(raising, capsys):
     assert "unknown head 'mlpp'; valid: mlp" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("exc", [KeyError("teacher.backbone.x"), TypeError("bad"), AttributeError("x"),
-                                 RuntimeError("shape mismatch")])
+@pytest.mark.parametrize(
+    "exc", [KeyError("teacher.backbone.x"), TypeError("bad"), AttributeError("x"), RuntimeError("shape mismatch")]
+)
 def test_bugs_keep_their_traceback(raising, exc):
     raising["exc"] = exc
     with pytest.raises(type(exc)):
@@ -121,18 +126,24 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 def test_help_imports_no_torch():
     """``visionfm --help`` parses without importing torch (what made help take seconds)."""
-    r = _python("import sys\nfrom visionfm.cli import main\n"
-                "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-                "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'monai', 'kornia') if m in sys.modules)\n"
-                "print('HEAVY', heavy)")
+    r = _python(
+        "import sys\nfrom visionfm.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'monai', 'kornia') if m in sys.modules)\n"
+        "print('HEAVY', heavy)"
+    )
     assert r.returncode == 0, r.stderr
     assert "HEAVY []" in r.stdout, r.stdout
     assert "demo" in r.stdout and "toy-data" in r.stdout
 
 
 def test_python_dash_m_visionfm_is_the_cli(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "visionfm", "toy-data", "--kind", "nonsense", "--output",
-                        str(tmp_path / "t")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "visionfm", "toy-data", "--kind", "nonsense", "--output", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.startswith("visionfm toy-data: error: "), r.stderr
     assert "nonsense" in r.stderr and "Traceback" not in r.stderr
 

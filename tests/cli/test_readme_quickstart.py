@@ -5,6 +5,7 @@ The block needs what ``make demo`` leaves on disk (``outputs/demo/encoder.safete
 --weights`` a tiny encoder, fast mode), in a temporary repository root holding a link to the environment, then runs
 the block exactly as the README prints it with bash (``set -e``: any failing line fails the test).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,13 +38,39 @@ def test_readme_quickstart_runs_verbatim(tmp_path, tiny_weights):
     (tmp_path / ".venv").symlink_to(venv)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
     env.pop("VISIONFM_DATA", None)
-    prep = subprocess.run([str(venv / "bin" / "visionfm"), "demo", "--fast", "--stages", "phantoms", "encoder",
-                           "--weights", str(tiny_weights), "--output", "outputs/demo", "--heartbeat", "0",
-                           "--device", "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    prep = subprocess.run(
+        [
+            str(venv / "bin" / "visionfm"),
+            "demo",
+            "--fast",
+            "--stages",
+            "phantoms",
+            "encoder",
+            "--weights",
+            str(tiny_weights),
+            "--output",
+            "outputs/demo",
+            "--heartbeat",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert prep.returncode == 0, prep.stderr[-3000:]
     assert (tmp_path / "outputs" / "demo" / "encoder.safetensors").is_file()
-    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", quickstart_block()], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", quickstart_block()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, f"the README quick start failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
     out = tmp_path / "outputs" / "quickstart"
     assert (out / "dr_training.safetensors").is_file() and (out / "dr_test.safetensors").is_file()

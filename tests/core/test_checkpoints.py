@@ -1,4 +1,5 @@
 """Checkpoint formats: official fixture parity, converter round trips, strictness and safety."""
+
 import argparse
 import json
 import subprocess
@@ -23,7 +24,11 @@ def test_official_fixture_parity(official_fixture, size):
     assert enc.info.normalisation_from == "Fundus statistics, recorded in the checkpoint"
     arch = json.loads((official_fixture / "arch.json").read_text())
     assert (enc.cfg.embed_dim, enc.cfg.depth, enc.cfg.num_heads, enc.cfg.patch_size) == (
-        arch["embed_dim"], arch["depth"], arch["num_heads"], arch["patch_size"])
+        arch["embed_dim"],
+        arch["depth"],
+        arch["num_heads"],
+        arch["patch_size"],
+    )
     np.testing.assert_allclose(enc.info.mean, arch["normalisation_mean"], atol=1e-7)
     x = _ref(official_fixture, f"input_{size}.npy")
     with torch.no_grad():
@@ -56,12 +61,14 @@ def test_fixture_converts_to_safetensors_and_back(official_fixture, tmp_path):
         torch.testing.assert_close(back(x).tokens, enc(x).tokens, atol=0, rtol=0)
     # loads with no pickle at all: safetensors metadata carries the facts
     from safetensors import safe_open
+
     with safe_open(str(tmp_path / "enc.safetensors"), framework="pt") as f:
         meta = f.metadata()
     assert meta["modality"] == "Fundus" and json.loads(meta["config"])["depth"] == 3
 
 
 # --- converter round trips: every format written from one known encoder must load back to the same outputs ---
+
 
 def _official(sd):
     sd = {("masked_embed" if k == "mask_token" else k): v for k, v in sd.items()}
@@ -111,8 +118,9 @@ def test_dinov2_naming_with_layer_scale_registers_and_chunks(tmp_path):
     for p in ref.parameters():
         p.data.add_(0.01 * torch.randn_like(p))
     # FSDP block chunks: blocks.{chunk}.{index}
-    sd = {k.replace("blocks.", "blocks.0.", 1) if k.startswith("blocks.") else k: v
-          for k, v in ref.state_dict().items()}
+    sd = {
+        k.replace("blocks.", "blocks.0.", 1) if k.startswith("blocks.") else k: v for k, v in ref.state_dict().items()
+    }
     sd["dino_head.mlp.0.weight"] = torch.zeros(2, 2)
     torch.save({"teacher": {f"backbone.{k}": v for k, v in sd.items()}}, tmp_path / "d.pth")
     enc = load_encoder(tmp_path / "d.pth", arch="vit_test")
@@ -131,6 +139,7 @@ def test_arch_inferred_from_tensors(tmp_path):
 
 
 # --- strictness and safety ---
+
 
 def test_missing_tensor_is_an_error_naming_it(tmp_path, tiny_encoder):
     sd = dict(tiny_encoder.state_dict())
@@ -213,8 +222,10 @@ def test_saved_encoder_bytes_are_the_same_in_every_process(tmp_path):
     """The SHA-256 that runs record for their encoder must survive a re-save of the same weights elsewhere."""
     import hashlib
 
-    code = ("import sys, torch; from visionfm.models import create_encoder; from visionfm.checkpoints import "
-            "save_encoder; torch.manual_seed(0); save_encoder(create_encoder('vit_test'), sys.argv[1], source='s')")
+    code = (
+        "import sys, torch; from visionfm.models import create_encoder; from visionfm.checkpoints import "
+        "save_encoder; torch.manual_seed(0); save_encoder(create_encoder('vit_test'), sys.argv[1], source='s')"
+    )
     digests = []
     for i in range(2):  # separate processes: safetensors' own writer orders metadata differently in each
         out = tmp_path / f"e{i}.safetensors"
@@ -234,8 +245,12 @@ def test_save_safetensors_dtypes_round_trip(tmp_path):
 
     from visionfm.checkpoints import save_safetensors
 
-    tensors = {"b": torch.randn(3, 2).to(torch.bfloat16), "a": torch.arange(5), "flag": torch.tensor(True),
-               "h": torch.randn(2, 2).half().t()}  # a non-contiguous view too
+    tensors = {
+        "b": torch.randn(3, 2).to(torch.bfloat16),
+        "a": torch.arange(5),
+        "flag": torch.tensor(True),
+        "h": torch.randn(2, 2).half().t(),
+    }  # a non-contiguous view too
     path = save_safetensors(tensors, tmp_path / "t.safetensors", {"z": "1", "a": "2"})
     back = load_file(path)
     assert set(back) == set(tensors)

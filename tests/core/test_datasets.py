@@ -1,4 +1,5 @@
 """Folder layouts: tree, ImageNet class folders, official vfm label files, CSV manifests; errors name file and line."""
+
 import math
 
 import numpy as np

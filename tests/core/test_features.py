@@ -1,4 +1,5 @@
 """Feature extraction: one safetensors file, rows aligned with paths, labels kept, identical under torchrun."""
+
 import json
 import os
 import subprocess
@@ -13,8 +14,17 @@ from visionfm.features import encode_batch, extract_features, load_features
 
 
 def test_extract_rows_match_direct_encoding(tmp_path, tiny_encoder, image_folder):
-    out = extract_features(tiny_encoder, image_folder, tmp_path / "f.safetensors", layout="imagenet",
-                           input_size=32, n_last_blocks=2, batch_size=4, num_workers=0, progress=False)
+    out = extract_features(
+        tiny_encoder,
+        image_folder,
+        tmp_path / "f.safetensors",
+        layout="imagenet",
+        input_size=32,
+        n_last_blocks=2,
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+    )
     fs = load_features(out)
     coll = scan(image_folder, layout="imagenet")
     assert fs.paths == [s.rel for s in coll.samples]
@@ -60,11 +70,36 @@ def test_load_features_rejects_other_files(tmp_path, tiny_weights):
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path, tiny_weights, image_folder):
     """2-process gloo extraction writes one merged file equal to the single-process one (no gaps, no repeats)."""
-    common = ["extract", "--weights", str(tiny_weights), "--data", str(image_folder), "--input-size", "32",
-              "--batch-size", "2", "--num-workers", "0", "--device", "cpu"]
+    common = [
+        "extract",
+        "--weights",
+        str(tiny_weights),
+        "--data",
+        str(image_folder),
+        "--input-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "visionfm.cli", *common, "--output", str(tmp_path / "two.safetensors")]
+    run = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "visionfm.cli",
+        *common,
+        "--output",
+        str(tmp_path / "two.safetensors"),
+    ]
     res = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     from visionfm.cli import main

@@ -1,4 +1,5 @@
 """Image files of every supported kind become RGB arrays; bad files get errors naming them."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,7 +32,7 @@ def test_grey_is_replicated_and_rgba_composited_on_black(tmp_path):
 
 
 def test_16bit_tiff_keeps_precision(tmp_path):
-    arr = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    arr = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     Image.fromarray(arr).save(tmp_path / "d.tif")
     out = read_image(tmp_path / "d.tif")
     assert out.dtype == np.float32 and out.shape == (8, 8, 3)
@@ -49,7 +50,7 @@ def test_dicom(tmp_path):
     meta.MediaStorageSOPClassUID = generate_uid()
     meta.MediaStorageSOPInstanceUID = generate_uid()
     ds = FileDataset(str(tmp_path / "x.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-    px = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 40)
+    px = np.arange(100, dtype=np.uint16).reshape(10, 10) * 40
     ds.Rows, ds.Columns, ds.SamplesPerPixel = 10, 10, 1
     ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "MONOCHROME2", 16, 16, 15
     ds.PixelRepresentation = 0

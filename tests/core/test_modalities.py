@@ -7,11 +7,23 @@ def test_eight_canonical_modalities():
     assert list_modalities() == ["Fundus", "OCT", "FFA", "SlitLamp", "Ultrasound", "External", "MRI", "UBM"]
 
 
-@pytest.mark.parametrize("spelling,name", [
-    ("SiltLamp", "SlitLamp"), ("Silt-Lamp", "SlitLamp"), ("Slit Lamp", "SlitLamp"), ("slit_lamp", "SlitLamp"),
-    ("UltraSound", "Ultrasound"), ("B-Ultrasound", "Ultrasound"), ("External Eye", "External"),
-    ("fundus", "Fundus"), ("oct", "OCT"), ("ubm", "UBM"), ("mri", "MRI"), ("ffa", "FFA"),
-])
+@pytest.mark.parametrize(
+    "spelling,name",
+    [
+        ("SiltLamp", "SlitLamp"),
+        ("Silt-Lamp", "SlitLamp"),
+        ("Slit Lamp", "SlitLamp"),
+        ("slit_lamp", "SlitLamp"),
+        ("UltraSound", "Ultrasound"),
+        ("B-Ultrasound", "Ultrasound"),
+        ("External Eye", "External"),
+        ("fundus", "Fundus"),
+        ("oct", "OCT"),
+        ("ubm", "UBM"),
+        ("mri", "MRI"),
+        ("ffa", "FFA"),
+    ],
+)
 def test_spellings_fold_onto_one_name(spelling, name):
     assert canonical_modality(spelling) == name
     assert get_modality(spelling).name == name

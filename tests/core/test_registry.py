@@ -1,4 +1,5 @@
 """Registries: aliases and folding in the registry itself, user errors for unknown names, lazily declared entries."""
+
 from __future__ import annotations
 
 import sys

@@ -106,7 +106,8 @@ def test_n_last_blocks_clamped_to_depth_as_officially(tiny_encoder):
 def test_official_arch_names_are_aliases():
     assert ARCHS.get("vit_base") is ARCHS.get("vit_base_patch16")
     assert [ARCHS.canonical(f"vit_{s}") for s in ("tiny", "small", "base", "large")] == [
-        f"vit_{s}_patch16" for s in ("tiny", "small", "base", "large")]
+        f"vit_{s}_patch16" for s in ("tiny", "small", "base", "large")
+    ]
     assert "vit_base" not in list_archs()  # aliases are spellings, not extra architectures
 
 

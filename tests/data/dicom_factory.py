@@ -1,4 +1,5 @@
 """Build DICOM files with pydicom for tests: any photometric interpretation, transfer syntax, SOP class, frames."""
+
 from __future__ import annotations
 
 import io
@@ -10,9 +11,17 @@ OP_8BIT = "1.2.840.10008.5.1.4.1.1.77.1.5.1"  # Ophthalmic Photography 8 Bit Ima
 OPT = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
 
 
-def make_dicom(path: Path, px: np.ndarray, photometric: str = "MONOCHROME2", syntax: str = "explicit",
-               sop_class: str = OP_8BIT, laterality: str | None = None, pixel_spacing=None,
-               functional_groups: bool = False, slice_spacing: float | None = None) -> Path:
+def make_dicom(
+    path: Path,
+    px: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    syntax: str = "explicit",
+    sop_class: str = OP_8BIT,
+    laterality: str | None = None,
+    pixel_spacing=None,
+    functional_groups: bool = False,
+    slice_spacing: float | None = None,
+) -> Path:
     """Write ``px`` (``[H, W]``, ``[H, W, 3]``, ``[F, H, W]`` or ``[F, H, W, 3]``; RGB values for colour) as DICOM.
 
     ``syntax``: ``explicit`` (uncompressed), ``rle``, ``j2k`` (JPEG 2000 lossless), ``jpeg`` (baseline, encoded with

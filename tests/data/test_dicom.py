@@ -1,4 +1,5 @@
 """DICOM test matrix: SOP classes, photometric interpretations, transfer syntaxes, frames, laterality, spacing."""
+
 import numpy as np
 import pytest
 
@@ -24,9 +25,16 @@ def _plugin(syntax):
         pytest.skip(f"no decoder plugin for {uid.name}")
 
 
-@pytest.mark.parametrize("syntax,photometric,tol", [("explicit", "RGB", 0), ("explicit", "YBR_FULL", 1),
-                                                     ("rle", "RGB", 0), ("j2k", "RGB", 0),
-                                                     ("jpeg", "YBR_FULL_422", 8)])
+@pytest.mark.parametrize(
+    "syntax,photometric,tol",
+    [
+        ("explicit", "RGB", 0),
+        ("explicit", "YBR_FULL", 1),
+        ("rle", "RGB", 0),
+        ("j2k", "RGB", 0),
+        ("jpeg", "YBR_FULL_422", 8),
+    ],
+)
 def test_colour_photographs(tmp_path, syntax, photometric, tol):
     _plugin(syntax)
     src = SMOOTH if syntax == "jpeg" else RGB
@@ -50,8 +58,17 @@ def test_monochrome1_is_inverted_and_monochrome2_kept(tmp_path):
 @pytest.mark.parametrize("syntax", ["explicit", "rle", "j2k"])
 def test_multiframe_oct_volume_with_functional_groups(tmp_path, syntax):
     _plugin(syntax)
-    path = make_dicom(tmp_path / "opt.dcm", VOLUME, "MONOCHROME2", syntax, sop_class=OPT, laterality="R",
-                      functional_groups=True, pixel_spacing=(0.0039, 0.0115), slice_spacing=0.12)
+    path = make_dicom(
+        tmp_path / "opt.dcm",
+        VOLUME,
+        "MONOCHROME2",
+        syntax,
+        sop_class=OPT,
+        laterality="R",
+        functional_groups=True,
+        pixel_spacing=(0.0039, 0.0115),
+        slice_spacing=0.12,
+    )
     d = read_dicom(path)
     ref = (VOLUME - VOLUME.min()) / (VOLUME.max() - VOLUME.min())  # one window over the whole volume
     assert d.frames.shape == (3, 64, 64, 3) and d.frames.dtype == np.float32
@@ -72,8 +89,11 @@ def test_bytes_and_uploads(tmp_path):
 
 def test_unsupported_syntax_names_file_and_syntax(tmp_path):
     path = make_dicom(tmp_path / "video.dcm", RGB[..., 0], "MONOCHROME2", "mpeg4")
-    with pytest.raises(ImageReadError, match=r"video.dcm: transfer syntax MPEG-4 AVC/H.264.*"
-                                             r"1\.2\.840\.10008\.1\.2\.4\.102"):
+    with pytest.raises(
+        ImageReadError,
+        match=r"video.dcm: transfer syntax MPEG-4 AVC/H.264.*"
+        r"1\.2\.840\.10008\.1\.2\.4\.102",
+    ):
         read_image(path)
 
 
@@ -87,8 +107,11 @@ def test_missing_plugin_names_file_syntax_and_install(tmp_path, monkeypatch):
         missing_dependencies = ("pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1",)
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: _Missing())
-    with pytest.raises(ImageReadError, match=r"j.dcm: transfer syntax JPEG Baseline \(Process 1\).*needs a "
-                                             r"pixel-data plugin that is not installed \(pylibjpeg"):
+    with pytest.raises(
+        ImageReadError,
+        match=r"j.dcm: transfer syntax JPEG Baseline \(Process 1\).*needs a "
+        r"pixel-data plugin that is not installed \(pylibjpeg",
+    ):
         read_image(path)
 
 
@@ -97,8 +120,17 @@ def test_extraction_records_laterality_and_spacing(tmp_path, tiny_encoder):
     folder.mkdir()
     make_dicom(folder / "a.dcm", RGB, "RGB", laterality="R", pixel_spacing=(0.005, 0.005))
     make_dicom(folder / "b.dcm", RGB, "RGB", "rle", laterality="L")
-    fs = load_features(extract_features(tiny_encoder, folder, tmp_path / "f.safetensors", input_size=32,
-                                        n_last_blocks=1, num_workers=0, progress=False))
+    fs = load_features(
+        extract_features(
+            tiny_encoder,
+            folder,
+            tmp_path / "f.safetensors",
+            input_size=32,
+            n_last_blocks=1,
+            num_workers=0,
+            progress=False,
+        )
+    )
     import json
 
     facts = json.loads(fs.meta["dicom"])

@@ -1,4 +1,5 @@
 """`extract` checks before work, locks its output, survives a full disk cleanly and records split/preprocessing."""
+
 import errno
 import os
 
@@ -19,13 +20,31 @@ def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-@pytest.mark.parametrize("flag,value,msg", [("--input-size", "0", "--input-size must be a positive integer"),
-                                            ("--input-size", "-32", "--input-size must be a positive integer"),
-                                            ("--batch-size", "0", "--batch-size must be a positive integer"),
-                                            ("--n-last-blocks", "3", "exceeds the encoder's depth")])
+@pytest.mark.parametrize(
+    "flag,value,msg",
+    [
+        ("--input-size", "0", "--input-size must be a positive integer"),
+        ("--input-size", "-32", "--input-size must be a positive integer"),
+        ("--batch-size", "0", "--batch-size must be a positive integer"),
+        ("--n-last-blocks", "3", "exceeds the encoder's depth"),
+    ],
+)
 def test_bad_sizes_are_errors(tmp_path, tiny_weights, image_folder, capsys, flag, value, msg):
-    args = ["extract", "--weights", str(tiny_weights), "--data", str(image_folder), "--output",
-            str(tmp_path / "f.safetensors"), "--input-size", "32", "--num-workers", "0", flag, value]
+    args = [
+        "extract",
+        "--weights",
+        str(tiny_weights),
+        "--data",
+        str(image_folder),
+        "--output",
+        str(tmp_path / "f.safetensors"),
+        "--input-size",
+        "32",
+        "--num-workers",
+        "0",
+        flag,
+        value,
+    ]
     assert main(args) == 2
     assert msg in capsys.readouterr().err
     assert not (tmp_path / "f.safetensors").exists() and _leftovers(tmp_path) == []
@@ -51,9 +70,14 @@ def test_unwritable_folder_is_refused_first(tmp_path, tiny_encoder, image_folder
 
 def test_second_writer_is_refused_and_first_output_intact(tmp_path, tiny_encoder, image_folder):
     out = tmp_path / "f.safetensors"
-    with OutputLock(out), pytest.raises(UserError,  # another extraction running on the same output
-                                        match=f"another extraction \\(pid {os.getpid()}\\) is writing"):
-            extract_features(tiny_encoder, image_folder, out, **KW)
+    with (
+        OutputLock(out),
+        pytest.raises(
+            UserError,  # another extraction running on the same output
+            match=f"another extraction \\(pid {os.getpid()}\\) is writing",
+        ),
+    ):
+        extract_features(tiny_encoder, image_folder, out, **KW)
     assert not out.exists()
     extract_features(tiny_encoder, image_folder, out, **KW)
     assert load_features(out).cls.shape == (6, 128) and _leftovers(tmp_path) == []
@@ -98,8 +122,9 @@ def test_split_and_preprocessing_recorded(tmp_path, tiny_encoder):
         (tmp_path / split).mkdir()
         Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / split / "1.png")
         (tmp_path / f"{split}_labels.txt").write_text(f"{split}/1.png;1\n")
-    out = extract_features(tiny_encoder, tmp_path, tmp_path / "f.safetensors", split="test", **KW,
-                           interpolation="bicubic")
+    out = extract_features(
+        tiny_encoder, tmp_path, tmp_path / "f.safetensors", split="test", **KW, interpolation="bicubic"
+    )
     fs = load_features(out)
     assert fs.meta["split"] == "test" and fs.paths == ["test/1.png"] and fs.meta["interpolation"] == "bicubic"
 

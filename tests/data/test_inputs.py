@@ -1,4 +1,5 @@
 """Bad and awkward inputs (issue 14): link loops, decompression bombs, CSV encodings and ragged rows."""
+
 import os
 
 import numpy as np

@@ -1,4 +1,5 @@
 """MedMNIST archives -> vfm folders: synthetic archive (always runs) and the real RetinaMNIST (skips if absent)."""
+
 import numpy as np
 import pytest
 
@@ -26,6 +27,7 @@ def test_round_trip_keeps_pixels_and_labels(tmp_path):
         first = next(s for s in coll.samples if s.rel == f"{split}/1.png")
         assert first.label == (float(arrays[f"{split}_labels"][1, 0]),)
     from PIL import Image
+
     assert np.array_equal(np.asarray(Image.open(out / "test" / "2.png")), arrays["test_images"][2])
 
 

@@ -5,6 +5,7 @@ square with torchvision's ``Resize`` (BILINEAR by default in ``evaluation/transf
 PIL's own filter), ``ToTensor`` (/255) and normalises; the fixture's reference outputs were made with a bicubic
 resize. Both are reimplemented below with PIL and numpy only (no visionfm preprocessing code).
 """
+
 import json
 import shutil
 
@@ -40,8 +41,16 @@ def one_image(tmp_path):
 def test_bicubic_from_file_reproduces_official_reference_outputs(tmp_path, one_image):
     """With the fixture's bicubic resize, features from the PNG equal the official model's reference CLS tokens."""
     root = require(FIXTURES)
-    out = extract_features(root / "checkpoint.pth", one_image, tmp_path / "f.safetensors", input_size=224,
-                           n_last_blocks=3, num_workers=0, progress=False, interpolation="bicubic")
+    out = extract_features(
+        root / "checkpoint.pth",
+        one_image,
+        tmp_path / "f.safetensors",
+        input_size=224,
+        n_last_blocks=3,
+        num_workers=0,
+        progress=False,
+        interpolation="bicubic",
+    )
     fs = load_features(out)
     np.testing.assert_allclose(fs.cls, np.load(root / "last4_cls_224.npy"), atol=2e-5)
     assert fs.meta["interpolation"] == "bicubic"
@@ -52,8 +61,9 @@ def test_bilinear_default_matches_official_extraction_preprocessing(tmp_path, on
     root = require(FIXTURES)
     arch = json.loads((root / "arch.json").read_text())
     enc = load_encoder(root / "checkpoint.pth")
-    out = extract_features(enc, one_image, tmp_path / "f.safetensors", input_size=224, n_last_blocks=3,
-                           num_workers=0, progress=False)
+    out = extract_features(
+        enc, one_image, tmp_path / "f.safetensors", input_size=224, n_last_blocks=3, num_workers=0, progress=False
+    )
     fs = load_features(out)
     assert fs.meta["interpolation"] == "bilinear"
     x = _official_input(IMAGE, 224, Image.BILINEAR, arch["normalisation_mean"], arch["normalisation_std"])

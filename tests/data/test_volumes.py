@@ -1,5 +1,6 @@
 """OCT volumes: reading (folder, multi-frame DICOM, eyepy vendor file), MIL heads with known answers, and the whole
 path extract --volumes -> volumes train -> volumes predict, on generated volumes and on real OCT B-scans."""
+
 import csv
 import json
 
@@ -42,15 +43,23 @@ def test_read_folder_dicom_and_eyepy_volumes(tmp_path):
     v = read_volume(folder)
     assert v.bscans.shape == (11, 32, 48, 3) and v.names[:3] == ["1.png", "2.png", "3.png"] and v.names[-1] == "11.png"
     vol = RNG.integers(0, 4000, (5, 64, 64)).astype(np.uint16)
-    make_dicom(tmp_path / "opt.dcm", vol, sop_class=OPT, laterality="L", functional_groups=True,
-               pixel_spacing=(0.004, 0.012), slice_spacing=0.1)
+    make_dicom(
+        tmp_path / "opt.dcm",
+        vol,
+        sop_class=OPT,
+        laterality="L",
+        functional_groups=True,
+        pixel_spacing=(0.004, 0.012),
+        slice_spacing=0.1,
+    )
     d = read_volume(tmp_path / "opt.dcm")
     assert len(d) == 5 and d.laterality == "L" and d.pixel_spacing == (0.004, 0.012) and d.slice_spacing == 0.1
     sio = pytest.importorskip("scipy.io")
     pytest.importorskip("eyepy")
     imgs = RNG.integers(0, 255, (40, 60, 4), dtype=np.uint8)
-    sio.savemat(tmp_path / "duke.mat", {"images": imgs, "layerMaps": np.full((4, 60, 3), np.nan),
-                                        "Age": np.array([[60]])})
+    sio.savemat(
+        tmp_path / "duke.mat", {"images": imgs, "layerMaps": np.full((4, 60, 3), np.nan), "Age": np.array([[60]])}
+    )
     e = read_volume(tmp_path / "duke.mat")  # parsed by eyepy.import_duke_mat
     np.testing.assert_array_equal(e.bscans[0, ..., 0], imgs[..., 0])
     assert e.slice_spacing == 0.067
@@ -61,7 +70,7 @@ def test_mean_pooling_relevance_is_the_bscan_logit_and_padding_is_ignored():
     head = MILHead(4, 2, "mean", dropout=0.0).eval()
     x = torch.randn(1, 3, 4)
     logits, rel = head(x, torch.ones(1, 3, dtype=torch.bool))
-    inst, _ = zip(*[head(x[:, i:i + 1], torch.ones(1, 1, dtype=torch.bool)) for i in range(3)])
+    inst, _ = zip(*[head(x[:, i : i + 1], torch.ones(1, 1, dtype=torch.bool)) for i in range(3)])
     torch.testing.assert_close(logits, torch.stack(inst).mean(0))  # linear after mean = mean of B-scan logits
     c = int(logits.argmax())
     torch.testing.assert_close(rel[0], torch.stack([i[0, c] for i in inst]))
@@ -99,9 +108,17 @@ def _planted(n_vol=24, n_bscans=5, dim=8, seed=0):
         planted.append(k)
     cls = np.concatenate(cls)
     meta = {"volume_features": "1", "layout": "tree", "label_names": "[]"}
-    fs = VolumeFeatures(cls, cls[:, :2], np.array(vidx), np.array(bidx), np.array(y, np.float32)[:, None],
-                        [f"v{v}" for v in range(n_vol)], [{"laterality": ""}] * n_vol,
-                        [f"v{v}#{b}" for v, b in zip(vidx, bidx)], meta)
+    fs = VolumeFeatures(
+        cls,
+        cls[:, :2],
+        np.array(vidx),
+        np.array(bidx),
+        np.array(y, np.float32)[:, None],
+        [f"v{v}" for v in range(n_vol)],
+        [{"laterality": ""}] * n_vol,
+        [f"v{v}#{b}" for v, b in zip(vidx, bidx)],
+        meta,
+    )
     return fs, np.array(planted)
 
 
@@ -127,20 +144,77 @@ def test_extract_train_predict_volumes_cli(tmp_path, tiny_weights):
     for c in ("healthy", "lesion"):
         for i in range(4):
             _bscan_folder(root / c / f"eye{i}", n=3, lesion=1 if c == "lesion" else None)
-    make_dicom(root / "lesion" / "opt.dcm", RNG.integers(0, 4000, (4, 32, 48)).astype(np.uint16), sop_class=OPT,
-               laterality="R")
+    make_dicom(
+        root / "lesion" / "opt.dcm", RNG.integers(0, 4000, (4, 32, 48)).astype(np.uint16), sop_class=OPT, laterality="R"
+    )
     feats = tmp_path / "v.safetensors"
-    assert main(["extract", "--volumes", "--weights", str(tiny_weights), "--data", str(root), "--layout", "imagenet",
-                 "--output", str(feats), "--input-size", "32", "--n-last-blocks", "1", "--num-workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--volumes",
+                "--weights",
+                str(tiny_weights),
+                "--data",
+                str(root),
+                "--layout",
+                "imagenet",
+                "--output",
+                str(feats),
+                "--input-size",
+                "32",
+                "--n-last-blocks",
+                "1",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     fs = load_volume_features(feats)
     assert len(fs.volumes) == 9 and fs.cls.shape == (8 * 3 + 4, 64) and fs.labels[:, 0].tolist() == [0] * 4 + [1] * 5
     assert fs.volume_meta[-1]["laterality"] == "R" and fs.meta["interpolation"] == "bilinear"
     run = tmp_path / "run"
-    assert main(["volumes", "train", "--features", str(feats), "--val-features", str(feats), "--pooling", "mean",
-                 "--output", str(run), "--epochs", "2", "--batch-size", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "volumes",
+                "train",
+                "--features",
+                str(feats),
+                "--val-features",
+                str(feats),
+                "--pooling",
+                "mean",
+                "--output",
+                str(run),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "pred.csv"
-    assert main(["volumes", "predict", "--run", str(run), "--data", str(root / "lesion"), "--weights",
-                 str(tiny_weights), "--csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "volumes",
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(root / "lesion"),
+                "--weights",
+                str(tiny_weights),
+                "--csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(out)))
     assert [r["volume"] for r in rows] == ["eye0", "eye1", "eye2", "eye3", "opt.dcm"]
     assert set(rows[0]) >= {"prob_healthy", "prob_lesion", "prediction", "driving_bscan", "driving_bscan_name"}
@@ -165,7 +239,8 @@ def test_real_oct_bscans_grouped_by_eye(tmp_path, tiny_weights):
                 (tmp_path / eye / f"{k}.jpg").symlink_to(src / r["path"])
             w.writerow([eye, items[0]["DME"]])
     coll = scan_volumes(tmp_path / "volumes.csv", label_columns=["DME"])
-    out = extract_volume_features(tiny_weights, coll, tmp_path / "v.safetensors", input_size=32, n_last_blocks=1,
-                                  num_workers=0, progress=False)
+    out = extract_volume_features(
+        tiny_weights, coll, tmp_path / "v.safetensors", input_size=32, n_last_blocks=1, num_workers=0, progress=False
+    )
     fs = load_volume_features(out)
     assert len(fs.volumes) == len(coll) and set(fs.labels[:, 0]) <= {0.0, 1.0}

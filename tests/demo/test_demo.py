@@ -1,4 +1,5 @@
 """The README's main job end to end in fast mode: every stage runs and the one HTML report holds each section."""
+
 from __future__ import annotations
 
 import re
@@ -41,7 +42,7 @@ def test_demo_fast_end_to_end(tmp_path, monkeypatch, capsys):
     assert "<h2 id='timing'>Timing</h2>" in report and "CPUs" in report
     # the report opens with the health check and the summary (every probed task against a random encoder)
     assert report.index("id='health'") < report.index("id='summary'") < report.index("id='phantoms'")
-    summary = report[report.index("id='summary'"):report.index("id='phantoms'")]
+    summary = report[report.index("id='summary'") : report.index("id='phantoms'")]
     for task in ("fundus-dr", "oct-dme", "fundus-multilabel", "glaucoma-forecast", "fundus-vessels", "precision"):
         assert task in summary, task
     assert "per class" in summary  # n beside every AUROC
@@ -56,8 +57,14 @@ def test_demo_fast_end_to_end(tmp_path, monkeypatch, capsys):
 
 def test_demo_some_stages_with_given_weights(tmp_path, tiny_weights, monkeypatch):
     monkeypatch.delenv("VISIONFM_DATA", raising=False)
-    cfg = DemoConfig(output=str(tmp_path), fast=True, device="cpu", weights=str(tiny_weights),
-                     stages=["phantoms", "encoder", "explain"], heartbeat=0)
+    cfg = DemoConfig(
+        output=str(tmp_path),
+        fast=True,
+        device="cpu",
+        weights=str(tiny_weights),
+        stages=["phantoms", "encoder", "explain"],
+        heartbeat=0,
+    )
     report = run_demo(cfg).read_text()
     assert list(_sections(report)) == ["phantoms", "encoder", "explain"]
     assert "Loaded" in _sections(report)["encoder"]
@@ -65,8 +72,24 @@ def test_demo_some_stages_with_given_weights(tmp_path, tiny_weights, monkeypatch
 
 
 def test_demo_errors(tmp_path, capsys):
-    assert main(["demo", "--fast", "--output", str(tmp_path), "--weights", str(tmp_path / "nope.pth"),
-                 "--stages", "phantoms", "encoder", "--heartbeat", "0"]) == 2
+    assert (
+        main(
+            [
+                "demo",
+                "--fast",
+                "--output",
+                str(tmp_path),
+                "--weights",
+                str(tmp_path / "nope.pth"),
+                "--stages",
+                "phantoms",
+                "encoder",
+                "--heartbeat",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "nope.pth" in capsys.readouterr().err
     with pytest.raises(ValueError, match="stages: 'nope' is not one of"):
         run_demo(DemoConfig(output=str(tmp_path / "x"), stages=["phantoms", "nope"]))

@@ -1,4 +1,5 @@
 """The demo's probe: linear probes with known answers, collapse indicators of features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,11 @@ def test_separable_classes_score_one_and_noise_about_half():
     rng = np.random.default_rng(0)
     r = linear_probe_scores("classification", _blobs(rng, 60), _blobs(rng, 30))
     assert r.value == 1.0 and r.ci == (1.0, 1.0) and r.n == "30 test; per class 10/10/10"
-    noise = linear_probe_scores("classification", (rng.normal(size=(300, 6)), np.arange(300) % 3),
-                                (rng.normal(size=(300, 6)), np.arange(300) % 3))
+    noise = linear_probe_scores(
+        "classification",
+        (rng.normal(size=(300, 6)), np.arange(300) % 3),
+        (rng.normal(size=(300, 6)), np.arange(300) % 3),
+    )
     assert abs(noise.value - 0.5) < 0.08 and noise.ci[0] < 0.5 < noise.ci[1]
 
 

@@ -1,5 +1,6 @@
 """The HTML report: escaped text and tables, numbers with consistent significant figures, captioned figures in a
 grid, a health check and a summary first, skipped sections, anchors, timing."""
+
 from __future__ import annotations
 
 import base64
@@ -11,9 +12,23 @@ from PIL import Image
 from visionfm.report import Report, Section, fmt_number
 
 
-@pytest.mark.parametrize("value,text", [(1.0, "1.00"), (0.2, "0.200"), (0.09957, "0.0996"), (0.0001079, "1.08e-04"),
-                                        (0.912345, "0.912"), (123.456, "123"), (12345.6, "12346"), (3, "3"),
-                                        (-0.5, "-0.500"), (0.0, "0"), (float("nan"), "n/a"), (True, "yes")])
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (1.0, "1.00"),
+        (0.2, "0.200"),
+        (0.09957, "0.0996"),
+        (0.0001079, "1.08e-04"),
+        (0.912345, "0.912"),
+        (123.456, "123"),
+        (12345.6, "12346"),
+        (3, "3"),
+        (-0.5, "-0.500"),
+        (0.0, "0"),
+        (float("nan"), "n/a"),
+        (True, "yes"),
+    ],
+)
 def test_fmt_number_known_answers(value, text):
     assert fmt_number(value) == text
 
@@ -27,8 +42,16 @@ def _png(path, shape=(4, 4, 3)):
 def test_report_sections_tables_images(tmp_path):
     png = _png(tmp_path / "fundus-dr" / "preview.png")
     r = Report("demo <1>", {"machine": "2 CPUs"})
-    r.add(Section("A & B", "x < y", [("metrics", [{"auc": 0.912345, "n": 3}, {"auc": 0.5, "extra": "z"}])],
-                  [png, tmp_path / "missing.png", (png, "what the <figure> shows")], seconds=1.26, anchor="stage-a"))
+    r.add(
+        Section(
+            "A & B",
+            "x < y",
+            [("metrics", [{"auc": 0.912345, "n": 3}, {"auc": 0.5, "extra": "z"}])],
+            [png, tmp_path / "missing.png", (png, "what the <figure> shows")],
+            seconds=1.26,
+            anchor="stage-a",
+        )
+    )
     r.add(Section("Empty"))
     html = r.write(tmp_path / "out" / "report.html").read_text()
     assert "<title>demo &lt;1&gt;</title>" in html and "<b>machine</b>: 2 CPUs" in html
@@ -45,12 +68,35 @@ def test_report_sections_tables_images(tmp_path):
 def test_health_and_summary_come_first_and_skipped_says_so(tmp_path):
     r = Report("demo", health_check=True)
     r.add(Section("Phantoms", "made", seconds=1.0))
-    r.add(Section("Probe", "probed", seconds=2.0, summary=[
-        {"task": "fundus-dr", "metric": "AUROC", "value": 0.9512, "ci": (0.9, 0.99), "random encoder": 0.61,
-         "expectation": "beats random", "passed": True, "n": "24 test; per class 5/5/5/5/4"},
-        {"task": "vessels", "metric": "Dice", "value": 0.7, "random encoder": "not run", "expectation": ">= 0.8",
-         "passed": False, "n": "pixels"}],
-        health=[{"check": "feature spread", "value": 0.42, "reference": ">= 0.01", "passed": True}]))
+    r.add(
+        Section(
+            "Probe",
+            "probed",
+            seconds=2.0,
+            summary=[
+                {
+                    "task": "fundus-dr",
+                    "metric": "AUROC",
+                    "value": 0.9512,
+                    "ci": (0.9, 0.99),
+                    "random encoder": 0.61,
+                    "expectation": "beats random",
+                    "passed": True,
+                    "n": "24 test; per class 5/5/5/5/4",
+                },
+                {
+                    "task": "vessels",
+                    "metric": "Dice",
+                    "value": 0.7,
+                    "random encoder": "not run",
+                    "expectation": ">= 0.8",
+                    "passed": False,
+                    "n": "pixels",
+                },
+            ],
+            health=[{"check": "feature spread", "value": 0.42, "reference": ">= 0.01", "passed": True}],
+        )
+    )
     r.add(Section("Real data", "Skipped: no --data", skipped=True))
     html = r.write(tmp_path / "report.html").read_text()
     assert html.index("id='health'") < html.index("id='summary'") < html.index("<h2>Phantoms</h2>")
@@ -82,12 +128,43 @@ def test_report_renders_in_headless_chromium(tmp_path, browser):
         plt.close(fig)
         figs.append((path, f"figure {i}: {title}"))
     r = Report("VisionFM demo", {"machine": "2 CPUs"}, health_check=True)
-    r.add(Section("Probe", "a long paragraph " * 40, [("linear probes", [
-        {"task": f"task {i}", "metric": "AUROC (macro)", "demo encoder": 0.9 + i / 100, "95% CI": "[0.8, 1.0]",
-         "random encoder": 0.5, "test images": "24 test; per class 5/5/5/5/4"} for i in range(4)])], figs,
-        seconds=3.0, summary=[{"task": "fundus-dr", "metric": "AUROC", "value": 0.95, "ci": (0.9, 0.99),
-                               "random encoder": 0.6, "expectation": "beats random", "passed": True, "n": "24"}],
-        health=[{"check": "spread", "value": 0.4, "reference": ">= 0.01", "passed": True}]))
+    r.add(
+        Section(
+            "Probe",
+            "a long paragraph " * 40,
+            [
+                (
+                    "linear probes",
+                    [
+                        {
+                            "task": f"task {i}",
+                            "metric": "AUROC (macro)",
+                            "demo encoder": 0.9 + i / 100,
+                            "95% CI": "[0.8, 1.0]",
+                            "random encoder": 0.5,
+                            "test images": "24 test; per class 5/5/5/5/4",
+                        }
+                        for i in range(4)
+                    ],
+                )
+            ],
+            figs,
+            seconds=3.0,
+            summary=[
+                {
+                    "task": "fundus-dr",
+                    "metric": "AUROC",
+                    "value": 0.95,
+                    "ci": (0.9, 0.99),
+                    "random encoder": 0.6,
+                    "expectation": "beats random",
+                    "passed": True,
+                    "n": "24",
+                }
+            ],
+            health=[{"check": "spread", "value": 0.4, "reference": ">= 0.01", "passed": True}],
+        )
+    )
     page = r.write(tmp_path / "report.html")
     browser.set_window_size(1000, 900)
     browser.get(page.as_uri())
@@ -99,8 +176,10 @@ def test_report_renders_in_headless_chromium(tmp_path, browser):
     tops = sorted({img.location["y"] for img in imgs})
     assert len(tops) < 3  # a grid: several figures share a row instead of one long column
     assert browser.find_element("css selector", "table.summary").is_displayed()
-    assert browser.find_element("css selector", "#health").location["y"] < browser.find_element(
-        "css selector", "#summary").location["y"]
+    assert (
+        browser.find_element("css selector", "#health").location["y"]
+        < browser.find_element("css selector", "#summary").location["y"]
+    )
     browser.set_window_size(420, 900)  # a phone: still no page-wide horizontal scrolling
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 420 + 1
     browser.set_window_size(1000, 2400)

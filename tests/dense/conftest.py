@@ -1,4 +1,5 @@
 """Fixtures of the dense tests: a tiny DRIVE-style dataset (images, 0/255 vessel maps, FOV masks)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ def make_drive_like(root: Path, n: int = 3, size: tuple[int, int] = (40, 36)) ->
     for i in range(n):
         img = rng.integers(120, 200, (h, w, 3), dtype=np.uint8)
         vessel = np.zeros((h, w), np.uint8)
-        vessel[:, 10 + 3 * i: 13 + 3 * i] = 255
+        vessel[:, 10 + 3 * i : 13 + 3 * i] = 255
         img[vessel > 0] = 30
         fov = np.zeros((h, w), np.uint8)
         fov[2:-2, 2:-2] = 255

@@ -1,4 +1,5 @@
 """Every dense command through ``visionfm.cli.main([...])`` on tiny synthetic data (a few engine steps)."""
+
 import json
 
 import numpy as np
@@ -13,25 +14,87 @@ TINY = ["--input-size", "32", "--max-steps", "2", "--batch-size", "2", "--device
 
 def test_segment_train_predict_vit_and_unet(drive_like, tiny_weights, tmp_path):
     run = tmp_path / "run"
-    assert main(["segment", "train", "--data", str(drive_like), "--weights", str(tiny_weights), "--output",
-                 str(run), *TINY]) == 0
+    assert (
+        main(
+            ["segment", "train", "--data", str(drive_like), "--weights", str(tiny_weights), "--output", str(run), *TINY]
+        )
+        == 0
+    )
     assert (run / "model.safetensors").is_file() and (run / "dense.yaml").is_file()
     out = tmp_path / "pred"
-    assert main(["segment", "predict", "--run", str(run), "--data", str(drive_like), "--split", "training",
-                 "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(drive_like),
+                "--split",
+                "training",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "metrics.json").read_text())
-    assert res["images"] == 3 and set(res["metrics"]["vessel"]) >= {"dice", "iou", "sensitivity", "specificity",
-                                                                     "auc", "hd95"}
+    assert res["images"] == 3 and set(res["metrics"]["vessel"]) >= {
+        "dice",
+        "iou",
+        "sensitivity",
+        "specificity",
+        "auc",
+        "hd95",
+    }
     from PIL import Image
 
     mask = np.array(Image.open(out / "21_training.png"))
     assert mask.shape == (40, 36) and set(np.unique(mask)) <= {0, 255}  # original resolution
     assert np.array(Image.open(out / "21_training_overlay.png")).shape == (40, 36, 3)
     unet = tmp_path / "unet"  # few-shot (1 image), native resolution with random crops
-    assert main(["segment", "train", "--data", str(drive_like), "--unet", "--subset", "1", "--crop", "32",
-                 "--output", str(unet), *TINY]) == 0
-    assert main(["segment", "predict", "--run", str(unet), "--data", str(drive_like), "--split", "training",
-                 "--output", str(tmp_path / "p2"), "--no-eval", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                "--data",
+                str(drive_like),
+                "--unet",
+                "--subset",
+                "1",
+                "--crop",
+                "32",
+                "--output",
+                str(unet),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                "--run",
+                str(unet),
+                "--data",
+                str(drive_like),
+                "--split",
+                "training",
+                "--output",
+                str(tmp_path / "p2"),
+                "--no-eval",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     mask = np.array(Image.open(tmp_path / "p2" / "22_training.png"))
     assert mask.shape == (40, 36) and not mask[0].any()  # outside the field of view: background
     assert not (tmp_path / "p2" / "metrics.json").read_text().count('"dice"')
@@ -40,15 +103,65 @@ def test_segment_train_predict_vit_and_unet(drive_like, tiny_weights, tmp_path):
 def test_landmark_from_masks_train_predict(drive_like, tiny_weights, tmp_path):
     images = drive_like / "training" / "images"
     csv = tmp_path / "c.csv"
-    assert main(["landmark", "from-masks", "--images", str(images), "--masks",
-                 str(drive_like / "training" / "1st_manual"), "--output", str(csv), "--name", "line"]) == 0
+    assert (
+        main(
+            [
+                "landmark",
+                "from-masks",
+                "--images",
+                str(images),
+                "--masks",
+                str(drive_like / "training" / "1st_manual"),
+                "--output",
+                str(csv),
+                "--name",
+                "line",
+            ]
+        )
+        == 0
+    )
     assert csv.read_text().splitlines()[1].startswith("21_training.png,11.000,19.500")  # centre of columns 10-12
     run = tmp_path / "lrun"
-    assert main(["landmark", "train", "--data", str(images), "--labels", str(csv), "--weights", str(tiny_weights),
-                 "--output", str(run), "--sigma", "2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "landmark",
+                "train",
+                "--data",
+                str(images),
+                "--labels",
+                str(csv),
+                "--weights",
+                str(tiny_weights),
+                "--output",
+                str(run),
+                "--sigma",
+                "2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "lp"
-    assert main(["landmark", "predict", "--run", str(run), "--data", str(images), "--labels", str(csv),
-                 "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "landmark",
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(images),
+                "--labels",
+                str(csv),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())["metrics"]
     assert set(m["mre_per_landmark"]) == {"line"} and m["mre"] >= 0
     assert (out / "landmarks.csv").is_file() and (out / "21_training_landmarks.png").is_file()
@@ -56,8 +169,7 @@ def test_landmark_from_masks_train_predict(drive_like, tiny_weights, tmp_path):
 
 def test_bad_input_is_a_clean_error(drive_like, tmp_path, capsys):
     (drive_like / "training" / "1st_manual" / "22_manual1.gif").unlink()
-    assert main(["segment", "train", "--data", str(drive_like), "--unet", "--output", str(tmp_path / "r"),
-                 *TINY]) == 2
+    assert main(["segment", "train", "--data", str(drive_like), "--unet", "--output", str(tmp_path / "r"), *TINY]) == 2
     assert "22_training.png: no mask file" in capsys.readouterr().err
 
 
@@ -65,24 +177,86 @@ def test_schedule_steps_and_crop_max_side_predicts_original_size(drive_like, tmp
     from PIL import Image
 
     run = tmp_path / "r"
-    assert main(["segment", "train", "--data", str(drive_like), "--unet", "--crop", "32", "--max-side", "34",
-                 "--max-steps", "6", "--batch-size", "2", "--lr", "0.01", "--device", "cpu",
-                 "--output", str(run)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                "--data",
+                str(drive_like),
+                "--unet",
+                "--crop",
+                "32",
+                "--max-side",
+                "34",
+                "--max-steps",
+                "6",
+                "--batch-size",
+                "2",
+                "--lr",
+                "0.01",
+                "--device",
+                "cpu",
+                "--output",
+                str(run),
+            ]
+        )
+        == 0
+    )
     last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     # The cosine schedule was stepped every iteration: the last of 6 steps runs at ~7% of the base rate
     # (a loop that never steps its scheduler would still be at 0.01).
     assert last["step"] == 6 and 0 < last["lr"] < 0.002
     out = tmp_path / "p"
-    assert main(["segment", "predict", "--run", str(run), "--data", str(drive_like), "--split", "training",
-                 "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(drive_like),
+                "--split",
+                "training",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert np.array(Image.open(out / "21_training.png")).shape == (40, 36)  # original size, not 34 x 31
 
 
 def test_fewshot_table_and_reuse(drive_like, tmp_path, capsys):
     out = tmp_path / "fs"
-    args = ["segment", "fewshot", "--data", str(drive_like), "--models", "unet", "--shots", "1", "2",
-            "--test-data", str(drive_like), "--test-split", "training", "--output", str(out), "--crop", "32",
-            "--max-steps", "2", "--batch-size", "2", "--device", "cpu"]
+    args = [
+        "segment",
+        "fewshot",
+        "--data",
+        str(drive_like),
+        "--models",
+        "unet",
+        "--shots",
+        "1",
+        "2",
+        "--test-data",
+        str(drive_like),
+        "--test-split",
+        "training",
+        "--output",
+        str(out),
+        "--crop",
+        "32",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "| model | shots | encoder | dice |" in table and table.count("| unet |") == 2

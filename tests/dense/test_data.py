@@ -1,4 +1,5 @@
 """Pairing images with masks, mask styles, and bad input naming the file."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,7 +22,7 @@ def test_per_class_and_labelmap(tmp_path):
     for c in ("EX", "OD"):
         (tmp_path / "m" / c).mkdir(parents=True)
         m = np.zeros((8, 8), np.uint8)
-        m[:2 if c == "EX" else 4] = 1
+        m[: 2 if c == "EX" else 4] = 1
         Image.fromarray(m).save(tmp_path / "m" / c / f"IDRiD_01_{c}.tif")
     spec = resolve_spec(tmp_path / "im", masks=str(tmp_path / "m"))
     assert spec.kind == "per-class" and spec.classes == ["EX", "OD"]

@@ -1,4 +1,5 @@
 """Multi-level features and decoder shapes, freezing, and the U-Net baseline."""
+
 import pytest
 import torch
 

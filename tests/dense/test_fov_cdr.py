@@ -1,4 +1,5 @@
 """Field-of-view estimation, nested (disc/cup) masks, cup-to-disc ratios and the rare-class loss: known answers."""
+
 import csv
 import math
 
@@ -17,7 +18,7 @@ def _fundus(h=120, w=150, r=50, seed=0):
     """A bright disc (with dark vessels and a dark lesion inside) on a noisy black surround, plus its true disc."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= r ** 2
+    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= r**2
     img = rng.integers(0, 8, (h, w, 3)).astype(np.uint8)
     img[disc] = (180, 90, 40)
     img[(np.abs(xx - w / 2) < 2) & disc] = (60, 20, 10)  # a vessel
@@ -122,9 +123,33 @@ def test_disc_cup_train_predict_cdr_any_layout(tmp_path):
 
     data = _origa_like(tmp_path / "origa")
     run = tmp_path / "run"
-    assert main(["segment", "train", "--data", str(data), "--kind", "nested", "--classes", "disc", "cup", "--unet",
-                 "--input-size", "32", "--max-steps", "2", "--batch-size", "2", "--device", "cpu",
-                 "--output", str(run)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                "--data",
+                str(data),
+                "--kind",
+                "nested",
+                "--classes",
+                "disc",
+                "cup",
+                "--unet",
+                "--input-size",
+                "32",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--output",
+                str(run),
+            ]
+        )
+        == 0
+    )
     # scored on another layout: images and label maps in folders of other names, given explicitly
     other = tmp_path / "other"
     (other / "pics").mkdir(parents=True)
@@ -133,9 +158,30 @@ def test_disc_cup_train_predict_cdr_any_layout(tmp_path):
         (other / "pics" / p.name).write_bytes(p.read_bytes())
         (other / "labs" / f"{p.stem}.png").write_bytes((data / "masks" / f"{p.stem}.png").read_bytes())
     out = tmp_path / "pred"
-    assert main(["segment", "predict", "--run", str(run), "--data", str(other / "pics"), "--masks",
-                 str(other / "labs"), "--kind", "nested", "--save-probabilities", "--expert-cdr",
-                 str(data / "manifest.csv"), "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(other / "pics"),
+                "--masks",
+                str(other / "labs"),
+                "--kind",
+                "nested",
+                "--save-probabilities",
+                "--expert-cdr",
+                str(data / "manifest.csv"),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     import json
 
     res = json.loads((out / "metrics.json").read_text())
@@ -150,8 +196,12 @@ def test_disc_cup_train_predict_cdr_any_layout(tmp_path):
     with open(out / "cdr.csv") as f:
         assert list(next(csv.DictReader(f))) == ["image", "vertical_cdr", "area_cdr", "expert_cdr", "abs_error"]
     truth = tmp_path / "truth.csv"
-    assert main(["cdr", "--masks", str(data / "masks"), "--output", str(truth), "--expert-cdr",
-                 str(data / "manifest.csv")]) == 0
+    assert (
+        main(
+            ["cdr", "--masks", str(data / "masks"), "--output", str(truth), "--expert-cdr", str(data / "manifest.csv")]
+        )
+        == 0
+    )
     with open(truth) as f:
         first = next(csv.DictReader(f))
     assert float(first["vertical_cdr"]) == pytest.approx(7 / 17)  # cup radius 3 (7 rows), disc radius 8 (17 rows)

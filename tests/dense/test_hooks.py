@@ -1,4 +1,5 @@
 """The demo stage on the phantoms and the real-data benchmark in quick mode, plus the recipe files behind it."""
+
 import math
 from pathlib import Path
 
@@ -17,8 +18,10 @@ def test_demo_stage_trains_vessels_and_ubm_landmarks(tmp_path, tiny_weights):
 
     cfg = DemoConfig(output=str(tmp_path), fast=True, device="cpu")
     ctx = DemoContext(cfg, tmp_path, encoder_path=tiny_weights)
-    ctx.datasets = {k: make_dataset(k, tmp_path / k, n=16, size=cfg.size, progress=False)
-                    for k in ("fundus-vessels", "ubm-landmarks")}
+    ctx.datasets = {
+        k: make_dataset(k, tmp_path / k, n=16, size=cfg.size, progress=False)
+        for k in ("fundus-vessels", "ubm-landmarks")
+    }
     section = demo_stage(ctx)
     (_, seg), (_, lm) = section.tables
     assert [r["model"] for r in seg] == ["frozen ViT + UNETR", "U-Net (MONAI)"]
@@ -46,9 +49,14 @@ def test_benchmark_quick_covers_every_experiment(tmp_path):
     keys = {"task", "dataset", "method", "encoder", "metric", "value", "published", "notes"}
     assert all(set(r) == keys for r in rows)
     seen = {(r["task"].split(" (")[0].split(" ")[0], r["dataset"]) for r in rows}
-    assert seen >= {("segmentation", "DRIVE"), ("segmentation", "CHASEDB1"), ("segmentation", "OCTA-synthetic"),
-                    ("segmentation", "IDRiD-A-segmentation"), ("landmark:", "IDRiD-A-segmentation"),
-                    ("few-shot", "DRIVE")}
+    assert seen >= {
+        ("segmentation", "DRIVE"),
+        ("segmentation", "CHASEDB1"),
+        ("segmentation", "OCTA-synthetic"),
+        ("segmentation", "IDRiD-A-segmentation"),
+        ("landmark:", "IDRiD-A-segmentation"),
+        ("few-shot", "DRIVE"),
+    }
     assert {r["task"] for r in rows} >= {f"segmentation {c}" for c in ("MA", "HE", "EX", "SE", "OD", "mean")}
     assert {r["method"] for r in rows} == {"frozen ViT + UNETR decoder", "U-Net (MONAI), from scratch"}
     dice = [r for r in rows if r["metric"] == "Dice"]

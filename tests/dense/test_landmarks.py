@@ -1,4 +1,5 @@
 """Heatmap -> coordinate round trips and landmark label files."""
+
 import json
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Metrics and losses against hand-computed values."""
+
 import math
 
 import numpy as np

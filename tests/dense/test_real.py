@@ -1,4 +1,5 @@
 """One real-image training step on DRIVE and the IDRiD optic-disc centre (skipped when the data is absent)."""
+
 import numpy as np
 import torch
 

@@ -1,5 +1,6 @@
 """Dense configs on the spine (nested train, typed run state, old files, registry checks), run folders that are
 never silently reused, prediction names that never collide, and the CLI flags derived from the dataclasses."""
+
 import json
 
 import numpy as np
@@ -26,10 +27,27 @@ def test_nested_train_and_typed_state():
 
 
 def test_old_flat_run_file_still_loads(tmp_path):
-    old = {"task": "segment", "data": "d", "model": "unet", "output_dir": "runs/x", "epochs": 3, "max_steps": 7,
-           "batch_size": 2, "lr": 0.002, "warmup_epochs": 2.0, "precision": "fp32", "device": "cpu",
-           "extra": {"mean": [0.1, 0.2, 0.3], "std": [0.2, 0.2, 0.2], "encoder": None, "out_channels": 1,
-                     "names": ["vessel"], "train_images": ["a.png"]}}
+    old = {
+        "task": "segment",
+        "data": "d",
+        "model": "unet",
+        "output_dir": "runs/x",
+        "epochs": 3,
+        "max_steps": 7,
+        "batch_size": 2,
+        "lr": 0.002,
+        "warmup_epochs": 2.0,
+        "precision": "fp32",
+        "device": "cpu",
+        "extra": {
+            "mean": [0.1, 0.2, 0.3],
+            "std": [0.2, 0.2, 0.2],
+            "encoder": None,
+            "out_channels": 1,
+            "names": ["vessel"],
+            "train_images": ["a.png"],
+        },
+    }
     (tmp_path / "dense.yaml").write_text(yaml.safe_dump(old))
     cfg = load_config(tmp_path / "dense.yaml")
     assert cfg.train.output_dir == "runs/x" and cfg.train.max_steps == 7 and cfg.train.lr == 0.002
@@ -50,7 +68,7 @@ def test_existing_run_folder_needs_resume_or_overwrite(drive_like, tmp_path, cap
     other = tmp_path / "notarun"
     other.mkdir()
     (other / "precious.txt").write_text("x")
-    assert main([*args[:-len(TINY) - 4], "--output", str(other), "--crop", "32", *TINY, "--overwrite"]) == 2
+    assert main([*args[: -len(TINY) - 4], "--output", str(other), "--crop", "32", *TINY, "--overwrite"]) == 2
     assert (other / "precious.txt").is_file() and "refusing to delete" in capsys.readouterr().err
 
 
@@ -59,24 +77,38 @@ def test_predict_names_never_collide(tmp_path):
 
     data = make_drive_like(tmp_path / "d", n=3)
     run = tmp_path / "run"
-    assert main(["segment", "train", "--data", str(data), "--unet", "--output", str(run), "--crop", "32",
-                 *TINY]) == 0
+    assert main(["segment", "train", "--data", str(data), "--unet", "--output", str(run), "--crop", "32", *TINY]) == 0
     flat = sorted((data / "training" / "images").iterdir())
     folder = tmp_path / "mixed"
     for src, rel in zip(flat, ["a/x.png", "a/x.jpg", "b/x.png"]):
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.open(src).convert("RGB").save(folder / rel)
     out = tmp_path / "pred"
-    assert main(["segment", "predict", "--run", str(run), "--data", str(folder), "--output", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["segment", "predict", "--run", str(run), "--data", str(folder), "--output", str(out), "--device", "cpu"])
+        == 0
+    )
     masks = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if "overlay" not in p.name)
     assert masks == ["a/x_jpg.png", "a/x_png.png", "b/x.png"]
 
 
 def test_from_masks_creates_the_output_folder(drive_like, tmp_path):
     csv = tmp_path / "new" / "sub" / "od.csv"
-    assert main(["landmark", "from-masks", "--images", str(drive_like / "training" / "images"), "--masks",
-                 str(drive_like / "training" / "1st_manual"), "--output", str(csv)]) == 0
+    assert (
+        main(
+            [
+                "landmark",
+                "from-masks",
+                "--images",
+                str(drive_like / "training" / "images"),
+                "--masks",
+                str(drive_like / "training" / "1st_manual"),
+                "--output",
+                str(csv),
+            ]
+        )
+        == 0
+    )
     assert csv.read_text().startswith("image,centre_x,centre_y")
 
 
@@ -85,9 +117,38 @@ def test_legacy_flags_and_validation_selection(drive_like, tmp_path):
 
     data = make_drive_like(tmp_path / "d6", n=6)
     run = tmp_path / "v"
-    assert main(["segment", "train", "--data", str(data), "--decoder", "unet", "--no-augment", "--names", "vessel",
-                 "--val-fraction", "0.34", "--val-every", "2", "--output", str(run), "--crop", "32",
-                 "--input-size", "32", "--max-steps", "4", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                "--data",
+                str(data),
+                "--decoder",
+                "unet",
+                "--no-augment",
+                "--names",
+                "vessel",
+                "--val-fraction",
+                "0.34",
+                "--val-every",
+                "2",
+                "--output",
+                str(run),
+                "--crop",
+                "32",
+                "--input-size",
+                "32",
+                "--max-steps",
+                "4",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     cfg = load_config(run / "dense.yaml")
     assert cfg.model == "unet" and cfg.augment is False and cfg.classes == ["vessel"]
     assert len(cfg.state.val_images) == 2 and len(cfg.state.train_images) == 4
@@ -97,7 +158,24 @@ def test_legacy_flags_and_validation_selection(drive_like, tmp_path):
     assert [h["step"] for h in summary["history"]] == [2, 4]
     assert (run / "model_last.safetensors").is_file()
     out = tmp_path / "p"
-    assert main(["segment", "predict", "--run", str(run), "--data", str(data), "--split", "training",
-                 "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                "--run",
+                str(run),
+                "--data",
+                str(data),
+                "--split",
+                "training",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "metrics.json").read_text())["selected_step"] == summary["selected_step"]
     assert np.array(Image.open(out / "21_training.png")).shape == (40, 36)

@@ -1,4 +1,5 @@
 """Joint transforms keep image, masks, FOV and landmarks aligned (known answers)."""
+
 import torch
 
 from visionfm.dense.transforms import JointAugment, affine_matrix, apply, warp

@@ -1,4 +1,5 @@
 """The training loop: schedules, sampler, learning, exact resume, selection on validation only, configs."""
+
 import numpy as np
 import pytest
 import torch
@@ -48,8 +49,9 @@ def _cfg(tmp_path, **kw):
 
 def test_cosine_schedule_known_values():
     s = cosine_schedule(1.0, 0.0, total_steps=6, warmup_steps=2)
-    np.testing.assert_allclose(s, [0.0, 0.5, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
-                                   0.5 * (1 + np.cos(3 * np.pi / 4))])
+    np.testing.assert_allclose(
+        s, [0.0, 0.5, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]
+    )
     np.testing.assert_allclose(linear_warmup_then_constant(0.04, 0.07, 4, 6), [0.04, 0.05, 0.06, 0.07, 0.07, 0.07])
 
 
@@ -100,16 +102,19 @@ def test_resume_mid_epoch_is_bitwise_equal(tmp_path):
     shutil.copy(tmp_path / "full" / "checkpoint_00000010.pth", tmp_path / "cut" / "checkpoint_last.pth")
     torch.manual_seed(123)  # the resumed process starts from other RNG states; the checkpoint restores them
     Trainer(Regression(), _cfg(tmp_path / "cut", max_steps=20, checkpoint_every=5), _data()).fit(resume=True)
-    a, b = _final_weights(tmp_path / "full" / "checkpoint_last.pth"), _final_weights(
-        tmp_path / "cut" / "checkpoint_last.pth")
+    a, b = (
+        _final_weights(tmp_path / "full" / "checkpoint_last.pth"),
+        _final_weights(tmp_path / "cut" / "checkpoint_last.pth"),
+    )
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
 
 def test_selects_on_validation_only(tmp_path):
     torch.manual_seed(0)
-    res = Trainer(Regression(), _cfg(tmp_path, select_metric="mse", select_mode="min"), _data(),
-                  val_data=_data(16, seed=1)).fit()
+    res = Trainer(
+        Regression(), _cfg(tmp_path, select_metric="mse", select_mode="min"), _data(), val_data=_data(16, seed=1)
+    ).fit()
     assert res.best_path.is_file() and len(res.history) == 3
     assert res.best_metric == min(h["mse"] for h in res.history)
 

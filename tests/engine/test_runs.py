@@ -1,5 +1,6 @@
 """Runs that go wrong and go on: resume trims the log, survives a corrupt last checkpoint, extends a finished run;
 output files get the umask's mode and one writer at a time."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ from .test_engine import Regression, _cfg, _data
 
 
 def _steps(run):
-    return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()
-            if "loss" in json.loads(line)]
+    return [
+        json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines() if "loss" in json.loads(line)
+    ]
 
 
 def _weights(path):
@@ -117,9 +119,11 @@ def test_exclusive_output_refuses_a_second_writer_and_takes_over_a_stale_lock(tm
     out = tmp_path / "features.safetensors"
     with exclusive_output(out):
         assert lock_path(out).is_file()
-        code = ("import sys\nfrom visionfm.fileio import exclusive_output, OutputLockedError\n"
-                f"try:\n    with exclusive_output({str(out)!r}):\n        sys.exit(0)\n"
-                "except OutputLockedError as e:\n    print(e)\n    sys.exit(3)\n")
+        code = (
+            "import sys\nfrom visionfm.fileio import exclusive_output, OutputLockedError\n"
+            f"try:\n    with exclusive_output({str(out)!r}):\n        sys.exit(0)\n"
+            "except OutputLockedError as e:\n    print(e)\n    sys.exit(3)\n"
+        )
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert r.returncode == 3 and f"pid {os.getpid()}" in r.stdout, r.stdout + r.stderr
     assert not lock_path(out).exists()

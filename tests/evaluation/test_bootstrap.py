@@ -1,4 +1,5 @@
 """Bootstrap confidence intervals: bracket the estimate, reproducible by seed, stratified, NaN-safe."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,11 @@ def test_ci_brackets_point_estimate_and_is_reproducible():
     keys = ["accuracy", "auroc.macro", ("f1", "b"), "ece"]
     ci = with_ci(_metrics, y, p, keys, n_boot=100, seed=1)
     assert list(ci) == ["accuracy", "auroc.macro", "f1.b", "ece"]
-    for key, value in [("accuracy", point["accuracy"]), ("auroc.macro", point["auroc"]["macro"]),
-                       ("f1.b", point["f1"]["b"])]:
+    for key, value in [
+        ("accuracy", point["accuracy"]),
+        ("auroc.macro", point["auroc"]["macro"]),
+        ("f1.b", point["f1"]["b"]),
+    ]:
         lo, hi = ci[key]
         assert lo < value < hi and hi - lo < 0.3
     assert ci == with_ci(_metrics, y, p, keys, n_boot=100, seed=1)
@@ -39,8 +43,11 @@ def test_bootstrap_of_a_mean_matches_the_normal_interval():
     half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
     assert lo < x.mean() < hi
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
-    assert bootstrap_ci(lambda idx: x[idx].mean(), len(x), n_boot=50, alpha=0.5)[1] - \
-        bootstrap_ci(lambda idx: x[idx].mean(), len(x), n_boot=50, alpha=0.5)[0] < hi - lo
+    assert (
+        bootstrap_ci(lambda idx: x[idx].mean(), len(x), n_boot=50, alpha=0.5)[1]
+        - bootstrap_ci(lambda idx: x[idx].mean(), len(x), n_boot=50, alpha=0.5)[0]
+        < hi - lo
+    )
 
 
 def test_stratified_resampling_keeps_class_counts():

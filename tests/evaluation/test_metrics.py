@@ -1,4 +1,5 @@
 """Known-answer tests for the recognition metrics: hand-computed values, cross-checked against scikit-learn."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ from visionfm.evaluation import (
 
 # 3 classes, 6 samples; no confidence falls on a bin edge of 15 bins
 Y3 = np.array([0, 0, 1, 1, 2, 2])
-P3 = np.array([[0.7, 0.2, 0.1], [0.3, 0.45, 0.25], [0.2, 0.62, 0.18],
-               [0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.2, 0.1, 0.7]])
+P3 = np.array(
+    [[0.7, 0.2, 0.1], [0.3, 0.45, 0.25], [0.2, 0.62, 0.18], [0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.2, 0.1, 0.7]]
+)
 NAMES3 = ["normal", "mild", "severe"]
 
 
@@ -114,8 +116,9 @@ def test_regression_known_answers():
     q = np.array([[1.5, 2.0], [2.0, 1.0], [2.0, 5.0]])
     m = regression_metrics(t, q, ["x", "y"], tolerance=0.1)
     assert m["mae"] == pytest.approx({"x": 0.5, "y": 2 / 3, "macro": 7 / 12})
-    assert m["relative_error"] == pytest.approx({"x": (0.5 + 0 + 1 / 3) / 3, "y": 0.125,
-                                                 "macro": ((0.5 + 1 / 3) / 3 + 0.125) / 2})
+    assert m["relative_error"] == pytest.approx(
+        {"x": (0.5 + 0 + 1 / 3) / 3, "y": 0.125, "macro": ((0.5 + 1 / 3) / 3 + 0.125) / 2}
+    )
     assert m["n_zero_excluded"] == {"x": 0, "y": 1}
     assert m["accuracy"]["x"] == pytest.approx(1 - 0.5 / 2) and m["accuracy"]["y"] == pytest.approx(1 - (2 / 3) / 2)
     assert m["within_tolerance"] == pytest.approx({"x": 1 / 3, "y": 0.5, "macro": 5 / 12})
@@ -129,15 +132,18 @@ def test_regression_masks_missing_targets():
     assert m["n"] == {"hb": 2} and m["mae"]["hb"] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("y, p, names, match", [
-    (Y3[:5], P3, NAMES3, "probs has 6 rows but the labels have 5"),
-    (Y3, np.where(np.eye(6, 3) > 0, np.nan, P3), NAMES3, "probs contains NaN"),
-    (np.array([0, 0, 1, 1, 2, 3]), P3, NAMES3, "y_true contains class index 3 out of range"),
-    (Y3, P3, ["a", "b"], "class_names has 2 entries"),
-    (Y3, P3 * 10 - 5, NAMES3, "probs must be probabilities"),
-    (np.array([0, 0, 1, 1, 2, -1]), P3, NAMES3, "y_true contains negative"),
-    (Y3.astype(float) + 0.5, P3, NAMES3, "y_true must hold integer"),
-])
+@pytest.mark.parametrize(
+    "y, p, names, match",
+    [
+        (Y3[:5], P3, NAMES3, "probs has 6 rows but the labels have 5"),
+        (Y3, np.where(np.eye(6, 3) > 0, np.nan, P3), NAMES3, "probs contains NaN"),
+        (np.array([0, 0, 1, 1, 2, 3]), P3, NAMES3, "y_true contains class index 3 out of range"),
+        (Y3, P3, ["a", "b"], "class_names has 2 entries"),
+        (Y3, P3 * 10 - 5, NAMES3, "probs must be probabilities"),
+        (np.array([0, 0, 1, 1, 2, -1]), P3, NAMES3, "y_true contains negative"),
+        (Y3.astype(float) + 0.5, P3, NAMES3, "y_true must hold integer"),
+    ],
+)
 def test_classification_bad_input_names_the_argument(y, p, names, match):
     with pytest.raises(ValueError, match=match):
         classification_metrics(y, p, names)

@@ -1,4 +1,5 @@
 """Plots are written and non-empty; metrics.json and prediction CSVs round trip."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ def _is_png(path) -> bool:
 def test_plots_are_written(tmp_path):
     y, p = _data()
     cm = classification_metrics(y, p, NAMES)["confusion_matrix"]
-    paths = [plot_roc(y, p, NAMES, tmp_path / "sub" / "roc.png"), plot_pr(y, p, NAMES, tmp_path / "pr.png"),
-             plot_reliability(y, p, tmp_path / "rel.png"), plot_confusion(cm, NAMES, tmp_path / "cm.png")]
+    paths = [
+        plot_roc(y, p, NAMES, tmp_path / "sub" / "roc.png"),
+        plot_pr(y, p, NAMES, tmp_path / "pr.png"),
+        plot_reliability(y, p, tmp_path / "rel.png"),
+        plot_confusion(cm, NAMES, tmp_path / "cm.png"),
+    ]
     for path in paths:
         assert path.is_file() and path.stat().st_size > 5000 and _is_png(path)
 
@@ -47,8 +52,14 @@ def test_multilabel_and_binary_curves(tmp_path):
     y = np.array([[1, 0], [0, np.nan], [1, 1], [0, np.nan], [0, 1]])
     p = np.array([[0.9, 0.2], [0.1, 0.9], [0.6, 0.8], [0.3, 0.5], [0.4, 0.7]])
     assert _is_png(plot_roc(y, p, ["dr", "dme"], tmp_path / "ml_roc.png"))
-    assert _is_png(plot_pr(np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]),
-                           ["neg", "pos"], tmp_path / "bin_pr.png"))
+    assert _is_png(
+        plot_pr(
+            np.array([0, 1, 1, 0]),
+            np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]),
+            ["neg", "pos"],
+            tmp_path / "bin_pr.png",
+        )
+    )
     with pytest.raises(ValueError, match="cm must be a square"):
         plot_confusion(np.ones((2, 3)), ["a", "b"], tmp_path / "x.png")
 
@@ -85,8 +96,9 @@ def test_predictions_multilabel_and_regression_round_trip(tmp_path):
     assert back.kind == "multilabel" and np.array_equal(back.y_true, y, equal_nan=True)
     assert back.predicted == ["dr", "dme", "dr;dme"]
     t, q = np.array([[5.1, 140.0], [np.nan, 120.5]]), np.array([[4.9, 133.25], [5.3, 125.0]])
-    reg = read_predictions(write_predictions(tmp_path / "reg.csv", ["a", "b"], q, ["hgb", "glucose"], t,
-                                             kind="regression"))
+    reg = read_predictions(
+        write_predictions(tmp_path / "reg.csv", ["a", "b"], q, ["hgb", "glucose"], t, kind="regression")
+    )
     assert reg.kind == "regression" and np.array_equal(reg.probs, q) and np.array_equal(reg.y_true, t, equal_nan=True)
 
 

@@ -1,4 +1,5 @@
 """Splits, k-shot draws and metrics on the real RetinaMNIST label distribution (DR grades 0-4, imbalanced)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,7 +59,13 @@ def test_metrics_of_a_pixel_probe_on_real_images(retina):
     assert m["auroc"]["macro"] == pytest.approx(roc_auc_score(y_te, probs, multi_class="ovr"))
     assert m["kappa_quadratic"] == pytest.approx(cohen_kappa_score(y_te, probs.argmax(1), weights="quadratic"))
     assert 0.55 < m["auroc"]["macro"] < 0.95  # pixels carry some grade signal, far from perfect
-    ci = with_ci(lambda y, p: classification_metrics(y, p, GRADES, ordinal=True), y_te, probs,
-                 ["auroc.macro", "kappa_quadratic"], n_boot=100, seed=0)
+    ci = with_ci(
+        lambda y, p: classification_metrics(y, p, GRADES, ordinal=True),
+        y_te,
+        probs,
+        ["auroc.macro", "kappa_quadratic"],
+        n_boot=100,
+        seed=0,
+    )
     assert ci["auroc.macro"][0] < m["auroc"]["macro"] < ci["auroc.macro"][1]
     assert ci["kappa_quadratic"][0] < m["kappa_quadratic"] < ci["kappa_quadratic"][1]

@@ -1,4 +1,5 @@
 """Seeded splits: stratification, reproducibility, patient grouping, k-shot draws and k-fold."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,14 +93,17 @@ def test_grouped_kfold_never_shares_a_patient():
         assert not set(groups[tr]) & set(groups[te])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"labels": np.array([0, 1, np.nan, 1])}, "labels contains NaN"),
-    ({"labels": np.array([0, -1, 1, 1])}, "labels contains negative"),
-    ({"labels": np.zeros((3, 2))}, "labels must be a 1-D"),
-    ({"val_fraction": 1.5}, "val_fraction"),
-    ({"seed": -1}, "seed"),
-    ({"groups": np.arange(3)}, "groups must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"labels": np.array([0, 1, np.nan, 1])}, "labels contains NaN"),
+        ({"labels": np.array([0, -1, 1, 1])}, "labels contains negative"),
+        ({"labels": np.zeros((3, 2))}, "labels must be a 1-D"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"seed": -1}, "seed"),
+        ({"groups": np.arange(3)}, "groups must be"),
+    ],
+)
 def test_stratified_split_bad_input(kwargs, match):
     args = {"labels": np.array([0, 1] * 10), "val_fraction": 0.2, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,5 @@
 """Attention maps: known answers for rollout, normalisation and shapes, registers, input sizes, attention backends."""
+
 from __future__ import annotations
 
 import numpy as np

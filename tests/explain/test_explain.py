@@ -1,4 +1,5 @@
 """``explain`` end to end: PNG grids, raw maps, evolution over checkpoints, the CLI, and a real image."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,13 +62,36 @@ def test_evolution_one_row_per_checkpoint(tmp_path, tiny_weights, second_weights
 
 def test_cli_explain(tmp_path, tiny_weights, second_weights, image_folder, capsys):
     out = tmp_path / "cli"
-    rc = main(["explain", "--weights", str(tiny_weights), str(second_weights), "--images", str(image_folder / "a"),
-               "--output", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "explain",
+            "--weights",
+            str(tiny_weights),
+            str(second_weights),
+            "--images",
+            str(image_folder / "a"),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert (out / "attention_grid.png").is_file() and (out / "attention_evolution.png").is_file()
     assert "attention_evolution.png" in capsys.readouterr().out
-    rc = main(["explain", "--weights", str(tiny_weights), "--images", str(image_folder), "--output", str(out),
-               "--input-size", "30"])
+    rc = main(
+        [
+            "explain",
+            "--weights",
+            str(tiny_weights),
+            "--images",
+            str(image_folder),
+            "--output",
+            str(out),
+            "--input-size",
+            "30",
+        ]
+    )
     assert rc == 2 and "multiple of the patch size" in capsys.readouterr().err
 
 
@@ -109,10 +133,27 @@ def pretrain_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pretrain")
     data = make_dataset("fundus-dr", root / "toy", n=20, size=32, progress=False)
-    cfg = pretrain_config(data=[str(data.root / "training")], modality="Fundus", arch="vit_test", output=str(
-        root / "run"), max_steps=4, epochs=4, batch_size=4, global_size=32, local_crops=0, out_dim=64,
-        patch_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, checkpoint_every=2, keep_last=10,
-        warmup_epochs=0.1, device="cpu", num_workers=0, progress=False)
+    cfg = pretrain_config(
+        data=[str(data.root / "training")],
+        modality="Fundus",
+        arch="vit_test",
+        output=str(root / "run"),
+        max_steps=4,
+        epochs=4,
+        batch_size=4,
+        global_size=32,
+        local_crops=0,
+        out_dim=64,
+        patch_out_dim=64,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        checkpoint_every=2,
+        keep_last=10,
+        warmup_epochs=0.1,
+        device="cpu",
+        num_workers=0,
+        progress=False,
+    )
     return pretrain(cfg), data
 
 
@@ -163,12 +204,23 @@ def test_evolution_over_a_pretraining_run(pretrain_run, tmp_path, capsys):
     one = attention_evolution([pretraining_checkpoints(run)[0].path], images, tmp_path / "one.png")
     h_all, h_one = np.array(Image.open(out)).shape[0], np.array(Image.open(one)).shape[0]
     assert h_all > h_one + (n - 1) * 100  # one row per checkpoint
-    rc = main(["explain", "--weights", str(run), "--images", *map(str, images), "--output", str(tmp_path / "cli"),
-               "--no-heads"])
+    rc = main(
+        [
+            "explain",
+            "--weights",
+            str(run),
+            "--images",
+            *map(str, images),
+            "--output",
+            str(tmp_path / "cli"),
+            "--no-heads",
+        ]
+    )
     assert rc == 0 and (tmp_path / "cli" / "attention_evolution.png").is_file()
     assert "attention_evolution.png" in capsys.readouterr().out
-    assert main(["explain", "--weights", str(data.root), "--images", str(images[0]), "--output",
-                 str(tmp_path / "x")]) == 2
+    assert (
+        main(["explain", "--weights", str(data.root), "--images", str(images[0]), "--output", str(tmp_path / "x")]) == 2
+    )
     assert "not a pretraining run folder" in capsys.readouterr().err
     with pytest.raises(ValueError, match="2 labels for 1 checkpoints"):
         attention_evolution([pretraining_checkpoints(run)[0].path], images, tmp_path / "y.png", labels=["a", "b"])

@@ -1,4 +1,5 @@
 """Fixtures for the pretraining tests: small real fundus images and a tiny configuration."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,9 +34,29 @@ def tiny_config(data, output, **overrides):
     head or decoder, one thread; flat loop keys (``epochs``, ``lr``, ``output``) reach the ``train`` section."""
     from visionfm.pretrain import pretrain_config
 
-    base = {"data": [str(d) for d in data], "modality": "Fundus", "arch": "vit_test", "output": str(output),
-            "global_size": 32, "out_dim": 128, "patch_out_dim": 128, "head_hidden_dim": 64, "head_bottleneck_dim": 32,
-            "batch_size": 8, "epochs": 2, "num_workers": 0, "progress": False, "log_every": 1, "warmup_epochs": 0.5,
-            "warmup_teacher_temp_epochs": 2, "freeze_last_layer": 1, "device": "cpu", "lr": 5e-3,
-            "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2, "precision": "fp32"}
+    base = {
+        "data": [str(d) for d in data],
+        "modality": "Fundus",
+        "arch": "vit_test",
+        "output": str(output),
+        "global_size": 32,
+        "out_dim": 128,
+        "patch_out_dim": 128,
+        "head_hidden_dim": 64,
+        "head_bottleneck_dim": 32,
+        "batch_size": 8,
+        "epochs": 2,
+        "num_workers": 0,
+        "progress": False,
+        "log_every": 1,
+        "warmup_epochs": 0.5,
+        "warmup_teacher_temp_epochs": 2,
+        "freeze_last_layer": 1,
+        "device": "cpu",
+        "lr": 5e-3,
+        "decoder_embed_dim": 32,
+        "decoder_depth": 1,
+        "decoder_num_heads": 2,
+        "precision": "fp32",
+    }
     return pretrain_config(**{**base, **overrides})

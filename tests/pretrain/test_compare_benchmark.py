@@ -1,5 +1,6 @@
 """benchmarks/pretrain_compare.py end to end at test size: calibration, budgeted iBOT and MAE runs on real fundus
 images, RetinaMNIST-shaped probes, the ORIGA glaucoma CV probe, the paired table and its JSON; then reuse."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -10,9 +11,22 @@ import pytest
 from tests.helpers import DATA, require
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["data=[{}]", "arch=vit_test", "global_size=32", "load_size=null", "out_dim=128", "patch_out_dim=128",
-        "head_hidden_dim=64", "head_bottleneck_dim=32", "batch_size=8", "decoder_embed_dim=32", "decoder_depth=1",
-        "decoder_num_heads=2", "log_every=1", "checkpoint_every=0"]
+TINY = [
+    "data=[{}]",
+    "arch=vit_test",
+    "global_size=32",
+    "load_size=null",
+    "out_dim=128",
+    "patch_out_dim=128",
+    "head_hidden_dim=64",
+    "head_bottleneck_dim=32",
+    "batch_size=8",
+    "decoder_embed_dim=32",
+    "decoder_depth=1",
+    "decoder_num_heads=2",
+    "log_every=1",
+    "checkpoint_every=0",
+]
 
 
 def _bench():
@@ -37,10 +51,32 @@ def _archive(path: Path) -> Path:
 def test_compare_benchmark_tiny_end_to_end(retina_folder, tmp_path, capsys):
     origa = require(DATA / "ORIGA-subset")
     bench, work = _bench(), tmp_path / "work"
-    args = ["--set", *[s.format(retina_folder) for s in TINY], "--budget-cpu-s", "1e-6", "--calib-steps", "1", "2",
-            "--seeds", "0", "--work", str(work), "--npz", str(_archive(tmp_path / "m.npz")), "--origa", str(origa),
-            "--retinamnist", str(tmp_path / "vfm"),
-            "--shots", "1", "2", "--draws", "3", "--cv-repeats", "2"]
+    args = [
+        "--set",
+        *[s.format(retina_folder) for s in TINY],
+        "--budget-cpu-s",
+        "1e-6",
+        "--calib-steps",
+        "1",
+        "2",
+        "--seeds",
+        "0",
+        "--work",
+        str(work),
+        "--npz",
+        str(_archive(tmp_path / "m.npz")),
+        "--origa",
+        str(origa),
+        "--retinamnist",
+        str(tmp_path / "vfm"),
+        "--shots",
+        "1",
+        "2",
+        "--draws",
+        "3",
+        "--cv-repeats",
+        "2",
+    ]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "budget: ibot" in out and "MAE - iBOT, paired by seed" in out and "paired within the seed" in out
@@ -48,9 +84,14 @@ def test_compare_benchmark_tiny_end_to_end(retina_folder, tmp_path, capsys):
     assert res["steps"] == {"ibot": 1, "mae": 1} and res["seeds"] == [0]
     assert all(res["calibration"][m]["cpu_s_per_step"] > 0 for m in ("ibot", "mae"))
     metrics = [r["metric"] for r in res["rows"]]
-    assert metrics == ["RetinaMNIST full probe, test AUC", "RetinaMNIST full probe, test ACC",
-                       "RetinaMNIST 1-shot, test AUC", "RetinaMNIST 2-shot, test AUC",
-                       "ORIGA glaucoma (whole image), CV AUROC", "ORIGA glaucoma (disc crop), CV AUROC"]
+    assert metrics == [
+        "RetinaMNIST full probe, test AUC",
+        "RetinaMNIST full probe, test ACC",
+        "RetinaMNIST 1-shot, test AUC",
+        "RetinaMNIST 2-shot, test AUC",
+        "ORIGA glaucoma (whole image), CV AUROC",
+        "ORIGA glaucoma (disc crop), CV AUROC",
+    ]
     for row in res["rows"]:
         assert {len(row[m]) for m in ("ibot", "mae", "random")} == {1}
         assert all(0.0 <= v <= 1.0 for m in ("ibot", "mae", "random") for v in row[m])

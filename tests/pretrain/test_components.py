@@ -1,4 +1,5 @@
 """The head, the augmentations and the task's step on a test-sized model."""
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +29,11 @@ def test_head_shapes_shared_and_separate():
     sep = IBOTHead(16, 32, 20, hidden_dim=24, bottleneck_dim=8, shared=False)
     assert sep(torch.randn(2, 5, 16))[1].shape == (2, 4, 20)
     assert [k for k in sep.state_dict() if "last_layer" in k] == [
-        "last_layer.weight_v", "last_layer.weight_g", "last_layer2.weight_v", "last_layer2.weight_g"]
+        "last_layer.weight_v",
+        "last_layer.weight_g",
+        "last_layer2.weight_v",
+        "last_layer2.weight_g",
+    ]
     z = sep.project(torch.randn(3, 16))
     torch.testing.assert_close(z.norm(dim=-1), torch.ones(3))
 
@@ -84,10 +89,14 @@ def test_photometry_is_configurable():
 def _batch(b=4, size=32, grid=4, local=0):
     g = torch.Generator().manual_seed(0)
     mask = torch.rand(b, 2, grid, grid, generator=g) < 0.3
-    return {"global": torch.randint(0, 256, (b, 2, 3, size, size), generator=g, dtype=torch.uint8),
-            "local": torch.randint(0, 256, (b, local, 3, 16, 16), generator=g, dtype=torch.uint8),
-            "mask": mask, "mean": torch.full((b, 3), 0.5), "std": torch.full((b, 3), 0.25),
-            "bad": torch.zeros(b, dtype=torch.long)}
+    return {
+        "global": torch.randint(0, 256, (b, 2, 3, size, size), generator=g, dtype=torch.uint8),
+        "local": torch.randint(0, 256, (b, local, 3, 16, 16), generator=g, dtype=torch.uint8),
+        "mask": mask,
+        "mean": torch.full((b, 3), 0.5),
+        "std": torch.full((b, 3), 0.25),
+        "bad": torch.zeros(b, dtype=torch.long),
+    }
 
 
 def _task(tmp_path, **kw):
@@ -96,8 +105,10 @@ def _task(tmp_path, **kw):
     return IBOTTask(*build_encoders(cfg), cfg), cfg
 
 
-@pytest.mark.parametrize("kw", [{}, {"local_crops": 2, "local_size": 16}, {"mim": False},
-                                {"shared_head": False, "shared_head_teacher": False}])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"local_crops": 2, "local_size": 16}, {"mim": False}, {"shared_head": False, "shared_head_teacher": False}],
+)
 def test_task_step_backward_and_teacher_starts_equal(tmp_path, kw):
     task, cfg = _task(tmp_path, **kw)
     for name, p in task.teacher.named_parameters():

@@ -1,4 +1,5 @@
 """Pretraining data: sources and modalities, the real:synthetic ratio in every epoch, corrupt images, errors."""
+
 from collections import Counter
 
 import numpy as np

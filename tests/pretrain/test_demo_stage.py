@@ -1,4 +1,5 @@
 """The demo hook pretrains on the fundus phantoms and hands an encoder to the later stages."""
+
 import time
 
 import visionfm

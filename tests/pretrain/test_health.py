@@ -1,4 +1,5 @@
 """Collapse indicators: known answers, the one warning line, health.json."""
+
 import json
 import logging
 import math
@@ -62,10 +63,12 @@ def test_watch_warns_once_on_logged_steps(caplog):
 
 
 def test_summary_and_health_json(tmp_path):
-    rows = [{"step": 1, "loss": 1.0, "feature_std": 0.5, "effective_rank": 1.0, "teacher_entropy_ratio": 0.99},
-            {"step": 5, "loss": 1.0, "feature_std": 0.5, "effective_rank": 6.0, "teacher_entropy_ratio": 0.6},
-            {"step": 10, "loss": 0.9, "feature_std": 0.004, "effective_rank": 1.1, "teacher_entropy_ratio": 0.99},
-            {"step": 10, "epoch": 0, "val/x": 1.0}]
+    rows = [
+        {"step": 1, "loss": 1.0, "feature_std": 0.5, "effective_rank": 1.0, "teacher_entropy_ratio": 0.99},
+        {"step": 5, "loss": 1.0, "feature_std": 0.5, "effective_rank": 6.0, "teacher_entropy_ratio": 0.6},
+        {"step": 10, "loss": 0.9, "feature_std": 0.004, "effective_rank": 1.1, "teacher_entropy_ratio": 0.99},
+        {"step": 10, "epoch": 0, "val/x": 1.0},
+    ]
     s = summarize_health(rows)  # step 1 trips, but lies in the grace period (first 20 % of 10 steps)
     assert not s["healthy"] and s["n_tripped"] == 1 and s["tripped"][0]["step"] == 10
     assert s["indicators"]["feature_std"] == {"first": 0.5, "last": 0.004, "worst": 0.004}

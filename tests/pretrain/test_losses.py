@@ -1,4 +1,5 @@
 """Known-answer tests of the iBOT objective, its centres and its schedules."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """MAE pretraining: known answers for masking, targets and loss; the encoder on visible patches; a tiny run on real
 images with export, reconstruction figure and health; continued pretraining of a RETFound/MAE-format file."""
+
 import json
 import logging
 import math
@@ -75,10 +76,30 @@ def test_encoder_blocks_on_a_subset_of_tokens():
 
 def test_decoder_uses_mae_names():
     dec = MAEDecoder(64, 4, 8, dim=32, depth=2, num_heads=2)
-    block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-             "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]
-    names = {"decoder_embed.weight", "decoder_embed.bias", "mask_token", "decoder_pos_embed", "decoder_norm.weight",
-             "decoder_norm.bias", "decoder_pred.weight", "decoder_pred.bias"}
+    block = [
+        "norm1.weight",
+        "norm1.bias",
+        "attn.qkv.weight",
+        "attn.qkv.bias",
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    ]
+    names = {
+        "decoder_embed.weight",
+        "decoder_embed.bias",
+        "mask_token",
+        "decoder_pos_embed",
+        "decoder_norm.weight",
+        "decoder_norm.bias",
+        "decoder_pred.weight",
+        "decoder_pred.bias",
+    }
     names |= {f"decoder_blocks.{i}.{b}" for i in range(2) for b in block}
     assert set(dec.state_dict()) == names
     assert dec.decoder_pred.out_features == 8 * 8 * 3 and not dec.decoder_pos_embed.requires_grad
@@ -87,8 +108,17 @@ def test_decoder_uses_mae_names():
 def test_mae_parameter_groups_as_mae():
     from visionfm.pretrain.encoders import build_task
 
-    task = build_task(pretrain_config(method="mae", data=["x"], arch="vit_test", global_size=32, decoder_depth=1,
-                                      decoder_embed_dim=32, decoder_num_heads=2))
+    task = build_task(
+        pretrain_config(
+            method="mae",
+            data=["x"],
+            arch="vit_test",
+            global_size=32,
+            decoder_depth=1,
+            decoder_embed_dim=32,
+            decoder_num_heads=2,
+        )
+    )
     decay, no_decay = task.param_groups()
     names = {id(p): n for n, p in task.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
@@ -102,7 +132,13 @@ def test_method_preset_under_the_users_settings(tmp_path):
     cfg = pretrain_config(method="mae", data=["x"])
     t = cfg.train
     assert (t.lr, t.lr_base_batch, t.weight_decay, t.weight_decay_end, t.warmup_epochs, tuple(t.betas)) == (
-        1.5e-3, 256, 0.05, None, 40.0, (0.9, 0.95))
+        1.5e-3,
+        256,
+        0.05,
+        None,
+        40.0,
+        (0.9, 0.95),
+    )
     assert cfg.global_scale == [0.2, 1.0] and cfg.imagenet_stats and cfg.train.clip_grad is None
     f = tmp_path / "c.yaml"
     f.write_text("method: mae\ndata: [x]\ntrain:\n  lr: 0.001\n")
@@ -153,8 +189,16 @@ def _mae_file(path, decoder=True):
 def test_continued_pretraining_keeps_the_files_decoder(retina_folder, tmp_path, caplog):
     sd = _mae_file(tmp_path / "mae.pth")
     with caplog.at_level(logging.INFO, logger="visionfm.pretrain"):
-        run = pretrain(tiny_config([retina_folder], tmp_path / "run", method="mae", max_steps=1, lr=0.0,
-                                   init_from=str(tmp_path / "mae.pth")))
+        run = pretrain(
+            tiny_config(
+                [retina_folder],
+                tmp_path / "run",
+                method="mae",
+                max_steps=1,
+                lr=0.0,
+                init_from=str(tmp_path / "mae.pth"),
+            )
+        )
     assert any("continuing the MAE decoder" in r.getMessage() for r in caplog.records)
     state = torch.load(run / "checkpoint_last.pth", weights_only=True)["task"]
     for k in ("decoder_embed.weight", "mask_token", "decoder_blocks.0.attn.qkv.weight", "decoder_pred.bias"):
@@ -163,20 +207,59 @@ def test_continued_pretraining_keeps_the_files_decoder(retina_folder, tmp_path, 
     _mae_file(tmp_path / "enc_only.pth", decoder=False)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="visionfm.pretrain"):
-        pretrain(tiny_config([retina_folder], tmp_path / "run2", method="mae", max_steps=1,
-                             init_from=str(tmp_path / "enc_only.pth")))
+        pretrain(
+            tiny_config(
+                [retina_folder], tmp_path / "run2", method="mae", max_steps=1, init_from=str(tmp_path / "enc_only.pth")
+            )
+        )
     assert any("has no MAE decoder: the MAE decoder starts fresh" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="decoder does not fit.*--decoder-embed-dim"):
-        pretrain(tiny_config([retina_folder], tmp_path / "run3", method="mae", max_steps=1, decoder_embed_dim=64,
-                             init_from=str(tmp_path / "mae.pth")))
+        pretrain(
+            tiny_config(
+                [retina_folder],
+                tmp_path / "run3",
+                method="mae",
+                max_steps=1,
+                decoder_embed_dim=64,
+                init_from=str(tmp_path / "mae.pth"),
+            )
+        )
 
 
 def test_cli_mae_with_mask_ratio(retina_folder, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["pretrain", "--method", "mae", "--data", str(retina_folder), "--arch", "vit_test", "--global-size", "32",
-            "--decoder-embed-dim", "32", "--decoder-depth", "1", "--decoder-num-heads", "2", "--batch-size", "8",
-            "--max-steps", "2", "--num-workers", "0", "--device", "cpu", "--no-progress", "--log-every", "1",
-            "--mask-ratio", "0.6", "--output", str(out)]
+    args = [
+        "pretrain",
+        "--method",
+        "mae",
+        "--data",
+        str(retina_folder),
+        "--arch",
+        "vit_test",
+        "--global-size",
+        "32",
+        "--decoder-embed-dim",
+        "32",
+        "--decoder-depth",
+        "1",
+        "--decoder-num-heads",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--log-every",
+        "1",
+        "--mask-ratio",
+        "0.6",
+        "--output",
+        str(out),
+    ]
     assert main(args) == 0
     assert f"encoder: {out / ENCODER_FILE}" in capsys.readouterr().out
     row = json.loads((out / "log.jsonl").read_text().splitlines()[0])
@@ -198,10 +281,27 @@ def test_torchrun_mae_on_real_images_killed_and_resumed(drive_folder, retina_fol
     def args(out):
         base = _args(retina_folder, out, 8)[2:]
         i = base.index("--local-crops")
-        del base[i:i + 4]  # --local-crops 1 --local-size 16: iBOT settings
-        return [*base, "--method", "mae", "--decoder-embed-dim", "32", "--decoder-depth", "1",
-                "--decoder-num-heads", "2", "--data", str(retina_folder), f"Fundus={drive_folder}", "--load-size",
-                "64", "--num-workers", "1", "--lr", "0.05"]
+        del base[i : i + 4]  # --local-crops 1 --local-size 16: iBOT settings
+        return [
+            *base,
+            "--method",
+            "mae",
+            "--decoder-embed-dim",
+            "32",
+            "--decoder-depth",
+            "1",
+            "--decoder-num-heads",
+            "2",
+            "--data",
+            str(retina_folder),
+            f"Fundus={drive_folder}",
+            "--load-size",
+            "64",
+            "--num-workers",
+            "1",
+            "--lr",
+            "0.05",
+        ]
 
     full, victim = _torchrun(args(tmp_path / "full"), 29571), _torchrun(args(tmp_path / "killed"), 29572)
     deadline = time.time() + 240

@@ -1,4 +1,5 @@
 """Mask statistics: ratios, block shape, determinism, the official 0-or-U(0.1, 0.5) mixture."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Training precision ``auto``: bf16 where the hardware computes it natively (the pretraining default)."""
+
 import torch
 
 from visionfm.engine import precision

@@ -1,4 +1,5 @@
 """benchmarks/pretrain_probe.py end to end on a small MedMNIST-shaped archive (full and few-shot probes)."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -28,9 +29,29 @@ def test_probe_benchmark_compares_with_random_twins(tmp_path, capsys):
     spec.loader.exec_module(bench)
     weights = save_tiny_encoder(tmp_path / "enc.safetensors", seed=5)
     work = tmp_path / "work"
-    assert bench.main(["--weights", str(weights), "--npz", str(_archive(tmp_path / "m.npz")), "--work", str(work),
-                       "--retinamnist", str(tmp_path / "vfm"), "--seeds", "0", "1", "--shots", "1", "3",
-                       "--draws", "4"]) == 0
+    assert (
+        bench.main(
+            [
+                "--weights",
+                str(weights),
+                "--npz",
+                str(_archive(tmp_path / "m.npz")),
+                "--work",
+                str(work),
+                "--retinamnist",
+                str(tmp_path / "vfm"),
+                "--seeds",
+                "0",
+                "1",
+                "--shots",
+                "1",
+                "3",
+                "--draws",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "random init, mean (sd)" in out and "Few-shot linear probe" in out and "pretrained - random" in out
     res = json.loads((work / "probe.json").read_text())

@@ -1,4 +1,5 @@
 """End-to-end pretraining on real images: learning, export, exact resume after SIGKILL, torchrun, clear errors."""
+
 import json
 import os
 import signal
@@ -27,8 +28,18 @@ def _log(run):
 
 def test_loss_decreases_with_a_fixed_teacher_on_real_images(retina_folder, tmp_path):
     # A frozen teacher (momentum 1) and frozen centres make the objective a fixed target: both losses must fall.
-    cfg = tiny_config([retina_folder], tmp_path / "run", epochs=6, momentum_teacher=1.0, center_momentum=1.0,
-                      warmup_teacher_temp=0.04, pred_ratio=[0.3], pred_ratio_var=[0.0], lr=0.02, freeze_last_layer=0)
+    cfg = tiny_config(
+        [retina_folder],
+        tmp_path / "run",
+        epochs=6,
+        momentum_teacher=1.0,
+        center_momentum=1.0,
+        warmup_teacher_temp=0.04,
+        pred_ratio=[0.3],
+        pred_ratio_var=[0.0],
+        lr=0.02,
+        freeze_last_layer=0,
+    )
     run = pretrain(cfg)
     rows = _log(run)
     first, last = rows[:6], rows[-6:]
@@ -45,7 +56,7 @@ def test_full_objective_runs_exports_and_loads(retina_folder, tmp_path):
     enc = visionfm.load_encoder(run / ENCODER_FILE)
     assert enc.info.modality == "Fundus" and enc.cfg.img_size == 32 and enc.info.arch == "vit_test"
     state = torch.load(run / "checkpoint_last.pth", weights_only=True)["task"]
-    teacher = {k[len("teacher.backbone."):]: v for k, v in state.items() if k.startswith("teacher.backbone.")}
+    teacher = {k[len("teacher.backbone.") :]: v for k, v in state.items() if k.startswith("teacher.backbone.")}
     for k, v in load_file(run / ENCODER_FILE).items():
         torch.testing.assert_close(v, teacher[k])  # the export is the teacher
     assert (run / "pretrain.yaml").is_file() and not (run / "config.yaml").exists()  # one resolved config per run
@@ -67,8 +78,11 @@ def test_init_from_weights_and_arch_mismatch(retina_folder, tmp_path, tiny_weigh
     diff = (state["teacher.backbone.blocks.0.attn.qkv.weight"] - start.blocks[0].attn.qkv.weight).abs().max()
     assert diff < 1e-3
     with pytest.raises(ValueError, match="init-from"):
-        pretrain(tiny_config([retina_folder], tmp_path / "run2", max_steps=1, init_from=str(tiny_weights),
-                             arch="vit_tiny_patch16"))
+        pretrain(
+            tiny_config(
+                [retina_folder], tmp_path / "run2", max_steps=1, init_from=str(tiny_weights), arch="vit_tiny_patch16"
+            )
+        )
 
 
 def test_resume_errors(retina_folder, tmp_path):
@@ -83,16 +97,54 @@ def test_resume_errors(retina_folder, tmp_path):
 
 def _cli(args, env=None):
     cmd = [sys.executable, "-m", "visionfm.cli", "pretrain", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _args(data, out, steps):
-    return ["--data", str(data), "--modality", "Fundus", "--arch", "vit_test", "--output", str(out),
-            "--global-size", "32", "--out-dim", "128", "--head-hidden-dim", "64", "--head-bottleneck-dim", "32",
-            "--batch-size", "8", "--max-steps", str(steps), "--num-workers", "0", "--device", "cpu",
-            "--checkpoint-every", "1", "--no-progress", "--warmup-epochs", "0.5", "--local-crops", "1",
-            "--local-size", "16", "--log-every", "1"]
+    return [
+        "--data",
+        str(data),
+        "--modality",
+        "Fundus",
+        "--arch",
+        "vit_test",
+        "--output",
+        str(out),
+        "--global-size",
+        "32",
+        "--out-dim",
+        "128",
+        "--head-hidden-dim",
+        "64",
+        "--head-bottleneck-dim",
+        "32",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        str(steps),
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--warmup-epochs",
+        "0.5",
+        "--local-crops",
+        "1",
+        "--local-size",
+        "16",
+        "--log-every",
+        "1",
+    ]
 
 
 @pytest.mark.slow
@@ -119,18 +171,47 @@ def test_sigkill_then_resume_equals_uninterrupted(retina_folder, tmp_path):
 
 
 def _torchrun(args, port):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           "-m", "visionfm.cli", "pretrain", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        "visionfm.cli",
+        "pretrain",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_real_images_killed_and_resumed(drive_folder, retina_folder, tmp_path):
     """2 processes (gloo) on real photographs + RetinaMNIST images; SIGKILL of launcher and workers; exact resume."""
+
     def args(out):
-        return [*_args(retina_folder, out, 8)[2:], "--data", str(retina_folder), f"Fundus={drive_folder}",
-                "--load-size", "64", "--num-workers", "1", "--lr", "0.01"]
+        return [
+            *_args(retina_folder, out, 8)[2:],
+            "--data",
+            str(retina_folder),
+            f"Fundus={drive_folder}",
+            "--load-size",
+            "64",
+            "--num-workers",
+            "1",
+            "--lr",
+            "0.01",
+        ]
 
     full, victim = _torchrun(args(tmp_path / "full"), 29561), _torchrun(args(tmp_path / "killed"), 29562)
     deadline = time.time() + 240
@@ -183,13 +264,22 @@ def test_old_flat_run_file_still_loads(tmp_path):
     from visionfm.pretrain import pretrain_config
 
     old = tmp_path / "pretrain.yaml"
-    old.write_text("data: [a]\nmodality: Fundus\narch: vit_test\nepochs: 7\nmax_steps: null\nbatch_size: 16\n"
-                   "lr: 0.0005\nmin_lr: 1.0e-06\nwarmup_epochs: 2.0\nweight_decay: 0.04\nweight_decay_end: 0.4\n"
-                   "clip_grad: 3.0\nclip_mode: per_param\naccum_steps: 1\nprecision: auto\ncompile: false\n"
-                   "output: runs/old\ndevice: cpu\nseed: 3\nnum_workers: 0\ncheckpoint_every: 0\nkeep_last: 2\n"
-                   "log_every: 10\nprogress: true\nout_dim: 128\n")
+    old.write_text(
+        "data: [a]\nmodality: Fundus\narch: vit_test\nepochs: 7\nmax_steps: null\nbatch_size: 16\n"
+        "lr: 0.0005\nmin_lr: 1.0e-06\nwarmup_epochs: 2.0\nweight_decay: 0.04\nweight_decay_end: 0.4\n"
+        "clip_grad: 3.0\nclip_mode: per_param\naccum_steps: 1\nprecision: auto\ncompile: false\n"
+        "output: runs/old\ndevice: cpu\nseed: 3\nnum_workers: 0\ncheckpoint_every: 0\nkeep_last: 2\n"
+        "log_every: 10\nprogress: true\nout_dim: 128\n"
+    )
     cfg = pretrain_config(old)
     t = cfg.train
     assert (t.epochs, t.batch_size, t.lr, t.lr_base_batch, t.output_dir, t.seed, t.clip_grad) == (
-        7, 16, 5e-4, 256, "runs/old", 3, 3.0)
+        7,
+        16,
+        5e-4,
+        256,
+        "runs/old",
+        3,
+        3.0,
+    )
     assert cfg.out_dim == 128 and cfg.method == "ibot"

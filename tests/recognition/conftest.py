@@ -1,4 +1,5 @@
 """Fixtures of the recognition tests: phantom data sets, a tiny encoder file and feature caches (session-scoped)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,21 +31,29 @@ def toy(rec_root) -> dict:
     """Small phantom data sets (32 px) of the recognition kinds."""
     from visionfm.toydata import make_dataset
 
-    sizes = {"fundus-dr": 60, "oct-dme": 36, "fundus-multilabel": 48, "fundus-biomarkers": 48,
-             "glaucoma-forecast": 64}
-    return {k: make_dataset(k, rec_root / "toy" / k, n=n, seed=0, size=32, progress=False)
-            for k, n in sizes.items()}
+    sizes = {"fundus-dr": 60, "oct-dme": 36, "fundus-multilabel": 48, "fundus-biomarkers": 48, "glaucoma-forecast": 64}
+    return {k: make_dataset(k, rec_root / "toy" / k, n=n, seed=0, size=32, progress=False) for k, n in sizes.items()}
 
 
-def extract(weights: Path, data: Path, out: Path, split: str = "training", modality: str | None = None,
-            **kw) -> Path:
+def extract(weights: Path, data: Path, out: Path, split: str = "training", modality: str | None = None, **kw) -> Path:
     """Features of a folder/manifest with the tiny encoder (cached on disk across tests)."""
     from visionfm import extract_features
 
     kw.setdefault("n_last_blocks", 2)  # the tiny encoder has 2 blocks
     if not out.is_file():
-        extract_features(weights, data, out, modality=modality, split=split, input_size=32, num_workers=0,
-                         batch_size=64, progress=False, device="cpu", **kw)
+        extract_features(
+            weights,
+            data,
+            out,
+            modality=modality,
+            split=split,
+            input_size=32,
+            num_workers=0,
+            batch_size=64,
+            progress=False,
+            device="cpu",
+            **kw,
+        )
     return out
 
 
@@ -54,6 +63,7 @@ def caches(toy, rec_root, rec_weights, rec_weights_oct) -> dict:
     out = {}
     for kind, ds in toy.items():
         w = rec_weights_oct if kind == "oct-dme" else rec_weights
-        out[kind] = {s: extract(w, ds.root, rec_root / "features" / f"{kind}_{s}.safetensors", s)
-                     for s in ("training", "test")}
+        out[kind] = {
+            s: extract(w, ds.root, rec_root / "features" / f"{kind}_{s}.safetensors", s) for s in ("training", "test")
+        }
     return out

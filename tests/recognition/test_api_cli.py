@@ -1,4 +1,5 @@
 """Head training end to end through the CLI (``main([...])``) on phantom features: runs, eval, predict."""
+
 from __future__ import annotations
 
 import csv
@@ -22,15 +23,38 @@ def _rows(path):
 def dr_run(caches, rec_root):
     run = rec_root / "runs" / "dr_linear"
     c = caches["fundus-dr"]
-    assert main(["classify", "train", "--train", str(c["training"]), "--test", str(c["test"]), "--ordinal",
-                 "--output", str(run), *FAST]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "train",
+                "--train",
+                str(c["training"]),
+                "--test",
+                str(c["test"]),
+                "--ordinal",
+                "--output",
+                str(run),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return run
 
 
 def test_classify_run_folder(dr_run):
     names = {p.name for p in dr_run.iterdir()}
-    assert {"head.safetensors", "run.yaml", "metrics.json", "predictions.csv", "roc.png", "pr.png",
-            "reliability.png", "confusion.png"} <= names
+    assert {
+        "head.safetensors",
+        "run.yaml",
+        "metrics.json",
+        "predictions.csv",
+        "roc.png",
+        "pr.png",
+        "reliability.png",
+        "confusion.png",
+    } <= names
     m = json.loads((dr_run / "metrics.json").read_text())
     assert m["selection"]["metric"] == "auroc" and "carved" in m["selection"]["validation_split"]
     assert m["n"] == {"train": 36, "val": 9, "test": 15}
@@ -45,21 +69,67 @@ def test_classify_run_folder(dr_run):
 
 def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     out = rec_root / "runs" / "dr_eval"
-    assert main(["classify", "eval", "--run", str(dr_run), "--features", str(caches["fundus-dr"]["test"]),
-                 "--output", str(out), "--n-boot", "0"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "eval",
+                "--run",
+                str(dr_run),
+                "--features",
+                str(caches["fundus-dr"]["test"]),
+                "--output",
+                str(out),
+                "--n-boot",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "auroc.macro" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     ref = json.loads((dr_run / "metrics.json").read_text())["test"]
     assert m["test"]["auroc"]["macro"] == pytest.approx(ref["auroc"]["macro"])
     # the same from the labelled images: features re-extracted with the run's encoder
     out2 = rec_root / "runs" / "dr_eval_images"
-    assert main(["classify", "eval", "--run", str(dr_run), "--data", str(toy["fundus-dr"].root), "--split", "test",
-                 "--output", str(out2), "--n-boot", "0"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "eval",
+                "--run",
+                str(dr_run),
+                "--data",
+                str(toy["fundus-dr"].root),
+                "--split",
+                "test",
+                "--output",
+                str(out2),
+                "--n-boot",
+                "0",
+            ]
+        )
+        == 0
+    )
     m2 = json.loads((out2 / "metrics.json").read_text())
     assert m2["test"]["auroc"]["macro"] == pytest.approx(ref["auroc"]["macro"], abs=1e-6)
     pred = rec_root / "runs" / "dr_pred.csv"
-    assert main(["predict", "--run", str(dr_run), "--images", str(toy["fundus-dr"].root / "test"),
-                 "--output", str(pred), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(dr_run),
+                "--images",
+                str(toy["fundus-dr"].root / "test"),
+                "--output",
+                str(pred),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     new = {r["path"]: float(r["prob_2"]) for r in _rows(pred)}
     old = {r["path"].split("/", 1)[1]: float(r["prob_2"]) for r in _rows(dr_run / "predictions.csv")}
     assert new.keys() == old.keys()  # re-extracted features give the same probabilities as the cache
@@ -72,8 +142,22 @@ def test_predict_refuses_another_encoder_or_modality(dr_run, toy, rec_weights_oc
         predict(dr_run, toy["fundus-dr"].root / "test", out, weights=rec_weights_oct, device="cpu")
     with pytest.raises(ValueError, match="trained on features of \\['Fundus'\\], not OCT"):
         predict(dr_run, toy["fundus-dr"].root / "test", out, modality="OCT", device="cpu")
-    assert main(["predict", "--run", str(dr_run), "--images", str(toy["oct-dme"].root / "test"), "--output",
-                 str(out), "--weights", str(rec_weights_oct)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(dr_run),
+                "--images",
+                str(toy["oct-dme"].root / "test"),
+                "--output",
+                str(out),
+                "--weights",
+                str(rec_weights_oct),
+            ]
+        )
+        == 2
+    )
     assert "refusing" in capsys.readouterr().err
 
 
@@ -85,8 +169,24 @@ def test_eval_refuses_features_of_another_encoder(dr_run, caches, capsys):
 def test_multilabel_official_schema_with_groups(caches, rec_root, toy):
     run = rec_root / "runs" / "ml"
     c = caches["fundus-multilabel"]
-    assert main(["multilabel", "train", "--train", str(c["training"]), "--test", str(c["test"]), "--head", "mlp",
-                 "--output", str(run), *FAST]) == 0
+    assert (
+        main(
+            [
+                "multilabel",
+                "train",
+                "--train",
+                str(c["training"]),
+                "--test",
+                str(c["test"]),
+                "--head",
+                "mlp",
+                "--output",
+                str(run),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     m = json.loads((run / "metrics.json").read_text())["test"]
     assert len(m["auroc"]) == 14 and m["n_labelled"]["Healthy"] == 12
     rows = _rows(run / "predictions.csv")
@@ -99,18 +199,36 @@ def test_multilabel_two_modalities_missing_labels_and_predict(caches, rec_root, 
     schema = tmp_path / "schema.yaml"
     schema.write_text("outputs: [normal, DME, AMD, DR]\ngroups: {OCT finding: [normal, DME, AMD]}\n")
     labels = {}
-    for kind, col, fn in (("oct-dme", "OCT finding", lambda r: r["label"]),
-                          ("fundus-dr", "DR", lambda r: str(int(r["label"] != "0")))):
+    for kind, col, fn in (
+        ("oct-dme", "OCT finding", lambda r: r["label"]),
+        ("fundus-dr", "DR", lambda r: str(int(r["label"] != "0"))),
+    ):
         f = tmp_path / f"{kind}.csv"
         rows = _rows(toy[kind].root / "manifest.csv")
         f.write_text(f"path,{col}\n" + "".join(f"{r['path']},{fn(r)}\n" for r in rows))
         labels[kind] = f
     run = rec_root / "runs" / "ml2"
-    args = ["multilabel", "train", "--schema", str(schema), "--output", str(run), *FAST,
-            "--train", str(caches["oct-dme"]["training"]), str(caches["fundus-dr"]["training"]),
-            "--test", str(caches["oct-dme"]["test"]), str(caches["fundus-dr"]["test"]),
-            "--labels", str(labels["oct-dme"]), str(labels["fundus-dr"]),
-            "--test-labels", str(labels["oct-dme"]), str(labels["fundus-dr"])]
+    args = [
+        "multilabel",
+        "train",
+        "--schema",
+        str(schema),
+        "--output",
+        str(run),
+        *FAST,
+        "--train",
+        str(caches["oct-dme"]["training"]),
+        str(caches["fundus-dr"]["training"]),
+        "--test",
+        str(caches["oct-dme"]["test"]),
+        str(caches["fundus-dr"]["test"]),
+        "--labels",
+        str(labels["oct-dme"]),
+        str(labels["fundus-dr"]),
+        "--test-labels",
+        str(labels["oct-dme"]),
+        str(labels["fundus-dr"]),
+    ]
     assert main(args) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert m["test"]["n_labelled"] == {"normal": 9, "DME": 9, "AMD": 9, "DR": 15}
@@ -124,15 +242,35 @@ def test_multilabel_two_modalities_missing_labels_and_predict(caches, rec_root, 
 def test_regress(caches, rec_root):
     run = rec_root / "runs" / "bio"
     c = caches["fundus-biomarkers"]
-    assert main(["regress", "train", "--train", str(c["training"]), "--test", str(c["test"]), "--targets",
-                 "cup_disc_ratio", "vessel_density", "lesion_count", "--val-every", "5", "--output", str(run),
-                 *FAST]) == 0
+    assert (
+        main(
+            [
+                "regress",
+                "train",
+                "--train",
+                str(c["training"]),
+                "--test",
+                str(c["test"]),
+                "--targets",
+                "cup_disc_ratio",
+                "vessel_density",
+                "lesion_count",
+                "--val-every",
+                "5",
+                "--output",
+                str(run),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     m = json.loads((run / "metrics.json").read_text())
     assert m["selection"]["metric"] == "mae_std" and m["selection"]["best_epoch"] in (4, 9, 14)
     assert len([ln for ln in (run / "log.jsonl").read_text().splitlines() if "val/mae_std" in ln]) == 3
     assert set(m["test"]["accuracy"]) == {"cup_disc_ratio", "vessel_density", "lesion_count", "macro"}
     assert (run / "scatter.png").is_file() and {"pred_lesion_count", "true_lesion_count"} <= set(
-        _rows(run / "predictions.csv")[0])
+        _rows(run / "predictions.csv")[0]
+    )
 
 
 def _synthetic_forecast(n: int, seed: int):
@@ -143,9 +281,15 @@ def _synthetic_forecast(n: int, seed: int):
     t = rng.uniform(90, 1825, n)
     y = np.stack([(t > 900).astype(float), t], 1)
     ref = EncoderRef("w", "0" * 64, "vit_test", {}, "Fundus", [0.5] * 3, [0.5] * 3, 32, 2)
-    return FeatureTable(rng.normal(size=(n, 16)).astype(np.float32), y, [f"{i}.png" for i in range(n)],
-                        np.array(["Fundus"] * n, dtype=object), None, np.array(["x"] * n, dtype=object),
-                        {"Fundus": ref})
+    return FeatureTable(
+        rng.normal(size=(n, 16)).astype(np.float32),
+        y,
+        [f"{i}.png" for i in range(n)],
+        np.array(["Fundus"] * n, dtype=object),
+        None,
+        np.array(["x"] * n, dtype=object),
+        {"Fundus": ref},
+    )
 
 
 @pytest.mark.parametrize("encoding, expect_high", [("sinusoidal", True), ("learned", True), ("none", False)])
@@ -168,8 +312,24 @@ def test_forecast_head_learns_from_the_interval(encoding, expect_high, tmp_path)
 def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
     c = caches["glaucoma-forecast"]
     run = rec_root / "runs" / "fc"
-    assert main(["forecast", "train", "--train", str(c["training"]), "--test", str(c["test"]), "--balance",
-                 "focal", "--output", str(run), *FAST]) == 0
+    assert (
+        main(
+            [
+                "forecast",
+                "train",
+                "--train",
+                str(c["training"]),
+                "--test",
+                str(c["test"]),
+                "--balance",
+                "focal",
+                "--output",
+                str(run),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     m = json.loads((run / "metrics.json").read_text())
     assert "f1" in m["test"] and m["selection"]["metric"] == "auroc"
     out = predict(run, toy["glaucoma-forecast"].root / "manifest.csv", tmp_path / "f.csv", device="cpu")
@@ -181,8 +341,29 @@ def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
 def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
     c = caches["fundus-dr"]
     out = rec_root / "runs" / "fs"
-    assert main(["fewshot", "--train", str(c["training"]), "--test", str(c["test"]), "--shots", "1", "3",
-                 "--draws", "2", "--steps", "10", "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "fewshot",
+                "--train",
+                str(c["training"]),
+                "--test",
+                str(c["test"]),
+                "--shots",
+                "1",
+                "3",
+                "--draws",
+                "2",
+                "--steps",
+                "10",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "1-shot" in capsys.readouterr().out
     r = json.loads((out / "fewshot.json").read_text())
     assert [(d["k"], d["n_train"]) for d in r["draws"]] == [(1, 5)] * 2 + [(3, 15)] * 2
@@ -191,13 +372,51 @@ def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
     assert not list(out.glob("_work*"))
     # the same seed gives the same draws and numbers
     out2 = rec_root / "runs" / "fs2"
-    assert main(["fewshot", "--train", str(c["training"]), "--test", str(c["test"]), "--shots", "1",
-                 "--draws", "1", "--steps", "10", "--output", str(out2), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "fewshot",
+                "--train",
+                str(c["training"]),
+                "--test",
+                str(c["test"]),
+                "--shots",
+                "1",
+                "--draws",
+                "1",
+                "--steps",
+                "10",
+                "--output",
+                str(out2),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     r2 = json.loads((out2 / "fewshot.json").read_text())
     assert [d["auroc.macro"] for d in r2["draws"]] == pytest.approx([r["draws"][0]["auroc.macro"]])
     out3 = rec_root / "runs" / "kf"
-    assert main(["fewshot", "--kfold", "3", "--train", str(c["training"]), "--max-steps", "10", "--n-boot", "10",
-                 "--output", str(out3), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "fewshot",
+                "--kfold",
+                "3",
+                "--train",
+                str(c["training"]),
+                "--max-steps",
+                "10",
+                "--n-boot",
+                "10",
+                "--output",
+                str(out3),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     k = json.loads((out3 / "kfold.json").read_text())
     assert sum(f["n_test"] for f in k["folds"]) == 45 and len(_rows(out3 / "predictions.csv")) == 45
     assert "ci95" in k["pooled_out_of_fold"]

@@ -1,4 +1,5 @@
 """End-to-end fine-tuning: layer-wise lr decay, augmentation, run folder and predict with the fine-tuned encoder."""
+
 from __future__ import annotations
 
 import csv
@@ -21,9 +22,9 @@ def test_layer_decay_groups_scales():
         for p in g["params"]:
             scale[id(p)] = (g["lr_scale"], g["apply_wd"])
     named = dict(enc.named_parameters())
-    assert scale[id(named["pos_embed"])] == (pytest.approx(0.1 * 0.5 ** 3), False)
-    assert scale[id(named["patch_embed.proj.weight"])] == (pytest.approx(0.1 * 0.5 ** 3), True)
-    assert scale[id(named["blocks.0.attn.qkv.weight"])] == (pytest.approx(0.1 * 0.5 ** 2), True)
+    assert scale[id(named["pos_embed"])] == (pytest.approx(0.1 * 0.5**3), False)
+    assert scale[id(named["patch_embed.proj.weight"])] == (pytest.approx(0.1 * 0.5**3), True)
+    assert scale[id(named["blocks.0.attn.qkv.weight"])] == (pytest.approx(0.1 * 0.5**2), True)
     assert scale[id(named["blocks.1.attn.qkv.weight"])] == (pytest.approx(0.1 * 0.5), True)
     assert scale[id(named["blocks.1.norm1.bias"])][1] is False
     assert scale[id(named["norm.weight"])] == (pytest.approx(0.1), False)
@@ -45,9 +46,34 @@ def test_augment_batch_is_random_and_shape_preserving():
 
 def test_finetune_cli_run_and_predict(toy, rec_weights, rec_root, capsys):
     run = rec_root / "runs" / "ft"
-    assert main(["finetune", "--weights", str(rec_weights), "--data", str(toy["fundus-dr"].root), "--test-split",
-                 "test", "--input-size", "32", "--epochs", "2", "--batch-size", "8", "--n-boot", "10",
-                 "--lr", "0.001", "--output", str(run), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--weights",
+                str(rec_weights),
+                "--data",
+                str(toy["fundus-dr"].root),
+                "--test-split",
+                "test",
+                "--input-size",
+                "32",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--n-boot",
+                "10",
+                "--lr",
+                "0.001",
+                "--output",
+                str(run),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "test (n=15)" in capsys.readouterr().out
     m = json.loads((run / "metrics.json").read_text())
     assert m["finetuned"] and m["selection"]["metric"] == "auroc" and m["n"] == {"train": 36, "val": 9, "test": 15}
@@ -55,13 +81,41 @@ def test_finetune_cli_run_and_predict(toy, rec_weights, rec_root, capsys):
     ref = info["encoders"]["Fundus"]
     assert ref["weights"].endswith("encoder.safetensors") and ref["sha256"] != m["finetuned_from"]["sha256"]
     out = rec_root / "runs" / "ft_pred.csv"
-    assert main(["predict", "--run", str(run), "--images", str(toy["fundus-dr"].root / "test"), "--output",
-                 str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--images",
+                str(toy["fundus-dr"].root / "test"),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     with open(out) as f:
         new = {r["path"]: float(r["prob_1"]) for r in csv.DictReader(f)}
     with open(run / "predictions.csv") as f:
         old = {r["path"].split("/", 1)[1]: float(r["prob_1"]) for r in csv.DictReader(f)}
     assert new.keys() == old.keys() and all(abs(new[k] - old[k]) < 1e-4 for k in new)
     # the original (not fine-tuned) weights are refused for this run
-    assert main(["predict", "--run", str(run), "--images", str(toy["fundus-dr"].root / "test"), "--output",
-                 str(out), "--weights", str(rec_weights)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--images",
+                str(toy["fundus-dr"].root / "test"),
+                "--output",
+                str(out),
+                "--weights",
+                str(rec_weights),
+            ]
+        )
+        == 2
+    )

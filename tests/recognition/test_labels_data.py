@@ -1,4 +1,5 @@
 """Label files read strictly (errors name file and line) and feature caches checked against their encoder."""
+
 from __future__ import annotations
 
 import math
@@ -119,10 +120,18 @@ def test_load_table_from_cache_with_official_label_file(caches, toy):
 
 def test_cache_from_another_encoder_is_refused(caches, rec_root, rec_weights_oct, toy):
     train = load_table([caches["fundus-dr"]["training"]], LabelSpec("classify"))
-    other = extract(rec_weights_oct, toy["fundus-dr"].root, rec_root / "features" / "dr_test_octenc.safetensors",
-                    "test", modality="Fundus")
-    with pytest.raises(ValueError, match=r"dr_test_octenc.safetensors: features from a different encoder.*"
-                                         r"weights differ"):
+    other = extract(
+        rec_weights_oct,
+        toy["fundus-dr"].root,
+        rec_root / "features" / "dr_test_octenc.safetensors",
+        "test",
+        modality="Fundus",
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"dr_test_octenc.safetensors: features from a different encoder.*"
+        r"weights differ",
+    ):
         load_table([other], LabelSpec("classify"), encoders=train.encoders)
     with pytest.raises(ValueError, match="not among the modalities"):
         load_table([caches["oct-dme"]["test"]], LabelSpec("classify"), encoders=train.encoders)
@@ -151,8 +160,11 @@ def test_multimodal_caches_combine(caches, toy):
     with open(toy["fundus-dr"].root / "manifest.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "training"]
     fun_csv.write_text("path,DR\n" + "".join(f"{r['path']},{int(r['label'] != '0')}\n" for r in rows))
-    t = load_table([caches["oct-dme"]["training"], caches["fundus-dr"]["training"]],
-                   LabelSpec("multilabel", schema=s), labels=[oct_csv, fun_csv])
+    t = load_table(
+        [caches["oct-dme"]["training"], caches["fundus-dr"]["training"]],
+        LabelSpec("multilabel", schema=s),
+        labels=[oct_csv, fun_csv],
+    )
     is_oct = t.modality == "OCT"
     assert is_oct.sum() == 27 and (~is_oct).sum() == 45
     assert np.isnan(t.y[is_oct, 3]).all() and not np.isnan(t.y[is_oct, :3]).any()

@@ -1,4 +1,5 @@
 """Known-answer tests of the recognition losses (hand-computed numbers, scikit-learn where it has the loss)."""
+
 from __future__ import annotations
 
 import math
@@ -50,10 +51,14 @@ def test_masked_bce_output_without_labels_gives_zero():
 
 def test_group_cross_entropy_counts_only_one_hot_rows():
     logits = torch.zeros(4, 3)
-    target = torch.tensor([[0.0, 1.0, 0.0],    # counted: log 3
-                           [0.0, 0.0, 0.0],    # no member positive (e.g. glaucoma, grade not given): skipped
-                           [NAN, 1.0, 0.0],    # missing: skipped
-                           [1.0, 0.0, 0.0]])   # counted: log 3
+    target = torch.tensor(
+        [
+            [0.0, 1.0, 0.0],  # counted: log 3
+            [0.0, 0.0, 0.0],  # no member positive (e.g. glaucoma, grade not given): skipped
+            [NAN, 1.0, 0.0],  # missing: skipped
+            [1.0, 0.0, 0.0],
+        ]
+    )  # counted: log 3
     loss, n = group_cross_entropy(logits, target)
     assert n.item() == 2 and loss.item() == pytest.approx(math.log(3), rel=1e-6)
     loss, n = group_cross_entropy(logits[1:3], target[1:3])
@@ -96,7 +101,7 @@ def test_class_weights_known_values():
     y = np.array([0] * 10 + [1] * 90)
     balanced = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
     assert inverse_frequency_weights([10, 90]) == pytest.approx(balanced)
-    eff = np.array([(1 - 0.9 ** 10) / 0.1, (1 - 0.9 ** 90) / 0.1])
+    eff = np.array([(1 - 0.9**10) / 0.1, (1 - 0.9**90) / 0.1])
     w = 1 / eff
     assert class_balanced_weights([10, 90], beta=0.9) == pytest.approx(w * 2 / w.sum())
     assert class_balanced_weights([10, 90], beta=0.0) == pytest.approx([1.0, 1.0])

@@ -1,5 +1,6 @@
 """Real images from ../shared/data (skipped when absent): the quick recognition benchmark end to end, patient-level
 splits of the OCT manifest, and predict on real OCT B-scans."""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,26 @@ def _rows(path):
 
 def test_split_cli_is_patient_level(tmp_path, capsys):
     manifest = require(DATA / "OCT-fundus-DME-DR") / "manifest.csv"
-    assert main(["split", "--manifest", str(manifest), "--output", str(tmp_path / "oct"), "--group-column",
-                 "patient", "--stratify-column", "DME", "--where", "modality=OCT", "--test-fraction", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                "--manifest",
+                str(manifest),
+                "--output",
+                str(tmp_path / "oct"),
+                "--group-column",
+                "patient",
+                "--stratify-column",
+                "DME",
+                "--where",
+                "modality=OCT",
+                "--test-fraction",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     train, test = _rows(tmp_path / "oct_train.csv"), _rows(tmp_path / "oct_test.csv")
     assert len(train) + len(test) == 120 and all(r["modality"] == "OCT" for r in train + test)
     assert not {r["patient"] for r in train} & {r["patient"] for r in test}

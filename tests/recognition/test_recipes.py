@@ -1,6 +1,7 @@
 """Fine-tuning recipes (registered presets): RETFound's layer-decay groups, learning-rate rule and schedule, its
 augmentation (kornia), evaluation crop, mixed-label loss, selection metric; tiny runs of both recipes, regression,
 another modality, and starting from a classifier saved by RETFound's own fine-tuning."""
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,22 @@ from visionfm.recognition.recipes import CropPreprocess, RetfoundAugment, layer_
 from visionfm.recognition.runs import run_config
 from visionfm.recognition.task_kinds import cohen_kappa
 
-TINY = ["--input-size", "32", "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--n-boot", "10",
-        "--device", "cpu", "--log-every", "1"]
+TINY = [
+    "--input-size",
+    "32",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--warmup-epochs",
+    "1",
+    "--n-boot",
+    "10",
+    "--device",
+    "cpu",
+    "--log-every",
+    "1",
+]
 
 
 def test_retfound_layer_decay_groups_known_answer():
@@ -31,11 +46,17 @@ def test_retfound_layer_decay_groups_known_answer():
     groups = layer_decay_groups(enc, 1.0, 0.65)
     scale = {id(p): (g["lr_scale"], g["apply_wd"]) for g in groups for p in g["params"]}
     named = dict(enc.named_parameters())
-    expect = {"cls_token": (0.65 ** 3, False), "pos_embed": (0.65 ** 3, False),
-              "patch_embed.proj.weight": (0.65 ** 3, True), "patch_embed.proj.bias": (0.65 ** 3, False),
-              "blocks.0.attn.qkv.weight": (0.65 ** 2, True), "blocks.0.norm1.weight": (0.65 ** 2, False),
-              "blocks.1.mlp.fc1.weight": (0.65, True), "blocks.1.attn.proj.bias": (0.65, False),
-              "norm.weight": (1.0, False)}
+    expect = {
+        "cls_token": (0.65**3, False),
+        "pos_embed": (0.65**3, False),
+        "patch_embed.proj.weight": (0.65**3, True),
+        "patch_embed.proj.bias": (0.65**3, False),
+        "blocks.0.attn.qkv.weight": (0.65**2, True),
+        "blocks.0.norm1.weight": (0.65**2, False),
+        "blocks.1.mlp.fc1.weight": (0.65, True),
+        "blocks.1.attn.proj.bias": (0.65, False),
+        "norm.weight": (1.0, False),
+    }
     for name, (s, wd) in expect.items():
         assert scale[id(named[name])] == (pytest.approx(s), wd), name
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in enc.parameters())
@@ -43,10 +64,20 @@ def test_retfound_layer_decay_groups_known_answer():
 
 def test_recipe_preset_sits_beneath_yaml_and_flags(tmp_path):
     cfg = load_finetune_config(recipe="retfound", batch_size=16)
-    assert (cfg.layer_decay, cfg.drop_path, cfg.feature, cfg.head, cfg.label_smoothing) == (0.65, 0.2, "patch",
-                                                                                           "retfound", 0.1)
-    assert (cfg.train.lr, cfg.train.lr_base_batch, cfg.train.weight_decay, cfg.train.warmup_epochs,
-            cfg.train.min_lr) == (5e-3, 256, 0.05, 10, 1e-6)
+    assert (cfg.layer_decay, cfg.drop_path, cfg.feature, cfg.head, cfg.label_smoothing) == (
+        0.65,
+        0.2,
+        "patch",
+        "retfound",
+        0.1,
+    )
+    assert (
+        cfg.train.lr,
+        cfg.train.lr_base_batch,
+        cfg.train.weight_decay,
+        cfg.train.warmup_epochs,
+        cfg.train.min_lr,
+    ) == (5e-3, 256, 0.05, 10, 1e-6)
     assert cfg.train.effective_lr() == pytest.approx(5e-3 * 16 / 256)  # blr x batch / 256
     f = tmp_path / "ft.yaml"
     f.write_text(yaml.safe_dump({"recipe": "retfound", "layer_decay": 0.5, "train": {"epochs": 3}}))
@@ -73,7 +104,8 @@ def test_mixed_label_loss_and_kappa_known_answers():
     logits = torch.tensor([[1.0, 2.0, 3.0]])
     logp = torch.log_softmax(logits, -1)[0]
     assert soft_cross_entropy(logits, torch.tensor([[0.5, 0.0, 0.5]])) == pytest.approx(
-        float(-(0.5 * logp[0] + 0.5 * logp[2])))
+        float(-(0.5 * logp[0] + 0.5 * logp[2]))
+    )
     y, p = np.array([0, 0, 1, 1, 2, 2, 2]), np.array([0, 1, 1, 1, 2, 0, 2])
     cm = np.zeros((3, 3))
     np.add.at(cm, (y, p), 1)
@@ -100,9 +132,27 @@ def test_retfound_augmentation_and_mixing_shares():
 @pytest.mark.slow
 def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, capsys):
     run = rec_root / "runs" / "ft_retfound"
-    assert main(["finetune", "--recipe", "retfound", "--weights", str(rec_weights), "--data",
-                 str(toy["fundus-dr"].root), "--test-split", "test", "--mix", "both", "--output", str(run),
-                 *TINY]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                "retfound",
+                "--weights",
+                str(rec_weights),
+                "--data",
+                str(toy["fundus-dr"].root),
+                "--test-split",
+                "test",
+                "--mix",
+                "both",
+                "--output",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     m = json.loads((run / "metrics.json").read_text())
     assert m["recipe"] == "retfound" and m["selection"]["metric"] == "f1_auroc_kappa"
     v = m["selection"]["validation"]
@@ -118,8 +168,22 @@ def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, c
     assert max(lrs) == pytest.approx(peak, rel=1e-6) and lrs[:top] == sorted(lrs[:top])  # linear warm-up ...
     assert lrs[top:] == sorted(lrs[top:], reverse=True) and lrs[-1] < 0.2 * peak  # ... then cosine down
     out = rec_root / "runs" / "ft_retfound.csv"
-    assert main(["predict", "--run", str(run), "--images", str(toy["fundus-dr"].root / "test"), "--output",
-                 str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--images",
+                str(toy["fundus-dr"].root / "test"),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     with open(out) as f:  # predict applies the run's evaluation crop, so it reproduces the test predictions
         new = {r["path"]: float(r["prob_1"]) for r in csv.DictReader(f)}
     with open(run / "predictions.csv") as f:
@@ -130,15 +194,56 @@ def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, c
 @pytest.mark.slow
 def test_retfound_recipe_regression_and_another_modality(toy, rec_weights, rec_weights_oct, rec_root):
     run = rec_root / "runs" / "ft_retfound_bio"
-    assert main(["finetune", "--recipe", "retfound", "--task", "regress", "--targets", "cup_disc_ratio",
-                 "vessel_density", "lesion_count", "--loss", "l1", "--weights", str(rec_weights), "--data",
-                 str(toy["fundus-biomarkers"].root), "--test-split", "test", "--output", str(run), *TINY]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                "retfound",
+                "--task",
+                "regress",
+                "--targets",
+                "cup_disc_ratio",
+                "vessel_density",
+                "lesion_count",
+                "--loss",
+                "l1",
+                "--weights",
+                str(rec_weights),
+                "--data",
+                str(toy["fundus-biomarkers"].root),
+                "--test-split",
+                "test",
+                "--output",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     m = json.loads((run / "metrics.json").read_text())
     assert m["selection"]["metric"] == "mae" and m["selection"]["mode"] == "min"
     assert set(m["test"]["mae"]) == {"cup_disc_ratio", "vessel_density", "lesion_count", "macro"}
     run = rec_root / "runs" / "ft_retfound_oct"
-    assert main(["finetune", "--recipe", "retfound", "--weights", str(rec_weights_oct), "--data",
-                 str(toy["oct-dme"].root), "--feature", "last", "--output", str(run), *TINY]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                "retfound",
+                "--weights",
+                str(rec_weights_oct),
+                "--data",
+                str(toy["oct-dme"].root),
+                "--feature",
+                "last",
+                "--output",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     info = yaml.safe_load((run / "run.yaml").read_text())
     assert info["encoders"]["OCT"]["modality"] == "OCT" and info["head_options"] == {"fc_norm": False}
     assert info["encoders"]["OCT"]["config"]["final_norm"] is True  # RETFound's CLS variant keeps the norm
@@ -151,15 +256,32 @@ def test_finetune_starts_from_a_retfound_finetuned_classifier(toy, rec_root, tmp
     sd = vit_state(64, 2, 8, 4, generator=g, final_norm=False)  # global pool: fc_norm, no final norm
     torch.save(retfound_finetuned_file(sd, 5, g), tmp_path / "checkpoint-best.pth")
     run = tmp_path / "run"
-    args = ["finetune", "--recipe", "retfound", "--weights", str(tmp_path / "checkpoint-best.pth"), "--data",
-            str(toy["fundus-dr"].root), "--init-head", "--max-steps", "1", "--output", str(run), *TINY, "--lr", "0"]
+    args = [
+        "finetune",
+        "--recipe",
+        "retfound",
+        "--weights",
+        str(tmp_path / "checkpoint-best.pth"),
+        "--data",
+        str(toy["fundus-dr"].root),
+        "--init-head",
+        "--max-steps",
+        "1",
+        "--output",
+        str(run),
+        *TINY,
+        "--lr",
+        "0",
+    ]
     assert main(args) == 0
     info = yaml.safe_load((run / "run.yaml").read_text())
     assert "head initialised from" in info["head_init"] and info["out_dim"] == 5
     from safetensors.torch import load_file
 
-    head, saved = load_file(str(run / "head.safetensors")), torch.load(tmp_path / "checkpoint-best.pth",
-                                                                        weights_only=False)["model"]
+    head, saved = (
+        load_file(str(run / "head.safetensors")),
+        torch.load(tmp_path / "checkpoint-best.pth", weights_only=False)["model"],
+    )
     assert torch.equal(head["head.fc.weight"], saved["head.weight"])  # lr 0: exactly the file's classifier
     assert torch.equal(head["head.fc_norm.bias"], saved["fc_norm.bias"])
-    assert main([*args[:-len(TINY) - 4], "--output", str(tmp_path / "r2"), "--classes", "a", "b", *TINY]) == 2
+    assert main([*args[: -len(TINY) - 4], "--output", str(tmp_path / "r2"), "--classes", "a", "b", *TINY]) == 2

@@ -1,4 +1,5 @@
 """Label schemas and heads: the official 13-output schema, YAML schemas, the registry of heads."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,21 @@ from visionfm.recognition.schema import OFFICIAL_13, LabelSchema, get_schema, lo
 
 
 def test_official_schema():
-    assert OFFICIAL_13.outputs == ["Healthy", "DR-1", "DR-2", "DR-3", "DR-4", "DR", "Glaucoma", "AMD", "Cataract",
-                                   "Hypertensive Retinopathy", "Retinal Vein Occlusion", "Myopia",
-                                   "Retinal Detachment"]
+    assert OFFICIAL_13.outputs == [
+        "Healthy",
+        "DR-1",
+        "DR-2",
+        "DR-3",
+        "DR-4",
+        "DR",
+        "Glaucoma",
+        "AMD",
+        "Cataract",
+        "Hypertensive Retinopathy",
+        "Retinal Vein Occlusion",
+        "Myopia",
+        "Retinal Detachment",
+    ]
     assert OFFICIAL_13.group_indices() == {"DR grade": [0, 1, 2, 3, 4]}
     assert OFFICIAL_13.binary_indices() == list(range(5, 13))
     assert get_schema(None) is OFFICIAL_13 and get_schema("official13") is OFFICIAL_13

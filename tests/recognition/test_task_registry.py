@@ -1,5 +1,6 @@
 """Task kinds are registered classes: a toy kind added in one place runs end to end; configs are validated against
 the registries; old flat configs still load; every recognition command of the README still parses."""
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,17 @@ def test_a_new_task_kind_is_one_registration(caches, rec_root, toy, capsys):
     run = rec_root / "runs" / "toy_kind"
     from visionfm.recognition import evaluate_run, predict, train_head
 
-    cfg = load_head_config(task=kind, train=[str(c["training"])], test=[str(c["test"])], epochs=30, batch_size=16,
-                           lr=1e-2, n_boot=0, device="cpu", output_dir=str(run))
+    cfg = load_head_config(
+        task=kind,
+        train=[str(c["training"])],
+        test=[str(c["test"])],
+        epochs=30,
+        batch_size=16,
+        lr=1e-2,
+        n_boot=0,
+        device="cpu",
+        output_dir=str(run),
+    )
     train_head(cfg)
     m = json.loads((run / "metrics.json").read_text())
     assert m["selection"]["metric"] == "mae" and m["selection"]["mode"] == "min"
@@ -93,15 +103,35 @@ def test_a_new_task_kind_is_one_registration(caches, rec_root, toy, capsys):
     from visionfm.cli.recognition import register_kind_commands
 
     register_kind_commands()
-    assert main([kind, "eval", "--run", str(run), "--features", str(c["test"]), "--n-boot", "0", "--output",
-                 str(rec_root / "runs" / "toy_eval2")]) == 0
+    assert (
+        main(
+            [
+                kind,
+                "eval",
+                "--run",
+                str(run),
+                "--features",
+                str(c["test"]),
+                "--n-boot",
+                "0",
+                "--output",
+                str(rec_root / "runs" / "toy_eval2"),
+            ]
+        )
+        == 0
+    )
     assert "mae" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad, match", [({"head": "mlpp"}, r"head: 'mlpp' is not one of \[.*'linear'.*'mlp'"),
-                                        ({"task": "clasify"}, r"task: 'clasify' is not one of"),
-                                        ({"feature": "avg"}, r"feature: 'avg' is not one of"),
-                                        ({"balance": "focal"}, "focal' is for forecasting")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"head": "mlpp"}, r"head: 'mlpp' is not one of \[.*'linear'.*'mlp'"),
+        ({"task": "clasify"}, r"task: 'clasify' is not one of"),
+        ({"feature": "avg"}, r"feature: 'avg' is not one of"),
+        ({"balance": "focal"}, "focal' is for forecasting"),
+    ],
+)
 def test_configs_are_validated_at_construction(bad, match):
     with pytest.raises(ConfigError, match=match):
         HeadConfig(**bad)
@@ -118,11 +148,28 @@ def test_loop_settings_are_nested_not_copied():
 
 
 def test_old_flat_config_files_still_load(tmp_path, caches, capsys):
-    legacy = {"task": "classify", "train": [str(caches["fundus-dr"]["training"])],
-              "test": [str(caches["fundus-dr"]["test"])], "val": [], "labels": None, "head": "linear",
-              "head_options": {}, "select_metric": "accuracy", "output_dir": str(tmp_path / "run"), "epochs": 3,
-              "max_steps": None, "batch_size": 16, "lr": 0.01, "min_lr": 0.0, "weight_decay": 1e-4,
-              "warmup_epochs": 0.0, "seed": 1, "device": "cpu", "progress": False, "n_boot": 0}
+    legacy = {
+        "task": "classify",
+        "train": [str(caches["fundus-dr"]["training"])],
+        "test": [str(caches["fundus-dr"]["test"])],
+        "val": [],
+        "labels": None,
+        "head": "linear",
+        "head_options": {},
+        "select_metric": "accuracy",
+        "output_dir": str(tmp_path / "run"),
+        "epochs": 3,
+        "max_steps": None,
+        "batch_size": 16,
+        "lr": 0.01,
+        "min_lr": 0.0,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 0.0,
+        "seed": 1,
+        "device": "cpu",
+        "progress": False,
+        "n_boot": 0,
+    }
     cfg = run_config({"config": legacy})  # run.yaml written before the nesting
     assert cfg.train_features == legacy["train"] and cfg.train.lr == 0.01 and cfg.train.select_metric == "accuracy"
     assert cfg.train.seed == 1 and cfg.train.output_dir == legacy["output_dir"]

@@ -1,5 +1,6 @@
 """Fixtures of the reliability matrix (issue 14): a tiny encoder, 32-px phantoms, their features, and helpers that
 run the real CLI and check what a user sees (exit code, one error line, no traceback, nothing left behind)."""
+
 from __future__ import annotations
 
 import signal
@@ -13,8 +14,19 @@ from visionfm.cli import main
 # Arguments that keep every run tiny: the test encoder has 2 blocks and a 32-px input.
 EXTRACT = ["--input-size", "32", "--n-last-blocks", "2", "--num-workers", "0", "--batch-size", "8", "--device", "cpu"]
 FAST_CLASSIFY = ["--epochs", "2", "--batch-size", "8", "--n-boot", "0", "--device", "cpu"]
-TINY_SEGMENT = ["--unet", "--crop", "32", "--input-size", "32", "--max-steps", "2", "--batch-size", "2",
-                "--device", "cpu"]
+TINY_SEGMENT = [
+    "--unet",
+    "--crop",
+    "32",
+    "--input-size",
+    "32",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--device",
+    "cpu",
+]
 LEFTOVER_PATTERNS = ("*.partial", "*.tmp", "*.lock")
 
 
@@ -77,8 +89,18 @@ def world(tmp_path_factory) -> dict:
     toy = make_dataset("fundus-dr", root / "toy", n=40, seed=0, size=32, progress=False)
     feats = {}
     for split in ("training", "test"):
-        feats[split] = extract_features(weights, toy.root, root / f"{split}.safetensors", split=split, input_size=32,
-                                        n_last_blocks=2, num_workers=0, batch_size=16, progress=False, device="cpu")
+        feats[split] = extract_features(
+            weights,
+            toy.root,
+            root / f"{split}.safetensors",
+            split=split,
+            input_size=32,
+            n_last_blocks=2,
+            num_workers=0,
+            batch_size=16,
+            progress=False,
+            device="cpu",
+        )
     return {"root": root, "weights": weights, "toy": toy.root, "features": feats}
 
 

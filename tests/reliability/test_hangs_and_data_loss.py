@@ -3,6 +3,7 @@
 A hang fails the test through ``deadline`` (SIGALRM) instead of blocking the suite; disk full is simulated by making
 the operating system's write calls fail with ENOSPC inside the process (no tiny file system is needed).
 """
+
 from __future__ import annotations
 
 import errno
@@ -35,8 +36,20 @@ def test_yaml_data_written_as_a_string_is_one_path_not_a_filesystem_walk(tmp_pat
     missing = tmp_path / "no_such_folder" / "images"
     cfg.write_text(f"data: {missing}\n")
     deadline(60)
-    rc, err = cli(capsys, "pretrain", "--config", cfg, "--output-dir", tmp_path / "run", "--arch", "vit_test",
-                  "--max-steps", "1", "--device", "cpu")
+    rc, err = cli(
+        capsys,
+        "pretrain",
+        "--config",
+        cfg,
+        "--output-dir",
+        tmp_path / "run",
+        "--arch",
+        "vit_test",
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+    )
     one_line_error(rc, err, str(missing))
     assert not (tmp_path / "run").exists()  # nothing made for a run that never started
     from visionfm.config import load_config
@@ -60,8 +73,7 @@ def test_symlink_loops_neither_hang_nor_multiply_images(tmp_path, capsys, deadli
 
 
 @pytest.mark.parametrize("call", ["posix_fallocate", "pwrite"])
-def test_disk_full_during_extract_is_a_clean_error_without_a_partial_file(tmp_path, capsys, world, monkeypatch,
-                                                                            call):
+def test_disk_full_during_extract_is_a_clean_error_without_a_partial_file(tmp_path, capsys, world, monkeypatch, call):
     """ENOSPC when the file is reserved (fallocate) or while rows are written: one line, no SIGBUS, nothing left."""
     real = getattr(os, call)
     calls = {"n": 0}
@@ -74,8 +86,7 @@ def test_disk_full_during_extract_is_a_clean_error_without_a_partial_file(tmp_pa
 
     monkeypatch.setattr(os, call, full)
     out = tmp_path / "out" / "f.safetensors"
-    rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out,
-                  *EXTRACT)
+    rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out, *EXTRACT)
     monkeypatch.undo()
     one_line_error(rc, err, str(out), "no space left on device")
     assert not out.exists() and leftovers(tmp_path) == []
@@ -87,22 +98,24 @@ def test_a_second_extract_to_the_same_output_is_refused_while_the_first_runs(tmp
     out = tmp_path / "f.safetensors"
     out.write_bytes(b"the first run's finished file")
     lock = tmp_path / f".{out.name}.lock"
-    holder = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-              "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); "
-              "time.sleep(60)")
+    holder = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); "
+        "time.sleep(60)"
+    )
     first = subprocess.Popen([sys.executable, "-c", holder, str(lock)], stdout=subprocess.PIPE, text=True)
     try:  # the first writer: holds the output's lock the way a running extraction does
         assert first.stdout.readline().strip() == "held"
-        rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out,
-                      *EXTRACT)
+        rc, err = cli(
+            capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out, *EXTRACT
+        )
         one_line_error(rc, err, out.name, "another extraction", str(first.pid))
         assert out.read_bytes() == b"the first run's finished file"
     finally:
         first.kill()
         first.wait()
     # the writer died without cleaning up: its lock is stale and taken over, the extraction goes ahead
-    rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out,
-                  *EXTRACT)
+    rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out, *EXTRACT)
     assert rc == 0, err
     assert _rows(out) == 30 and leftovers(tmp_path) == []
 
@@ -116,6 +129,7 @@ def test_segment_predict_gives_one_mask_per_image_when_names_repeat(tmp_path, ca
     out = tmp_path / "pred"
     rc, err = cli(capsys, "segment", "predict", "--run", seg_run, "--data", folder, "--output", out, "--device", "cpu")
     assert rc == 0, err
-    masks = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")
-                   if "overlay" not in p.name and "_prob" not in p.name)
+    masks = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*.png") if "overlay" not in p.name and "_prob" not in p.name
+    )
     assert len(masks) == 3 and len(set(masks)) == 3, masks

@@ -1,6 +1,7 @@
 """Issue 14, "Leftovers" and runs: failed commands leave no partial file or half-made run folder, written files get
 the umask's mode, resume trims the log, survives a corrupt last checkpoint, extends a finished run, and Ctrl-C ends
 with exit 130, one line and a run that resumes."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ def test_a_failed_extract_leaves_no_partial_file(tmp_path, capsys, world):
     shutil.copytree(world["toy"] / "training", data)
     (data / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # a truncated PNG
     out = tmp_path / "out" / "f.safetensors"
-    one_line_error(*cli(capsys, "extract", "--weights", world["weights"], "--data", data, "--output", out,
-                        *EXTRACT), "zz_broken.png")
+    one_line_error(
+        *cli(capsys, "extract", "--weights", world["weights"], "--data", data, "--output", out, *EXTRACT),
+        "zz_broken.png",
+    )
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -46,28 +49,81 @@ def test_failed_training_commands_leave_no_half_made_run_folder(tmp_path, capsys
     data = make_drive_like(tmp_path / "drive", n=2)
     next((data / "training" / "1st_manual").iterdir()).unlink()  # an image without its mask
     one_line_error(*cli(capsys, "segment", "train", "--data", data, "--output", tmp_path / "seg", *TINY_SEGMENT))
-    one_line_error(*cli(capsys, "pretrain", "--data", tmp_path / "nothing_here", "--output-dir", tmp_path / "pt",
-                        "--arch", "vit_test", "--max-steps", "1", "--device", "cpu"), "nothing_here")
-    one_line_error(*cli(capsys, "classify", "train", "--train", tmp_path / "missing.safetensors", "--output",
-                        tmp_path / "cls", *FAST_CLASSIFY), "missing.safetensors")
+    one_line_error(
+        *cli(
+            capsys,
+            "pretrain",
+            "--data",
+            tmp_path / "nothing_here",
+            "--output-dir",
+            tmp_path / "pt",
+            "--arch",
+            "vit_test",
+            "--max-steps",
+            "1",
+            "--device",
+            "cpu",
+        ),
+        "nothing_here",
+    )
+    one_line_error(
+        *cli(
+            capsys,
+            "classify",
+            "train",
+            "--train",
+            tmp_path / "missing.safetensors",
+            "--output",
+            tmp_path / "cls",
+            *FAST_CLASSIFY,
+        ),
+        "missing.safetensors",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive"]
 
 
 def test_written_files_get_the_umask_mode(tmp_path, capsys, world, umask):
     out = tmp_path / "f.safetensors"
-    assert cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out,
-               *EXTRACT)[0] == 0
+    assert (
+        cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out, *EXTRACT)[0] == 0
+    )
     run = tmp_path / "run"
-    assert cli(capsys, "classify", "train", "--train", world["features"]["training"], "--output", run, "--max-steps",
-               "2", "--checkpoint-every", "1", *STEPS)[0] == 0
+    assert (
+        cli(
+            capsys,
+            "classify",
+            "train",
+            "--train",
+            world["features"]["training"],
+            "--output",
+            run,
+            "--max-steps",
+            "2",
+            "--checkpoint-every",
+            "1",
+            *STEPS,
+        )[0]
+        == 0
+    )
     files = [out, run / "checkpoint_last.pth", run / "metrics.json", *run.glob("checkpoint_0*.pth")]
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o640) for p in files}
 
 
 def test_resume_trims_the_log_and_extends_a_finished_run(tmp_path, capsys, world):
     run = tmp_path / "run"
-    base = ["classify", "train", "--train", world["features"]["training"], "--output", run, "--checkpoint-every", "2",
-            "--keep-last", "5", *STEPS]
+    base = [
+        "classify",
+        "train",
+        "--train",
+        world["features"]["training"],
+        "--output",
+        run,
+        "--checkpoint-every",
+        "2",
+        "--keep-last",
+        "5",
+        *STEPS,
+    ]
     assert cli(capsys, *base, "--max-steps", "8")[0] == 0
     shutil.copy(run / "checkpoint_00000004.pth", run / "checkpoint_last.pth")  # as if killed between steps 4 and 8
     with open(run / "log.jsonl", "a") as f:
@@ -82,8 +138,21 @@ def test_resume_trims_the_log_and_extends_a_finished_run(tmp_path, capsys, world
 
 def test_a_corrupt_last_checkpoint_falls_back_to_an_intact_one_or_is_named(tmp_path, capsys, world):
     run = tmp_path / "run"
-    base = ["classify", "train", "--train", world["features"]["training"], "--output", run, "--checkpoint-every", "2",
-            "--keep-last", "2", "--max-steps", "6", *STEPS]
+    base = [
+        "classify",
+        "train",
+        "--train",
+        world["features"]["training"],
+        "--output",
+        run,
+        "--checkpoint-every",
+        "2",
+        "--keep-last",
+        "2",
+        "--max-steps",
+        "6",
+        *STEPS,
+    ]
     assert cli(capsys, *base)[0] == 0
     (run / "checkpoint_last.pth").write_bytes(b"\x00garbage" * 64)  # a disk that lied about a write
     (run / "checkpoint_00000006.pth").write_bytes(b"PK\x03\x04broken")
@@ -100,8 +169,20 @@ def test_a_corrupt_last_checkpoint_falls_back_to_an_intact_one_or_is_named(tmp_p
 def test_ctrl_c_ends_with_one_line_exit_130_and_resumes(tmp_path, capsys, world):
     """SIGINT to a running `classify train`: exit 130, "interrupted; resume with: ...", and that command resumes."""
     run = tmp_path / "run"
-    args = ["classify", "train", "--train", str(world["features"]["training"]), "--output", str(run), "--max-steps",
-            "200000", "--checkpoint-every", "20", "--no-progress", *STEPS]
+    args = [
+        "classify",
+        "train",
+        "--train",
+        str(world["features"]["training"]),
+        "--output",
+        str(run),
+        "--max-steps",
+        "200000",
+        "--checkpoint-every",
+        "20",
+        "--no-progress",
+        *STEPS,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "visionfm", *args], stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -141,8 +222,7 @@ def test_ctrl_c_during_extract_leaves_nothing_half_written(tmp_path, capsys, wor
 
     monkeypatch.setattr(features, "encode_batch", interrupted)
     out = tmp_path / "f.safetensors"
-    rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out,
-                  *EXTRACT)
+    rc, err = cli(capsys, "extract", "--weights", world["weights"], "--data", world["toy"], "--output", out, *EXTRACT)
     assert rc == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "visionfm extract: interrupted"
     assert not out.exists() and leftovers(tmp_path) == []

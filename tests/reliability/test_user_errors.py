@@ -4,6 +4,7 @@ CLI answers with one line naming the file, line, argument or setting and exit co
 Where the operating system's answer cannot be produced for real (a full disk), it is simulated inside the process;
 permissions use a folder the test user cannot write in (``/sys`` for root, which ignores mode bits).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def test_permission_denied_is_one_line(tmp_path, capsys, world):
     one_line_error(*cli(capsys, *_extract(world, world["toy"], out)), "visionfm_test.safetensors", "ermission")
     assert not out.exists()
     run = folder / "visionfm_test_run"
-    one_line_error(*cli(capsys, "classify", "train", "--train", world["features"]["training"], "--output", run,
-                        *FAST_CLASSIFY), "visionfm_test_run")
+    one_line_error(
+        *cli(capsys, "classify", "train", "--train", world["features"]["training"], "--output", run, *FAST_CLASSIFY),
+        "visionfm_test_run",
+    )
 
 
 def test_output_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys, world, monkeypatch):
@@ -59,24 +62,41 @@ def test_existing_output_folder_is_named(tmp_path, capsys):
     out = tmp_path / "toy"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    one_line_error(*cli(capsys, "toy-data", "--kind", "fundus-dr", "--output", out, "--n", "10", "--size", "32"),
-                   str(out))
+    one_line_error(
+        *cli(capsys, "toy-data", "--kind", "fundus-dr", "--output", out, "--n", "10", "--size", "32"), str(out)
+    )
     assert (out / "mine.txt").read_text() == "keep me"
 
 
 # -- YAML ----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, needles", [
-    ("train:\n  epochs: [1, 2\n  lr: 0.1\n", ["bad.yaml", "line", "invalid YAML"]),
-    ("train:\n  lr: fast\n", ["lr", "fast"]),
-    ("!!python/object/apply:os.system ['echo pwned']\n", ["bad.yaml"]),
-    ("- 1\n- 2\n", ["bad.yaml", "mapping"]),  # used to say "unknown config keys [1, 2]"
-])
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("train:\n  epochs: [1, 2\n  lr: 0.1\n", ["bad.yaml", "line", "invalid YAML"]),
+        ("train:\n  lr: fast\n", ["lr", "fast"]),
+        ("!!python/object/apply:os.system ['echo pwned']\n", ["bad.yaml"]),
+        ("- 1\n- 2\n", ["bad.yaml", "mapping"]),  # used to say "unknown config keys [1, 2]"
+    ],
+)
 def test_bad_yaml_config_is_one_line(tmp_path, capsys, world, text, needles):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)
     run = tmp_path / "run"
-    line = one_line_error(*cli(capsys, "classify", "train", "--config", cfg, "--train", world["features"]["training"],
-                               "--output", run, *FAST_CLASSIFY), *needles)
+    line = one_line_error(
+        *cli(
+            capsys,
+            "classify",
+            "train",
+            "--config",
+            cfg,
+            "--train",
+            world["features"]["training"],
+            "--output",
+            run,
+            *FAST_CLASSIFY,
+        ),
+        *needles,
+    )
     assert "pwned" not in line or "python" in line
     assert not run.exists()
 
@@ -86,8 +106,10 @@ def _manifest(world, tmp_path, name="m.csv"):
     rows = (world["toy"] / "manifest.csv").read_text().splitlines()[:7]
     header = rows[0].split(",")
     keep = [header.index("path"), header.index("label")]
-    lines = [",".join(r.split(",")[i] if j else str(world["toy"] / r.split(",")[i]) for j, i in enumerate(keep))
-             for r in rows[1:]]
+    lines = [
+        ",".join(r.split(",")[i] if j else str(world["toy"] / r.split(",")[i]) for j, i in enumerate(keep))
+        for r in rows[1:]
+    ]
     return tmp_path / name, ["path,label", *lines]
 
 
@@ -105,8 +127,22 @@ def test_inf_label_names_file_and_line(tmp_path, capsys, world):
     rows[2] = rows[2].split(";")[0] + ";inf"
     labels = tmp_path / "training_labels.txt"
     labels.write_text("\n".join(rows) + "\n")
-    one_line_error(*cli(capsys, "classify", "train", "--train", world["features"]["training"], "--labels", labels,
-                        "--output", tmp_path / "run", *FAST_CLASSIFY), "training_labels.txt", "line 3")
+    one_line_error(
+        *cli(
+            capsys,
+            "classify",
+            "train",
+            "--train",
+            world["features"]["training"],
+            "--labels",
+            labels,
+            "--output",
+            tmp_path / "run",
+            *FAST_CLASSIFY,
+        ),
+        "training_labels.txt",
+        "line 3",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -138,7 +174,7 @@ def _bad_weights(tmp_path, kind):
     elif kind == "wrong-shape":
         src = save_tiny_encoder(tmp_path / "ok.safetensors")
         with safe_open(str(src), framework="pt") as f:
-            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
         name = sorted(k for k in tensors if "attn.qkv.weight" in k)[0]
         tensors[name] = tensors[name][:, :32].contiguous()
         path = tmp_path / "wrong-shape.safetensors"
@@ -147,7 +183,7 @@ def _bad_weights(tmp_path, kind):
     elif kind == "unknown-config-key":
         src = save_tiny_encoder(tmp_path / "ok.safetensors")
         with safe_open(str(src), framework="pt") as f:
-            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
         meta["config"] = meta["config"][:-1] + ', "flux_capacitor": 3}'
         path = tmp_path / "unknown-config-key.safetensors"
         save_file(tensors, str(path), metadata=meta)
@@ -193,10 +229,39 @@ def test_pretraining_skips_a_decompression_bomb_like_a_corrupt_image(tmp_path, c
     Image.new("RGB", (400, 300)).save(data / "huge.png")
     monkeypatch.setenv("VISIONFM_MAX_PIXELS", "100000")
     run = tmp_path / "run"
-    rc, err = cli(capsys, "pretrain", "--data", data, "--output-dir", run, "--arch", "vit_test", "--max-steps", "1",
-                  "--batch-size", "2", "--global-size", "32", "--local-crops", "0", "--out-dim", "64",
-                  "--patch-out-dim", "64", "--head-hidden-dim", "64", "--head-bottleneck-dim", "32", "--device", "cpu",
-                  "--num-workers", "0", "--no-progress", "--precision", "fp32")
+    rc, err = cli(
+        capsys,
+        "pretrain",
+        "--data",
+        data,
+        "--output-dir",
+        run,
+        "--arch",
+        "vit_test",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--global-size",
+        "32",
+        "--local-crops",
+        "0",
+        "--out-dim",
+        "64",
+        "--patch-out-dim",
+        "64",
+        "--head-hidden-dim",
+        "64",
+        "--head-bottleneck-dim",
+        "32",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--precision",
+        "fp32",
+    )
     assert rc == 0, err
     assert "huge.png" in err and (run / "encoder.safetensors").is_file()
 
@@ -205,15 +270,32 @@ def test_pretraining_skips_a_decompression_bomb_like_a_corrupt_image(tmp_path, c
 def test_split_test_fraction_out_of_range_names_the_option(tmp_path, capsys, world):
     path, lines = _manifest(world, tmp_path)
     path.write_text("\n".join(lines) + "\n")
-    line = one_line_error(*cli(capsys, "split", "--manifest", path, "--output", tmp_path / "s", "--test-fraction",
-                               "1.5"), "test")
+    line = one_line_error(
+        *cli(capsys, "split", "--manifest", path, "--output", tmp_path / "s", "--test-fraction", "1.5"), "test"
+    )
     assert "val_fraction" not in line
 
 
 def test_finetune_unknown_split_names_the_split_not_another_file(tmp_path, capsys, world):
-    line = one_line_error(*cli(capsys, "finetune", "--weights", world["weights"], "--data", world["toy"], "--split",
-                               "validation", "--output", tmp_path / "run", "--device", "cpu", "--max-steps", "1"),
-                          "validation")
+    line = one_line_error(
+        *cli(
+            capsys,
+            "finetune",
+            "--weights",
+            world["weights"],
+            "--data",
+            world["toy"],
+            "--split",
+            "validation",
+            "--output",
+            tmp_path / "run",
+            "--device",
+            "cpu",
+            "--max-steps",
+            "1",
+        ),
+        "validation",
+    )
     assert "test_labels.txt" not in line
     assert not (tmp_path / "run").exists()
 

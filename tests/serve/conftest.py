@@ -1,5 +1,6 @@
 """Fixtures of the serving tests: tiny trained runs (recognition, forecasting, segmentation, landmarks), a real
 uvicorn server on a free loopback port, and headless Chromium (skipped cleanly when absent)."""
+
 from __future__ import annotations
 
 import shutil
@@ -36,11 +37,45 @@ def _head_run(root: Path, weights: Path, kind: str, name: str, task: str, *extra
     feats = {}
     for split in ("training", "test"):
         feats[split] = root / "features" / f"{kind}_{split}.safetensors"
-        _cli("extract", "--weights", weights, "--data", ds.root, "--split", split, "--output", feats[split],
-             "--input-size", 32, "--n-last-blocks", 2, "--num-workers", 0, "--device", "cpu")
+        _cli(
+            "extract",
+            "--weights",
+            weights,
+            "--data",
+            ds.root,
+            "--split",
+            split,
+            "--output",
+            feats[split],
+            "--input-size",
+            32,
+            "--n-last-blocks",
+            2,
+            "--num-workers",
+            0,
+            "--device",
+            "cpu",
+        )
     run = root / "runs" / name
-    _cli(task, "train", "--train", feats["training"], "--test", feats["test"], "--output", run, "--epochs", 3,
-         "--batch-size", 16, "--n-boot", 0, "--device", "cpu", *extra)
+    _cli(
+        task,
+        "train",
+        "--train",
+        feats["training"],
+        "--test",
+        feats["test"],
+        "--output",
+        run,
+        "--epochs",
+        3,
+        "--batch-size",
+        16,
+        "--n-boot",
+        0,
+        "--device",
+        "cpu",
+        *extra,
+    )
     return run
 
 
@@ -73,11 +108,34 @@ def landmark_run(serve_root, serve_weights, seg_run) -> Path:
     """A tiny landmark detector (the vessel line's centre as one landmark)."""
     images = serve_root / "drive" / "training" / "images"
     csv = serve_root / "line.csv"
-    _cli("landmark", "from-masks", "--images", images, "--masks", serve_root / "drive" / "training" / "1st_manual",
-         "--output", csv, "--name", "line")
+    _cli(
+        "landmark",
+        "from-masks",
+        "--images",
+        images,
+        "--masks",
+        serve_root / "drive" / "training" / "1st_manual",
+        "--output",
+        csv,
+        "--name",
+        "line",
+    )
     run = serve_root / "runs" / "line"
-    _cli("landmark", "train", "--data", images, "--labels", csv, "--weights", serve_weights, "--output", run,
-         "--sigma", 2, *TINY)
+    _cli(
+        "landmark",
+        "train",
+        "--data",
+        images,
+        "--labels",
+        csv,
+        "--weights",
+        serve_weights,
+        "--output",
+        run,
+        "--sigma",
+        2,
+        *TINY,
+    )
     return run
 
 
@@ -103,29 +161,69 @@ def volume_run(serve_root, serve_weights) -> Path:
                 (root / c / f"eye{i}").mkdir(parents=True, exist_ok=True)
                 Image.fromarray(b).save(root / c / f"eye{i}" / f"{k + 1}.png")
     feats = serve_root / "features" / "volumes.safetensors"
-    _cli("extract", "--volumes", "--weights", serve_weights, "--data", root, "--layout", "imagenet", "--output", feats,
-         "--input-size", 32, "--n-last-blocks", 1, "--num-workers", 0)
+    _cli(
+        "extract",
+        "--volumes",
+        "--weights",
+        serve_weights,
+        "--data",
+        root,
+        "--layout",
+        "imagenet",
+        "--output",
+        feats,
+        "--input-size",
+        32,
+        "--n-last-blocks",
+        1,
+        "--num-workers",
+        0,
+    )
     run = serve_root / "runs" / "oct_volumes"
-    _cli("volumes", "train", "--features", feats, "--pooling", "mean", "--output", run, "--epochs", 2,
-         "--batch-size", 4, "--no-progress")
+    _cli(
+        "volumes",
+        "train",
+        "--features",
+        feats,
+        "--pooling",
+        "mean",
+        "--output",
+        run,
+        "--epochs",
+        2,
+        "--batch-size",
+        4,
+        "--no-progress",
+    )
     return run
 
 
 @pytest.fixture
 def browser(tmp_path):
     """Headless Chromium through the system ``chromedriver`` (skipped, with the reason, when either is missing)."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium "
-                                    "(pip install -e '.[dev]')")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="the browser test needs selenium (pip install -e '.[dev]')"
+    )
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("headless browser test needs chromium and chromedriver "
-                    "(Debian: apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "headless browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
+        )
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium  # both paths given: selenium never tries to download a browser or driver
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(arg)
     drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
     try:

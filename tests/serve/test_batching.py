@@ -1,5 +1,6 @@
 """The dynamic batcher: batches up to max_batch within the wait window, groups by key, refuses when full, survives
 errors; the upload decoder's limits; the Prometheus rendering."""
+
 from __future__ import annotations
 
 import asyncio

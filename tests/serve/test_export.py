@@ -1,5 +1,6 @@
 """ONNX export through the CLI: parity with PyTorch (checked at export, re-checked here under ONNX Runtime on real
 fundus images and other batch sizes), the sidecar's identity and checksums, and refusals."""
+
 from __future__ import annotations
 
 import json

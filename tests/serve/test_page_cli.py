@@ -1,5 +1,6 @@
 """The web page in headless Chromium (upload a real fundus photograph, read the prediction and see the heat map),
 and ``visionfm serve`` as a user starts it: a subprocess on a free loopback port, called with httpx."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,12 @@ def test_page_shows_prediction_and_heat_map(browser, page_server):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     photo = sorted(require(DATA / "DRIVE" / "test" / "images").glob("*.png"))[0]
-    api = httpx.post(page_server.url + "v1/predict", files={"file": (photo.name, photo.read_bytes())},
-                     data={"model": "dr"}, timeout=60).json()["results"][0]
+    api = httpx.post(
+        page_server.url + "v1/predict",
+        files={"file": (photo.name, photo.read_bytes())},
+        data={"model": "dr"},
+        timeout=60,
+    ).json()["results"][0]
     wait = WebDriverWait(browser, 60)
     browser.get(page_server.url)
     assert browser.title == "VisionFM"
@@ -48,8 +53,12 @@ def test_page_shows_prediction_and_heat_map(browser, page_server):
     assert heat.is_displayed() and browser.find_element(By.ID, "image").is_displayed()
     assert not browser.find_element(By.ID, "seg-figure").is_displayed()
     Select(browser.find_element(By.ID, "model")).select_by_value("vessels")  # re-runs on the same file
-    wait.until(lambda b: b.find_element(By.ID, "seg-figure").is_displayed() and b.find_element(
-        By.TAG_NAME, "body").get_attribute("data-state") == "done")
+    wait.until(
+        lambda b: (
+            b.find_element(By.ID, "seg-figure").is_displayed()
+            and b.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
+        )
+    )
     seg = browser.find_element(By.ID, "segmentation")
     assert browser.execute_script("return arguments[0].naturalHeight;", seg) == 584
     assert "% of pixels" in browser.find_element(By.ID, "prediction").text
@@ -67,9 +76,13 @@ def test_cli_serve_in_a_subprocess(dr_run, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VISIONFM_API_KEY": "k"}
     src = str(Path(__file__).resolve().parents[2] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "visionfm", "serve", "--run", str(dr_run), "--port", str(port),
-                             "--max-batch", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionfm", "serve", "--run", str(dr_run), "--port", str(port), "--max-batch", "4"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(600):

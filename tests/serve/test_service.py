@@ -2,6 +2,7 @@
 
 Answers are checked against the library's own predictors on the same files (recognition ``predict``, ``segment
 predict``, ``landmark predict``), bad requests against their 4xx codes, and the server against staying alive."""
+
 from __future__ import annotations
 
 import base64
@@ -24,8 +25,14 @@ FUNDUS = DATA / "DRIVE" / "test" / "images"
 
 @pytest.fixture(scope="module")
 def server(dr_run, forecast_run, seg_run, landmark_run):
-    srv = start_server(ServeConfig(runs=[str(dr_run), str(forecast_run), str(seg_run), str(landmark_run)], port=0,
-                                   max_batch=4, max_pixels=2_000_000))
+    srv = start_server(
+        ServeConfig(
+            runs=[str(dr_run), str(forecast_run), str(seg_run), str(landmark_run)],
+            port=0,
+            max_batch=4,
+            max_pixels=2_000_000,
+        )
+    )
     yield srv
     srv.stop()
 
@@ -56,8 +63,12 @@ def _rows(path):
 def test_models_health_and_identity(client, dr_run):
     assert client.get("healthz").json()["status"] == "ok"
     models = {m["name"]: m for m in client.get("v1/models").json()["models"]}
-    assert {k: m["kind"] for k, m in models.items()} == {"dr": "classify", "forecast": "forecast",
-                                                        "vessels": "segment", "line": "landmark"}
+    assert {k: m["kind"] for k, m in models.items()} == {
+        "dr": "classify",
+        "forecast": "forecast",
+        "vessels": "segment",
+        "line": "landmark",
+    }
     info = yaml.safe_load((dr_run / "run.yaml").read_text())
     assert models["dr"]["encoder_sha256"] == info["encoders"]["Fundus"]["sha256"]
     assert models["dr"]["outputs"] == info["names"] and models["dr"]["preprocessing"]["input_size"] == 32
@@ -73,8 +84,10 @@ def test_predict_real_fundus_matches_the_predict_command(client, dr_run, tmp_pat
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"]["name"] == "dr" and len(body["results"]) == 2
-    ref = {row["path"].rsplit("/", 1)[-1]: row for row in _rows(predict_paths(dr_run, paths, tmp_path / "p.csv",
-                                                                             device="cpu"))}
+    ref = {
+        row["path"].rsplit("/", 1)[-1]: row
+        for row in _rows(predict_paths(dr_run, paths, tmp_path / "p.csv", device="cpu"))
+    }
     for res in body["results"]:
         probs = res["probabilities"]
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
@@ -92,8 +105,9 @@ def test_dicom_upload_answers_like_the_same_pixels_as_png(client):
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        dcm = make_dicom(Path(tmp) / "eye.dcm", arr, photometric="RGB", laterality="L",
-                         pixel_spacing=[0.01, 0.012]).read_bytes()
+        dcm = make_dicom(
+            Path(tmp) / "eye.dcm", arr, photometric="RGB", laterality="L", pixel_spacing=[0.01, 0.012]
+        ).read_bytes()
     a = client.post("v1/predict", files={"file": ("eye.dcm", dcm, "application/dicom")}, data={"model": "dr"})
     b = client.post("v1/predict", files={"file": ("eye.png", _png(arr))}, data={"model": "dr"})
     assert a.status_code == 200 and b.status_code == 200, a.text
@@ -125,16 +139,18 @@ def test_segment_matches_segment_predict(client, seg_run, serve_root, tmp_path):
     assert r.status_code == 200, r.text
     body = r.json()
     mask = np.array(Image.open(io.BytesIO(base64.b64decode(body["masks"]["vessel"]))))
-    predict_segmentation(seg_run, serve_root / "drive", tmp_path / "pred", split="training", device="cpu",
-                         evaluate=False)
+    predict_segmentation(
+        seg_run, serve_root / "drive", tmp_path / "pred", split="training", device="cpu", evaluate=False
+    )
     ref = np.array(Image.open(tmp_path / "pred" / "21_training.png"))
     assert mask.shape == ref.shape == (40, 36)
     fov = np.array(Image.open(serve_root / "drive" / "training" / "mask" / "21_training_mask.gif")) > 0
     assert np.array_equal(mask[fov] > 0, ref[fov] > 0)  # segment predict also blanks outside the FOV
     assert body["pixel_fraction"]["vessel"] == pytest.approx((mask > 0).mean())
     png = client.post("v1/segment?format=png&class=vessel", files=files, data={"model": "vessels"})
-    assert png.headers["content-type"] == "image/png" and np.array_equal(np.array(Image.open(io.BytesIO(
-        png.content))), mask)
+    assert png.headers["content-type"] == "image/png" and np.array_equal(
+        np.array(Image.open(io.BytesIO(png.content))), mask
+    )
     assert Image.open(io.BytesIO(base64.b64decode(body["overlay"]))).size == (36, 40)
 
 
@@ -147,7 +163,7 @@ def test_landmarks_match_landmark_predict(client, landmark_run, serve_root, tmp_
     p = images / "22_training.png"
     r = client.post("v1/predict", files={"file": (p.name, p.read_bytes())}, data={"model": "line"})
     assert r.status_code == 200, r.text
-    (x, y), = r.json()["results"][0]["landmarks"].values()
+    ((x, y),) = r.json()["results"][0]["landmarks"].values()
     assert 0 <= x < 36 and 0 <= y < 40
     row = ref[p.name]
     assert (x, y) == pytest.approx((float(row["line_x"]), float(row["line_y"])), abs=1e-2)
@@ -159,8 +175,9 @@ def test_explain_returns_a_heat_map_over_the_image(client):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     over = np.array(Image.open(io.BytesIO(r.content)))
     assert over.shape == (512, 495, 3)  # the 565x584 photograph scaled to a 512-px longer side
-    j = client.post("v1/explain?format=json&map=rollout", files={"file": (p.name, p.read_bytes())},
-                    data={"model": "dr"}).json()
+    j = client.post(
+        "v1/explain?format=json&map=rollout", files={"file": (p.name, p.read_bytes())}, data={"model": "dr"}
+    ).json()
     assert j["grid"] == [4, 4] and j["map"] == "rollout"
     img = np.array(Image.open(io.BytesIO(base64.b64decode(j["image"]))))
     assert img.shape == over.shape and not np.array_equal(img, over)
@@ -168,25 +185,37 @@ def test_explain_returns_a_heat_map_over_the_image(client):
 
 def _png_header(w: int, h: int) -> bytes:
     """A syntactically valid PNG claiming ``w x h`` pixels with almost no data (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + \
-        chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("files,data,status,says", [
-    ({"file": ("empty.png", b"")}, {"model": "dr"}, 400, "empty"),
-    ({"file": ("noise.png", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))},
-     {"model": "dr"}, 400, "noise.png"),
-    ({"file": ("cut.png", _png(np.full((64, 64, 3), 7, np.uint8))[:120])}, {"model": "dr"}, 400, "cut.png"),
-    ({"file": ("bomb.png", _png_header(60000, 60000))}, {"model": "dr"}, 413, "bomb.png"),
-    ({"file": ("big.png", _png_header(2000, 2000))}, {"model": "dr"}, 413, "limit"),
-    ({"image": ("a.png", b"x")}, {"model": "dr"}, 422, "file"),
-    ({"file": ("a.png", b"x")}, {"model": "nope"}, 404, "unknown model"),
-    ({"file": ("a.png", b"x")}, {}, 400, "several models"),
-    ({"file": ("a.dcm", b"\0" * 128 + b"DICM" + b"\x02" * 50)}, {"model": "dr"}, 400, "a.dcm"),
-])
+@pytest.mark.parametrize(
+    "files,data,status,says",
+    [
+        ({"file": ("empty.png", b"")}, {"model": "dr"}, 400, "empty"),
+        (
+            {"file": ("noise.png", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))},
+            {"model": "dr"},
+            400,
+            "noise.png",
+        ),
+        ({"file": ("cut.png", _png(np.full((64, 64, 3), 7, np.uint8))[:120])}, {"model": "dr"}, 400, "cut.png"),
+        ({"file": ("bomb.png", _png_header(60000, 60000))}, {"model": "dr"}, 413, "bomb.png"),
+        ({"file": ("big.png", _png_header(2000, 2000))}, {"model": "dr"}, 413, "limit"),
+        ({"image": ("a.png", b"x")}, {"model": "dr"}, 422, "file"),
+        ({"file": ("a.png", b"x")}, {"model": "nope"}, 404, "unknown model"),
+        ({"file": ("a.png", b"x")}, {}, 400, "several models"),
+        ({"file": ("a.dcm", b"\0" * 128 + b"DICM" + b"\x02" * 50)}, {"model": "dr"}, 400, "a.dcm"),
+    ],
+)
 def test_bad_requests_are_4xx_and_the_service_lives_on(client, files, data, status, says):
     r = client.post("v1/predict", files=files, data=data)
     assert r.status_code == status, r.text
@@ -209,13 +238,16 @@ def test_metrics_count_requests_and_batches(client):
     text = client.get("metrics").text
     assert 'visionfm_requests_total{endpoint="/v1/predict",status="200"}' in text
     assert 'visionfm_requests_total{endpoint="/v1/predict",status="400"}' in text
-    assert "visionfm_batch_size_count{model=\"dr\"}" in text and "visionfm_queue_depth 0" in text
+    assert 'visionfm_batch_size_count{model="dr"}' in text and "visionfm_queue_depth 0" in text
 
 
 def test_page_docs_and_static_files(client):
     page = client.get("")
-    assert page.status_code == 200 and 'id="prediction"' in page.text and "http" not in page.text.split(
-        "<footer")[0].replace("http-equiv", "")  # no CDN: every asset from this server
+    assert (
+        page.status_code == 200
+        and 'id="prediction"' in page.text
+        and "http" not in page.text.split("<footer")[0].replace("http-equiv", "")
+    )  # no CDN: every asset from this server
     assert client.get("static/app.js").status_code == 200 and client.get("static/style.css").status_code == 200
     assert client.get("docs").status_code == 200
     spec = client.get("openapi.json").json()
@@ -278,8 +310,23 @@ def test_oct_volume_upload_answers_like_volumes_predict(volume_run, serve_root, 
     assert res["n_bscans"] == 3 and len(res["relevance"]) == 3 and res["dicom"]["laterality"] == "R"
     assert r.json()["model"]["kind"] == "volume"
     out = tmp_path / "pred.csv"
-    assert main(["volumes", "predict", "--run", str(volume_run), "--data", str(dcm.parent), "--weights",
-                 str(serve_weights), "--csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "volumes",
+                "predict",
+                "--run",
+                str(volume_run),
+                "--data",
+                str(dcm.parent),
+                "--weights",
+                str(serve_weights),
+                "--csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = next(x for x in _rows(out) if x["volume"] == "eye3.dcm")
     assert res["driving_bscan"] == int(row["driving_bscan"]) and res["prediction"] == row["prediction"]
     for c, p in res["probabilities"].items():

@@ -1,6 +1,5 @@
-"""Fixtures of the synthetic-image tests: small class folders, a tiny generator config, a headless browser.
+"""Fixtures of the synthetic-image tests: small class folders, a tiny generator config, a headless browser."""
 
-"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,9 +35,22 @@ def disc_folder(tmp_path) -> Path:
 @pytest.fixture
 def tiny_overrides(tmp_path, disc_folder) -> dict:
     """Config overrides for a generator that trains in a fraction of a second per step on one core."""
-    return dict(data=str(disc_folder), output=str(tmp_path / "run"), image_size=16, block_out_channels=[16, 32],
-                attention_levels=[], layers_per_block=1, norm_num_groups=8, batch_size=4, steps=4, save_every=2,
-                warmup_steps=2, num_train_timesteps=100, device="cpu", ema_decay=0.9)
+    return dict(
+        data=str(disc_folder),
+        output=str(tmp_path / "run"),
+        image_size=16,
+        block_out_channels=[16, 32],
+        attention_levels=[],
+        layers_per_block=1,
+        norm_num_groups=8,
+        batch_size=4,
+        steps=4,
+        save_every=2,
+        warmup_steps=2,
+        num_train_timesteps=100,
+        device="cpu",
+        ema_decay=0.9,
+    )
 
 
 @pytest.fixture
@@ -49,18 +61,29 @@ def browser(tmp_path):
     """
     import shutil
 
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium "
-                                    "(pip install -e '.[dev]')")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="the browser test needs selenium (pip install -e '.[dev]')"
+    )
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("headless browser test needs chromium and chromedriver "
-                    "(Debian: apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "headless browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
+        )
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium  # with both paths given, selenium never tries to download a browser or driver
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(arg)
     drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
     try:

@@ -1,4 +1,5 @@
 """The benchmark hook in its quick form, on the real RetinaMNIST archive."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,13 @@ from visionfm.synth.benchmark import benchmark
 @pytest.mark.slow
 def test_benchmark_quick(tmp_path):
     rows = benchmark(require(DATA / "retinamnist").parent, tmp_path, None, quick=True)
-    assert [r["metric"] for r in rows] == ["frechet_distance", "precision", "recall", "copies_features",
-                                           "copies_pixels"]
+    assert [r["metric"] for r in rows] == [
+        "frechet_distance",
+        "precision",
+        "recall",
+        "copies_features",
+        "copies_pixels",
+    ]
     assert set(rows[0]) == {"task", "dataset", "method", "encoder", "metric", "value", "published", "notes"}
     fd, p, r, cf, cp = (row["value"] for row in rows)
     assert fd > 0 and 0 <= p <= 1 and 0 <= r <= 1 and cp == 0.0  # 30 steps of training copy nothing

@@ -1,4 +1,5 @@
 """The demo stage: a tiny generator on the fundus phantoms, sampled and measured, in the demo's fast mode."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,7 @@ def test_demo_stage_fast(tmp_path, tiny_weights):
     ctx = DemoContext(cfg, tmp_path, encoder_path=tiny_weights)
     ctx.datasets = make_all(tmp_path / "data", n=cfg.n, size=cfg.size, kinds=["fundus-dr"], progress=False)
     section = DEMO_STAGES.get("synthetic")(ctx)
-    (caption, rows), = section.tables
+    ((caption, rows),) = section.tables
     syn, ref = rows
     assert syn["n"] == 16 and ref["n"] == ctx.datasets["fundus-dr"].counts["training"]
     # the real training images are the training set: all flagged as copies, and closer to held-out real images

@@ -1,4 +1,5 @@
 """Fidelity report end to end on encoder features: a copied training image is caught, the files are written."""
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,9 @@ def _synthetic_with_a_copy(disc_folder, tmp_path):
 def test_measure_fidelity_flags_the_copy(disc_folder, tmp_path, tiny_encoder):
     syn = _synthetic_with_a_copy(disc_folder, tmp_path)
     out = tmp_path / "fid"
-    rep = measure_fidelity(disc_folder, syn, tiny_encoder, out, input_size=32, k=2, quantile=0.05, n_pairs=3,
-                           device="cpu", progress=False)
+    rep = measure_fidelity(
+        disc_folder, syn, tiny_encoder, out, input_size=32, k=2, quantile=0.05, n_pairs=3, device="cpu", progress=False
+    )
     assert (rep.n_real, rep.n_synthetic, rep.resolution) == (8, 4, 16)
     assert rep.frechet_distance > 0 and 0 <= rep.precision <= 1 and 0 <= rep.recall <= 1
     rows = {r["synthetic"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out / "nearest.csv"))}
@@ -46,17 +48,52 @@ def test_measure_fidelity_flags_the_copy(disc_folder, tmp_path, tiny_encoder):
 def test_identical_sets_have_zero_fd_and_full_precision_recall(disc_folder, tmp_path, tiny_encoder):
     same = tmp_path / "same"
     shutil.copytree(disc_folder, same)
-    rep = measure_fidelity(disc_folder, same, tiny_encoder, tmp_path / "o", input_size=32, k=2, device="cpu",
-                           progress=False)
+    rep = measure_fidelity(
+        disc_folder, same, tiny_encoder, tmp_path / "o", input_size=32, k=2, device="cpu", progress=False
+    )
     assert rep.frechet_distance < 1e-6 and rep.precision == 1.0 and rep.recall == 1.0
     assert rep.memorised_fraction_features == 1.0  # every "synthetic" image is a training image
 
 
 def test_cli_fidelity(disc_folder, tmp_path, tiny_weights, capsys):
     syn = _synthetic_with_a_copy(disc_folder, tmp_path)
-    rc = main(["synth", "fidelity", "--real", str(disc_folder), "--synthetic", str(syn), "--weights",
-               str(tiny_weights), "--output", str(tmp_path / "f"), "--input-size", "32", "--k", "2", "--device",
-               "cpu"])
+    rc = main(
+        [
+            "synth",
+            "fidelity",
+            "--real",
+            str(disc_folder),
+            "--synthetic",
+            str(syn),
+            "--weights",
+            str(tiny_weights),
+            "--output",
+            str(tmp_path / "f"),
+            "--input-size",
+            "32",
+            "--k",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and '"frechet_distance"' in capsys.readouterr().out
-    assert main(["synth", "fidelity", "--real", str(tmp_path / "missing"), "--synthetic", str(syn), "--weights",
-                 str(tiny_weights), "--output", str(tmp_path / "f2"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "fidelity",
+                "--real",
+                str(tmp_path / "missing"),
+                "--synthetic",
+                str(syn),
+                "--weights",
+                str(tiny_weights),
+                "--output",
+                str(tmp_path / "f2"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )

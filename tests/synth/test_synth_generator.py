@@ -1,4 +1,5 @@
 """The diffusion generator: training, class conditioning, resuming, sampling, config and CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -24,12 +25,16 @@ def test_train_and_sample_shapes(tiny_overrides, tmp_path):
     assert exported.name == "generator" and (exported / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert json.loads((exported / "generator.json").read_text())["step"] == 4
     assert sorted(p.name for p in run.glob("checkpoint_*.pth")) == [
-        "checkpoint_00000002.pth", "checkpoint_00000004.pth", "checkpoint_last.pth"]
+        "checkpoint_00000002.pth",
+        "checkpoint_00000004.pth",
+        "checkpoint_last.pth",
+    ]
     assert "image_size: 16" in (run / "generator.yaml").read_text()  # the generator's config beside the run
     logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 4 and np.isfinite(logged[-1]["loss"])
-    manifest = sample_images(run, tmp_path / "samples", num=3, batch_size=2, steps=3, seed=7,
-                             device="cpu", progress=False)
+    manifest = sample_images(
+        run, tmp_path / "samples", num=3, batch_size=2, steps=3, seed=7, device="cpu", progress=False
+    )
     rows = list(csv.DictReader(open(manifest)))
     assert [r["seed"] for r in rows] == ["7", "8", "9"] and all(r["label"] == "" for r in rows)
     for r in rows:
@@ -58,8 +63,9 @@ def test_class_conditioning(tiny_overrides, tmp_path):
     assert not torch.equal(a, b)  # same noise, different class -> different image
     guided = ddim_sample(gen, [0], labels=[0], steps=3, guidance=3.0)
     assert guided.shape == (1, 3, 16, 16) and not torch.equal(guided[0], a)
-    manifest = sample_images(cfg.output, tmp_path / "s", num=4, batch_size=4, steps=2, labels=[1], device="cpu",
-                             progress=False)
+    manifest = sample_images(
+        cfg.output, tmp_path / "s", num=4, batch_size=4, steps=2, labels=[1], device="cpu", progress=False
+    )
     assert [r["label"] for r in csv.DictReader(open(manifest))] == ["1"] * 4
     with pytest.raises(ValueError, match="outside"):
         sample_images(cfg.output, tmp_path / "s2", num=1, labels=[5], device="cpu", progress=False)
@@ -105,8 +111,9 @@ def test_sample_an_intermediate_checkpoint_and_ignore_a_half_written_export(tiny
     assert load_generator(run).meta.step == 4
     early = load_generator(run / "checkpoint_00000002.pth")
     assert early.meta.step == 2 and early.meta.image_size == 16
-    manifest = sample_images(run / "checkpoint_00000002.pth", tmp_path / "s", num=1, steps=2, device="cpu",
-                             progress=False)
+    manifest = sample_images(
+        run / "checkpoint_00000002.pth", tmp_path / "s", num=1, steps=2, device="cpu", progress=False
+    )
     assert json.loads((manifest.parent / "sampling.json").read_text())["generator_step"] == 2
     with pytest.raises(FileNotFoundError, match="no generator"):
         load_generator(tmp_path)
@@ -136,18 +143,67 @@ def test_plan_labels():
 
 def test_cli_train_and_sample(tiny_overrides, tmp_path, capsys):
     o = tiny_overrides
-    rc = main(["synth", "train", "--data", o["data"], "--output", str(tmp_path / "cli"), "--preset", "tiny",
-               "--image-size", "16", "--channels", "16", "32", "--steps", "2", "--batch-size", "2",
-               "--save-every", "1", "--device", "cpu"])
+    rc = main(
+        [
+            "synth",
+            "train",
+            "--data",
+            o["data"],
+            "--output",
+            str(tmp_path / "cli"),
+            "--preset",
+            "tiny",
+            "--image-size",
+            "16",
+            "--channels",
+            "16",
+            "32",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--save-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and str(tmp_path / "cli" / "generator") in capsys.readouterr().out
     saved = (tmp_path / "cli" / "generator.yaml").read_text()
     assert "image_size: 16" in saved and "max_steps: 2" in saved and "checkpoint_every: 1" in saved
     assert not (tmp_path / "cli" / "config.yaml").exists()  # one resolved config per run
-    rc = main(["synth", "sample", "--checkpoint", str(tmp_path / "cli"), "--output", str(tmp_path / "out"),
-               "--num", "2", "--steps", "2", "--device", "cpu"])
+    rc = main(
+        [
+            "synth",
+            "sample",
+            "--checkpoint",
+            str(tmp_path / "cli"),
+            "--output",
+            str(tmp_path / "out"),
+            "--num",
+            "2",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and len(list((tmp_path / "out").glob("*.png"))) == 2
-    assert main(["synth", "sample", "--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "x"),
-                 "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "sample",
+                "--checkpoint",
+                str(tmp_path / "nothing"),
+                "--output",
+                str(tmp_path / "x"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert main(["synth"]) == 2 and "choose a step" in capsys.readouterr().err
 
 
@@ -159,12 +215,42 @@ def test_torchrun_two_processes(tiny_overrides, tmp_path):
     import sys
 
     o = tiny_overrides
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
-           "-m", "visionfm.cli", "synth", "train", "--preset", "tiny", "--data", o["data"], "--layout", "imagenet",
-           "--conditional", "--output", str(tmp_path / "ddp"), "--image-size", "16", "--channels", "16", "32",
-           "--steps", "2", "--batch-size", "2", "--save-every", "2", "--device", "cpu"]
-    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                         timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29547",
+        "-m",
+        "visionfm.cli",
+        "synth",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        o["data"],
+        "--layout",
+        "imagenet",
+        "--conditional",
+        "--output",
+        str(tmp_path / "ddp"),
+        "--image-size",
+        "16",
+        "--channels",
+        "16",
+        "32",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     gen = load_generator(tmp_path / "ddp")
     assert gen.meta.step == 2 and gen.meta.num_classes == 2
@@ -176,14 +262,21 @@ def test_old_flat_run_config_loads_and_nests(tmp_path):
     from visionfm.config import load_config
 
     old = tmp_path / "generator.yaml"
-    old.write_text("data: imgs\noutput: runs/g\nimage_size: 16\nblock_out_channels: [16, 32]\nattention_levels: []\n"
-                   "norm_num_groups: 8\nsteps: 40\nbatch_size: 4\nlr: 0.001\nmin_lr: null\nwarmup_steps: 5\n"
-                   "grad_clip: 0.5\nsave_every: 10\nkeep_checkpoints: 3\nprecision: fp32\nseed: 3\ncache: true\n"
-                   "num_workers: 2\n")
+    old.write_text(
+        "data: imgs\noutput: runs/g\nimage_size: 16\nblock_out_channels: [16, 32]\nattention_levels: []\n"
+        "norm_num_groups: 8\nsteps: 40\nbatch_size: 4\nlr: 0.001\nmin_lr: null\nwarmup_steps: 5\n"
+        "grad_clip: 0.5\nsave_every: 10\nkeep_checkpoints: 3\nprecision: fp32\nseed: 3\ncache: true\n"
+        "num_workers: 2\n"
+    )
     cfg = load_config(GeneratorConfig, old)
     t = cfg.train
     assert cfg.data == ["imgs"] and (t.output_dir, t.max_steps, t.batch_size, t.lr, t.min_lr) == (
-        "runs/g", 40, 4, 0.001, None)
+        "runs/g",
+        40,
+        4,
+        0.001,
+        None,
+    )
     assert (t.warmup_steps, t.clip_grad, t.checkpoint_every, t.keep_last, t.seed) == (5, 0.5, 10, 3, 3)
 
 
@@ -209,9 +302,30 @@ def test_warmup_is_exact_in_steps_whatever_the_world_size(tiny_overrides):
 
 def test_cli_refuses_an_existing_run_and_overwrites_or_resumes_on_request(tiny_overrides, tmp_path, capsys):
     o = tiny_overrides
-    argv = ["synth", "train", "--data", o["data"], "--output", str(tmp_path / "r"), "--preset", "tiny",
-            "--image-size", "16", "--channels", "16", "32", "--steps", "2", "--batch-size", "2",
-            "--save-every", "1", "--device", "cpu", "--no-progress"]
+    argv = [
+        "synth",
+        "train",
+        "--data",
+        o["data"],
+        "--output",
+        str(tmp_path / "r"),
+        "--preset",
+        "tiny",
+        "--image-size",
+        "16",
+        "--channels",
+        "16",
+        "32",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     assert main(argv) == 2

@@ -1,4 +1,5 @@
 """Fidelity measures against hand-computed answers."""
+
 from __future__ import annotations
 
 import math

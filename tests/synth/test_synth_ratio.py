@@ -1,4 +1,5 @@
 """The ratio study: ratio parsing, equal budgets across ratios, the linear probe, and the study end to end."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,11 @@ def test_linear_probe_known_answers():
 
 
 def test_summarise_mean_and_sd():
-    rows = [{"ratio": "1:0", "test_auc": 0.6, "test_acc": 0.5}, {"ratio": "1:0", "test_auc": 0.8, "test_acc": 0.7},
-            {"ratio": "1:5", "test_auc": 0.7, "test_acc": 0.6}]
+    rows = [
+        {"ratio": "1:0", "test_auc": 0.6, "test_acc": 0.5},
+        {"ratio": "1:0", "test_auc": 0.8, "test_acc": 0.7},
+        {"ratio": "1:5", "test_auc": 0.7, "test_acc": 0.6},
+    ]
     a, b = summarise(rows)
     assert (a["ratio"], a["n_seeds"]) == ("1:0", 2) and a["test_auc_mean"] == pytest.approx(0.7)
     assert a["test_auc_sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
@@ -81,7 +85,7 @@ def retina(tmp_path):
     sub = {}
     for split, n in (("train", 64), ("val", 30), ("test", 30)):
         y = d[f"{split}_labels"][:, 0]
-        idx = np.concatenate([np.flatnonzero(y == c)[:n // 3] for c in (0, 2, 3)])  # three grades present
+        idx = np.concatenate([np.flatnonzero(y == c)[: n // 3] for c in (0, 2, 3)])  # three grades present
         sub[f"{split}_images"], sub[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
     np.savez(tmp_path / "small.npz", **sub)
     return medmnist_to_folder(tmp_path / "small.npz", tmp_path / "retina")
@@ -91,9 +95,30 @@ def retina(tmp_path):
 def test_ratio_study_end_to_end_on_retinamnist(retina, disc_folder, tmp_path, capsys):
     """Three ratios, two steps each, on real fundus photographs; the stand-in synthetic set is the disc images."""
     out = tmp_path / "study"
-    rc = main(["synth", "ratio-study", "--real", str(retina / "train"), "--synthetic", str(disc_folder),
-               "--probe-data", str(retina), "--output", str(out), "--ratios", "1:0", "1:1", "0:1", "--steps", "2",
-               "--batch-size", "8", "--device", "cpu"])
+    rc = main(
+        [
+            "synth",
+            "ratio-study",
+            "--real",
+            str(retina / "train"),
+            "--synthetic",
+            str(disc_folder),
+            "--probe-data",
+            str(retina),
+            "--output",
+            str(out),
+            "--ratios",
+            "1:0",
+            "1:1",
+            "0:1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and "| 1:1 | 1 |" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     assert [r["ratio"] for r in res["runs"]] == ["1:0", "1:1", "0:1"]
@@ -109,8 +134,23 @@ def test_ratio_study_end_to_end_on_retinamnist(retina, disc_folder, tmp_path, ca
     before = (out / "runs" / "1-1_seed0" / "encoder.safetensors").stat().st_mtime_ns
     assert main(["synth", "ratio-study", "--config", str(out / "ratio_study.yaml")]) == 0  # reuses finished runs
     assert (out / "runs" / "1-1_seed0" / "encoder.safetensors").stat().st_mtime_ns == before
-    assert main(["synth", "ratio-study", "--real", str(retina / "train"), "--synthetic", str(disc_folder),
-                 "--probe-data", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "ratio-study",
+                "--real",
+                str(retina / "train"),
+                "--synthetic",
+                str(disc_folder),
+                "--probe-data",
+                str(tmp_path / "missing"),
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_fewshot_probe_draws_are_shared_and_fewer_labels_cost():

@@ -1,4 +1,5 @@
 """Every synthetic-image capability on real fundus photographs (DRIVE; skipped when the shared data is absent)."""
+
 from __future__ import annotations
 
 import io
@@ -18,9 +19,19 @@ from visionfm.synth.turing import make_turing_server
 
 def test_generator_trains_and_samples_on_drive(tmp_path):
     images = require(DATA / "DRIVE" / "training" / "images")
-    cfg = resolve_config("tiny", overrides=dict(data=str(images), output=str(tmp_path / "run"), image_size=16,
-                                                block_out_channels=[16, 32], steps=3, batch_size=4, save_every=3,
-                                                device="cpu"))
+    cfg = resolve_config(
+        "tiny",
+        overrides=dict(
+            data=str(images),
+            output=str(tmp_path / "run"),
+            image_size=16,
+            block_out_channels=[16, 32],
+            steps=3,
+            batch_size=4,
+            save_every=3,
+            device="cpu",
+        ),
+    )
     last = train_generator(cfg, progress=False)
     losses = [json.loads(line)["loss"] for line in (last.parent / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(losses))
@@ -41,11 +52,21 @@ def test_fidelity_and_turing_on_drive(tmp_path, tiny_encoder):
     train = require(DATA / "DRIVE" / "training" / "images")
     test = require(DATA / "DRIVE" / "test" / "images")
     # A "generator" that copies training images must be caught; held-out real images must not be.
-    rep = measure_fidelity(test, train, tiny_encoder, tmp_path / "copies", train=train, resolution=32,
-                           input_size=32, device="cpu", progress=False)
+    rep = measure_fidelity(
+        test,
+        train,
+        tiny_encoder,
+        tmp_path / "copies",
+        train=train,
+        resolution=32,
+        input_size=32,
+        device="cpu",
+        progress=False,
+    )
     assert rep.memorised_fraction_pixels == 1.0 and rep.memorised_fraction_features == 1.0
-    rep = measure_fidelity(train, test, tiny_encoder, tmp_path / "heldout", resolution=32, input_size=32,
-                           device="cpu", progress=False)
+    rep = measure_fidelity(
+        train, test, tiny_encoder, tmp_path / "heldout", resolution=32, input_size=32, device="cpu", progress=False
+    )
     assert rep.memorised_fraction_pixels <= 0.1 and rep.precision > 0.5
     srv = make_turing_server(test, train, "reader", tmp_path / "a.jsonl", port=0, n=2, display_size=128)
     t = threading.Thread(target=srv.serve_forever, daemon=True)

@@ -1,5 +1,6 @@
 """Visual Turing test: session building, the HTTP server, scoring against known answers, and the real page in
 headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def server(disc_folder, syn_folder, tmp_path):
 
 
 def _call(url, body=None):
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                 method="GET" if body is None else "POST")
+    req = urllib.request.Request(
+        url, data=None if body is None else json.dumps(body).encode(), method="GET" if body is None else "POST"
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read()
@@ -91,8 +93,8 @@ def test_scoring_known_answers(tmp_path):
     _write(tmp_path / "b.jsonl", "B", [(r, s), (r, s), (s, s), (s, r)])  # 1/4; real 0/2, synthetic 1/2
     panel = score_answers(read_answers([tmp_path / "a.jsonl", tmp_path / "b.jsonl"]))
     a, b = panel.readers
-    assert (a.reader, a.n, a.correct, a.accuracy, a.real_recognised, a.synthetic_detected) == ("A", 4, 3, .75, 1, .5)
-    assert (b.correct, b.accuracy, b.real_recognised) == (1, .25, 0)
+    assert (a.reader, a.n, a.correct, a.accuracy, a.real_recognised, a.synthetic_detected) == ("A", 4, 3, 0.75, 1, 0.5)
+    assert (b.correct, b.accuracy, b.real_recognised) == (1, 0.25, 0)
     assert a.p_value == pytest.approx(0.625)  # P(X >= 3) + P(X <= 1) for Bin(4, 1/2) = 10/16
     assert panel.mean_accuracy == pytest.approx(0.5)
     assert panel.sd_accuracy == pytest.approx(np.std([0.75, 0.25], ddof=1))  # 0.35355
@@ -101,8 +103,12 @@ def test_scoring_known_answers(tmp_path):
 
 def test_scoring_duplicates_and_bad_lines(tmp_path):
     f = tmp_path / "dup.jsonl"
-    f.write_text(json.dumps({"reader": "A", "item": "x", "truth": "real", "answer": "real"}) + "\n"
-                 + json.dumps({"reader": "A", "item": "x", "truth": "real", "answer": "synthetic"}) + "\n")
+    f.write_text(
+        json.dumps({"reader": "A", "item": "x", "truth": "real", "answer": "real"})
+        + "\n"
+        + json.dumps({"reader": "A", "item": "x", "truth": "real", "answer": "synthetic"})
+        + "\n"
+    )
     panel = score_answers(read_answers([f]))
     assert (panel.readers[0].n, panel.readers[0].accuracy, panel.sd_accuracy) == (1, 1.0, 0.0)
     f.write_text('{"reader": "A", "item": "x", "truth": "real"}\n')
@@ -115,8 +121,10 @@ def test_scoring_duplicates_and_bad_lines(tmp_path):
 
 def test_cli_turing_score(tmp_path, capsys):
     _write(tmp_path / "a.jsonl", "A", [("real", "real"), ("synthetic", "real")])
-    assert main(["synth", "turing-score", "--answers", str(tmp_path / "a.jsonl"), "--output",
-                 str(tmp_path / "s.json")]) == 0
+    assert (
+        main(["synth", "turing-score", "--answers", str(tmp_path / "a.jsonl"), "--output", str(tmp_path / "s.json")])
+        == 0
+    )
     assert "panel (1 readers): accuracy 50.0%" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())["mean_accuracy"] == 0.5
     assert main(["synth", "turing-score", "--answers", str(tmp_path / "none.jsonl")]) == 2
@@ -135,8 +143,9 @@ def test_page_in_headless_chromium(browser, server, tmp_path):
     wait = WebDriverWait(browser, 20)
     shown = []
     for i in range(6):
-        wait.until(lambda b, i=i: element("progress").text.startswith(f"{i + 1} / 6")
-                   and element("btn-real").is_enabled())
+        wait.until(
+            lambda b, i=i: element("progress").text.startswith(f"{i + 1} / 6") and element("btn-real").is_enabled()
+        )
         img = element("image")
         assert browser.execute_script("return arguments[0].naturalWidth;", img) == 64  # every image at one size
         shown.append(img.get_attribute("src").rsplit("/", 1)[-1].removesuffix(".png"))
@@ -167,9 +176,29 @@ def test_cli_turing_serves_until_done(disc_folder, syn_folder, tmp_path, capsys)
         port = s.getsockname()[1]
     answers = tmp_path / "cli.jsonl"
     result = {}
-    t = threading.Thread(target=lambda: result.update(rc=main([
-        "synth", "turing", "--real", str(disc_folder), "--synthetic", str(syn_folder), "--reader", "dr_b",
-        "--answers", str(answers), "--port", str(port), "--n", "2", "--exit-when-done"])))
+    t = threading.Thread(
+        target=lambda: result.update(
+            rc=main(
+                [
+                    "synth",
+                    "turing",
+                    "--real",
+                    str(disc_folder),
+                    "--synthetic",
+                    str(syn_folder),
+                    "--reader",
+                    "dr_b",
+                    "--answers",
+                    str(answers),
+                    "--port",
+                    str(port),
+                    "--n",
+                    "2",
+                    "--exit-when-done",
+                ]
+            )
+        )
+    )
     t.start()
     url = f"http://127.0.0.1:{port}/"
     for _ in range(100):  # wait for the server to bind

@@ -1,4 +1,5 @@
 """Every layout the toy data writes is read back by the toolkit's readers with the generator's ground truth."""
+
 from __future__ import annotations
 
 import json
@@ -116,8 +117,10 @@ def test_cli_toy_data(tmp_path, capsys):
     # a second run refuses to clobber, --overwrite replaces
     assert main(["toy-data", "--kind", "ubm-landmarks", "--output", str(out), "--n", "8", "--size", "32"]) == 2
     assert "not empty" in capsys.readouterr().err
-    assert main(["toy-data", "--kind", "ubm-landmarks", "--output", str(out), "--n", "4", "--size", "32",
-                 "--overwrite"]) == 0
+    assert (
+        main(["toy-data", "--kind", "ubm-landmarks", "--output", str(out), "--n", "4", "--size", "32", "--overwrite"])
+        == 0
+    )
     assert len(list((out / "training" / "images").iterdir())) == 3
     assert main(["toy-data", "--kind", "nope", "--output", str(tmp_path / "x")]) == 2
     assert "fundus-dr" in capsys.readouterr().err  # the error lists the valid kinds

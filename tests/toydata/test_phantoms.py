@@ -1,5 +1,6 @@
 """Phantoms have the properties their docs state: masks match the drawing, landmarks hit structures, labels and
 targets follow the generator's rules, and everything is deterministic by seed."""
+
 from __future__ import annotations
 
 import math
@@ -89,7 +90,7 @@ def test_fundus_landmarks_and_cup_to_disc_ratio_hit_the_drawing(i):
     assert p.masks["optic_disc"][round(y), round(x)] and p.masks["optic_cup"][round(y), round(x)]
     fx, fy = p.points["fovea"]
     lum = p.image.astype(float).mean(-1)
-    assert lum[round(fy) - 1:round(fy) + 2, round(fx) - 1:round(fx) + 2].mean() < lum[p.masks["fov"]].mean()
+    assert lum[round(fy) - 1 : round(fy) + 2, round(fx) - 1 : round(fx) + 2].mean() < lum[p.masks["fov"]].mean()
     rows_cup = np.nonzero(p.masks["optic_cup"].any(1))[0]
     rows_disc = np.nonzero(p.masks["optic_disc"].any(1))[0]
     measured = (rows_cup[-1] - rows_cup[0] + 1) / (rows_disc[-1] - rows_disc[0] + 1)
@@ -109,7 +110,7 @@ def test_cup_to_disc_ratio_is_visible_in_the_pixels():
 
 
 def _on_boundary(mask: np.ndarray, x: float, y: float, r: int = 1) -> bool:
-    win = mask[round(y) - r:round(y) + r + 1, round(x) - r:round(x) + r + 1]
+    win = mask[round(y) - r : round(y) + r + 1, round(x) - r : round(x) + r + 1]
     return bool(win.any() and not win.all())
 
 

@@ -3,6 +3,7 @@
 Each test measures the picture (not the generator's own bookkeeping) and compares eyes drawn with and without the
 condition, so a rule that stopped being drawn fails here.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,10 @@ S = 128
 def _pair(flag: str, seed: int):
     """The same eye (same seed) drawn without and with one disease flag."""
     spec = dict(grade=0, cdr=0.3, right_eye=bool(seed % 2))
-    return (fundus_phantom(np.random.default_rng(seed), S, FundusSpec(**spec, **{flag: False})),
-            fundus_phantom(np.random.default_rng(seed), S, FundusSpec(**spec, **{flag: True})))
+    return (
+        fundus_phantom(np.random.default_rng(seed), S, FundusSpec(**spec, **{flag: False})),
+        fundus_phantom(np.random.default_rng(seed), S, FundusSpec(**spec, **{flag: True})),
+    )
 
 
 def _sharpness(p) -> float:
@@ -153,8 +156,11 @@ def test_oct_fluid_swells_the_onl_and_drusen_lift_the_rpe(seed):
     assert np.abs(_onl_asymmetry(normal, s)).max() <= 2
     dme = oct_phantom(np.random.default_rng(seed), s, condition=1)
     asym = np.abs(_onl_asymmetry(dme, s))
-    assert asym.max() >= 4 and dme.masks["fluid"][:, int(np.argmax(asym))].any() | dme.masks["fluid"][
-        :, int(np.round(2 * dme.points["fovea"][0] - np.argmax(asym)))].any()  # the swelling is where fluid is
+    assert (
+        asym.max() >= 4
+        and dme.masks["fluid"][:, int(np.argmax(asym))].any()
+        | dme.masks["fluid"][:, int(np.round(2 * dme.points["fovea"][0] - np.argmax(asym)))].any()
+    )  # the swelling is where fluid is
     amd = oct_phantom(np.random.default_rng(seed), s, condition=2)
     rpe_top = np.argmax(amd.masks["RPE"], axis=0).astype(float)
     lifted = amd.masks["drusen"].any(0)

@@ -1,4 +1,5 @@
 """Fixtures of the vision-language tests: a tiny image encoder and small real image-text sources."""
+
 import csv
 from pathlib import Path
 
@@ -48,6 +49,23 @@ def keratitis_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def train_args(weights, data, out, steps=4, extra=()):
-    return ["vl", "train", "--weights", str(weights), "--data", *map(str, data), "--output", str(out),
-            "--max-steps", str(steps), "--batch-size", "8", "--no-progress", "--device", "cpu", "--log-every", "1",
-            *extra]
+    return [
+        "vl",
+        "train",
+        "--weights",
+        str(weights),
+        "--data",
+        *map(str, data),
+        "--output",
+        str(out),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+        *extra,
+    ]

@@ -1,4 +1,5 @@
 """Few-shot adapters: known answers, text initialisation, and `visionfm vl adapt` on cached real-image features."""
+
 import json
 import math
 
@@ -20,8 +21,9 @@ def test_text_initialised_probe_starts_at_zero_shot_and_random_does_not():
     zs = ZeroShot(text, 10.0)(f)
     torch.testing.assert_close(LinearAdapter(text, 10.0, "text")(f), zs)
     assert not torch.allclose(LinearAdapter(text, 10.0, "random", seed=1)(f), zs)
-    torch.testing.assert_close(LinearAdapter(text, 10.0, "random", seed=1).weight,
-                               LinearAdapter(text, 10.0, "random", seed=1).weight)  # seeded
+    torch.testing.assert_close(
+        LinearAdapter(text, 10.0, "random", seed=1).weight, LinearAdapter(text, 10.0, "random", seed=1).weight
+    )  # seeded
 
 
 def test_tip_adapter_known_answer():
@@ -48,32 +50,122 @@ def test_trainable_adapters_fit_their_shots(tmp_path):
 
 def test_vl_adapt_on_cached_features_of_real_images(keratitis_run, keratitis, tmp_path, capsys):
     run, tiny_weights = keratitis_run
-    feats = extract_features(tiny_weights, keratitis, tmp_path / "k.safetensors", layout="imagenet",
-                             n_last_blocks=2, input_size=32, num_workers=0, progress=False, device="cpu")
+    feats = extract_features(
+        tiny_weights,
+        keratitis,
+        tmp_path / "k.safetensors",
+        layout="imagenet",
+        n_last_blocks=2,
+        input_size=32,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+    )
     for adapter in ("linear", "clip", "tip"):
         out = tmp_path / adapter
-        assert main(["vl", "adapt", "--run", str(run), "--train", str(feats), "--test", str(feats), "--adapter",
-                     adapter, "--shots", "1", "2", "--draws", "2", "--steps", "20", "--output", str(out),
-                     "--classes", "keratitis", "normal cornea", "other corneal abnormality"]) == 0
+        assert (
+            main(
+                [
+                    "vl",
+                    "adapt",
+                    "--run",
+                    str(run),
+                    "--train",
+                    str(feats),
+                    "--test",
+                    str(feats),
+                    "--adapter",
+                    adapter,
+                    "--shots",
+                    "1",
+                    "2",
+                    "--draws",
+                    "2",
+                    "--steps",
+                    "20",
+                    "--output",
+                    str(out),
+                    "--classes",
+                    "keratitis",
+                    "normal cornea",
+                    "other corneal abnormality",
+                ]
+            )
+            == 0
+        )
         res = json.loads((out / "metrics.json").read_text())
         assert set(res["shots"]) == {"1", "2"} and len(res["shots"]["2"]["draws"]) == 2
         s = res["shots"]["1"]["summary"]["balanced_accuracy"]
         assert 0 <= s["mean"] <= 1 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
     assert "k=  1" in capsys.readouterr().out
-    other = extract_features(tiny_weights, keratitis, tmp_path / "k64.safetensors", layout="imagenet",
-                             n_last_blocks=1, input_size=64, num_workers=0, progress=False, device="cpu")
-    assert main(["vl", "adapt", "--run", str(run), "--train", str(other), "--test", str(other), "--output",
-                 str(tmp_path / "x"), "--classes", "a", "b", "c"]) == 2
+    other = extract_features(
+        tiny_weights,
+        keratitis,
+        tmp_path / "k64.safetensors",
+        layout="imagenet",
+        n_last_blocks=1,
+        input_size=64,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+    )
+    assert (
+        main(
+            [
+                "vl",
+                "adapt",
+                "--run",
+                str(run),
+                "--train",
+                str(other),
+                "--test",
+                str(other),
+                "--output",
+                str(tmp_path / "x"),
+                "--classes",
+                "a",
+                "b",
+                "c",
+            ]
+        )
+        == 2
+    )
     assert "extract with --input-size 32" in capsys.readouterr().err
 
 
 def test_zeroshot_on_cached_features_matches_images(keratitis_run, keratitis, tmp_path):
     run, tiny_weights = keratitis_run
-    feats = extract_features(tiny_weights, keratitis, tmp_path / "k.safetensors", layout="imagenet",
-                             n_last_blocks=1, input_size=32, num_workers=0, progress=False, device="cpu")
+    feats = extract_features(
+        tiny_weights,
+        keratitis,
+        tmp_path / "k.safetensors",
+        layout="imagenet",
+        n_last_blocks=1,
+        input_size=32,
+        num_workers=0,
+        progress=False,
+        device="cpu",
+    )
     classes = ["keratitis", "normal cornea", "other corneal abnormality"]
     for src, out in ((keratitis, "img"), (feats, "feat")):
-        assert main(["zeroshot", "--run", str(run), "--images", str(src), "--classes", *classes, "--n-boot", "0",
-                     "--domain-knowledge", "--output", str(tmp_path / out)]) == 0
+        assert (
+            main(
+                [
+                    "zeroshot",
+                    "--run",
+                    str(run),
+                    "--images",
+                    str(src),
+                    "--classes",
+                    *classes,
+                    "--n-boot",
+                    "0",
+                    "--domain-knowledge",
+                    "--output",
+                    str(tmp_path / out),
+                ]
+            )
+            == 0
+        )
     a, b = (json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("img", "feat"))
     assert a["confusion_matrix"] == b["confusion_matrix"] and a["auroc"]["macro"] == pytest.approx(b["auroc"]["macro"])

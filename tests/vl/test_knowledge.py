@@ -1,13 +1,27 @@
 """The versioned domain-knowledge dictionary, prompt templates per modality, and extension from YAML."""
+
 import pytest
 
 from visionfm.errors import ConfigError
 from visionfm.vl.knowledge import KNOWLEDGE_VERSION, default_knowledge, load_knowledge
 
-REQUIRED = ["no diabetic retinopathy", "mild diabetic retinopathy", "moderate diabetic retinopathy",
-            "severe diabetic retinopathy", "proliferative diabetic retinopathy", "diabetic macular edema", "glaucoma",
-            "age-related macular degeneration", "mild cataract", "severe cataract", "pathologic myopia",
-            "retinal vein occlusion", "hypertensive retinopathy", "keratitis", "normal"]
+REQUIRED = [
+    "no diabetic retinopathy",
+    "mild diabetic retinopathy",
+    "moderate diabetic retinopathy",
+    "severe diabetic retinopathy",
+    "proliferative diabetic retinopathy",
+    "diabetic macular edema",
+    "glaucoma",
+    "age-related macular degeneration",
+    "mild cataract",
+    "severe cataract",
+    "pathologic myopia",
+    "retinal vein occlusion",
+    "hypertensive retinopathy",
+    "keratitis",
+    "normal",
+]
 
 
 def test_dictionary_covers_the_categories_with_descriptions():
@@ -32,14 +46,18 @@ def test_prompts_per_modality_and_ensembles():
 
 def test_yaml_extends_and_bad_yaml_is_named(tmp_path):
     f = tmp_path / "k.yaml"
-    f.write_text("version: clinic-2\ncategories:\n  drusen:\n    aliases: [drusenoid deposits]\n"
-                 "    descriptions: [yellow deposits under the retina]\n  glaucoma:\n"
-                 "    descriptions: [notched rim]\ntemplates:\n  Fundus: ['A retinal image of {}.']\n")
+    f.write_text(
+        "version: clinic-2\ncategories:\n  drusen:\n    aliases: [drusenoid deposits]\n"
+        "    descriptions: [yellow deposits under the retina]\n  glaucoma:\n"
+        "    descriptions: [notched rim]\ntemplates:\n  Fundus: ['A retinal image of {}.']\n"
+    )
     kn = load_knowledge(f)
     assert kn.version == "clinic-2" and kn.find("drusenoid deposits").name == "drusen"
     assert kn.find("glaucoma").descriptions[-1] == "notched rim"
-    assert kn.prompts("drusen", "Fundus") == ["A retinal image of drusen.",
-                                              "A retinal image of yellow deposits under the retina."]
+    assert kn.prompts("drusen", "Fundus") == [
+        "A retinal image of drusen.",
+        "A retinal image of yellow deposits under the retina.",
+    ]
     assert default_knowledge().find("drusen") is None  # the built-in dictionary is untouched
     f.write_text("categories:\n  x: [not a mapping]\n")
     with pytest.raises(ConfigError, match="k.yaml: category 'x'"):

@@ -1,4 +1,5 @@
 """FLAIR's soft-target CLIP loss and the capped logit scale, against hand-computed answers."""
+
 import math
 
 import pytest
@@ -40,8 +41,9 @@ def test_same_category_pairs_are_pulled_together_distinct_ones_pushed_apart():
 def test_logit_scale_is_capped_at_100_and_bad_shapes_fail():
     a = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
     assert torch.allclose(similarity_logits(a, a, torch.tensor(10.0)).diagonal(), torch.full((3,), 100.0))
-    assert torch.allclose(similarity_logits(a, a, torch.tensor(math.log(1 / 0.07))).diagonal(),
-                          torch.full((3,), 1 / 0.07))
+    assert torch.allclose(
+        similarity_logits(a, a, torch.tensor(math.log(1 / 0.07))).diagonal(), torch.full((3,), 1 / 0.07)
+    )
     with pytest.raises(ValueError, match="equal squares"):
         soft_clip_loss(torch.zeros(2, 3), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="non-empty"):

@@ -1,4 +1,5 @@
 """Projection heads (normalised before and after), the logit scale, and the three image-training modes."""
+
 import math
 
 import pytest
@@ -34,8 +35,11 @@ def test_frozen_partial_full_image_training():
     enc = tiny_encoder()
 
     def trainable() -> set[str]:
-        return {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
-                for n, p in enc.named_parameters() if p.requires_grad}
+        return {
+            n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
+            for n, p in enc.named_parameters()
+            if p.requires_grad
+        }
 
     set_image_training(enc, "frozen")
     assert trainable() == set()

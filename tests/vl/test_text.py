@@ -1,4 +1,5 @@
 """The default text encoder is the real all-MiniLM-L6-v2 shipped in a PyPI package, loaded offline."""
+
 import os
 
 import pytest

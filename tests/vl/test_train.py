@@ -1,4 +1,5 @@
 """Training on real image-text pairs: run folder, loading, CLI errors, exact resume after SIGKILL, torchrun."""
+
 import json
 import os
 import signal
@@ -26,8 +27,11 @@ def test_sources_pair_reports_and_category_prompts(csdi_subset, keratitis):
     items = read_sources([str(csdi_subset), f"SlitLamp={keratitis}"], default_knowledge())
     reports, cats = items[:40], items[40:]
     assert all(it.key.startswith("report:") and len(it.texts) == 1 for it in reports)
-    assert {it.key for it in cats} == {"category:keratitis", "category:normal cornea",
-                                       "category:other corneal abnormality"}
+    assert {it.key for it in cats} == {
+        "category:keratitis",
+        "category:normal cornea",
+        "category:other corneal abnormality",
+    }
     assert cats[0].modality == "SlitLamp" and cats[0].texts[0].startswith("A slit-lamp photograph")
     assert len(cats[0].texts) > 1  # name + expert descriptions
     table = TextTable(items)
@@ -53,9 +57,13 @@ def test_train_on_real_pairs_writes_a_loadable_run(tiny_weights, csdi_subset, ke
 
 def test_partial_training_and_text_fine_tuning_export_their_weights(tiny_weights, keratitis, tmp_path):
     out = tmp_path / "run"
-    args = train_args(tiny_weights, [keratitis], out, steps=2, extra=["--image-training", "partial",
-                                                                       "--unfreeze-blocks", "1", "--train-text",
-                                                                       "--val-fraction", "0"])
+    args = train_args(
+        tiny_weights,
+        [keratitis],
+        out,
+        steps=2,
+        extra=["--image-training", "partial", "--unfreeze-blocks", "1", "--train-text", "--val-fraction", "0"],
+    )
     assert main(args) == 0
     info = json.loads((out / "run.json").read_text())
     assert info["image_encoder"]["weights"] == "image_encoder.safetensors"
@@ -73,15 +81,36 @@ def test_user_errors_are_one_line(tiny_weights, keratitis, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse rejects a value outside the config's choices
         main(train_args(tiny_weights, [keratitis], tmp_path / "r", extra=["--image-training", "some"]))
     assert e.value.code == 2
-    assert main(["zeroshot", "--run", str(tmp_path), "--images", str(keratitis), "--classes", "a", "b",
-                 "--output", str(tmp_path / "z")]) == 2
+    assert (
+        main(
+            [
+                "zeroshot",
+                "--run",
+                str(tmp_path),
+                "--images",
+                str(keratitis),
+                "--classes",
+                "a",
+                "b",
+                "--output",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 2
+    )
     assert "not a vision-language run" in capsys.readouterr().err
 
 
 def _cli(args):
-    return subprocess.Popen([sys.executable, "-m", "visionfm", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "visionfm", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
@@ -109,10 +138,27 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_weights, csdi_subset, ker
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tiny_weights, csdi_subset, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571",
-           "-m", "visionfm", *train_args(tiny_weights, [csdi_subset], tmp_path / "run", 3, ["--val-fraction", "0"])]
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29571",
+        "-m",
+        "visionfm",
+        *train_args(tiny_weights, [csdi_subset], tmp_path / "run", 3, ["--val-fraction", "0"]),
+    ]
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert proc.stdout.count("vision-language run:") == 1  # rank 0 reports
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

@@ -1,4 +1,5 @@
 """Reading released checkpoints of every supported format (files or ``hf-hub:`` references), and writing visionfm's."""
+
 from .converters import CONVERTERS, Converted, Converter, detect_format, list_formats
 from .describe import describe_weights
 from .hub import HF_PREFIX, is_hub_reference, parse_hub_reference, resolve_weights_path

@@ -7,6 +7,7 @@ visionfm naming (as the official VisionFM / DINO / timm ViT): ``patch_embed.proj
 Formats are registered by name; :func:`detect_format` asks each converter's ``matches`` in registration order
 (most specific first), and a caller can always name the format instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,7 @@ def _strip(sd: dict[str, Tensor], prefixes: tuple[str, ...] = ("module.", "backb
             changed = False
             for p in prefixes:
                 if k.startswith(p):
-                    k, changed = k[len(p):], True
+                    k, changed = k[len(p) :], True
         out[k] = v
     return out
 
@@ -135,8 +136,16 @@ def _convert_mae(obj: Any) -> Converted:
     # MAE's mask token lives in the decoder's width and has nothing to do with the encoder.
     kept, dropped = _split(sd, lambda k: k.startswith(("decoder", "mask_token", "fc_norm.")) or _is_head(k))
     # RETFound's fine-tuning code resizes position embeddings by target size (MAE's util/pos_embed.py)
-    return Converted(kept, "mae", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="RETFound-MAE / MAE",
-                     pos_interp="size", head=head)
+    return Converted(
+        kept,
+        "mae",
+        dropped,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        family="RETFound-MAE / MAE",
+        pos_interp="size",
+        head=head,
+    )
 
 
 _FT_HEAD = ("head.", "fc_norm.")
@@ -148,13 +157,20 @@ def _convert_retfound_finetuned(obj: Any) -> Converted:
     sd = _strip(obj["model"])
     head = {k: v for k, v in sd.items() if k.startswith(_FT_HEAD)}
     kept = {k: v for k, v in sd.items() if not k.startswith(_FT_HEAD)}
-    return Converted(kept, "retfound-finetuned", sorted(head), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     family="RETFound fine-tuned classifier", pos_interp="size", head=head)
+    return Converted(
+        kept,
+        "retfound-finetuned",
+        sorted(head),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        family="RETFound fine-tuned classifier",
+        pos_interp="size",
+        head=head,
+    )
 
 
 def _matches_retfound_finetuned(obj: Any) -> bool:
-    return _matches_mae(obj) and any(k.endswith("head.weight") and not k.startswith("decoder")
-                                     for k in obj["model"])
+    return _matches_mae(obj) and any(k.endswith("head.weight") and not k.startswith("decoder") for k in obj["model"])
 
 
 def _matches_mae(obj: Any) -> bool:
@@ -176,8 +192,9 @@ def _convert_dinov2(obj: Any) -> Converted:
     # FSDP "block chunks" name blocks blocks.{chunk}.{index}; the global index is kept, so drop the chunk.
     sd = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in sd.items()}
     kept, dropped = _split(sd, _is_head)
-    return Converted(kept, "dinov2", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="DINOv2",
-                     pos_interp="offset")
+    return Converted(
+        kept, "dinov2", dropped, mean=IMAGENET_MEAN, std=IMAGENET_STD, family="DINOv2", pos_interp="offset"
+    )
 
 
 def _convert_retfound_dinov2(obj: Any) -> Converted:
@@ -195,9 +212,15 @@ def _matches_retfound_dinov2(obj: Any) -> bool:
         return False
     sd = _strip(obj["teacher"])
     patch, cls = sd.get("patch_embed.proj.weight"), sd.get("cls_token")
-    return (any(k.startswith("backbone.") for k in obj["teacher"]) and any(".ls1.gamma" in k for k in sd)
-            and "register_tokens" not in sd and patch is not None and cls is not None
-            and patch.shape[-1] == 14 and cls.shape[-1] == 1024)
+    return (
+        any(k.startswith("backbone.") for k in obj["teacher"])
+        and any(".ls1.gamma" in k for k in sd)
+        and "register_tokens" not in sd
+        and patch is not None
+        and cls is not None
+        and patch.shape[-1] == 14
+        and cls.shape[-1] == 1024
+    )
 
 
 # RETFound-Green: timm's vit_small_patch14_reg4_dinov2 at 392 px with mean = std = 0.5 (its README)
@@ -222,11 +245,24 @@ def _convert_timm(obj: Any) -> Converted:
     if math.isqrt(n) ** 2 == n:  # no_embed_class: 1 + N positions is never a square, N is
         sd["pos_embed"] = torch.cat([pe.new_zeros(1, 1, pe.shape[-1]), pe], dim=1)
     regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
-    found = {"embed_dim": pe.shape[-1], "depth": 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
-             "patch": sd["patch_embed.proj.weight"].shape[-1], "registers": regs, "grid": math.isqrt(n)}
+    found = {
+        "embed_dim": pe.shape[-1],
+        "depth": 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
+        "patch": sd["patch_embed.proj.weight"].shape[-1],
+        "registers": regs,
+        "grid": math.isqrt(n),
+    }
     if found == _GREEN:
-        return Converted(sd, "timm", sorted(head), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                         family="RETFound-Green", pos_interp="size-antialias", head=head)
+        return Converted(
+            sd,
+            "timm",
+            sorted(head),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            family="RETFound-Green",
+            pos_interp="size-antialias",
+            head=head,
+        )
     return Converted(sd, "timm", sorted(head), family="timm ViT", pos_interp="size-antialias", head=head)
 
 
@@ -244,8 +280,13 @@ def _matches_dinov2(obj: Any) -> bool:
     sd = _dinov2_state(obj)
     if not _is_state_dict(sd):
         return False
-    return any(".ls1.gamma" in k or "register_tokens" in k or k.startswith(("dino_head.", "ibot_head."))
-               or re.match(r"^(module\.)?(backbone\.)?blocks\.\d+\.\d+\.", k) for k in sd)
+    return any(
+        ".ls1.gamma" in k
+        or "register_tokens" in k
+        or k.startswith(("dino_head.", "ibot_head."))
+        or re.match(r"^(module\.)?(backbone\.)?blocks\.\d+\.\d+\.", k)
+        for k in sd
+    )
 
 
 def _convert_visionfm_run(obj: Any) -> Converted:
@@ -255,7 +296,7 @@ def _convert_visionfm_run(obj: Any) -> Converted:
 
     state = obj["task"]
     prefix = encoder_prefix(state)[0]
-    kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     dropped = [k for k in state if not k.startswith(prefix)]
     return Converted(kept, "visionfm-run", dropped, family="visionfm pretraining run")
 
@@ -276,32 +317,82 @@ def _matches_state_dict(obj: Any) -> bool:
     return _is_state_dict(obj) or (isinstance(obj, dict) and _is_state_dict(obj.get("state_dict")))
 
 
-CONVERTERS.add("retfound-finetuned", Converter(
-    "retfound-finetuned", "classifier saved by RETFound / MAE fine-tuning ('model' with 'head', and 'fc_norm' when "
-    "pooled by global average): the encoder loads, the head is reported and kept (load_head)",
-    _matches_retfound_finetuned, _convert_retfound_finetuned))
-CONVERTERS.add("visionfm", Converter(
-    "visionfm", "official VisionFM/iBOT pretraining checkpoint ('teacher' backbone is the encoder)",
-    _matches_visionfm, _convert_visionfm))
-CONVERTERS.add("visionfm-run", Converter(
-    "visionfm-run", "a checkpoint written by `visionfm pretrain` (checkpoint_*.pth; the encoder the run exports: the "
-    "iBOT EMA teacher or the MAE encoder; student, heads, decoder and centres dropped)", _matches_visionfm_run,
-    _convert_visionfm_run))
-CONVERTERS.add("retfound-dinov2", Converter(
-    "retfound-dinov2", "RETFound-DINOv2 ('teacher', 'backbone.' names, ViT-L/14 DINOv2 naming); position embeddings "
-    "resized as RETFound's fine-tuning does; ImageNet statistics", _matches_retfound_dinov2, _convert_retfound_dinov2))
-CONVERTERS.add("timm", Converter(
-    "timm", "timm ViT state dict with 'reg_token' and/or patch-only position embeddings (RETFound-Green: "
-    "vit_small_patch14_reg4_dinov2 at 392 px, mean = std = 0.5)", _matches_timm, _convert_timm))
-CONVERTERS.add("dinov2", Converter(
-    "dinov2", "DINOv2/timm naming: layer scale (ls1/ls2), register tokens, block chunks; ImageNet statistics",
-    _matches_dinov2, _convert_dinov2))
-CONVERTERS.add("mae", Converter(
-    "mae", "RETFound / MAE checkpoint ('model' key; decoder and mask token dropped; ImageNet statistics)",
-    _matches_mae, _convert_mae))
-CONVERTERS.add("state_dict", Converter(
-    "state_dict", "plain encoder state dict, with or without module./backbone. prefixes",
-    _matches_state_dict, _convert_state_dict))
+CONVERTERS.add(
+    "retfound-finetuned",
+    Converter(
+        "retfound-finetuned",
+        "classifier saved by RETFound / MAE fine-tuning ('model' with 'head', and 'fc_norm' when "
+        "pooled by global average): the encoder loads, the head is reported and kept (load_head)",
+        _matches_retfound_finetuned,
+        _convert_retfound_finetuned,
+    ),
+)
+CONVERTERS.add(
+    "visionfm",
+    Converter(
+        "visionfm",
+        "official VisionFM/iBOT pretraining checkpoint ('teacher' backbone is the encoder)",
+        _matches_visionfm,
+        _convert_visionfm,
+    ),
+)
+CONVERTERS.add(
+    "visionfm-run",
+    Converter(
+        "visionfm-run",
+        "a checkpoint written by `visionfm pretrain` (checkpoint_*.pth; the encoder the run exports: the "
+        "iBOT EMA teacher or the MAE encoder; student, heads, decoder and centres dropped)",
+        _matches_visionfm_run,
+        _convert_visionfm_run,
+    ),
+)
+CONVERTERS.add(
+    "retfound-dinov2",
+    Converter(
+        "retfound-dinov2",
+        "RETFound-DINOv2 ('teacher', 'backbone.' names, ViT-L/14 DINOv2 naming); position embeddings "
+        "resized as RETFound's fine-tuning does; ImageNet statistics",
+        _matches_retfound_dinov2,
+        _convert_retfound_dinov2,
+    ),
+)
+CONVERTERS.add(
+    "timm",
+    Converter(
+        "timm",
+        "timm ViT state dict with 'reg_token' and/or patch-only position embeddings (RETFound-Green: "
+        "vit_small_patch14_reg4_dinov2 at 392 px, mean = std = 0.5)",
+        _matches_timm,
+        _convert_timm,
+    ),
+)
+CONVERTERS.add(
+    "dinov2",
+    Converter(
+        "dinov2",
+        "DINOv2/timm naming: layer scale (ls1/ls2), register tokens, block chunks; ImageNet statistics",
+        _matches_dinov2,
+        _convert_dinov2,
+    ),
+)
+CONVERTERS.add(
+    "mae",
+    Converter(
+        "mae",
+        "RETFound / MAE checkpoint ('model' key; decoder and mask token dropped; ImageNet statistics)",
+        _matches_mae,
+        _convert_mae,
+    ),
+)
+CONVERTERS.add(
+    "state_dict",
+    Converter(
+        "state_dict",
+        "plain encoder state dict, with or without module./backbone. prefixes",
+        _matches_state_dict,
+        _convert_state_dict,
+    ),
+)
 
 
 def detect_format(obj: Any, source: str = "checkpoint") -> str:
@@ -314,8 +405,10 @@ def detect_format(obj: Any, source: str = "checkpoint") -> str:
         if CONVERTERS.get(name).matches(obj):
             return name
     keys = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
-    raise CheckpointError(f"{source}: not a recognised encoder checkpoint (top level: {keys}); "
-                          f"known formats: {', '.join(CONVERTERS.names())}")
+    raise CheckpointError(
+        f"{source}: not a recognised encoder checkpoint (top level: {keys}); "
+        f"known formats: {', '.join(CONVERTERS.names())}"
+    )
 
 
 def list_formats() -> list[str]:

@@ -5,6 +5,7 @@ a reference downloads once and then resolves from the cache; ``HF_HUB_OFFLINE=1`
 gated repositories (every RETFound release) need a token: ``HF_TOKEN`` or ``huggingface-cli login``.
 Without ``:FILE`` the first of :data:`DEFAULT_FILES` present in the repository is used.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def parse_hub_reference(ref: str) -> tuple[str, str | None, str | None]:
     """
     m = _REF.match(ref)
     if not m:
-        raise UserError(f"{ref!r}: not a Hugging Face Hub reference; expected hf-hub:ORG/NAME[@REVISION][:FILE], "
-                        "e.g. hf-hub:YukunZhou/RETFound_mae_natureCFP:RETFound_mae_natureCFP.pth")
+        raise UserError(
+            f"{ref!r}: not a Hugging Face Hub reference; expected hf-hub:ORG/NAME[@REVISION][:FILE], "
+            "e.g. hf-hub:YukunZhou/RETFound_mae_natureCFP:RETFound_mae_natureCFP.pth"
+        )
     return m["repo"], m["rev"], m["file"]
 
 
@@ -47,8 +50,14 @@ def _download(repo: str, filename: str, revision: str | None) -> str:
     from huggingface_hub import hf_hub_download
 
     # Read the environment now (huggingface_hub reads it once, at import), so a later HF_HUB_OFFLINE/HF_HUB_CACHE holds.
-    return hf_hub_download(repo, filename, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                           local_files_only=_offline(), token=os.environ.get("HF_TOKEN") or None)
+    return hf_hub_download(
+        repo,
+        filename,
+        revision=revision,
+        cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+        local_files_only=_offline(),
+        token=os.environ.get("HF_TOKEN") or None,
+    )
 
 
 def resolve_weights_path(weights: str | os.PathLike) -> Path:
@@ -75,8 +84,10 @@ def resolve_weights_path(weights: str | os.PathLike) -> Path:
         try:
             return Path(_download(repo, candidate, rev))
         except GatedRepoError:
-            raise UserError(f"{weights}: {repo} is a gated repository; accept its conditions on huggingface.co and "
-                            "set HF_TOKEN (or run `huggingface-cli login`)") from None
+            raise UserError(
+                f"{weights}: {repo} is a gated repository; accept its conditions on huggingface.co and "
+                "set HF_TOKEN (or run `huggingface-cli login`)"
+            ) from None
         except RepositoryNotFoundError:
             raise UserError(f"{weights}: repository {repo} not found (or private: set HF_TOKEN)") from None
         except RevisionNotFoundError:

@@ -4,6 +4,7 @@ Reading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` wit
 few harmless classes released checkpoints contain (``argparse.Namespace`` for the official VisionFM/RETFound
 ``args``, numpy scalars and dtypes). Anything else is refused with an error naming the file and the class.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,11 +77,13 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         if found:
             raise CheckpointError(
                 f"{path}: refused to unpickle {found[1]} (not on the allow-list: untrusted pickles can run code); "
-                "re-save its state_dict where you trust the file, or use safetensors") from None
+                "re-save its state_dict where you trust the file, or use safetensors"
+            ) from None
         op = re.search(r"Unsupported operand \d+", text)
         detail = op[0] if op else (text.splitlines() or [type(e).__name__])[0][:120]
-        raise CheckpointError(f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: "
-                              f"{detail})") from None
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: {detail})"
+        ) from None
     except Exception as e:
         first = (str(e).splitlines() or [""])[0][:160]
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
@@ -111,9 +114,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, saver: Callable[[Any, P
         (saver or (lambda o, p: torch.save(o, p)))(obj, tmp)
 
 
-_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
+_ST_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def safetensors_header(header: dict[str, Any]) -> bytes:
@@ -123,8 +135,9 @@ def safetensors_header(header: dict[str, Any]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
-                     metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
     """Write ``tensors`` (moved to CPU) and string ``metadata`` as a safetensors file, atomically and deterministically.
 
     Tensors are laid out by sorted name and the metadata keys are sorted, so the same content gives the same bytes

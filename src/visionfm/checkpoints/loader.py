@@ -5,6 +5,7 @@ used (projection heads and decoders are dropped by the converters and reported).
 absent is the iBOT ``mask_token``, which exists only for pretraining. Non-finite weights are refused unless asked
 for, and a named architecture must agree with the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,9 @@ def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
     essential = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
     absent = [k for k in essential if k not in sd]
     if len(absent) == len(essential):
-        raise CheckpointError(f"not a ViT encoder: none of {list(essential)}; it holds {len(sd)} tensors such as "
-                              f"{sorted(sd)[:4]}")
+        raise CheckpointError(
+            f"not a ViT encoder: none of {list(essential)}; it holds {len(sd)} tensors such as {sorted(sd)[:4]}"
+        )
     if absent:
         raise CheckpointError(f"not a complete ViT encoder state dict: missing tensor {absent[0]!r}")
     widths = [sd["cls_token"].shape[-1], sd["patch_embed.proj.weight"].shape[0], sd["pos_embed"].shape[-1]]
@@ -70,13 +72,20 @@ def infer_config(sd: dict[str, Tensor], arch: str | None = None) -> ViTConfig:
     dim = _vote(widths)
     patch_w = sd["patch_embed.proj.weight"]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    hidden = _vote([v.shape[0] for k, v in sd.items() if k.endswith(("mlp.fc1.weight", "mlp.fc1.bias"))]
-                   + [v.shape[-1] for k, v in sd.items() if k.endswith("mlp.fc2.weight")])
+    hidden = _vote(
+        [v.shape[0] for k, v in sd.items() if k.endswith(("mlp.fc1.weight", "mlp.fc1.bias"))]
+        + [v.shape[-1] for k, v in sd.items() if k.endswith("mlp.fc2.weight")]
+    )
     grid = math.isqrt(max(sd["pos_embed"].shape[1] - 1, 1))
     found = {
-        "embed_dim": dim, "depth": depth, "patch_size": patch_w.shape[-1], "in_chans": patch_w.shape[1],
-        "img_size": grid * patch_w.shape[-1], "mlp_ratio": hidden / dim,
-        "qkv_bias": "blocks.0.attn.qkv.bias" in sd, "layer_scale": "blocks.0.ls1.gamma" in sd,
+        "embed_dim": dim,
+        "depth": depth,
+        "patch_size": patch_w.shape[-1],
+        "in_chans": patch_w.shape[1],
+        "img_size": grid * patch_w.shape[-1],
+        "mlp_ratio": hidden / dim,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in sd,
+        "layer_scale": "blocks.0.ls1.gamma" in sd,
         "num_register_tokens": sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
         "final_norm": "norm.weight" in sd,
     }
@@ -99,11 +108,17 @@ def _strict_load(model: VisionTransformer, sd: dict[str, Tensor], source: str) -
     unexpected = sorted(set(sd) - set(own))
     absent_ok = [k for k in missing if k in OPTIONAL_KEYS]
     missing = [k for k in missing if k not in OPTIONAL_KEYS]
-    bad_shape = [f"tensor {k} has shape {tuple(sd[k].shape)}, expected {tuple(own[k].shape)}"
-                 for k in sorted(set(sd) & set(own)) if sd[k].shape != own[k].shape]
+    bad_shape = [
+        f"tensor {k} has shape {tuple(sd[k].shape)}, expected {tuple(own[k].shape)}"
+        for k in sorted(set(sd) & set(own))
+        if sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or bad_shape:
-        parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
-                 "; ".join(bad_shape)]
+        parts = [
+            f"missing {missing}" if missing else "",
+            f"unexpected {unexpected}" if unexpected else "",
+            "; ".join(bad_shape),
+        ]
         raise CheckpointError(f"{source}: encoder weights do not fit: " + "; ".join(p for p in parts if p))
     full = {k: torch.zeros(own[k].shape, dtype=own[k].dtype) for k in absent_ok}  # mask_token starts at zero
     full.update({k: v.to(own[k].dtype).contiguous() for k, v in sd.items()})
@@ -115,7 +130,7 @@ def _read_safetensors(path: Path) -> tuple[Converted, dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+            sd = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
@@ -156,8 +171,10 @@ def _check_finite(sd: dict[str, Tensor], source: str) -> None:
     bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
-        raise CheckpointError(f"{source}: non-finite values (NaN or inf) in {len(bad)} tensor(s): {shown}; "
-                              "pass allow_nonfinite=True (--allow-nonfinite) to load them anyway")
+        raise CheckpointError(
+            f"{source}: non-finite values (NaN or inf) in {len(bad)} tensor(s): {shown}; "
+            "pass allow_nonfinite=True (--allow-nonfinite) to load them anyway"
+        )
 
 
 def _config_from_meta(meta: dict[str, str], arch: str | None, source: str) -> ViTConfig:
@@ -174,7 +191,8 @@ def _config_from_meta(meta: dict[str, str], arch: str | None, source: str) -> Vi
                 f"{source}: --arch {arch} ({ARCHS.canonical(arch)}: D={ref.embed_dim}, depth={ref.depth}, "
                 f"heads={ref.num_heads}, patch={ref.patch_size}) does not match the file's architecture "
                 f"{arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
-                f"patch={cfg.patch_size})")
+                f"patch={cfg.patch_size})"
+            )
     return cfg
 
 
@@ -187,8 +205,9 @@ def _head_summary(head: dict[str, Tensor]) -> str:
     return f"; classification head kept apart ({outputs}, {pool}: {', '.join(sorted(head))})"
 
 
-def _normalisation(conv: Converted, mod: str | None, given: str | None, source: str,
-                   required: bool) -> tuple[tuple, tuple, str]:
+def _normalisation(
+    conv: Converted, mod: str | None, given: str | None, source: str, required: bool
+) -> tuple[tuple, tuple, str]:
     """(mean, std, where they come from): the file or its family fixes them, else the modality's statistics."""
     if conv.mean is not None:
         origin = "recorded in the file" if conv.format == "safetensors" else f"{conv.family or conv.format} default"
@@ -196,16 +215,25 @@ def _normalisation(conv: Converted, mod: str | None, given: str | None, source: 
     if mod is None and not required:
         return (), (), ""
     if mod is None:
-        raise CheckpointError(f"{source} records no modality and no normalisation: pass modality=... "
-                              f"(--modality; one of the eight modalities) so inputs are normalised as in pretraining")
+        raise CheckpointError(
+            f"{source} records no modality and no normalisation: pass modality=... "
+            f"(--modality; one of the eight modalities) so inputs are normalised as in pretraining"
+        )
     how = "as requested" if given else "recorded in the checkpoint"
     return get_modality(mod).mean, get_modality(mod).std, f"{mod} statistics, {how}"
 
 
-def load_encoder(weights: str | Path, modality: str | None = None, arch: str | None = None,
-                 device: str | torch.device = "cpu", format: str | None = None,
-                 dtype: torch.dtype | None = None, allow_nonfinite: bool = False,
-                 pos_interp: str | None = None, require_normalisation: bool = True) -> VisionTransformer:
+def load_encoder(
+    weights: str | Path,
+    modality: str | None = None,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    format: str | None = None,
+    dtype: torch.dtype | None = None,
+    allow_nonfinite: bool = False,
+    pos_interp: str | None = None,
+    require_normalisation: bool = True,
+) -> VisionTransformer:
     """Load an encoder from a file in any supported format, strictly, in eval mode.
 
     Args:
@@ -245,13 +273,18 @@ def load_encoder(weights: str | Path, modality: str | None = None, arch: str | N
     mean, std, origin = _normalisation(conv, mod, modality, str(weights), require_normalisation)
     n_params = sum(v.numel() for v in conv.state_dict.values())
     family = f" ({conv.family})" if conv.family else ""
-    report = (f"loaded {arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
-              f"patch={cfg.patch_size}, img={cfg.img_size}) from {weights} [{conv.format}]{family}: "
-              f"{len(conv.state_dict)} tensors, {n_params / 1e6:.2f}M params; dropped {len(conv.dropped)} "
-              f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}{_head_summary(conv.head)}")
+    report = (
+        f"loaded {arch_name(cfg)} (D={cfg.embed_dim}, depth={cfg.depth}, heads={cfg.num_heads}, "
+        f"patch={cfg.patch_size}, img={cfg.img_size}) from {weights} [{conv.format}]{family}: "
+        f"{len(conv.state_dict)} tensors, {n_params / 1e6:.2f}M params; dropped {len(conv.dropped)} "
+        f"non-encoder tensors; modality {mod}; not in file: {absent or 'none'}{_head_summary(conv.head)}"
+    )
     log.info(report)
-    model.set_info(EncoderInfo(cfg, mod, mean, std, str(weights), conv.format, report, tuple(absent),
-                               conv.family, dict(conv.head), origin))
+    model.set_info(
+        EncoderInfo(
+            cfg, mod, mean, std, str(weights), conv.format, report, tuple(absent), conv.family, dict(conv.head), origin
+        )
+    )
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -278,8 +311,9 @@ def _resolve_modality(requested: str | None, recorded: str | None, source: str) 
     return requested
 
 
-def random_encoder(arch: str | ViTConfig, seed: int = 0, modality: str | None = None, source: str | None = None,
-                   **overrides) -> VisionTransformer:
+def random_encoder(
+    arch: str | ViTConfig, seed: int = 0, modality: str | None = None, source: str | None = None, **overrides
+) -> VisionTransformer:
     """``arch`` (a registered name with ``overrides``, or a config) randomly initialised from ``seed``, in eval mode.
 
     The stand-in and baseline of every comparison with pretrained weights: the same seed gives the same weights,
@@ -292,8 +326,9 @@ def random_encoder(arch: str | ViTConfig, seed: int = 0, modality: str | None = 
         enc = create_encoder(arch, **overrides).eval()
     if modality:
         m = get_modality(modality)
-        enc.set_info(EncoderInfo(enc.cfg, m.name, m.mean, m.std, source or f"random init seed {seed}", "random",
-                                 "random init"))
+        enc.set_info(
+            EncoderInfo(enc.cfg, m.name, m.mean, m.std, source or f"random init seed {seed}", "random", "random init")
+        )
     return enc
 
 

@@ -1,4 +1,5 @@
 """The one resolver from "weights" (a file, an ``hf-hub:`` reference, or an encoder already built) to an encoder."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,14 @@ from .loader import load_encoder
 __all__ = ["resolve_encoder"]
 
 
-def resolve_encoder(weights: str | os.PathLike | nn.Module, modality: str | None = None, arch: str | None = None,
-                    format: str | None = None, device: str | torch.device | None = None,
-                    allow_nonfinite: bool = False) -> nn.Module:
+def resolve_encoder(
+    weights: str | os.PathLike | nn.Module,
+    modality: str | None = None,
+    arch: str | None = None,
+    format: str | None = None,
+    device: str | torch.device | None = None,
+    allow_nonfinite: bool = False,
+) -> nn.Module:
     """An encoder from ``weights``, whatever the caller was given.
 
     Args:
@@ -36,5 +42,4 @@ def resolve_encoder(weights: str | os.PathLike | nn.Module, modality: str | None
             m = get_modality(modality)
             weights.set_info(EncoderInfo(weights.cfg, m.name, m.mean, m.std, "module", "module", "given as a module"))
         return weights if device is None else weights.to(device)
-    return load_encoder(weights, modality, arch, device=device or "cpu", format=format,
-                        allow_nonfinite=allow_nonfinite)
+    return load_encoder(weights, modality, arch, device=device or "cpu", format=format, allow_nonfinite=allow_nonfinite)

@@ -13,6 +13,7 @@ full or read-only disk, YAML / CSV / text-encoding errors, undecodable or oversi
 shows the traceback. Anything else (``KeyError``, ``TypeError``, ``RuntimeError`` ... from inside the library) is a
 bug and keeps its traceback. Ctrl-C ends with "interrupted" (and how to resume, for commands that can), exit 130.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,12 @@ def command_group(name: str, help: str) -> None:
     GROUPS[name] = help
 
 
-def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
-            resume_hint: Callable[[argparse.Namespace, list[str]], str | None] | None = None):
+def command(
+    name: str,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    resume_hint: Callable[[argparse.Namespace, list[str]], str | None] | None = None,
+):
     """Decorator registering ``run(args)`` as ``visionfm <name>`` (``"group step"``: a step of a group)."""
 
     def deco(run: Callable[[argparse.Namespace], int | None]):
@@ -109,11 +114,21 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default is None or default is argparse.SUPPRESS or action.required
-                or not action.option_strings):
+        if (
+            "default" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or action.required
+            or not action.option_strings
+        ):
             return text
-        shown = "off" if default is False else "on" if default is True else (
-            " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default))
+        shown = (
+            "off"
+            if default is False
+            else "on"
+            if default is True
+            else (" ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default))
+        )
         return f"{text} (default: {shown.replace('%', '%%')})".strip()
 
 
@@ -127,18 +142,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _load_commands()
     only = _selected(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
-        prog="visionfm", formatter_class=HelpFormatter, description="VisionFM: ophthalmic vision foundation models.",
+        prog="visionfm",
+        formatter_class=HelpFormatter,
+        description="VisionFM: ophthalmic vision foundation models.",
         epilog="`visionfm <command> --help` lists a command's options. User errors print one line and exit 2; "
-               "--debug (or VISIONFM_DEBUG=1) shows the traceback.")
+        "--debug (or VISIONFM_DEBUG=1) shows the traceback.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (also VISIONFM_DEBUG=1; default: one line)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also VISIONFM_DEBUG=1; default: one line)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     steps: dict[str, argparse._SubParsersAction] = {}
     for name in sorted({n.split(" ")[0] for n in COMMANDS} | set(GROUPS)):
         if name in GROUPS:
-            group = sub.add_parser(name, help=GROUPS[name].replace("%", "%%"), description=GROUPS[name],
-                                   formatter_class=HelpFormatter)
+            group = sub.add_parser(
+                name, help=GROUPS[name].replace("%", "%%"), description=GROUPS[name], formatter_class=HelpFormatter
+            )
             steps[name] = group.add_subparsers(dest="_step", metavar="<step>")
             continue
         _add_command(sub, name, COMMANDS.get(name), argv is None or name == only)
@@ -178,8 +200,11 @@ class _CurrentStderr(logging.StreamHandler):
 
 # Errno values that describe the user's files or machine, not a bug (the rest of OSError is mapped too; these
 # get a hint).
-_ERRNO_HINTS = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system",
-                getattr(errno, "EDQUOT", -1): "disk quota exceeded"}
+_ERRNO_HINTS = {
+    errno.ENOSPC: "disk full",
+    errno.EROFS: "read-only file system",
+    getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+}
 
 
 def _os_message(e: OSError) -> str:
@@ -257,8 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv, debug = _debug_requested(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[_CurrentStderr()],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        handlers=[_CurrentStderr()],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
     if not args.command:
         parser.print_help()
         return 0
@@ -274,8 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _close_progress_bars()
         hint = _resume_hint(cmd, args, argv)
-        print(f"\nvisionfm {args.command}: interrupted" + (f"; resume with: {hint}" if hint else ""),
-              file=sys.stderr)
+        print(f"\nvisionfm {args.command}: interrupted" + (f"; resume with: {hint}" if hint else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `visionfm ... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")

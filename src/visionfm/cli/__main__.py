@@ -1,4 +1,5 @@
 """``python -m visionfm.cli``: the same as ``visionfm`` (and ``torchrun -m visionfm.cli``)."""
+
 import sys
 
 from . import main

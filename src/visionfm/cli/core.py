@@ -1,4 +1,5 @@
 """Core commands: ``extract``, ``convert``, ``info``."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,15 +13,25 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
     from ..checkpoints import list_formats
     from ..modalities import list_modalities
 
-    p.add_argument("--weights", required=True, help="weights file (official VisionFM, RETFound-MAE/-DINOv2/-Green, "
-                   "RETFound fine-tuned, DINOv2, timm, state dict or visionfm .safetensors) or "
-                   "hf-hub:ORG/NAME[:FILE] (huggingface_hub cache; HF_TOKEN for gated repositories)")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="weights file (official VisionFM, RETFound-MAE/-DINOv2/-Green, "
+        "RETFound fine-tuned, DINOv2, timm, state dict or visionfm .safetensors) or "
+        "hf-hub:ORG/NAME[:FILE] (huggingface_hub cache; HF_TOKEN for gated repositories)",
+    )
     p.add_argument("--modality", help=f"imaging modality ({', '.join(list_modalities())}; other spellings accepted)")
-    p.add_argument("--arch", help="architecture name, e.g. vit_base or vit_large_patch14 (default: inferred from the "
-                                  "tensors; checked against the file when given)")
+    p.add_argument(
+        "--arch",
+        help="architecture name, e.g. vit_base or vit_large_patch14 (default: inferred from the "
+        "tensors; checked against the file when given)",
+    )
     p.add_argument("--format", choices=list_formats(), help="checkpoint format (default: detected)")
-    p.add_argument("--allow-nonfinite", action="store_true", help="load weights holding NaN or inf (refused by "
-                                                                   "default, naming the tensors)")
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="load weights holding NaN or inf (refused by default, naming the tensors)",
+    )
 
 
 def _configure_extract(p: argparse.ArgumentParser) -> None:
@@ -35,25 +46,43 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="split of the official vfm layout (default training); recorded with the features")
     p.add_argument("--label-columns", nargs="*", help="label columns of a CSV manifest")
     p.add_argument("--input-size", type=int, default=224, help="square input side in pixels")
-    p.add_argument("--n-last-blocks", type=int, help="concatenate the CLS tokens of the last n blocks (default 4, "
-                                                     "or the encoder's depth when smaller; above the depth: an error)")
+    p.add_argument(
+        "--n-last-blocks",
+        type=int,
+        help="concatenate the CLS tokens of the last n blocks (default 4, "
+        "or the encoder's depth when smaller; above the depth: an error)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=2, help="image-decoding worker processes")
     p.add_argument("--tta", default="none", choices=TTA_MODES, help="flip test-time augmentation")
-    p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
-                   help="autocast precision; fp32 is exact, auto = bf16 on CPUs with AMX/AVX512-BF16 (default: fp32)")
-    p.add_argument("--interpolation", default="bilinear", choices=list(INTERPOLATIONS),
-                   help="resize filter (default bilinear, as the official extraction; bicubic as official fine-tuning)")
-    p.add_argument("--volumes", action="store_true", help="each sample is an OCT volume (multi-frame DICOM, folder "
-                                                          "of B-scans, .vol/.e2e/.fda/.mat): features per B-scan")
-    p.add_argument("--jpeg-draft", action="store_true", help="decode JPEGs at reduced size (faster, pixels differ "
-                                                             "slightly from a full decode)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISION_CHOICES,
+        help="autocast precision; fp32 is exact, auto = bf16 on CPUs with AMX/AVX512-BF16 (default: fp32)",
+    )
+    p.add_argument(
+        "--interpolation",
+        default="bilinear",
+        choices=list(INTERPOLATIONS),
+        help="resize filter (default bilinear, as the official extraction; bicubic as official fine-tuning)",
+    )
+    p.add_argument(
+        "--volumes",
+        action="store_true",
+        help="each sample is an OCT volume (multi-frame DICOM, folder "
+        "of B-scans, .vol/.e2e/.fda/.mat): features per B-scan",
+    )
+    p.add_argument(
+        "--jpeg-draft",
+        action="store_true",
+        help="decode JPEGs at reduced size (faster, pixels differ slightly from a full decode)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder (faster on large sets)")
 
 
-@command("extract", "Extract encoder features of a folder or manifest into one .safetensors file.",
-         _configure_extract)
+@command("extract", "Extract encoder features of a folder or manifest into one .safetensors file.", _configure_extract)
 def run_extract(a: argparse.Namespace) -> int:
     from ..checkpoints import load_encoder
     from ..data.writer import check_output
@@ -64,15 +93,40 @@ def run_extract(a: argparse.Namespace) -> int:
     if a.volumes:
         from ..volumes import extract_volume_features
 
-        extract_volume_features(enc, a.data, a.output, layout=a.layout, label_columns=a.label_columns, split=a.split,
-                                input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
-                                num_workers=a.num_workers, precision=a.precision, device=a.device,
-                                interpolation=a.interpolation)
+        extract_volume_features(
+            enc,
+            a.data,
+            a.output,
+            layout=a.layout,
+            label_columns=a.label_columns,
+            split=a.split,
+            input_size=a.input_size,
+            n_last_blocks=a.n_last_blocks,
+            batch_size=a.batch_size,
+            num_workers=a.num_workers,
+            precision=a.precision,
+            device=a.device,
+            interpolation=a.interpolation,
+        )
         return 0
-    extract_features(enc, a.data, a.output, layout=a.layout, split=a.split, label_columns=a.label_columns,
-                     input_size=a.input_size, n_last_blocks=a.n_last_blocks, batch_size=a.batch_size,
-                     num_workers=a.num_workers, tta=a.tta, precision=a.precision, device=a.device,
-                     compile=a.compile, interpolation=a.interpolation, jpeg_draft=a.jpeg_draft)
+    extract_features(
+        enc,
+        a.data,
+        a.output,
+        layout=a.layout,
+        split=a.split,
+        label_columns=a.label_columns,
+        input_size=a.input_size,
+        n_last_blocks=a.n_last_blocks,
+        batch_size=a.batch_size,
+        num_workers=a.num_workers,
+        tta=a.tta,
+        precision=a.precision,
+        device=a.device,
+        compile=a.compile,
+        interpolation=a.interpolation,
+        jpeg_draft=a.jpeg_draft,
+    )
     return 0
 
 
@@ -81,8 +135,11 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="output .safetensors file")
 
 
-@command("convert", "Convert any supported checkpoint to safetensors with metadata (no pickle to load it).",
-         _configure_convert)
+@command(
+    "convert",
+    "Convert any supported checkpoint to safetensors with metadata (no pickle to load it).",
+    _configure_convert,
+)
 def run_convert(a: argparse.Namespace) -> int:
     from ..checkpoints import load_encoder, save_encoder
 
@@ -99,8 +156,11 @@ def _configure_info(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
 
 
-@command("info", "Load a weights file strictly and print what it holds: family, normalisation, input size, head.",
-         _configure_info)
+@command(
+    "info",
+    "Load a weights file strictly and print what it holds: family, normalisation, input size, head.",
+    _configure_info,
+)
 def run_info(a: argparse.Namespace) -> int:
     from ..checkpoints import describe_weights
 

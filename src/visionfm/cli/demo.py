@@ -1,4 +1,5 @@
 """``visionfm demo``: the main job, from nothing to an HTML report."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def run(a: argparse.Namespace) -> int:
     from ..config import config_from_args
     from ..demo import DemoConfig, run_demo
 
-    cfg = config_from_args(DemoConfig, a, a.config, data=None if a.data or a.config else os.environ.get(
-        "VISIONFM_DATA"))
+    cfg = config_from_args(
+        DemoConfig, a, a.config, data=None if a.data or a.config else os.environ.get("VISIONFM_DATA")
+    )
     from ..fileio import exclusive_output
 
     with exclusive_output(cfg.output):  # two demos into one folder would overwrite each other's stages

@@ -5,6 +5,7 @@ Every option of ``train`` / ``fewshot`` / ``predict`` is derived from the config
 :class:`LandmarkPredictConfig`); only the shorthands ``--unet`` (= ``--model unet``), ``--no-fov`` (= ``--fov none``),
 ``--config``, ``--resume`` and ``--overwrite`` are written here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,19 @@ from ..errors import UserError
 from . import command
 
 _LANDMARK_ONLY = ("labels", "sigma")
-_SEGMENT_ONLY = ("masks", "fov", "kind", "resize_masks", "crop", "max_side", "fg_crop", "border_crop", "loss",
-                 "val_data", "val_split")
+_SEGMENT_ONLY = (
+    "masks",
+    "fov",
+    "kind",
+    "resize_masks",
+    "crop",
+    "max_side",
+    "fg_crop",
+    "border_crop",
+    "loss",
+    "val_data",
+    "val_split",
+)
 
 if TYPE_CHECKING:
     from ..dense.config import DenseConfig
@@ -30,8 +42,13 @@ def _train_args(p: argparse.ArgumentParser, exclude: tuple[str, ...], run_option
     p.add_argument("--config", help="YAML file of settings (command-line values override it)")
     p.add_argument("--unet", action="store_true", help="train the MONAI U-Net baseline (= --model unet)")
     if "fov" not in exclude:
-        p.add_argument("--no-fov", dest="fov", action="store_const", const="none",
-                       help="no field of view: neither given nor estimated (= --fov none)")
+        p.add_argument(
+            "--no-fov",
+            dest="fov",
+            action="store_const",
+            const="none",
+            help="no field of view: neither given nor estimated (= --fov none)",
+        )
     if run_options:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--resume", action="store_true", help="continue the unfinished run in --output exactly")
@@ -71,8 +88,11 @@ def _configure_segment(p: argparse.ArgumentParser) -> None:
     f.add_argument("--test-data", required=True, help="dataset root of the test images")
     f.add_argument("--test-split", default="test")
     f.add_argument("--test-subset")
-    q = sub.add_parser("predict", help="predict masks + overlays at original resolution; metrics per image and "
-                                       "pooled when labelled (any layout: --masks --fov --kind --classes)")
+    q = sub.add_parser(
+        "predict",
+        help="predict masks + overlays at original resolution; metrics per image and "
+        "pooled when labelled (any layout: --masks --fov --kind --classes)",
+    )
     _predict_args(q, SegmentPredictConfig)
     q.add_argument("--no-fov", dest="fov", action="store_const", const="none", help="= --fov none")
 
@@ -86,8 +106,11 @@ def rows_to_markdown(rows: list[dict]) -> str:
     return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [f"| {f} |" for f in fmt]) + "\n"
 
 
-@command("segment", "Segmentation: train (ViT decoder or U-Net baseline), few-shot tables, predict/evaluate.",
-         _configure_segment)
+@command(
+    "segment",
+    "Segmentation: train (ViT decoder or U-Net baseline), few-shot tables, predict/evaluate.",
+    _configure_segment,
+)
 def run_segment(a: argparse.Namespace) -> int:
     from ..dense import predict_segmentation, run_fewshot, train_segmentation
     from ..dense.config import SegmentPredictConfig
@@ -124,8 +147,9 @@ def _configure_landmark(p: argparse.ArgumentParser) -> None:
     f.add_argument("--name", default="centre")
 
 
-@command("landmark", "Landmark detection: train, predict (original pixels, MRE) and labels from masks.",
-         _configure_landmark)
+@command(
+    "landmark", "Landmark detection: train, predict (original pixels, MRE) and labels from masks.", _configure_landmark
+)
 def run_landmark(a: argparse.Namespace) -> int:
     from ..dense import landmarks_from_masks, predict_landmark, train_landmark
     from ..dense.config import LandmarkPredictConfig
@@ -149,8 +173,12 @@ def _configure_cdr(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expert-cdr", help="CSV with an image column and exp_cdr/cdr: MAE of the vertical CDR")
 
 
-@command("cdr", "Cup-to-disc ratios from disc/cup label maps (and their MAE against expert CDR). "
-                "For predictions: segment predict --cdr.", _configure_cdr)
+@command(
+    "cdr",
+    "Cup-to-disc ratios from disc/cup label maps (and their MAE against expert CDR). "
+    "For predictions: segment predict --cdr.",
+    _configure_cdr,
+)
 def run_cdr(a: argparse.Namespace) -> int:
     from ..dense.cdr import cdr_from_label_maps
 

@@ -1,4 +1,5 @@
 """``visionfm export``: a trained run (or an encoder) as an ONNX file, checked against PyTorch when written."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     add_config_args(p, ExportConfig)
 
 
-@command("export", "Export a trained run (encoder + head, dense model) or an encoder to ONNX with a dynamic batch "
-                   "axis, checked against PyTorch (max error printed and stored in a sidecar JSON).", _configure)
+@command(
+    "export",
+    "Export a trained run (encoder + head, dense model) or an encoder to ONNX with a dynamic batch "
+    "axis, checked against PyTorch (max error printed and stored in a sidecar JSON).",
+    _configure,
+)
 def run(a: argparse.Namespace) -> int:
     from ..config import config_from_args
     from ..errors import UserError
@@ -52,11 +57,24 @@ def run(a: argparse.Namespace) -> int:
     cfg = config_from_args(ExportConfig, a)
     if not cfg.run or not cfg.output:
         raise UserError("--run and --output are required")
-    res = export_onnx(cfg.run, cfg.output, cfg.encoder_only, cfg.images, cfg.opset, cfg.tolerance, cfg.weights,
-                      cfg.modality, cfg.input_size)
+    res = export_onnx(
+        cfg.run,
+        cfg.output,
+        cfg.encoder_only,
+        cfg.images,
+        cfg.opset,
+        cfg.tolerance,
+        cfg.weights,
+        cfg.modality,
+        cfg.input_size,
+    )
     card = res.info["model"]
-    print(f"wrote {res.path} ({card['kind']}, outputs {', '.join(res.info['outputs'])}, input "
-          f"[batch, 3, {card['input_size']}, {card['input_size']}])")
-    print(f"max |onnx - torch| = {res.max_abs_error:.3e} on {len(res.info['check']['images'])} check images "
-          f"(tolerance {cfg.tolerance:g}); sidecar {res.sidecar}")
+    print(
+        f"wrote {res.path} ({card['kind']}, outputs {', '.join(res.info['outputs'])}, input "
+        f"[batch, 3, {card['input_size']}, {card['input_size']}])"
+    )
+    print(
+        f"max |onnx - torch| = {res.max_abs_error:.3e} on {len(res.info['check']['images'])} check images "
+        f"(tolerance {cfg.tolerance:g}); sidecar {res.sidecar}"
+    )
     return 0

@@ -1,4 +1,5 @@
 """``visionfm medmnist``: a MedMNIST ``.npz`` archive (e.g. RetinaMNIST) as image folders in the vfm layout."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="convert again even if already converted")
 
 
-@command("medmnist", "Write a MedMNIST .npz archive as PNG folders in the official vfm layout (train/val/test).",
-         _configure)
+@command(
+    "medmnist", "Write a MedMNIST .npz archive as PNG folders in the official vfm layout (train/val/test).", _configure
+)
 def run(a: argparse.Namespace) -> int:
     from ..data.medmnist import medmnist_to_folder
     from ..fileio import exclusive_output

@@ -4,6 +4,7 @@ Every option comes from :class:`visionfm.pretrain.PretrainConfig` (and its ``tra
 :func:`visionfm.config.add_config_args`; the chosen ``--method`` brings its own defaults, which a ``--config`` YAML
 and then the command line override.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +16,19 @@ def _configure(p: argparse.ArgumentParser) -> None:
     from ..config import add_config_args
     from ..pretrain.config import PretrainConfig
 
-    p.add_argument("--config", help="YAML of PretrainConfig settings, e.g. a run's pretrain.yaml (command-line "
-                                    "values override it)")
+    p.add_argument(
+        "--config", help="YAML of PretrainConfig settings, e.g. a run's pretrain.yaml (command-line values override it)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --output exactly where it stopped")
     add_config_args(p, PretrainConfig, defaults=PretrainConfig(data=["required unless --synthetic"]))
 
 
-@command("pretrain", "Self-supervised pretraining of an encoder on your images: iBOT (default) or MAE "
-                     "(--method mae); CPU or GPUs, torchrun.", _configure)
+@command(
+    "pretrain",
+    "Self-supervised pretraining of an encoder on your images: iBOT (default) or MAE "
+    "(--method mae); CPU or GPUs, torchrun.",
+    _configure,
+)
 def run_pretrain(a: argparse.Namespace) -> int:
     import dataclasses
 

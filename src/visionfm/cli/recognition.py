@@ -6,6 +6,7 @@ The training options are derived from the config dataclasses (:class:`~visionfm.
 :class:`~visionfm.recognition.FinetuneConfig`; ``visionfm.config.add_config_args``), their choices and the headline
 numbers come from the registries (task kinds, heads, recipes), so a new field or kind needs no edit here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a run folder from '<task> train'")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--features", nargs="+", help="labelled feature files")
-    g.add_argument("--data", help="or labelled images (vfm root with --split, ImageNet folder, CSV manifest): "
-                                  "features are extracted with the run's verified encoder")
+    g.add_argument(
+        "--data",
+        help="or labelled images (vfm root with --split, ImageNet folder, CSV manifest): "
+        "features are extracted with the run's verified encoder",
+    )
     p.add_argument("--split", default="test", help="vfm split of --data (default test)")
     p.add_argument("--weights", help="the run's encoder weights, if moved since training (checked by SHA-256)")
     p.add_argument("--modality", help="modality of --data (multi-modality runs)")
@@ -80,8 +84,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _configure(kind: str):
     def configure(p: argparse.ArgumentParser) -> None:
         sub = p.add_subparsers(dest="action", required=True, metavar="<action>")
-        _train_args(sub.add_parser("train", help=f"train a {kind} head on features; select on validation, "
-                                                 f"score on test"))
+        _train_args(
+            sub.add_parser("train", help=f"train a {kind} head on features; select on validation, score on test")
+        )
         _eval_args(sub.add_parser("eval", help="score a trained run on labelled features"))
 
     return configure
@@ -92,8 +97,19 @@ def _run(kind: str, a: argparse.Namespace) -> int:
     from ..recognition.api import evaluate_run, train_head
 
     if a.action == "eval":
-        m = evaluate_run(a.run, a.features, a.labels, a.output, a.n_boot, a.seed, a.label_columns, data=a.data,
-                         split=a.split, weights=a.weights, modality=a.modality)
+        m = evaluate_run(
+            a.run,
+            a.features,
+            a.labels,
+            a.output,
+            a.n_boot,
+            a.seed,
+            a.label_columns,
+            data=a.data,
+            split=a.split,
+            weights=a.weights,
+            modality=a.modality,
+        )
         print(f"{a.run} on {a.data or ', '.join(a.features)}, n={m['n']}:\n{summary(kind, m['test'])}")
         return 0
     cfg = config_from_args(HeadConfig, a, a.config, task=kind)
@@ -104,17 +120,21 @@ def _print_run(run: Path, kind: str) -> int:
     """The selection and the headline test numbers of a finished run (its ``metrics.json``)."""
     m = json.loads((run / "metrics.json").read_text())
     sel = m["selection"]
-    print(f"run: {run}\nselected on validation {sel.get('metric')} (epoch {sel.get('best_epoch')}); "
-          f"validation: {sel.get('validation_split')}")
+    print(
+        f"run: {run}\nselected on validation {sel.get('metric')} (epoch {sel.get('best_epoch')}); "
+        f"validation: {sel.get('validation_split')}"
+    )
     if "test" in m:
         print(f"test (n={m['n']['test']}):\n{summary(kind, m['test'])}")
     return 0
 
 
-_KIND_HELP = {"classify": "Single-label classification heads (linear probe / official MLP) on features.",
-              "multilabel": "The modality-agnostic multi-label decoder (official 13 outputs or a schema).",
-              "regress": "Biomarker regression heads (any number of targets) on features.",
-              "forecast": "Glaucoma forecasting: features + interval to the next visit -> converts."}
+_KIND_HELP = {
+    "classify": "Single-label classification heads (linear probe / official MLP) on features.",
+    "multilabel": "The modality-agnostic multi-label decoder (official 13 outputs or a schema).",
+    "regress": "Biomarker regression heads (any number of targets) on features.",
+    "forecast": "Glaucoma forecasting: features + interval to the next visit -> converts.",
+}
 
 
 def register_kind_commands() -> None:
@@ -141,25 +161,48 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval-column", default="interval_days", help="forecasting: manifest column of days")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                   help="onnxruntime: run the encoder + head from --onnx (default: exported now, parity-checked)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="onnxruntime: run the encoder + head from --onnx (default: exported now, parity-checked)",
+    )
     p.add_argument("--onnx", help="with --backend onnxruntime: the run's file from 'visionfm export'")
 
 
-@command("predict", "Apply a trained run to new images: CSV of probabilities per class (encoder verified).",
-         _configure_predict)
+@command(
+    "predict",
+    "Apply a trained run to new images: CSV of probabilities per class (encoder verified).",
+    _configure_predict,
+)
 def run_predict(a: argparse.Namespace) -> int:
     from ..recognition.predict import predict
 
     if a.backend == "onnxruntime":
         from ..export.predict import predict_onnx
 
-        out = predict_onnx(a.run, a.images, a.output, a.onnx, a.modality, interval_column=a.interval_column,
-                           batch_size=a.batch_size, weights=a.weights)
+        out = predict_onnx(
+            a.run,
+            a.images,
+            a.output,
+            a.onnx,
+            a.modality,
+            interval_column=a.interval_column,
+            batch_size=a.batch_size,
+            weights=a.weights,
+        )
         print(f"predictions -> {out}")
         return 0
-    out = predict(a.run, a.images, a.output, a.weights, a.modality, interval_column=a.interval_column,
-                  device=a.device, batch_size=a.batch_size)
+    out = predict(
+        a.run,
+        a.images,
+        a.output,
+        a.weights,
+        a.modality,
+        interval_column=a.interval_column,
+        device=a.device,
+        batch_size=a.batch_size,
+    )
     print(f"predictions -> {out}")
     return 0
 
@@ -176,8 +219,9 @@ def _configure_fewshot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kfold", type=int, metavar="K", help="instead: stratified K-fold cross-validation over --train")
 
 
-@command("fewshot", "Few-shot heads: k-shot with repeated draws (mean +- sd), or stratified k-fold CV.",
-         _configure_fewshot)
+@command(
+    "fewshot", "Few-shot heads: k-shot with repeated draws (mean +- sd), or stratified k-fold CV.", _configure_fewshot
+)
 def run_fewshot(a: argparse.Namespace) -> int:
     from ..recognition import HeadConfig
     from ..recognition.fewshot import fewshot, kfold
@@ -205,11 +249,13 @@ def _configure_finetune(p: argparse.ArgumentParser) -> None:
 
     _config_args(p, FinetuneConfig)
     p.epilog = "recipes (presets of the defaults above; any option overrides them): " + "; ".join(
-        f"{n}: {RECIPES.get(n).description}" for n in RECIPES.names())
+        f"{n}: {RECIPES.get(n).description}" for n in RECIPES.names()
+    )
 
 
-@command("finetune", "End-to-end fine-tuning of encoder + head on images (--recipe visionfm|retfound).",
-         _configure_finetune)
+@command(
+    "finetune", "End-to-end fine-tuning of encoder + head on images (--recipe visionfm|retfound).", _configure_finetune
+)
 def run_finetune(a: argparse.Namespace) -> int:
     from ..recognition.finetune import finetune, load_finetune_config
 
@@ -228,12 +274,14 @@ def _configure_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-@command("split", "Patient-level stratified train/test split of a CSV manifest (absolute paths kept).",
-         _configure_split)
+@command(
+    "split", "Patient-level stratified train/test split of a CSV manifest (absolute paths kept).", _configure_split
+)
 def run_split(a: argparse.Namespace) -> int:
     from ..recognition.manifests import parse_where, split_manifest
 
-    train, test = split_manifest(a.manifest, a.output, a.test_fraction, a.seed, a.group_column, a.stratify_column,
-                                 parse_where(a.where), a.by)
+    train, test = split_manifest(
+        a.manifest, a.output, a.test_fraction, a.seed, a.group_column, a.stratify_column, parse_where(a.where), a.by
+    )
     print(f"{train}\n{test}")
     return 0

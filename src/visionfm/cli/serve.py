@@ -1,4 +1,5 @@
 """``visionfm serve``: trained runs behind an HTTP API and a web page (FastAPI + uvicorn)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,14 +11,25 @@ def _configure(p: argparse.ArgumentParser) -> None:
     from ..config import add_config_args
     from ..serve.config import ServeConfig
 
-    p.add_argument("--run", dest="runs", action="extend", nargs="+", required=True, metavar="RUN",
-                   help="run folder (recognition or dense) or encoder weights file to serve; repeat or list several")
+    p.add_argument(
+        "--run",
+        dest="runs",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="RUN",
+        help="run folder (recognition or dense) or encoder weights file to serve; repeat or list several",
+    )
     p.add_argument("--config", help="YAML file with serve settings (command-line flags override it)")
     add_config_args(p, ServeConfig)
 
 
-@command("serve", "Serve trained runs over HTTP: /v1/predict, /v1/segment, /v1/explain, a web page at /, "
-                  "metrics at /metrics, docs at /docs.", _configure)
+@command(
+    "serve",
+    "Serve trained runs over HTTP: /v1/predict, /v1/segment, /v1/explain, a web page at /, "
+    "metrics at /metrics, docs at /docs.",
+    _configure,
+)
 def run(a: argparse.Namespace) -> int:
     from ..config import config_from_args
     from ..serve import ServeConfig, serve

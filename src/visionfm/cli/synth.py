@@ -4,6 +4,7 @@ Each step is a normal command (``@command("synth <step>", ...)``); ``synth train
 :class:`visionfm.synth.GeneratorConfig` (and its nested ``train`` loop settings), so a new config field appears here
 by itself. The library is imported inside the functions: ``visionfm --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,30 +13,46 @@ import shlex
 
 from . import command, command_group
 
-command_group("synth", "Synthetic images: train a generator, sample it, measure fidelity, run a visual Turing test, "
-                       "study real:synthetic pretraining ratios.")
+command_group(
+    "synth",
+    "Synthetic images: train a generator, sample it, measure fidelity, run a visual Turing test, "
+    "study real:synthetic pretraining ratios.",
+)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     from ..config import add_config_args
     from ..synth.config import PRESETS, GeneratorConfig
 
-    p.add_argument("--preset", choices=PRESETS.names(), help="model/training preset (tiny = CPU smoke run; "
-                                                             "default: none, the config's defaults)")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS.names(),
+        help="model/training preset (tiny = CPU smoke run; default: none, the config's defaults)",
+    )
     p.add_argument("--config", help="YAML file of config fields, over the preset (default: none)")
     # the loop's settings under their historical generator names (README and docs commands)
-    p.add_argument("--steps", type=int, dest="train.max_steps",
-                   help="total optimizer steps; resuming continues up to this, a larger value extends a finished "
-                        "run (default: 20000)")
-    p.add_argument("--save-every", type=int, dest="train.checkpoint_every",
-                   help="checkpoint interval in steps (default: 1000)")
-    add_config_args(p, GeneratorConfig, exclude=("train.epochs", "train.select_metric",
-                                                 "train.select_mode", "train.lr_base_batch"))
+    p.add_argument(
+        "--steps",
+        type=int,
+        dest="train.max_steps",
+        help="total optimizer steps; resuming continues up to this, a larger value extends a finished "
+        "run (default: 20000)",
+    )
+    p.add_argument(
+        "--save-every", type=int, dest="train.checkpoint_every", help="checkpoint interval in steps (default: 1000)"
+    )
+    add_config_args(
+        p, GeneratorConfig, exclude=("train.epochs", "train.select_metric", "train.select_mode", "train.lr_base_batch")
+    )
     runs = p.add_mutually_exclusive_group()
-    runs.add_argument("--resume", action="store_true", help="continue the run in --output (default: an existing "
-                                                            "run is an error)")
-    runs.add_argument("--overwrite", action="store_true", help="replace the generator run in --output (default: "
-                                                               "an existing run is an error)")
+    runs.add_argument(
+        "--resume", action="store_true", help="continue the run in --output (default: an existing run is an error)"
+    )
+    runs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the generator run in --output (default: an existing run is an error)",
+    )
     p.add_argument("--no-resume", action="store_true", help=argparse.SUPPRESS)  # the old spelling of the default
 
 
@@ -44,8 +61,12 @@ def _train_hint(a: argparse.Namespace, argv: list[str]) -> str:
     return shlex.join(["visionfm", *words, *([] if "--resume" in words else ["--resume"])])
 
 
-@command("synth train", "Train (or resume) a diffusion generator on a folder or manifest of images.", _train_args,
-         _train_hint)
+@command(
+    "synth train",
+    "Train (or resume) a diffusion generator on a folder or manifest of images.",
+    _train_args,
+    _train_hint,
+)
 def _run_train(a: argparse.Namespace) -> int:
     from ..config import config_from_args
     from ..synth import train_generator
@@ -59,8 +80,11 @@ def _run_train(a: argparse.Namespace) -> int:
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="run folder (its exported generator/, else its last "
-                                                        "checkpoint) or a checkpoint_XXXXXXXX.pth of the run")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="run folder (its exported generator/, else its last checkpoint) or a checkpoint_XXXXXXXX.pth of the run",
+    )
     p.add_argument("--output", required=True, help="folder for the PNGs and manifest.csv")
     p.add_argument("--num", type=int, default=64, help="number of images")
     p.add_argument("--batch-size", type=int, default=16, help="images per sampling batch")
@@ -68,8 +92,9 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--labels", type=int, nargs="+", help="classes to generate, cycled (default: all, balanced)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 deterministic, 1 stochastic (better for "
-                                                            "small generators)")
+    p.add_argument(
+        "--eta", type=float, default=1.0, help="DDIM eta: 0 deterministic, 1 stochastic (better for small generators)"
+    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
 
@@ -80,8 +105,19 @@ def _run_sample(a: argparse.Namespace) -> int:
     from ..synth import sample_images
 
     with exclusive_output(a.output):
-        m = sample_images(a.checkpoint, a.output, a.num, a.batch_size, a.steps, a.seed, a.labels, a.guidance,
-                          a.device, a.precision, a.eta)
+        m = sample_images(
+            a.checkpoint,
+            a.output,
+            a.num,
+            a.batch_size,
+            a.steps,
+            a.seed,
+            a.labels,
+            a.guidance,
+            a.device,
+            a.precision,
+            a.eta,
+        )
     print(f"wrote {a.num} images; manifest {m}")
     return 0
 
@@ -91,8 +127,9 @@ def _fidelity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", required=True, nargs="+", help="synthetic images (folder(s) or manifest.csv)")
     p.add_argument("--weights", required=True, help="encoder weights for the features")
     p.add_argument("--output", required=True, help="report folder")
-    p.add_argument("--train", nargs="+", help="the generator's training images, for the memorisation check "
-                                              "(default: --real)")
+    p.add_argument(
+        "--train", nargs="+", help="the generator's training images, for the memorisation check (default: --real)"
+    )
     p.add_argument("--modality", help="modality of the encoder/images (default: the weights')")
     p.add_argument("--resolution", type=int, help="common square side (default: the synthetic images')")
     p.add_argument("--input-size", type=int, default=224, help="encoder input side")
@@ -103,15 +140,27 @@ def _fidelity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
 
 
-@command("synth fidelity", "Frechet distance, precision/recall and memorisation check vs real images.",
-         _fidelity_args)
+@command("synth fidelity", "Frechet distance, precision/recall and memorisation check vs real images.", _fidelity_args)
 def _run_fidelity(a: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from ..synth.fidelity import measure_fidelity
 
-    r = measure_fidelity(a.real, a.synthetic, a.weights, a.output, a.train, a.modality, a.resolution, a.input_size,
-                         a.k, a.quantile, a.pairs, a.batch_size, a.device)
+    r = measure_fidelity(
+        a.real,
+        a.synthetic,
+        a.weights,
+        a.output,
+        a.train,
+        a.modality,
+        a.resolution,
+        a.input_size,
+        a.k,
+        a.quantile,
+        a.pairs,
+        a.batch_size,
+        a.device,
+    )
     print(json.dumps(asdict(r), indent=1))
     return 0
 
@@ -132,11 +181,15 @@ def _turing_args(p: argparse.ArgumentParser) -> None:
 def _run_turing(a: argparse.Namespace) -> int:
     from ..synth.turing import make_turing_server, serve_session
 
-    server = make_turing_server(a.real, a.synthetic, a.reader, a.answers, a.port, a.n, a.seed, a.display_size,
-                                a.exit_when_done)
+    server = make_turing_server(
+        a.real, a.synthetic, a.reader, a.answers, a.port, a.n, a.seed, a.display_size, a.exit_when_done
+    )
     st = server.state()
-    print(f"Turing test for {a.reader!r}: {st['total']} images ({st['answered']} already answered). "
-          f"Open {server.url} in a browser; answers go to {a.answers}. Ctrl-C to stop.", flush=True)
+    print(
+        f"Turing test for {a.reader!r}: {st['total']} images ({st['answered']} already answered). "
+        f"Open {server.url} in a browser; answers go to {a.answers}. Ctrl-C to stop.",
+        flush=True,
+    )
     n = serve_session(server)
     print(f"{a.reader}: {n} answers in {a.answers}")
     return 0
@@ -159,13 +212,17 @@ def _ratio_args(p: argparse.ArgumentParser) -> None:
     from ..config import add_config_args
     from ..synth.ratio_study import RatioStudyConfig
 
-    p.add_argument("--config", help="YAML file of RatioStudyConfig fields (command-line flags override it; "
-                                    "default: none)")
+    p.add_argument(
+        "--config", help="YAML file of RatioStudyConfig fields (command-line flags override it; default: none)"
+    )
     add_config_args(p, RatioStudyConfig, exclude=("pretrain",))  # a mapping: YAML only
 
 
-@command("synth ratio-study", "Pretrain at several real:synthetic ratios on one budget and probe each encoder "
-                              "(paper Fig. 5f).", _ratio_args)
+@command(
+    "synth ratio-study",
+    "Pretrain at several real:synthetic ratios on one budget and probe each encoder (paper Fig. 5f).",
+    _ratio_args,
+)
 def _run_ratio(a: argparse.Namespace) -> int:
     from ..config import config_from_args
     from ..synth.ratio_study import RatioStudyConfig, run_ratio_study

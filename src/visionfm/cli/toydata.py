@@ -1,4 +1,5 @@
 """``visionfm toy-data``: procedural phantoms with ground truth for every task."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     from ..toydata import KINDS
 
     kinds = "; ".join(f"{k}: {KINDS.get(k).description}" for k in KINDS.names())
-    p.add_argument("--kind", required=True,
-                   help=f"'all' (one data set per kind, in <output>/<kind>) or one of: {kinds}")
+    p.add_argument(
+        "--kind", required=True, help=f"'all' (one data set per kind, in <output>/<kind>) or one of: {kinds}"
+    )
     p.add_argument("--output", required=True, help="output folder (created; must be empty unless --overwrite)")
     p.add_argument("--n", type=int, default=64, help="images per data set (default 64)")
     p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
@@ -19,8 +21,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier toy data set in --output")
 
 
-@command("toy-data", "Generate procedural eye-image phantoms with ground truth (labels, masks, landmarks, targets).",
-         _configure)
+@command(
+    "toy-data",
+    "Generate procedural eye-image phantoms with ground truth (labels, masks, landmarks, targets).",
+    _configure,
+)
 def run(a: argparse.Namespace) -> int:
     from ..fileio import exclusive_output
     from ..toydata import make_all, make_dataset

@@ -1,4 +1,5 @@
 """``visionfm volumes train|predict``: volume-level classifiers on cached B-scan features (``extract --volumes``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="predict: output CSV (one row per volume)")
 
 
-@command("volumes", "OCT volumes: train a mean/max/attention-MIL classifier on B-scan features; predict per volume "
-                    "with the B-scan that drove each decision.", _configure)
+@command(
+    "volumes",
+    "OCT volumes: train a mean/max/attention-MIL classifier on B-scan features; predict per volume "
+    "with the B-scan that drove each decision.",
+    _configure,
+)
 def run_volumes(a: argparse.Namespace) -> int:
     from ..volumes.train import VolumeTrainConfig, predict_volumes, train_volume_classifier
 
@@ -35,7 +40,14 @@ def run_volumes(a: argparse.Namespace) -> int:
         return 0
     if not a.run or not a.csv:
         raise ValueError("volumes predict: give --run and --csv (and --features, or --data with --weights)")
-    out = predict_volumes(a.run, a.csv, features=a.features or None, data=a.data, weights=a.weights,
-                          layout=a.layout, device=getattr(a, "train.device", None) or "auto")
+    out = predict_volumes(
+        a.run,
+        a.csv,
+        features=a.features or None,
+        data=a.data,
+        weights=a.weights,
+        layout=a.layout,
+        device=getattr(a, "train.device", None) or "auto",
+    )
     print(f"wrote {out}")
     return 0

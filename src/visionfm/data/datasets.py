@@ -9,6 +9,7 @@ Layouts:
 
 ``layout="auto"``: a ``.csv`` file is a manifest; a folder with ``<split>_labels.txt`` is ``vfm``; otherwise ``tree``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -191,8 +192,10 @@ def read_csv_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, 
         text = manifest.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = manifest.read_bytes()[: e.start].count(b"\n") + 1
-        raise UserError(f"{manifest}, line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); save the CSV as "
-                        f"UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise UserError(
+            f"{manifest}, line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); save the CSV as "
+            f"UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
@@ -205,8 +208,10 @@ def read_csv_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, 
             if not fields or all(not f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
-                raise UserError(f"{manifest}, line {n}: {len(fields)} fields, but the header has {len(header)} "
-                                f"({', '.join(header)})")
+                raise UserError(
+                    f"{manifest}, line {n}: {len(fields)} fields, but the header has {len(header)} "
+                    f"({', '.join(header)})"
+                )
             rows.append((n, dict(zip(header, fields))))
     except csv.Error as e:
         raise UserError(f"{manifest}, line {reader.line_num}: malformed CSV ({e})") from None
@@ -217,8 +222,12 @@ def _scan_csv(manifest: Path, label_columns: Sequence[str] | None) -> ImageColle
     return scan_manifest(manifest, label_columns)
 
 
-def scan_manifest(manifest: Path, label_columns: Sequence[str] | None,
-                  exists: Callable[[Path], bool] = Path.is_file, what: str = "image") -> ImageCollection:
+def scan_manifest(
+    manifest: Path,
+    label_columns: Sequence[str] | None,
+    exists: Callable[[Path], bool] = Path.is_file,
+    what: str = "image",
+) -> ImageCollection:
     """A CSV manifest's samples: ``path`` (relative to the CSV's folder, or absolute) and label columns.
 
     ``exists`` checks each path (files for images; files or folders for volumes); ``what`` names it in errors.
@@ -247,13 +256,17 @@ def _scan_imagenet(root: Path) -> ImageCollection:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise ValueError(f"{root}: the imagenet layout needs one sub-folder per class, found none")
-    samples = [Sample(p, p.relative_to(root).as_posix(), (float(i),))
-               for i, c in enumerate(classes) for p in list_images(root / c)]
+    samples = [
+        Sample(p, p.relative_to(root).as_posix(), (float(i),))
+        for i, c in enumerate(classes)
+        for p in list_images(root / c)
+    ]
     return ImageCollection(root, samples, classes, "imagenet")
 
 
-def scan(source: str | Path, layout: str = "auto", split: str = "training",
-         label_columns: Sequence[str] | None = None) -> ImageCollection:
+def scan(
+    source: str | Path, layout: str = "auto", split: str = "training", label_columns: Sequence[str] | None = None
+) -> ImageCollection:
     """Read a folder or manifest as an :class:`ImageCollection`.
 
     Args:
@@ -300,8 +313,9 @@ class ImageDataset(Dataset):
         draft: decode JPEGs downscaled (by a power of two) to no less than this side (see :func:`read_image`).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Tensor],
-                 draft: int | None = None) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Tensor], draft: int | None = None
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.draft = draft

@@ -11,6 +11,7 @@ What the outputs carry: laterality (``ImageLaterality``, else the series ``Later
 ``FrameLaterality`` of the functional groups), pixel spacing in mm (``PixelSpacing``, else the functional groups'
 ``PixelMeasuresSequence``, else ``ImagerPixelSpacing``) and, for volumes, the spacing between B-scans.
 """
+
 from __future__ import annotations
 
 import io
@@ -69,16 +70,24 @@ class DicomImage:
     def single_frame(self) -> np.ndarray:
         """The one frame ``[H, W, 3]``; a multi-frame object is a volume and is refused here."""
         if self.n_frames != 1:
-            raise ImageReadError(f"{self.name}: multi-frame DICOM ({self.n_frames} frames, "
-                                 f"{self.sop_class or 'unknown SOP class'}): a volume; read it with --volumes "
-                                 f"(visionfm.volumes.read_volume)")
+            raise ImageReadError(
+                f"{self.name}: multi-frame DICOM ({self.n_frames} frames, "
+                f"{self.sop_class or 'unknown SOP class'}): a volume; read it with --volumes "
+                f"(visionfm.volumes.read_volume)"
+            )
         return self.frames[0]
 
     def meta(self) -> dict[str, Any]:
         """Laterality, spacing and identity as plain data (for features metadata and manifests)."""
-        return {"laterality": self.laterality, "pixel_spacing": list(self.pixel_spacing or []) or None,
-                "slice_spacing": self.slice_spacing, "sop_class": self.sop_class, "modality": self.modality,
-                "transfer_syntax": self.transfer_syntax, "frames": self.n_frames}
+        return {
+            "laterality": self.laterality,
+            "pixel_spacing": list(self.pixel_spacing or []) or None,
+            "slice_spacing": self.slice_spacing,
+            "sop_class": self.sop_class,
+            "modality": self.modality,
+            "transfer_syntax": self.transfer_syntax,
+            "frames": self.n_frames,
+        }
 
 
 def _open(source: str | Path | bytes | BinaryIO, name: str, pixels: bool):
@@ -121,16 +130,27 @@ def _first(ds: Any, *paths: tuple[str, ...]) -> Any:
 
 def dicom_meta(ds: Any) -> dict[str, Any]:
     """Laterality, spacing, SOP class, modality and transfer syntax of a pydicom dataset."""
-    lat = _first(ds, ("ImageLaterality",), ("Laterality",),
-                 ("SharedFunctionalGroupsSequence", "FrameAnatomySequence", "FrameLaterality"),
-                 ("PerFrameFunctionalGroupsSequence", "FrameAnatomySequence", "FrameLaterality"))
-    spacing = _first(ds, ("PixelSpacing",), ("SharedFunctionalGroupsSequence", "PixelMeasuresSequence", "PixelSpacing"),
-                     ("PerFrameFunctionalGroupsSequence", "PixelMeasuresSequence", "PixelSpacing"),
-                     ("ImagerPixelSpacing",))
-    between = _first(ds, ("SpacingBetweenSlices",),
-                     ("SharedFunctionalGroupsSequence", "PixelMeasuresSequence", "SpacingBetweenSlices"),
-                     ("SharedFunctionalGroupsSequence", "PixelMeasuresSequence", "SliceThickness"),
-                     ("SliceThickness",))
+    lat = _first(
+        ds,
+        ("ImageLaterality",),
+        ("Laterality",),
+        ("SharedFunctionalGroupsSequence", "FrameAnatomySequence", "FrameLaterality"),
+        ("PerFrameFunctionalGroupsSequence", "FrameAnatomySequence", "FrameLaterality"),
+    )
+    spacing = _first(
+        ds,
+        ("PixelSpacing",),
+        ("SharedFunctionalGroupsSequence", "PixelMeasuresSequence", "PixelSpacing"),
+        ("PerFrameFunctionalGroupsSequence", "PixelMeasuresSequence", "PixelSpacing"),
+        ("ImagerPixelSpacing",),
+    )
+    between = _first(
+        ds,
+        ("SpacingBetweenSlices",),
+        ("SharedFunctionalGroupsSequence", "PixelMeasuresSequence", "SpacingBetweenSlices"),
+        ("SharedFunctionalGroupsSequence", "PixelMeasuresSequence", "SliceThickness"),
+        ("SliceThickness",),
+    )
     sop = str(getattr(ds, "SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return {
@@ -150,8 +170,11 @@ def dicom_header(source: str | Path | bytes | BinaryIO, name: str | None = None)
     ds = _open(source, name, pixels=False)
     meta = dicom_meta(ds)
     meta["pixel_spacing"] = list(meta["pixel_spacing"]) if meta["pixel_spacing"] else None
-    meta.update(frames=int(getattr(ds, "NumberOfFrames", 1) or 1), rows=int(getattr(ds, "Rows", 0) or 0),
-                columns=int(getattr(ds, "Columns", 0) or 0))
+    meta.update(
+        frames=int(getattr(ds, "NumberOfFrames", 1) or 1),
+        rows=int(getattr(ds, "Rows", 0) or 0),
+        columns=int(getattr(ds, "Columns", 0) or 0),
+    )
     return meta
 
 
@@ -172,13 +195,16 @@ def _decode(ds: Any, name: str) -> np.ndarray:
         try:
             decoder = get_decoder(ts)
         except NotImplementedError:
-            raise ImageReadError(f"{name}: transfer syntax {ts.name} ({ts}) has no pixel-data decoder in pydicom; "
-                                 f"convert the file to an uncompressed or JPEG syntax (e.g. with dcmtk or gdcmconv)") \
-                from None
+            raise ImageReadError(
+                f"{name}: transfer syntax {ts.name} ({ts}) has no pixel-data decoder in pydicom; "
+                f"convert the file to an uncompressed or JPEG syntax (e.g. with dcmtk or gdcmconv)"
+            ) from None
         if not decoder.is_available:
             missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
-            raise ImageReadError(f"{name}: transfer syntax {ts.name} ({ts}) needs a pixel-data plugin that is not "
-                                 f"installed ({missing}); install the dicom extra: pip install 'visionfm[dicom]'")
+            raise ImageReadError(
+                f"{name}: transfer syntax {ts.name} ({ts}) needs a pixel-data plugin that is not "
+                f"installed ({missing}); install the dicom extra: pip install 'visionfm[dicom]'"
+            )
     try:
         return pixel_array(ds)  # YBR_* is converted to RGB by pydicom (as_rgb)
     except Exception as e:
@@ -215,8 +241,9 @@ def _to_rgb_frames(px: np.ndarray, ds: Any, n_frames: int, name: str) -> np.ndar
     return _scale_to_unit(px) if px.dtype.kind in "iu" else np.clip(px.astype(np.float32), 0, 1)
 
 
-def read_dicom(source: str | Path | bytes | BinaryIO, name: str | None = None, *,
-               max_pixels: int | None = None) -> DicomImage:
+def read_dicom(
+    source: str | Path | bytes | BinaryIO, name: str | None = None, *, max_pixels: int | None = None
+) -> DicomImage:
     """Read a DICOM object (file path, bytes or binary file object) as RGB frames with its eye-imaging facts.
 
     Args:

@@ -10,6 +10,7 @@ is ``VISIONFM_MAX_PIXELS`` (default 178,956,970, PIL's own hard limit; set it hi
 ``max_pixels`` argument, and the error is an :class:`ImageReadError` naming the file, so pretraining skips the file
 like any corrupt image.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,15 +39,20 @@ __all__ = [
     "to_rgb",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm", ".dicom", ".ppm",
-                              ".webp"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm", ".dicom", ".ppm", ".webp"}
+)
 
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
 # Resampling filters by name. The official pipelines differ: feature extraction (evaluation/extract_features.py)
 # resizes bilinear (its transforms.Resize default), fine-tuning evaluates bicubic, pretraining crops bicubic.
-INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS,
-                  "nearest": Image.NEAREST}
+INTERPOLATIONS = {
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "lanczos": Image.LANCZOS,
+    "nearest": Image.NEAREST,
+}
 _PIL_HARD_LIMIT = 2 * 89_478_485  # PIL raises DecompressionBombError above twice its MAX_IMAGE_PIXELS default
 
 
@@ -79,8 +85,10 @@ def pixel_limit(override: int | None = None) -> int:
 def check_pixels(n: int, name: str, limit: int) -> None:
     """Refuse an image of ``n`` pixels above ``limit`` (a decompression bomb), naming the file and the limit."""
     if n > limit:
-        raise ImageReadError(f"{name}: {n:,} pixels exceed the limit of {limit:,} (a decompression bomb?); raise "
-                             f"VISIONFM_MAX_PIXELS if the image is genuine")
+        raise ImageReadError(
+            f"{name}: {n:,} pixels exceed the limit of {limit:,} (a decompression bomb?); raise "
+            f"VISIONFM_MAX_PIXELS if the image is genuine"
+        )
 
 
 def to_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
@@ -136,8 +144,9 @@ def _decode_pil(fp: str | Path | BinaryIO, name: str, limit: int, draft: int | N
                     im = im.convert("L")
                 arr = np.array(im)
     except Image.DecompressionBombError as e:  # not an OSError: PIL's own limit, when ours is higher
-        raise ImageReadError(f"{name}: decompression bomb refused by PIL ({e}); the limit is {limit:,} pixels") \
-            from None
+        raise ImageReadError(
+            f"{name}: decompression bomb refused by PIL ({e}); the limit is {limit:,} pixels"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         if isinstance(e, ImageReadError):
             raise
@@ -214,8 +223,10 @@ def resize_image(img: np.ndarray, size: tuple[int, int], interpolation: str = "b
     flt = _filter(interpolation)
     if img.dtype == np.uint8:
         return np.asarray(Image.fromarray(img).resize((w, h), flt), dtype=np.float32) / 255.0
-    chans = [np.asarray(Image.fromarray(img[..., c].astype(np.float32), mode="F").resize((w, h), flt))
-             for c in range(img.shape[-1])]
+    chans = [
+        np.asarray(Image.fromarray(img[..., c].astype(np.float32), mode="F").resize((w, h), flt))
+        for c in range(img.shape[-1])
+    ]
     return np.clip(np.stack(chans, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
@@ -240,8 +251,13 @@ class Preprocess:
 
     def describe(self) -> dict:
         """What this preprocessing does, recorded with features."""
-        return {"resize": [self.size, self.size], "interpolation": self.interpolation, "scale": "1/255",
-                "mean": [float(v) for v in self.mean.flatten()], "std": [float(v) for v in self.std.flatten()]}
+        return {
+            "resize": [self.size, self.size],
+            "interpolation": self.interpolation,
+            "scale": "1/255",
+            "mean": [float(v) for v in self.mean.flatten()],
+            "std": [float(v) for v in self.std.flatten()],
+        }
 
     def __call__(self, img: np.ndarray) -> Tensor:
         x = torch.from_numpy(resize_image(img, (self.size, self.size), self.interpolation)).permute(2, 0, 1)

@@ -6,6 +6,7 @@ MedMNIST ships each data set as one ``.npz`` with ``{train,val,test}_images`` ``
 ``scan(out, split="train")`` (layout ``vfm``) reads. The official splits are kept exactly: the MedMNIST v2
 baselines are reported on them.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def _load_arrays(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         except ValueError as e:  # an object (pickled) array: refused, never unpickled
             raise ValueError(f"{npz}: {ik} / {lk}: {e} (pickled arrays are refused)") from None
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
-            raise ValueError(f"{npz}: {ik} must be uint8 [N, H, W(, 3)] with one label row per image; "
-                             f"got {images.dtype} {images.shape} and {lk} {labels.shape}")
+            raise ValueError(
+                f"{npz}: {ik} must be uint8 [N, H, W(, 3)] with one label row per image; "
+                f"got {images.dtype} {images.shape} and {lk} {labels.shape}"
+            )
         out[split] = (images, labels)
     return out
 

@@ -11,6 +11,7 @@ The rules a long extraction must keep (issue 14):
   disk shows at the start as a clean error instead of a SIGBUS in the middle, and rows are written with ``pwrite``,
   never through a memory map of a sparse file; on any error the partial file is removed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -74,8 +75,10 @@ class OutputLock:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise UserError(f"{self.path.name[1:-5]}: another extraction (pid {holder}) is writing this output "
-                                f"(lock {self.path}); wait for it or choose another --output") from None
+                raise UserError(
+                    f"{self.path.name[1:-5]}: another extraction (pid {holder}) is writing this output "
+                    f"(lock {self.path}); wait for it or choose another --output"
+                ) from None
             try:  # the holder may have unlinked the lock file between our open and flock: lock the live one
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -98,8 +101,9 @@ class OutputLock:
             self.fd = None
 
 
-def safetensors_layout(shapes: dict[str, tuple[tuple[int, ...], np.dtype]],
-                       meta: dict[str, str]) -> tuple[bytes, dict[str, int], int]:
+def safetensors_layout(
+    shapes: dict[str, tuple[tuple[int, ...], np.dtype]], meta: dict[str, str]
+) -> tuple[bytes, dict[str, int], int]:
     """Header bytes, absolute offset of each tensor and total file size for tensors of ``shapes`` (name order)."""
     from ..checkpoints.io import safetensors_header
 

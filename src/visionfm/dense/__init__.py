@@ -3,6 +3,7 @@
 Training runs on the shared engine (:mod:`visionfm.engine`); everything else here (decoders, losses, metrics, joint
 transforms, label parsing) is plain torch / numpy.
 """
+
 from .backbone import OFFICIAL_BLOCKS, block_indices, multilevel_features
 from .cdr import area_cdr, cdr_from_label_maps, vertical_cdr
 from .config import DenseConfig, DenseState, LandmarkPredictConfig, SegmentPredictConfig, load_config, save_config

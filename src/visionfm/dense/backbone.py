@@ -5,6 +5,7 @@ The official VisionFM segmentation decoder reads the tokens of blocks 3, 5, 7 an
 ``encoder.prepare_tokens`` + ``encoder.blocks`` itself (``EncoderOutput.layers`` only holds the *last* n blocks) and
 returns the chosen blocks' patch tokens as feature maps.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

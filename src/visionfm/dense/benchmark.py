@@ -6,6 +6,7 @@ Every experiment is an ordinary ``visionfm segment|landmark train`` run (the rec
 table can be rebuilt or extended experiment by experiment. The recipes are sized for a 2-core CPU (random 192-px
 crops, 200 optimizer steps of 4 crops); ``quick=True`` shrinks everything to a smoke test of under a minute.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,15 +42,35 @@ STANDIN = "random-init ViT-S/16 stand-in (seed 0)"
 _COMMON = dict(crop=192, max_steps=200, epochs=1000, batch_size=4, lr=1e-3, weight_decay=1e-4, warmup_epochs=2.0)
 RECIPES: dict[str, dict[str, Any]] = {
     "drive": dict(task="segment", data="DRIVE", split="training", modality="Fundus", **_COMMON),
-    "idrid": dict(task="segment", data="IDRiD-A-segmentation", split="train", kind="per-class",
-                  classes=["MA", "HE", "EX", "SE", "OD"], modality="Fundus", max_side=1024, fg_crop=0.5, **_COMMON),
-    "od_landmark": dict(task="landmark", data="IDRiD-A-segmentation/train_images", modality="Fundus",
-                        input_size=224, sigma=4.0, **{k: v for k, v in _COMMON.items() if k != "crop"}),
-    "octa": dict(task="segment", data="OCTA-synthetic", modality="OCT", resize_masks=True, subset="0:30",
-                 **_COMMON),
+    "idrid": dict(
+        task="segment",
+        data="IDRiD-A-segmentation",
+        split="train",
+        kind="per-class",
+        classes=["MA", "HE", "EX", "SE", "OD"],
+        modality="Fundus",
+        max_side=1024,
+        fg_crop=0.5,
+        **_COMMON,
+    ),
+    "od_landmark": dict(
+        task="landmark",
+        data="IDRiD-A-segmentation/train_images",
+        modality="Fundus",
+        input_size=224,
+        sigma=4.0,
+        **{k: v for k, v in _COMMON.items() if k != "crop"},
+    ),
+    "octa": dict(task="segment", data="OCTA-synthetic", modality="OCT", resize_masks=True, subset="0:30", **_COMMON),
 }
-NAMES = {"dice": "Dice", "iou": "IoU", "auc": "AUC", "sensitivity": "Sensitivity", "specificity": "Specificity",
-         "hd95": "HD95 (px)"}
+NAMES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "auc": "AUC",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "hd95": "HD95 (px)",
+}
 
 
 def recipe(name: str, data_root: Path, out: Path, model: str, weights: Path | None, quick: bool) -> DenseConfig:
@@ -60,8 +81,9 @@ def recipe(name: str, data_root: Path, out: Path, model: str, weights: Path | No
         r.update(max_steps=2, batch_size=2, warmup_epochs=0.0, subset="0:2")
         r.update({"crop": 64} if "crop" in r else {"input_size": 64})
         r.update({"max_side": 256} if r.get("max_side") else {})
-    return load_config(None, **r, model=model, weights=None if model == "unet" else str(weights),
-                       output_dir=str(out / name / model))
+    return load_config(
+        None, **r, model=model, weights=None if model == "unet" else str(weights), output_dir=str(out / name / model)
+    )
 
 
 def _standin_encoder(out: Path, quick: bool) -> Path:
@@ -92,9 +114,16 @@ def _budget(cfg: DenseConfig, seconds: float) -> str:
 
 
 def _row(task: str, dataset: str, model: str, encoder: str, metric: str, value: float, notes: str) -> dict:
-    return {"task": task, "dataset": dataset, "method": METHODS[model], "encoder": encoder if model != "unet"
-            else "none", "metric": metric, "value": float(value),
-            "published": PUBLISHED.get((dataset, metric.split(" ")[0].lower()), ""), "notes": notes}
+    return {
+        "task": task,
+        "dataset": dataset,
+        "method": METHODS[model],
+        "encoder": encoder if model != "unet" else "none",
+        "metric": metric,
+        "value": float(value),
+        "published": PUBLISHED.get((dataset, metric.split(" ")[0].lower()), ""),
+        "notes": notes,
+    }
 
 
 def _segmentation(name: str, tests: Sequence[tuple[str, str, str | None]], ctx: dict) -> list[dict]:
@@ -109,11 +138,16 @@ def _segmentation(name: str, tests: Sequence[tuple[str, str, str | None]], ctx: 
             note = f"{_budget(cfg, secs)}; test: {folder} {split} {subset or 'all'}"
             classes = [c for c in m if c != "mean"]
             if len(classes) == 1:  # binary: the full set of metrics
-                rows += [_row("segmentation", folder, model, ctx["encoder"], NAMES[k], m[classes[0]][k], note)
-                         for k in ("dice", "auc", "sensitivity", "specificity", "hd95")]
+                rows += [
+                    _row("segmentation", folder, model, ctx["encoder"], NAMES[k], m[classes[0]][k], note)
+                    for k in ("dice", "auc", "sensitivity", "specificity", "hd95")
+                ]
                 continue
-            rows += [_row(f"segmentation {c}", folder, model, ctx["encoder"], NAMES[k], m[c][k], note)
-                     for c in [*classes, "mean"] for k in ("dice", "auc")]
+            rows += [
+                _row(f"segmentation {c}", folder, model, ctx["encoder"], NAMES[k], m[c][k], note)
+                for c in [*classes, "mean"]
+                for k in ("dice", "auc")
+            ]
     return rows
 
 
@@ -124,12 +158,18 @@ def _od_landmark(ctx: dict) -> list[dict]:
     for split in ("train", "test"):
         csv[split] = out / f"od_{split}{'_quick' if quick else ''}.csv"
         if not csv[split].is_file():
-            landmarks_from_masks(root / f"{split}_images", root / f"{split}_masks" / "OD", csv[split], "od_centre",
-                                 ("2" if split == "train" else "0:1") if quick else None)
+            landmarks_from_masks(
+                root / f"{split}_images",
+                root / f"{split}_masks" / "OD",
+                csv[split],
+                "od_centre",
+                ("2" if split == "train" else "0:1") if quick else None,
+            )
     rows = []
     for model in ("unetr", "unet"):
-        cfg = dataclasses.replace(recipe("od_landmark", ctx["root"], ctx["out"], model, ctx["weights"], quick),
-                                  labels=str(csv["train"]))
+        cfg = dataclasses.replace(
+            recipe("od_landmark", ctx["root"], ctx["out"], model, ctx["weights"], quick), labels=str(csv["train"])
+        )
         run, secs = _timed_train(cfg, train_landmark)
         pred, test = run / "pred_test", root / "test_images"
         subset = "0:1" if quick else None
@@ -137,30 +177,45 @@ def _od_landmark(ctx: dict) -> list[dict]:
         if m is None:
             m = predict_landmark(run, test, pred, str(csv["test"]), subset, "argmax")
         note = f"{_budget(cfg, secs)}; test: IDRiD test_images ({m['images']}), original 4288x2848 px"
-        rows += [_row("landmark: optic-disc centre", DATASETS["idrid"], model, ctx["encoder"], k, m[v], note)
-                 for k, v in (("MRE (px)", "mre"), ("median RE (px)", "median_re"))]
+        rows += [
+            _row("landmark: optic-disc centre", DATASETS["idrid"], model, ctx["encoder"], k, m[v], note)
+            for k, v in (("MRE (px)", "mre"), ("median RE (px)", "median_re"))
+        ]
     return rows
 
 
 def _fewshot(ctx: dict) -> list[dict]:
     shots = (1,) if ctx["quick"] else (1, 5, 10)
-    base = dataclasses.replace(recipe("drive", ctx["root"], ctx["out"], "unetr", ctx["weights"], ctx["quick"]),
-                               subset=None)
+    base = dataclasses.replace(
+        recipe("drive", ctx["root"], ctx["out"], "unetr", ctx["weights"], ctx["quick"]), subset=None
+    )
     test = ctx["root"] / DATASETS["drive"]
-    cells = run_fewshot(base, shots, ("unetr", "unet"), test, "test", ctx["out"] / "fewshot",
-                        "0:1" if ctx["quick"] else None)
+    cells = run_fewshot(
+        base, shots, ("unetr", "unet"), test, "test", ctx["out"] / "fewshot", "0:1" if ctx["quick"] else None
+    )
     rows = []
     for c in cells:
         note = f"{c['shots']} training image(s); {_budget(base, 0).split(';')[0]}; test: DRIVE test"
-        rows += [_row(f"few-shot segmentation ({c['shots']}-shot)", DATASETS["drive"], c["model"], ctx["encoder"],
-                      NAMES[k], c[k], note) for k in ("dice", "auc")]
+        rows += [
+            _row(
+                f"few-shot segmentation ({c['shots']}-shot)",
+                DATASETS["drive"],
+                c["model"],
+                ctx["encoder"],
+                NAMES[k],
+                c[k],
+                note,
+            )
+            for k in ("dice", "auc")
+        ]
     for r in rows:  # the published numbers are full-data results
         r["published"] = ""
     return rows
 
 
-def benchmark(data_root: Path, out: Path, weights: Path | None, quick: bool,
-              experiments: Sequence[str] | None = None) -> list[dict]:
+def benchmark(
+    data_root: Path, out: Path, weights: Path | None, quick: bool, experiments: Sequence[str] | None = None
+) -> list[dict]:
     """Run the dense experiments on ``data_root`` (= ``../shared/data``); rows as the benchmark suite expects.
 
     Args:
@@ -182,11 +237,17 @@ def benchmark(data_root: Path, out: Path, weights: Path | None, quick: bool,
         if not (data_root / DATASETS[key]).is_dir():
             raise FileNotFoundError(f"dense benchmark data not found: {data_root / DATASETS[key]}")
     w = Path(weights) if weights else _standin_encoder(out, quick)
-    ctx = {"root": data_root, "out": out, "weights": w, "quick": quick,
-           "encoder": (STANDIN if not quick else "random-init tiny test ViT") if not weights else str(weights)}
+    ctx = {
+        "root": data_root,
+        "out": out,
+        "weights": w,
+        "quick": quick,
+        "encoder": (STANDIN if not quick else "random-init tiny test ViT") if not weights else str(weights),
+    }
     runners = {
-        "drive": lambda: _segmentation("drive", [(DATASETS["drive"], "test", None),
-                                                 (DATASETS["chase"], "test", None)], ctx),
+        "drive": lambda: _segmentation(
+            "drive", [(DATASETS["drive"], "test", None), (DATASETS["chase"], "test", None)], ctx
+        ),
         "idrid": lambda: _segmentation("idrid", [(DATASETS["idrid"], "test", None)], ctx),
         "od_landmark": lambda: _od_landmark(ctx),
         "octa": lambda: _segmentation("octa", [(DATASETS["octa"], "test", "30:40")], ctx),

@@ -7,6 +7,7 @@
 The disc mask is the whole disc, cup included (as the ``nested`` mask kind gives it). A missing disc gives NaN; a
 missing cup gives 0.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,8 +67,10 @@ def read_expert_cdr(path: str | Path, column: str | None = None) -> dict[str, fl
     key = next((c for c in ("path", "image", "file", "filename") if c in cols), None)
     col = column or next((c for c in ("exp_cdr", "cdr", "vcdr", "ExpCDR") if c in cols), None)
     if key is None or col is None or col not in cols:
-        raise UserError(f"{path}: needs an image column (path/image/file) and a CDR column "
-                        f"({column or 'exp_cdr/cdr/vcdr'}); found {cols}")
+        raise UserError(
+            f"{path}: needs an image column (path/image/file) and a CDR column "
+            f"({column or 'exp_cdr/cdr/vcdr'}); found {cols}"
+        )
     out = {}
     for i, r in enumerate(rows, start=2):
         try:
@@ -77,8 +80,12 @@ def read_expert_cdr(path: str | Path, column: str | None = None) -> dict[str, fl
     return out
 
 
-def cdr_rows(names: Sequence[str], discs: Sequence[np.ndarray], cups: Sequence[np.ndarray],
-             expert: dict[str, float] | None = None) -> tuple[list[dict], dict]:
+def cdr_rows(
+    names: Sequence[str],
+    discs: Sequence[np.ndarray],
+    cups: Sequence[np.ndarray],
+    expert: dict[str, float] | None = None,
+) -> tuple[list[dict], dict]:
     """Per-image CDR rows and a summary (MAE of vertical and area CDR against the expert's, where known)."""
     rows = []
     for name, d, c in zip(names, discs, cups):

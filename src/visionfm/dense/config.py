@@ -4,6 +4,7 @@ The resolved configuration is saved as ``dense.yaml`` in the run folder; predict
 Old flat run files (loop settings at the top level, run facts in an ``extra:`` mapping) still load: the spine maps
 flat loop keys into ``train`` and ``extra`` into ``state`` (:attr:`DenseConfig.config_aliases`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,18 @@ def dense_train_defaults() -> TrainConfig:
     Random-crop epochs are a few steps long, so ``checkpoint_last.pth`` (the whole model, frozen encoder included)
     is written every ``checkpoint_every`` steps rather than every epoch (``checkpoint_epochs`` is large).
     """
-    return TrainConfig(output_dir="", epochs=50, batch_size=4, lr=1e-3, weight_decay=1e-4, warmup_epochs=1.0,
-                       checkpoint_every=100, keep_last=0, checkpoint_epochs=100000, log_every=10)
+    return TrainConfig(
+        output_dir="",
+        epochs=50,
+        batch_size=4,
+        lr=1e-3,
+        weight_decay=1e-4,
+        warmup_epochs=1.0,
+        checkpoint_every=100,
+        keep_last=0,
+        checkpoint_epochs=100000,
+        log_every=10,
+    )
 
 
 @dataclass
@@ -105,47 +116,95 @@ class DenseConfig:
     data: str = field(default="", metadata=_h("dataset root (DRIVE/CHASE_DB1/IDRiD/ORIGA layouts) or image folder"))
     split: str = field(default="training", metadata=_h("split folder name (DRIVE 'training', IDRiD 'train')"))
     masks: str | None = field(default=None, metadata=_h("mask folder (default: found under --data)"))
-    fov: str | None = field(default=None, metadata=_h(
-        "field of view: a folder of FOV masks, 'auto' (the DRIVE-style 'mask' folder when there is one, else "
-        "estimated for fundus images), 'estimate' (always estimated) or 'none' (no FOV); default auto"))
-    kind: str | None = field(default=None, metadata=_h(
-        "mask style: binary, per-class, labelmap or nested (label map whose classes lie inside each other, e.g. "
-        "ORIGA 0/1 disc/2 cup); default detected", choices=_mask_kinds))
-    classes: list[str] | None = field(default=None, metadata=_h(
-        "class names (per-class: sub-folder names; label maps: names of values 1..C-1; landmarks: names)",
-        flag=("--names",)))
-    resize_masks: bool = field(default=False, metadata=_h("allow masks at another resolution than the image "
-                                                          "(resampled by area)"))
-    labels: str | None = field(default=None, metadata=_h("landmark labels: CSV (image,<name>_x,<name>_y,...), JSON "
-                                                         "or folder of <stem>.npy heatmaps"))
+    fov: str | None = field(
+        default=None,
+        metadata=_h(
+            "field of view: a folder of FOV masks, 'auto' (the DRIVE-style 'mask' folder when there is one, else "
+            "estimated for fundus images), 'estimate' (always estimated) or 'none' (no FOV); default auto"
+        ),
+    )
+    kind: str | None = field(
+        default=None,
+        metadata=_h(
+            "mask style: binary, per-class, labelmap or nested (label map whose classes lie inside each other, e.g. "
+            "ORIGA 0/1 disc/2 cup); default detected",
+            choices=_mask_kinds,
+        ),
+    )
+    classes: list[str] | None = field(
+        default=None,
+        metadata=_h(
+            "class names (per-class: sub-folder names; label maps: names of values 1..C-1; landmarks: names)",
+            flag=("--names",),
+        ),
+    )
+    resize_masks: bool = field(
+        default=False, metadata=_h("allow masks at another resolution than the image (resampled by area)")
+    )
+    labels: str | None = field(
+        default=None,
+        metadata=_h("landmark labels: CSV (image,<name>_x,<name>_y,...), JSON or folder of <stem>.npy heatmaps"),
+    )
     subset: str | None = field(default=None, metadata=_h("'n' = first n images (few-shot) or 'start:end'"))
     weights: str | None = field(default=None, metadata=_h("encoder weights (frozen unless --finetune)"))
-    modality: str | None = field(default=None, metadata=_h("imaging modality (normalisation; Fundus enables the "
-                                                           "estimated field of view)"))
-    model: str = field(default="unetr", metadata=_h("dense model (unet: the U-Net baseline, no encoder)",
-                                                    choices=model_names, flag=("--decoder",)))
+    modality: str | None = field(
+        default=None, metadata=_h("imaging modality (normalisation; Fundus enables the estimated field of view)")
+    )
+    model: str = field(
+        default="unetr",
+        metadata=_h("dense model (unet: the U-Net baseline, no encoder)", choices=model_names, flag=("--decoder",)),
+    )
     finetune: bool = field(default=False, metadata=_h("train the encoder too (at 0.1x the decoder's rate)"))
-    encoder_precision: str = field(default="fp32", metadata=_h(
-        "precision of the frozen encoder's forward pass (bf16 uses AMX/tensor cores; the decoder keeps "
-        "--precision)", choices=("fp32", "bf16")))
+    encoder_precision: str = field(
+        default="fp32",
+        metadata=_h(
+            "precision of the frozen encoder's forward pass (bf16 uses AMX/tensor cores; the decoder keeps "
+            "--precision)",
+            choices=("fp32", "bf16"),
+        ),
+    )
     input_size: int = field(default=512, metadata=_h("square training/prediction side in pixels"))
-    crop: int | None = field(default=None, metadata=_h("train on random crops of this side at native resolution "
-                                                       "and predict whole images, instead of resizing"))
-    max_side: int | None = field(default=None, metadata=_h("with --crop: first scale images down so the longer side "
-                                                           "is at most this (IDRiD's 4288x2848)"))
-    fg_crop: float = field(default=0.0, metadata=_h("with --crop: probability of a window around a labelled pixel "
-                                                    "(foreground oversampling for rare lesions)"))
-    border_crop: float = field(default=0.1, metadata=_h("with --crop: probability of a window around the edge of "
-                                                        "the field of view (the outside is learned as background)"))
-    loss: str = field(default="dice_focal", metadata=_h("segmentation loss: dice_focal (soft Dice + focal, gamma 2) "
-                                                        "or tversky_focal (Tversky 0.3/0.7 weighing misses over "
-                                                        "false alarms + positive-weighted focal: rare lesions)",
-                                                        choices=("dice_focal", "tversky_focal")))
+    crop: int | None = field(
+        default=None,
+        metadata=_h(
+            "train on random crops of this side at native resolution and predict whole images, instead of resizing"
+        ),
+    )
+    max_side: int | None = field(
+        default=None,
+        metadata=_h("with --crop: first scale images down so the longer side is at most this (IDRiD's 4288x2848)"),
+    )
+    fg_crop: float = field(
+        default=0.0,
+        metadata=_h(
+            "with --crop: probability of a window around a labelled pixel (foreground oversampling for rare lesions)"
+        ),
+    )
+    border_crop: float = field(
+        default=0.1,
+        metadata=_h(
+            "with --crop: probability of a window around the edge of "
+            "the field of view (the outside is learned as background)"
+        ),
+    )
+    loss: str = field(
+        default="dice_focal",
+        metadata=_h(
+            "segmentation loss: dice_focal (soft Dice + focal, gamma 2) "
+            "or tversky_focal (Tversky 0.3/0.7 weighing misses over "
+            "false alarms + positive-weighted focal: rare lesions)",
+            choices=("dice_focal", "tversky_focal"),
+        ),
+    )
     sigma: float = field(default=4.0, metadata=_h("landmark Gaussian sigma in input pixels"))
     augment: bool = field(default=True, metadata=_h("joint flips/rotation/zoom/intensity augmentation"))
-    val_fraction: float = field(default=0.0, metadata=_h(
-        "carve this fraction of the training images (at least 1) for model selection; 0 and no --val-data: keep "
-        "the last weights"))
+    val_fraction: float = field(
+        default=0.0,
+        metadata=_h(
+            "carve this fraction of the training images (at least 1) for model selection; 0 and no --val-data: keep "
+            "the last weights"
+        ),
+    )
     val_data: str | None = field(default=None, metadata=_h("a separate validation set (same layout options)"))
     val_split: str | None = field(default=None, metadata=_h("split of --val-data (default: --split)"))
     val_every: int = field(default=50, metadata=_h("optimizer steps between validations (with validation)"))
@@ -202,22 +261,29 @@ class SegmentPredictConfig:
     subset: str | None = field(default=None, metadata=_h("'n' = first n images or 'start:end'"))
     device: str = field(default="auto", metadata=_h("cpu, cuda or auto"))
     threshold: float = field(default=0.5, metadata=_h("probability above which a pixel is positive"))
-    eval: bool = field(default=True, metadata=_h("score against labels when there are some (--no-eval: only write "
-                                                 "masks)"))
+    eval: bool = field(
+        default=True, metadata=_h("score against labels when there are some (--no-eval: only write masks)")
+    )
     masks: str | None = field(default=None, metadata=_h("mask folder (default: found under --data)"))
-    fov: str | None = field(default=None, metadata=_h("FOV mask folder, auto, estimate or none (default: auto, or "
-                                                      "the run's estimate/none)"))
+    fov: str | None = field(
+        default=None, metadata=_h("FOV mask folder, auto, estimate or none (default: auto, or the run's estimate/none)")
+    )
     kind: str | None = field(default=None, metadata=_h("mask style (default: the run's)", choices=_mask_kinds))
-    classes: list[str] | None = field(default=None, metadata=_h("class names / per-class sub-folders (default: "
-                                                                "the run's)", flag=("--names",)))
-    resize_masks: bool | None = field(default=None, metadata=_h("allow masks at another resolution (default: the "
-                                                                "run's setting)"))
+    classes: list[str] | None = field(
+        default=None, metadata=_h("class names / per-class sub-folders (default: the run's)", flag=("--names",))
+    )
+    resize_masks: bool | None = field(
+        default=None, metadata=_h("allow masks at another resolution (default: the run's setting)")
+    )
     save_probabilities: bool = field(default=False, metadata=_h("also write <name>_prob.png (probability x 255)"))
     tta: bool = field(default=False, metadata=_h("test-time augmentation: average the image and its two mirrors"))
-    cdr: bool = field(default=False, metadata=_h("write cdr.csv: vertical and area cup-to-disc ratio from the "
-                                                 "first two classes (disc, cup)"))
-    expert_cdr: str | None = field(default=None, metadata=_h("CSV with an image column and exp_cdr/cdr: MAE of "
-                                                              "the vertical CDR (implies --cdr)"))
+    cdr: bool = field(
+        default=False,
+        metadata=_h("write cdr.csv: vertical and area cup-to-disc ratio from the first two classes (disc, cup)"),
+    )
+    expert_cdr: str | None = field(
+        default=None, metadata=_h("CSV with an image column and exp_cdr/cdr: MAE of the vertical CDR (implies --cdr)")
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -232,10 +298,10 @@ class LandmarkPredictConfig:
     run: str = field(default="", metadata=_h("a run folder from 'landmark train'"))
     data: str = field(default="", metadata=_h("image folder"))
     output: str = field(default="", metadata=_h("folder for landmarks.csv, plots, metrics.json, per_image.csv"))
-    labels: str | None = field(default=None, metadata=_h("true landmarks (CSV, JSON or .npy heatmaps) for the "
-                                                         "radial errors"))
-    names: list[str] | None = field(default=None, metadata=_h("landmark names (for .npy heatmaps, which carry "
-                                                              "none)"))
+    labels: str | None = field(
+        default=None, metadata=_h("true landmarks (CSV, JSON or .npy heatmaps) for the radial errors")
+    )
+    names: list[str] | None = field(default=None, metadata=_h("landmark names (for .npy heatmaps, which carry none)"))
     subset: str | None = field(default=None, metadata=_h("'n' = first n images or 'start:end'"))
     decode: str = field(default="argmax", metadata=_h("heatmap decoding", choices=("argmax", "soft")))
     device: str = field(default="auto", metadata=_h("cpu, cuda or auto"))

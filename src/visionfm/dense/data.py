@@ -16,6 +16,7 @@ Images and label files are paired by name: equal stems, a label stem that extend
 (``Image_01L`` / ``Image_01L_1stHO``), an image stem that extends the label stem (``G_2023`` / ``2023``), or the same
 leading number (DRIVE ``21_training`` / ``21_manual1``). Every problem names the file.
 """
+
 from __future__ import annotations
 
 import re
@@ -92,8 +93,10 @@ def read_mask(path: Path) -> np.ndarray:
         if not (rgb == rgb[..., :1]).all():  # one colour on black (IDRiD ships some red masks) -> 0/1
             fg = rgb.any(axis=-1)
             if not (rgb[fg] == rgb[fg][0]).all():
-                raise ValueError(f"{path}: colour mask with several colours; masks must be grey (0/255 maps or "
-                                 "class indices 0..C-1) or one colour on black")
+                raise ValueError(
+                    f"{path}: colour mask with several colours; masks must be grey (0/255 maps or "
+                    "class indices 0..C-1) or one colour on black"
+                )
             return fg.view(np.uint8)
         arr = arr[..., 0]
     if arr.dtype == bool:
@@ -169,8 +172,10 @@ def _fit(arr: np.ndarray, size: tuple[int, int], path: Path, allow: bool) -> np.
     if arr.shape == size:
         return arr.astype(np.float32)
     if not allow:
-        raise ValueError(f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from its image "
-                         f"{size[1]}x{size[0]} (use --resize-masks if the masks are at another resolution)")
+        raise ValueError(
+            f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from its image "
+            f"{size[1]}x{size[0]} (use --resize-masks if the masks are at another resolution)"
+        )
     return resize_map(arr.astype(np.float32), size)
 
 
@@ -179,8 +184,9 @@ def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BOX))
 
 
-def load_target(item: SegItem, spec: DenseSpec, size: tuple[int, int],
-                out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def load_target(
+    item: SegItem, spec: DenseSpec, size: tuple[int, int], out_size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Masks of one item, checked against its image size ``(H, W)``.
 
     Args:
@@ -211,8 +217,7 @@ def read_fov(item: SegItem, size: tuple[int, int]) -> np.ndarray | None:
         return None
     f = _binary(read_mask(item.fov), item.fov)
     if f.shape != size:
-        raise ValueError(f"{item.fov}: FOV size {f.shape[1]}x{f.shape[0]} differs from its image "
-                         f"{size[1]}x{size[0]}")
+        raise ValueError(f"{item.fov}: FOV size {f.shape[1]}x{f.shape[0]} differs from its image {size[1]}x{size[0]}")
     return f
 
 
@@ -220,9 +225,16 @@ def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
     return next((root / n for n in names if (root / n).is_dir()), None)
 
 
-def resolve_spec(data: str | Path, split: str = "training", masks: str | None = None, fov: str | None = None,
-                 kind: str | None = None, classes: Sequence[str] | None = None,
-                 resize_masks: bool = False, fundus: bool = True) -> DenseSpec:
+def resolve_spec(
+    data: str | Path,
+    split: str = "training",
+    masks: str | None = None,
+    fov: str | None = None,
+    kind: str | None = None,
+    classes: Sequence[str] | None = None,
+    resize_masks: bool = False,
+    fundus: bool = True,
+) -> DenseSpec:
     """Find images/masks/FOV under ``data`` for the common layouts, with explicit overrides.
 
     Recognised: ``<data>/<split>/{images,1st_manual,mask}`` (DRIVE, CHASE_DB1), ``<data>/<split>_images`` +
@@ -239,8 +251,11 @@ def resolve_spec(data: str | Path, split: str = "training", masks: str | None = 
         raise FileNotFoundError(f"data folder not found: {root}")
     base = root / split if (root / split).is_dir() else root
     images = _first_dir(base, ["images"]) or _first_dir(root, [f"{split}_images"]) or root
-    mask_dir = Path(masks) if masks else (_first_dir(base, ["1st_manual", "labels", "masks"])
-                                          or _first_dir(root, [f"{split}_masks"]))
+    mask_dir = (
+        Path(masks)
+        if masks
+        else (_first_dir(base, ["1st_manual", "labels", "masks"]) or _first_dir(root, [f"{split}_masks"]))
+    )
     mode = "auto" if fov is None else str(fov)
     fov_dir = None
     if mode == "auto":

@@ -3,6 +3,7 @@
 Images are decoded once and kept resized (a fundus image of 4288x2848 is read in ~0.3 s; re-reading it every step
 would dominate a CPU run); augmentation (:class:`JointAugment`) and normalisation run per step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,7 +90,7 @@ def random_crop(sample: dict[str, Tensor], crop: int, around: tuple[int, int] | 
     else:
         y = min(ly, max(0, around[0] - int(torch.randint(0, crop, ()))))
         x = min(lx, max(0, around[1] - int(torch.randint(0, crop, ()))))
-    return {k: v[:, y:y + crop, x:x + crop] for k, v in out.items()}
+    return {k: v[:, y : y + crop, x : x + crop] for k, v in out.items()}
 
 
 def _foreground(target: Tensor, limit: int = 20000) -> list[Tensor]:
@@ -133,10 +134,21 @@ class SegmentationDataset(_Repeat):
     prediction. ``whole=True`` (validation) returns whole images at the working size, unaugmented, with their FOV.
     """
 
-    def __init__(self, items: Sequence[SegItem], spec: DenseSpec, size: int, mean: Sequence[float],
-                 std: Sequence[float], augment: JointAugment | None = None, min_length: int = 0,
-                 crop: int | None = None, max_side: int | None = None, fg_crop: float = 0.0,
-                 border_crop: float = 0.0, whole: bool = False) -> None:
+    def __init__(
+        self,
+        items: Sequence[SegItem],
+        spec: DenseSpec,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: JointAugment | None = None,
+        min_length: int = 0,
+        crop: int | None = None,
+        max_side: int | None = None,
+        fg_crop: float = 0.0,
+        border_crop: float = 0.0,
+        whole: bool = False,
+    ) -> None:
         self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
         self.fg_crop, self.border_crop, self.whole = fg_crop, border_crop, whole
         self.images, self.targets, self.valid, self.fg, self.edges, self.fovs = [], [], [], [], [], []
@@ -155,9 +167,12 @@ class SegmentationDataset(_Repeat):
             self.fov_sources.append(source)
             self.fg.append([f for f in _foreground(self.targets[-1]) if len(f)] if crop and fg_crop else [])
             self.edges.append(torch.from_numpy(fov_edge(f)) if crop and border_crop else torch.zeros((0, 2)))
-        log.info("loaded %d images %s; field of view: %s", len(self.images),
-                 f"(random {crop}-px crops)" if crop else f"at {size} px",
-                 ", ".join(f"{s} {self.fov_sources.count(s)}" for s in sorted(set(self.fov_sources))))
+        log.info(
+            "loaded %d images %s; field of view: %s",
+            len(self.images),
+            f"(random {crop}-px crops)" if crop else f"at {size} px",
+            ", ".join(f"{s} {self.fov_sources.count(s)}" for s in sorted(set(self.fov_sources))),
+        )
 
     def _around(self, i: int) -> tuple[int, int] | None:
         """A pixel the next window must contain: a labelled one, one on the FOV edge, or None (anywhere)."""
@@ -190,9 +205,17 @@ class LandmarkDataset(_Repeat):
         ValueError: a landmark outside its image (names the file).
     """
 
-    def __init__(self, images: Sequence[Path], points: np.ndarray, size: int, sigma: float,
-                 mean: Sequence[float], std: Sequence[float], augment: JointAugment | None = None,
-                 min_length: int = 0) -> None:
+    def __init__(
+        self,
+        images: Sequence[Path],
+        points: np.ndarray,
+        size: int,
+        sigma: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: JointAugment | None = None,
+        min_length: int = 0,
+    ) -> None:
         self.augment, self.norm, self.sigma, self.size = augment, _Normalise(mean, std), sigma, size
         self.min_length = min_length
         self.images, self.points = [], []

@@ -3,6 +3,7 @@
 Every model maps ``[B, 3, H, W]`` normalised images to ``[B, K, H, W]`` logits (K output channels: segmentation
 classes or landmark heatmaps) and is built through the :data:`DENSE_MODELS` registry.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ class UNETRDecoder(nn.Module):
             x8 map already is (about) full resolution and a 1x1 convolution takes its place.
     """
 
-    def __init__(self, embed_dim: int, out_channels: int, widths: Sequence[int] = (256, 128, 64, 32, 16),
-                 patch_size: int = 16) -> None:
+    def __init__(
+        self, embed_dim: int, out_channels: int, widths: Sequence[int] = (256, 128, 64, 32, 16), patch_size: int = 16
+    ) -> None:
         super().__init__()
         w0, w1, w2, w3, w4 = widths
         self.bottom = _conv(embed_dim, w0)
@@ -141,8 +143,14 @@ class MonaiUNet(nn.Module):
         super().__init__()
         from monai.networks.nets import UNet  # lazy: MONAI import is slow
 
-        self.net = UNet(spatial_dims=2, in_channels=3, out_channels=out_channels, channels=tuple(channels),
-                        strides=(2,) * (len(channels) - 1), num_res_units=2)
+        self.net = UNet(
+            spatial_dims=2,
+            in_channels=3,
+            out_channels=out_channels,
+            channels=tuple(channels),
+            strides=(2,) * (len(channels) - 1),
+            num_res_units=2,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, 3, H, W]`` -> ``[B, K, H, W]``."""

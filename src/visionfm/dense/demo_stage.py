@@ -6,6 +6,7 @@ landmark detector learns the scleral spur, angle recess and auxiliary point of t
 the official-style ``.npy`` heatmaps and is scored in original pixels (mean radial error per landmark). Fast mode
 (64-px phantoms, 30 steps) takes about 25 s of one CPU core; normal mode (128 px, 150 steps) about 2 minutes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,21 +33,39 @@ def _steps(ctx: Any) -> int:
 
 
 def _config(ctx: Any, task: str, data: Path, model: str, output: Path, **kw: Any) -> DenseConfig:
-    return load_config(None, task=task, data=str(data), model=model, output_dir=str(output),
-                       weights=None if model == "unet" else str(ctx.encoder_path), input_size=ctx.cfg.size,
-                       max_steps=_steps(ctx), epochs=1000, batch_size=8, lr=2e-3, warmup_epochs=1.0,
-                       device=ctx.cfg.device, seed=ctx.cfg.seed, **kw)
+    return load_config(
+        None,
+        task=task,
+        data=str(data),
+        model=model,
+        output_dir=str(output),
+        weights=None if model == "unet" else str(ctx.encoder_path),
+        input_size=ctx.cfg.size,
+        max_steps=_steps(ctx),
+        epochs=1000,
+        batch_size=8,
+        lr=2e-3,
+        warmup_epochs=1.0,
+        device=ctx.cfg.device,
+        seed=ctx.cfg.seed,
+        **kw,
+    )
 
 
 def _vessels(ctx: Any, root: Path, out: Path) -> tuple[list[dict], Path]:
     """Train + test both segmenters; a contact sheet image | truth | each model's overlay for 3 test images."""
     rows, preds = [], {}
     for model in ("unetr", "unet"):
-        run = train_segmentation(_config(ctx, "segment", root, model, out / f"vessels_{model}", modality="Fundus"),
-                                 overwrite=True)
+        run = train_segmentation(
+            _config(ctx, "segment", root, model, out / f"vessels_{model}", modality="Fundus"), overwrite=True
+        )
         m = predict_segmentation(run, root, run / "pred", "test", device=ctx.cfg.device)["vessel"]
-        rows.append({"model": _LABELS[model], **{k: round(m[k], 4) for k in
-                                                 ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")}})
+        rows.append(
+            {
+                "model": _LABELS[model],
+                **{k: round(m[k], 4) for k in ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")},
+            }
+        )
         preds[model] = run / "pred"
     spec = resolve_spec(root, "test")
     tiles = []
@@ -60,16 +79,31 @@ def _vessels(ctx: Any, root: Path, out: Path) -> tuple[list[dict], Path]:
 
 def _ubm(ctx: Any, root: Path, names: list[str], out: Path) -> tuple[list[dict], Path]:
     """Train on official-style .npy heatmaps (channels ``names``), test against the CSV coordinates; 4 plots."""
-    run = train_landmark(_config(ctx, "landmark", root / "training" / "images", "unetr", out / "ubm_unetr",
-                                 labels=str(root / "training" / "labels"), classes=list(names),
-                                 sigma=max(1.5, ctx.cfg.size / 32)), overwrite=True)
+    run = train_landmark(
+        _config(
+            ctx,
+            "landmark",
+            root / "training" / "images",
+            "unetr",
+            out / "ubm_unetr",
+            labels=str(root / "training" / "labels"),
+            classes=list(names),
+            sigma=max(1.5, ctx.cfg.size / 32),
+        ),
+        overwrite=True,
+    )
     test = root / "test" / "images"
     m = predict_landmark(run, test, run / "pred", str(root / "test" / "landmarks.csv"), device=ctx.cfg.device)
-    row = {"model": _LABELS["unetr"], "MRE (px)": round(m["mre"], 2), "median (px)": round(m["median_re"], 2),
-           **{f"{n} (px)": round(v, 2) for n, v in m["mre_per_landmark"].items()},
-           "image side (px)": ctx.cfg.size}
-    plots = [np.asarray(Image.open(run / "pred" / f"{p.stem}_landmarks.png").convert("RGB"))
-             for p in list_images(test)[:4]]
+    row = {
+        "model": _LABELS["unetr"],
+        "MRE (px)": round(m["mre"], 2),
+        "median (px)": round(m["median_re"], 2),
+        **{f"{n} (px)": round(v, 2) for n, v in m["mre_per_landmark"].items()},
+        "image side (px)": ctx.cfg.size,
+    }
+    plots = [
+        np.asarray(Image.open(run / "pred" / f"{p.stem}_landmarks.png").convert("RGB")) for p in list_images(test)[:4]
+    ]
     return [row], _sheet([plots], out / "ubm_landmarks_sheet.png", zoom=1)
 
 
@@ -104,10 +138,18 @@ def demo_stage(ctx: Any) -> Section:
     ubm = ctx.datasets["ubm-landmarks"]
     lm_rows, lm_png = _ubm(ctx, Path(ubm.root), list(ubm.classes), out)
     steps = _steps(ctx)
-    text = (f"Vessel segmentation on the fundus-vessels phantoms and the three UBM chamber-angle landmarks, "
-            f"{steps} optimizer steps each at {ctx.cfg.size} px on the demo encoder (frozen) and a U-Net trained "
-            f"from scratch by the same loop. Sheet 1 per row: image, ground truth, {', '.join(_LABELS.values())}. "
-            f"Sheet 2: predicted (green circles) and true (red crosses) landmarks on test phantoms.")
-    return Section("Dense decoders: vessels and UBM landmarks", text,
-                   [("vessel segmentation, test split (pooled inside the FOV)", seg_rows),
-                    ("UBM landmarks, test split (original pixels)", lm_rows)], [seg_png, lm_png])
+    text = (
+        f"Vessel segmentation on the fundus-vessels phantoms and the three UBM chamber-angle landmarks, "
+        f"{steps} optimizer steps each at {ctx.cfg.size} px on the demo encoder (frozen) and a U-Net trained "
+        f"from scratch by the same loop. Sheet 1 per row: image, ground truth, {', '.join(_LABELS.values())}. "
+        f"Sheet 2: predicted (green circles) and true (red crosses) landmarks on test phantoms."
+    )
+    return Section(
+        "Dense decoders: vessels and UBM landmarks",
+        text,
+        [
+            ("vessel segmentation, test split (pooled inside the FOV)", seg_rows),
+            ("UBM landmarks, test split (original pixels)", lm_rows),
+        ],
+        [seg_png, lm_png],
+    )

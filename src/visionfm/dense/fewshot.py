@@ -5,6 +5,7 @@ Every (model, shots) cell is one ordinary run of :func:`train_segmentation` (sam
 of optimizer steps) evaluated by :func:`predict_segmentation` on a fixed test split. Finished runs are reused when
 their saved configuration is the one asked for, so a table can be rebuilt or extended without retraining.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,8 +64,9 @@ def cached_metrics(run: Path, out: Path, **expect) -> dict | None:
     return saved["metrics"] if all(saved.get(k) == v for k, v in expect.items()) else None
 
 
-def predict_once(run: Path, data: str | Path, out: Path, split: str, subset: str | None = None,
-                 device: str = "auto") -> dict:
+def predict_once(
+    run: Path, data: str | Path, out: Path, split: str, subset: str | None = None, device: str = "auto"
+) -> dict:
     """:func:`predict_segmentation` unless :func:`cached_metrics` has its result; returns the metrics."""
     m = cached_metrics(run, out, data=str(data), split=split, subset=subset)
     if m is not None:
@@ -74,8 +76,15 @@ def predict_once(run: Path, data: str | Path, out: Path, split: str, subset: str
     return predict_segmentation(run, data, out, split, subset, device)
 
 
-def run_fewshot(base: DenseConfig, shots: Sequence[int], models: Sequence[str], test_data: str | Path,
-                test_split: str, output: str | Path, test_subset: str | None = None) -> list[dict]:
+def run_fewshot(
+    base: DenseConfig,
+    shots: Sequence[int],
+    models: Sequence[str],
+    test_data: str | Path,
+    test_split: str,
+    output: str | Path,
+    test_subset: str | None = None,
+) -> list[dict]:
     """Train every model on the first ``n`` images for each ``n`` in ``shots``; evaluate each on the test split.
 
     Args:
@@ -97,16 +106,29 @@ def run_fewshot(base: DenseConfig, shots: Sequence[int], models: Sequence[str], 
     rows = []
     for model in models:
         for n in shots:
-            cfg = dataclasses.replace(base, model=model, subset=str(int(n)), state=DenseState(), val_fraction=0.0,
-                                      val_data=None, weights=None if model == "unet" else base.weights,
-                                      train=dataclasses.replace(base.train,
-                                                                output_dir=str(out / f"{model}_{int(n)}shot")))
+            cfg = dataclasses.replace(
+                base,
+                model=model,
+                subset=str(int(n)),
+                state=DenseState(),
+                val_fraction=0.0,
+                val_data=None,
+                weights=None if model == "unet" else base.weights,
+                train=dataclasses.replace(base.train, output_dir=str(out / f"{model}_{int(n)}shot")),
+            )
             run = train_once(cfg)
             m = predict_once(run, test_data, run / f"pred_{test_split}", test_split, test_subset, base.train.device)
-            rows.append({"model": model, "shots": int(n), "encoder": cfg.weights or "none (from scratch)",
-                         **{k: m["mean"][k] for k in FEWSHOT_METRICS}})
+            rows.append(
+                {
+                    "model": model,
+                    "shots": int(n),
+                    "encoder": cfg.weights or "none (from scratch)",
+                    **{k: m["mean"][k] for k in FEWSHOT_METRICS},
+                }
+            )
             log.info("few-shot %s, %d image(s): Dice %.4f", model, n, m["mean"]["dice"])
-    (out / "fewshot.json").write_text(json.dumps({"test_data": str(test_data), "split": test_split,
-                                                  "rows": rows}, indent=2))
+    (out / "fewshot.json").write_text(
+        json.dumps({"test_data": str(test_data), "split": test_split, "rows": rows}, indent=2)
+    )
     save_config(base, out / "base.yaml")
     return rows

@@ -17,6 +17,7 @@ give no FOV mask, and a model that never saw the surround may mark it as vessel 
 If nothing, or almost everything (> 99.5%), passes the threshold the whole image is the FOV (no dark surround:
 OCT, cropped images), so the estimate never removes a real image area it cannot see an edge for.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,9 @@ def _work_copy(img: np.ndarray, max_side: int) -> np.ndarray:
     return arr[..., :3]
 
 
-def estimate_fov(img: np.ndarray, rel: float = 0.15, floor: float = 0.04, sigma: float = 0.01,
-                 max_side: int = 512) -> np.ndarray:
+def estimate_fov(
+    img: np.ndarray, rel: float = 0.15, floor: float = 0.04, sigma: float = 0.01, max_side: int = 512
+) -> np.ndarray:
     """Estimated field of view of a fundus image (see the module docstring for the method).
 
     Args:

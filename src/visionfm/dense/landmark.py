@@ -1,4 +1,5 @@
 """Landmark detection end to end: train heatmap regression on the shared engine, predict in original pixels."""
+
 from __future__ import annotations
 
 import csv
@@ -69,8 +70,7 @@ def train_landmark(cfg: DenseConfig, resume: bool = False, overwrite: bool = Fal
     points, names = read_landmarks(cfg.labels, images)
     if cfg.classes:  # names for label files without them (official .npy heatmaps)
         if len(cfg.classes) != len(names):
-            raise UserError(f"--names gives {len(cfg.classes)} names for the {len(names)} landmarks in "
-                            f"{cfg.labels}")
+            raise UserError(f"--names gives {len(cfg.classes)} names for the {len(names)} landmarks in {cfg.labels}")
         names = list(cfg.classes)
     model, mean, std = build_from_config(cfg, len(names))
     idx = list(range(len(images)))
@@ -78,23 +78,27 @@ def train_landmark(cfg: DenseConfig, resume: bool = False, overwrite: bool = Fal
     if cfg.val_fraction > 0:
         idx, val_idx = split_validation(idx, cfg.val_fraction, cfg.train.seed)
     if cfg.val_data:
-        raise UserError("landmark runs carve validation from training (--val-fraction); --val-data is for "
-                        "segmentation")
+        raise UserError("landmark runs carve validation from training (--val-fraction); --val-data is for segmentation")
     st = cfg.state
     st.out_channels, st.names = len(names), list(names)
     st.train_images, st.val_images = [str(images[i]) for i in idx], [str(images[i]) for i in val_idx]
     length = _round_schedule(cfg, len(idx)) if val_idx else cfg.train.batch_size
     aug = JointAugment(hflip=0.0) if cfg.augment else None  # a mirror would swap left/right landmark identities
-    data = LandmarkDataset([images[i] for i in idx], points[idx], cfg.input_size, cfg.sigma, mean, std, aug,
-                           min_length=length)
-    val = LandmarkDataset([images[i] for i in val_idx], points[val_idx], cfg.input_size, cfg.sigma, mean, std) \
-        if val_idx else None
+    data = LandmarkDataset(
+        [images[i] for i in idx], points[idx], cfg.input_size, cfg.sigma, mean, std, aug, min_length=length
+    )
+    val = (
+        LandmarkDataset([images[i] for i in val_idx], points[val_idx], cfg.input_size, cfg.sigma, mean, std)
+        if val_idx
+        else None
+    )
     fit_dense(LandmarkTask(model), cfg, run, data, val, resume, "mre", "min")
     return run
 
 
-def draw_landmarks(img: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, min_side: int = 256,
-                   max_side: int = 1024) -> Image.Image:
+def draw_landmarks(
+    img: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, min_side: int = 256, max_side: int = 1024
+) -> Image.Image:
     """Plot predicted (green circles) and true (red crosses) landmarks ``[K, 2]`` on an RGB uint8 image.
 
     Images smaller than ``min_side`` are enlarged by a whole factor (phantoms stay readable), larger than
@@ -123,9 +127,16 @@ def draw_landmarks(img: np.ndarray, pred: np.ndarray, truth: np.ndarray | None =
 
 
 @torch.no_grad()
-def predict_landmark(run: str | Path, data: str | Path, output: str | Path, labels: str | None = None,
-                     subset: str | None = None, decode: str = "argmax", device: str = "auto",
-                     names: list[str] | None = None) -> dict:
+def predict_landmark(
+    run: str | Path,
+    data: str | Path,
+    output: str | Path,
+    labels: str | None = None,
+    subset: str | None = None,
+    decode: str = "argmax",
+    device: str = "auto",
+    names: list[str] | None = None,
+) -> dict:
     """Predict landmarks in original-image pixels; write ``landmarks.csv``, overlays and (with labels) errors.
 
     Args:
@@ -166,19 +177,33 @@ def predict_landmark(run: str | Path, data: str | Path, output: str | Path, labe
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         plot.save(out / f"{name}_landmarks.png")
     preds = np.stack(preds)
-    write_landmarks(out / "landmarks.csv", names or run_names, [p.relative_to(data).as_posix()
-                                                                for p in images], preds)
+    write_landmarks(out / "landmarks.csv", names or run_names, [p.relative_to(data).as_posix() for p in images], preds)
     metrics: dict = {}
     if truth is not None:
         err = radial_errors(preds, truth)
-        metrics = {"mre": float(err.mean()), "mre_per_landmark": dict(zip(names or run_names, err.mean(0).tolist())),
-                   "median_re": float(np.median(err)), "images": len(images)}
+        metrics = {
+            "mre": float(err.mean()),
+            "mre_per_landmark": dict(zip(names or run_names, err.mean(0).tolist())),
+            "median_re": float(np.median(err)),
+            "images": len(images),
+        }
         _per_image(out / "per_image.csv", outs, names or run_names, err)
-    (out / "metrics.json").write_text(json.dumps({"run": str(run), "data": str(data), "labels": labels,
-                                                  "subset": subset, "decode": decode, "images": len(images),
-                                                  "input_size": cfg.input_size,
-                                                  "selected_step": cfg.state.selected_step, "metrics": metrics},
-                                                 indent=2))
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "run": str(run),
+                "data": str(data),
+                "labels": labels,
+                "subset": subset,
+                "decode": decode,
+                "images": len(images),
+                "input_size": cfg.input_size,
+                "selected_step": cfg.state.selected_step,
+                "metrics": metrics,
+            },
+            indent=2,
+        )
+    )
     save_config(cfg, out / "dense.yaml")
     return metrics
 
@@ -192,8 +217,9 @@ def _per_image(path: Path, images: list[str], names: list[str], err: np.ndarray)
             w.writerow([img, *[f"{v:.3f}" for v in e], f"{e.mean():.3f}"])
 
 
-def landmarks_from_masks(images: str | Path, masks: str | Path, output: str | Path, name: str = "centre",
-                         subset: str | None = None) -> int:
+def landmarks_from_masks(
+    images: str | Path, masks: str | Path, output: str | Path, name: str = "centre", subset: str | None = None
+) -> int:
     """Write the centroid of each image's mask (e.g. the optic disc) as a landmark CSV; returns the image count.
 
     ``subset`` ("n" or "start:end") restricts it to some of the images in sorted order.
@@ -204,8 +230,9 @@ def landmarks_from_masks(images: str | Path, masks: str | Path, output: str | Pa
         mask = read_mask(m) > 0
         with Image.open(img) as im:  # header only: sizes must agree for the centre to mean anything
             if im.size != (mask.shape[1], mask.shape[0]):
-                raise ValueError(f"{m}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
-                                 f"{im.size[0]}x{im.size[1]}")
+                raise ValueError(
+                    f"{m}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image {im.size[0]}x{im.size[1]}"
+                )
         pts.append(centre_of_mask(mask, str(m))[None])
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_landmarks(output, [name], [p.name for p in imgs], np.stack(pts))

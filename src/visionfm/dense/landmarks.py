@@ -4,6 +4,7 @@ Convention: a landmark is ``(x, y)`` in pixels with pixel centres at integer coo
 centre is (0, 0)). Resizing a W-wide image to W' maps ``x -> (x + 0.5) * W'/W - 0.5``, which is exactly how
 bilinear/area resizing moves image content, so coordinates survive any resize without rounding.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,7 +47,7 @@ def gaussian_heatmaps(points: Tensor, size: tuple[int, int], sigma: float) -> Te
     xs = torch.arange(w, dtype=torch.float32).view(1, 1, w)
     px = points[:, 0].float().view(-1, 1, 1)
     py = points[:, 1].float().view(-1, 1, 1)
-    return torch.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * sigma ** 2))
+    return torch.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * sigma**2))
 
 
 def heatmap_from_logits(logits: Tensor) -> Tensor:
@@ -144,8 +145,9 @@ def _from_npy(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{path}: heatmap array must be numeric [H, W, K], [K, H, W] or [H, W], "
-                         f"got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"{path}: heatmap array must be numeric [H, W, K], [K, H, W] or [H, W], got {arr.dtype} {arr.shape}"
+        )
     if arr.shape[-1] < min(arr.shape[:2]):
         arr = arr.transpose(2, 0, 1)
     hm = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))

@@ -4,6 +4,7 @@ Segmentation is multi-label: logits ``[B, K, H, W]`` against float targets ``[B,
 per foreground class; soft values come from area-averaged downsampling of thin structures). An optional
 ``valid`` map ``[B, 1, H, W]`` (the field of view) restricts every loss to the pixels that count.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,9 @@ def soft_dice_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, 
     return (1 - (2 * inter + eps) / (denom + eps)).mean()
 
 
-def focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, gamma: float = 2.0,
-               alpha: float | None = None) -> Tensor:
+def focal_loss(
+    logits: Tensor, target: Tensor, valid: Tensor | None = None, gamma: float = 2.0, alpha: float | None = None
+) -> Tensor:
     """Binary focal loss ``(1 - p_t)^gamma * BCE`` averaged over valid pixels and classes.
 
     Args:
@@ -71,16 +73,23 @@ def focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, gamm
     return (loss * v).sum() / v.sum().clamp_min(1.0)
 
 
-def dice_focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, dice_weight: float = 1.0,
-                    focal_weight: float = 1.0, gamma: float = 2.0) -> dict[str, Tensor]:
+def dice_focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    valid: Tensor | None = None,
+    dice_weight: float = 1.0,
+    focal_weight: float = 1.0,
+    gamma: float = 2.0,
+) -> dict[str, Tensor]:
     """Dice + focal; returns ``{'loss', 'dice_loss', 'focal_loss'}`` (scalars)."""
     d = soft_dice_loss(logits, target, valid)
     f = focal_loss(logits, target, valid, gamma)
     return {"loss": dice_weight * d + focal_weight * f, "dice_loss": d.detach(), "focal_loss": f.detach()}
 
 
-def tversky_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, alpha: float = 0.3,
-                 beta: float = 0.7, eps: float = 1.0) -> Tensor:
+def tversky_loss(
+    logits: Tensor, target: Tensor, valid: Tensor | None = None, alpha: float = 0.3, beta: float = 0.7, eps: float = 1.0
+) -> Tensor:
     """1 - Tversky index per class (pooled over batch and pixels), averaged over classes.
 
     ``TI = TP / (TP + alpha * FP + beta * FN)`` with soft counts; ``alpha = beta = 0.5`` is the soft Dice. With
@@ -103,8 +112,9 @@ def tversky_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, al
     return (1 - (2 * tp + eps) / (2 * tp + 2 * alpha * fp + 2 * beta * fn + eps)).mean()
 
 
-def tversky_focal_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None,
-                       gamma: float = 2.0) -> dict[str, Tensor]:
+def tversky_focal_loss(
+    logits: Tensor, target: Tensor, valid: Tensor | None = None, gamma: float = 2.0
+) -> dict[str, Tensor]:
     """Tversky (0.3 / 0.7) + focal with positives weighted 0.75: the rare-class recipe (lesions)."""
     d = tversky_loss(logits, target, valid)
     f = focal_loss(logits, target, valid, gamma, alpha=0.75)

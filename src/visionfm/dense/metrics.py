@@ -4,6 +4,7 @@ Dice, IoU, sensitivity and specificity are pooled over all pixels of a dataset (
 computed from score histograms inside the field of view (exact up to the bin width, and streamable over
 full-resolution images); HD95 is averaged over images where both prediction and truth are non-empty.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,13 @@ def _div(a: float, b: float) -> float:
 
 def scores_from_confusion(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     """Dice, IoU, sensitivity, specificity and accuracy (NaN where undefined, e.g. Dice with no positives at all)."""
-    return {"dice": _div(2 * tp, 2 * tp + fp + fn), "iou": _div(tp, tp + fp + fn), "sensitivity": _div(tp, tp + fn),
-            "specificity": _div(tn, tn + fp), "accuracy": _div(tp + tn, tp + fp + fn + tn)}
+    return {
+        "dice": _div(2 * tp, 2 * tp + fp + fn),
+        "iou": _div(tp, tp + fp + fn),
+        "sensitivity": _div(tp, tp + fn),
+        "specificity": _div(tn, tn + fp),
+        "accuracy": _div(tp + tn, tp + fp + fn + tn),
+    }
 
 
 def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -87,8 +93,9 @@ class SegmentationMeter:
         with_hd95: compute HD95 (costs a distance transform per image and class).
     """
 
-    def __init__(self, class_names: list[str], threshold: float = 0.5, bins: int = 10000,
-                 with_hd95: bool = True) -> None:
+    def __init__(
+        self, class_names: list[str], threshold: float = 0.5, bins: int = 10000, with_hd95: bool = True
+    ) -> None:
         self.names = list(class_names)
         self.threshold = threshold
         self.bins = bins
@@ -151,8 +158,12 @@ class SegmentationMeter:
                 s["hd95_undefined"] = float(self.hd_undefined[c])
             out[name] = s
         keys = next(iter(out.values())).keys() if out else []
-        out["mean"] = {k: float(np.nanmean([out[n][k] for n in self.names])) if any(
-            not math.isnan(out[n][k]) for n in self.names) else float("nan") for k in keys}
+        out["mean"] = {
+            k: float(np.nanmean([out[n][k] for n in self.names]))
+            if any(not math.isnan(out[n][k]) for n in self.names)
+            else float("nan")
+            for k in keys
+        }
         return out
 
 

@@ -1,4 +1,5 @@
 """Building dense models from a config, preparing run folders, and saving / restoring a run's model."""
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,13 @@ def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, l
     enc = load_encoder(cfg.weights, cfg.modality)
     st.mean, st.std = list(enc.info.mean), list(enc.info.std)
     st.encoder, st.encoder_source = enc.cfg.to_dict(), str(cfg.weights)
-    log.info("encoder %s (%s), %s decoder, encoder %s", cfg.weights, enc.info.arch, cfg.model,
-             "fine-tuned" if cfg.finetune else "frozen")
+    log.info(
+        "encoder %s (%s), %s decoder, encoder %s",
+        cfg.weights,
+        enc.info.arch,
+        cfg.model,
+        "fine-tuned" if cfg.finetune else "frozen",
+    )
     return _model(cfg, enc, out_channels), st.mean, st.std
 
 
@@ -78,12 +84,15 @@ def prepare_run(cfg: DenseConfig, resume: bool = False, overwrite: bool = False)
             raise UserError(f"--resume: no checkpoint_last.pth in {run}")
         return run
     if used and not overwrite:
-        raise UserError(f"--output {run} already holds files; pass --resume to continue that run or --overwrite "
-                        "to replace it")
+        raise UserError(
+            f"--output {run} already holds files; pass --resume to continue that run or --overwrite to replace it"
+        )
     if used:
         if not any((run / m).exists() for m in RUN_MARKERS):
-            raise UserError(f"--overwrite: {run} does not look like a run folder (no {RUN_CONFIG}, log.jsonl or "
-                            "checkpoint); refusing to delete it")
+            raise UserError(
+                f"--overwrite: {run} does not look like a run folder (no {RUN_CONFIG}, log.jsonl or "
+                "checkpoint); refusing to delete it"
+            )
         shutil.rmtree(run)
     # not created here: the first write (the run's config, after the data are checked) makes it, so a start that
     # fails on its data leaves no empty run folder behind

@@ -4,6 +4,7 @@ Output names keep the image's path relative to the image folder (``a/x.png`` -> 
 several images share a name up to the extension (``x.png``, ``x.jpg``) each gets its extension in the name
 (``x_png.png``, ``x_jpg.png``), so no prediction overwrites another.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,19 @@ from .tasks import padded_logits
 __all__ = ["PALETTE", "output_names", "overlay", "predict_probs", "predict_segmentation"]
 
 log = logging.getLogger(__name__)
-PALETTE = np.array([[0, 255, 0], [255, 0, 0], [255, 255, 0], [0, 128, 255], [255, 0, 255], [0, 255, 255],
-                    [255, 128, 0], [128, 0, 255]], dtype=np.float32)
+PALETTE = np.array(
+    [
+        [0, 255, 0],
+        [255, 0, 0],
+        [255, 255, 0],
+        [0, 128, 255],
+        [255, 0, 255],
+        [0, 255, 255],
+        [255, 128, 0],
+        [128, 0, 255],
+    ],
+    dtype=np.float32,
+)
 
 
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -64,9 +76,17 @@ def output_names(images: Sequence[Path], root: Path) -> list[str]:
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, img: np.ndarray, size: int | None, mean: Sequence[float],
-                  std: Sequence[float], device: torch.device, max_side: int | None = None,
-                  nested: bool = False, tta: bool = False) -> np.ndarray:
+def predict_probs(
+    model: torch.nn.Module,
+    img: np.ndarray,
+    size: int | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    max_side: int | None = None,
+    nested: bool = False,
+    tta: bool = False,
+) -> np.ndarray:
     """One ``[H, W, 3]`` image -> probabilities ``[K, H, W]`` at its original resolution.
 
     ``size`` S runs the image resized to SxS; None runs it whole at its native resolution (or scaled down to
@@ -104,16 +124,39 @@ def _write_maps(out: Path, name: str, classes: Sequence[str], maps: np.ndarray, 
 
 def _image_rows(name: str, source: str, m: dict, outside: np.ndarray, classes: Sequence[str]) -> list[dict]:
     keys = ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")
-    return [{"image": name, "fov": source, "class": c, **{k: m[c][k] for k in keys},
-             "outside_fov_positive": float(outside[i])} for i, c in enumerate(classes)]
+    return [
+        {
+            "image": name,
+            "fov": source,
+            "class": c,
+            **{k: m[c][k] for k in keys},
+            "outside_fov_positive": float(outside[i]),
+        }
+        for i, c in enumerate(classes)
+    ]
 
 
-def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, split: str = "test",
-                         subset: str | None = None, device: str = "auto", threshold: float = 0.5,
-                         evaluate: bool = True, hd95_max_side: int = 1024, *, masks: str | None = None,
-                         fov: str | None = None, kind: str | None = None, classes: Sequence[str] | None = None,
-                         resize_masks: bool | None = None, save_probabilities: bool = False, cdr: bool = False,
-                         expert_cdr: str | None = None, tta: bool = False) -> dict:
+def predict_segmentation(
+    run: str | Path,
+    data: str | Path,
+    output: str | Path,
+    split: str = "test",
+    subset: str | None = None,
+    device: str = "auto",
+    threshold: float = 0.5,
+    evaluate: bool = True,
+    hd95_max_side: int = 1024,
+    *,
+    masks: str | None = None,
+    fov: str | None = None,
+    kind: str | None = None,
+    classes: Sequence[str] | None = None,
+    resize_masks: bool | None = None,
+    save_probabilities: bool = False,
+    cdr: bool = False,
+    expert_cdr: str | None = None,
+    tta: bool = False,
+) -> dict:
     """Predict every image under ``data`` with a trained run; write masks, overlays and (with labels) metrics.
 
     Args:
@@ -132,8 +175,16 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
     model, cfg = load_run(run, dev)
     names = cfg.state.names
     fov = fov if fov is not None else (cfg.fov if cfg.fov in ("estimate", "none") else None)
-    spec = resolve_spec(data, split, masks, fov, kind or cfg.kind, classes or names,
-                        cfg.resize_masks if resize_masks is None else resize_masks, is_fundus(cfg.modality))
+    spec = resolve_spec(
+        data,
+        split,
+        masks,
+        fov,
+        kind or cfg.kind,
+        classes or names,
+        cfg.resize_masks if resize_masks is None else resize_masks,
+        is_fundus(cfg.modality),
+    )
     if len(spec.classes) != len(names):
         raise ValueError(f"--classes gives {len(spec.classes)} classes; the run predicts {len(names)} ({names})")
     has_masks = evaluate and spec.masks is not None
@@ -146,15 +197,27 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
     nested = (kind or cfg.kind) == "nested"
     for it, name in zip(tqdm(items, desc="predicting"), outs):
         img = read_image(it.image)
-        prob = predict_probs(model, img, None if cfg.crop else cfg.input_size, cfg.state.mean, cfg.state.std, dev,
-                             cfg.max_side, nested, tta)
+        prob = predict_probs(
+            model,
+            img,
+            None if cfg.crop else cfg.input_size,
+            cfg.state.mean,
+            cfg.state.std,
+            dev,
+            cfg.max_side,
+            nested,
+            tta,
+        )
         img = as_rgb8(img)
         fov_map, source = item_fov(it, spec, img)
         sources[source] += 1
         raw = prob > threshold
         pred = raw & fov_map[None] if fov_map is not None else raw
-        outside = (raw & ~fov_map[None]).mean(axis=(1, 2)) / max(1e-9, (~fov_map).mean()) \
-            if fov_map is not None and not fov_map.all() else np.zeros(len(names))
+        outside = (
+            (raw & ~fov_map[None]).mean(axis=(1, 2)) / max(1e-9, (~fov_map).mean())
+            if fov_map is not None and not fov_map.all()
+            else np.zeros(len(names))
+        )
         if has_masks:
             target, _ = load_target(it, spec, img.shape[:2])
             meter = SegmentationMeter(names, threshold=threshold)
@@ -170,10 +233,23 @@ def predict_segmentation(run: str | Path, data: str | Path, output: str | Path, 
         if save_probabilities:
             _write_maps(out, name, names, np.round(prob * 255).astype(np.uint8), "_prob")
     metrics = pooled.compute() if has_masks else {}
-    result = {"run": str(run), "data": str(data), "split": split, "subset": subset, "images": len(items),
-              "threshold": threshold, "input_size": cfg.input_size, "crop": cfg.crop, "max_side": cfg.max_side,
-              "model": cfg.model, "tta": tta, "selected_step": cfg.state.selected_step, "fov": dict(sources),
-              "metrics": metrics, "per_image": per_image}
+    result = {
+        "run": str(run),
+        "data": str(data),
+        "split": split,
+        "subset": subset,
+        "images": len(items),
+        "threshold": threshold,
+        "input_size": cfg.input_size,
+        "crop": cfg.crop,
+        "max_side": cfg.max_side,
+        "model": cfg.model,
+        "tta": tta,
+        "selected_step": cfg.state.selected_step,
+        "fov": dict(sources),
+        "metrics": metrics,
+        "per_image": per_image,
+    }
     if cdr:
         result["cdr"] = _write_cdr(out, outs, discs, cups, expert_cdr)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -195,6 +271,9 @@ def _write_cdr(out: Path, names: list[str], discs: list, cups: list, expert: str
     rows, summary = cdr_rows(names, discs, cups, read_expert_cdr(expert) if expert else None)
     if rows:
         _write_csv(out / "cdr.csv", rows)
-    log.info("CDR of %d images%s", len(rows), f"; vertical CDR MAE {summary['vertical_cdr_mae']:.4f}"
-             if "vertical_cdr_mae" in summary else "")
+    log.info(
+        "CDR of %d images%s",
+        len(rows),
+        f"; vertical CDR MAE {summary['vertical_cdr_mae']:.4f}" if "vertical_cdr_mae" in summary else "",
+    )
     return summary

@@ -2,6 +2,7 @@
 
 Prediction and evaluation live in :mod:`visionfm.dense.predict`.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,16 @@ log = logging.getLogger(__name__)
 def spec_from_config(cfg: DenseConfig, data: str | None = None, split: str | None = None) -> DenseSpec:
     """The label layout of ``cfg`` applied to ``data``/``split`` (defaults: the training data)."""
     own = data is None
-    return resolve_spec(data or cfg.data, split or cfg.split, cfg.masks if own else None,
-                        cfg.fov if own or cfg.fov in (None, "auto", "estimate", "none") else None, cfg.kind,
-                        cfg.classes, cfg.resize_masks, is_fundus(cfg.modality))
+    return resolve_spec(
+        data or cfg.data,
+        split or cfg.split,
+        cfg.masks if own else None,
+        cfg.fov if own or cfg.fov in (None, "auto", "estimate", "none") else None,
+        cfg.kind,
+        cfg.classes,
+        cfg.resize_masks,
+        is_fundus(cfg.modality),
+    )
 
 
 def split_validation(items: Sequence[Any], fraction: float, seed: int) -> tuple[list, list]:
@@ -69,8 +77,9 @@ def _round_schedule(cfg: DenseConfig, n_train: int) -> int:
     return cfg.val_every * t.batch_size * t.accum_steps
 
 
-def fit_dense(task: torch.nn.Module, cfg: DenseConfig, run: Path, train: Any, val: Any, resume: bool,
-              metric: str, mode: str) -> None:
+def fit_dense(
+    task: torch.nn.Module, cfg: DenseConfig, run: Path, train: Any, val: Any, resume: bool, metric: str, mode: str
+) -> None:
     """Train ``task`` on the engine; write the selected (or last) weights as ``model.safetensors`` and metrics.
 
     With ``val`` the engine keeps ``best.pth`` by ``metric``; its weights become ``model.safetensors`` (the last
@@ -89,8 +98,9 @@ def fit_dense(task: torch.nn.Module, cfg: DenseConfig, run: Path, train: Any, va
         task.load_state_dict(safe_torch_load(result.best_path)["task"])
         step = next(h["step"] for h in result.history if h["epoch"] == result.best_epoch)
         cfg.state.selected_step, cfg.state.selected_metric = int(step), float(result.best_metric)
-        summary.update(select_metric=cfg.train.select_metric, selected_step=int(step),
-                       selected_value=float(result.best_metric))
+        summary.update(
+            select_metric=cfg.train.select_metric, selected_step=int(step), selected_value=float(result.best_metric)
+        )
         log.info("selected step %d (%s %.4f on validation)", step, cfg.train.select_metric, result.best_metric)
     else:
         cfg.state.selected_step = cfg.train.max_steps
@@ -128,11 +138,22 @@ def train_segmentation(cfg: DenseConfig, resume: bool = False, overwrite: bool =
     st.train_images, st.val_images = [str(i.image) for i in items], [str(i.image) for i in val_items]
     length = _round_schedule(cfg, len(items)) if val_items else cfg.train.batch_size
     common = dict(crop=cfg.crop, max_side=cfg.max_side)
-    data = SegmentationDataset(items, spec, cfg.input_size, mean, std,
-                               JointAugment(scale=(0.8, 1.1)) if cfg.augment else None, min_length=length,
-                               fg_crop=cfg.fg_crop, border_crop=cfg.border_crop, **common)
-    val = SegmentationDataset(val_items, vspec if cfg.val_data else spec, cfg.input_size, mean, std, whole=True,
-                              **common) if val_items else None
+    data = SegmentationDataset(
+        items,
+        spec,
+        cfg.input_size,
+        mean,
+        std,
+        JointAugment(scale=(0.8, 1.1)) if cfg.augment else None,
+        min_length=length,
+        fg_crop=cfg.fg_crop,
+        border_crop=cfg.border_crop,
+        **common,
+    )
+    val = (
+        SegmentationDataset(val_items, vspec if cfg.val_data else spec, cfg.input_size, mean, std, whole=True, **common)
+        if val_items
+        else None
+    )
     fit_dense(SegmentationTask(model, cfg.loss), cfg, run, data, val, resume, "dice", "max")
     return run
-

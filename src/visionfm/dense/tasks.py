@@ -4,6 +4,7 @@ With validation data (carved from training or given) the engine calls :meth:`eva
 the best weights (``select_metric``: mean Dice for segmentation, mean radial error for landmarks); without it the
 last weights are kept. Test data is scored by ``segment predict`` / ``landmark predict``, never here.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ One affine matrix in pixel coordinates (pixel centres at integers) moves everyth
 resampled bilinearly, the field of view by nearest neighbour, and landmarks are multiplied by the same matrix, so
 a landmark stays on the pixel its heatmap peaks on. Flips and 90-degree rotations are exact permutations of pixels.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,9 +17,14 @@ from torch import Tensor
 __all__ = ["JointAugment", "affine_matrix", "warp"]
 
 
-def affine_matrix(size: tuple[int, int], angle: float = 0.0, scale: float = 1.0,
-                  translate: tuple[float, float] = (0, 0),
-                  hflip: bool = False, vflip: bool = False) -> Tensor:
+def affine_matrix(
+    size: tuple[int, int],
+    angle: float = 0.0,
+    scale: float = 1.0,
+    translate: tuple[float, float] = (0, 0),
+    hflip: bool = False,
+    vflip: bool = False,
+) -> Tensor:
     """3x3 matrix mapping input pixel (x, y, 1) to output pixel, about the image centre.
 
     Args:
@@ -81,9 +87,14 @@ class JointAugment:
             return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
         h, w = sample["image"].shape[-2:]
-        m = affine_matrix((h, w), u(-self.degrees, self.degrees), u(*self.scale),
-                          (u(-self.translate, self.translate) * w, u(-self.translate, self.translate) * h),
-                          u(0, 1) < self.hflip, u(0, 1) < self.vflip)
+        m = affine_matrix(
+            (h, w),
+            u(-self.degrees, self.degrees),
+            u(*self.scale),
+            (u(-self.translate, self.translate) * w, u(-self.translate, self.translate) * h),
+            u(0, 1) < self.hflip,
+            u(0, 1) < self.vflip,
+        )
         return apply(sample, m, 1 + u(-self.brightness, self.brightness), 1 + u(-self.contrast, self.contrast))
 
 

@@ -3,18 +3,36 @@
 Names load on first use (PEP 562), so ``from visionfm.engine.config import TrainConfig`` (what every task config
 and ``--help`` needs) does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-_LAZY = {"ResumableSampler": "sampler", "cosine_schedule": "schedules", "linear_warmup_then_constant": "schedules",
-         "StepState": "task", "Task": "task", "param_groups_for": "task", "TrainConfig": "config",
-         "Trainer": "trainer", "TrainResult": "trainer"}
+_LAZY = {
+    "ResumableSampler": "sampler",
+    "cosine_schedule": "schedules",
+    "linear_warmup_then_constant": "schedules",
+    "StepState": "task",
+    "Task": "task",
+    "param_groups_for": "task",
+    "TrainConfig": "config",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+}
 
 __all__ = [
-    "ResumableSampler", "StepState", "Task", "TrainConfig", "TrainResult", "Trainer", "cosine_schedule",
-    "linear_warmup_then_constant", "load_config", "param_groups_for", "save_config",
+    "ResumableSampler",
+    "StepState",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "cosine_schedule",
+    "linear_warmup_then_constant",
+    "load_config",
+    "param_groups_for",
+    "save_config",
 ]
 
 

@@ -1,4 +1,5 @@
 """``TrainConfig``: every knob of the one training loop, nested as ``train:`` in every task's config (no torch here)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,36 +28,43 @@ class TrainConfig:
 
     output_dir: str = field(default="runs/train", metadata=_h("run folder", flag=("--output",)))
     epochs: int = field(default=10, metadata=_h("training epochs"))
-    max_steps: int | None = field(default=None, metadata=_h("stop after this many optimizer steps (overrides "
-                                                             "--epochs)"))
+    max_steps: int | None = field(
+        default=None, metadata=_h("stop after this many optimizer steps (overrides --epochs)")
+    )
     batch_size: int = field(default=32, metadata=_h("samples per process per micro-batch"))
     lr: float = field(default=1e-3, metadata=_h("peak learning rate (per --lr-base-batch samples when that is set)"))
-    lr_base_batch: int | None = field(default=None, metadata=_h("scale --lr by global batch / this (e.g. 256); "
-                                                                "none: --lr as given"))
-    min_lr: float | None = field(default=0.0, metadata=_h("final learning rate of the cosine schedule (none: "
-                                                          "constant after the warm-up)"))
+    lr_base_batch: int | None = field(
+        default=None, metadata=_h("scale --lr by global batch / this (e.g. 256); none: --lr as given")
+    )
+    min_lr: float | None = field(
+        default=0.0, metadata=_h("final learning rate of the cosine schedule (none: constant after the warm-up)")
+    )
     warmup_epochs: float = field(default=0.0, metadata=_h("linear lr warm-up in epochs (may be fractional)"))
-    warmup_steps: int | None = field(default=None, metadata=_h("linear lr warm-up in optimizer steps (overrides "
-                                                               "--warmup-epochs)"))
+    warmup_steps: int | None = field(
+        default=None, metadata=_h("linear lr warm-up in optimizer steps (overrides --warmup-epochs)")
+    )
     weight_decay: float = field(default=0.0, metadata=_h("initial AdamW weight decay"))
     weight_decay_end: float | None = field(default=None, metadata=_h("final weight decay (cosine; none: constant)"))
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_h("AdamW betas (MAE: 0.9 0.95)"))
     clip_grad: float | None = field(default=None, metadata=_h("clip the global gradient norm at this value"))
     accum_steps: int = field(default=1, metadata=_h("micro-batches per optimizer step"))
-    precision: str = field(default="fp32", metadata=_h("autocast precision; auto: bf16 on CUDA and on CPUs with "
-                                                        "native bf16 (AMX, AVX512-BF16), else fp32",
-                                                        choices=PRECISIONS))
+    precision: str = field(
+        default="fp32",
+        metadata=_h(
+            "autocast precision; auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), else fp32",
+            choices=PRECISIONS,
+        ),
+    )
     device: str = field(default="auto", metadata=_h("cpu, cuda, cuda:1 or auto"))
     seed: int = field(default=0, metadata=_h("random seed"))
     num_workers: int = field(default=0, metadata=_h("data-loading worker processes"))
-    checkpoint_every: int = field(default=0, metadata=_h("also checkpoint every N optimizer steps (0: at epoch "
-                                                         "ends)"))
-    checkpoint_epochs: int = field(default=1, metadata=_h("write checkpoint_last.pth every N epochs (and at the "
-                                                          "end)"))
+    checkpoint_every: int = field(default=0, metadata=_h("also checkpoint every N optimizer steps (0: at epoch ends)"))
+    checkpoint_epochs: int = field(default=1, metadata=_h("write checkpoint_last.pth every N epochs (and at the end)"))
     keep_last: int = field(default=2, metadata=_h("step checkpoints to keep"))
     select_metric: str | None = field(default=None, metadata=_h("validation metric that selects best.pth"))
-    select_mode: str = field(default="max", metadata=_h("whether the selection metric is maximised or minimised",
-                                                        choices=("max", "min")))
+    select_mode: str = field(
+        default="max", metadata=_h("whether the selection metric is maximised or minimised", choices=("max", "min"))
+    )
     compile: bool = field(default=False, metadata=_h("torch.compile the model"))
     progress: bool = field(default=True, metadata=_h("show a progress bar with loss and ETA"))
     log_every: int = field(default=10, metadata=_h("optimizer steps between log lines"))

@@ -1,5 +1,6 @@
 """Training precision ``auto``: bf16 autocast where the hardware computes bf16 natively, else fp32 (no torch import
 at module level beyond what callers already hold)."""
+
 from __future__ import annotations
 
 import functools

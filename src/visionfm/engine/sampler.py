@@ -4,6 +4,7 @@ Epoch e uses the permutation of ``torch.Generator().manual_seed(seed + e)``; pro
 (padded by wrapping so all processes see the same number of batches, as ``DistributedSampler`` does); ``start``
 skips the samples already consumed, so a run resumed mid-epoch sees exactly the batches it had left.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,11 +18,11 @@ __all__ = ["ResumableSampler"]
 
 class ResumableSampler(Sampler[int]):
     """Args:
-        n: dataset size.
-        seed: base seed.
-        shuffle: permute each epoch.
-        rank: this process's rank.
-        world_size: number of processes.
+    n: dataset size.
+    seed: base seed.
+    shuffle: permute each epoch.
+    rank: this process's rank.
+    world_size: number of processes.
     """
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
@@ -44,10 +45,10 @@ class ResumableSampler(Sampler[int]):
             order = list(range(self.n))
         total = self.per_rank * self.world_size
         order = (order * math.ceil(total / self.n))[:total]
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.start:])
+        return iter(self.indices()[self.start :])
 
     def __len__(self) -> int:
         return self.per_rank - self.start

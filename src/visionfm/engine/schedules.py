@@ -1,4 +1,5 @@
 """Per-iteration schedules (pure functions), as in DINO/iBOT: linear warm-up then half-cosine."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,9 @@ import numpy as np
 __all__ = ["cosine_schedule", "linear_warmup_then_constant"]
 
 
-def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
-                    warmup_start: float = 0.0) -> np.ndarray:
+def cosine_schedule(
+    base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> np.ndarray:
     """Values for steps ``0 .. total_steps-1``: linear ``warmup_start -> base`` over ``warmup_steps``, then a
     half-cosine from ``base`` to ``final`` over the rest.
 

@@ -1,4 +1,5 @@
 """The contract between the training loop and every task (pretraining, heads, decoders)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,10 @@ def param_groups_for(module: nn.Module, lr_scale: float = 1.0) -> list[dict[str,
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    groups = [{"params": decay, "apply_wd": True, "lr_scale": lr_scale},
-              {"params": no_decay, "apply_wd": False, "lr_scale": lr_scale}]
+    groups = [
+        {"params": decay, "apply_wd": True, "lr_scale": lr_scale},
+        {"params": no_decay, "apply_wd": False, "lr_scale": lr_scale},
+    ]
     return [g for g in groups if g["params"]]
 
 

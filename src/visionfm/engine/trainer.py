@@ -4,6 +4,7 @@ It owns what every task needs and no task should repeat: the resumable sampler, 
 schedules, autocast and gradient scaling, accumulation, clipping, DDP, atomic checkpoints with every RNG state,
 JSON-lines + TensorBoard logs, progress, and model selection on validation data only.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,8 +52,11 @@ class TrainResult:
 
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -107,10 +111,22 @@ class Trainer:
             of the loop's own ``config.yaml`` (one resolved config per run).
     """
 
-    def __init__(self, task: Task, cfg: TrainConfig, train_data: Dataset, val_data: Dataset | None = None,
-                 collate_fn: Callable | None = None, run_config: tuple[str, Any] | None = None) -> None:
-        self.task, self.cfg, self.train_data, self.val_data, self.collate_fn = task, cfg, train_data, val_data, \
-            collate_fn
+    def __init__(
+        self,
+        task: Task,
+        cfg: TrainConfig,
+        train_data: Dataset,
+        val_data: Dataset | None = None,
+        collate_fn: Callable | None = None,
+        run_config: tuple[str, Any] | None = None,
+    ) -> None:
+        self.task, self.cfg, self.train_data, self.val_data, self.collate_fn = (
+            task,
+            cfg,
+            train_data,
+            val_data,
+            collate_fn,
+        )
         self.run_config = run_config or ("config.yaml", cfg)
         self.out = Path(cfg.output_dir)
         self.dist = init_distributed(resolve_device(cfg.device))
@@ -118,8 +134,10 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_data), cfg.seed, True, self.dist.rank, self.dist.world_size)
         self.batches_per_epoch = self.sampler.per_rank // cfg.batch_size
         if self.batches_per_epoch < cfg.accum_steps:
-            raise ValueError(f"{len(train_data)} training samples give fewer than accum_steps={cfg.accum_steps} "
-                             f"full batches of {cfg.batch_size} per process; lower --batch-size")
+            raise ValueError(
+                f"{len(train_data)} training samples give fewer than accum_steps={cfg.accum_steps} "
+                f"full batches of {cfg.batch_size} per process; lower --batch-size"
+            )
         self.steps_per_epoch = self.batches_per_epoch // cfg.accum_steps
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -146,11 +164,22 @@ class Trainer:
         """Write ``checkpoint_last.pth``; called on every rank (the RNG states are gathered), saved by the main one."""
         rngs = self._rng_states()
         if self.dist.is_main:
-            self._save({"rng_ranks": rngs, "task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scaler": self.scaler.state_dict(), "step": step, "epoch": epoch,
-                        "batches_done": batches_done, "best": best, "history": history, "config": asdict(self.cfg),
-                        "total_steps": self.total_steps},
-                       step)
+            self._save(
+                {
+                    "rng_ranks": rngs,
+                    "task": self.task.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "step": step,
+                    "epoch": epoch,
+                    "batches_done": batches_done,
+                    "best": best,
+                    "history": history,
+                    "config": asdict(self.cfg),
+                    "total_steps": self.total_steps,
+                },
+                step,
+            )
 
     def _save(self, state: dict[str, Any], step: int) -> Path:
         last = self.out / "checkpoint_last.pth"
@@ -158,7 +187,7 @@ class Trainer:
         self._save_run_config()
         if self.cfg.checkpoint_every and self.cfg.keep_last > 0:
             atomic_torch_save(state, self.out / f"checkpoint_{step:08d}.pth")
-            for old in sorted(self.out.glob("checkpoint_0*.pth"))[:-self.cfg.keep_last]:
+            for old in sorted(self.out.glob("checkpoint_0*.pth"))[: -self.cfg.keep_last]:
                 old.unlink()
         return last
 
@@ -181,19 +210,26 @@ class Trainer:
                 problems.append(f"{path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
                 continue
             if path != last:
-                log.warning("%s is unreadable (%s); resuming from %s, the newest intact checkpoint", last,
-                            problems[0], path.name)
+                log.warning(
+                    "%s is unreadable (%s); resuming from %s, the newest intact checkpoint",
+                    last,
+                    problems[0],
+                    path.name,
+                )
             return path, state
-        raise CheckpointError(f"cannot resume {self.out}: no intact checkpoint ({'; '.join(problems)}); start "
-                              "again with a new output folder")
+        raise CheckpointError(
+            f"cannot resume {self.out}: no intact checkpoint ({'; '.join(problems)}); start "
+            "again with a new output folder"
+        )
 
     def _resume(self) -> dict[str, Any] | None:
         path, state = self._load_intact()
         try:
             self.task.load_state_dict(state["task"], strict=True)
         except RuntimeError as e:
-            raise ValueError(f"{path}: cannot resume, the run was made with a different model: "
-                             f"{str(e).splitlines()[0]}") from None
+            raise ValueError(
+                f"{path}: cannot resume, the run was made with a different model: {str(e).splitlines()[0]}"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         ranks = state.get("rng_ranks") or [state["rng"]]  # "rng": checkpoints written before per-rank states
@@ -201,11 +237,19 @@ class Trainer:
         log.info("resumed %s at step %d (epoch %d)", path, state["step"], state["epoch"])
         before = state.get("total_steps")
         if before is not None and before != self.total_steps:
-            log.info("the run had %d steps and now has %d: lr and weight-decay schedules recomputed over %d steps",
-                     before, self.total_steps, self.total_steps)
+            log.info(
+                "the run had %d steps and now has %d: lr and weight-decay schedules recomputed over %d steps",
+                before,
+                self.total_steps,
+                self.total_steps,
+            )
         if state["step"] >= self.total_steps:
-            log.warning("%s is already at step %d >= %d steps: nothing to train (raise --max-steps or --epochs to "
-                        "extend it)", path, state["step"], self.total_steps)
+            log.warning(
+                "%s is already at step %d >= %d steps: nothing to train (raise --max-steps or --epochs to extend it)",
+                path,
+                state["step"],
+                self.total_steps,
+            )
         return state
 
     # -- the loop -----------------------------------------------------------------------------------------------
@@ -229,10 +273,16 @@ class Trainer:
         self.sampler.set_epoch(epoch, start_batch * self.cfg.batch_size)
         if hasattr(self.train_data, "set_epoch"):  # per-epoch data (augmentation seeds, synthetic draws)
             self.train_data.set_epoch(epoch)
-        return DataLoader(self.train_data, batch_size=self.cfg.batch_size, sampler=self.sampler,
-                          num_workers=self.cfg.num_workers, collate_fn=self.collate_fn, drop_last=True,
-                          pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
+        return DataLoader(
+            self.train_data,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate_fn,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch),
+        )
 
     def _apply_schedules(self, step: int) -> tuple[float, float]:
         lr, wd = float(self.lr_sched[step]), float(self.wd_sched[step])
@@ -263,19 +313,31 @@ class Trainer:
         step, epoch, batches_done, best, history = 0, 0, 0, {}, []
         if resume:
             st = self._resume()
-            step, epoch, batches_done, best, history = (st["step"], st["epoch"], st["batches_done"], st["best"],
-                                                        st["history"])
+            step, epoch, batches_done, best, history = (
+                st["step"],
+                st["epoch"],
+                st["batches_done"],
+                st["best"],
+                st["history"],
+            )
             history = [h for h in history if h.get("step", 0) <= step]
         logger = _Logger(self.out, main, resumed_at=step if resume else None)
-        bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="step",
-                   disable=not (self.cfg.progress and main))
+        bar = tqdm(
+            total=self.total_steps, initial=step, desc="train", unit="step", disable=not (self.cfg.progress and main)
+        )
         dtype = _DTYPES[resolve_precision(self.cfg.precision, self.device)]
         while step < self.total_steps:
             model.train()
             micro, seen, t0 = 0, 0, time.perf_counter()
             for batch in self._loader(epoch, batches_done):
-                state = StepState(epoch, step, self.total_steps, batches_done // self.cfg.accum_steps,
-                                  self.steps_per_epoch, *self._apply_schedules(step))
+                state = StepState(
+                    epoch,
+                    step,
+                    self.total_steps,
+                    batches_done // self.cfg.accum_steps,
+                    self.steps_per_epoch,
+                    *self._apply_schedules(step),
+                )
                 with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                     out = model(_to_device(batch, self.device), state)
                 loss = out["loss"]
@@ -307,16 +369,26 @@ class Trainer:
                 self._checkpoint(step, epoch, batches_done, best, history)
         bar.close()
         logger.close()
-        return TrainResult(best.get("metric"), best.get("epoch"), Path(best["path"]) if best.get("path") else None,
-                           self.out / "checkpoint_last.pth", history)
+        return TrainResult(
+            best.get("metric"),
+            best.get("epoch"),
+            Path(best["path"]) if best.get("path") else None,
+            self.out / "checkpoint_last.pth",
+            history,
+        )
 
     def _end_epoch(self, epoch: int, step: int, history: list, best: dict, logger: _Logger) -> dict:
         """Validate (main process), record, and keep ``best.pth`` when the selection metric improves."""
         if self.val_data is None or not self.dist.is_main:
             return best
         self.task.eval()
-        loader = DataLoader(self.val_data, batch_size=self.cfg.batch_size, shuffle=False,
-                            num_workers=self.cfg.num_workers, collate_fn=self.collate_fn)
+        loader = DataLoader(
+            self.val_data,
+            batch_size=self.cfg.batch_size,
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate_fn,
+        )
         with torch.no_grad():
             metrics = self.task.evaluate(loader, self.device)
         history.append({"epoch": epoch, "step": step, **metrics})
@@ -327,12 +399,14 @@ class Trainer:
         if key not in metrics:
             raise ValueError(f"select_metric {key!r} not among validation metrics {sorted(metrics)}")
         value = float(metrics[key])
-        better = "metric" not in best or (value > best["metric"] if self.cfg.select_mode == "max"
-                                          else value < best["metric"])
+        better = "metric" not in best or (
+            value > best["metric"] if self.cfg.select_mode == "max" else value < best["metric"]
+        )
         if better:
             path = self.out / "best.pth"
-            atomic_torch_save({"task": self.task.state_dict(), "epoch": epoch, "metrics": metrics,
-                               "config": asdict(self.cfg)}, path)
+            atomic_torch_save(
+                {"task": self.task.state_dict(), "epoch": epoch, "metrics": metrics, "config": asdict(self.cfg)}, path
+            )
             best = {"metric": value, "epoch": epoch, "path": str(path)}
         return best
 

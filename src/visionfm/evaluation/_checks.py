@@ -2,6 +2,7 @@
 
 Every error is a ``ValueError`` naming the offending argument.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,9 @@ def as_int_labels(labels: object, name: str = "labels", n_classes: int | None = 
         raise ValueError(f"{name} contains negative class index {int(out.min())}")
     if n_classes is not None and out.max() >= n_classes:
         bad = np.flatnonzero(out >= n_classes)[:5].tolist()
-        raise ValueError(f"{name} contains class index {int(out.max())} out of range for {n_classes} classes "
-                         f"(rows {bad})")
+        raise ValueError(
+            f"{name} contains class index {int(out.max())} out of range for {n_classes} classes (rows {bad})"
+        )
     return out
 
 
@@ -61,8 +63,10 @@ def as_scores(scores: object, name: str, n_rows: int, n_cols: int | None = None,
         rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))[:5].tolist()
         raise ValueError(f"{name} contains NaN/inf at rows {rows}")
     if unit and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
-        raise ValueError(f"{name} must be probabilities in [0, 1], got range [{arr.min():.4g}, {arr.max():.4g}] "
-                         "(pass softmax/sigmoid outputs, not logits)")
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1], got range [{arr.min():.4g}, {arr.max():.4g}] "
+            "(pass softmax/sigmoid outputs, not logits)"
+        )
     return arr
 
 

@@ -5,6 +5,7 @@ keeps the class counts and per-class metrics stay defined), recomputes the metri
 interval is the ``alpha/2`` and ``1 - alpha/2`` percentiles of the replicate values. Replicates where the metric is
 undefined (NaN) are dropped; when none is finite the interval is ``(nan, nan)``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,9 @@ def resample_indices(n: int, n_boot: int, seed: int, strata: np.ndarray | None =
 def _interval(values: np.ndarray, alpha: float, what: str) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if finite.size < values.size:
-        log.info("bootstrap %s: %d of %d replicates undefined (NaN), dropped", what, values.size - finite.size,
-                 values.size)
+        log.info(
+            "bootstrap %s: %d of %d replicates undefined (NaN), dropped", what, values.size - finite.size, values.size
+        )
     if finite.size == 0:
         return float("nan"), float("nan")
     lo, hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
@@ -57,8 +59,14 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def bootstrap_ci(metric_fn: Callable[[np.ndarray], float], n: int, n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, strata: np.ndarray | None = None) -> tuple[float, float]:
+def bootstrap_ci(
+    metric_fn: Callable[[np.ndarray], float],
+    n: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    strata: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Percentile bootstrap ``(lo, hi)`` of ``metric_fn(idx)``, with ``idx [n]`` a resample of ``range(n)``.
 
     Args:
@@ -101,9 +109,16 @@ def _auto_strata(y: np.ndarray) -> np.ndarray | None:
     return as_int_labels(y, "y_true")
 
 
-def with_ci(metrics_fn: Callable[[np.ndarray, np.ndarray], dict], y_true: np.ndarray, probs: np.ndarray,
-            keys: Sequence[Key], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-            stratify: bool | None = None) -> dict[str, list[float]]:
+def with_ci(
+    metrics_fn: Callable[[np.ndarray, np.ndarray], dict],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    keys: Sequence[Key],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    stratify: bool | None = None,
+) -> dict[str, list[float]]:
     """Bootstrap intervals for several entries of one metrics dict, computing ``metrics_fn`` once per replicate.
 
     Args:

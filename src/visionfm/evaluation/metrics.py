@@ -5,6 +5,7 @@ predictions. Per-class values come with a ``"macro"`` entry, the mean over the c
 an undefined value (a class with no positives, a label with one class present) is NaN and explained in ``"notes"``.
 The bootstrap helpers live in :mod:`visionfm.evaluation.bootstrap` and are re-exported here.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -45,8 +46,9 @@ def _with_macro(values: dict[str, float]) -> dict[str, float]:
     return {**values, "macro": _macro(values)}
 
 
-def _binary_score(fn: Callable[[np.ndarray, np.ndarray], float], pos: np.ndarray, score: np.ndarray,
-                  what: str, notes: list[str]) -> float:
+def _binary_score(
+    fn: Callable[[np.ndarray, np.ndarray], float], pos: np.ndarray, score: np.ndarray, what: str, notes: list[str]
+) -> float:
     """``fn(pos, score)`` or NaN (with a note) when ``pos`` holds a single class."""
     if pos.size == 0 or pos.all() or not pos.any():
         notes.append(f"{what}: undefined, only one class present among {pos.size} labelled samples")
@@ -67,8 +69,9 @@ def _prepare(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) 
     return y, as_scores(p, "probs", len(y), len(names), unit=True), names
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
-                           ordinal: bool = False) -> dict:
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], ordinal: bool = False
+) -> dict:
     """Single-label (binary or multi-class) metrics.
 
     Args:
@@ -180,8 +183,15 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, names: Sequence[st
         auroc[name] = _binary_score(roc_auc_score, pos, score, f"auroc[{name}] (and ap)", notes)
         ap[name] = _binary_score(average_precision_score, pos, score, f"ap[{name}]", [])
         f1[name] = float(f1_score(pos, score >= threshold, zero_division=np.nan)) if known.any() else float("nan")
-    return {"auroc": _with_macro(auroc), "ap": _with_macro(ap), "f1": _with_macro(f1), "n_labelled": n_lab,
-            "n": len(y), "threshold": float(threshold), "notes": notes}
+    return {
+        "auroc": _with_macro(auroc),
+        "ap": _with_macro(ap),
+        "f1": _with_macro(f1),
+        "n_labelled": n_lab,
+        "n": len(y),
+        "threshold": float(threshold),
+        "notes": notes,
+    }
 
 
 def _as_targets(arr: object, name: str, n_rows: int | None = None) -> np.ndarray:
@@ -211,12 +221,12 @@ def _one_target(t: np.ndarray, q: np.ndarray, tolerance: float, name: str, notes
         "within_tolerance": float(np.mean(rel <= tolerance)) if rel.size else nan,
         "r2": nan if constant else float(r2_score(t, q)),
         "pearson": nan if constant or np.all(q == q[0]) else float(pearsonr(t, q)[0]),
-        "n": int(t.size), "n_zero_excluded": int((~nonzero).sum()),
+        "n": int(t.size),
+        "n_zero_excluded": int((~nonzero).sum()),
     }
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str],
-                       tolerance: float = 0.1) -> dict:
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str], tolerance: float = 0.1) -> dict:
     """Per-target regression metrics (biomarkers), in the targets' original units.
 
     Definitions per target, over its non-missing rows (NaN in ``y_true`` = not measured):

@@ -4,6 +4,7 @@ Figures are drawn on matplotlib's Agg canvas through :class:`matplotlib.figure.F
 ``y_true`` is either class indices ``[N]`` (single-label; binary draws the positive class ``names[1]`` only,
 multi-class draws one-vs-rest curves) or multi-label targets ``[N, K]`` with NaN = missing (masked per label).
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,9 @@ __all__ = ["plot_confusion", "plot_pr", "plot_reliability", "plot_roc"]
 log = logging.getLogger(__name__)
 
 
-def _binary_columns(y_true: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> list[tuple[str, np.ndarray,
-                                                                                                np.ndarray]]:
+def _binary_columns(
+    y_true: np.ndarray, probs: np.ndarray, names: Sequence[str]
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``[(name, is_positive [n_k], score [n_k])]`` per curve to draw; curves with one class present are skipped."""
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=np.float64)
@@ -137,6 +139,13 @@ def plot_confusion(cm: np.ndarray | list, names: Sequence[str], path: str | Path
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{cm[i, j]:g}", ha="center", va="center", fontsize=8,
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]:g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     return _save(fig, path)

@@ -9,6 +9,7 @@ Prediction CSV layouts (one row per image, floats written with full precision so
 
 The ``true`` columns are left out when no labels are given (prediction on new images).
 """
+
 from __future__ import annotations
 
 import csv
@@ -91,13 +92,19 @@ def _resolve_kind(kind: str | None, y_true: np.ndarray | None) -> str:
     return kind
 
 
-def _rows(kind: str, paths: list[str], p: np.ndarray, names: list[str], y: np.ndarray | None,
-          threshold: float) -> tuple[list[str], list[list[str]]]:
+def _rows(
+    kind: str, paths: list[str], p: np.ndarray, names: list[str], y: np.ndarray | None, threshold: float
+) -> tuple[list[str], list[list[str]]]:
     if kind == "multiclass":
         y = None if y is None else as_int_labels(y, "y_true", len(names))
         header = ["path"] + (["true"] if y is not None else []) + [f"prob_{n}" for n in names] + ["predicted"]
-        rows = [[paths[i]] + ([names[y[i]]] if y is not None else []) + [_fmt(v) for v in p[i]]
-                + [names[int(p[i].argmax())]] for i in range(len(paths))]
+        rows = [
+            [paths[i]]
+            + ([names[y[i]]] if y is not None else [])
+            + [_fmt(v) for v in p[i]]
+            + [names[int(p[i].argmax())]]
+            for i in range(len(paths))
+        ]
         return header, rows
     if y is not None:
         y = np.asarray(y, dtype=np.float64).reshape(len(paths), -1)
@@ -106,16 +113,30 @@ def _rows(kind: str, paths: list[str], p: np.ndarray, names: list[str], y: np.nd
     true_cols = [f"true_{n}" for n in names] if y is not None else []
     if kind == "regression":
         header = ["path"] + true_cols + [f"pred_{n}" for n in names]
-        return header, [[paths[i]] + ([_fmt(v) for v in y[i]] if y is not None else []) + [_fmt(v) for v in p[i]]
-                        for i in range(len(paths))]
+        return header, [
+            [paths[i]] + ([_fmt(v) for v in y[i]] if y is not None else []) + [_fmt(v) for v in p[i]]
+            for i in range(len(paths))
+        ]
     header = ["path"] + true_cols + [f"prob_{n}" for n in names] + ["predicted"]
-    rows = [[paths[i]] + ([_fmt(v) for v in y[i]] if y is not None else []) + [_fmt(v) for v in p[i]]
-            + [";".join(n for n, v in zip(names, p[i]) if v >= threshold)] for i in range(len(paths))]
+    rows = [
+        [paths[i]]
+        + ([_fmt(v) for v in y[i]] if y is not None else [])
+        + [_fmt(v) for v in p[i]]
+        + [";".join(n for n, v in zip(names, p[i]) if v >= threshold)]
+        for i in range(len(paths))
+    ]
     return header, rows
 
 
-def write_predictions(path_csv: str | Path, paths: Sequence[str], probs: np.ndarray, names: Sequence[str],
-                      y_true: np.ndarray | None = None, kind: str | None = None, threshold: float = 0.5) -> Path:
+def write_predictions(
+    path_csv: str | Path,
+    paths: Sequence[str],
+    probs: np.ndarray,
+    names: Sequence[str],
+    y_true: np.ndarray | None = None,
+    kind: str | None = None,
+    threshold: float = 0.5,
+) -> Path:
     """Write one CSV row per image (layouts in the module docstring).
 
     Args:
@@ -210,11 +231,16 @@ def read_predictions(path_csv: str | Path, kind: str | None = None) -> Predictio
     if not value_cols:
         raise ValueError(f"{path_csv}:1: header has no prob_<name> or pred_<name> columns")
     names = [h.split("_", 1)[1] for h in value_cols]
-    kind = _resolve_kind(kind, None) if kind else ("regression" if pred_cols else
-                                                   "multilabel" if any(h.startswith("true_") for h in header)
-                                                   else "multiclass")
-    probs = np.array([[_float(r[col[h]], f"{path_csv}:{i + 2}") for h in value_cols] for i, r in enumerate(body)],
-                     dtype=np.float64).reshape(len(body), len(names))
+    kind = (
+        _resolve_kind(kind, None)
+        if kind
+        else (
+            "regression" if pred_cols else "multilabel" if any(h.startswith("true_") for h in header) else "multiclass"
+        )
+    )
+    probs = np.array(
+        [[_float(r[col[h]], f"{path_csv}:{i + 2}") for h in value_cols] for i, r in enumerate(body)], dtype=np.float64
+    ).reshape(len(body), len(names))
     y_true = None
     if kind == "multiclass" and "true" in col:
         index = {n: j for j, n in enumerate(names)}
@@ -223,7 +249,9 @@ def read_predictions(path_csv: str | Path, kind: str | None = None) -> Predictio
             raise ValueError(f"{path_csv}:{bad[0][0]}: unknown class name {bad[0][1]!r}; valid: {names}")
         y_true = np.array([index[r[col["true"]]] for r in body], dtype=np.int64)
     elif kind != "multiclass" and f"true_{names[0]}" in col:
-        y_true = np.array([[_float(r[col[f"true_{n}"]], f"{path_csv}:{i + 2}") for n in names]
-                           for i, r in enumerate(body)], dtype=np.float64).reshape(len(body), len(names))
+        y_true = np.array(
+            [[_float(r[col[f"true_{n}"]], f"{path_csv}:{i + 2}") for n in names] for i, r in enumerate(body)],
+            dtype=np.float64,
+        ).reshape(len(body), len(names))
     predicted = [r[col["predicted"]] for r in body] if "predicted" in col else None
     return Predictions([r[col["path"]] for r in body], names, probs, y_true, predicted, kind)

@@ -4,6 +4,7 @@ stratified k-fold cross-validation.
 Every function returns sorted ``int64`` index arrays into the label array it was given, depends only on its
 arguments (no global RNG), and raises ``ValueError`` naming the argument on bad input.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,9 @@ def _val_quotas(counts: np.ndarray, val_fraction: float) -> np.ndarray:
     return quota
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int,
-                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Carve a validation split out of a training set, stratified by class.
 
     Without ``groups`` every class contributes ``val_fraction`` of its samples (largest-remainder rounding; a
@@ -75,19 +77,25 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int,
     return np.setdiff1d(np.arange(len(y)), val_idx).astype(np.int64), val_idx
 
 
-def _grouped_split(y: np.ndarray, val_fraction: float, seed: int,
-                   groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _grouped_split(y: np.ndarray, val_fraction: float, seed: int, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_splits = max(2, int(round(1.0 / val_fraction)))
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(f"groups has {n_groups} distinct ids, too few for val_fraction={val_fraction} "
-                         f"(needs at least {n_splits})")
+        raise ValueError(
+            f"groups has {n_groups} distinct ids, too few for val_fraction={val_fraction} (needs at least {n_splits})"
+        )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only k members"
         train_idx, val_idx = next(cv.split(np.zeros(len(y)), y, groups))
-    log.info("grouped split: %d train / %d val samples (%.3f; asked %.3f), %d groups", len(train_idx),
-             len(val_idx), len(val_idx) / len(y), val_fraction, n_groups)
+    log.info(
+        "grouped split: %d train / %d val samples (%.3f; asked %.3f), %d groups",
+        len(train_idx),
+        len(val_idx),
+        len(val_idx) / len(y),
+        val_fraction,
+        n_groups,
+    )
     return np.sort(train_idx).astype(np.int64), np.sort(val_idx).astype(np.int64)
 
 
@@ -128,8 +136,7 @@ def kshot_indices(labels: np.ndarray, k: int, seed: int, n_classes: int | None =
     return _kshot(y, _check_k(k), np.random.default_rng(_check_seed(seed)), n_classes)
 
 
-def kshot_draws(labels: np.ndarray, k: int, n_draws: int, seed: int,
-                n_classes: int | None = None) -> list[np.ndarray]:
+def kshot_draws(labels: np.ndarray, k: int, n_draws: int, seed: int, n_classes: int | None = None) -> list[np.ndarray]:
     """``n_draws`` independent k-shot draws (see :func:`kshot_indices`).
 
     Draw ``i`` uses the ``i``-th child of ``numpy.random.SeedSequence(seed)``, so the first draws do not change
@@ -143,8 +150,9 @@ def kshot_draws(labels: np.ndarray, k: int, n_draws: int, seed: int,
     return [_kshot(y, k, np.random.default_rng(child), n_classes) for child in children]
 
 
-def stratified_kfold(labels: np.ndarray, n_folds: int, seed: int,
-                     groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def stratified_kfold(
+    labels: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold cross-validation (``StratifiedGroupKFold`` when ``groups`` are given).
 
     Every sample is in exactly one test fold; with groups, no group is in both the train and test side of a fold.
@@ -168,8 +176,9 @@ def stratified_kfold(labels: np.ndarray, n_folds: int, seed: int,
         raise ValueError(f"n_folds={n_folds} is larger than the number of {what} ({n_units})")
     smallest = int(np.bincount(y)[np.unique(y)].min())
     if smallest < n_folds:
-        log.warning("the smallest class has %d samples, fewer than n_folds=%d: some test folds miss it",
-                    smallest, n_folds)
+        log.warning(
+            "the smallest class has %d samples, fewer than n_folds=%d: some test folds miss it", smallest, n_folds
+        )
     if groups is None:
         cv = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
     else:

@@ -5,6 +5,7 @@ then one overlay per head of the last block, the merged map and the rollout) and
 ``attention_evolution`` draws the paper's Figure 6b: one row per checkpoint, one column per image, from checkpoint
 files or straight from a ``visionfm pretrain`` run folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,9 @@ def collect_images(images: str | Path | Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _encoder(weights: str | Path | nn.Module, modality: str | None, arch: str | None,
-             device: torch.device) -> tuple[nn.Module, tuple, tuple]:
+def _encoder(
+    weights: str | Path | nn.Module, modality: str | None, arch: str | None, device: torch.device
+) -> tuple[nn.Module, tuple, tuple]:
     enc = load_weights(weights, modality, arch)
     info = getattr(enc, "info", None)
     if info is not None:
@@ -85,9 +87,16 @@ def _encoder(weights: str | Path | nn.Module, modality: str | None, arch: str | 
     return enc.to(device).eval(), tuple(mean), tuple(std)
 
 
-def explain_images(weights: str | Path | nn.Module, images: str | Path | Sequence, modality: str | None = None,
-                   arch: str | None = None, input_size: int | None = None, batch_size: int = 8,
-                   device: str = "cpu", progress: bool = True) -> list[Explanation]:
+def explain_images(
+    weights: str | Path | nn.Module,
+    images: str | Path | Sequence,
+    modality: str | None = None,
+    arch: str | None = None,
+    input_size: int | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[Explanation]:
     """Attention maps of every image, in batches.
 
     Args:
@@ -104,22 +113,32 @@ def explain_images(weights: str | Path | nn.Module, images: str | Path | Sequenc
     size = int(input_size or enc.cfg.img_size)
     if size <= 0 or size % p:
         raise ValueError(f"input_size {size} must be a positive multiple of the patch size {p}")
-    arrays = list(images) if isinstance(images, (list, tuple)) and images and isinstance(images[0], np.ndarray) \
-        else None
-    sources = [f"array{i}" for i in range(len(arrays))] if arrays is not None else \
-        [str(x) for x in collect_images(images)]
+    arrays = (
+        list(images) if isinstance(images, (list, tuple)) and images and isinstance(images[0], np.ndarray) else None
+    )
+    sources = (
+        [f"array{i}" for i in range(len(arrays))] if arrays is not None else [str(x) for x in collect_images(images)]
+    )
     prep = Preprocess(size, mean, std)
     dtype = next(enc.parameters()).dtype  # e.g. an encoder loaded with dtype=torch.bfloat16
     out: list[Explanation] = []
-    for start in tqdm(range(0, len(sources), batch_size), desc="attention", unit="batch", disable=not progress,
-                      leave=False):
-        chunk = sources[start:start + batch_size]
-        imgs = arrays[start:start + batch_size] if arrays is not None else [read_image(s) for s in chunk]
+    for start in tqdm(
+        range(0, len(sources), batch_size), desc="attention", unit="batch", disable=not progress, leave=False
+    ):
+        chunk = sources[start : start + batch_size]
+        imgs = arrays[start : start + batch_size] if arrays is not None else [read_image(s) for s in chunk]
         x = torch.stack([prep(im) for im in imgs]).to(dev, dtype=dtype)
         maps = attention_maps(enc, x)
         for j, src in enumerate(chunk):
-            out.append(Explanation(src, resize_image(imgs[j], (size, size)), maps.heads[j].cpu(),
-                                   maps.mean[j].cpu(), maps.rollout[j].cpu()))
+            out.append(
+                Explanation(
+                    src,
+                    resize_image(imgs[j], (size, size)),
+                    maps.heads[j].cpu(),
+                    maps.mean[j].cpu(),
+                    maps.rollout[j].cpu(),
+                )
+            )
     return out
 
 
@@ -140,9 +159,18 @@ def _grid_rows(expl: Sequence[Explanation], heads: bool) -> tuple[list[list[np.n
     return rows, ["image"] + [f"head {i}" for i in range(n_heads)] + ["merged (mean)", "rollout"]
 
 
-def explain(weights: str | Path | nn.Module, images: str | Path | Sequence, output_dir: str | Path,
-            modality: str | None = None, arch: str | None = None, input_size: int | None = None,
-            batch_size: int = 8, device: str = "cpu", heads: bool = True, rows_per_grid: int = 16) -> dict[str, Path]:
+def explain(
+    weights: str | Path | nn.Module,
+    images: str | Path | Sequence,
+    output_dir: str | Path,
+    modality: str | None = None,
+    arch: str | None = None,
+    input_size: int | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    heads: bool = True,
+    rows_per_grid: int = 16,
+) -> dict[str, Path]:
     """Attention maps of images as PNG grids plus the raw maps.
 
     Writes ``attention_grid.png`` (or ``attention_grid_001.png``, ... with ``rows_per_grid`` images each) and
@@ -155,27 +183,42 @@ def explain(weights: str | Path | nn.Module, images: str | Path | Sequence, outp
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    chunks = [expl[i:i + rows_per_grid] for i in range(0, len(expl), rows_per_grid)]
+    chunks = [expl[i : i + rows_per_grid] for i in range(0, len(expl), rows_per_grid)]
     for k, chunk in enumerate(chunks, start=1):
         rows, cols = _grid_rows(chunk, heads)
         name = "attention_grid.png" if len(chunks) == 1 else f"attention_grid_{k:03d}.png"
-        written[name] = save_grid(rows, out / name, cols, [_short(e.source) for e in chunk],
-                                  title="CLS attention, last block" if k == 1 else "")
+        written[name] = save_grid(
+            rows,
+            out / name,
+            cols,
+            [_short(e.source) for e in chunk],
+            title="CLS attention, last block" if k == 1 else "",
+        )
     npz = out / "attention.npz"
     with atomic_write(npz) as tmp, open(tmp, "wb") as f:  # a file object: savez would append ".npz" to a name
-        np.savez_compressed(f, heads=torch.stack([e.heads for e in expl]).numpy(),
-                            mean=torch.stack([e.mean for e in expl]).numpy(),
-                            rollout=torch.stack([e.rollout for e in expl]).numpy(),
-                            paths=np.array([e.source for e in expl]))
+        np.savez_compressed(
+            f,
+            heads=torch.stack([e.heads for e in expl]).numpy(),
+            mean=torch.stack([e.mean for e in expl]).numpy(),
+            rollout=torch.stack([e.rollout for e in expl]).numpy(),
+            paths=np.array([e.source for e in expl]),
+        )
     written["attention.npz"] = npz
     log.info("attention maps of %d images written to %s", len(expl), out)
     return written
 
 
-def attention_evolution(weights: Sequence[str | Path | nn.Module] | str | Path, images: str | Path | Sequence,
-                        output: str | Path, labels: Sequence[str] | None = None, modality: str | None = None,
-                        arch: str | None = None, input_size: int | None = None, device: str = "cpu",
-                        which: str = "mean") -> Path:
+def attention_evolution(
+    weights: Sequence[str | Path | nn.Module] | str | Path,
+    images: str | Path | Sequence,
+    output: str | Path,
+    labels: Sequence[str] | None = None,
+    modality: str | None = None,
+    arch: str | None = None,
+    input_size: int | None = None,
+    device: str = "cpu",
+    which: str = "mean",
+) -> Path:
     """The evolution of attention over pretraining (paper Figure 6b): one row per checkpoint, one column per image.
 
     Args:

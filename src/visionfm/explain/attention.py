@@ -11,6 +11,7 @@ Token layout ``[CLS, registers (R), patches (N)]``: registers are skipped in eve
 distribution over the N patches (sums to 1): the CLS row restricted to the patches and renormalised, so maps of
 encoders with and without registers, or with much or little self-attention, are comparable.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -105,8 +106,10 @@ def _attention_modules(encoder: nn.Module) -> list[nn.Module]:
     blocks = getattr(encoder, "blocks", None)
     mods = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
     if not mods or not all(hasattr(m, "qkv") and hasattr(m, "num_heads") and hasattr(m, "scale") for m in mods):
-        raise ValueError(f"{type(encoder).__name__}: attention capture needs blocks[i].attn with qkv, num_heads "
-                         f"and scale (a ViT in the timm/DINO/VisionFM layout)")
+        raise ValueError(
+            f"{type(encoder).__name__}: attention capture needs blocks[i].attn with qkv, num_heads "
+            f"and scale (a ViT in the timm/DINO/VisionFM layout)"
+        )
     return mods
 
 
@@ -131,10 +134,13 @@ def capture_attention(encoder: nn.Module, x: Tensor) -> tuple[dict[int, Tensor],
             b, t, three_d = qkv.shape
             q, k, _ = qkv.float().reshape(b, t, 3, heads, three_d // (3 * heads)).permute(2, 0, 3, 1, 4)
             probs[i] = ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
         return fn
 
-    handles = [m.qkv.register_forward_hook(hook(i, int(m.num_heads), float(m.scale)))
-               for i, m in enumerate(_attention_modules(encoder))]
+    handles = [
+        m.qkv.register_forward_hook(hook(i, int(m.num_heads), float(m.scale)))
+        for i, m in enumerate(_attention_modules(encoder))
+    ]
     try:
         out = encoder(x)
     finally:

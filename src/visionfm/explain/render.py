@@ -1,4 +1,5 @@
 """Drawing attention maps over images: colour overlays and labelled PNG grids (matplotlib's Agg canvas, no GUI)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,8 +33,14 @@ def overlay(image: np.ndarray, heat: torch.Tensor | np.ndarray, alpha: float = 0
     return np.round(np.clip((1 - alpha) * img + alpha * colours, 0, 1) * 255).astype(np.uint8)
 
 
-def save_grid(cells: Sequence[Sequence[np.ndarray]], path: str | Path, col_titles: Sequence[str] = (),
-              row_titles: Sequence[str] = (), title: str = "", cell_inches: float = 1.7) -> Path:
+def save_grid(
+    cells: Sequence[Sequence[np.ndarray]],
+    path: str | Path,
+    col_titles: Sequence[str] = (),
+    row_titles: Sequence[str] = (),
+    title: str = "",
+    cell_inches: float = 1.7,
+) -> Path:
     """Write a grid of images (rows of ``[H, W, 3]`` uint8 arrays) as one labelled PNG, atomically.
 
     Args:

@@ -6,6 +6,7 @@ Each checkpoint holds the EMA teacher, whose backbone is loaded here with the ru
 ``pretrain.yaml``; the tensors alone cannot tell the number of heads) and modality, so the attention of every stage
 of pretraining can be drawn (the paper's Figure 6b).
 """
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,10 @@ def pretraining_checkpoints(run_dir: str | Path) -> list[RunCheckpoint]:
     if not files and (run / "checkpoint_last.pth").is_file():
         files = [run / "checkpoint_last.pth"]
     if not files:
-        raise FileNotFoundError(f"{run}: no checkpoint_*.pth (pretraining writes them every --checkpoint-every "
-                                f"steps and at epoch ends; --keep-last sets how many are kept)")
+        raise FileNotFoundError(
+            f"{run}: no checkpoint_*.pth (pretraining writes them every --checkpoint-every "
+            f"steps and at epoch ends; --keep-last sets how many are kept)"
+        )
     return [RunCheckpoint(p, s, f"step {s}") for p, s in ((p, _step_of(p)) for p in files)]
 
 
@@ -103,8 +106,9 @@ def load_weights(weights: str | Path | nn.Module, modality: str | None = None, a
     return resolve_encoder(weights, modality, arch)
 
 
-def expand_weights(weights: Sequence[str | Path | nn.Module] | str | Path,
-                   labels: Sequence[str] | None = None) -> tuple[list[str | Path | nn.Module], list[str]]:
+def expand_weights(
+    weights: Sequence[str | Path | nn.Module] | str | Path, labels: Sequence[str] | None = None
+) -> tuple[list[str | Path | nn.Module], list[str]]:
     """Weights in training order with their row titles; a pretraining run folder expands to its checkpoints.
 
     Args:

@@ -7,6 +7,7 @@
     model = load_onnx("dr.onnx")                           # ONNX Runtime, with the model card from the sidecar
     scores, = model.run({"image": x})                      # x: [B, 3, S, S] normalised as the card says
 """
+
 from .onnx import MIN_OPSET, ExportResult, OnnxModel, check_images, export_onnx, load_onnx, sidecar_path
 from .pipelines import (
     RUN_KINDS,
@@ -20,6 +21,21 @@ from .pipelines import (
 )
 from .predict import predict_onnx
 
-__all__ = ["MIN_OPSET", "RUN_KINDS", "DensePipeline", "EncoderPipeline", "ExportResult", "LoadedModel", "ModelCard",
-           "OnnxModel", "RecognitionPipeline", "check_images", "export_onnx", "load_model", "load_onnx",
-           "predict_onnx", "preprocess_image", "sidecar_path"]
+__all__ = [
+    "MIN_OPSET",
+    "RUN_KINDS",
+    "DensePipeline",
+    "EncoderPipeline",
+    "ExportResult",
+    "LoadedModel",
+    "ModelCard",
+    "OnnxModel",
+    "RecognitionPipeline",
+    "check_images",
+    "export_onnx",
+    "load_model",
+    "load_onnx",
+    "predict_onnx",
+    "preprocess_image",
+    "sidecar_path",
+]

@@ -9,6 +9,7 @@ SHA-256 of every source file and of the ONNX file, the check's images and its ma
 The ViT's attention runs through ``scaled_dot_product_attention``, which the TorchScript exporter lowers to plain
 MatMul / Softmax nodes (opset >= 17); the dynamo exporter is not used (``dynamo=False``).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,9 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def check_images(card: ModelCard, images: Sequence[str | Path] | None = None, n: int = 4,
-                 seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+def check_images(
+    card: ModelCard, images: Sequence[str | Path] | None = None, n: int = 4, seed: int = 0
+) -> tuple[list[np.ndarray], list[str]]:
     """Images for the parity check: the given files (folders are searched) or ``n`` generated fundus phantoms.
 
     Returns:
@@ -63,7 +65,7 @@ def check_images(card: ModelCard, images: Sequence[str | Path] | None = None, n:
     if images:
         from ..explain import collect_images
 
-        paths = collect_images([str(p) for p in images])[:max(n, 1)]
+        paths = collect_images([str(p) for p in images])[: max(n, 1)]
         return [read_image(p) for p in paths], [str(p) for p in paths]
     from ..toydata.writers import generate
 
@@ -100,8 +102,17 @@ def _trace(model: LoadedModel, inputs: dict[str, np.ndarray], path: Path, opset:
     args = tuple(torch.from_numpy(inputs[k]) for k in names)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings on Python branches over fixed shapes (patch grid)
-        torch.onnx.export(model.module, args, str(path), input_names=names, output_names=outs,
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model.module,
+            args,
+            str(path),
+            input_names=names,
+            output_names=outs,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 def _max_error(session: OnnxModel, model: LoadedModel, inputs: dict[str, np.ndarray]) -> float:
@@ -117,10 +128,18 @@ def _max_error(session: OnnxModel, model: LoadedModel, inputs: dict[str, np.ndar
     return worst
 
 
-def export_onnx(source: str | Path, output: str | Path, encoder_only: bool = False,
-                images: Sequence[str | Path] | None = None, opset: int = MIN_OPSET, tolerance: float = 1e-4,
-                weights: str | None = None, modality: str | None = None, input_size: int | None = None,
-                n_check: int = 4) -> ExportResult:
+def export_onnx(
+    source: str | Path,
+    output: str | Path,
+    encoder_only: bool = False,
+    images: Sequence[str | Path] | None = None,
+    opset: int = MIN_OPSET,
+    tolerance: float = 1e-4,
+    weights: str | None = None,
+    modality: str | None = None,
+    input_size: int | None = None,
+    n_check: int = 4,
+) -> ExportResult:
     """Export a run (or an encoder weights file) to ONNX and check it against PyTorch.
 
     Args:
@@ -145,11 +164,15 @@ def export_onnx(source: str | Path, output: str | Path, encoder_only: bool = Fal
     model = load_model(source, "cpu", weights, modality, encoder_only, input_size)
     card = model.card
     if card.kind == "volume":
-        raise UserError(f"{source}: a volume classifier pools B-scan features per volume; export its encoder with "
-                        f"--encoder-only (the pooling head is small and runs in the service)")
+        raise UserError(
+            f"{source}: a volume classifier pools B-scan features per volume; export its encoder with "
+            f"--encoder-only (the pooling head is small and runs in the service)"
+        )
     if card.input_size is None:
-        raise UserError(f"{source}: the run predicts whole images at their native resolution (trained with "
-                        f"--crop); ONNX export needs a fixed input size (serve it with the torch backend)")
+        raise UserError(
+            f"{source}: the run predicts whole images at their native resolution (trained with "
+            f"--crop); ONNX export needs a fixed input size (serve it with the torch backend)"
+        )
     imgs, names = check_images(card, images, n_check)
     inputs = _example_inputs(card, imgs)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -159,30 +182,60 @@ def export_onnx(source: str | Path, output: str | Path, encoder_only: bool = Fal
         _trace(model, inputs, tmp_onnx, opset)
         err = _max_error(OnnxModel(tmp_onnx, card), model, inputs)
         if not err <= tolerance:
-            raise UserError(f"{source}: ONNX output differs from PyTorch by {err:.3g} > tolerance {tolerance:g} "
-                            f"on {len(imgs)} check images; nothing written")
+            raise UserError(
+                f"{source}: ONNX output differs from PyTorch by {err:.3g} > tolerance {tolerance:g} "
+                f"on {len(imgs)} check images; nothing written"
+            )
         info = _sidecar(card, tmp_onnx, output, err, tolerance, names, opset, _output_names(card))
         os.replace(tmp_onnx, output)
     side = sidecar_path(output)
     with atomic_write(side) as t:
         Path(t).write_text(json.dumps(info, indent=2))
-    log.info("exported %s -> %s in %.1f s; max |onnx - torch| = %.2e on %d images", source, output,
-             time.perf_counter() - t0, err, len(imgs))
+    log.info(
+        "exported %s -> %s in %.1f s; max |onnx - torch| = %.2e on %d images",
+        source,
+        output,
+        time.perf_counter() - t0,
+        err,
+        len(imgs),
+    )
     return ExportResult(output, side, err, info)
 
 
-def _sidecar(card: ModelCard, tmp_onnx: Path, output: Path, err: float, tol: float, names: list[str], opset: int,
-             outputs: list[str]) -> dict[str, Any]:
+def _sidecar(
+    card: ModelCard,
+    tmp_onnx: Path,
+    output: Path,
+    err: float,
+    tol: float,
+    names: list[str],
+    opset: int,
+    outputs: list[str],
+) -> dict[str, Any]:
     import onnx
     import onnxruntime
 
-    return {"visionfm_onnx": 1, "model": card.to_dict(), "onnx_file": output.name,
-            "onnx_sha256": file_sha256(tmp_onnx), "source_sha256": card.files, "inputs": card.inputs,
-            "outputs": outputs, "dynamic_axes": {"batch": 0}, "opset": opset,
-            "preprocessing": {"input_size": card.input_size, "resize": card.resize, "scale": "1/255 (8-bit) or "
-                              "[0, 1] (deeper)", "mean": card.mean, "std": card.std, "layout": "NCHW RGB float32"},
-            "check": {"max_abs_error": err, "tolerance": tol, "images": names, "batch_sizes": [len(names), 1]},
-            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
+    return {
+        "visionfm_onnx": 1,
+        "model": card.to_dict(),
+        "onnx_file": output.name,
+        "onnx_sha256": file_sha256(tmp_onnx),
+        "source_sha256": card.files,
+        "inputs": card.inputs,
+        "outputs": outputs,
+        "dynamic_axes": {"batch": 0},
+        "opset": opset,
+        "preprocessing": {
+            "input_size": card.input_size,
+            "resize": card.resize,
+            "scale": "1/255 (8-bit) or [0, 1] (deeper)",
+            "mean": card.mean,
+            "std": card.std,
+            "layout": "NCHW RGB float32",
+        },
+        "check": {"max_abs_error": err, "tolerance": tol, "images": names, "batch_sizes": [len(names), 1]},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    }
 
 
 class OnnxModel:

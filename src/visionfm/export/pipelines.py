@@ -13,6 +13,7 @@ Pipelines (every input ``image`` is ``[B, 3, S, S]`` normalised):
   the original resolution, as ``segment predict`` and ``landmark predict`` do).
 - encoder alone: (CLS of the last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``), the feature file's layout.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,16 @@ from torch import Tensor, nn
 
 from ..fileio import file_sha256
 
-__all__ = ["RUN_KINDS", "DensePipeline", "EncoderPipeline", "LoadedModel", "ModelCard", "RecognitionPipeline",
-           "load_model", "preprocess_image"]
+__all__ = [
+    "RUN_KINDS",
+    "DensePipeline",
+    "EncoderPipeline",
+    "LoadedModel",
+    "ModelCard",
+    "RecognitionPipeline",
+    "load_model",
+    "preprocess_image",
+]
 
 log = logging.getLogger(__name__)
 RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder", "volume")
@@ -207,8 +216,9 @@ def _interpolation(info: dict[str, Any], modality: str) -> str:
     return "bicubic"
 
 
-def _recognition(run: Path, device: torch.device, weights: str | None, modality: str | None,
-                 encoder_only: bool) -> LoadedModel:
+def _recognition(
+    run: Path, device: torch.device, weights: str | None, modality: str | None, encoder_only: bool
+) -> LoadedModel:
     from ..recognition.predict import pick_modality, resolve_encoder
     from ..recognition.runs import HEAD_FILE, load_run, run_encoders
 
@@ -222,14 +232,30 @@ def _recognition(run: Path, device: torch.device, weights: str | None, modality:
     files = {str(Path(enc_path).resolve()): file_sha256(enc_path)}
     if not encoder_only:
         files[str((run / HEAD_FILE).resolve())] = file_sha256(run / HEAD_FILE)
-    card = ModelCard(run.name, kind, str(run.resolve()), files, files[str(Path(enc_path).resolve())], ref.arch, mod,
-                     ref.input_size, list(ref.mean), list(ref.std),
-                     ["cls", "patch_mean"] if encoder_only else list(task.names),
-                     ["image", "interval_days"] if kind == "forecast" else ["image"], feature=info["feature"],
-                     n_last_blocks=ref.n_last_blocks, tta=ref.tta, resize=_interpolation(info, mod),
-                     crop=float((info.get("recipe") or {}).get("eval_crop", 1.0)))
-    module = EncoderPipeline(enc, ref.n_last_blocks, ref.tta) if encoder_only else \
-        RecognitionPipeline(enc, task, info["feature"], ref.n_last_blocks, ref.tta)
+    card = ModelCard(
+        run.name,
+        kind,
+        str(run.resolve()),
+        files,
+        files[str(Path(enc_path).resolve())],
+        ref.arch,
+        mod,
+        ref.input_size,
+        list(ref.mean),
+        list(ref.std),
+        ["cls", "patch_mean"] if encoder_only else list(task.names),
+        ["image", "interval_days"] if kind == "forecast" else ["image"],
+        feature=info["feature"],
+        n_last_blocks=ref.n_last_blocks,
+        tta=ref.tta,
+        resize=_interpolation(info, mod),
+        crop=float((info.get("recipe") or {}).get("eval_crop", 1.0)),
+    )
+    module = (
+        EncoderPipeline(enc, ref.n_last_blocks, ref.tta)
+        if encoder_only
+        else RecognitionPipeline(enc, task, info["feature"], ref.n_last_blocks, ref.tta)
+    )
     return LoadedModel(card, module.eval(), enc)
 
 
@@ -256,12 +282,23 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     modality = cfg.modality or ""
     # segment predict estimates the field of view of fundus images without a mask and predicts background outside
     fov = "estimate" if modality.lower() == "fundus" and getattr(cfg, "fov", None) != "none" else "none"
-    card = ModelCard(run.name, kind, str(run.resolve()), {str(model_file.resolve()): sha}, sha,
-                     arch_name(enc.cfg) if enc is not None else "unet", modality,
-                     None if cfg.crop else cfg.input_size, list(facts["mean"]), list(facts["std"]),
-                     ["cls", "patch_mean"] if encoder_only else list(facts["names"]), max_side=cfg.max_side,
-                     n_last_blocks=4 if encoder_only else 1, fov=fov if kind == "segment" else "",
-                     nested=kind == "segment" and cfg.kind == "nested")
+    card = ModelCard(
+        run.name,
+        kind,
+        str(run.resolve()),
+        {str(model_file.resolve()): sha},
+        sha,
+        arch_name(enc.cfg) if enc is not None else "unet",
+        modality,
+        None if cfg.crop else cfg.input_size,
+        list(facts["mean"]),
+        list(facts["std"]),
+        ["cls", "patch_mean"] if encoder_only else list(facts["names"]),
+        max_side=cfg.max_side,
+        n_last_blocks=4 if encoder_only else 1,
+        fov=fov if kind == "segment" else "",
+        nested=kind == "segment" and cfg.kind == "nested",
+    )
     if encoder_only:
         card.input_size = card.input_size or enc.cfg.img_size
         return LoadedModel(card, EncoderPipeline(enc, 4).eval(), enc)
@@ -284,11 +321,22 @@ def _volume(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     head_file = run / "head.safetensors"
     files = {str(weights.resolve()): file_sha256(weights), str(head_file.resolve()): file_sha256(head_file)}
     n_blocks = int(sm.get("n_last_blocks") or 1)
-    card = ModelCard(run.name, "encoder" if encoder_only else "volume", str(run.resolve()), files,
-                     files[str(weights.resolve())], enc.info.arch, sm.get("modality", ""), int(sm["input_size"]),
-                     json.loads(sm["mean"]), json.loads(sm["std"]),
-                     ["cls", "patch_mean"] if encoder_only else list(clf.classes), feature=clf.feature,
-                     n_last_blocks=n_blocks, resize=sm.get("interpolation") or "bilinear")
+    card = ModelCard(
+        run.name,
+        "encoder" if encoder_only else "volume",
+        str(run.resolve()),
+        files,
+        files[str(weights.resolve())],
+        enc.info.arch,
+        sm.get("modality", ""),
+        int(sm["input_size"]),
+        json.loads(sm["mean"]),
+        json.loads(sm["std"]),
+        ["cls", "patch_mean"] if encoder_only else list(clf.classes),
+        feature=clf.feature,
+        n_last_blocks=n_blocks,
+        resize=sm.get("interpolation") or "bilinear",
+    )
     return LoadedModel(card, EncoderPipeline(enc, n_blocks).eval(), enc, None if encoder_only else clf)
 
 
@@ -298,15 +346,31 @@ def _encoder_file(path: Path, device: torch.device, modality: str | None, input_
     enc = load_encoder(path, modality, device=device).eval()
     sha = file_sha256(path)
     info = enc.info
-    card = ModelCard(path.stem, "encoder", str(path.resolve()), {str(path.resolve()): sha}, sha, info.arch,
-                     info.modality or "", int(input_size or enc.cfg.img_size), list(info.mean), list(info.std),
-                     ["cls", "patch_mean"], n_last_blocks=min(4, enc.cfg.depth))
+    card = ModelCard(
+        path.stem,
+        "encoder",
+        str(path.resolve()),
+        {str(path.resolve()): sha},
+        sha,
+        info.arch,
+        info.modality or "",
+        int(input_size or enc.cfg.img_size),
+        list(info.mean),
+        list(info.std),
+        ["cls", "patch_mean"],
+        n_last_blocks=min(4, enc.cfg.depth),
+    )
     return LoadedModel(card, EncoderPipeline(enc, 4).eval(), enc)
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu", weights: str | None = None,
-               modality: str | None = None, encoder_only: bool = False,
-               input_size: int | None = None) -> LoadedModel:
+def load_model(
+    source: str | Path,
+    device: str | torch.device = "cpu",
+    weights: str | None = None,
+    modality: str | None = None,
+    encoder_only: bool = False,
+    input_size: int | None = None,
+) -> LoadedModel:
     """Load a recognition run, a dense run or an encoder weights file as one inference module.
 
     Args:
@@ -329,8 +393,10 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", weights: 
             return _dense(src, dev, encoder_only)
         if (src / "head.safetensors").is_file():
             return _volume(src, dev, encoder_only)
-        raise ValueError(f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a "
-                         f"segmentation / landmark run, no head.safetensors of a volume classifier)")
+        raise ValueError(
+            f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a "
+            f"segmentation / landmark run, no head.safetensors of a volume classifier)"
+        )
     if src.is_file():
         return _encoder_file(src, dev, modality, input_size)
     raise FileNotFoundError(f"run or weights not found: {src}")

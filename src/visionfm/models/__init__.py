@@ -1,4 +1,5 @@
 """Encoder architectures: a registry of named ViT sizes (tiny/small/base/large, patch 14 and 16)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,8 +45,9 @@ for _size in _SIZES:
         # the official VisionFM/iBOT scripts name sizes alone (--arch vit_base, patch 16 by default)
         ARCHS.add(f"vit_{_size}_patch{_patch}", _make(_size, _patch), aliases=(f"vit_{_size}",) * (_patch == 16))
 # a test-sized model: depth 2, width 64, 32-pixel images
-ARCHS.add("vit_test", lambda **o: ViTConfig(**{**dict(embed_dim=64, depth=2, num_heads=2, patch_size=8,
-                                                         img_size=32), **o}))
+ARCHS.add(
+    "vit_test", lambda **o: ViTConfig(**{**dict(embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32), **o})
+)
 
 
 def list_archs() -> list[str]:
@@ -58,13 +60,18 @@ def arch_name(cfg: ViTConfig) -> str:
     for name in ARCHS:
         ref = ARCHS.get(name)()
         if (ref.embed_dim, ref.depth, ref.num_heads, ref.patch_size) == (
-                cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size):
+            cfg.embed_dim,
+            cfg.depth,
+            cfg.num_heads,
+            cfg.patch_size,
+        ):
             return name
     return "custom"
 
 
-def create_encoder(arch: str | ViTConfig, drop_path_rate: float = 0.0, grad_checkpointing: bool = False,
-                   **overrides: Any) -> VisionTransformer:
+def create_encoder(
+    arch: str | ViTConfig, drop_path_rate: float = 0.0, grad_checkpointing: bool = False, **overrides: Any
+) -> VisionTransformer:
     """Build a randomly initialised encoder from a registered name (with overrides) or a config."""
     cfg = arch if isinstance(arch, ViTConfig) else ARCHS.get(arch)(**overrides)
     return VisionTransformer(cfg, drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)

@@ -4,6 +4,7 @@ The loader fills it (:func:`visionfm.checkpoints.load_encoder`), :func:`visionfm
 as safetensors metadata, and every consumer (feature extraction, fine-tuning, explanation, fidelity) reads the input
 normalisation and provenance from it instead of guessing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

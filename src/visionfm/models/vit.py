@@ -8,6 +8,7 @@ their reference outputs. Optional extras cover the other released families: laye
 Attention runs through ``scaled_dot_product_attention`` (fused kernels) unless the caller asks for attention
 probabilities of a block; only the requested blocks take the explicit softmax path.
 """
+
 from __future__ import annotations
 
 import math
@@ -145,8 +146,9 @@ def interpolate_pos_embed(pos_embed: Tensor, rows: int, cols: int, prefix: int =
     if mode == "offset":
         grid = F.interpolate(grid.float(), scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
     else:
-        grid = F.interpolate(grid.float(), size=(rows, cols), mode="bicubic", align_corners=False,
-                             antialias=mode == "size-antialias")
+        grid = F.interpolate(
+            grid.float(), size=(rows, cols), mode="bicubic", align_corners=False, antialias=mode == "size-antialias"
+        )
     if grid.shape[-2:] != (rows, cols):
         raise RuntimeError(f"position-embedding interpolation gave {tuple(grid.shape[-2:])}, wanted {(rows, cols)}")
     grid = grid.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
@@ -354,13 +356,13 @@ class VisionTransformer(nn.Module):
             if i >= self.cfg.depth - n_last_blocks:
                 layers.append(self.norm(x))
         out = layers[-1]
-        drop_reg = (lambda t: torch.cat([t[:, :1], t[:, 1 + r:]], dim=1)) if r else (lambda t: t)
+        drop_reg = (lambda t: torch.cat([t[:, :1], t[:, 1 + r :]], dim=1)) if r else (lambda t: t)
         return EncoderOutput(
             tokens=drop_reg(out),
             layers=[drop_reg(t) for t in layers],
             attention=attentions[max(attentions)] if attentions else None,
             attentions=attentions,
-            registers=out[:, 1:1 + r],
+            registers=out[:, 1 : 1 + r],
             grid=grid,
         )
 

@@ -10,15 +10,30 @@ Public interface::
 
 Names load on first use (PEP 562): ``visionfm.pretrain.config`` (the settings, for ``--help``) imports no torch.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-_LAZY = {"ENCODER_FILE": "export", "build_encoders": "encoders", "build_task": "encoders", "pretrain": "api",
-         "PretrainConfig": "config", "pretrain_config": "config", "METHODS": "config", "PretrainDataset": "data",
-         "build_dataset": "data", "export_encoder": "export", "run_encoder": "export", "encoder_state": "checkpoint",
-         "IBOTHead": "heads", "IBOTTask": "task", "MAETask": "mae", "MAEDecoder": "mae"}
+_LAZY = {
+    "ENCODER_FILE": "export",
+    "build_encoders": "encoders",
+    "build_task": "encoders",
+    "pretrain": "api",
+    "PretrainConfig": "config",
+    "pretrain_config": "config",
+    "METHODS": "config",
+    "PretrainDataset": "data",
+    "build_dataset": "data",
+    "export_encoder": "export",
+    "run_encoder": "export",
+    "encoder_state": "checkpoint",
+    "IBOTHead": "heads",
+    "IBOTTask": "task",
+    "MAETask": "mae",
+    "MAEDecoder": "mae",
+}
 
 __all__ = [
     "ENCODER_FILE",

@@ -8,6 +8,7 @@ were skipped, ``encoder.safetensors`` (the iBOT teacher or the MAE encoder, load
 The same call runs in one process or under ``torchrun`` (gloo on CPU, NCCL on GPU): the learning rate is per
 ``train.lr_base_batch`` (256) images of the global batch (``batch_size * accum_steps * world_size``), as officially.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,20 @@ __all__ = ["ENCODER_FILE", "RESUME_MAY_DIFFER", "build_encoders", "pretrain"]
 log = logging.getLogger(__name__)
 
 # Settings a resumed run may change without changing its result.
-RESUME_MAY_DIFFER = frozenset({"num_workers", "progress", "log_every", "checkpoint_every", "keep_last", "device",
-                               "compile", "init_from", "output_dir", "checkpoint_epochs"})
+RESUME_MAY_DIFFER = frozenset(
+    {
+        "num_workers",
+        "progress",
+        "log_every",
+        "checkpoint_every",
+        "keep_last",
+        "device",
+        "compile",
+        "init_from",
+        "output_dir",
+        "checkpoint_epochs",
+    }
+)
 
 
 def _flat(cfg: PretrainConfig) -> dict:
@@ -54,8 +67,10 @@ def _check_resume(cfg: PretrainConfig, out: Path, resume: bool) -> None:
     diff = sorted(k for k in new if k.split(".")[-1] not in RESUME_MAY_DIFFER and old.get(k) != new[k])
     if diff:
         details = ", ".join(f"{k.removeprefix('train.')}: run {old.get(k)!r} vs now {new[k]!r}" for k in diff)
-        raise ValueError(f"--resume: {saved} was made with other settings ({details}); resume with the same "
-                         f"settings or start a new output")
+        raise ValueError(
+            f"--resume: {saved} was made with other settings ({details}); resume with the same "
+            f"settings or start a new output"
+        )
 
 
 def _check_world(out: Path, world: int) -> None:
@@ -65,8 +80,10 @@ def _check_world(out: Path, world: int) -> None:
         state = torch.load(out / "checkpoint_last.pth", map_location="cpu", weights_only=True, mmap=True)
     made = len(state.get("rng_ranks") or [None])
     if made != world:
-        raise ValueError(f"--resume: {out} was trained by {made} process(es), now {world}; resume with the same "
-                         f"number of processes (the global batch and the data order depend on it)")
+        raise ValueError(
+            f"--resume: {out} was trained by {made} process(es), now {world}; resume with the same "
+            f"number of processes (the global batch and the data order depend on it)"
+        )
 
 
 def _loop_config(cfg: PretrainConfig) -> TrainConfig:
@@ -82,11 +99,13 @@ def _trainer(task: torch.nn.Module, cfg: PretrainConfig, dataset: PretrainDatase
     trainer = Trainer(task, tc, dataset, run_config=(RUN_CONFIG, cfg))  # one resolved config per run
     half = trainer.total_steps // 2
     if tc.warmup_in_steps(trainer.steps_per_epoch) > half:
-        log.warning("warm-up of %s is more than half of this %d-step run: warming up for %d steps",
-                    f"{tc.warmup_steps} steps" if tc.warmup_steps is not None else f"{tc.warmup_epochs:g} epochs",
-                    trainer.total_steps, half)
-        trainer = Trainer(task, dataclasses.replace(tc, warmup_steps=half), dataset,
-                          run_config=(RUN_CONFIG, cfg))
+        log.warning(
+            "warm-up of %s is more than half of this %d-step run: warming up for %d steps",
+            f"{tc.warmup_steps} steps" if tc.warmup_steps is not None else f"{tc.warmup_epochs:g} epochs",
+            trainer.total_steps,
+            half,
+        )
+        trainer = Trainer(task, dataclasses.replace(tc, warmup_steps=half), dataset, run_config=(RUN_CONFIG, cfg))
     return trainer
 
 
@@ -115,10 +134,17 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
         task = build_task(cfg, with_weights=not resume, main=dist_info.is_main, modalities=dataset.modalities)
     trainer = _trainer(task, cfg, dataset)
     if dist_info.is_main:
-        log.info("%s pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g, precision %s (%s)",
-                 cfg.method, cfg.arch, len(dataset), trainer.total_steps,
-                 cfg.train.batch_size * cfg.train.accum_steps * dist_info.world_size, trainer.lr,
-                 resolve_precision(cfg.train.precision, trainer.device), cfg.train.precision)
+        log.info(
+            "%s pretraining %s on %d images/epoch, %d steps, global batch %d, lr %.3g, precision %s (%s)",
+            cfg.method,
+            cfg.arch,
+            len(dataset),
+            trainer.total_steps,
+            cfg.train.batch_size * cfg.train.accum_steps * dist_info.world_size,
+            trainer.lr,
+            resolve_precision(cfg.train.precision, trainer.device),
+            cfg.train.precision,
+        )
     trainer.fit(resume=resume)
     if dist_info.is_main:
         _finish(task, cfg, dataset, out)

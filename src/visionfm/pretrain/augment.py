@@ -13,6 +13,7 @@ the others, 0.5 for local views), solarisation (threshold 128/255) with the view
 disease grades can live in the colours the jitter teaches an encoder to ignore. Parameters come from torch's global
 generator, which the trainer checkpoints, so a resumed run draws the same values.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,20 +61,24 @@ GLOBAL_VIEWS = (ViewSpec(1.0, 0.0), ViewSpec(0.1, 0.2))  # global view 1, then e
 LOCAL_VIEW = ViewSpec(0.5, 0.0)
 
 
-def view_specs(jitter: Sequence[float], jitter_p: float, grayscale_p: float, blur_p: Sequence[float],
-               solarize_p: Sequence[float]) -> tuple[ViewSpec, ViewSpec, ViewSpec]:
+def view_specs(
+    jitter: Sequence[float], jitter_p: float, grayscale_p: float, blur_p: Sequence[float], solarize_p: Sequence[float]
+) -> tuple[ViewSpec, ViewSpec, ViewSpec]:
     """Specs of global view 1, the further global views and the local views.
 
     ``blur_p`` and ``solarize_p`` hold one probability per kind of view, in that order (official: blur 1.0, 0.1,
     0.5 and solarisation 0, 0.2, 0).
     """
     j = tuple(float(v) for v in jitter)
-    return tuple(ViewSpec(float(b), float(s), j, float(jitter_p), float(grayscale_p))  # type: ignore[return-value]
-                 for b, s in zip(blur_p, solarize_p))
+    return tuple(
+        ViewSpec(float(b), float(s), j, float(jitter_p), float(grayscale_p))  # type: ignore[return-value]
+        for b, s in zip(blur_p, solarize_p)
+    )
 
 
-def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-             rng: np.random.Generator) -> tuple[int, int, int, int]:
+def crop_box(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     """RandomResizedCrop box ``(top, left, h, w)`` with torchvision's sampling rule."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -94,8 +99,9 @@ def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[f
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def crop_resize(img: Image.Image, size: int, scale: tuple[float, float], ratio: tuple[float, float],
-                rng: np.random.Generator) -> np.ndarray:
+def crop_resize(
+    img: Image.Image, size: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
     """One random resized crop with flip p 0.5: RGB PIL image -> ``[size, size, 3]`` uint8."""
     top, left, h, w = crop_box(img.height, img.width, scale, ratio, rng)
     out = np.asarray(img.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h)))
@@ -105,7 +111,7 @@ def crop_resize(img: Image.Image, size: int, scale: tuple[float, float], ratio: 
 # -- photometry on batches ------------------------------------------------------------------------------------------
 def _gray(x: Tensor) -> Tensor:
     """ITU-R 601 luma ``[B, 1, H, W]`` of ``[B, 3, H, W]``."""
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _blend(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
@@ -130,8 +136,9 @@ def _hsv_to_rgb(x: Tensor) -> Tensor:
     f = h * 6.0 - i
     i = i.long() % 6
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = torch.stack([torch.stack(c, 1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v),
-                                                     (v, p, q))], 0)  # [6, B, 3, H, W]
+    table = torch.stack(
+        [torch.stack(c, 1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 0
+    )  # [6, B, 3, H, W]
     return table.gather(0, i.unsqueeze(0).unsqueeze(2).expand(1, -1, 3, -1, -1)).squeeze(0)
 
 
@@ -156,7 +163,7 @@ def _blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
     k = torch.exp(-0.5 * (taps[None] / sigma[:, None]) ** 2)
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [B*C, 2r+1]
     pad = min(radius, h - 1, w - 1)
-    k = k[:, radius - pad:radius + pad + 1]
+    k = k[:, radius - pad : radius + pad + 1]
     y = F.pad(x.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
     y = F.conv2d(y, k[:, None, :, None], groups=b * c)
     y = F.conv2d(y, k[:, None, None, :], groups=b * c)

@@ -5,6 +5,7 @@ The tasks name their modules (iBOT: ``student`` / ``teacher`` with ``backbone`` 
 everything that reads a run checkpoint (export, explain, ``load_encoder``'s ``visionfm-run`` format) asks here.
 No torch import: this module only looks at key names.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ def encoder_prefix(task_state: Mapping[str, Any], which: str | None = None) -> t
 def encoder_state(task_state: Mapping[str, Any], which: str | None = None) -> tuple[dict[str, Any], str, str]:
     """(encoder state dict in ``VisionTransformer`` naming, method, which); see :func:`encoder_prefix`."""
     prefix, method, which = encoder_prefix(task_state, which)
-    return {k[len(prefix):]: v for k, v in task_state.items() if k.startswith(prefix)}, method, which
+    return {k[len(prefix) :]: v for k, v in task_state.items() if k.startswith(prefix)}, method, which
 
 
 def is_run_state(task_state: Any) -> bool:

@@ -21,6 +21,7 @@ Data sources:
     image in every epoch (5.0 means 1:5). Synthetic only (0:1): leave ``data`` empty and give ``synthetic``;
     each epoch is then every synthetic image once. Real only (1:0): no ``synthetic``.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,21 +79,59 @@ class Method:
 
 
 METHODS: Registry[Method] = Registry("pretraining method")
-METHODS.add("ibot", Method("ibot", "iBOT self-distillation with masked image modelling (VisionFM; DINO with --no-mim)",
-                           {}, 2, {"teacher": "teacher.backbone.", "student": "student.backbone."}))
-METHODS.add("mae", Method("mae", "masked autoencoder, normalised-pixel reconstruction of masked patches (RETFound)", {
-    "train.lr": 1.5e-3, "train.min_lr": 0.0, "train.warmup_epochs": 40.0, "train.weight_decay": 0.05,
-    "train.weight_decay_end": None, "train.betas": [0.9, 0.95], "train.clip_grad": None, "train.epochs": 800,
-    "train.batch_size": 64, "global_scale": [0.2, 1.0], "global_ratio": [0.75, 4 / 3], "drop_path": 0.0,
-    "norm_stats": "imagenet"}, 1, {"encoder": "encoder."}))
+METHODS.add(
+    "ibot",
+    Method(
+        "ibot",
+        "iBOT self-distillation with masked image modelling (VisionFM; DINO with --no-mim)",
+        {},
+        2,
+        {"teacher": "teacher.backbone.", "student": "student.backbone."},
+    ),
+)
+METHODS.add(
+    "mae",
+    Method(
+        "mae",
+        "masked autoencoder, normalised-pixel reconstruction of masked patches (RETFound)",
+        {
+            "train.lr": 1.5e-3,
+            "train.min_lr": 0.0,
+            "train.warmup_epochs": 40.0,
+            "train.weight_decay": 0.05,
+            "train.weight_decay_end": None,
+            "train.betas": [0.9, 0.95],
+            "train.clip_grad": None,
+            "train.epochs": 800,
+            "train.batch_size": 64,
+            "global_scale": [0.2, 1.0],
+            "global_ratio": [0.75, 4 / 3],
+            "drop_path": 0.0,
+            "norm_stats": "imagenet",
+        },
+        1,
+        {"encoder": "encoder."},
+    ),
+)
 
 
 def ibot_train_defaults() -> TrainConfig:
     """The loop settings of the official iBOT run: 100 epochs, 128 images per process, 7.5e-5 per 256 images,
     cosine to 2e-6 after 50 warm-up epochs, weight decay 0.04 -> 0.4, clipping 3.0, precision auto."""
-    return TrainConfig(output_dir="runs/pretrain", epochs=100, batch_size=128, lr=7.5e-5, lr_base_batch=256,
-                       min_lr=2e-6, warmup_epochs=50.0, weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0,
-                       precision="auto", num_workers=4)
+    return TrainConfig(
+        output_dir="runs/pretrain",
+        epochs=100,
+        batch_size=128,
+        lr=7.5e-5,
+        lr_base_batch=256,
+        min_lr=2e-6,
+        warmup_epochs=50.0,
+        weight_decay=0.04,
+        weight_decay_end=0.4,
+        clip_grad=3.0,
+        precision="auto",
+        num_workers=4,
+    )
 
 
 def pretrain_config(path: str | Path | None = None, **overrides: Any) -> PretrainConfig:
@@ -260,26 +299,41 @@ class PretrainConfig:
             if not self.data:
                 raise ValueError("synthetic only (0:1): leave synthetic_ratio unset when data is empty")
             if not (self.synthetic_ratio > 0 and math.isfinite(self.synthetic_ratio)):
-                raise ValueError(f"synthetic_ratio must be a positive number (synthetic per real image), "
-                                 f"got {self.synthetic_ratio}")
-        for name in ("global_size", "out_dim", "patch_out_dim", "head_hidden_dim", "head_layers",
-                     "decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
+                raise ValueError(
+                    f"synthetic_ratio must be a positive number (synthetic per real image), got {self.synthetic_ratio}"
+                )
+        for name in (
+            "global_size",
+            "out_dim",
+            "patch_out_dim",
+            "head_hidden_dim",
+            "head_layers",
+            "decoder_embed_dim",
+            "decoder_depth",
+            "decoder_num_heads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.decoder_embed_dim % self.decoder_num_heads:
-            raise ValueError(f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by decoder_num_heads "
-                             f"{self.decoder_num_heads}")
+            raise ValueError(
+                f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by decoder_num_heads "
+                f"{self.decoder_num_heads}"
+            )
         if self.mask_ratio is not None and not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.method == "mae" and self.local_crops:
-            raise ValueError(f"local_crops={self.local_crops}: local crops are an iBOT setting; MAE trains on one "
-                             f"crop per image (leave local_crops at 0)")
+            raise ValueError(
+                f"local_crops={self.local_crops}: local crops are an iBOT setting; MAE trains on one "
+                f"crop per image (leave local_crops at 0)"
+            )
         if self.local_crops < 0 or (self.local_crops and self.local_size < 1):
-            raise ValueError(f"local_crops must be >= 0 with local_size >= 1, got {self.local_crops}, "
-                             f"{self.local_size}")
+            raise ValueError(
+                f"local_crops must be >= 0 with local_size >= 1, got {self.local_crops}, {self.local_size}"
+            )
         if len(self.pred_ratio_var) not in (1, len(self.pred_ratio)):
-            raise ValueError(f"pred_ratio_var {self.pred_ratio_var} must have one value or one per pred_ratio "
-                             f"{self.pred_ratio}")
+            raise ValueError(
+                f"pred_ratio_var {self.pred_ratio_var} must have one value or one per pred_ratio {self.pred_ratio}"
+            )
         for r, v in zip(self.pred_ratio, self.pred_ratios_var()):
             if not (r - v >= 0 and r + v < 1):
                 raise ValueError(f"pred_ratio {r} +- {v} must stay within [0, 1)")
@@ -300,15 +354,21 @@ class PretrainConfig:
             raise ValueError(f"load_size {self.load_size} is smaller than global_size {self.global_size}")
 
     def _validate_photometry(self) -> None:
-        if len(self.color_jitter) != 4 or not all(0 <= v < 1 for v in self.color_jitter[:3]) \
-                or not 0 <= self.color_jitter[3] <= 0.5:
-            raise ValueError(f"color_jitter must be 4 strengths (brightness, contrast, saturation in [0, 1), hue in "
-                             f"[0, 0.5]), got {self.color_jitter}")
+        if (
+            len(self.color_jitter) != 4
+            or not all(0 <= v < 1 for v in self.color_jitter[:3])
+            or not 0 <= self.color_jitter[3] <= 0.5
+        ):
+            raise ValueError(
+                f"color_jitter must be 4 strengths (brightness, contrast, saturation in [0, 1), hue in "
+                f"[0, 0.5]), got {self.color_jitter}"
+            )
         for name in ("blur_p", "solarize_p"):
             v = getattr(self, name)
             if len(v) != 3 or not all(0 <= x <= 1 for x in v):
-                raise ValueError(f"{name} must be 3 probabilities (global view 1, other global views, local "
-                                 f"views), got {v}")
+                raise ValueError(
+                    f"{name} must be 3 probabilities (global view 1, other global views, local views), got {v}"
+                )
         for name in ("color_jitter_p", "grayscale_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
@@ -338,8 +398,10 @@ class PretrainConfig:
             return self.mask_ratio
         ratios = {MAE_MASK_RATIOS.get(canonical_modality(m), MAE_DEFAULT_MASK_RATIO) for m in modalities}
         if len(ratios) > 1:
-            raise ValueError(f"the modalities {sorted(modalities)} have different MAE mask ratios {sorted(ratios)}; "
-                             f"choose one with mask_ratio (--mask-ratio)")
+            raise ValueError(
+                f"the modalities {sorted(modalities)} have different MAE mask ratios {sorted(ratios)}; "
+                f"choose one with mask_ratio (--mask-ratio)"
+            )
         return ratios.pop()
 
     @property

@@ -6,6 +6,7 @@ a per-epoch permutation of the synthetic pool (cycling through fresh permutation
 the real:synthetic ratio holds in every epoch, up to the few samples ``drop_last`` leaves out. Every random choice
 of a sample (which synthetic image, crops, flips, masks) comes from a generator seeded by (seed, epoch, index).
 """
+
 from __future__ import annotations
 
 import logging
@@ -109,9 +110,15 @@ class PretrainDataset(Dataset):
         bad_log: file that skipped images are appended to (one path per line), or None.
     """
 
-    def __init__(self, real: Sequence[tuple[Path, int]], synthetic: Sequence[tuple[Path, int]],
-                 modalities: Sequence[str], cfg: PretrainConfig, patch_size: int,
-                 bad_log: Path | None = None) -> None:
+    def __init__(
+        self,
+        real: Sequence[tuple[Path, int]],
+        synthetic: Sequence[tuple[Path, int]],
+        modalities: Sequence[str],
+        cfg: PretrainConfig,
+        patch_size: int,
+        bad_log: Path | None = None,
+    ) -> None:
         if cfg.global_size % patch_size:
             raise ValueError(f"global_size {cfg.global_size} is not a multiple of the patch size {patch_size}")
         if cfg.local_crops and cfg.local_size % patch_size:
@@ -119,8 +126,10 @@ class PretrainDataset(Dataset):
         self.real, self.synthetic, self.patch_size = list(real), list(synthetic), patch_size
         self.cfg, self.bad_log, self.epoch = cfg, bad_log, 0
         self.modalities = list(modalities)
-        stats = [(IMAGENET_MEAN, IMAGENET_STD) if cfg.imagenet_stats else (get_modality(m).mean, get_modality(m).std)
-                 for m in modalities]
+        stats = [
+            (IMAGENET_MEAN, IMAGENET_STD) if cfg.imagenet_stats else (get_modality(m).mean, get_modality(m).std)
+            for m in modalities
+        ]
         self.mean = torch.tensor([m for m, _ in stats], dtype=torch.float32)
         self.std = torch.tensor([s for _, s in stats], dtype=torch.float32)
         grid = cfg.global_size // patch_size
@@ -148,8 +157,9 @@ class PretrainDataset(Dataset):
         cycle, pos = divmod(slot, len(self.synthetic))
         key = (self.epoch, cycle)
         if key not in self._perm_cache:
-            self._perm_cache = {key: np.random.default_rng([self.cfg.train.seed, self.epoch, cycle, 7]).permutation(
-                len(self.synthetic))}
+            self._perm_cache = {
+                key: np.random.default_rng([self.cfg.train.seed, self.epoch, cycle, 7]).permutation(len(self.synthetic))
+            }
         return self.synthetic[int(self._perm_cache[key][pos])]
 
     def _report_bad(self, path: Path, err: Exception) -> None:
@@ -175,20 +185,27 @@ class PretrainDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Returns:
-            ``global`` uint8 ``[G, 3, S, S]`` (G = 2 for iBOT, 1 for MAE), ``local`` uint8 ``[L, 3, s, s]`` (L may
-            be 0), ``mean``/``std`` ``[3]``, ``bad`` (images skipped to produce this one), and the method's masking:
-            iBOT ``mask`` bool ``[G, S/p, S/p]`` (all False before ``pred_start_epoch`` or without MIM); MAE
-            ``noise`` float ``[N]``, whose argsort decides which patches the encoder sees.
+        ``global`` uint8 ``[G, 3, S, S]`` (G = 2 for iBOT, 1 for MAE), ``local`` uint8 ``[L, 3, s, s]`` (L may
+        be 0), ``mean``/``std`` ``[3]``, ``bad`` (images skipped to produce this one), and the method's masking:
+        iBOT ``mask`` bool ``[G, S/p, S/p]`` (all False before ``pred_start_epoch`` or without MIM); MAE
+        ``noise`` float ``[N]``, whose argsort decides which patches the encoder sees.
         """
         c = self.cfg
         img, mod, bad = self._load(i)
         rng = np.random.default_rng([c.train.seed, self.epoch, i])
         scale_g, ratio_g = tuple(c.global_scale), tuple(c.global_ratio)
         glob = [crop_resize(img, c.global_size, scale_g, ratio_g, rng) for _ in range(c.global_views)]
-        local = [crop_resize(img, c.local_size, tuple(c.local_scale), (3 / 4, 4 / 3), rng)
-                 for _ in range(c.local_crops if c.method == "ibot" else 0)]
-        item = {"global": _stack(glob, c.global_size), "local": _stack(local, c.local_size),
-                "mean": self.mean[mod], "std": self.std[mod], "bad": torch.tensor(bad)}
+        local = [
+            crop_resize(img, c.local_size, tuple(c.local_scale), (3 / 4, 4 / 3), rng)
+            for _ in range(c.local_crops if c.method == "ibot" else 0)
+        ]
+        item = {
+            "global": _stack(glob, c.global_size),
+            "local": _stack(local, c.local_size),
+            "mean": self.mean[mod],
+            "std": self.std[mod],
+            "bad": torch.tensor(bad),
+        }
         if c.method == "mae":
             item["noise"] = torch.from_numpy(rng.random(self.n_patches, dtype=np.float32))
             return item
@@ -196,8 +213,9 @@ class PretrainDataset(Dataset):
         masks = np.zeros((2, grid, grid), dtype=bool)
         if c.mim and self.epoch >= c.pred_start_epoch:
             for v in range(2):
-                masks[v] = make_mask(grid, grid, c.pred_ratio, c.pred_ratios_var(), rng, c.pred_shape,
-                                     c.pred_aspect_min)
+                masks[v] = make_mask(
+                    grid, grid, c.pred_ratio, c.pred_ratios_var(), rng, c.pred_shape, c.pred_aspect_min
+                )
         item["mask"] = torch.from_numpy(masks)
         return item
 
@@ -214,4 +232,3 @@ def build_dataset(cfg: PretrainConfig, patch_size: int, bad_log: Path | None = N
     ds = PretrainDataset(real, synthetic, modalities, cfg, patch_size, bad_log)
     log.info("epoch = %d real + %d synthetic images", len(real), ds.n_synthetic)
     return ds
-

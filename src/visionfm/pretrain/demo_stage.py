@@ -4,6 +4,7 @@ Fast mode (CI) trains the test-sized ViT (depth 2, width 64, patch 8) at 64 px f
 mode trains it at the demo's 128 px for longer. Several step checkpoints are kept so the explain stage can show how
 attention evolves. Sets ``ctx.encoder_path`` to the exported teacher encoder.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ __all__ = ["demo_config", "demo_stage"]
 log = logging.getLogger(__name__)
 
 
-def demo_config(folders: list[str], out: Path, fast: bool, size: int, seed: int, device: str,
-                progress: bool = False) -> PretrainConfig:
+def demo_config(
+    folders: list[str], out: Path, fast: bool, size: int, seed: int, device: str, progress: bool = False
+) -> PretrainConfig:
     """The demo's pretraining settings (test-sized model, small head, short schedule; the sharper teacher
     temperatures of ``configs/pretrain/fundus-vit-tiny-cpu.yaml``, which keep the teacher off the uniform
     distribution on look-alike images).
@@ -36,14 +38,42 @@ def demo_config(folders: list[str], out: Path, fast: bool, size: int, seed: int,
     beat the random encoder on 4 of 5 phantom probes at 64 px.
     """
     return pretrain_config(
-        data=folders, modality="Fundus", arch="vit_test", output=str(out), global_size=size, local_crops=2,
-        local_size=size // 2, out_dim=1024, patch_out_dim=1024, head_hidden_dim=256, head_bottleneck_dim=64,
-        epochs=4 if fast else 12, batch_size=16, lr=5e-3, warmup_epochs=1, warmup_teacher_temp=0.02,
-        teacher_temp=0.02, warmup_teacher_patch_temp=0.02, teacher_patch_temp=0.04, warmup_teacher_temp_epochs=2,
-        momentum_teacher=0.98, freeze_last_layer=1, drop_path=0.0, seed=seed,
-        color_jitter=[0.1, 0.1, 0.1, 0.0], grayscale_p=0.0, solarize_p=[0.0, 0.0, 0.0], blur_p=[0.0, 0.0, 0.0],
+        data=folders,
+        modality="Fundus",
+        arch="vit_test",
+        output=str(out),
+        global_size=size,
+        local_crops=2,
+        local_size=size // 2,
+        out_dim=1024,
+        patch_out_dim=1024,
+        head_hidden_dim=256,
+        head_bottleneck_dim=64,
+        epochs=4 if fast else 12,
+        batch_size=16,
+        lr=5e-3,
+        warmup_epochs=1,
+        warmup_teacher_temp=0.02,
+        teacher_temp=0.02,
+        warmup_teacher_patch_temp=0.02,
+        teacher_patch_temp=0.04,
+        warmup_teacher_temp_epochs=2,
+        momentum_teacher=0.98,
+        freeze_last_layer=1,
+        drop_path=0.0,
+        seed=seed,
+        color_jitter=[0.1, 0.1, 0.1, 0.0],
+        grayscale_p=0.0,
+        solarize_p=[0.0, 0.0, 0.0],
+        blur_p=[0.0, 0.0, 0.0],
         koleo_weight=0.1,
-        device=device, num_workers=0, progress=progress, log_every=1, keep_last=4, precision="fp32")
+        device=device,
+        num_workers=0,
+        progress=progress,
+        log_every=1,
+        keep_last=4,
+        precision="fp32",
+    )
 
 
 def _loss_plot(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -79,14 +109,19 @@ def _health_line(run: Path) -> str:
 def demo_stage(ctx: Any) -> Section:
     """Pretrain on the fundus phantoms; export the teacher to ``ctx.encoder_path``; report losses and a plot."""
     # the photographs only: segmentation sets keep their masks and label maps beside them (training/masks, ...)
-    folders = [str(Path(d.root) / "training" / "images") if (Path(d.root) / "training" / "images").is_dir()
-               else str(Path(d.root) / "training") for d in ctx.datasets.values()
-               if d.modality == "Fundus" and (Path(d.root) / "training").is_dir()]
+    folders = [
+        str(Path(d.root) / "training" / "images")
+        if (Path(d.root) / "training" / "images").is_dir()
+        else str(Path(d.root) / "training")
+        for d in ctx.datasets.values()
+        if d.modality == "Fundus" and (Path(d.root) / "training").is_dir()
+    ]
     if not folders:
         raise ValueError("the pretraining demo needs the fundus phantoms: run the 'phantoms' stage first")
     out = ctx.out / "pretrain"
-    cfg = demo_config(folders, out, ctx.cfg.fast, ctx.cfg.size, ctx.cfg.seed, ctx.cfg.device,
-                      getattr(ctx.cfg, "progress", False))
+    cfg = demo_config(
+        folders, out, ctx.cfg.fast, ctx.cfg.size, ctx.cfg.seed, ctx.cfg.device, getattr(ctx.cfg, "progress", False)
+    )
     n_images = sum(len(list(Path(f).glob("*.png"))) for f in folders)
     steps = cfg.train.epochs * (n_images // cfg.train.batch_size)
     cfg.train.checkpoint_every = max(1, steps // 4)
@@ -102,12 +137,21 @@ def demo_stage(ctx: Any) -> Section:
     ctx.facts["pretrain_run"] = run
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
-    table = [{"": name, "step": r["step"], "CLS loss": round(r["cls_loss"], 3),
-              "patch loss": round(r.get("patch_loss", float("nan")), 3),
-              "teacher entropy": round(r["teacher_entropy"], 3), "lr": f"{r['lr']:.2e}"}
-             for name, r in (("first step", first), ("last step", last))]
-    text = (f"iBOT self-distillation (CLS across views + masked-patch distillation, EMA teacher) of a {cfg.arch} "
-            f"encoder at {cfg.global_size} px on {n_images} fundus phantom training images from {len(folders)} sets, "
-            f"{last['step']} steps in {seconds:.0f} s; the exported teacher ({ENCODER_FILE}) is the encoder every "
-            f"later stage uses. {_health_line(run)}")
+    table = [
+        {
+            "": name,
+            "step": r["step"],
+            "CLS loss": round(r["cls_loss"], 3),
+            "patch loss": round(r.get("patch_loss", float("nan")), 3),
+            "teacher entropy": round(r["teacher_entropy"], 3),
+            "lr": f"{r['lr']:.2e}",
+        }
+        for name, r in (("first step", first), ("last step", last))
+    ]
+    text = (
+        f"iBOT self-distillation (CLS across views + masked-patch distillation, EMA teacher) of a {cfg.arch} "
+        f"encoder at {cfg.global_size} px on {n_images} fundus phantom training images from {len(folders)} sets, "
+        f"{last['step']} steps in {seconds:.0f} s; the exported teacher ({ENCODER_FILE}) is the encoder every "
+        f"later stage uses. {_health_line(run)}"
+    )
     return Section("Encoder pretraining (iBOT)", text, [("losses", table)], [_loss_plot(rows, out / "loss.png")])

@@ -1,5 +1,6 @@
 """The modules of a pretraining run: the encoder(s) of the run's architecture and crop size, optional initial
 weights (and, for MAE, the decoder of a RETFound/MAE file), and the method's task."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,10 @@ def _init_weights(student: VisionTransformer, path: str, modality: str) -> None:
     a, b = src.cfg, student.cfg
     # heads are not in the tensors (a file without metadata reads as width / 64): the run's arch decides them
     if (a.embed_dim, a.depth, a.patch_size) != (b.embed_dim, b.depth, b.patch_size):
-        raise ValueError(f"--init-from {path}: the weights are D={a.embed_dim}, depth={a.depth}, patch={a.patch_size}; "
-                         f"arch needs D={b.embed_dim}, depth={b.depth}, patch={b.patch_size}")
+        raise ValueError(
+            f"--init-from {path}: the weights are D={a.embed_dim}, depth={a.depth}, patch={a.patch_size}; "
+            f"arch needs D={b.embed_dim}, depth={b.depth}, patch={b.patch_size}"
+        )
     sd = src.state_dict()
     grid = b.img_size // b.patch_size
     sd["pos_embed"] = interpolate_pos_embed(sd["pos_embed"], grid, grid)
@@ -55,8 +58,14 @@ def build_encoders(cfg: PretrainConfig, with_weights: bool = True) -> tuple[Visi
     return student, VisionTransformer(vit)
 
 
-_DECODER_PREFIXES = ("decoder_embed.", "mask_token", "decoder_pos_embed", "decoder_blocks.", "decoder_norm.",
-                     "decoder_pred.")
+_DECODER_PREFIXES = (
+    "decoder_embed.",
+    "mask_token",
+    "decoder_pos_embed",
+    "decoder_blocks.",
+    "decoder_norm.",
+    "decoder_pred.",
+)
 
 
 def init_decoder(decoder: torch.nn.Module, path: str) -> str:
@@ -77,18 +86,24 @@ def init_decoder(decoder: torch.nn.Module, path: str) -> str:
     own = decoder.state_dict()
     missing = sorted(set(own) - set(found) - {"decoder_pos_embed"})
     unexpected = sorted(set(found) - set(own))
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in found.items() if k in own
-           and v.shape != own[k].shape]
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in found.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if missing or unexpected or bad:
-        raise ValueError(f"--init-from {path}: its MAE decoder does not fit this run's (missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}, shapes {bad[:3]}); set --decoder-embed-dim, "
-                         f"--decoder-depth and --decoder-num-heads to the file's (RETFound: 512, 8, 16)")
+        raise ValueError(
+            f"--init-from {path}: its MAE decoder does not fit this run's (missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, shapes {bad[:3]}); set --decoder-embed-dim, "
+            f"--decoder-depth and --decoder-num-heads to the file's (RETFound: 512, 8, 16)"
+        )
     decoder.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in found.items()}}, strict=True)
     return f"continuing the MAE decoder of {path} ({len(found)} tensors; fixed sin-cos positions recomputed)"
 
 
-def build_task(cfg: PretrainConfig, with_weights: bool = True, main: bool = True,
-               modalities: list[str] | None = None) -> Task:
+def build_task(
+    cfg: PretrainConfig, with_weights: bool = True, main: bool = True, modalities: list[str] | None = None
+) -> Task:
     """The method's task with freshly initialised (or ``init_from``) modules.
 
     Args:
@@ -106,8 +121,15 @@ def build_task(cfg: PretrainConfig, with_weights: bool = True, main: bool = True
 
     vit = arch_config(cfg)
     encoder = VisionTransformer(vit, drop_path_rate=cfg.drop_path, grad_checkpointing=cfg.grad_checkpointing)
-    decoder = MAEDecoder(vit.embed_dim, vit.img_size // vit.patch_size, vit.patch_size, cfg.decoder_embed_dim,
-                         cfg.decoder_depth, cfg.decoder_num_heads, vit.in_chans)
+    decoder = MAEDecoder(
+        vit.embed_dim,
+        vit.img_size // vit.patch_size,
+        vit.patch_size,
+        cfg.decoder_embed_dim,
+        cfg.decoder_depth,
+        cfg.decoder_num_heads,
+        vit.in_chans,
+    )
     init_mae_weights(encoder)
     init_mae_weights(decoder)
     if with_weights and cfg.init_from:

@@ -5,6 +5,7 @@ The file carries the architecture, the modality and the normalisation the run tr
 ImageNet's for MAE as RETFound; a run over several modalities with their own statistics records none, so
 ``load_encoder`` asks for the modality of the images it will see), and its source.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,9 @@ ENCODER_FILE = "encoder.safetensors"
 SOURCE_FORMATS = {"ibot": "visionfm-ibot", "mae": "visionfm-mae"}
 
 
-def _with_info(enc: VisionTransformer, cfg: PretrainConfig, modality: str | None, source: str,
-               report: str = "") -> VisionTransformer:
+def _with_info(
+    enc: VisionTransformer, cfg: PretrainConfig, modality: str | None, source: str, report: str = ""
+) -> VisionTransformer:
     """Record the normalisation facts on ``enc``: ``modality``, else the run's one modality (none for a multi-modality
     run normalised per modality, so ``load_encoder`` asks for the modality of the images it will see)."""
     found = [modality] if modality else sorted({s.modality for s in parse_sources(cfg)})
@@ -44,8 +46,7 @@ def _with_info(enc: VisionTransformer, cfg: PretrainConfig, modality: str | None
     return enc
 
 
-def save_pretrained_encoder(backbone: VisionTransformer, cfg: PretrainConfig, path: str | Path,
-                            source: str) -> Path:
+def save_pretrained_encoder(backbone: VisionTransformer, cfg: PretrainConfig, path: str | Path, source: str) -> Path:
     """Write ``backbone`` (a copy on CPU, float32) with the run's normalisation facts to ``path``."""
     with torch.device("meta"):  # a copy to hold the modality facts; its tensors are assigned, never initialised
         enc = VisionTransformer(backbone.cfg)
@@ -78,8 +79,12 @@ def run_encoder(checkpoint: str | Path, which: str | None = None, modality: str 
     return _with_info(enc, cfg, modality, str(path), report).eval()
 
 
-def export_encoder(run_dir: str | Path, output: str | Path | None = None, which: str | None = None,
-                   checkpoint: str | Path | None = None) -> Path:
+def export_encoder(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    which: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> Path:
     """Export an encoder of a run as safetensors: the iBOT teacher (default, as officially) or student, or the MAE
     encoder.
 

@@ -1,4 +1,5 @@
 """MAE's reconstruction figure: original / masked input / reconstruction, one row per image, as a PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ __all__ = ["reconstruct_images", "reconstruction_figure"]
 
 
 @torch.no_grad()
-def reconstruct_images(task: MAETask, x: torch.Tensor, noise: torch.Tensor, mean: torch.Tensor,
-                       std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reconstruct_images(
+    task: MAETask, x: torch.Tensor, noise: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masked inputs and reconstructions of ``x`` ``[B, 3, S, S]`` in [0, 1].
 
     With normalised-pixel targets the prediction of each patch is put back on the true patch's mean and variance

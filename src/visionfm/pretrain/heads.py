@@ -3,6 +3,7 @@
 Parameter names follow the official ``models/head.py`` (``mlp.{0,2,4}``, ``last_layer.weight_g``,
 ``last_layer.weight_v``, ``last_layer2.*``), so official checkpoints' heads map one to one.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,9 +54,18 @@ class IBOTHead(nn.Module):
         with_patch: whether patch tokens are projected at all (False: DINO).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, patch_out_dim: int, hidden_dim: int = 2048,
-                 bottleneck_dim: int = 256, nlayers: int = 3, norm_last_layer: bool = True, shared: bool = True,
-                 with_patch: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        patch_out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+        norm_last_layer: bool = True,
+        shared: bool = True,
+        with_patch: bool = True,
+    ) -> None:
         super().__init__()
         if nlayers < 1 or bottleneck_dim < 1:
             raise ValueError(f"head needs nlayers >= 1 and bottleneck_dim >= 1, got {nlayers}, {bottleneck_dim}")
@@ -71,8 +81,9 @@ class IBOTHead(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, norm_last_layer)
-        self.last_layer2 = (WeightNormLinear(bottleneck_dim, patch_out_dim, norm_last_layer)
-                            if with_patch and not shared else None)
+        self.last_layer2 = (
+            WeightNormLinear(bottleneck_dim, patch_out_dim, norm_last_layer) if with_patch and not shared else None
+        )
 
     def project(self, tokens: Tensor) -> Tensor:
         """MLP then L2 normalisation: ``[..., D]`` -> ``[..., bottleneck]``."""

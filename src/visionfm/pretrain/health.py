@@ -12,6 +12,7 @@ each batch (teacher CLS for iBOT, the visible-patch CLS for MAE) and logged with
 - ``effective_rank``: exp(entropy of the normalised singular values) of the centred batch of features (Roy &
   Vetterli 2007): how many directions the batch really spans; 1 or less is a collapse to a line or a point.
 """
+
 from __future__ import annotations
 
 import json
@@ -137,8 +138,9 @@ class HealthWatch:
         problems = health_problems(row, self.thresholds)
         if problems and not self.warned:
             self.warned = True
-            log.warning("pretraining health: possible collapse at step %d: %s (see health.json)", step,
-                        "; ".join(problems))
+            log.warning(
+                "pretraining health: possible collapse at step %d: %s (see health.json)", step, "; ".join(problems)
+            )
 
 
 def summarize_health(rows: Iterable[Mapping[str, Any]], th: HealthThresholds = HealthThresholds()) -> dict[str, Any]:
@@ -154,17 +156,24 @@ def summarize_health(rows: Iterable[Mapping[str, Any]], th: HealthThresholds = H
         indicators[k] = {"first": vals[0][1], "last": vals[-1][1], "worst": worst[k](v for _, v in vals)}
     tripped = [{"step": r["step"], "problems": p} for r in rows if r["step"] > grace and (p := health_problems(r, th))]
     last = health_problems(rows[-1], th) if rows else []
-    return {"healthy": bool(rows) and not last, "last_step": rows[-1]["step"] if rows else None,
-            "problems_at_end": last, "tripped": tripped[:20], "n_tripped": len(tripped), "indicators": indicators,
-            "thresholds": asdict(th)}
+    return {
+        "healthy": bool(rows) and not last,
+        "last_step": rows[-1]["step"] if rows else None,
+        "problems_at_end": last,
+        "tripped": tripped[:20],
+        "n_tripped": len(tripped),
+        "indicators": indicators,
+        "thresholds": asdict(th),
+    }
 
 
 def write_health(run_dir: str | Path, th: HealthThresholds = HealthThresholds()) -> dict[str, Any]:
     """Summarise ``run_dir/log.jsonl`` into ``run_dir/health.json`` (atomically); returns the summary."""
     run_dir = Path(run_dir)
     log_file = run_dir / "log.jsonl"
-    rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] \
-        if log_file.is_file() else []
+    rows = (
+        [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] if log_file.is_file() else []
+    )
     summary = summarize_health((r for r in rows if "loss" in r), th)
     with atomic_write(run_dir / HEALTH_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

@@ -11,6 +11,7 @@
 * Centres: EMA (momentum 0.9) of the teacher's mean CLS logits and mean patch logits over the global batch
   (all-reduced across processes when a process group is running).
 """
+
 from __future__ import annotations
 
 import math
@@ -87,8 +88,9 @@ def ibot_patch_loss(student: Tensor, teacher: Tensor, mask: Tensor, student_temp
     return per_image.mean(-1).mean()
 
 
-def ibot_patch_loss_sparse(student: Tensor, teacher: Tensor, image_index: Tensor, counts: Tensor,
-                           student_temp: float = 0.1) -> Tensor:
+def ibot_patch_loss_sparse(
+    student: Tensor, teacher: Tensor, image_index: Tensor, counts: Tensor, student_temp: float = 0.1
+) -> Tensor:
     """:func:`ibot_patch_loss` computed on the masked tokens only (what the task runs; equal to the dense form).
 
     Args:

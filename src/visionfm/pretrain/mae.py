@@ -5,6 +5,7 @@ Names follow facebookresearch/mae ``models_mae.py`` (``decoder_embed``, ``mask_t
 ``decoder_blocks``, ``decoder_norm``, ``decoder_pred``), so a RETFound/MAE checkpoint's decoder loads by name. The
 masking, the targets and the loss are pure functions with known-answer tests.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -141,11 +142,20 @@ class MAEDecoder(nn.Module):
         in_chans: image channels.
     """
 
-    def __init__(self, embed_dim: int, grid: int, patch_size: int, dim: int = 512, depth: int = 8,
-                 num_heads: int = 16, in_chans: int = 3) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        grid: int,
+        patch_size: int,
+        dim: int = 512,
+        depth: int = 8,
+        num_heads: int = 16,
+        in_chans: int = 3,
+    ) -> None:
         super().__init__()
-        block_cfg = ViTConfig(embed_dim=dim, depth=depth, num_heads=num_heads, patch_size=patch_size,
-                              img_size=grid * patch_size)
+        block_cfg = ViTConfig(
+            embed_dim=dim, depth=depth, num_heads=num_heads, patch_size=patch_size, img_size=grid * patch_size
+        )
         self.grid, self.patch_size = grid, patch_size
         self.decoder_embed = nn.Linear(embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -179,8 +189,15 @@ class MAETask(Task):
         main: whether this process reports collapse warnings.
     """
 
-    def __init__(self, encoder: VisionTransformer, decoder: MAEDecoder, mask_ratio: float,
-                 norm_pix: bool = True, log_every: int = 10, main: bool = True) -> None:
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        decoder: MAEDecoder,
+        mask_ratio: float,
+        norm_pix: bool = True,
+        log_every: int = 10,
+        main: bool = True,
+    ) -> None:
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.mask_ratio, self.norm_pix = mask_ratio, norm_pix
@@ -195,8 +212,9 @@ class MAETask(Task):
         for name, p in self.named_parameters():
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        return [g for g in ({"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False})
-                if g["params"]]
+        return [
+            g for g in ({"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}) if g["params"]
+        ]
 
     def exported_encoder(self) -> VisionTransformer:
         """The encoder a run exports (the decoder is for pretraining only)."""

@@ -5,6 +5,7 @@ masking then adds rectangles of random area (at least ``(min(rows, cols) // 3) *
 aspect ratio in ``[aspect_min, 1 / aspect_min]`` until the ratio is reached or no rectangle fits (10 tries each).
 All randomness comes from the ``numpy.random.Generator`` passed in, so masks are a pure function of the seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,7 @@ def block_mask(rows: int, cols: int, ratio: float, rng: np.random.Generator, asp
             h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if w < cols and h < rows:
                 top, left = int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1))
-                window = mask[top:top + h, left:left + w]
+                window = mask[top : top + h, left : left + w]
                 new = h * w - int(window.sum())
                 if 0 < new <= room:
                     window[...] = True
@@ -67,8 +68,15 @@ def random_mask(rows: int, cols: int, ratio: float, rng: np.random.Generator) ->
     return rng.permutation(flat).reshape(rows, cols)
 
 
-def make_mask(rows: int, cols: int, ratios: Sequence[float], variances: Sequence[float], rng: np.random.Generator,
-              shape: str = "block", aspect_min: float = 0.3) -> np.ndarray:
+def make_mask(
+    rows: int,
+    cols: int,
+    ratios: Sequence[float],
+    variances: Sequence[float],
+    rng: np.random.Generator,
+    shape: str = "block",
+    aspect_min: float = 0.3,
+) -> np.ndarray:
     """Draw a ratio for one image and mask it; ``[rows, cols]`` bool."""
     ratio = sample_pred_ratio(ratios, variances, rng)
     if ratio <= 0:

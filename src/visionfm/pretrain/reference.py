@@ -7,6 +7,7 @@ loops of ``iBOTLoss``, attention is the explicit softmax (the official ViT witho
 clipped per parameter with a host sync per tensor (``utils.clip_gradients``), and the teacher is updated by a
 Python loop over parameter pairs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,15 @@ def _encode(backbone: torch.nn.Module, x: Tensor, mask: Tensor | None, explicit_
     return backbone(x, mask=mask, return_attention="all" if explicit_attention else False).tokens
 
 
-def official_style_losses(task: IBOTTask, x: Tensor, local: Tensor | None, mask: Tensor, n_global: int,
-                          state: StepState, explicit_attention: bool = True) -> dict[str, Tensor]:
+def official_style_losses(
+    task: IBOTTask,
+    x: Tensor,
+    local: Tensor | None,
+    mask: Tensor,
+    n_global: int,
+    state: StepState,
+    explicit_attention: bool = True,
+) -> dict[str, Tensor]:
     """The iBOT losses as the official code computes them (dense over all tokens); updates the centres.
 
     Args: as :meth:`IBOTTask.losses` (MIM on).
@@ -43,12 +51,12 @@ def official_style_losses(task: IBOTTask, x: Tensor, local: Tensor | None, mask:
     cls_loss = dino_cls_loss(s_cls, teacher_probs(t_cls, task.center, temp), n_global, cfg.student_temp)
     g, n, k = n_global, s_patch.shape[1], s_patch.shape[2]
     t_probs = teacher_probs(t_patch, task.center2, temp2)
-    patch_loss = ibot_patch_loss(s_patch.view(g, -1, n, k), t_probs.view(g, -1, n, k), mask.view(g, -1, n),
-                                 cfg.student_temp)
+    patch_loss = ibot_patch_loss(
+        s_patch.view(g, -1, n, k), t_probs.view(g, -1, n, k), mask.view(g, -1, n), cfg.student_temp
+    )
     task.center.copy_(updated_center(task.center, t_cls, cfg.center_momentum))
     task.center2.copy_(updated_center(task.center2, t_patch, cfg.center_momentum))
-    return {"cls_loss": cls_loss, "patch_loss": patch_loss,
-            "loss": cfg.lambda1 * cls_loss + cfg.lambda2 * patch_loss}
+    return {"cls_loss": cls_loss, "patch_loss": patch_loss, "loss": cfg.lambda1 * cls_loss + cfg.lambda2 * patch_loss}
 
 
 def official_style_clip(model: torch.nn.Module, clip: float) -> list[float]:

@@ -6,6 +6,7 @@ student head projects only what the loss reads (CLS tokens and the masked patch 
 and gradients as projecting every token. After the optimizer step (``on_after_step``) the teacher follows the
 student by EMA with the cosine momentum schedule.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,17 @@ __all__ = ["IBOTTask", "build_head"]
 
 def build_head(cfg: PretrainConfig, dim: int, shared: bool) -> IBOTHead:
     """The iBOT head of ``cfg`` on an encoder of width ``dim``."""
-    return IBOTHead(dim, cfg.out_dim, cfg.effective_patch_out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim,
-                    cfg.head_layers, cfg.norm_last_layer, shared=shared, with_patch=cfg.mim)
+    return IBOTHead(
+        dim,
+        cfg.out_dim,
+        cfg.effective_patch_out_dim,
+        cfg.head_hidden_dim,
+        cfg.head_bottleneck_dim,
+        cfg.head_layers,
+        cfg.norm_last_layer,
+        shared=shared,
+        with_patch=cfg.mim,
+    )
 
 
 class IBOTTask(Task):
@@ -49,15 +59,16 @@ class IBOTTask(Task):
         main: whether this process reports collapse warnings (the main one under torchrun).
     """
 
-    def __init__(self, student: VisionTransformer, teacher: VisionTransformer, cfg: PretrainConfig,
-                 main: bool = True) -> None:
+    def __init__(
+        self, student: VisionTransformer, teacher: VisionTransformer, cfg: PretrainConfig, main: bool = True
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.health, self._health_scalars = HealthWatch(cfg.train.log_every, main), {}
-        self.student = nn.ModuleDict({"backbone": student, "head": build_head(cfg, student.embed_dim,
-                                                                              cfg.shared_head)})
-        self.teacher = nn.ModuleDict({"backbone": teacher, "head": build_head(cfg, teacher.embed_dim,
-                                                                              cfg.shared_head_teacher)})
+        self.student = nn.ModuleDict({"backbone": student, "head": build_head(cfg, student.embed_dim, cfg.shared_head)})
+        self.teacher = nn.ModuleDict(
+            {"backbone": teacher, "head": build_head(cfg, teacher.embed_dim, cfg.shared_head_teacher)}
+        )
         self.views = view_specs(cfg.color_jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.blur_p, cfg.solarize_p)
         t_params = dict(self.teacher.named_parameters())
         s_params = dict(self.student.named_parameters())
@@ -87,8 +98,9 @@ class IBOTTask(Task):
         for name, p in self.student.named_parameters():
             if p.requires_grad:
                 (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
-        return [g for g in ({"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False})
-                if g["params"]]
+        return [
+            g for g in ({"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}) if g["params"]
+        ]
 
     def before_optimizer_step(self, state: StepState) -> None:
         """Clip (per parameter as officially, or globally) and freeze the last layer in the first epochs."""
@@ -126,8 +138,9 @@ class IBOTTask(Task):
             local = None
             if batch["local"].shape[1]:
                 lo = batch["local"].float().div_(255.0)
-                local = torch.cat([normalize(photometric(lo[:, v], self.views[2]), mean, std)
-                                   for v in range(lo.shape[1])])
+                local = torch.cat(
+                    [normalize(photometric(lo[:, v], self.views[2]), mean, std) for v in range(lo.shape[1])]
+                )
         return torch.cat(views), local
 
     def _teacher(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -144,14 +157,14 @@ class IBOTTask(Task):
         """One iBOT step on ``batch`` (see :class:`~visionfm.pretrain.data.PretrainDataset`); returns losses."""
         x, local = self._views(batch)
         n_global, b = batch["global"].shape[1], batch["global"].shape[0]
-        mask = batch["mask"].transpose(0, 1).reshape(n_global * b, *batch["mask"].shape[-2:]) if self.cfg.mim \
-            else None
+        mask = batch["mask"].transpose(0, 1).reshape(n_global * b, *batch["mask"].shape[-2:]) if self.cfg.mim else None
         out = self.losses(x, local, mask, n_global, state)
         out["bad_images"] = batch["bad"].sum().float()
         return out
 
-    def losses(self, x: Tensor, local: Tensor | None, mask: Tensor | None, n_global: int,
-               state: StepState) -> dict[str, Tensor]:
+    def losses(
+        self, x: Tensor, local: Tensor | None, mask: Tensor | None, n_global: int, state: StepState
+    ) -> dict[str, Tensor]:
         """The objective on augmented views; updates the centres.
 
         Args:
@@ -180,9 +193,13 @@ class IBOTTask(Task):
         t_probs = teacher_probs(t_cls, self.center, temp)
         cls_loss = dino_cls_loss(s_cls, t_probs, n_global, cfg.student_temp)
         entropy = -(t_probs * t_probs.clamp_min(1e-12).log()).sum(-1).mean()  # ln K: uniform collapse
-        out = {"cls_loss": cls_loss, "teacher_entropy": entropy, "teacher_temp": torch.tensor(temp),
-               "teacher_entropy_ratio": entropy.detach() / math.log(cfg.out_dim),
-               **collapse_indicators(t_feats[:b].float())}  # one view: two views of an image are not two images
+        out = {
+            "cls_loss": cls_loss,
+            "teacher_entropy": entropy,
+            "teacher_temp": torch.tensor(temp),
+            "teacher_entropy_ratio": entropy.detach() / math.log(cfg.out_dim),
+            **collapse_indicators(t_feats[:b].float()),
+        }  # one view: two views of an image are not two images
         self._health_scalars = {k: out[k] for k in ("teacher_entropy_ratio", "feature_std", "effective_rank")}
         loss = cfg.lambda1 * cls_loss
         if cfg.koleo_weight:
@@ -193,8 +210,9 @@ class IBOTTask(Task):
             temp2 = teacher_temperature(state.epoch, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp, warm)
             s_patch = head.patch_logits(z[n_cls:])
             t_masked = teacher_probs(t_patch[flat], self.center2[0], temp2)
-            patch_loss = ibot_patch_loss_sparse(s_patch, t_masked, torch.nonzero(flat)[:, 0],
-                                                flat.sum(1).view(n_global, b), cfg.student_temp)
+            patch_loss = ibot_patch_loss_sparse(
+                s_patch, t_masked, torch.nonzero(flat)[:, 0], flat.sum(1).view(n_global, b), cfg.student_temp
+            )
             loss = loss + cfg.lambda2 * patch_loss
             out.update(patch_loss=patch_loss, mask_ratio=flat.float().mean())
             self.center2.copy_(updated_center(self.center2, t_patch, cfg.center_momentum))

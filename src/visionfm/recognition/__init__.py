@@ -5,6 +5,7 @@ Task kinds are registered classes (:data:`TASKS`; the built-in four are declared
 :mod:`.task_kinds`), fine-tuning recipes are registered presets (:data:`RECIPES`). Names load on first use (PEP
 562), so the command line can list the task kinds without importing torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,16 +14,44 @@ import types
 from typing import Any
 
 _LAZY = {
-    "evaluate_run": "api", "train_head": "api", "HeadConfig": "config", "RecognitionConfig": "config",
-    "load_head_config": "config", "EncoderRef": "data", "FeatureTable": "data", "load_table": "data",
-    "fewshot": "fewshot", "kfold": "fewshot", "FinetuneConfig": "finetune", "finetune": "finetune",
-    "load_finetune_config": "finetune", "HEADS": "heads", "TIME_ENCODINGS": "heads", "build_head": "heads",
-    "list_heads": "heads", "TASKS": "kinds", "LabelSpec": "labels", "read_labels": "labels",
-    "class_balanced_weights": "losses", "cross_entropy": "losses", "focal_bce": "losses",
-    "group_cross_entropy": "losses", "inverse_frequency_weights": "losses", "masked_bce": "losses",
-    "multilabel_loss": "losses", "standardised_regression_loss": "losses", "predict": "predict",
-    "RECIPES": "recipes", "Recipe": "recipes", "load_run": "runs", "OFFICIAL_13": "schema", "SCHEMAS": "schema",
-    "LabelSchema": "schema", "get_schema": "schema", "list_schemas": "schema", "load_schema": "schema",
+    "evaluate_run": "api",
+    "train_head": "api",
+    "HeadConfig": "config",
+    "RecognitionConfig": "config",
+    "load_head_config": "config",
+    "EncoderRef": "data",
+    "FeatureTable": "data",
+    "load_table": "data",
+    "fewshot": "fewshot",
+    "kfold": "fewshot",
+    "FinetuneConfig": "finetune",
+    "finetune": "finetune",
+    "load_finetune_config": "finetune",
+    "HEADS": "heads",
+    "TIME_ENCODINGS": "heads",
+    "build_head": "heads",
+    "list_heads": "heads",
+    "TASKS": "kinds",
+    "LabelSpec": "labels",
+    "read_labels": "labels",
+    "class_balanced_weights": "losses",
+    "cross_entropy": "losses",
+    "focal_bce": "losses",
+    "group_cross_entropy": "losses",
+    "inverse_frequency_weights": "losses",
+    "masked_bce": "losses",
+    "multilabel_loss": "losses",
+    "standardised_regression_loss": "losses",
+    "predict": "predict",
+    "RECIPES": "recipes",
+    "Recipe": "recipes",
+    "load_run": "runs",
+    "OFFICIAL_13": "schema",
+    "SCHEMAS": "schema",
+    "LabelSchema": "schema",
+    "get_schema": "schema",
+    "list_schemas": "schema",
+    "load_schema": "schema",
     "HeadTask": "tasks",
 }
 

@@ -7,6 +7,7 @@ written before the nesting still load: their flat loop keys (``epochs``, ``lr``,
 ``test_features`` (see :meth:`RecognitionConfig.config_legacy`). The resolved configuration is saved in the run
 folder (``run.yaml``), beside ``metrics.json`` and the head weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -64,26 +65,30 @@ class RecognitionConfig:
 
     task: str = field(default="classify", metadata=_h("task kind", choices=TASKS.names))
     label_columns: list[str] | None = field(default=None, metadata=_h("CSV label columns"))
-    patient_column: str | None = field(default=None, metadata=_h("CSV column of patient ids (validation split "
-                                                                 "grouped by patient)"))
-    classes: list[str] | None = field(default=None, metadata=_h("class names (CSV labels may use them); labels "
-                                                                "outside them are an error"))
-    schema: str | None = field(default=None, metadata=_h("multi-label schema: 'official13' (default) or a YAML "
-                                                         "file"))
+    patient_column: str | None = field(
+        default=None, metadata=_h("CSV column of patient ids (validation split grouped by patient)")
+    )
+    classes: list[str] | None = field(
+        default=None, metadata=_h("class names (CSV labels may use them); labels outside them are an error")
+    )
+    schema: str | None = field(default=None, metadata=_h("multi-label schema: 'official13' (default) or a YAML file"))
     targets: list[str] | None = field(default=None, metadata=_h("regression target names (CSV columns)"))
     ordinal: bool = field(default=False, metadata=_h("ordered grades: report quadratic kappa"))
     head: str = field(default="linear", metadata=_h("head on the features", choices=HEADS.names))
     head_options: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
-    time_encoding: str = field(default="sinusoidal", metadata=_h("forecast interval encoding",
-                                                                 choices=TIME_ENCODINGS.names))
+    time_encoding: str = field(
+        default="sinusoidal", metadata=_h("forecast interval encoding", choices=TIME_ENCODINGS.names)
+    )
     balance: str | None = field(default=None, metadata=_h("class imbalance handling", choices=BALANCE))
     focal_gamma: float = field(default=2.0, metadata=_h("focal loss gamma (forecast, --balance focal)"))
     label_smoothing: float = field(default=0.0, metadata=_h("label smoothing of the cross-entropy"))
-    regression_loss: str = field(default="mse", metadata=_h("regression loss", choices=REGRESSION_LOSSES,
-                                                            flag=("--loss",)))
+    regression_loss: str = field(
+        default="mse", metadata=_h("regression loss", choices=REGRESSION_LOSSES, flag=("--loss",))
+    )
     val_fraction: float = field(default=0.2, metadata=_h("fraction carved for validation"))
-    val_every: int | None = field(default=None, metadata=_h("validate/select every n epochs (default: ~20 times "
-                                                            "per run)"))
+    val_every: int | None = field(
+        default=None, metadata=_h("validate/select every n epochs (default: ~20 times per run)")
+    )
     n_boot: int = field(default=1000, metadata=_h("bootstrap replicates for 95% CIs (0: none)"))
     overwrite: bool = field(default=False, metadata=_h("replace an existing run folder"))
     resume: bool = field(default=False, metadata=_h("continue the run in --output from its last checkpoint"))
@@ -98,8 +103,10 @@ class RecognitionConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.train, TrainConfig):
-            raise ConfigError(f"train: expected the loop's settings (TrainConfig), got {self.train!r}; feature files "
-                              f"go in train_features (load_head_config(train=[...]) still reads the old spelling)")
+            raise ConfigError(
+                f"train: expected the loop's settings (TrainConfig), got {self.train!r}; feature files "
+                f"go in train_features (load_head_config(train=[...]) still reads the old spelling)"
+            )
         check_choices(self)
         task_class(self.task).check_config(self)
         if not 0 < self.val_fraction < 1:
@@ -137,20 +144,32 @@ class HeadConfig(RecognitionConfig):
         feature: ``cls`` (last-n CLS concatenated, official), ``last``, ``cls+patch`` or ``patch``.
     """
 
-    train_features: list[str] = field(default_factory=list, metadata=_h(
-        "training feature files (.safetensors from 'visionfm extract'); several = one per modality",
-        flag=("--train",)))
-    val_features: list[str] = field(default_factory=list, metadata=_h(
-        "validation feature files (default: carve a stratified split)", flag=("--val",)))
-    test_features: list[str] = field(default_factory=list, metadata=_h(
-        "test feature files, scored once with the selected model", flag=("--test",)))
-    labels: list[str | None] | None = field(default=None, metadata=_h(
-        "label file(s) joined on image path: vfm *_labels.txt, CSV or ImageNet folder (default: the features' own "
-        "split)"))
+    train_features: list[str] = field(
+        default_factory=list,
+        metadata=_h(
+            "training feature files (.safetensors from 'visionfm extract'); several = one per modality",
+            flag=("--train",),
+        ),
+    )
+    val_features: list[str] = field(
+        default_factory=list,
+        metadata=_h("validation feature files (default: carve a stratified split)", flag=("--val",)),
+    )
+    test_features: list[str] = field(
+        default_factory=list, metadata=_h("test feature files, scored once with the selected model", flag=("--test",))
+    )
+    labels: list[str | None] | None = field(
+        default=None,
+        metadata=_h(
+            "label file(s) joined on image path: vfm *_labels.txt, CSV or ImageNet folder (default: the features' own "
+            "split)"
+        ),
+    )
     val_labels: list[str | None] | None = field(default=None, metadata=_h("label file(s) of the validation features"))
     test_labels: list[str | None] | None = field(default=None, metadata=_h("label file(s) of the test features"))
-    modality_column: str | None = field(default=None, metadata=_h("CSV column of modality (rows of another "
-                                                                  "modality are skipped)"))
+    modality_column: str | None = field(
+        default=None, metadata=_h("CSV column of modality (rows of another modality are skipped)")
+    )
     feature: str = field(default="cls", metadata=_h("cls = CLS of the last n blocks concatenated", choices=FEATURES))
 
     @classmethod

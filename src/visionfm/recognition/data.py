@@ -6,6 +6,7 @@ head is never trained or evaluated on features of another encoder. Several cache
 (each from its own modality encoder, same feature width) combine into one table for the modality-agnostic decoder;
 two caches of the same modality must come from the same encoder.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,19 +76,29 @@ class EncoderRef:
         raw = meta.get("weights", "")
         found = next((p for p in (Path(raw), cache.parent / raw) if raw and p.is_file()), None)
         if found is None:
-            log.warning("%s: encoder weights %r not found; the head cannot verify the encoder by checksum",
-                        cache, raw)
-        return cls(str(found.resolve()) if found else raw, file_sha256(found) if found else "", meta.get("arch", ""),
-                   json.loads(meta.get("config", "{}")), meta.get("modality", ""), json.loads(meta.get("mean", "[]")),
-                   json.loads(meta.get("std", "[]")), int(meta.get("input_size", 224)),
-                   int(meta.get("n_last_blocks", 1)), meta.get("tta", "none"), meta.get("interpolation", "bicubic"))
+            log.warning("%s: encoder weights %r not found; the head cannot verify the encoder by checksum", cache, raw)
+        return cls(
+            str(found.resolve()) if found else raw,
+            file_sha256(found) if found else "",
+            meta.get("arch", ""),
+            json.loads(meta.get("config", "{}")),
+            meta.get("modality", ""),
+            json.loads(meta.get("mean", "[]")),
+            json.loads(meta.get("std", "[]")),
+            int(meta.get("input_size", 224)),
+            int(meta.get("n_last_blocks", 1)),
+            meta.get("tta", "none"),
+            meta.get("interpolation", "bicubic"),
+        )
 
     def mismatch(self, other: EncoderRef) -> str | None:
         """Why ``other`` is not the same encoder + extraction as this one (None if it is)."""
         if self.sha256 and other.sha256:
             if self.sha256 != other.sha256:
-                return f"weights differ ({self.weights} sha256 {self.sha256[:12]} vs {other.weights} " \
-                       f"sha256 {other.sha256[:12]})"
+                return (
+                    f"weights differ ({self.weights} sha256 {self.sha256[:12]} vs {other.weights} "
+                    f"sha256 {other.sha256[:12]})"
+                )
         elif Path(self.weights).name != Path(other.weights).name:
             return f"weights differ ({self.weights} vs {other.weights})"
         for key in ("arch", "config", "modality", "input_size", "n_last_blocks", "tta", "interpolation"):
@@ -130,9 +141,17 @@ class FeatureTable:
 
     def subset(self, idx: np.ndarray) -> FeatureTable:
         idx = np.asarray(idx, dtype=np.int64)
-        return FeatureTable(self.x[idx], self.y[idx], [self.paths[i] for i in idx], self.modality[idx],
-                            None if self.patients is None else self.patients[idx], self.sources[idx],
-                            self.encoders, self.roots, self.label_sources)
+        return FeatureTable(
+            self.x[idx],
+            self.y[idx],
+            [self.paths[i] for i in idx],
+            self.modality[idx],
+            None if self.patients is None else self.patients[idx],
+            self.sources[idx],
+            self.encoders,
+            self.roots,
+            self.label_sources,
+        )
 
 
 def pick_features(cls: np.ndarray, patch_mean: np.ndarray, feature: str) -> np.ndarray:
@@ -181,8 +200,10 @@ def _vfm_label_file(fs: FeatureSet, cache: Path) -> Path | None:
         return None
     label_file = root / f"{split}_labels.txt"
     if not label_file.is_file():
-        raise UserError(f"{cache}: extracted from split {split!r}, but {label_file} is no longer there; pass the "
-                        f"label file (--labels)")
+        raise UserError(
+            f"{cache}: extracted from split {split!r}, but {label_file} is no longer there; pass the "
+            f"label file (--labels)"
+        )
     return label_file
 
 
@@ -192,8 +213,7 @@ def _cache_labels(fs: FeatureSet, cache: Path, spec: LabelSpec) -> LabelTable:
     if label_file is not None:
         return read_labels(label_file, spec, check_images=False)
     if fs.labels is None:
-        raise UserError(f"{cache}: the features carry no labels and record no label file; pass a label file "
-                        f"(--labels)")
+        raise UserError(f"{cache}: the features carry no labels and record no label file; pass a label file (--labels)")
     if spec.names is None and fs.meta.get("label_names"):
         spec.rules.adopt_stored_names(spec, json.loads(fs.meta["label_names"]))
     table = LabelTable(cache)
@@ -203,8 +223,9 @@ def _cache_labels(fs: FeatureSet, cache: Path, spec: LabelSpec) -> LabelTable:
     return table
 
 
-def _labels_for(fs: FeatureSet, cache: Path, spec: LabelSpec, labels: LabelTable | None,
-                modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+def _labels_for(
+    fs: FeatureSet, cache: Path, spec: LabelSpec, labels: LabelTable | None, modality: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
     """(kept row indices, label rows, patients, label source) of one cache."""
     table = labels if labels is not None else _cache_labels(fs, cache, spec)
     keep, ys, pats = [], [], []
@@ -224,11 +245,16 @@ def _labels_for(fs: FeatureSet, cache: Path, spec: LabelSpec, labels: LabelTable
     return np.array(keep), np.array(ys, dtype=np.float64), (np.array(pats, dtype=object) if has_pat else None), src
 
 
-def load_table(caches: Sequence[str | Path], spec: LabelSpec,
-               labels: str | Path | Sequence[str | Path | None] | None = None,
-               feature: str = "cls", encoders: dict[str, EncoderRef] | None = None,
-               label_columns: Sequence[str] | None = None, patient_column: str | None = None,
-               modality_column: str | None = None) -> FeatureTable:
+def load_table(
+    caches: Sequence[str | Path],
+    spec: LabelSpec,
+    labels: str | Path | Sequence[str | Path | None] | None = None,
+    feature: str = "cls",
+    encoders: dict[str, EncoderRef] | None = None,
+    label_columns: Sequence[str] | None = None,
+    patient_column: str | None = None,
+    modality_column: str | None = None,
+) -> FeatureTable:
     """Load one split from one or more caches, with labels from the caches or a label file.
 
     Args:
@@ -250,10 +276,14 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
     if len(label_list) == 1:
         label_list = label_list * len(caches)
     if len(label_list) != len(caches):
-        raise UserError(f"{len(label_list)} label files for {len(caches)} feature files: give one, or one per "
-                         f"feature file")
-    tables = {lab: read_labels(lab, spec, label_columns, patient_column, modality_column, check_images=False)
-              for lab in dict.fromkeys(label_list) if lab is not None}
+        raise UserError(
+            f"{len(label_list)} label files for {len(caches)} feature files: give one, or one per feature file"
+        )
+    tables = {
+        lab: read_labels(lab, spec, label_columns, patient_column, modality_column, check_images=False)
+        for lab in dict.fromkeys(label_list)
+        if lab is not None
+    }
     refs: dict[str, EncoderRef] = dict(encoders or {})
     first_src: dict[str, str] = dict.fromkeys(refs, "the training features / run")
     parts = []
@@ -264,18 +294,22 @@ def load_table(caches: Sequence[str | Path], spec: LabelSpec,
         if mod in refs:
             why = refs[mod].mismatch(ref)
             if why:
-                raise UserError(f"{cache}: features from a different encoder than {first_src[mod]} for modality "
-                                 f"{mod}: {why}")
+                raise UserError(
+                    f"{cache}: features from a different encoder than {first_src[mod]} for modality {mod}: {why}"
+                )
         elif encoders is not None:
-            raise UserError(f"{cache}: modality {mod!r} is not among the modalities {sorted(encoders)} the head "
-                             f"was trained on")
+            raise UserError(
+                f"{cache}: modality {mod!r} is not among the modalities {sorted(encoders)} the head was trained on"
+            )
         refs.setdefault(mod, ref)
         first_src.setdefault(mod, str(cache))
         keep, y, pats, src = _labels_for(fs, cache, spec, tables.get(lab), mod)
         x = pick_features(fs.cls, fs.patch_mean, feature)[keep]
         if parts and x.shape[1] != parts[0][0].shape[1]:
-            raise UserError(f"{cache}: feature width {x.shape[1]} differs from {parts[0][3]} "
-                             f"({parts[0][0].shape[1]}); one decoder needs one width")
+            raise UserError(
+                f"{cache}: feature width {x.shape[1]} differs from {parts[0][3]} "
+                f"({parts[0][0].shape[1]}); one decoder needs one width"
+            )
         parts.append((x, y, [fs.paths[i] for i in keep], str(cache), mod, pats, fs.meta.get("data_root", ""), src))
     return _concat(parts, refs, spec)
 
@@ -288,8 +322,12 @@ def _concat(parts: list, refs: dict[str, EncoderRef], spec: LabelSpec) -> Featur
     modality = np.array([p[4] for p in parts for _ in p[2]], dtype=object)
     pats = None
     if any(p[5] is not None for p in parts):
-        pats = np.concatenate([p[5] if p[5] is not None else np.array([f"{p[3]}#{i}" for i in range(len(p[2]))],
-                                                                       dtype=object) for p in parts])
+        pats = np.concatenate(
+            [
+                p[5] if p[5] is not None else np.array([f"{p[3]}#{i}" for i in range(len(p[2]))], dtype=object)
+                for p in parts
+            ]
+        )
     spec.rules.finish_names(spec, y)
     roots = {p[4]: p[6] for p in parts}
     return FeatureTable(x, y, paths, modality, pats, sources, refs, roots, {p[3]: p[7] for p in parts})

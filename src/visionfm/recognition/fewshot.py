@@ -9,6 +9,7 @@
   the held-out fold is scored. Results: every fold, mean +- sd, and the pooled out-of-fold predictions with
   bootstrap CIs, ``predictions.csv`` and figures.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,11 @@ def summarise(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str
     for k in keys:
         v = np.array([r[k] for r in rows], dtype=np.float64)
         v = v[np.isfinite(v)]
-        out[k] = {"mean": float(v.mean()) if v.size else float("nan"),
-                  "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
+        out[k] = {
+            "mean": float(v.mean()) if v.size else float("nan"),
+            "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"),
+            "n": int(v.size),
+        }
     return out
 
 
@@ -64,13 +68,20 @@ def _target_rows(cfg: HeadConfig, y: np.ndarray) -> np.ndarray:
     return task_class(cfg.task).split_targets(torch.from_numpy(y))[0].numpy()
 
 
-def _one(cfg: HeadConfig, spec, train: FeatureTable, val: FeatureTable | None, work: Path,
-         steps: int) -> Any:
+def _one(cfg: HeadConfig, spec, train: FeatureTable, val: FeatureTable | None, work: Path, steps: int) -> Any:
     task, _ = new_task(cfg, train, spec)
     batch = min(cfg.train.batch_size, len(train))
     data = RepeatDataset(FeatureDataset(train, cfg.task), batch * max(1, steps // 10))
-    loop = dataclasses.replace(cfg.train, output_dir=str(work), epochs=10, max_steps=steps, batch_size=batch,
-                               progress=False, warmup_epochs=0.0, warmup_steps=None)
+    loop = dataclasses.replace(
+        cfg.train,
+        output_dir=str(work),
+        epochs=10,
+        max_steps=steps,
+        batch_size=batch,
+        progress=False,
+        warmup_epochs=0.0,
+        warmup_steps=None,
+    )
     fit_task(task, data, FeatureDataset(val, cfg.task) if val is not None else None, loop)
     shutil.rmtree(work, ignore_errors=True)
     return task
@@ -101,11 +112,17 @@ def fewshot(cfg: HeadConfig, shots: Sequence[int] = (1, 5, 10), n_draws: int = 5
             m = evaluate_table(task, test, None, n_boot=0)
             rows.append({"k": int(k), "draw": d, "n_train": len(idx), **{key: _get(m, key) for key in keys}})
             log.info("%d-shot draw %d: %s", k, d, {key: round(rows[-1][key], 4) for key in keys[:2]})
-    result = {"task": cfg.task, "shots": list(shots), "n_draws": n_draws, "steps": steps, "n_test": len(test),
-              "selection": "validation features" if val is not None else f"none (fixed {steps} steps)",
-              "draws": rows,
-              "summary": {str(k): summarise([r for r in rows if r["k"] == k], keys) for k in shots},
-              "config": cfg.to_dict()}
+    result = {
+        "task": cfg.task,
+        "shots": list(shots),
+        "n_draws": n_draws,
+        "steps": steps,
+        "n_test": len(test),
+        "selection": "validation features" if val is not None else f"none (fixed {steps} steps)",
+        "draws": rows,
+        "summary": {str(k): summarise([r for r in rows if r["k"] == k], keys) for k in shots},
+        "config": cfg.to_dict(),
+    }
     write_results(out, result)
     (out / "metrics.json").rename(out / "fewshot.json")
     _write_rows(out / "fewshot.csv", rows)
@@ -113,10 +130,19 @@ def fewshot(cfg: HeadConfig, shots: Sequence[int] = (1, 5, 10), n_draws: int = 5
     return result
 
 
-def _load(cfg: HeadConfig, spec, caches: Sequence[str], labels: Sequence[str] | None,
-          encoders: dict | None = None) -> FeatureTable:
-    return load_table(caches, spec, labels, feature=cfg.feature, encoders=encoders, label_columns=cfg.label_columns,
-                      patient_column=cfg.patient_column, modality_column=cfg.modality_column)
+def _load(
+    cfg: HeadConfig, spec, caches: Sequence[str], labels: Sequence[str] | None, encoders: dict | None = None
+) -> FeatureTable:
+    return load_table(
+        caches,
+        spec,
+        labels,
+        feature=cfg.feature,
+        encoders=encoders,
+        label_columns=cfg.label_columns,
+        patient_column=cfg.patient_column,
+        modality_column=cfg.modality_column,
+    )
 
 
 def kfold(cfg: HeadConfig, n_folds: int = 5) -> dict:
@@ -137,14 +163,29 @@ def kfold(cfg: HeadConfig, n_folds: int = 5) -> dict:
         m = score_split(task, _target_rows(cfg, held.y), scores, n_boot=0)
         oof = np.zeros((len(data), scores.shape[1])) if oof is None else oof
         oof[te] = scores
-        rows.append({"fold": f, "n_train": len(train), "n_val": len(val), "n_test": len(te),
-                     **{key: _get(m, key) for key in keys}})
+        rows.append(
+            {
+                "fold": f,
+                "n_train": len(train),
+                "n_val": len(val),
+                "n_test": len(te),
+                **{key: _get(m, key) for key in keys},
+            }
+        )
     y = _target_rows(cfg, data.y)
     pooled = score_split(task, y, oof, cfg.n_boot, cfg.train.seed)
     write_split_predictions(out / "predictions.csv", task, data.paths, oof, y)
     pooled["figures"] = [p.name for p in plot_split(out, task, y, oof, pooled)]
-    result = {"task": cfg.task, "n_folds": n_folds, "n": len(data), "grouped_by_patient": data.patients is not None,
-              "folds": rows, "summary": summarise(rows, keys), "pooled_out_of_fold": pooled, "config": cfg.to_dict()}
+    result = {
+        "task": cfg.task,
+        "n_folds": n_folds,
+        "n": len(data),
+        "grouped_by_patient": data.patients is not None,
+        "folds": rows,
+        "summary": summarise(rows, keys),
+        "pooled_out_of_fold": pooled,
+        "config": cfg.to_dict(),
+    }
     write_results(out, result)
     (out / "metrics.json").rename(out / "kfold.json")
     return result
@@ -166,8 +207,12 @@ def _plot_shots(result: dict, key: str, path: Path) -> Path:
     fig = Figure(figsize=(4.5, 3.5))
     ax = fig.add_subplot()
     ax.errorbar(ks, mean, yerr=sd, marker="o", capsize=4)
-    ax.set(xlabel="images per class (k)", ylabel=key, title=f"k-shot {key} (mean +- sd, {result['n_draws']} draws)",
-           xscale="log" if max(ks) / min(ks) >= 10 else "linear")
+    ax.set(
+        xlabel="images per class (k)",
+        ylabel=key,
+        title=f"k-shot {key} (mean +- sd, {result['n_draws']} draws)",
+        xscale="log" if max(ks) / min(ks) >= 10 else "linear",
+    )
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.grid(alpha=0.3)
     fig.tight_layout()

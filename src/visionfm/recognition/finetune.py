@@ -7,6 +7,7 @@ line. The encoder's groups decay layer by layer (:func:`~visionfm.recognition.re
 fine-tuned encoder is saved in the run folder (``encoder.safetensors``) and the run's encoder reference points at
 it, so ``predict`` and ``evaluate_run`` work as for heads on features.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,9 @@ def _h(text: str, **meta: Any) -> dict:
 
 
 def _finetune_train() -> TrainConfig:
-    return TrainConfig(output_dir="", epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-4, progress=False,
-                       clip_grad=3.0)
+    return TrainConfig(
+        output_dir="", epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-4, progress=False, clip_grad=3.0
+    )
 
 
 @dataclass
@@ -100,8 +102,10 @@ class FinetuneConfig(RecognitionConfig):
     test_data: str | None = field(default=None, metadata=_h("other root/manifest for test"))
     input_size: int = field(default=224, metadata=_h("square input side"))
     n_last_blocks: int = field(default=4, metadata=_h("CLS tokens of this many last blocks (feature cls)"))
-    feature: str = field(default="cls", metadata=_h("pooled feature: cls (last-n CLS), patch (patch-token mean), "
-                                                    "last, cls+patch", choices=FEATURES))
+    feature: str = field(
+        default="cls",
+        metadata=_h("pooled feature: cls (last-n CLS), patch (patch-token mean), last, cls+patch", choices=FEATURES),
+    )
     encoder_lr_scale: float = field(default=0.1, metadata=_h("encoder lr relative to the head's"))
     layer_decay: float = field(default=0.75, metadata=_h("layer-wise lr decay"))
     drop_path: float = field(default=0.1, metadata=_h("stochastic-depth rate"))
@@ -111,8 +115,10 @@ class FinetuneConfig(RecognitionConfig):
     mix: str = field(default="none", metadata=_h("mixup / cutmix (classification)", choices=MIXES))
     eval_crop: float = field(default=1.0, metadata=_h("evaluation crop fraction (RETFound 0.875)"))
     init_head: bool = field(default=False, metadata=_h("start the head from the classifier saved in --weights"))
-    final_norm: bool | None = field(default=None, metadata=_h("keep the encoder's final norm (default: not when the "
-                                                              "retfound head's fc_norm pools patch tokens)"))
+    final_norm: bool | None = field(
+        default=None,
+        metadata=_h("keep the encoder's final norm (default: not when the retfound head's fc_norm pools patch tokens)"),
+    )
     train: TrainConfig = field(default_factory=_finetune_train)
 
     @classmethod
@@ -128,14 +134,16 @@ class FinetuneConfig(RecognitionConfig):
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.input_size < 1 or self.n_last_blocks < 1:
-            raise ConfigError(f"input_size and n_last_blocks must be positive, got {self.input_size}, "
-                              f"{self.n_last_blocks}")
+            raise ConfigError(
+                f"input_size and n_last_blocks must be positive, got {self.input_size}, {self.n_last_blocks}"
+            )
         if not 0 < self.eval_crop <= 1 or not 0 <= self.random_erasing <= 1 or not 0 <= self.drop_path < 1:
-            raise ConfigError(f"eval_crop must be in (0, 1], random_erasing in [0, 1] and drop_path in [0, 1); got "
-                              f"{self.eval_crop}, {self.random_erasing}, {self.drop_path}")
+            raise ConfigError(
+                f"eval_crop must be in (0, 1], random_erasing in [0, 1] and drop_path in [0, 1); got "
+                f"{self.eval_crop}, {self.random_erasing}, {self.drop_path}"
+            )
         if self.mix != "none" and not getattr(task_class(self.task), "mixable", False):
-            raise ConfigError(f"mix {self.mix!r}: mixing images needs a task that mixes labels; {self.task!r} "
-                              f"does not")
+            raise ConfigError(f"mix {self.mix!r}: mixing images needs a task that mixes labels; {self.task!r} does not")
 
 
 def _dotted(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,8 +189,9 @@ class ImageLabelDataset(Dataset):
         kind: the task kind (its class splits the label rows into targets and an interval).
     """
 
-    def __init__(self, paths: list[Path], y: np.ndarray, preprocess: Callable[[np.ndarray], Tensor],
-                 kind: str | type) -> None:
+    def __init__(
+        self, paths: list[Path], y: np.ndarray, preprocess: Callable[[np.ndarray], Tensor], kind: str | type
+    ) -> None:
         self.paths, self.preprocess = paths, preprocess
         rules = task_class(kind) if isinstance(kind, str) else kind
         self.y, self.t = rules.split_targets(torch.from_numpy(np.asarray(y, dtype=np.float32)))
@@ -222,15 +231,25 @@ def image_table(cfg: FinetuneConfig, spec: LabelSpec, data: str, split: str) -> 
     spec.rules.finish_names(spec, y)
     pats = np.array([r.patient for r in rows], dtype=object) if any(r.patient for r in rows) else None
     n = len(rows)
-    t = FeatureTable(np.zeros((n, 0), np.float32), y, [r.rel for r in rows], np.array([""] * n, dtype=object), pats,
-                     np.array([str(src)] * n, dtype=object), label_sources={f"{data}:{split}": str(src)})
+    t = FeatureTable(
+        np.zeros((n, 0), np.float32),
+        y,
+        [r.rel for r in rows],
+        np.array([""] * n, dtype=object),
+        pats,
+        np.array([str(src)] * n, dtype=object),
+        label_sources={f"{data}:{split}": str(src)},
+    )
     return t, (src if src.is_dir() else src.parent)
 
 
 def _head_pools(cfg: FinetuneConfig) -> bool:
     """The head normalises the pooled patch tokens itself (RETFound's global pool + ``fc_norm``)."""
-    return cfg.feature == "patch" and bool(getattr(HEADS.get(cfg.head), "has_fc_norm", False)) and \
-        cfg.head_options.get("fc_norm", True)
+    return (
+        cfg.feature == "patch"
+        and bool(getattr(HEADS.get(cfg.head), "has_fc_norm", False))
+        and cfg.head_options.get("fc_norm", True)
+    )
 
 
 def _encoder(cfg: FinetuneConfig) -> tuple[VisionTransformer, EncoderRef]:
@@ -244,13 +263,18 @@ def _encoder(cfg: FinetuneConfig) -> tuple[VisionTransformer, EncoderRef]:
     enc.mask_token.requires_grad_(False)  # pretraining only
     i = base.info
     blocks = min(cfg.n_last_blocks, base.cfg.depth) if cfg.feature == "cls" else 1
-    ref = EncoderRef("", "", i.arch, vit_cfg.to_dict(), i.modality or "", list(i.mean), list(i.std),
-                     cfg.input_size, blocks)
+    ref = EncoderRef(
+        "", "", i.arch, vit_cfg.to_dict(), i.modality or "", list(i.mean), list(i.std), cfg.input_size, blocks
+    )
     return enc, ref
 
 
-_HEAD_KEYS = {"head.weight": "fc.weight", "head.bias": "fc.bias", "fc_norm.weight": "fc_norm.weight",
-              "fc_norm.bias": "fc_norm.bias"}
+_HEAD_KEYS = {
+    "head.weight": "fc.weight",
+    "head.bias": "fc.bias",
+    "fc_norm.weight": "fc_norm.weight",
+    "fc_norm.bias": "fc_norm.bias",
+}
 
 
 def _init_head(task: Any, cfg: FinetuneConfig) -> str:
@@ -263,9 +287,11 @@ def _init_head(task: Any, cfg: FinetuneConfig) -> str:
     missing = sorted(k for k in own if k not in state)
     if missing or any(state[k].shape != own[k].shape for k in state):
         shapes = {k: tuple(v.shape) for k, v in saved.items()}
-        raise UserError(f"--init-head: the head in {cfg.weights} {shapes} does not fit this run's "
-                        f"{cfg.head!r} head {({k: tuple(v.shape) for k, v in own.items()})}; use --head retfound, "
-                        f"--feature patch (fc_norm) or last, and the file's number of classes")
+        raise UserError(
+            f"--init-head: the head in {cfg.weights} {shapes} does not fit this run's "
+            f"{cfg.head!r} head { ({k: tuple(v.shape) for k, v in own.items()}) }; use --head retfound, "
+            f"--feature patch (fc_norm) or last, and the file's number of classes"
+        )
     task.head.load_state_dict(state, strict=True)
     return f"head initialised from {cfg.weights} ({', '.join(sorted(saved))})"
 
@@ -295,8 +321,7 @@ def _source_facts(weights: str) -> dict[str, str]:
     return {"weights": weights if is_hub_reference(weights) else str(src.resolve()), "sha256": file_sha256(src)}
 
 
-def _score_test(cfg: FinetuneConfig, spec: LabelSpec, task: Any, dataset: Callable, run: Path,
-                metrics: dict) -> None:
+def _score_test(cfg: FinetuneConfig, spec: LabelSpec, task: Any, dataset: Callable, run: Path, metrics: dict) -> None:
     """Score the selected model once on the test split (if one is given) into ``metrics``."""
     if not (cfg.test_split or cfg.test_data):
         return
@@ -321,9 +346,17 @@ def finetune(cfg: FinetuneConfig) -> Path:
     train.encoders = {ref.modality or "unknown": ref}
     train.label_sources.update(val.label_sources)
     augment = AUGMENTATIONS.get(cfg.augmentation)(cfg, ref.mean, ref.std) if cfg.augment else None
-    task, info = new_task(cfg, train, spec, in_dim=feature_width(cfg.feature, ref.n_last_blocks, enc.cfg.embed_dim),
-                          encoder=enc, n_last_blocks=ref.n_last_blocks, augment=augment, feature=cfg.feature,
-                          param_groups_fn=lambda e: layer_decay_groups(e, cfg.encoder_lr_scale, cfg.layer_decay))
+    task, info = new_task(
+        cfg,
+        train,
+        spec,
+        in_dim=feature_width(cfg.feature, ref.n_last_blocks, enc.cfg.embed_dim),
+        encoder=enc,
+        n_last_blocks=ref.n_last_blocks,
+        augment=augment,
+        feature=cfg.feature,
+        param_groups_fn=lambda e: layer_decay_groups(e, cfg.encoder_lr_scale, cfg.layer_decay),
+    )
     if cfg.init_head:
         info["head_init"] = _init_head(task, cfg)
     crop = cfg.eval_crop if cfg.input_size <= 224 else 1.0  # RETFound crops only up to 224 px (crop_pct 1 above)
@@ -334,18 +367,28 @@ def finetune(cfg: FinetuneConfig) -> Path:
         return ImageLabelDataset([r / p for p in t.paths], t.y, pre, type(task))
 
     loop = dataclasses.replace(cfg.train, select_metric=cfg.train.select_metric or recipe.select.get(cfg.task))
-    sel = fit_task(task, dataset(train, root, train_pre), dataset(val, val_root), loop, cfg.val_every or 1,
-                   cfg.resume)
+    sel = fit_task(task, dataset(train, root, train_pre), dataset(val, val_root), loop, cfg.val_every or 1, cfg.resume)
     enc_path = run / "encoder.safetensors"
     save_encoder(task.encoder.cpu(), enc_path, source=str(cfg.weights))
     ref.weights, ref.sha256 = str(enc_path.resolve()), file_sha256(enc_path)
-    info.update(encoders={ref.modality or "unknown": ref.to_dict()}, selection={**sel, "validation_split": how},
-                finetuned_from=_source_facts(cfg.weights), recipe={"name": recipe.name, "eval_crop": crop})
+    info.update(
+        encoders={ref.modality or "unknown": ref.to_dict()},
+        selection={**sel, "validation_split": how},
+        finetuned_from=_source_facts(cfg.weights),
+        recipe={"name": recipe.name, "eval_crop": crop},
+    )
     save_run(run, task, info)
-    metrics = {"task": cfg.task, "names": info["names"], "selection": info["selection"], "finetuned": True,
-               "recipe": recipe.name, "labels": info["labels"], "n": {"train": len(train), "val": len(val), "test": 0},
-               "encoders": {ref.modality: {"weights": ref.weights, "sha256": ref.sha256, "arch": ref.arch}},
-               "finetuned_from": info["finetuned_from"]}
+    metrics = {
+        "task": cfg.task,
+        "names": info["names"],
+        "selection": info["selection"],
+        "finetuned": True,
+        "recipe": recipe.name,
+        "labels": info["labels"],
+        "n": {"train": len(train), "val": len(val), "test": 0},
+        "encoders": {ref.modality: {"weights": ref.weights, "sha256": ref.sha256, "arch": ref.arch}},
+        "finetuned_from": info["finetuned_from"],
+    }
     _score_test(cfg, spec, task, dataset, run, metrics)
     metrics["train_seconds"] = time.perf_counter() - t0
     write_results(run, metrics)

@@ -14,6 +14,7 @@
 
 Every head maps ``x [B, F]`` (and ``t [B]`` days for the forecast head) to ``[B, C]`` logits.
 """
+
 from __future__ import annotations
 
 import math
@@ -110,8 +111,15 @@ class MLPHead(nn.Module):
             raise UserError(f"the mlp head needs at least 4 input features, got {in_dim}")
         self.bn = nn.BatchNorm1d(in_dim, eps=1e-6, momentum=bn_momentum)
         h1, h2 = in_dim // 2, in_dim // 4
-        self.classifier = nn.Sequential(nn.Linear(in_dim, h1), nn.GELU(), nn.Dropout(dropout),
-                                        nn.Linear(h1, h2), nn.GELU(), nn.Dropout(dropout), nn.Linear(h2, out_dim))
+        self.classifier = nn.Sequential(
+            nn.Linear(in_dim, h1),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(h1, h2),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(h2, out_dim),
+        )
         for m in self.classifier:
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.01)

@@ -7,6 +7,7 @@ must hold is the task kind's business (its class in :data:`~visionfm.recognition
 picks the CSV columns): one class index, the K outputs of a multi-label schema (NaN / empty / ``-`` = missing), T
 regression targets, or ``converts`` and the interval in days for forecasting.
 """
+
 from __future__ import annotations
 
 import csv
@@ -73,8 +74,7 @@ class LabelSpec:
         """Validate one row's numbers; ``where`` (file, line) prefixes every error."""
         vals = tuple(float(v) for v in values)
         if self.width is not None and len(vals) != self.width:
-            raise UserError(f"{where}: expected {self.rules.label_help(self)}, got {len(vals)} value(s) "
-                            f"{list(vals)}")
+            raise UserError(f"{where}: expected {self.rules.label_help(self)}, got {len(vals)} value(s) {list(vals)}")
         if any(math.isinf(v) for v in vals):
             raise UserError(f"{where}: infinite label {list(vals)}; give a finite number")
         return self.rules.check_labels(self, vals, where)
@@ -83,13 +83,15 @@ class LabelSpec:
 def check_class_index(v: float, names: Sequence[str] | None, where: str) -> None:
     """A class index must be a whole number in ``0..C-1`` (C = len(names) when the classes are declared)."""
     if math.isnan(v):
-        raise UserError(f"{where}: missing class label (only multi-label outputs may be missing; remove the row "
-                        f"or give a value)")
+        raise UserError(
+            f"{where}: missing class label (only multi-label outputs may be missing; remove the row or give a value)"
+        )
     if v != int(v) or v < 0:
         raise UserError(f"{where}: class index must be a non-negative integer, got {v}")
     if names is not None and v >= len(names):
-        raise UserError(f"{where}: class index {int(v)} out of range for the {len(names)} declared classes "
-                        f"{list(names)}")
+        raise UserError(
+            f"{where}: class index {int(v)} out of range for the {len(names)} declared classes {list(names)}"
+        )
 
 
 @dataclass
@@ -169,8 +171,9 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
         text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is accepted
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as "
-                        f"UTF-8") from None
+        raise UserError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8"
+        ) from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader, [])]
@@ -179,16 +182,23 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
             if not any(f.strip() for f in fields):
                 continue  # blank line
             if len(fields) != len(header):
-                raise UserError(f"{path}, line {reader.line_num}: {len(fields)} fields, but the header has "
-                                f"{len(header)} ({header})")
+                raise UserError(
+                    f"{path}, line {reader.line_num}: {len(fields)} fields, but the header has {len(header)} ({header})"
+                )
             rows.append((reader.line_num, dict(zip(header, fields))))
     except csv.Error as e:
         raise UserError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from None
     return header, rows
 
 
-def _read_csv(path: Path, spec: LabelSpec, columns: Sequence[str] | None, patient_column: str | None,
-              modality_column: str | None, check_images: bool) -> LabelTable:
+def _read_csv(
+    path: Path,
+    spec: LabelSpec,
+    columns: Sequence[str] | None,
+    patient_column: str | None,
+    modality_column: str | None,
+    check_images: bool,
+) -> LabelTable:
     header, rows = read_csv_rows(path)
     if "path" not in header:
         raise UserError(f"{path}: a label CSV needs a 'path' column; found {header}")
@@ -204,8 +214,15 @@ def _read_csv(path: Path, spec: LabelSpec, columns: Sequence[str] | None, patien
             raise FileNotFoundError(f"{where}: image {path.parent / rel} not found")
         sub = {c: row[c] for c in columns}
         vals = spec.check(spec.rules.csv_values(spec, sub, columns, where), where)
-        table.add(LabelRow(rel, vals, where, row[patient_column] if patient_column else None,
-                           row[modality_column] if modality_column else None))
+        table.add(
+            LabelRow(
+                rel,
+                vals,
+                where,
+                row[patient_column] if patient_column else None,
+                row[modality_column] if modality_column else None,
+            )
+        )
     return table
 
 
@@ -225,9 +242,14 @@ def _read_imagenet(root: Path, spec: LabelSpec) -> LabelTable:
     return table
 
 
-def read_labels(source: str | Path, spec: LabelSpec, columns: Sequence[str] | None = None,
-                patient_column: str | None = None, modality_column: str | None = None,
-                check_images: bool = True) -> LabelTable:
+def read_labels(
+    source: str | Path,
+    spec: LabelSpec,
+    columns: Sequence[str] | None = None,
+    patient_column: str | None = None,
+    modality_column: str | None = None,
+    check_images: bool = True,
+) -> LabelTable:
     """Read a label file (``.txt`` vfm, ``.csv``) or an ImageNet-style folder.
 
     Args:

@@ -2,6 +2,7 @@
 
 Missing labels are NaN in every target tensor and are masked out, never treated as negatives.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ __all__ = [
 ]
 
 
-def cross_entropy(logits: Tensor, target: Tensor, class_weight: Tensor | None = None,
-                  label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    logits: Tensor, target: Tensor, class_weight: Tensor | None = None, label_smoothing: float = 0.0
+) -> Tensor:
     """Softmax cross-entropy.
 
     Args:
@@ -86,8 +88,7 @@ def group_cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]
     return loss, n
 
 
-def multilabel_loss(logits: Tensor, target: Tensor, schema: LabelSchema,
-                    pos_weight: Tensor | None = None) -> Tensor:
+def multilabel_loss(logits: Tensor, target: Tensor, schema: LabelSchema, pos_weight: Tensor | None = None) -> Tensor:
     """Weighted sum of one softmax CE per group and one masked BCE per binary output (the official combination).
 
     Args:
@@ -100,8 +101,10 @@ def multilabel_loss(logits: Tensor, target: Tensor, schema: LabelSchema,
         scalar loss; outputs without a labelled row in the batch contribute 0.
     """
     if logits.shape[-1] != schema.k or target.shape != logits.shape:
-        raise ValueError(f"multilabel_loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} must "
-                         f"both be [B, {schema.k}] for schema {schema.name!r}")
+        raise ValueError(
+            f"multilabel_loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} must "
+            f"both be [B, {schema.k}] for schema {schema.name!r}"
+        )
     total = logits.float().sum() * 0.0
     for g, idx in schema.group_indices().items():
         loss, _ = group_cross_entropy(logits[:, idx], target[:, idx])
@@ -158,8 +161,7 @@ def class_balanced_weights(counts: Sequence[int], beta: float = 0.999) -> np.nda
     return w * (len(c) / w.sum()) if w.sum() > 0 else w
 
 
-def standardised_regression_loss(pred: Tensor, target: Tensor, mean: Tensor, std: Tensor,
-                                 kind: str = "mse") -> Tensor:
+def standardised_regression_loss(pred: Tensor, target: Tensor, mean: Tensor, std: Tensor, kind: str = "mse") -> Tensor:
     """MSE or L1 between standardised predictions and standardised targets, missing targets masked.
 
     Args:

@@ -3,6 +3,7 @@
 The written manifests keep every column and make image paths absolute, so each is at once an extraction manifest
 (``visionfm extract --data train.csv``) and a label file (``--labels train.csv``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,9 +34,16 @@ def parse_where(items: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def split_manifest(manifest: str | Path, out_prefix: str | Path, test_fraction: float = 0.3, seed: int = 0,
-                   group_column: str | None = None, stratify_column: str | None = None,
-                   where: dict[str, str] | None = None, by: str | None = None) -> tuple[Path, Path]:
+def split_manifest(
+    manifest: str | Path,
+    out_prefix: str | Path,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    group_column: str | None = None,
+    stratify_column: str | None = None,
+    where: dict[str, str] | None = None,
+    by: str | None = None,
+) -> tuple[Path, Path]:
     """Split a manifest's rows into ``<out_prefix>_train.csv`` and ``<out_prefix>_test.csv``.
 
     Args:
@@ -78,8 +86,13 @@ def split_manifest(manifest: str | Path, out_prefix: str | Path, test_fraction: 
         out.append(_write(Path(f"{out_prefix}_{name}.csv"), header, part))
         for value in sorted({r[by] for r in part}) if by else []:
             _write(Path(f"{out_prefix}_{name}_{value}.csv"), header, [r for r in part if r[by] == value])
-    log.info("%s: %d train / %d test rows%s", manifest, len(train_idx), len(test_idx),
-             f" (grouped by {group_column})" if group_column else "")
+    log.info(
+        "%s: %d train / %d test rows%s",
+        manifest,
+        len(train_idx),
+        len(test_idx),
+        f" (grouped by {group_column})" if group_column else "",
+    )
     return out[0], out[1]
 
 

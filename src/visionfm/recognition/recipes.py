@@ -15,6 +15,7 @@ batch -> batch`` run on the device inside the task.
   mixup / cutmix (``--mix``), selection on validation by (macro-F1 + macro-AUROC + kappa) / 3 (regression: MAE),
   evaluation images resized to input / 0.875 and centre-cropped.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,16 +67,43 @@ class Recipe:
 RECIPES: Registry[Recipe] = Registry("fine-tuning recipe")
 AUGMENTATIONS: Registry[Callable[..., Callable[[dict], dict]]] = Registry("augmentation")
 
-RECIPES.add("visionfm", Recipe("visionfm", "VisionFM: encoder lr x0.1, layer decay 0.75, CLS of the last 4 blocks, "
-                                           "geometric + photometric batch augmentation", {"augmentation": "visionfm"}))
-RECIPES.add("retfound", Recipe(
-    "retfound", "RETFound: layer decay 0.65, drop-path 0.2, blr 5e-3 x batch/256, GAP + fc_norm, RandAugment, "
-                "random erasing, label smoothing 0.1, selection by (F1 + AUROC + kappa) / 3",
-    {"augmentation": "retfound", "layer_decay": 0.65, "drop_path": 0.2, "encoder_lr_scale": 1.0, "feature": "patch",
-     "head": "retfound", "label_smoothing": 0.1, "random_erasing": 0.25, "eval_crop": 0.875,
-     "train.lr": 5e-3, "train.lr_base_batch": 256, "train.weight_decay": 0.05, "train.warmup_epochs": 10,
-     "train.min_lr": 1e-6, "train.epochs": 50, "train.batch_size": 16, "train.clip_grad": 0.0},
-    {"classify": "f1_auroc_kappa", "regress": "mae"}))
+RECIPES.add(
+    "visionfm",
+    Recipe(
+        "visionfm",
+        "VisionFM: encoder lr x0.1, layer decay 0.75, CLS of the last 4 blocks, "
+        "geometric + photometric batch augmentation",
+        {"augmentation": "visionfm"},
+    ),
+)
+RECIPES.add(
+    "retfound",
+    Recipe(
+        "retfound",
+        "RETFound: layer decay 0.65, drop-path 0.2, blr 5e-3 x batch/256, GAP + fc_norm, RandAugment, "
+        "random erasing, label smoothing 0.1, selection by (F1 + AUROC + kappa) / 3",
+        {
+            "augmentation": "retfound",
+            "layer_decay": 0.65,
+            "drop_path": 0.2,
+            "encoder_lr_scale": 1.0,
+            "feature": "patch",
+            "head": "retfound",
+            "label_smoothing": 0.1,
+            "random_erasing": 0.25,
+            "eval_crop": 0.875,
+            "train.lr": 5e-3,
+            "train.lr_base_batch": 256,
+            "train.weight_decay": 0.05,
+            "train.warmup_epochs": 10,
+            "train.min_lr": 1e-6,
+            "train.epochs": 50,
+            "train.batch_size": 16,
+            "train.clip_grad": 0.0,
+        },
+        {"classify": "f1_auroc_kappa", "regress": "mae"},
+    ),
+)
 
 
 def layer_decay_groups(encoder: VisionTransformer, lr_scale: float, decay: float) -> list[dict[str, Any]]:
@@ -89,17 +117,20 @@ def layer_decay_groups(encoder: VisionTransformer, lr_scale: float, decay: float
     for name, p in encoder.named_parameters():
         if not p.requires_grad:
             continue
-        layer = (int(name.split(".")[1]) + 1 if name.startswith("blocks.") else
-                 depth + 1 if name.startswith("norm.") else 0)
+        layer = (
+            int(name.split(".")[1]) + 1 if name.startswith("blocks.") else depth + 1 if name.startswith("norm.") else 0
+        )
         no_wd = p.ndim <= 1 or name in skip
-        g = groups.setdefault((layer, no_wd), {"params": [], "apply_wd": not no_wd,
-                                                "lr_scale": lr_scale * decay ** (depth + 1 - layer)})
+        g = groups.setdefault(
+            (layer, no_wd), {"params": [], "apply_wd": not no_wd, "lr_scale": lr_scale * decay ** (depth + 1 - layer)}
+        )
         g["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
 
-def augment_batch(x: Tensor, scale: tuple[float, float] = (0.6, 1.0), max_rotate: float = 10.0,
-                  jitter: float = 0.2) -> Tensor:
+def augment_batch(
+    x: Tensor, scale: tuple[float, float] = (0.6, 1.0), max_rotate: float = 10.0, jitter: float = 0.2
+) -> Tensor:
     """Random resized crop, horizontal and vertical flips, rotation, brightness/contrast per image.
 
     Args:
@@ -114,8 +145,13 @@ def augment_batch(x: Tensor, scale: tuple[float, float] = (0.6, 1.0), max_rotate
     flip = torch.where(torch.rand(b, 2, device=dev) < 0.5, -1.0, 1.0)
     shift = (1 - s)[:, None] * torch.empty(b, 2, device=dev).uniform_(-1, 1)
     cos, sin = ang.cos() * s, ang.sin() * s
-    theta = torch.stack([torch.stack([cos * flip[:, 0], -sin, shift[:, 0]], 1),
-                         torch.stack([sin * flip[:, 0], cos * flip[:, 1], shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip[:, 0], -sin, shift[:, 0]], 1),
+            torch.stack([sin * flip[:, 0], cos * flip[:, 1], shift[:, 1]], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     mean = x.mean((2, 3), keepdim=True)
     out = F.grid_sample(x - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
@@ -153,9 +189,9 @@ class RetfoundAugment:
         size = int(cfg.input_size)
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
-        self.geometry = K.AugmentationSequential(K.RandomResizedCrop((size, size), scale=(0.08, 1.0),
-                                                                    resample="BICUBIC"),
-                                                 K.RandomHorizontalFlip())
+        self.geometry = K.AugmentationSequential(
+            K.RandomResizedCrop((size, size), scale=(0.08, 1.0), resample="BICUBIC"), K.RandomHorizontalFlip()
+        )
         self.rand_augment = RandAugment(n=2, m=9)
         self.erase = K.RandomErasing(p=cfg.random_erasing, value=0.0) if cfg.random_erasing > 0 else None
         self.mix = cfg.mix
@@ -217,5 +253,5 @@ class CropPreprocess:
         nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
         x = resize_image(img, (nh, nw))
         top, left = int(round((nh - self.size) / 2.0)), int(round((nw - self.size) / 2.0))
-        x = torch.from_numpy(np.ascontiguousarray(x[top:top + self.size, left:left + self.size])).permute(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(x[top : top + self.size, left : left + self.size])).permute(2, 0, 1)
         return (x - self.mean) / self.std

@@ -4,6 +4,7 @@ Metrics come from :mod:`visionfm.evaluation`, computed once over the whole split
 numbers get intervals, how truth is written and which figures are drawn is the task kind's (its class attributes
 ``ci_keys``, ``prediction_kind`` and methods ``truth``, ``plot``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ def score_split(task: HeadTask, y: np.ndarray, scores: np.ndarray, n_boot: int =
     return m
 
 
-def write_split_predictions(path: Path, task: HeadTask, paths: list[str], scores: np.ndarray,
-                            y: np.ndarray | None) -> Path:
+def write_split_predictions(
+    path: Path, task: HeadTask, paths: list[str], scores: np.ndarray, y: np.ndarray | None
+) -> Path:
     """One CSV row per image: path, true label(s), probabilities per class (or predictions per target)."""
     truth = None if y is None else task.truth(y)
     return write_predictions(path, paths, scores, task.names, truth, kind=task.prediction_kind)

@@ -5,6 +5,7 @@ target statistics) and ``run.yaml``: the task kind, label names or schema, head 
 the encoder reference of every modality (path, SHA-256, architecture, modality, preprocessing), the label files
 used and the resolved configuration. Nothing else is needed to predict, except the encoder weights it names.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 RUN_FILE, HEAD_FILE = "run.yaml", "head.safetensors"
-_RUN_MARKERS = (RUN_FILE, "log.jsonl", "config.yaml", "checkpoint_last.pth", "metrics.json", "fewshot.json",
-                "kfold.json")
+_RUN_MARKERS = (
+    RUN_FILE,
+    "log.jsonl",
+    "config.yaml",
+    "checkpoint_last.pth",
+    "metrics.json",
+    "fewshot.json",
+    "kfold.json",
+)
 
 
 def label_spec(cfg: RecognitionConfig) -> LabelSpec:
@@ -69,8 +77,10 @@ def prepare_run_folder(run: str | Path, overwrite: bool = False, resume: bool = 
         raise UserError(f"--output {run} already exists; pass --resume to continue it or --overwrite to replace it")
     if used:
         if not any((run / m).exists() for m in _RUN_MARKERS):
-            raise UserError(f"--overwrite: {run} does not look like a run folder (no {RUN_FILE}, log.jsonl, ...); "
-                            f"refusing to delete it")
+            raise UserError(
+                f"--overwrite: {run} does not look like a run folder (no {RUN_FILE}, log.jsonl, ...); "
+                f"refusing to delete it"
+            )
         shutil.rmtree(run)
         log.info("--overwrite: removed the previous run in %s", run)
     return run
@@ -82,8 +92,9 @@ def task_from_info(info: dict[str, Any], **task_kw: Any) -> HeadTask:
     return task_class(info["kind"]).from_info(head, info, **task_kw)
 
 
-def new_task(cfg: RecognitionConfig, train: FeatureTable, spec: LabelSpec, in_dim: int | None = None,
-             **task_kw: Any) -> tuple[HeadTask, dict]:
+def new_task(
+    cfg: RecognitionConfig, train: FeatureTable, spec: LabelSpec, in_dim: int | None = None, **task_kw: Any
+) -> tuple[HeadTask, dict]:
     """A fresh task for ``train`` and the run description (``run.yaml`` contents) to save with it.
 
     The head's initial weights depend on ``cfg.train.seed`` only (drawn under a forked RNG, so the caller's
@@ -97,12 +108,21 @@ def new_task(cfg: RecognitionConfig, train: FeatureTable, spec: LabelSpec, in_di
     rules = task_class(cfg.task)
     out_dim = rules.out_dim(spec, train.y)
     head, head_opts = rules.head_choice(cfg)
-    info = {"visionfm_run": "recognition", "kind": cfg.task, "names": list(spec.names or []),
-            "schema": spec.schema.to_dict() if spec.schema else None, "head": head, "head_options": head_opts,
-            "in_dim": int(in_dim or train.x.shape[1]), "out_dim": int(out_dim),
-            "feature": getattr(cfg, "feature", "cls"), "task_options": rules.options(cfg, train.y, spec),
-            "encoders": {m: r.to_dict() for m, r in train.encoders.items()},
-            "labels": dict(train.label_sources), "config": cfg.to_dict()}
+    info = {
+        "visionfm_run": "recognition",
+        "kind": cfg.task,
+        "names": list(spec.names or []),
+        "schema": spec.schema.to_dict() if spec.schema else None,
+        "head": head,
+        "head_options": head_opts,
+        "in_dim": int(in_dim or train.x.shape[1]),
+        "out_dim": int(out_dim),
+        "feature": getattr(cfg, "feature", "cls"),
+        "task_options": rules.options(cfg, train.y, spec),
+        "encoders": {m: r.to_dict() for m, r in train.encoders.items()},
+        "labels": dict(train.label_sources),
+        "config": cfg.to_dict(),
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         task = task_from_info(info, **task_kw)

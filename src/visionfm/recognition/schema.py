@@ -14,6 +14,7 @@ Schemas are registered by name (:data:`SCHEMAS`) or read from YAML::
     groups: {DR: [no DR, NPDR, PDR]}
     weights: {DR: 1.0, DME: 1.0}        # optional; a group's weight is keyed by the group name
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -57,8 +58,9 @@ class LabelSchema:
                 raise UserError(f"schema {self.name!r}: group {g!r} needs at least 2 outputs, got {members}")
             unknown = [m for m in members if m not in self.outputs]
             if unknown:
-                raise UserError(f"schema {self.name!r}: group {g!r} names unknown outputs {unknown}; "
-                                 f"outputs: {self.outputs}")
+                raise UserError(
+                    f"schema {self.name!r}: group {g!r} names unknown outputs {unknown}; outputs: {self.outputs}"
+                )
             twice = [m for m in members if m in seen]
             if twice:
                 raise UserError(f"schema {self.name!r}: outputs {twice} are in more than one group")
@@ -91,11 +93,25 @@ class LabelSchema:
 
 
 def _official13() -> LabelSchema:
-    outputs = ["Healthy", "DR-1", "DR-2", "DR-3", "DR-4", "DR", "Glaucoma", "AMD", "Cataract",
-               "Hypertensive Retinopathy", "Retinal Vein Occlusion", "Myopia", "Retinal Detachment"]
+    outputs = [
+        "Healthy",
+        "DR-1",
+        "DR-2",
+        "DR-3",
+        "DR-4",
+        "DR",
+        "Glaucoma",
+        "AMD",
+        "Cataract",
+        "Hypertensive Retinopathy",
+        "Retinal Vein Occlusion",
+        "Myopia",
+        "Retinal Detachment",
+    ]
     # Official loss: 5 * CE(DR grade) + 5 * BCE(hypertensive retinopathy) + 1 * every other BCE.
-    return LabelSchema(outputs, {"DR grade": outputs[:5]}, {"DR grade": 5.0, "Hypertensive Retinopathy": 5.0},
-                       "official13")
+    return LabelSchema(
+        outputs, {"DR grade": outputs[:5]}, {"DR grade": 5.0, "Hypertensive Retinopathy": 5.0}, "official13"
+    )
 
 
 SCHEMAS: Registry[LabelSchema] = Registry("label schema")
@@ -125,8 +141,12 @@ def load_schema(path: str | Path) -> LabelSchema:
     if unknown:
         raise UserError(f"{path}: unknown schema keys {unknown}; valid: outputs, groups, weights, name")
     try:
-        return LabelSchema(list(data["outputs"]), dict(data.get("groups") or {}), dict(data.get("weights") or {}),
-                           str(data.get("name", path.stem)))
+        return LabelSchema(
+            list(data["outputs"]),
+            dict(data.get("groups") or {}),
+            dict(data.get("weights") or {}),
+            str(data.get("name", path.stem)),
+        )
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
 
@@ -143,5 +163,6 @@ def get_schema(spec: str | dict | LabelSchema | None) -> LabelSchema:
         return SCHEMAS.get(spec)
     if str(spec).endswith((".yaml", ".yml")) or Path(spec).is_file():
         return load_schema(spec)
-    raise UserError(f"unknown label schema {spec!r}: give a registered name ({', '.join(list_schemas())}) "
-                     f"or a YAML file")
+    raise UserError(
+        f"unknown label schema {spec!r}: give a registered name ({', '.join(list_schemas())}) or a YAML file"
+    )

@@ -13,6 +13,7 @@ what differs between kinds, so no other module asks "which kind is this?":
 Every task reads a batch ``{"x": [B, F], "y": [B, W]}`` of cached features (plus ``"t": [B]`` days for
 forecasting), or ``{"image": [B, 3, H, W], "y": ...}`` when it holds an encoder to fine-tune end to end.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,15 @@ class HeadTask(Task):
     names_option = "--label-columns"  #: the option naming the CSV label columns in errors
     names: list[str]
 
-    def __init__(self, head: nn.Module, encoder: nn.Module | None = None, n_last_blocks: int = 4,
-                 augment: Callable[[dict], dict] | None = None,
-                 param_groups_fn: Callable[[nn.Module], list[dict]] | None = None, feature: str = "cls") -> None:
+    def __init__(
+        self,
+        head: nn.Module,
+        encoder: nn.Module | None = None,
+        n_last_blocks: int = 4,
+        augment: Callable[[dict], dict] | None = None,
+        param_groups_fn: Callable[[nn.Module], list[dict]] | None = None,
+        feature: str = "cls",
+    ) -> None:
         super().__init__()
         self.head, self.encoder, self.n_last_blocks = head, encoder, n_last_blocks
         self.augment, self._groups_fn, self.feature = augment, param_groups_fn, feature
@@ -82,8 +89,10 @@ class HeadTask(Task):
     def check_labels(cls, spec: LabelSpec, vals: tuple[float, ...], where: str) -> tuple[float, ...]:
         """Validate one row (width and finiteness are already checked); default: nothing may be missing."""
         if any(math.isnan(v) for v in vals):
-            raise UserError(f"{where}: NaN/missing target {list(vals)} (only multi-label outputs may be missing; "
-                            f"remove the row or give a value)")
+            raise UserError(
+                f"{where}: NaN/missing target {list(vals)} (only multi-label outputs may be missing; "
+                f"remove the row or give a value)"
+            )
         return vals
 
     @classmethod
@@ -163,8 +172,10 @@ class HeadTask(Task):
     def study_metrics(cls, cfg: Any) -> list[str]:
         """Metrics recorded per draw / fold of a few-shot or k-fold study."""
         if cls.study_keys is None:
-            raise UserError(f"few-shot and k-fold studies are not defined for {cls.kind!r} tasks; valid: "
-                            f"{[k for k in TASKS.names() if TASKS.get(k).study_keys is not None]}")
+            raise UserError(
+                f"few-shot and k-fold studies are not defined for {cls.kind!r} tasks; valid: "
+                f"{[k for k in TASKS.names() if TASKS.get(k).study_keys is not None]}"
+            )
         return list(cls.study_keys)
 
     # -- kind-specific training and scoring -------------------------------------------------------------------------

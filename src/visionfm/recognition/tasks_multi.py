@@ -2,6 +2,7 @@
 
 Each class owns its labels, loss, metrics and report (see :class:`~visionfm.recognition.tasks.HeadTask`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -78,8 +79,10 @@ class MultilabelTask(HeadTask):
         s = spec.schema
         found = [c for c in header if c in s.outputs or c in s.groups]
         if not found:
-            raise UserError(f"{path}: no column matches an output or group of schema {s.name!r} ({s.outputs}, "
-                            f"groups {list(s.groups)}); columns: {header}")
+            raise UserError(
+                f"{path}: no column matches an output or group of schema {s.name!r} ({s.outputs}, "
+                f"groups {list(s.groups)}); columns: {header}"
+            )
         return found
 
     @classmethod
@@ -127,8 +130,9 @@ class MultilabelTask(HeadTask):
             t = y[:, idx]
             one_hot = ~np.isnan(t).any(1) & (np.nan_to_num(t).sum(1) == 1)
             if one_hot.sum() and len(np.unique(t[one_hot].argmax(1))) > 1:
-                m["groups"][g] = classification_metrics(t[one_hot].argmax(1), scores[one_hot][:, idx],
-                                                        self.schema.groups[g], ordinal=True)
+                m["groups"][g] = classification_metrics(
+                    t[one_hot].argmax(1), scores[one_hot][:, idx], self.schema.groups[g], ordinal=True
+                )
         return m
 
     def flat(self, m: dict) -> dict[str, float]:
@@ -146,9 +150,12 @@ class MultilabelTask(HeadTask):
             t = y[:, idx]
             rows = ~np.isnan(t).any(1) & (np.nan_to_num(t).sum(1) == 1)
             slug = g.replace(" ", "_")
-            paths += [plot_confusion(m["groups"][g]["confusion_matrix"], self.schema.groups[g],
-                                     out / f"confusion_{slug}.png"),
-                      plot_reliability(t[rows].argmax(1), scores[rows][:, idx], out / f"reliability_{slug}.png")]
+            paths += [
+                plot_confusion(
+                    m["groups"][g]["confusion_matrix"], self.schema.groups[g], out / f"confusion_{slug}.png"
+                ),
+                plot_reliability(t[rows].argmax(1), scores[rows][:, idx], out / f"reliability_{slug}.png"),
+            ]
         return paths
 
 
@@ -163,8 +170,9 @@ class RegressTask(HeadTask):
     prediction_kind = "regression"
     names_option = "--targets"
 
-    def __init__(self, head: nn.Module, names: list[str], mean: Tensor, std: Tensor, loss_kind: str = "mse",
-                 **kw: Any) -> None:
+    def __init__(
+        self, head: nn.Module, names: list[str], mean: Tensor, std: Tensor, loss_kind: str = "mse", **kw: Any
+    ) -> None:
         super().__init__(head, **kw)
         self.names, self.loss_kind = list(names), loss_kind
         self.register_buffer("y_mean", mean.float())
@@ -208,8 +216,13 @@ class RegressTask(HeadTask):
         return m
 
     def flat(self, m: dict) -> dict[str, float]:
-        return {"mae_std": m["mae_std"], "mae": m["mae"]["macro"], "r2": m["r2"]["macro"],
-                "accuracy": m["accuracy"]["macro"], "relative_error": m["relative_error"]["macro"]}
+        return {
+            "mae_std": m["mae_std"],
+            "mae": m["mae"]["macro"],
+            "r2": m["r2"]["macro"],
+            "accuracy": m["accuracy"]["macro"],
+            "relative_error": m["relative_error"]["macro"],
+        }
 
     def plot(self, out: Path, y: np.ndarray, scores: np.ndarray, m: dict) -> list[Path]:
         return [plot_regression(y, scores, self.names, out / "scatter.png")]

@@ -2,6 +2,7 @@
 
 Each class owns its labels, loss, metrics and report (see :class:`~visionfm.recognition.tasks.HeadTask`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ def cohen_kappa(confusion: np.ndarray) -> float:
     n = c.sum()
     if n == 0:
         return float("nan")
-    po, pe = np.trace(c) / n, float((c.sum(0) * c.sum(1)).sum()) / n ** 2
+    po, pe = np.trace(c) / n, float((c.sum(0) * c.sum(1)).sum()) / n**2
     return float("nan") if pe == 1 else float((po - pe) / (1 - pe))
 
 
@@ -61,10 +62,12 @@ class _SingleLabel(HeadTask):
 
     def plot(self, out: Path, y: np.ndarray, scores: np.ndarray, m: dict) -> list[Path]:
         truth = self.truth(y)
-        return [plot_roc(truth, scores, self.names, out / "roc.png"),
-                plot_pr(truth, scores, self.names, out / "pr.png"),
-                plot_reliability(truth, scores, out / "reliability.png"),
-                plot_confusion(m["confusion_matrix"], self.names, out / "confusion.png")]
+        return [
+            plot_roc(truth, scores, self.names, out / "roc.png"),
+            plot_pr(truth, scores, self.names, out / "pr.png"),
+            plot_reliability(truth, scores, out / "reliability.png"),
+            plot_confusion(m["confusion_matrix"], self.names, out / "confusion.png"),
+        ]
 
 
 @TASKS.register("classify")
@@ -82,8 +85,15 @@ class ClassifyTask(_SingleLabel):
     ci_keys = ("auroc.macro", "ap.macro", "accuracy", "balanced_accuracy", "f1.macro")
     study_keys = ("auroc.macro", "ap.macro", "accuracy", "balanced_accuracy", "f1.macro")
 
-    def __init__(self, head: nn.Module, names: list[str], class_weight: Tensor | None = None,
-                 label_smoothing: float = 0.0, ordinal: bool = False, **kw: Any) -> None:
+    def __init__(
+        self,
+        head: nn.Module,
+        names: list[str],
+        class_weight: Tensor | None = None,
+        label_smoothing: float = 0.0,
+        ordinal: bool = False,
+        **kw: Any,
+    ) -> None:
         super().__init__(head, **kw)
         self.names, self.label_smoothing, self.ordinal = list(names), label_smoothing, ordinal
         self.register_buffer("class_weight", class_weight if class_weight is not None else torch.ones(len(names)))
@@ -124,8 +134,10 @@ class ClassifyTask(_SingleLabel):
         names = infer_class_names(y[:, 0])
         absent = sorted(set(range(len(names))) - set(y[:, 0].astype(np.int64).tolist()))
         if absent:
-            raise UserError(f"class indices {absent} never occur although labels go up to {len(names) - 1}: a label "
-                            f"outside the real classes? Declare the classes (--classes NAME ...)")
+            raise UserError(
+                f"class indices {absent} never occur although labels go up to {len(names) - 1}: a label "
+                f"outside the real classes? Declare the classes (--classes NAME ...)"
+            )
         spec.names = names
 
     # building
@@ -162,8 +174,7 @@ class ClassifyTask(_SingleLabel):
     # training and scoring
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         if "mix" in batch:
-            target = mixed_targets(batch["y"][:, 0], batch["y_b"], batch["mix"], len(self.names),
-                                   self.label_smoothing)
+            target = mixed_targets(batch["y"][:, 0], batch["y_b"], batch["mix"], len(self.names), self.label_smoothing)
             return soft_cross_entropy(logits, target)
         return cross_entropy(logits, batch["y"][:, 0], self.class_weight, self.label_smoothing)
 
@@ -176,9 +187,15 @@ class ClassifyTask(_SingleLabel):
         return m
 
     def flat(self, m: dict) -> dict[str, float]:
-        out = {"auroc": m["auroc"]["macro"], "ap": m["ap"]["macro"], "accuracy": m["accuracy"],
-               "balanced_accuracy": m["balanced_accuracy"], "f1": m["f1"]["macro"], "ece": m["ece"],
-               "kappa": m["kappa"]}
+        out = {
+            "auroc": m["auroc"]["macro"],
+            "ap": m["ap"]["macro"],
+            "accuracy": m["accuracy"],
+            "balanced_accuracy": m["balanced_accuracy"],
+            "f1": m["f1"]["macro"],
+            "ece": m["ece"],
+            "kappa": m["kappa"],
+        }
         # RETFound's selection number: the mean of macro-F1, macro-AUROC and Cohen's kappa
         out["f1_auroc_kappa"] = (out["f1"] + out["auroc"] + out["kappa"]) / 3
         if "kappa_quadratic" in m:
@@ -200,8 +217,14 @@ class ForecastTask(_SingleLabel):
     study_keys = ("auroc.macro", "ap.macro", "f1.converts", "balanced_accuracy")
     NAMES = ("no conversion", "converts")
 
-    def __init__(self, head: nn.Module, pos_weight: float = 1.0, focal_gamma: float | None = None,
-                 focal_alpha: float | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        head: nn.Module,
+        pos_weight: float = 1.0,
+        focal_gamma: float | None = None,
+        focal_alpha: float | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(head, **kw)
         self.names = list(self.NAMES)
         self.focal_gamma, self.focal_alpha = focal_gamma, focal_alpha
@@ -256,8 +279,9 @@ class ForecastTask(_SingleLabel):
         balance = cfg.balance or "inverse"
         pos = float(np.nansum(y[:, 0]))
         if pos == 0 or pos == len(y):
-            raise UserError(f"forecasting needs converters and non-converters in training; got {int(pos)} of "
-                            f"{len(y)} converting")
+            raise UserError(
+                f"forecasting needs converters and non-converters in training; got {int(pos)} of {len(y)} converting"
+            )
         w = class_weights(y[:, 0], 2, balance if balance != "focal" else "none")
         opts: dict[str, Any] = {"pos_weight": float(w[1] / w[0])}
         if balance == "focal":
@@ -279,5 +303,10 @@ class ForecastTask(_SingleLabel):
         return classification_metrics(y[:, 0].astype(np.int64), scores, self.names)
 
     def flat(self, m: dict) -> dict[str, float]:
-        return {"auroc": m["auroc"]["macro"], "ap": m["ap"]["macro"], "f1": m["f1"]["converts"],
-                "balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"]}
+        return {
+            "auroc": m["auroc"]["macro"],
+            "ap": m["ap"]["macro"],
+            "f1": m["f1"]["converts"],
+            "balanced_accuracy": m["balanced_accuracy"],
+            "accuracy": m["accuracy"],
+        }

@@ -10,11 +10,27 @@
 ``visionfm serve --run RUN`` runs the same in the foreground. Concurrent requests are batched dynamically
 (:mod:`visionfm.serve.batching`); uploads are checked before decoding (:mod:`visionfm.serve.uploads`).
 """
+
 from .batching import DynamicBatcher, Overloaded
 from .config import API_KEY_ENV, API_KEY_HEADER, BACKENDS, ServeConfig
 from .models import ServedModel, load_served
 from .server import RunningServer, build_app, serve, start_server
 from .uploads import Upload, UploadError, decode_upload
 
-__all__ = ["API_KEY_ENV", "API_KEY_HEADER", "BACKENDS", "DynamicBatcher", "Overloaded", "RunningServer", "ServeConfig",
-           "ServedModel", "Upload", "UploadError", "build_app", "decode_upload", "load_served", "serve", "start_server"]
+__all__ = [
+    "API_KEY_ENV",
+    "API_KEY_HEADER",
+    "BACKENDS",
+    "DynamicBatcher",
+    "Overloaded",
+    "RunningServer",
+    "ServeConfig",
+    "ServedModel",
+    "Upload",
+    "UploadError",
+    "build_app",
+    "decode_upload",
+    "load_served",
+    "serve",
+    "start_server",
+]

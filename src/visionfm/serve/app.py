@@ -5,6 +5,7 @@ Routes: ``POST /v1/predict`` (one or more files), ``POST /v1/segment`` (mask PNG
 (the web page), ``/docs`` (OpenAPI). Every refusal is a 4xx (or 503 when busy, 504 on timeout) with a JSON
 ``{"detail": message}``; nothing a client sends can stop the service.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,7 @@ class _State:
         if not name:
             if len(self.models) == 1:
                 return next(iter(self.models.values()))
-            raise HTTPException(400, f"several models are served ({', '.join(self.models)}): name one with "
-                                     f"model=NAME")
+            raise HTTPException(400, f"several models are served ({', '.join(self.models)}): name one with model=NAME")
         if name not in self.models:
             raise HTTPException(404, f"unknown model {name!r}; served: {', '.join(self.models)}")
         return self.models[name]
@@ -65,26 +65,31 @@ class _State:
         for f in files:
             data = await f.read()
             if len(data) > self.cfg.max_upload_bytes:
-                raise UploadError(f"{f.filename}: {len(data)} bytes exceeds the upload limit of "
-                                  f"{self.cfg.max_upload_mb:g} MB", 413)
+                raise UploadError(
+                    f"{f.filename}: {len(data)} bytes exceeds the upload limit of {self.cfg.max_upload_mb:g} MB", 413
+                )
             decode = decode_volume_upload if volumes else decode_upload
             out.append(await run_in_threadpool(decode, data, f.filename or "upload", self.cfg.max_pixels))
         return out
 
     async def infer(self, m: ServedModel, uploads: list[Upload], interval: float | None) -> list[list]:
         if "interval_days" in m.card.inputs and interval is None:
-            raise HTTPException(400, f"model {m.name!r} forecasts: send the interval to the next visit in days "
-                                     f"(form field interval_days)")
+            raise HTTPException(
+                400,
+                f"model {m.name!r} forecasts: send the interval to the next visit in days (form field interval_days)",
+            )
         payloads = [await run_in_threadpool(m.prepare, u.image, interval) for u in uploads]
-        return await asyncio.gather(*[self.batcher.submit(m.run_batch, (m.name, p["image"].shape), p, m.name)
-                                      for p in payloads])
+        return await asyncio.gather(
+            *[self.batcher.submit(m.run_batch, (m.name, p["image"].shape), p, m.name) for p in payloads]
+        )
 
     async def timed(self, coro: Any) -> Any:
         try:
             return await asyncio.wait_for(coro, self.cfg.timeout_s)
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"no answer within {self.cfg.timeout_s:g} s; retry later or send fewer "
-                                     f"images") from None
+            raise HTTPException(
+                504, f"no answer within {self.cfg.timeout_s:g} s; retry later or send fewer images"
+            ) from None
 
 
 def _route_name(request: Request) -> str:
@@ -100,10 +105,14 @@ def _install_middleware(app: FastAPI, state: _State) -> None:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > state.cfg.max_upload_bytes):
             state.metrics.rejected.inc("too_large")
-            response: Response = JSONResponse({"detail": f"request body of {length} bytes exceeds the limit of "
-                                                         f"{state.cfg.max_upload_mb:g} MB"}, 413)
-        elif state.cfg.api_key and path.startswith(("/v1/", "/metrics")) and not hmac.compare_digest(
-                request.headers.get(API_KEY_HEADER, "").encode(), state.cfg.api_key.encode()):
+            response: Response = JSONResponse(
+                {"detail": f"request body of {length} bytes exceeds the limit of {state.cfg.max_upload_mb:g} MB"}, 413
+            )
+        elif (
+            state.cfg.api_key
+            and path.startswith(("/v1/", "/metrics"))
+            and not hmac.compare_digest(request.headers.get(API_KEY_HEADER, "").encode(), state.cfg.api_key.encode())
+        ):
             state.metrics.rejected.inc("api_key")
             response = JSONResponse({"detail": f"missing or wrong API key (header {API_KEY_HEADER})"}, 401)
         else:
@@ -138,8 +147,14 @@ def _install_errors(app: FastAPI, state: _State) -> None:
 
 def _short(m: ServedModel) -> dict[str, Any]:
     c = m.card
-    return {"name": c.name, "kind": c.kind, "run": c.source, "encoder_sha256": c.encoder_sha256, "arch": c.arch,
-            "backend": m.backend}
+    return {
+        "name": c.name,
+        "kind": c.kind,
+        "run": c.source,
+        "encoder_sha256": c.encoder_sha256,
+        "arch": c.arch,
+        "backend": m.backend,
+    }
 
 
 def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
@@ -151,8 +166,12 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
         yield
         state.batcher.close()
 
-    app = FastAPI(title="VisionFM service", version=__version__, lifespan=lifespan,
-                  description="Predictions, segmentation masks and attention heat maps from trained VisionFM runs.")
+    app = FastAPI(
+        title="VisionFM service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Predictions, segmentation masks and attention heat maps from trained VisionFM runs.",
+    )
     app.state.visionfm = state
     _install_middleware(app, state)
     _install_errors(app, state)
@@ -172,10 +191,17 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> dict:
-        return {"models": [m.identity() for m in models.values()],
-                "limits": {"max_upload_mb": cfg.max_upload_mb, "max_pixels": cfg.max_pixels,
-                           "max_files": cfg.max_files, "max_batch": cfg.max_batch, "timeout_s": cfg.timeout_s},
-                "api_key_required": bool(cfg.api_key)}
+        return {
+            "models": [m.identity() for m in models.values()],
+            "limits": {
+                "max_upload_mb": cfg.max_upload_mb,
+                "max_pixels": cfg.max_pixels,
+                "max_files": cfg.max_files,
+                "max_batch": cfg.max_batch,
+                "timeout_s": cfg.timeout_s,
+            },
+            "api_key_required": bool(cfg.api_key),
+        }
 
     for add in (_add_predict, _add_segment, _add_explain):
         add(app, state)
@@ -184,9 +210,12 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
 
 def _add_predict(app: FastAPI, state: _State) -> None:
     @app.post("/v1/predict")
-    async def predict(file: list[UploadFile] = File(..., description="one or more images or DICOM files"),
-                      model: str | None = Form(None), interval_days: float | None = Form(None),
-                      threshold: float = Form(0.5, ge=0.0, le=1.0)) -> dict:
+    async def predict(
+        file: list[UploadFile] = File(..., description="one or more images or DICOM files"),
+        model: str | None = Form(None),
+        interval_days: float | None = Form(None),
+        threshold: float = Form(0.5, ge=0.0, le=1.0),
+    ) -> dict:
         """Outputs of a model for each uploaded image: probabilities / values / landmarks / mask fractions."""
         m = state.model(model)
 
@@ -196,8 +225,15 @@ def _add_predict(app: FastAPI, state: _State) -> None:
             results = []
             for u, row in zip(uploads, rows):
                 res = await run_in_threadpool(m.describe, row, u.image, threshold)
-                results.append({"filename": u.filename, "width": u.size[0], "height": u.size[1], **res,
-                                **({"dicom": u.dicom} if u.dicom else {})})
+                results.append(
+                    {
+                        "filename": u.filename,
+                        "width": u.size[0],
+                        "height": u.size[1],
+                        **res,
+                        **({"dicom": u.dicom} if u.dicom else {}),
+                    }
+                )
             return {"model": _short(m), "results": results}
 
         return await state.timed(work())
@@ -205,15 +241,17 @@ def _add_predict(app: FastAPI, state: _State) -> None:
 
 def _add_segment(app: FastAPI, state: _State) -> None:
     @app.post("/v1/segment", responses={200: {"content": {"image/png": {}}}})
-    async def segment(file: UploadFile = File(...), model: str | None = Form(None),
-                      format: str = Query("json", pattern="^(json|png)$"),
-                      class_name: str | None = Query(None, alias="class"),
-                      threshold: float = Query(0.5, ge=0.0, le=1.0)) -> Any:
+    async def segment(
+        file: UploadFile = File(...),
+        model: str | None = Form(None),
+        format: str = Query("json", pattern="^(json|png)$"),
+        class_name: str | None = Query(None, alias="class"),
+        threshold: float = Query(0.5, ge=0.0, le=1.0),
+    ) -> Any:
         """Masks of a segmentation run: JSON with base64 PNGs and an overlay, or one class's mask as image/png."""
         m = state.model(model)
         if m.card.kind != "segment":
-            raise HTTPException(400, f"model {m.name!r} is a {m.card.kind} model; /v1/segment needs a "
-                                     f"segmentation run")
+            raise HTTPException(400, f"model {m.name!r} is a {m.card.kind} model; /v1/segment needs a segmentation run")
         if class_name is not None and class_name not in m.card.names:
             raise HTTPException(400, f"unknown class {class_name!r}; {m.name} segments {', '.join(m.card.names)}")
 
@@ -226,19 +264,28 @@ def _add_segment(app: FastAPI, state: _State) -> None:
                 k = names.index(class_name) if class_name else 0
                 return Response(png_bytes(masks[k].astype("uint8") * 255), media_type="image/png")
             over = await run_in_threadpool(lambda: png_base64(m.segmentation_overlay(u.image, masks)))
-            return {"model": _short(m), "filename": u.filename, "width": u.size[0], "height": u.size[1],
-                    "classes": names, "pixel_fraction": {n: float(k.mean()) for n, k in zip(names, masks)},
-                    "masks": {n: png_base64(k.astype("uint8") * 255) for n, k in zip(names, masks)},
-                    "overlay": over}
+            return {
+                "model": _short(m),
+                "filename": u.filename,
+                "width": u.size[0],
+                "height": u.size[1],
+                "classes": names,
+                "pixel_fraction": {n: float(k.mean()) for n, k in zip(names, masks)},
+                "masks": {n: png_base64(k.astype("uint8") * 255) for n, k in zip(names, masks)},
+                "overlay": over,
+            }
 
         return await state.timed(work())
 
 
 def _add_explain(app: FastAPI, state: _State) -> None:
     @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
-    async def explain(file: UploadFile = File(...), model: str | None = Form(None),
-                      format: str = Query("png", pattern="^(json|png)$"),
-                      map: str = Query("mean", pattern="^(mean|rollout)$")) -> Any:
+    async def explain(
+        file: UploadFile = File(...),
+        model: str | None = Form(None),
+        format: str = Query("png", pattern="^(json|png)$"),
+        map: str = Query("mean", pattern="^(mean|rollout)$"),
+    ) -> Any:
         """The encoder's CLS attention (merged last-block map or rollout) blended over the image."""
         m = state.model(model)
         if m.loaded.encoder is None:
@@ -252,7 +299,13 @@ def _add_explain(app: FastAPI, state: _State) -> None:
             disp, over = await run_in_threadpool(heat_overlay, u.image, heat, state.cfg.explain_side)
             if format == "png":
                 return Response(png_bytes(over), media_type="image/png")
-            return {"model": _short(m), "filename": u.filename, "map": map, "grid": list(heat.shape),
-                    "image": png_base64(disp), "overlay": png_base64(over)}
+            return {
+                "model": _short(m),
+                "filename": u.filename,
+                "map": map,
+                "grid": list(heat.shape),
+                "image": png_base64(disp),
+                "overlay": png_base64(over),
+            }
 
         return await state.timed(work())

@@ -6,6 +6,7 @@ rather than letting latency grow without bound. The worker takes the first waiti
 ``wait_ms`` or until ``max_batch`` images, groups what it has by (job kind, input shape), runs each group as one
 batch and hands every caller its own row. A job whose caller gave up (timeout) before it ran is skipped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,13 @@ class DynamicBatcher:
         on_batch: called after every batch with (label, size, seconds) (metrics).
     """
 
-    def __init__(self, max_batch: int = 8, wait_ms: float = 5.0, queue_size: int = 64,
-                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        max_batch: int = 8,
+        wait_ms: float = 5.0,
+        queue_size: int = 64,
+        on_batch: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         if max_batch < 1 or queue_size < 1 or wait_ms < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and wait_ms >= 0")
         self.max_batch, self.wait = max_batch, wait_ms / 1000.0

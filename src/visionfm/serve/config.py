@@ -1,4 +1,5 @@
 """Settings of ``visionfm serve``: one dataclass, the command-line flags derived from it."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Thread-safe: request handlers (event loop), upload decoding (thread pool) and the batching worker all record.
 """
+
 from __future__ import annotations
 
 import threading
@@ -14,8 +15,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-             for n, v in zip(names, values)]
+    parts = [
+        f'{n}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for n, v in zip(names, values)
+    ]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -82,13 +85,16 @@ class Metrics:
     """Everything ``/metrics`` shows: requests by endpoint and status, latency, batch sizes, queue depth."""
 
     def __init__(self, queue_depth: Callable[[], int] = lambda: 0) -> None:
-        self.requests = Counter("visionfm_requests_total", "HTTP requests by endpoint and status code",
-                                ("endpoint", "status"))
-        self.latency = Histogram("visionfm_request_seconds", "request latency in seconds", LATENCY_BUCKETS,
-                                 ("endpoint",))
+        self.requests = Counter(
+            "visionfm_requests_total", "HTTP requests by endpoint and status code", ("endpoint", "status")
+        )
+        self.latency = Histogram(
+            "visionfm_request_seconds", "request latency in seconds", LATENCY_BUCKETS, ("endpoint",)
+        )
         self.batch = Histogram("visionfm_batch_size", "images per forward pass", BATCH_BUCKETS, ("model",))
-        self.inference = Histogram("visionfm_inference_seconds", "seconds per forward pass", LATENCY_BUCKETS,
-                                   ("model",))
+        self.inference = Histogram(
+            "visionfm_inference_seconds", "seconds per forward pass", LATENCY_BUCKETS, ("model",)
+        )
         self.images = Counter("visionfm_images_total", "images run through a model", ("model",))
         self.rejected = Counter("visionfm_rejected_total", "requests refused before inference", ("reason",))
         self.queue_depth = queue_depth
@@ -97,6 +103,9 @@ class Metrics:
         lines: list[str] = []
         for m in (self.requests, self.latency, self.batch, self.inference, self.images, self.rejected):
             lines += m.render()
-        lines += ["# HELP visionfm_queue_depth requests waiting for the model",
-                  "# TYPE visionfm_queue_depth gauge", f"visionfm_queue_depth {self.queue_depth()}"]
+        lines += [
+            "# HELP visionfm_queue_depth requests waiting for the model",
+            "# TYPE visionfm_queue_depth gauge",
+            f"visionfm_queue_depth {self.queue_depth()}",
+        ]
         return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ and the turn of raw outputs into answers (probabilities, values, landmarks, mask
 Batch functions run on the batcher's worker thread; everything per image (preprocessing, upsampling masks to the
 original resolution, PNG encoding) runs in the request's thread-pool thread.
 """
+
 from __future__ import annotations
 
 import base64
@@ -76,12 +77,27 @@ class ServedModel:
     def identity(self) -> dict[str, Any]:
         """What a client sees of the model: name, task, outputs, encoder identity, preprocessing, backend."""
         c = self.card
-        return {"name": c.name, "kind": c.kind, "outputs": c.names, "run": c.source, "encoder_sha256":
-                c.encoder_sha256, "arch": c.arch, "modality": c.modality, "files": c.files, "backend": self.backend,
-                "onnx": self.onnx_path or None, "inputs": c.inputs,
-                "preprocessing": {"input_size": c.input_size, "max_side": c.max_side, "resize": c.resize,
-                                  "mean": c.mean, "std": c.std},
-                "explain": self.loaded.encoder is not None}
+        return {
+            "name": c.name,
+            "kind": c.kind,
+            "outputs": c.names,
+            "run": c.source,
+            "encoder_sha256": c.encoder_sha256,
+            "arch": c.arch,
+            "modality": c.modality,
+            "files": c.files,
+            "backend": self.backend,
+            "onnx": self.onnx_path or None,
+            "inputs": c.inputs,
+            "preprocessing": {
+                "input_size": c.input_size,
+                "max_side": c.max_side,
+                "resize": c.resize,
+                "mean": c.mean,
+                "std": c.std,
+            },
+            "explain": self.loaded.encoder is not None,
+        }
 
     # -- inference (worker thread) ---------------------------------------------------------------------------------
     def prepare(self, img: np.ndarray, interval_days: float | None = None) -> dict[str, np.ndarray]:
@@ -107,8 +123,10 @@ class ServedModel:
         from ..features import encode_batch
 
         x = torch.from_numpy(bscans).to(self.device)
-        feats = [encode_batch(self.loaded.encoder, x[a:a + chunk], self.card.n_last_blocks, "none", "fp32")
-                 for a in range(0, len(x), chunk)]
+        feats = [
+            encode_batch(self.loaded.encoder, x[a : a + chunk], self.card.n_last_blocks, "none", "fp32")
+            for a in range(0, len(x), chunk)
+        ]
         bag = torch.cat([f[0] if self.card.feature == "cls" else f[1] for f in feats]).cpu().numpy()
         return [self.loaded.volume_head.predict_bag(bag)]
 
@@ -137,8 +155,13 @@ class ServedModel:
             return {"features": {"cls": row[0].tolist(), "patch_mean": row[1].tolist()}}
         if kind == "volume":
             r = row[0]
-            return {"probabilities": r["probs"], "prediction": r["prediction"], "n_bscans": len(r["relevance"]),
-                    "driving_bscan": r["driving_bscan"], "relevance": r["relevance"]}
+            return {
+                "probabilities": r["probs"],
+                "prediction": r["prediction"],
+                "n_bscans": len(r["relevance"]),
+                "driving_bscan": r["driving_bscan"],
+                "relevance": r["relevance"],
+            }
         if kind == "regress":
             return {"values": {n: float(v) for n, v in zip(names, row[0])}}
         if kind in ("classify", "forecast", "multilabel"):
@@ -210,8 +233,10 @@ def _onnx_runner(loaded: LoadedModel, onnx_file: str | None, threads: int, workd
     if onnx_file:
         model = load_onnx(onnx_file, threads)
         if model.card.files != loaded.card.files or model.card.kind != loaded.card.kind:
-            raise ValueError(f"{onnx_file} was exported from {model.card.source} ({model.card.kind}), not from "
-                             f"{loaded.card.source} as it is now (SHA-256 of its files differ)")
+            raise ValueError(
+                f"{onnx_file} was exported from {model.card.source} ({model.card.kind}), not from "
+                f"{loaded.card.source} as it is now (SHA-256 of its files differ)"
+            )
         path = onnx_file
     else:
         path = str(workdir / f"{loaded.card.name}.onnx")
@@ -220,8 +245,14 @@ def _onnx_runner(loaded: LoadedModel, onnx_file: str | None, threads: int, workd
     return model.run, path
 
 
-def load_served(sources: Sequence[str], backend: str = "torch", device: str = "cpu", threads: int = 0,
-                onnx: Sequence[str] = (), workdir: str | Path | None = None) -> dict[str, ServedModel]:
+def load_served(
+    sources: Sequence[str],
+    backend: str = "torch",
+    device: str = "cpu",
+    threads: int = 0,
+    onnx: Sequence[str] = (),
+    workdir: str | Path | None = None,
+) -> dict[str, ServedModel]:
     """Load every run to serve, named after its folder (parent folder added when two names clash).
 
     Raises:

@@ -1,4 +1,5 @@
 """Running the service: in the foreground (``visionfm serve``) or in a background thread (tests, benchmarks)."""
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,16 @@ def _uvicorn_config(cfg: ServeConfig, app):
     import uvicorn
 
     # h11 and asyncio: pure-Python, identical everywhere; no access log (the metrics count requests).
-    return uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                          http="h11", loop="asyncio", timeout_keep_alive=15)
+    return uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level="warning",
+        access_log=False,
+        http="h11",
+        loop="asyncio",
+        timeout_keep_alive=15,
+    )
 
 
 def serve(cfg: ServeConfig) -> None:
@@ -48,8 +57,15 @@ def _announce(cfg: ServeConfig, app) -> None:
     state = app.state.visionfm
     names = ", ".join(f"{n} ({m.card.kind})" for n, m in state.models.items())
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    log.info("serving %s on http://%s:%d/ (%s backend, batches of up to %d%s); docs at /docs; Ctrl-C stops", names,
-             host, cfg.port, cfg.backend, cfg.max_batch, ", API key required" if cfg.api_key else "")
+    log.info(
+        "serving %s on http://%s:%d/ (%s backend, batches of up to %d%s); docs at /docs; Ctrl-C stops",
+        names,
+        host,
+        cfg.port,
+        cfg.backend,
+        cfg.max_batch,
+        ", API key required" if cfg.api_key else "",
+    )
 
 
 @dataclass
@@ -66,8 +82,9 @@ class RunningServer:
         self.thread.join(timeout)
 
 
-def start_server(cfg: ServeConfig, models: dict[str, ServedModel] | None = None,
-                 startup_timeout: float = 60.0) -> RunningServer:
+def start_server(
+    cfg: ServeConfig, models: dict[str, ServedModel] | None = None, startup_timeout: float = 60.0
+) -> RunningServer:
     """Start uvicorn in a daemon thread and wait until it listens (``cfg.port`` 0: a free port is picked).
 
     Raises:

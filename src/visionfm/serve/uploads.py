@@ -6,6 +6,7 @@ syntaxes). Its pixel limit is checked from the header before any pixel is decode
 image (a decompression bomb) is refused (413) without allocating it. Whatever a client sends ends as an
 :class:`UploadError` naming the file, never another exception.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -6,6 +6,7 @@ held-out *test* images (Frechet distance, precision / recall) and checked for co
 ratio study is not part of it (it needs the pretraining of :mod:`visionfm.pretrain`; run ``visionfm synth
 ratio-study``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,22 +52,55 @@ def benchmark(data_root: Path, out: Path, weights: Path | None, quick: bool) -> 
     out = Path(out)
     folder = medmnist_to_folder(npz, out / "retinamnist")
     steps, num, ddim = (30, 32, 10) if quick else (2000, 400, 50)
-    cfg = resolve_config("tiny", overrides=dict(data=str(folder), layout="vfm", split="train", steps=steps,
-                                                ema_decay=0.995, save_every=min(500, steps), device="cpu",
-                                                output=str(out / f"generator-{steps}")))
+    cfg = resolve_config(
+        "tiny",
+        overrides=dict(
+            data=str(folder),
+            layout="vfm",
+            split="train",
+            steps=steps,
+            ema_decay=0.995,
+            save_every=min(500, steps),
+            device="cpu",
+            output=str(out / f"generator-{steps}"),
+        ),
+    )
     exported = train_generator(cfg, resume=True, progress=False)  # a rerun reuses (or finishes) the run
-    manifest = sample_images(exported, out / f"samples-{steps}", num=num, batch_size=50, steps=ddim, device="cpu",
-                             progress=False)
+    manifest = sample_images(
+        exported, out / f"samples-{steps}", num=num, batch_size=50, steps=ddim, device="cpu", progress=False
+    )
     enc_path, enc_name = _encoder(out, weights)
-    rep = measure_fidelity(folder / "test", manifest, enc_path, out / f"fidelity-{steps}", train=folder / "train",
-                           input_size=32, device="cpu", progress=False)
+    rep = measure_fidelity(
+        folder / "test",
+        manifest,
+        enc_path,
+        out / f"fidelity-{steps}",
+        train=folder / "train",
+        input_size=32,
+        device="cpu",
+        progress=False,
+    )
     method = f"DDPM U-Net 0.65M, 32 px, {steps} steps x 16; DDIM {ddim} steps, eta 1"
     notes = f"{rep.n_synthetic} samples vs {rep.n_real} held-out test images; copies vs {rep.n_train} train images"
     if quick:
         notes += "; quick pipeline check, not the reported numbers"
-    metrics = (("frechet_distance", rep.frechet_distance), ("precision", rep.precision), ("recall", rep.recall),
-               ("copies_features", rep.memorised_fraction_features),
-               ("copies_pixels", rep.memorised_fraction_pixels))
-    return [{"task": "synthetic images (fidelity)", "dataset": "RetinaMNIST train -> test", "method": method,
-             "encoder": enc_name, "metric": m, "value": float(v), "published": "", "notes": notes}
-            for m, v in metrics]
+    metrics = (
+        ("frechet_distance", rep.frechet_distance),
+        ("precision", rep.precision),
+        ("recall", rep.recall),
+        ("copies_features", rep.memorised_fraction_features),
+        ("copies_pixels", rep.memorised_fraction_pixels),
+    )
+    return [
+        {
+            "task": "synthetic images (fidelity)",
+            "dataset": "RetinaMNIST train -> test",
+            "method": method,
+            "encoder": enc_name,
+            "metric": m,
+            "value": float(v),
+            "published": "",
+            "notes": notes,
+        }
+        for m, v in metrics
+    ]

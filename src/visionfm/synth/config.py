@@ -6,6 +6,7 @@ The loop's settings (steps, batch, lr, warm-up, checkpoints, precision, device, 
 (``steps: 2000``, ``output: runs/x``, ``save_every: 500``) still load. The resolved configuration is written as
 ``generator.yaml`` in the run folder.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,8 +24,19 @@ __all__ = ["PRESETS", "GeneratorConfig", "generator_train_defaults", "resolve_co
 
 def generator_train_defaults() -> TrainConfig:
     """The loop's defaults for a generator: DDPM practice (constant lr after a warm-up, clip 1, EMA elsewhere)."""
-    return TrainConfig(output_dir="outputs/synth", epochs=1, max_steps=20000, batch_size=32, lr=2e-4, min_lr=None,
-                       warmup_steps=500, clip_grad=1.0, checkpoint_every=1000, keep_last=2, num_workers=2)
+    return TrainConfig(
+        output_dir="outputs/synth",
+        epochs=1,
+        max_steps=20000,
+        batch_size=32,
+        lr=2e-4,
+        min_lr=None,
+        warmup_steps=500,
+        clip_grad=1.0,
+        checkpoint_every=1000,
+        keep_last=2,
+        num_workers=2,
+    )
 
 
 @dataclass
@@ -60,8 +72,12 @@ class GeneratorConfig:
 
     # Old flat spellings of the loop's settings (generator.yaml files written before the nesting).
     config_aliases: ClassVar[dict[str, str]] = {
-        "output": "train.output_dir", "steps": "train.max_steps", "grad_clip": "train.clip_grad",
-        "save_every": "train.checkpoint_every", "keep_checkpoints": "train.keep_last"}
+        "output": "train.output_dir",
+        "steps": "train.max_steps",
+        "grad_clip": "train.clip_grad",
+        "save_every": "train.checkpoint_every",
+        "keep_checkpoints": "train.keep_last",
+    }
 
     data: list[str] = field(default_factory=list)
     layout: str = field(default="auto", metadata={"choices": ("auto", "tree", "imagenet", "vfm", "csv")})
@@ -103,52 +119,100 @@ class GeneratorConfig:
         """Raise :class:`ConfigError` naming the field when a value cannot work."""
         levels = len(self.block_out_channels)
         if not levels or self.image_size < 1 or self.image_size % (2 ** (levels - 1)):
-            raise ConfigError(f"image_size {self.image_size} must be positive and divisible by 2^(levels-1) = "
-                              f"{2 ** max(levels - 1, 0)} (levels: block_out_channels {self.block_out_channels})")
+            raise ConfigError(
+                f"image_size {self.image_size} must be positive and divisible by 2^(levels-1) = "
+                f"{2 ** max(levels - 1, 0)} (levels: block_out_channels {self.block_out_channels})"
+            )
         bad = [c for c in self.block_out_channels if c < 1 or c % self.norm_num_groups]
         if bad:
             raise ConfigError(f"block_out_channels {bad} not divisible by norm_num_groups {self.norm_num_groups}")
         if any(not 0 <= i < levels for i in self.attention_levels):
             raise ConfigError(f"attention_levels {self.attention_levels} outside 0..{levels - 1}")
-        for name, val, valid in (("crop", self.crop, ("center", "none")),
-                                 ("prediction_type", self.prediction_type, ("epsilon", "v_prediction")),
-                                 ("beta_schedule", self.beta_schedule, ("linear", "squaredcos_cap_v2"))):
+        for name, val, valid in (
+            ("crop", self.crop, ("center", "none")),
+            ("prediction_type", self.prediction_type, ("epsilon", "v_prediction")),
+            ("beta_schedule", self.beta_schedule, ("linear", "squaredcos_cap_v2")),
+        ):
             if val not in valid:
                 raise ConfigError(f"{name} {val!r} not one of {', '.join(valid)}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ConfigError(f"p_uncond {self.p_uncond} must be in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay {self.ema_decay} must be in [0, 1)")
-        small = [n for n in ("layers_per_block", "norm_num_groups", "num_train_timesteps")
-                 if getattr(self, n) < 1]
+        small = [n for n in ("layers_per_block", "norm_num_groups", "num_train_timesteps") if getattr(self, n) < 1]
         if self.train.max_steps is None:
             small.append("train.max_steps (steps)")
         if self.num_classes < 0:
             small.append("num_classes")
         if small:
-            raise ConfigError(f"{', '.join(small)} must be >= 1" if "num_classes" not in small
-                              else "num_classes must be >= 0")
+            raise ConfigError(
+                f"{', '.join(small)} must be >= 1" if "num_classes" not in small else "num_classes must be >= 0"
+            )
 
 
 PRESETS: Registry[dict[str, Any]] = Registry("synth preset")
 # CPU smoke run: 32 px, two levels, trains a few hundred steps in minutes on one core.
-PRESETS.add("tiny", dict(image_size=32, block_out_channels=[32, 64], attention_levels=[], layers_per_block=1,
-                         norm_num_groups=8, batch_size=16, steps=500, warmup_steps=50, save_every=100,
-                         ema_decay=0.99))
+PRESETS.add(
+    "tiny",
+    dict(
+        image_size=32,
+        block_out_channels=[32, 64],
+        attention_levels=[],
+        layers_per_block=1,
+        norm_num_groups=8,
+        batch_size=16,
+        steps=500,
+        warmup_steps=50,
+        save_every=100,
+        ema_decay=0.99,
+    ),
+)
 # A small GPU model (minutes to an hour on one GPU).
-PRESETS.add("small", dict(image_size=64, block_out_channels=[64, 128, 256], attention_levels=[2],
-                          layers_per_block=2, batch_size=64, steps=30000, precision="bf16"))
+PRESETS.add(
+    "small",
+    dict(
+        image_size=64,
+        block_out_channels=[64, 128, 256],
+        attention_levels=[2],
+        layers_per_block=2,
+        batch_size=64,
+        steps=30000,
+        precision="bf16",
+    ),
+)
 # The paper's generator stage: 128 px base model (the official Imagen goes 64 -> 256 px with a super-resolution
 # stage; one 128-px U-Net is the single-stage equivalent here).
-PRESETS.add("base", dict(image_size=128, block_out_channels=[128, 128, 256, 256, 512], attention_levels=[3, 4],
-                         layers_per_block=2, batch_size=64, steps=100000, precision="bf16", ema_decay=0.9999))
-PRESETS.add("large", dict(image_size=256, block_out_channels=[128, 128, 256, 256, 512, 512],
-                          attention_levels=[4, 5], layers_per_block=2, batch_size=32, steps=200000,
-                          precision="bf16", ema_decay=0.9999))
+PRESETS.add(
+    "base",
+    dict(
+        image_size=128,
+        block_out_channels=[128, 128, 256, 256, 512],
+        attention_levels=[3, 4],
+        layers_per_block=2,
+        batch_size=64,
+        steps=100000,
+        precision="bf16",
+        ema_decay=0.9999,
+    ),
+)
+PRESETS.add(
+    "large",
+    dict(
+        image_size=256,
+        block_out_channels=[128, 128, 256, 256, 512, 512],
+        attention_levels=[4, 5],
+        layers_per_block=2,
+        batch_size=32,
+        steps=200000,
+        precision="bf16",
+        ema_decay=0.9999,
+    ),
+)
 
 
-def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> GeneratorConfig:
+def resolve_config(
+    preset: str | None = None, config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> GeneratorConfig:
     """Defaults < preset < YAML file < overrides (``None`` values in ``overrides`` are ignored).
 
     Keys may be flat (``steps``, ``lr``, ``output``: the old names reach the ``train`` section), dotted

@@ -3,6 +3,7 @@
 Every image (real or synthetic) goes through :func:`square_image`, so a reader in the Turing test or a pixel
 distance never sees a difference of size or aspect ratio that the generator did not make.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,7 @@ def square_image(img: np.ndarray, size: int, crop: str = "center") -> np.ndarray
         h, w = img.shape[:2]
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
-        img = img[top: top + s, left: left + s]
+        img = img[top : top + s, left : left + s]
     elif crop != "none":
         raise ValueError(f"crop {crop!r} not one of center, none")
     return resize_image(np.ascontiguousarray(img), (size, size))
@@ -54,8 +55,9 @@ def read_square_uint8(path: str | Path, size: int, crop: str = "center") -> Tens
     return torch.from_numpy(np.round(arr * 255.0).astype(np.uint8)).permute(2, 0, 1)
 
 
-def load_square_images(paths: list[Path], size: int, crop: str = "center", progress: bool = True,
-                       desc: str = "decode") -> Tensor:
+def load_square_images(
+    paths: list[Path], size: int, crop: str = "center", progress: bool = True, desc: str = "decode"
+) -> Tensor:
     """Decode and square every image: uint8 ``[N, 3, size, size]``."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress)):
@@ -86,8 +88,10 @@ class TrainingData:
 def _class_labels(coll: ImageCollection, num_classes: int, where: str) -> tuple[Tensor, int]:
     mat = coll.label_matrix()
     if mat.shape[1] == 0 or np.isnan(mat[:, 0]).all():
-        raise ValueError(f"{where}: conditional training needs class labels, but the data has none (use the "
-                         "imagenet layout, a vfm label file or a manifest with a label column)")
+        raise ValueError(
+            f"{where}: conditional training needs class labels, but the data has none (use the "
+            "imagenet layout, a vfm label file or a manifest with a label column)"
+        )
     col = mat[:, 0]
     known = col[~np.isnan(col)]
     if (known < 0).any() or (known != np.round(known)).any():
@@ -100,8 +104,9 @@ def _class_labels(coll: ImageCollection, num_classes: int, where: str) -> tuple[
     return torch.from_numpy(labels), k
 
 
-def scan_sources(data: str | Path | list, layout: str = "auto", split: str = "training",
-                 label_column: str | None = None) -> ImageCollection:
+def scan_sources(
+    data: str | Path | list, layout: str = "auto", split: str = "training", label_column: str | None = None
+) -> ImageCollection:
     """Scan one folder/manifest, or several concatenated (e.g. DRIVE + CHASEDB1 + IDRiD training images)."""
     sources = [data] if isinstance(data, (str, Path)) else list(data)
     if not sources or not all(sources):
@@ -113,10 +118,18 @@ def scan_sources(data: str | Path | list, layout: str = "auto", split: str = "tr
     return ImageCollection(colls[0].root, [s for c in colls for s in c.samples], names, "multi")
 
 
-def load_training_data(data: str | Path | list, layout: str = "auto", split: str = "training",
-                       label_column: str | None = None, conditional: bool = False, num_classes: int = 0,
-                       image_size: int = 64, crop: str = "center", cache: bool = True,
-                       progress: bool = True) -> TrainingData:
+def load_training_data(
+    data: str | Path | list,
+    layout: str = "auto",
+    split: str = "training",
+    label_column: str | None = None,
+    conditional: bool = False,
+    num_classes: int = 0,
+    image_size: int = 64,
+    crop: str = "center",
+    cache: bool = True,
+    progress: bool = True,
+) -> TrainingData:
     """Scan ``data`` and (optionally) decode it into memory at ``image_size``."""
     coll = scan_sources(data, layout, split, label_column)
     if conditional:
@@ -164,4 +177,3 @@ def to_model_range(x: Tensor) -> Tensor:
 def from_model_range(x: Tensor) -> Tensor:
     """float in [-1, 1] -> uint8, clamped."""
     return x.clamp(-1, 1).add(1.0).mul(127.5).round().to(torch.uint8)
-

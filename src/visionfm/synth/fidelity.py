@@ -3,6 +3,7 @@
 Both sets go through the same square preprocessing at the same resolution (by default the synthetic images'
 side) before the encoder sees them, so the measures compare content, not image size or aspect ratio.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,15 +50,16 @@ class FidelityReport:
 
 
 @torch.no_grad()
-def encode_images(encoder: VisionTransformer, images: Tensor, input_size: int = 224, batch_size: int = 32,
-                  progress: bool = True) -> np.ndarray:
+def encode_images(
+    encoder: VisionTransformer, images: Tensor, input_size: int = 224, batch_size: int = 32, progress: bool = True
+) -> np.ndarray:
     """CLS features ``[N, D]`` of uint8 images ``[N, 3, S, S]`` (resized to ``input_size``, normalised)."""
     dev = next(encoder.parameters()).device
     mean = torch.tensor(encoder.info.mean, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(encoder.info.std, device=dev).view(1, 3, 1, 1)
     out = []
     for s in tqdm(range(0, len(images), batch_size), desc="encode", unit="batch", disable=not progress):
-        x = images[s: s + batch_size].to(dev).float().div(255.0)
+        x = images[s : s + batch_size].to(dev).float().div(255.0)
         x = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False)
         cls, _ = encode_batch(encoder, (x.clamp(0, 1) - mean) / std, n_last_blocks=1)
         out.append(cls.cpu().numpy())
@@ -74,8 +76,14 @@ def _pixel_vectors(images: Tensor, side: int = 32) -> np.ndarray:
     return x.flatten(1).numpy().astype(np.float64)
 
 
-def save_pair_grid(synthetic: Tensor, train: Tensor, mem: MemorisationResult, path: str | Path,
-                   n_pairs: int = 8, metric: str = "feature") -> Path:
+def save_pair_grid(
+    synthetic: Tensor,
+    train: Tensor,
+    mem: MemorisationResult,
+    path: str | Path,
+    n_pairs: int = 8,
+    metric: str = "feature",
+) -> Path:
     """PNG of the ``n_pairs`` closest (synthetic, nearest training image) pairs, closest first, flags in red."""
     import matplotlib
 
@@ -92,8 +100,9 @@ def save_pair_grid(synthetic: Tensor, train: Tensor, mem: MemorisationResult, pa
             ax.set_yticks([])
         flag = mem.flagged[i]
         axes[row, 0].set_title(f"synthetic #{i}  d={mem.distance[i]:.3g}", fontsize=7, color="red" if flag else "k")
-        axes[row, 1].set_title(f"nearest train #{mem.index[i]}" + ("  FLAGGED" if flag else ""), fontsize=7,
-                               color="red" if flag else "k")
+        axes[row, 1].set_title(
+            f"nearest train #{mem.index[i]}" + ("  FLAGGED" if flag else ""), fontsize=7, color="red" if flag else "k"
+        )
     fig.suptitle(f"nearest training image ({metric}); threshold {mem.threshold:.3g}", fontsize=8)
     fig.tight_layout()
     with atomic_write(path) as tmp:
@@ -107,11 +116,22 @@ def _synthetic_side(paths: list[Path]) -> int:
     return min(h, w)
 
 
-def measure_fidelity(real: str | Path | list, synthetic: str | Path | list, weights: str | Path | VisionTransformer,
-                     output: str | Path, train: str | Path | list | None = None, modality: str | None = None,
-                     resolution: int | None = None, input_size: int = 224, k: int = 3, quantile: float = 0.05,
-                     n_pairs: int = 8, batch_size: int = 32, device: str = "auto",
-                     progress: bool = True) -> FidelityReport:
+def measure_fidelity(
+    real: str | Path | list,
+    synthetic: str | Path | list,
+    weights: str | Path | VisionTransformer,
+    output: str | Path,
+    train: str | Path | list | None = None,
+    modality: str | None = None,
+    resolution: int | None = None,
+    input_size: int = 224,
+    k: int = 3,
+    quantile: float = 0.05,
+    n_pairs: int = 8,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+) -> FidelityReport:
     """Compare a synthetic set with a real one and check it for copies of the training images.
 
     Writes to ``output``: ``fidelity.json`` (the report and settings), ``nearest.csv`` (nearest training image of
@@ -145,16 +165,40 @@ def measure_fidelity(real: str | Path | list, synthetic: str | Path | list, weig
     out.mkdir(parents=True, exist_ok=True)
     _write_nearest(out / "nearest.csv", syn_paths, train_paths, mem_f, mem_p)
     save_pair_grid(syn, tra, mem_f, out / "nearest_pairs.png", n_pairs, "encoder features, cosine")
-    report = FidelityReport(len(real_paths), len(syn_paths), len(train_paths), side, fd, prec, rec, k,
-                            mem_f.flagged_fraction, mem_p.flagged_fraction, mem_f.threshold, mem_p.threshold,
-                            enc.info.source)
-    settings = {"real": _names(real), "synthetic": _names(synthetic), "train": _names(train or real),
-                "input_size": input_size,
-                "quantile": quantile, "modality": enc.info.modality, "arch": enc.info.arch}
+    report = FidelityReport(
+        len(real_paths),
+        len(syn_paths),
+        len(train_paths),
+        side,
+        fd,
+        prec,
+        rec,
+        k,
+        mem_f.flagged_fraction,
+        mem_p.flagged_fraction,
+        mem_f.threshold,
+        mem_p.threshold,
+        enc.info.source,
+    )
+    settings = {
+        "real": _names(real),
+        "synthetic": _names(synthetic),
+        "train": _names(train or real),
+        "input_size": input_size,
+        "quantile": quantile,
+        "modality": enc.info.modality,
+        "arch": enc.info.arch,
+    }
     with atomic_write(out / "fidelity.json") as tmp:
         tmp.write_text(json.dumps({"report": asdict(report), "settings": settings}, indent=1))
-    log.info("FD %.4g  precision %.3f  recall %.3f  memorised %.1f%% (features) %.1f%% (pixels)", fd, prec, rec,
-             100 * mem_f.flagged_fraction, 100 * mem_p.flagged_fraction)
+    log.info(
+        "FD %.4g  precision %.3f  recall %.3f  memorised %.1f%% (features) %.1f%% (pixels)",
+        fd,
+        prec,
+        rec,
+        100 * mem_f.flagged_fraction,
+        100 * mem_p.flagged_fraction,
+    )
     return report
 
 
@@ -162,12 +206,31 @@ def _names(src: str | Path | list) -> list[str]:
     return [str(s) for s in ([src] if isinstance(src, (str, Path)) else src)]
 
 
-def _write_nearest(path: Path, syn: list[Path], train: list[Path], mem_f: MemorisationResult,
-                   mem_p: MemorisationResult) -> None:
+def _write_nearest(
+    path: Path, syn: list[Path], train: list[Path], mem_f: MemorisationResult, mem_p: MemorisationResult
+) -> None:
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["synthetic", "nearest_features", "cosine_distance", "flagged_features", "nearest_pixels",
-                    "pixel_distance", "flagged_pixels"])
+        w.writerow(
+            [
+                "synthetic",
+                "nearest_features",
+                "cosine_distance",
+                "flagged_features",
+                "nearest_pixels",
+                "pixel_distance",
+                "flagged_pixels",
+            ]
+        )
         for i, p in enumerate(syn):
-            w.writerow([p, train[mem_f.index[i]], f"{mem_f.distance[i]:.6g}", int(mem_f.flagged[i]),
-                        train[mem_p.index[i]], f"{mem_p.distance[i]:.6g}", int(mem_p.flagged[i])])
+            w.writerow(
+                [
+                    p,
+                    train[mem_f.index[i]],
+                    f"{mem_f.distance[i]:.6g}",
+                    int(mem_f.flagged[i]),
+                    train[mem_p.index[i]],
+                    f"{mem_p.distance[i]:.6g}",
+                    int(mem_p.flagged[i]),
+                ]
+            )

@@ -7,6 +7,7 @@
 * Nearest-neighbour memorisation: each synthetic point's closest training point, flagged when closer than a
   threshold taken from the training set's own leave-one-out nearest-neighbour distances.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -103,12 +104,13 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, metric: str
     return precision, recall
 
 
-def nearest_neighbours(query: np.ndarray, ref: np.ndarray, metric: str = "cosine",
-                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    query: np.ndarray, ref: np.ndarray, metric: str = "cosine", chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Index ``[M]`` and distance ``[M]`` of each query row's nearest row of ``ref`` (computed in chunks)."""
     idx, dist = [], []
     for s in range(0, len(query), chunk):
-        d = pairwise_distances(query[s: s + chunk], ref, metric)
+        d = pairwise_distances(query[s : s + chunk], ref, metric)
         i = d.argmin(1)
         idx.append(i)
         dist.append(d[np.arange(len(i)), i])
@@ -138,8 +140,13 @@ class MemorisationResult:
         return float(self.flagged.mean()) if len(self.flagged) else 0.0
 
 
-def memorisation_check(synthetic: np.ndarray, train: np.ndarray, metric: str = "cosine", quantile: float = 0.05,
-                       threshold: float | None = None) -> MemorisationResult:
+def memorisation_check(
+    synthetic: np.ndarray,
+    train: np.ndarray,
+    metric: str = "cosine",
+    quantile: float = 0.05,
+    threshold: float | None = None,
+) -> MemorisationResult:
     """Flag synthetic points that sit as close or closer to a training point than training points sit to each other.
 
     Args:

@@ -13,6 +13,7 @@ exported to ``<run>/generator/``, built under a hidden temporary name and then r
 interrupted before exporting) or any engine checkpoint of a run. Nothing is unpickled freely: safetensors, JSON
 and ``safe_torch_load``.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,9 +96,15 @@ def build_unet(cfg: GeneratorConfig, num_classes: int = 0) -> nn.Module:
     down = tuple("AttnDownBlock2D" if i in att else "DownBlock2D" for i in range(levels))
     up = tuple("AttnUpBlock2D" if i in att else "UpBlock2D" for i in reversed(range(levels)))
     return UNet2DModel(
-        sample_size=cfg.image_size, in_channels=3, out_channels=3, block_out_channels=tuple(cfg.block_out_channels),
-        down_block_types=down, up_block_types=up, layers_per_block=cfg.layers_per_block,
-        norm_num_groups=cfg.norm_num_groups, attention_head_dim=min(64, cfg.block_out_channels[-1]),
+        sample_size=cfg.image_size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(cfg.block_out_channels),
+        down_block_types=down,
+        up_block_types=up,
+        layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups,
+        attention_head_dim=min(64, cfg.block_out_channels[-1]),
         num_class_embeds=num_classes + 1 if num_classes > 0 else None,
     )
 
@@ -106,8 +113,12 @@ def build_scheduler(cfg: GeneratorConfig):
     """The DDPM training schedule (``diffusers.DDPMScheduler``)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-                         prediction_type=cfg.prediction_type, clip_sample=True)
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        clip_sample=True,
+    )
 
 
 @torch.no_grad()
@@ -147,7 +158,7 @@ def _from_engine_checkpoint(path: Path) -> Generator:
     """The EMA U-Net of an engine checkpoint (``checkpoint_last.pth`` or a numbered one) of a generator run."""
     cfg, meta = _read_run_facts(path.parent)
     state = safe_torch_load(path)
-    ema = {k[len("ema."):]: v for k, v in state["task"].items() if k.startswith("ema.")}
+    ema = {k[len("ema.") :]: v for k, v in state["task"].items() if k.startswith("ema.")}
     unet = build_unet(cfg, meta.num_classes)
     unet.load_state_dict(ema, strict=True)
     meta.step = int(state["step"])
@@ -208,7 +219,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     elif path.is_file() and path.suffix == ".pth":
         gen = _from_engine_checkpoint(path)
     else:
-        raise FileNotFoundError(f"no generator at {path} (expected a run folder, its {EXPORT_DIR}/ folder or a "
-                                "checkpoint_*.pth of a run)")
+        raise FileNotFoundError(
+            f"no generator at {path} (expected a run folder, its {EXPORT_DIR}/ folder or a checkpoint_*.pth of a run)"
+        )
     gen.unet.to(device).eval()
     return gen

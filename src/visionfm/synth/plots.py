@@ -1,4 +1,5 @@
 """Figures of the synthetic-image tools: real-vs-synthetic sample grids and the ratio-study curve (paper Fig. 5f)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -49,8 +50,14 @@ def save_image_grid(rows: Mapping[str, Tensor], path: str | Path, per_row: int =
     return Path(path)
 
 
-def plot_ratio_curve(labels: Sequence[str], values: Sequence[Sequence[float]], path: str | Path,
-                     metric: str = "test AUC", title: str = "", reference: tuple[str, float] | None = None) -> Path:
+def plot_ratio_curve(
+    labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    path: str | Path,
+    metric: str = "test AUC",
+    title: str = "",
+    reference: tuple[str, float] | None = None,
+) -> Path:
     """The probe metric against the real:synthetic ratio: mean +- sd over seeds, and every seed as a dot.
 
     Args:

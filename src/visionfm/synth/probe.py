@@ -7,6 +7,7 @@ one-vs-rest, as MedMNIST's ``getAUC``) and accuracy of the selected model. The f
 (:func:`fewshot_probe`) fits on k labelled training images per class (many seeded draws, the same draws for every
 encoder), everything else unchanged: where labels are scarce, an encoder's features matter most.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,12 +64,17 @@ def linear_probe(splits: ProbeSplits, c_grid: Sequence[float] = C_GRID, seed: in
             best = (auc, c, clf)
     val_auc, c, clf = best
     probs = clf.predict_proba(x["test"])
-    return {"C": float(c), "val_auc": val_auc, "test_auc": _auc(y["test"], probs, classes),
-            "test_acc": float((classes[probs.argmax(1)] == y["test"]).mean())}
+    return {
+        "C": float(c),
+        "val_auc": val_auc,
+        "test_auc": _auc(y["test"], probs, classes),
+        "test_acc": float((classes[probs.argmax(1)] == y["test"]).mean()),
+    }
 
 
-def fewshot_probe(splits: ProbeSplits, k: int, n_draws: int = 20, seed: int = 0,
-                  c_grid: Sequence[float] = C_GRID) -> dict[str, float | list[float]]:
+def fewshot_probe(
+    splits: ProbeSplits, k: int, n_draws: int = 20, seed: int = 0, c_grid: Sequence[float] = C_GRID
+) -> dict[str, float | list[float]]:
     """:func:`linear_probe` fitted on ``k`` training images per class, over ``n_draws`` seeded draws.
 
     Draw ``i`` depends only on the training labels, ``k``, ``seed`` and ``i``
@@ -82,16 +88,27 @@ def fewshot_probe(splits: ProbeSplits, k: int, n_draws: int = 20, seed: int = 0,
     from ..evaluation.splits import kshot_draws
 
     x, y = splits["train"]
-    runs = [linear_probe({**splits, "train": (x[idx], y[idx])}, c_grid, seed)
-            for idx in kshot_draws(y, k, n_draws, seed)]
+    runs = [
+        linear_probe({**splits, "train": (x[idx], y[idx])}, c_grid, seed) for idx in kshot_draws(y, k, n_draws, seed)
+    ]
     test = [r["test_auc"] for r in runs]
-    return {"test_auc": float(np.mean(test)), "test_auc_sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
-            "val_auc": float(np.mean([r["val_auc"] for r in runs])), "draws": test}
+    return {
+        "test_auc": float(np.mean(test)),
+        "test_auc_sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+        "val_auc": float(np.mean([r["val_auc"] for r in runs])),
+        "draws": test,
+    }
 
 
-def probe_features(weights: str | Path, data: str | Path, work: str | Path, input_size: int,
-                   n_last_blocks: int = 4, splits: Sequence[str] = ("train", "val", "test"),
-                   device: str = "auto") -> ProbeSplits:
+def probe_features(
+    weights: str | Path,
+    data: str | Path,
+    work: str | Path,
+    input_size: int,
+    n_last_blocks: int = 4,
+    splits: Sequence[str] = ("train", "val", "test"),
+    device: str = "auto",
+) -> ProbeSplits:
     """Features (CLS tokens of the last ``n_last_blocks`` blocks) and class labels of the ``vfm``-layout ``data``
     splits, extracted with ``weights`` into ``work``; keyed ``train``, ``val``, ``test`` whatever the split names."""
     from ..checkpoints import load_encoder
@@ -104,8 +121,19 @@ def probe_features(weights: str | Path, data: str | Path, work: str | Path, inpu
     feats: ProbeSplits = {}
     for role, split in zip(("train", "val", "test"), splits):
         path = Path(work) / f"features_{split}.safetensors"
-        extract_features(enc, data, path, layout="vfm", split=split, input_size=input_size, n_last_blocks=blocks,
-                         batch_size=64, num_workers=0, device=device, progress=False)
+        extract_features(
+            enc,
+            data,
+            path,
+            layout="vfm",
+            split=split,
+            input_size=input_size,
+            n_last_blocks=blocks,
+            batch_size=64,
+            num_workers=0,
+            device=device,
+            progress=False,
+        )
         fs = load_features(path)
         if fs.labels is None or fs.labels.shape[1] == 0 or np.isnan(fs.labels[:, 0]).any():
             raise ValueError(f"{data} split {split}: every image needs a class label for the probe")
@@ -113,9 +141,16 @@ def probe_features(weights: str | Path, data: str | Path, work: str | Path, inpu
     return feats
 
 
-def probe_encoder(weights: str | Path, data: str | Path, work: str | Path, input_size: int,
-                  n_last_blocks: int = 4, splits: Sequence[str] = ("train", "val", "test"),
-                  c_grid: Sequence[float] = C_GRID, device: str = "auto") -> dict[str, float]:
+def probe_encoder(
+    weights: str | Path,
+    data: str | Path,
+    work: str | Path,
+    input_size: int,
+    n_last_blocks: int = 4,
+    splits: Sequence[str] = ("train", "val", "test"),
+    c_grid: Sequence[float] = C_GRID,
+    device: str = "auto",
+) -> dict[str, float]:
     """Extract features of the ``vfm``-layout ``data`` splits with ``weights`` into ``work`` and probe them.
 
     Args:
@@ -123,6 +158,12 @@ def probe_encoder(weights: str | Path, data: str | Path, work: str | Path, input
         n_last_blocks: CLS tokens of this many last blocks (at most the encoder's depth) are concatenated.
     """
     result = linear_probe(probe_features(weights, data, work, input_size, n_last_blocks, splits, device), c_grid)
-    log.info("probe %s: val AUC %.3f, test AUC %.3f, test acc %.3f (C=%g)", weights, result["val_auc"],
-             result["test_auc"], result["test_acc"], result["C"])
+    log.info(
+        "probe %s: val AUC %.3f, test AUC %.3f, test acc %.3f (C=%g)",
+        weights,
+        result["val_auc"],
+        result["test_auc"],
+        result["test_acc"],
+        result["C"],
+    )
     return result

@@ -11,6 +11,7 @@ Writes to ``output``: ``ratio_study.yaml`` (the resolved settings), ``runs/<rati
 with ``encoder.safetensors``, ``probe.json``), ``results.json``, ``results.md`` and ``ratio_curve.png``. A study
 that was interrupted continues where it stopped: finished runs are reused, an unfinished one is resumed.
 """
+
 from __future__ import annotations
 
 import json
@@ -125,23 +126,41 @@ def epoch_length(label: str, n_real: int, n_synthetic: int) -> int:
     return n_real + int(round(b / a * n_real))
 
 
-def ratio_pretrain_config(cfg: RatioStudyConfig, label: str, seed: int, n_real: int, n_synthetic: int,
-                          output: str | Path):
+def ratio_pretrain_config(
+    cfg: RatioStudyConfig, label: str, seed: int, n_real: int, n_synthetic: int, output: str | Path
+):
     """The :class:`~visionfm.pretrain.PretrainConfig` of one run: shared settings, this ratio's data, equal steps."""
     from ..config import config_from_dict
     from ..pretrain import PretrainConfig
 
     a, b = parse_ratio(label)
-    data = {"data": list(cfg.real) if a > 0 else [], "synthetic": list(cfg.synthetic) if b > 0 else None,
-            "synthetic_ratio": b / a if a > 0 and b > 0 else None}
+    data = {
+        "data": list(cfg.real) if a > 0 else [],
+        "synthetic": list(cfg.synthetic) if b > 0 else None,
+        "synthetic_ratio": b / a if a > 0 and b > 0 else None,
+    }
     # equal in steps whatever the epoch length: warm-up and budget are given in steps, not epochs
-    shared = {"modality": cfg.modality, "arch": cfg.arch, "patch_size": cfg.patch_size,
-              "global_size": cfg.global_size, "local_crops": cfg.local_crops, "local_size": cfg.local_size,
-              "out_dim": cfg.out_dim, "patch_out_dim": cfg.out_dim, "head_hidden_dim": cfg.head_hidden_dim,
-              "head_bottleneck_dim": cfg.head_bottleneck_dim, "warmup_teacher_temp_epochs": 0,
-              "freeze_last_layer": 0, "train.batch_size": cfg.batch_size, "train.lr": cfg.lr,
-              "train.max_steps": cfg.steps, "train.warmup_steps": cfg.warmup_steps,
-              "train.device": cfg.device, "train.num_workers": cfg.num_workers, "train.progress": False}
+    shared = {
+        "modality": cfg.modality,
+        "arch": cfg.arch,
+        "patch_size": cfg.patch_size,
+        "global_size": cfg.global_size,
+        "local_crops": cfg.local_crops,
+        "local_size": cfg.local_size,
+        "out_dim": cfg.out_dim,
+        "patch_out_dim": cfg.out_dim,
+        "head_hidden_dim": cfg.head_hidden_dim,
+        "head_bottleneck_dim": cfg.head_bottleneck_dim,
+        "warmup_teacher_temp_epochs": 0,
+        "freeze_last_layer": 0,
+        "train.batch_size": cfg.batch_size,
+        "train.lr": cfg.lr,
+        "train.max_steps": cfg.steps,
+        "train.warmup_steps": cfg.warmup_steps,
+        "train.device": cfg.device,
+        "train.num_workers": cfg.num_workers,
+        "train.progress": False,
+    }
     values = {**shared, **cfg.pretrain, **data, "train.seed": seed, "train.output_dir": str(output)}
     return config_from_dict(PretrainConfig, values, "ratio study")
 
@@ -167,9 +186,15 @@ def _run_one(cfg: RatioStudyConfig, label: str, seed: int, n_real: int, n_syn: i
         timing.write_text(f"{time.perf_counter() - t0:.1f}\n")
     result = _probe_once(cfg, enc)
     a, b = parse_ratio(label)
-    return {"ratio": label, "seed": seed, "real_share": a / (a + b), "steps": cfg.steps,
-            "epoch_images": epoch_length(label, n_real, n_syn),
-            "seconds": float(timing.read_text()) if timing.is_file() else None, **result}
+    return {
+        "ratio": label,
+        "seed": seed,
+        "real_share": a / (a + b),
+        "steps": cfg.steps,
+        "epoch_images": epoch_length(label, n_real, n_syn),
+        "seconds": float(timing.read_text()) if timing.is_file() else None,
+        **result,
+    }
 
 
 def _probe_once(cfg: RatioStudyConfig, encoder: Path) -> dict[str, Any]:
@@ -179,8 +204,15 @@ def _probe_once(cfg: RatioStudyConfig, encoder: Path) -> dict[str, Any]:
     cached = encoder.parent / "probe.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    result = probe_encoder(encoder, cfg.probe_data, encoder.parent / "probe", cfg.probe_input_size or cfg.global_size,
-                           cfg.probe_blocks, cfg.probe_splits, device=cfg.device)
+    result = probe_encoder(
+        encoder,
+        cfg.probe_data,
+        encoder.parent / "probe",
+        cfg.probe_input_size or cfg.global_size,
+        cfg.probe_blocks,
+        cfg.probe_splits,
+        device=cfg.device,
+    )
     with atomic_write(cached) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return result
@@ -211,23 +243,42 @@ def summarise(rows: list[dict[str, Any]], metric: str = "test_auc") -> list[dict
         vals = np.array([r[metric] for r in rows if r["ratio"] == label], dtype=float)
         acc = np.array([r["test_acc"] for r in rows if r["ratio"] == label], dtype=float)
         sd = lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
-        out.append({"ratio": label, "n_seeds": len(vals), f"{metric}_mean": float(vals.mean()),
-                    f"{metric}_sd": sd(vals), "test_acc_mean": float(acc.mean()), "test_acc_sd": sd(acc)})
+        out.append(
+            {
+                "ratio": label,
+                "n_seeds": len(vals),
+                f"{metric}_mean": float(vals.mean()),
+                f"{metric}_sd": sd(vals),
+                "test_acc_mean": float(acc.mean()),
+                "test_acc_sd": sd(acc),
+            }
+        )
     return out
 
 
 def format_markdown(summary: list[dict[str, Any]], rows: list[dict[str, Any]], title: str) -> str:
     """The results as markdown: the per-ratio summary, then every run."""
-    lines = [f"# {title}", "", "| real:synthetic | seeds | test AUC (mean +- sd) | test accuracy (mean +- sd) |",
-             "|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| real:synthetic | seeds | test AUC (mean +- sd) | test accuracy (mean +- sd) |",
+        "|---|---|---|---|",
+    ]
     for s in summary:
-        lines.append(f"| {s['ratio']} | {s['n_seeds']} | {s['test_auc_mean']:.3f} +- {s['test_auc_sd']:.3f} | "
-                     f"{s['test_acc_mean']:.3f} +- {s['test_acc_sd']:.3f} |")
-    lines += ["", "| run | seed | images/epoch | C | val AUC | test AUC | test acc | pretraining s |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {s['ratio']} | {s['n_seeds']} | {s['test_auc_mean']:.3f} +- {s['test_auc_sd']:.3f} | "
+            f"{s['test_acc_mean']:.3f} +- {s['test_acc_sd']:.3f} |"
+        )
+    lines += [
+        "",
+        "| run | seed | images/epoch | C | val AUC | test AUC | test acc | pretraining s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['ratio']} | {r['seed']} | {r.get('epoch_images', '')} | {r['C']:g} | "
-                     f"{r['val_auc']:.3f} | {r['test_auc']:.3f} | {r['test_acc']:.3f} | {r.get('seconds') or ''} |")
+        lines.append(
+            f"| {r['ratio']} | {r['seed']} | {r.get('epoch_images', '')} | {r['C']:g} | "
+            f"{r['val_auc']:.3f} | {r['test_auc']:.3f} | {r['test_acc']:.3f} | {r.get('seconds') or ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -239,26 +290,51 @@ def run_ratio_study(cfg: RatioStudyConfig) -> Path:
         if not getattr(cfg, name):
             raise ValueError(f"the ratio study needs {name} image folders (--{name})")
     if not cfg.probe_data or not Path(cfg.probe_data).is_dir():
-        raise FileNotFoundError(f"probe data folder not found: {cfg.probe_data!r} (a vfm layout with "
-                                f"{'/'.join(cfg.probe_splits)} splits)")
+        raise FileNotFoundError(
+            f"probe data folder not found: {cfg.probe_data!r} (a vfm layout with {'/'.join(cfg.probe_splits)} splits)"
+        )
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "ratio_study.yaml")
     n_real, n_syn = _count(cfg.real, False), _count(cfg.synthetic, True)
-    log.info("ratio study: %d real and %d synthetic images, ratios %s, seeds %s, %d steps per run", n_real, n_syn,
-             cfg.ratios, cfg.seeds, cfg.steps)
+    log.info(
+        "ratio study: %d real and %d synthetic images, ratios %s, seeds %s, %d steps per run",
+        n_real,
+        n_syn,
+        cfg.ratios,
+        cfg.seeds,
+        cfg.steps,
+    )
     rows = [_run_one(cfg, label, seed, n_real, n_syn, out) for label in cfg.ratios for seed in cfg.seeds]
     summary = summarise(rows)
     baseline = [_random_baseline(cfg, seed, out) for seed in cfg.seeds] if cfg.random_baseline else []
-    title = (f"Ratio study: {cfg.arch} (patch {cfg.patch_size}), {cfg.global_size} px, {cfg.steps} steps x "
-             f"{cfg.batch_size} images per run; {n_real} real, {n_syn} synthetic images")
+    title = (
+        f"Ratio study: {cfg.arch} (patch {cfg.patch_size}), {cfg.global_size} px, {cfg.steps} steps x "
+        f"{cfg.batch_size} images per run; {n_real} real, {n_syn} synthetic images"
+    )
     reference = ("random-init encoder", float(np.mean([r["test_auc"] for r in baseline]))) if baseline else None
-    plot_ratio_curve([s["ratio"] for s in summary], [[r["test_auc"] for r in rows if r["ratio"] == s["ratio"]]
-                                                     for s in summary], out / "ratio_curve.png",
-                     "linear-probe test AUC", title.split(";")[0], reference)
+    plot_ratio_curve(
+        [s["ratio"] for s in summary],
+        [[r["test_auc"] for r in rows if r["ratio"] == s["ratio"]] for s in summary],
+        out / "ratio_curve.png",
+        "linear-probe test AUC",
+        title.split(";")[0],
+        reference,
+    )
     with atomic_write(out / "results.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(cfg), "n_real": n_real, "n_synthetic": n_syn,
-                                   "summary": summary, "runs": rows, "random_baseline": baseline}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "config": asdict(cfg),
+                    "n_real": n_real,
+                    "n_synthetic": n_syn,
+                    "summary": summary,
+                    "runs": rows,
+                    "random_baseline": baseline,
+                },
+                indent=1,
+            )
+        )
     md = format_markdown(summary + summarise(baseline), rows + baseline, title)
     with atomic_write(out / "results.md") as tmp:
         tmp.write_text(md)

@@ -10,6 +10,7 @@ docs/readme/synth.md (2000 CPU steps), 400 images at ``eta = 0`` came out grainy
 precision 0.00 vs 0.24 at ``eta = 1``), because the deterministic sampler carries the noise predictor's errors
 through to the image.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,15 @@ MANIFEST_NAME = "manifest.csv"
 
 
 @torch.no_grad()
-def ddim_sample(gen: Generator, seeds: Sequence[int], labels: Sequence[int] | None = None, steps: int = 50,
-                guidance: float = 1.0, eta: float = 1.0, precision: str = "fp32") -> Tensor:
+def ddim_sample(
+    gen: Generator,
+    seeds: Sequence[int],
+    labels: Sequence[int] | None = None,
+    steps: int = 50,
+    guidance: float = 1.0,
+    eta: float = 1.0,
+    precision: str = "fp32",
+) -> Tensor:
     """Generate one image per seed.
 
     Args:
@@ -67,8 +75,10 @@ def ddim_sample(gen: Generator, seeds: Sequence[int], labels: Sequence[int] | No
     cond = uncond = None
     if gen.meta.conditional:
         null = gen.meta.num_classes
-        cond = torch.tensor([null if lab is None else int(lab) for lab in labels] if labels is not None
-                            else [null] * len(seeds), device=dev)
+        cond = torch.tensor(
+            [null if lab is None else int(lab) for lab in labels] if labels is not None else [null] * len(seeds),
+            device=dev,
+        )
         uncond = torch.full_like(cond, null)
     use_cfg = gen.meta.conditional and guidance != 1.0
     for t in sched.timesteps:
@@ -101,9 +111,20 @@ def _class_name(gen: Generator, label: int | None) -> str:
     return names[label] if label is not None and label < len(names) else ""
 
 
-def sample_images(checkpoint: str | Path, output: str | Path, num: int, batch_size: int = 16, steps: int = 50,
-                  seed: int = 0, labels: Sequence[int] | None = None, guidance: float = 1.0,
-                  device: str = "auto", precision: str = "fp32", eta: float = 1.0, progress: bool = True) -> Path:
+def sample_images(
+    checkpoint: str | Path,
+    output: str | Path,
+    num: int,
+    batch_size: int = 16,
+    steps: int = 50,
+    seed: int = 0,
+    labels: Sequence[int] | None = None,
+    guidance: float = 1.0,
+    device: str = "auto",
+    precision: str = "fp32",
+    eta: float = 1.0,
+    progress: bool = True,
+) -> Path:
     """Write ``num`` generated PNGs to ``output`` and ``output/manifest.csv`` (``path, label, seed, class_name``).
 
     Returns:
@@ -126,8 +147,14 @@ def sample_images(checkpoint: str | Path, output: str | Path, num: int, batch_si
             name = f"synthetic_{i:06d}.png"
             Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(output / name)
             label = plan[i]
-            rows.append({"path": name, "label": "" if label is None else label, "seed": seed + i,
-                         "class_name": _class_name(gen, label)})
+            rows.append(
+                {
+                    "path": name,
+                    "label": "" if label is None else label,
+                    "seed": seed + i,
+                    "class_name": _class_name(gen, label),
+                }
+            )
         bar.update(len(idx))
     bar.close()
     manifest = output / MANIFEST_NAME
@@ -135,9 +162,18 @@ def sample_images(checkpoint: str | Path, output: str | Path, num: int, batch_si
         w = csv.DictWriter(f, fieldnames=["path", "label", "seed", "class_name"])
         w.writeheader()
         w.writerows(rows)
-    settings = {"checkpoint": str(gen.path), "generator_step": gen.meta.step, "num": num, "steps": steps,
-                "seed": seed, "guidance": guidance, "eta": eta, "labels": list(labels or []), "precision": precision,
-                "label_names": gen.meta.label_names}
+    settings = {
+        "checkpoint": str(gen.path),
+        "generator_step": gen.meta.step,
+        "num": num,
+        "steps": steps,
+        "seed": seed,
+        "guidance": guidance,
+        "eta": eta,
+        "labels": list(labels or []),
+        "precision": precision,
+        "label_names": gen.meta.label_names,
+    }
     with atomic_write(output / "sampling.json") as tmp:
         tmp.write_text(json.dumps(settings, indent=1))
     log.info("wrote %d images from %s (step %d) to %s", num, gen.path, gen.meta.step, output)

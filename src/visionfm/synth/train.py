@@ -7,6 +7,7 @@ atomic checkpoints with every RNG state, JSON-lines + TensorBoard logs). A run f
 model ``generator/`` that
 :func:`visionfm.synth.sample_images` reads.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,13 +43,26 @@ __all__ = ["MODEL_FIELDS", "GeneratorTask", "diffusion_loss", "train_generator"]
 log = logging.getLogger(__name__)
 
 # Fields that must match to resume a run (the rest, e.g. steps or lr, may change between sessions).
-MODEL_FIELDS = ("data", "image_size", "crop", "block_out_channels", "attention_levels", "layers_per_block",
-                "norm_num_groups", "num_train_timesteps", "beta_schedule", "prediction_type", "conditional",
-                "num_classes", "label_column")
+MODEL_FIELDS = (
+    "data",
+    "image_size",
+    "crop",
+    "block_out_channels",
+    "attention_levels",
+    "layers_per_block",
+    "norm_num_groups",
+    "num_train_timesteps",
+    "beta_schedule",
+    "prediction_type",
+    "conditional",
+    "num_classes",
+    "label_column",
+)
 
 
-def diffusion_loss(model: nn.Module, scheduler: Any, x0: Tensor, class_labels: Tensor | None,
-                   generator: torch.Generator | None = None) -> Tensor:
+def diffusion_loss(
+    model: nn.Module, scheduler: Any, x0: Tensor, class_labels: Tensor | None, generator: torch.Generator | None = None
+) -> Tensor:
     """The DDPM training loss: MSE between the model's prediction and the noise (or velocity) target.
 
     Args:
@@ -79,8 +93,15 @@ class GeneratorTask(Task):
         ema_decay: final EMA decay (warmed up as ``min(decay, (1 + step) / (10 + step))``).
     """
 
-    def __init__(self, unet: nn.Module, scheduler: Any, num_classes: int = 0, p_uncond: float = 0.1,
-                 hflip: bool = True, ema_decay: float = 0.999) -> None:
+    def __init__(
+        self,
+        unet: nn.Module,
+        scheduler: Any,
+        num_classes: int = 0,
+        p_uncond: float = 0.1,
+        hflip: bool = True,
+        ema_decay: float = 0.999,
+    ) -> None:
         super().__init__()
         self.unet = unet
         self.ema = copy.deepcopy(unet).requires_grad_(False)
@@ -109,8 +130,11 @@ def _check_resumable(cfg: GeneratorConfig, run_dir: Path) -> None:
     if not saved_path.is_file():
         raise UserError(f"cannot resume {run_dir}: {saved_path.name} is missing (not a generator run?)")
     saved = load_config(GeneratorConfig, saved_path)  # old flat files load too
-    diff = [f"{k}: saved {getattr(saved, k)!r} != now {getattr(cfg, k)!r}" for k in MODEL_FIELDS
-            if getattr(saved, k) != getattr(cfg, k)]
+    diff = [
+        f"{k}: saved {getattr(saved, k)!r} != now {getattr(cfg, k)!r}"
+        for k in MODEL_FIELDS
+        if getattr(saved, k) != getattr(cfg, k)
+    ]
     if diff:
         raise UserError(f"cannot resume {run_dir}: " + "; ".join(diff) + " (use a new --output)")
 
@@ -129,8 +153,10 @@ def _prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
         shutil.rmtree(run_dir)
         return False
     if is_run:
-        raise UserError(f"{run_dir} already holds a generator run; pass --resume to continue it (a larger --steps "
-                        "extends a finished run) or --overwrite to start again")
+        raise UserError(
+            f"{run_dir} already holds a generator run; pass --resume to continue it (a larger --steps "
+            "extends a finished run) or --overwrite to start again"
+        )
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir} is not empty and not a generator run; choose a new --output")
     if run_dir.exists() and not run_dir.is_dir():
@@ -138,8 +164,9 @@ def _prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
-def train_generator(cfg: GeneratorConfig, resume: bool = False, progress: bool | None = None,
-                    overwrite: bool = False) -> Path:
+def train_generator(
+    cfg: GeneratorConfig, resume: bool = False, progress: bool | None = None, overwrite: bool = False
+) -> Path:
     """Train (or continue training) a generator until ``cfg.steps``; returns the exported ``generator/`` folder.
 
     With ``resume``, a run folder that holds ``checkpoint_last.pth`` is continued exactly (weights, EMA, optimizer,
@@ -153,8 +180,18 @@ def train_generator(cfg: GeneratorConfig, resume: bool = False, progress: bool |
     has_ckpt = _prepare_run_folder(run_dir, resume, overwrite)
     if has_ckpt:
         _check_resumable(cfg, run_dir)
-    data = load_training_data(cfg.data, cfg.layout, cfg.split, cfg.label_column, cfg.conditional, cfg.num_classes,
-                              cfg.image_size, cfg.crop, cfg.cache, progress)
+    data = load_training_data(
+        cfg.data,
+        cfg.layout,
+        cfg.split,
+        cfg.label_column,
+        cfg.conditional,
+        cfg.num_classes,
+        cfg.image_size,
+        cfg.crop,
+        cfg.cache,
+        progress,
+    )
     with torch.random.fork_rng():  # the U-Net's initial weights follow the seed without touching the caller's RNG
         torch.manual_seed(cfg.train.seed)
         unet = build_unet(cfg, data.num_classes)
@@ -171,7 +208,12 @@ def train_generator(cfg: GeneratorConfig, resume: bool = False, progress: bool |
     if trainer.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_facts(run_dir, cfg, GeneratorMeta(cfg.image_size, data.num_classes, data.label_names))
-    log.info("generator: %d images x %d per epoch, %.2f M parameters, %d steps", n, repeats,
-             sum(p.numel() for p in task.unet.parameters()) / 1e6, cfg.steps)
+    log.info(
+        "generator: %d images x %d per epoch, %.2f M parameters, %d steps",
+        n,
+        repeats,
+        sum(p.numel() for p in task.unet.parameters()) / 1e6,
+        cfg.steps,
+    )
     trainer.fit(resume=has_ckpt)
     return export_generator(run_dir) if trainer.dist.is_main else run_dir / EXPORT_DIR

@@ -9,6 +9,7 @@ once (a reader can close the page and come back: answered images are skipped). S
 Endpoints: ``GET /`` (the page), ``GET /api/state`` (progress and next image id), ``GET /image/<id>.png``,
 ``POST /api/answer`` with ``{"id": ..., "answer": "real"|"synthetic"}``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,9 @@ class TuringItem:
     truth: str
 
 
-def build_session(real: str | Path | list, synthetic: str | Path | list, reader: str, n: int | None = None,
-                  seed: int = 0) -> list[TuringItem]:
+def build_session(
+    real: str | Path | list, synthetic: str | Path | list, reader: str, n: int | None = None, seed: int = 0
+) -> list[TuringItem]:
     """``n`` real and ``n`` synthetic images (default: as many as the smaller set has), shuffled per reader.
 
     The same ``seed`` picks the same images for every reader; the order differs per reader (seeded by the name),
@@ -73,8 +75,15 @@ class TuringServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, items: list[TuringItem], reader: str, answers: Path, port: int, display_size: int,
-                 exit_when_done: bool = False) -> None:
+    def __init__(
+        self,
+        items: list[TuringItem],
+        reader: str,
+        answers: Path,
+        port: int,
+        display_size: int,
+        exit_when_done: bool = False,
+    ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.items = {it.id: it for it in items}
         self.order = [it.id for it in items]
@@ -92,8 +101,13 @@ class TuringServer(ThreadingHTTPServer):
 
     def state(self) -> dict:
         nxt = next((i for i in self.order if i not in self.answered), None)
-        return {"reader": self.reader, "total": len(self.order), "answered": len(self.answered),
-                "next": nxt, "done": nxt is None}
+        return {
+            "reader": self.reader,
+            "total": len(self.order),
+            "answered": len(self.answered),
+            "next": nxt,
+            "done": nxt is None,
+        }
 
     def record(self, item_id: str, answer: str) -> tuple[int, dict]:
         if item_id not in self.items:
@@ -104,8 +118,15 @@ class TuringServer(ThreadingHTTPServer):
             if item_id in self.answered:  # double click / resubmission: the first answer stands
                 return HTTPStatus.CONFLICT, {"error": "already answered", **self.state()}
             it = self.items[item_id]
-            rec = {"reader": self.reader, "item": it.id, "image": str(it.path), "truth": it.truth, "answer": answer,
-                   "correct": answer == it.truth, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            rec = {
+                "reader": self.reader,
+                "item": it.id,
+                "image": str(it.path),
+                "truth": it.truth,
+                "answer": answer,
+                "correct": answer == it.truth,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
             self.answers.parent.mkdir(parents=True, exist_ok=True)
             with open(self.answers, "a") as f:  # one line per answer, flushed: nothing lost if the server dies
                 f.write(json.dumps(rec) + "\n")
@@ -157,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/state":
             self._json(HTTPStatus.OK, self.server.state())
         elif path.startswith("/image/") and path.endswith(".png"):
-            data = self.server.png(path[len("/image/"): -len(".png")])
+            data = self.server.png(path[len("/image/") : -len(".png")])
             if data is None:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "unknown image"})
             else:
@@ -178,10 +199,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(code, obj)
 
 
-def make_turing_server(real: str | Path | list, synthetic: str | Path | list, reader: str, answers: str | Path,
-                       port: int = 8000,
-                       n: int | None = None, seed: int = 0, display_size: int = 256,
-                       exit_when_done: bool = False) -> TuringServer:
+def make_turing_server(
+    real: str | Path | list,
+    synthetic: str | Path | list,
+    reader: str,
+    answers: str | Path,
+    port: int = 8000,
+    n: int | None = None,
+    seed: int = 0,
+    display_size: int = 256,
+    exit_when_done: bool = False,
+) -> TuringServer:
     """Build (and bind) the server of one reader's session; ``port=0`` picks a free port (see ``.url``)."""
     if display_size < 16:
         raise ValueError(f"display size {display_size} too small (>= 16)")

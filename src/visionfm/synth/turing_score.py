@@ -1,4 +1,5 @@
 """Scoring visual Turing tests: each reader's accuracy and the panel mean +- sd (50% = indistinguishable)."""
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,17 @@ def score_answers(records: Iterable[dict]) -> PanelScore:
     for reader in sorted(by_reader):
         recs = list(by_reader[reader].values())
         k = sum(r["answer"] == r["truth"] for r in recs)
-        scores.append(ReaderScore(reader, len(recs), k, k / len(recs), _rate(recs, "real"),
-                                  _rate(recs, "synthetic"), _binom_p(k, len(recs))))
+        scores.append(
+            ReaderScore(
+                reader,
+                len(recs),
+                k,
+                k / len(recs),
+                _rate(recs, "real"),
+                _rate(recs, "synthetic"),
+                _binom_p(k, len(recs)),
+            )
+        )
     acc = [s.accuracy for s in scores]
     mean = sum(acc) / len(acc)
     sd = math.sqrt(sum((a - mean) ** 2 for a in acc) / (len(acc) - 1)) if len(acc) > 1 else 0.0
@@ -109,10 +119,14 @@ def format_scores(panel: PanelScore) -> str:
     """A plain-text table of the readers and the panel line."""
     lines = [f"{'reader':<20} {'n':>5} {'correct':>7} {'accuracy':>8} {'real->real':>10} {'syn->syn':>8} {'p(50%)':>7}"]
     for s in panel.readers:
-        lines.append(f"{s.reader:<20} {s.n:>5} {s.correct:>7} {100 * s.accuracy:>7.1f}% "
-                     f"{100 * s.real_recognised:>9.1f}% {100 * s.synthetic_detected:>7.1f}% {s.p_value:>7.3f}")
-    lines.append(f"panel ({len(panel.readers)} readers): accuracy {100 * panel.mean_accuracy:.1f}% "
-                 f"+- {100 * panel.sd_accuracy:.1f}% (mean +- sd; 50% = indistinguishable)")
+        lines.append(
+            f"{s.reader:<20} {s.n:>5} {s.correct:>7} {100 * s.accuracy:>7.1f}% "
+            f"{100 * s.real_recognised:>9.1f}% {100 * s.synthetic_detected:>7.1f}% {s.p_value:>7.3f}"
+        )
+    lines.append(
+        f"panel ({len(panel.readers)} readers): accuracy {100 * panel.mean_accuracy:.1f}% "
+        f"+- {100 * panel.sd_accuracy:.1f}% (mean +- sd; 50% = indistinguishable)"
+    )
     return "\n".join(lines)
 
 

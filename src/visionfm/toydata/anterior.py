@@ -6,6 +6,7 @@ recess, and the auxiliary point lies on the posterior corneal surface a fixed di
 of the 500 um of AOD500) further along the wall's tangent at the spur. The angle between wall and iris is the
 regression target; below 20 degrees the angle is labelled narrow.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,12 +56,20 @@ def ubm_phantom(rng: np.random.Generator, size: int = 128) -> Phantom:
     spur = rec + 0.1 * s * u_w
     aux = spur + 0.12 * s * u_w
     far, t_wall, t_iris = 2.0 * s, 0.16 * s, rng.uniform(0.05, 0.07) * s
-    wall = _poly(shape, [rec - far * u_w, rec + far * u_w, rec + far * u_w - t_wall * n_c,
-                         rec - far * u_w - t_wall * n_c])
-    iris = _poly(shape, [rec, rec + 0.75 * s * u_i, rec + 0.75 * s * u_i + 0.5 * t_iris * n_i,
-                         rec + 0.3 * s * u_i + t_iris * n_i, rec + t_iris * n_i - 0.01 * s * u_w])
-    ciliary = ellipse_mask(shape, *(rec + 0.07 * s * n_i - 0.03 * s * u_w), 0.09 * s, 0.05 * s,
-                           angle=-th_iris) & ~wall
+    wall = _poly(
+        shape, [rec - far * u_w, rec + far * u_w, rec + far * u_w - t_wall * n_c, rec - far * u_w - t_wall * n_c]
+    )
+    iris = _poly(
+        shape,
+        [
+            rec,
+            rec + 0.75 * s * u_i,
+            rec + 0.75 * s * u_i + 0.5 * t_iris * n_i,
+            rec + 0.3 * s * u_i + t_iris * n_i,
+            rec + t_iris * n_i - 0.01 * s * u_w,
+        ],
+    )
+    ciliary = ellipse_mask(shape, *(rec + 0.07 * s * n_i - 0.03 * s * u_w), 0.09 * s, 0.05 * s, angle=-th_iris) & ~wall
     spur_m = _poly(shape, [spur - 0.02 * s * u_w, spur + 0.025 * s * n_c, spur + 0.02 * s * u_w])
     img = np.full(shape, 0.04, np.float32)
     img[ciliary] = 0.45
@@ -73,8 +82,11 @@ def ubm_phantom(rng: np.random.Generator, size: int = 128) -> Phantom:
     return Phantom(
         image=to_uint8(img),
         masks=dict(corneosclera=wall, iris=iris, ciliary_body=ciliary, scleral_spur=spur_m),
-        points={"scleral_spur": tuple(map(float, spur)), "angle_recess": tuple(map(float, rec)),
-                "auxiliary_point": tuple(map(float, aux))},
+        points={
+            "scleral_spur": tuple(map(float, spur)),
+            "angle_recess": tuple(map(float, rec)),
+            "auxiliary_point": tuple(map(float, aux)),
+        },
         labels={"narrow_angle": int(angle < NARROW_ANGLE_DEG)},
         targets={"angle_deg": float(angle), "aod": aod / s},
     )
@@ -103,12 +115,34 @@ def slitlamp_phantom(rng: np.random.Generator, size: int = 128, condition: int |
     img = np.full((s, s, 3), 0.12, np.float32) * (0.7 + 0.6 * smooth_field(rng, shape, 4))[..., None]
     eye = ellipse_mask(shape, c[0], c[1], 0.46 * s, 0.32 * s)
     paint(img, eye, (0.9, 0.8, 0.75) if condition != 1 else (0.92, 0.55, 0.5))
-    vessels = draw_mask(shape, lambda d: [d.line([tuple(c + rng.uniform(0.2, 0.45) * s * np.array(
-        [math.cos(a), math.sin(a) * 0.65])), tuple(c + 0.45 * s * np.array([math.cos(a + 0.2), math.sin(a) * 0.7]))],
-        fill=255, width=1) for a in rng.uniform(0, 2 * math.pi, 12)]) & eye
+    vessels = (
+        draw_mask(
+            shape,
+            lambda d: [
+                d.line(
+                    [
+                        tuple(c + rng.uniform(0.2, 0.45) * s * np.array([math.cos(a), math.sin(a) * 0.65])),
+                        tuple(c + 0.45 * s * np.array([math.cos(a + 0.2), math.sin(a) * 0.7])),
+                    ],
+                    fill=255,
+                    width=1,
+                )
+                for a in rng.uniform(0, 2 * math.pi, 12)
+            ],
+        )
+        & eye
+    )
     paint(img, vessels, (0.75, 0.15, 0.12), 0.8 if condition == 1 else 0.4)
-    iris, pupil = _eye(rng, s, img, c[0], c[1], 0.2 * s, rng.uniform(0.06, 0.09) * s,
-                       (0.45, 0.28, 0.12) if rng.random() < 0.6 else (0.3, 0.4, 0.55))
+    iris, pupil = _eye(
+        rng,
+        s,
+        img,
+        c[0],
+        c[1],
+        0.2 * s,
+        rng.uniform(0.06, 0.09) * s,
+        (0.45, 0.28, 0.12) if rng.random() < 0.6 else (0.3, 0.4, 0.55),
+    )
     lesion = np.zeros(shape, bool)
     if condition == 1:
         lesion = ellipse_mask(shape, *(c + rng.uniform(-0.1, 0.1, 2) * s), 0.07 * s, 0.05 * s, rng.uniform(0, 3))
@@ -118,11 +152,17 @@ def slitlamp_phantom(rng: np.random.Generator, size: int = 128, condition: int |
         paint(img, pupil, (0.75, 0.7, 0.5), 0.8)
     beam_x = c[0] + rng.uniform(-0.12, 0.12) * s
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
-    beam = np.exp(-((xx - beam_x - 0.15 * s * ((yy - c[1]) / s) ** 2 * 4) / (0.012 * s)) ** 2) * (
-        np.abs(yy - c[1]) < 0.3 * s)
+    beam = np.exp(-(((xx - beam_x - 0.15 * s * ((yy - c[1]) / s) ** 2 * 4) / (0.012 * s)) ** 2)) * (
+        np.abs(yy - c[1]) < 0.3 * s
+    )
     paint(img, beam > 0.05, (1.0, 1.0, 0.95), 0.8 * beam)
-    return Phantom(image=to_uint8(blur(img, 0.5)), masks=dict(eye=eye, iris=iris, pupil=pupil, lesion=lesion),
-                   points={"pupil_centre": (float(c[0]), float(c[1]))}, labels={"condition": condition}, targets={})
+    return Phantom(
+        image=to_uint8(blur(img, 0.5)),
+        masks=dict(eye=eye, iris=iris, pupil=pupil, lesion=lesion),
+        points={"pupil_centre": (float(c[0]), float(c[1]))},
+        labels={"condition": condition},
+        targets={},
+    )
 
 
 def external_phantom(rng: np.random.Generator, size: int = 128, condition: int | None = None) -> Phantom:
@@ -150,12 +190,20 @@ def external_phantom(rng: np.random.Generator, size: int = 128, condition: int |
     if condition == 1:
         paint(img_eye, pupil, (0.82, 0.82, 0.78), 0.85)
     img = np.where(fissure[..., None], img_eye, img)
-    paint(img, ellipse_mask(shape, cx + 0.3 * iris_r, cy - 0.3 * iris_r, 0.02 * s + 0.5, 0.02 * s + 0.5) & fissure,
-          (1.0, 1.0, 1.0))
+    paint(
+        img,
+        ellipse_mask(shape, cx + 0.3 * iris_r, cy - 0.3 * iris_r, 0.02 * s + 0.5, 0.02 * s + 0.5) & fissure,
+        (1.0, 1.0, 1.0),
+    )
     rows = np.nonzero(fissure.any(axis=1))[0]
     cols = np.nonzero(fissure.any(axis=0))[0]
     return Phantom(
-        image=to_uint8(blur(img, 0.5)), masks=dict(fissure=fissure, iris=iris & fissure, pupil=pupil & fissure),
-        points={"pupil_centre": (float(cx), float(cy))}, labels={"condition": condition},
-        targets={"pupil_iris_ratio": float(pupil_r / iris_r),
-                 "lid_opening": float((rows[-1] - rows[0] + 1) / (cols[-1] - cols[0] + 1))})
+        image=to_uint8(blur(img, 0.5)),
+        masks=dict(fissure=fissure, iris=iris & fissure, pupil=pupil & fissure),
+        points={"pupil_centre": (float(cx), float(cy))},
+        labels={"condition": condition},
+        targets={
+            "pupil_iris_ratio": float(pupil_r / iris_r),
+            "lid_opening": float((rows[-1] - rows[0] + 1) / (cols[-1] - cols[0] + 1)),
+        },
+    )

@@ -10,6 +10,7 @@ The rules that make labels follow the picture (so a model can learn them):
   peripheral sector.
 * Healthy when none of the above.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,21 @@ __all__ = [
     "sample_fundus_spec",
 ]
 
-MULTILABEL_CLASSES = ("Healthy", "DR-1", "DR-2", "DR-3", "DR-4", "DR", "Glaucoma", "AMD", "Cataract",
-                      "Hypertensive Retinopathy", "Retinal Vein Occlusion", "Myopia", "Retinal Detachment")
+MULTILABEL_CLASSES = (
+    "Healthy",
+    "DR-1",
+    "DR-2",
+    "DR-3",
+    "DR-4",
+    "DR",
+    "Glaucoma",
+    "AMD",
+    "Cataract",
+    "Hypertensive Retinopathy",
+    "Retinal Vein Occlusion",
+    "Myopia",
+    "Retinal Detachment",
+)
 DR_LESION_BINS = ((0, 0), (1, 3), (4, 8), (9, 14), (15, 22))  # inclusive lesion-count range of grades 0..4
 GLAUCOMA_CDR = 0.6
 CDR_RATE_PER_YEAR = 0.06  # cup enlargement of the forecasting phantoms
@@ -62,15 +76,17 @@ def dr_grade(lesion_count: int) -> int:
     return len(DR_LESION_BINS) - 1
 
 
-def sample_fundus_spec(rng: np.random.Generator, grade: int | None = None, disease_p: float = 0.0,
-                       glaucoma: bool | None = None) -> FundusSpec:
+def sample_fundus_spec(
+    rng: np.random.Generator, grade: int | None = None, disease_p: float = 0.0, glaucoma: bool | None = None
+) -> FundusSpec:
     """Random spec; ``disease_p`` is the probability of each non-DR disease (RVO only in eyes without DR)."""
     glaucoma = bool(rng.random() < 0.3) if glaucoma is None else glaucoma
     cdr = rng.uniform(0.65, 0.85) if glaucoma else rng.uniform(0.2, 0.5)
     if grade is None:
         grade = 0 if rng.random() < 0.5 else int(rng.integers(1, 5))
-    flags = {k: bool(rng.random() < disease_p) for k in
-             ("amd", "cataract", "hypertensive", "rvo", "myopia", "detachment")}
+    flags = {
+        k: bool(rng.random() < disease_p) for k in ("amd", "cataract", "hypertensive", "rvo", "myopia", "detachment")
+    }
     flags["rvo"] = flags["rvo"] and grade == 0  # keep the DR lesion count unambiguous
     return FundusSpec(grade=int(grade), cdr=float(cdr), right_eye=bool(rng.random() < 0.5), **flags)
 
@@ -103,8 +119,7 @@ def _grow(rng, segs, x, y, ang, width, length, curl, depth, s, inside) -> None:
         width = max(1.0, width * 0.985)
         if depth < 3 and travelled > 2 * step and rng.random() < 0.12:
             child = ang + rng.choice((-1.0, 1.0)) * rng.uniform(0.5, 1.0)
-            _grow(rng, segs, x, y, child, max(1.0, width * 0.7), (length - travelled) * 0.7, 0.0, depth + 1, s,
-                  inside)
+            _grow(rng, segs, x, y, child, max(1.0, width * 0.7), (length - travelled) * 0.7, 0.0, depth + 1, s, inside)
 
 
 def _vessel_tree(rng, spec: FundusSpec, shape, disc, s, inside, artery: bool) -> np.ndarray:
@@ -146,7 +161,7 @@ def _place_spots(rng, n, s, cx, cy, radius, avoid, r_range, min_px, taken) -> li
 
 def _background(rng, spec, s, rr) -> np.ndarray:
     tex = smooth_field(rng, (s, s), 5)
-    img = np.array([0.80, 0.36, 0.16], np.float32) * ((1 - 0.35 * rr ** 2) * (0.9 + 0.2 * tex))[..., None]
+    img = np.array([0.80, 0.36, 0.16], np.float32) * ((1 - 0.35 * rr**2) * (0.9 + 0.2 * tex))[..., None]
     if spec.myopia:  # tessellation: dark choroidal stripes between the choroidal vessels
         stripes = smooth_field(rng, (s, s), 16) > 0.55
         paint(img, stripes, (0.45, 0.18, 0.08), 0.45)
@@ -167,8 +182,11 @@ def _lesions(rng, spec: FundusSpec, img, s, disc, rd, fovea, fov_r, fov) -> tupl
     n_lesions = len(dr_spots)  # what was drawn (a crowded small image may hold fewer than asked)
     red = [p for i, p in enumerate(dr_spots) if i % 5 < 3]  # 3 in 5 red lesions, the rest hard exudates
     exu = [p for i, p in enumerate(dr_spots) if i % 5 >= 3]
-    drusen = (_place_spots(rng, int(rng.integers(4, 9)), s, *fovea, 0.1 * s, avoid, (0.008, 0.014), 1.0, dr_spots)
-              if spec.amd else [])
+    drusen = (
+        _place_spots(rng, int(rng.integers(4, 9)), s, *fovea, 0.1 * s, avoid, (0.008, 0.014), 1.0, dr_spots)
+        if spec.amd
+        else []
+    )
     haem = np.zeros(shape, bool)
     for x, y, r in red:
         haem |= ellipse_mask(shape, x, y, r, r)
@@ -214,8 +232,12 @@ def fundus_phantom(rng: np.random.Generator, size: int = 128, spec: FundusSpec |
     disc_m = ellipse_mask(shape, *disc, rd, rd * 1.08)
     cup_m = ellipse_mask(shape, *disc, rd * spec.cdr * 0.95, rd * 1.08 * spec.cdr)
     if spec.myopia:  # peripapillary atrophy: a pale crescent on the temporal side of the disc
-        paint(img, ellipse_mask(shape, disc[0] - side * 0.35 * rd, disc[1], rd * 1.3, rd * 1.15) & ~disc_m,
-              (0.95, 0.82, 0.62), 0.85)
+        paint(
+            img,
+            ellipse_mask(shape, disc[0] - side * 0.35 * rd, disc[1], rd * 1.3, rd * 1.15) & ~disc_m,
+            (0.95, 0.82, 0.62),
+            0.85,
+        )
     paint(img, disc_m, (0.98, 0.82, 0.52), 0.9)
     paint(img, cup_m, (1.0, 0.96, 0.84), 0.9)
     if spec.detachment:
@@ -234,15 +256,34 @@ def fundus_phantom(rng: np.random.Generator, size: int = 128, spec: FundusSpec |
         paint(img, fov, (0.85, 0.80, 0.62), 0.35)
     img *= fov[..., None]
     vessel = (vein | artery) & fov
-    flags = dict(amd=spec.amd, cataract=spec.cataract, hypertensive=spec.hypertensive, rvo=spec.rvo,
-                 myopia=spec.myopia, detachment=spec.detachment)
+    flags = dict(
+        amd=spec.amd,
+        cataract=spec.cataract,
+        hypertensive=spec.hypertensive,
+        rvo=spec.rvo,
+        myopia=spec.myopia,
+        detachment=spec.detachment,
+    )
     return Phantom(
         image=to_uint8(img),
-        masks=dict(fov=fov, vessel=vessel, artery=artery & fov, vein=vein & fov, optic_disc=disc_m, optic_cup=cup_m,
-                   haemorrhage=haem & ~vessel, exudate=exu_m & ~vessel, drusen=dru_m & ~vessel),
+        masks=dict(
+            fov=fov,
+            vessel=vessel,
+            artery=artery & fov,
+            vein=vein & fov,
+            optic_disc=disc_m,
+            optic_cup=cup_m,
+            haemorrhage=haem & ~vessel,
+            exudate=exu_m & ~vessel,
+            drusen=dru_m & ~vessel,
+        ),
         points=dict(optic_disc_centre=(float(disc[0]), float(disc[1])), fovea=(float(fovea[0]), float(fovea[1]))),
-        labels=dict(dr_grade=dr_grade(n_lesions), glaucoma=int(spec.cdr >= GLAUCOMA_CDR),
-                    **{k: int(v) for k, v in flags.items()}),
-        targets=dict(cup_disc_ratio=float(spec.cdr), vessel_density=float(vessel[fov].mean()),
-                     lesion_count=float(n_lesions)),
+        labels=dict(
+            dr_grade=dr_grade(n_lesions),
+            glaucoma=int(spec.cdr >= GLAUCOMA_CDR),
+            **{k: int(v) for k, v in flags.items()},
+        ),
+        targets=dict(
+            cup_disc_ratio=float(spec.cdr), vessel_density=float(vessel[fov].mean()), lesion_count=float(n_lesions)
+        ),
     )

@@ -4,6 +4,7 @@ Each kind's ``sample(rng, index, size)`` returns the phantom and the label value
 ``<split>_labels.txt`` line (empty for segmentation and landmarks, whose ground truth lives in mask and coordinate
 files). ``columns`` names those values.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -117,27 +118,133 @@ def _external(rng, i, size):
     return p, [p.labels["condition"]]
 
 
-_add(ToyKind("fundus-dr", "fundus, DR grade 0-4 set by the lesion count (single-label)", "classification", "Fundus",
-             _dr, ("label",), DR_CLASSES))
-_add(ToyKind("fundus-multilabel", "fundus, the 13-way VisionFM multi-label schema", "multilabel", "Fundus",
-             _multilabel, MULTILABEL_CLASSES, MULTILABEL_CLASSES))
-_add(ToyKind("fundus-biomarkers", "fundus, regression of cup-to-disc ratio, vessel density, lesion count",
-             "regression", "Fundus", _biomarkers, ("cup_disc_ratio", "vessel_density", "lesion_count")))
-_add(ToyKind("glaucoma-forecast", "fundus + interval (days) -> converts to glaucoma by then", "forecasting",
-             "Fundus", _forecast, ("converts", "interval_days")))
-_add(ToyKind("fundus-vessels", "fundus vessel segmentation (binary 0/1 masks)", "segmentation", "Fundus",
-             _fundus_any, (), ("vessel",)))
-_add(ToyKind("fundus-lesions", "fundus optic disc, cup, haemorrhage, exudate segmentation", "segmentation", "Fundus",
-             _fundus_any, (), ("optic_disc", "optic_cup", "haemorrhage", "exudate")))
-_add(ToyKind("fundus-landmarks", "fundus optic-disc centre and fovea coordinates", "landmarks", "Fundus",
-             _fundus_any, (), ("optic_disc_centre", "fovea")))
-_add(ToyKind("oct-dme", "OCT B-scan: normal / DME (fluid) / AMD (drusen)", "classification", "OCT", _oct,
-             ("label",), OCT_CONDITIONS))
-_add(ToyKind("oct-layers", "OCT layer, fluid and drusen segmentation (label map 0..9)", "segmentation", "OCT",
-             _oct_layers, (), OCT_SEG_CLASSES))
-_add(ToyKind("ubm-landmarks", "UBM chamber angle: scleral spur, angle recess, auxiliary point", "landmarks", "UBM",
-             _ubm, (), UBM_LANDMARKS))
-_add(ToyKind("slitlamp", "slit lamp: normal / keratitis / cataract", "classification", "SlitLamp", _slitlamp,
-             ("label",), SLITLAMP_CLASSES))
-_add(ToyKind("external", "external eye: normal / cataract", "classification", "External", _external, ("label",),
-             EXTERNAL_CLASSES))
+_add(
+    ToyKind(
+        "fundus-dr",
+        "fundus, DR grade 0-4 set by the lesion count (single-label)",
+        "classification",
+        "Fundus",
+        _dr,
+        ("label",),
+        DR_CLASSES,
+    )
+)
+_add(
+    ToyKind(
+        "fundus-multilabel",
+        "fundus, the 13-way VisionFM multi-label schema",
+        "multilabel",
+        "Fundus",
+        _multilabel,
+        MULTILABEL_CLASSES,
+        MULTILABEL_CLASSES,
+    )
+)
+_add(
+    ToyKind(
+        "fundus-biomarkers",
+        "fundus, regression of cup-to-disc ratio, vessel density, lesion count",
+        "regression",
+        "Fundus",
+        _biomarkers,
+        ("cup_disc_ratio", "vessel_density", "lesion_count"),
+    )
+)
+_add(
+    ToyKind(
+        "glaucoma-forecast",
+        "fundus + interval (days) -> converts to glaucoma by then",
+        "forecasting",
+        "Fundus",
+        _forecast,
+        ("converts", "interval_days"),
+    )
+)
+_add(
+    ToyKind(
+        "fundus-vessels",
+        "fundus vessel segmentation (binary 0/1 masks)",
+        "segmentation",
+        "Fundus",
+        _fundus_any,
+        (),
+        ("vessel",),
+    )
+)
+_add(
+    ToyKind(
+        "fundus-lesions",
+        "fundus optic disc, cup, haemorrhage, exudate segmentation",
+        "segmentation",
+        "Fundus",
+        _fundus_any,
+        (),
+        ("optic_disc", "optic_cup", "haemorrhage", "exudate"),
+    )
+)
+_add(
+    ToyKind(
+        "fundus-landmarks",
+        "fundus optic-disc centre and fovea coordinates",
+        "landmarks",
+        "Fundus",
+        _fundus_any,
+        (),
+        ("optic_disc_centre", "fovea"),
+    )
+)
+_add(
+    ToyKind(
+        "oct-dme",
+        "OCT B-scan: normal / DME (fluid) / AMD (drusen)",
+        "classification",
+        "OCT",
+        _oct,
+        ("label",),
+        OCT_CONDITIONS,
+    )
+)
+_add(
+    ToyKind(
+        "oct-layers",
+        "OCT layer, fluid and drusen segmentation (label map 0..9)",
+        "segmentation",
+        "OCT",
+        _oct_layers,
+        (),
+        OCT_SEG_CLASSES,
+    )
+)
+_add(
+    ToyKind(
+        "ubm-landmarks",
+        "UBM chamber angle: scleral spur, angle recess, auxiliary point",
+        "landmarks",
+        "UBM",
+        _ubm,
+        (),
+        UBM_LANDMARKS,
+    )
+)
+_add(
+    ToyKind(
+        "slitlamp",
+        "slit lamp: normal / keratitis / cataract",
+        "classification",
+        "SlitLamp",
+        _slitlamp,
+        ("label",),
+        SLITLAMP_CLASSES,
+    )
+)
+_add(
+    ToyKind(
+        "external",
+        "external eye: normal / cataract",
+        "classification",
+        "External",
+        _external,
+        ("label",),
+        EXTERNAL_CLASSES,
+    )
+)

@@ -3,6 +3,7 @@
 Rules: ``DME`` eyes have 1-3 dark intraretinal fluid pockets that swell the outer nuclear layer; ``AMD`` eyes have
 2-4 drusen lifting the RPE; ``normal`` eyes have neither. Thickness targets are measured on the drawn layers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,9 +22,12 @@ _INTENSITY = np.array([0.0, 0.78, 0.55, 0.28, 0.62, 0.22, 0.82, 0.95, 0.03, 0.5]
 def _boundaries(rng, s: int, xc: float, swell: np.ndarray, drusen: np.ndarray) -> np.ndarray:
     """Layer boundaries ``[8, W]`` (y of each layer's top, then the RPE bottom), in pixels."""
     x = np.arange(s, dtype=np.float32)
-    pit = np.exp(-((x - xc) / (0.09 * s)) ** 2)
-    top = 0.28 * s + rng.uniform(-0.06, 0.06) * (x - s / 2) + 0.015 * s * np.sin(
-        2 * np.pi * x / s * rng.uniform(0.5, 1.5) + rng.uniform(0, 2 * np.pi))
+    pit = np.exp(-(((x - xc) / (0.09 * s)) ** 2))
+    top = (
+        0.28 * s
+        + rng.uniform(-0.06, 0.06) * (x - s / 2)
+        + 0.015 * s * np.sin(2 * np.pi * x / s * rng.uniform(0.5, 1.5) + rng.uniform(0, 2 * np.pi))
+    )
     thick = _THICKNESS[:, None] * s * rng.uniform(0.9, 1.1, size=(7, 1)) * np.ones((1, s), np.float32)
     thick[:4] *= 1 - 0.85 * pit  # inner layers thin out at the foveal pit
     thick[4] *= 1 + 0.3 * pit
@@ -55,11 +59,11 @@ def oct_phantom(rng: np.random.Generator, size: int = 128, condition: int | None
         for _ in range(int(rng.integers(1, 4))):
             px = xc + rng.uniform(-0.15, 0.15) * s
             pockets.append((px, rng.uniform(0.03, 0.06) * s, rng.uniform(0.02, 0.04) * s))
-    swell = sum((2.2 * ry * np.exp(-((x - px) / rx) ** 2) for px, rx, ry in pockets), np.zeros(s, np.float32))
+    swell = sum((2.2 * ry * np.exp(-(((x - px) / rx) ** 2)) for px, rx, ry in pockets), np.zeros(s, np.float32))
     drusen = np.zeros(s, np.float32)
     if condition == 2:
         for _ in range(int(rng.integers(2, 5))):
-            drusen += rng.uniform(0.015, 0.03) * s * np.exp(-((x - rng.uniform(0.2, 0.8) * s) / (0.03 * s)) ** 2)
+            drusen += rng.uniform(0.015, 0.03) * s * np.exp(-(((x - rng.uniform(0.2, 0.8) * s) / (0.03 * s)) ** 2))
     b = _boundaries(rng, s, xc, swell, drusen)
     yy = np.arange(s, dtype=np.float32)[:, None]
     lab = np.zeros((s, s), np.int64)
@@ -83,6 +87,9 @@ def oct_phantom(rng: np.random.Generator, size: int = 128, condition: int | None
         masks={**{name: lab == v for v, name in enumerate(OCT_SEG_CLASSES, start=1)}, "retina": retina},
         points={"fovea": (float(xc), float(b[0, ic]))},
         labels={"condition": condition, "dme": int(fluid.any())},
-        targets={"central_thickness": float((b[7, ic] - b[0, ic]) / s),
-                 "mean_thickness": float((b[7] - b[0]).mean() / s), "fluid_area": float(fluid.mean())},
+        targets={
+            "central_thickness": float((b[7, ic] - b[0, ic]) / s),
+            "mean_thickness": float((b[7] - b[0]).mean() / s),
+            "fluid_area": float(fluid.mean()),
+        },
     )

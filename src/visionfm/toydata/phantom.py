@@ -5,6 +5,7 @@ integer coordinates (the top-left pixel's centre is (0, 0)), the convention of :
 Polygons are drawn with PIL, whose pixel (i, j) covers the point (j, i), so a point drawn at (x, y) lands in the pixel
 ``(round(y), round(x))``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

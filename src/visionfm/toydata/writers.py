@@ -16,6 +16,7 @@ class, and the second of every four rounds goes to ``test``, so both splits hold
 Every data set also gets ``manifest.csv``, ``toydata.json`` (kind, seed, classes, columns, counts) and
 ``preview.png`` (the first 8 images; for masks and landmarks a second row with the ground truth drawn on).
 """
+
 from __future__ import annotations
 
 import csv
@@ -113,8 +114,7 @@ def _prepare(out: Path, overwrite: bool, kind: str) -> None:
     (out / _MARKER).write_text(json.dumps({"kind": kind, "complete": False}))
 
 
-def _write_sample(k: ToyKind, out: Path, i: int, split: str, p: Phantom, values: list[float],
-                  state: dict) -> str:
+def _write_sample(k: ToyKind, out: Path, i: int, split: str, p: Phantom, values: list[float], state: dict) -> str:
     """Write one sample's image and ground truth; returns the image path relative to ``out``."""
     if k.task in ("segmentation", "landmarks"):
         rel = f"{split}/images/{i}.png"
@@ -148,8 +148,7 @@ def _heatmaps(points: list[tuple[float, float]], shape: tuple[int, int]) -> np.n
     h, w = shape
     sigma = max(1.5, max(h, w) / 64)
     ys, xs = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None]
-    return np.stack([np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)) for x, y in points]).astype(
-        np.float16)
+    return np.stack([np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2)) for x, y in points]).astype(np.float16)
 
 
 def _write_landmarks(k: ToyKind, out: Path, state: dict) -> None:
@@ -168,8 +167,20 @@ def _write_landmarks(k: ToyKind, out: Path, state: dict) -> None:
 def _preview(k: ToyKind, samples: list[tuple[Phantom, list[float]]], path: Path) -> None:
     """A contact sheet of the first samples: images on top, their ground truth drawn below (masks, landmarks)."""
     top, bottom = [], []
-    colours = np.array([[255, 64, 64], [64, 255, 64], [64, 128, 255], [255, 255, 64], [255, 64, 255],
-                        [64, 255, 255], [255, 160, 64], [160, 64, 255], [255, 255, 255]], np.uint8)
+    colours = np.array(
+        [
+            [255, 64, 64],
+            [64, 255, 64],
+            [64, 128, 255],
+            [255, 255, 64],
+            [255, 64, 255],
+            [64, 255, 255],
+            [255, 160, 64],
+            [160, 64, 255],
+            [255, 255, 255],
+        ],
+        np.uint8,
+    )
     for p, _ in samples:
         top.append(p.image)
         truth = p.image.copy()
@@ -202,8 +213,12 @@ def _finish_layouts(k: ToyKind, out: Path, state: dict, rows: list[dict], first:
         layouts.update(images="<split>/images", labelmap="<split>/labels", per_class="<split>/masks")
     if k.task == "landmarks":
         _write_landmarks(k, out, state)
-        layouts.update(images="<split>/images", landmarks_csv="<split>/landmarks.csv",
-                       landmarks_json="<split>/landmarks.json", heatmaps="<split>/labels")
+        layouts.update(
+            images="<split>/images",
+            landmarks_csv="<split>/landmarks.csv",
+            landmarks_json="<split>/landmarks.json",
+            heatmaps="<split>/labels",
+        )
     _preview(k, first, out / "preview.png")
     with open(out / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -212,8 +227,15 @@ def _finish_layouts(k: ToyKind, out: Path, state: dict, rows: list[dict], first:
     return layouts
 
 
-def make_dataset(kind: str, out_dir: str | Path, n: int = 64, seed: int = 0, size: int = 128,
-                 overwrite: bool = False, progress: bool = True) -> ToyDataset:
+def make_dataset(
+    kind: str,
+    out_dir: str | Path,
+    n: int = 64,
+    seed: int = 0,
+    size: int = 128,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ToyDataset:
     """Generate ``n`` phantoms of ``kind`` with ground truth into ``out_dir``.
 
     Args:
@@ -242,20 +264,33 @@ def make_dataset(kind: str, out_dir: str | Path, n: int = 64, seed: int = 0, siz
         counts[split] += 1
         if len(first) < 8:
             first.append((p, values))
-        rows.append({"path": rel, "split": split, **dict(zip(k.columns, map(_fmt, values))),
-                     **{t: _fmt(v) for t, v in p.targets.items()},
-                     **{f"y_{key}": str(v) for key, v in p.labels.items()}})
+        rows.append(
+            {
+                "path": rel,
+                "split": split,
+                **dict(zip(k.columns, map(_fmt, values))),
+                **{t: _fmt(v) for t, v in p.targets.items()},
+                **{f"y_{key}": str(v) for key, v in p.labels.items()},
+            }
+        )
     layouts = _finish_layouts(k, out, state, rows, first)
-    info = ToyDataset(k.name, out, k.task, k.modality, n, list(k.columns), list(k.classes), seed, size, counts,
-                      layouts)
-    (out / _MARKER).write_text(json.dumps({**asdict(info), "root": str(out), "description": k.description,
-                                           "complete": True}, indent=1))
+    info = ToyDataset(k.name, out, k.task, k.modality, n, list(k.columns), list(k.classes), seed, size, counts, layouts)
+    (out / _MARKER).write_text(
+        json.dumps({**asdict(info), "root": str(out), "description": k.description, "complete": True}, indent=1)
+    )
     log.info("wrote %d %s phantoms (%s) to %s", n, k.name, k.task, out)
     return info
 
 
-def make_all(out_dir: str | Path, n: int = 48, seed: int = 0, size: int = 64, kinds: Sequence[str] | None = None,
-             overwrite: bool = False, progress: bool = True) -> dict[str, ToyDataset]:
+def make_all(
+    out_dir: str | Path,
+    n: int = 48,
+    seed: int = 0,
+    size: int = 64,
+    kinds: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, ToyDataset]:
     """One small data set per kind (every task) under ``out_dir/<kind>``; returns kind -> :class:`ToyDataset`."""
     names = list(kinds) if kinds else KINDS.names()
     for name in names:

@@ -14,6 +14,7 @@ All work on unit image embeddings ``f [N, E]`` (the run's projection of the enco
 
 Trainable adapters run on the one engine (``Trainer``), full batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,9 @@ class ClipAdapter(nn.Module):
     def __init__(self, text: Tensor, scale: float, ratio: float = 0.2, reduction: int = 4) -> None:
         super().__init__()
         e = text.shape[1]
-        self.mlp = nn.Sequential(nn.Linear(e, e // reduction, bias=False), nn.ReLU(),
-                                 nn.Linear(e // reduction, e, bias=False), nn.ReLU())
+        self.mlp = nn.Sequential(
+            nn.Linear(e, e // reduction, bias=False), nn.ReLU(), nn.Linear(e // reduction, e, bias=False), nn.ReLU()
+        )
         self.register_buffer("text", text)
         self.scale, self.ratio = scale, ratio
 
@@ -83,8 +85,9 @@ class ClipAdapter(nn.Module):
 class TipAdapter(nn.Module):
     """TIP-Adapter: zero-shot logits plus an affinity-weighted vote of the k-shot cache (no training)."""
 
-    def __init__(self, text: Tensor, scale: float, keys: Tensor, labels: Tensor, alpha: float = 1.0,
-                 beta: float = 5.5) -> None:
+    def __init__(
+        self, text: Tensor, scale: float, keys: Tensor, labels: Tensor, alpha: float = 1.0, beta: float = 5.5
+    ) -> None:
         super().__init__()
         self.register_buffer("text", text)
         self.register_buffer("keys", keys)
@@ -117,8 +120,18 @@ class _AdapterTask(Task):
         return {"loss": F.cross_entropy(self.head(x), y)}
 
 
-def fit_adapter(kind: str, f: Tensor, y: Tensor, text: Tensor, scale: float, work: Path, init: str = "text",
-                steps: int = 300, lr: float = 1e-3, seed: int = 0) -> nn.Module:
+def fit_adapter(
+    kind: str,
+    f: Tensor,
+    y: Tensor,
+    text: Tensor,
+    scale: float,
+    work: Path,
+    init: str = "text",
+    steps: int = 300,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> nn.Module:
     """Build (and train, for ``linear`` / ``clip``) an adapter on k-shot embeddings ``f [NK, E]``, labels ``[NK]``.
 
     ``work`` holds the loop's checkpoint while it trains and is removed after.
@@ -132,9 +145,19 @@ def fit_adapter(kind: str, f: Tensor, y: Tensor, text: Tensor, scale: float, wor
     with torch.random.fork_rng():  # CLIP-Adapter's MLP init, seeded without touching the caller's RNG
         torch.manual_seed(seed)
         head = LinearAdapter(text, scale, init, seed) if kind == "linear" else ClipAdapter(text, scale)
-    cfg = TrainConfig(output_dir=str(work), max_steps=steps, epochs=steps, batch_size=len(f), lr=lr,
-                      weight_decay=0.0, seed=seed, device="cpu", progress=False, checkpoint_epochs=steps,
-                      log_every=steps)
+    cfg = TrainConfig(
+        output_dir=str(work),
+        max_steps=steps,
+        epochs=steps,
+        batch_size=len(f),
+        lr=lr,
+        weight_decay=0.0,
+        seed=seed,
+        device="cpu",
+        progress=False,
+        checkpoint_epochs=steps,
+        log_every=steps,
+    )
     Trainer(_AdapterTask(head), cfg, _Pairs(f, y)).fit()
     shutil.rmtree(work, ignore_errors=True)
     return head.eval()

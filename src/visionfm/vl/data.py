@@ -10,6 +10,7 @@ A data source is ``PATH`` or ``Modality=PATH``:
 
 Rows whose label is missing (``-``, empty, ``nan``) are skipped and counted.
 """
+
 from __future__ import annotations
 
 import copy
@@ -80,11 +81,14 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _category_item(path: Path, label: str, modality: str | None, knowledge: Knowledge, domain_knowledge: bool,
-                   where: str, source: str) -> VLItem:
+def _category_item(
+    path: Path, label: str, modality: str | None, knowledge: Knowledge, domain_knowledge: bool, where: str, source: str
+) -> VLItem:
     if _is_number(label):
-        raise UserError(f"{where}: label {label!r} is a number; vision-language training needs category names "
-                        f"(e.g. 'mild diabetic retinopathy') in the label column")
+        raise UserError(
+            f"{where}: label {label!r} is a number; vision-language training needs category names "
+            f"(e.g. 'mild diabetic retinopathy') in the label column"
+        )
     cat = knowledge.find(label)
     name = cat.name if cat else label  # aliases of one category share a key
     return VLItem(path, modality, f"category:{name}", knowledge.prompts(label, modality, domain_knowledge), source)
@@ -99,8 +103,10 @@ def _read_csv(manifest: Path, modality: str | None, knowledge: Knowledge, domain
         raise UserError(f"{manifest}: a manifest needs a 'path' column; found {cols}")
     text_col = next((c for c in TEXT_COLUMNS if c in cols), None)
     if text_col is None and "label" not in cols:
-        raise UserError(f"{manifest}: needs a text column ({', '.join(TEXT_COLUMNS)}) or a 'label' column of "
-                        f"category names; found {cols}")
+        raise UserError(
+            f"{manifest}: needs a text column ({', '.join(TEXT_COLUMNS)}) or a 'label' column of "
+            f"category names; found {cols}"
+        )
     items, skipped = [], 0
     for n, row in enumerate(rows, 2):
         where = f"{manifest}, line {n}"
@@ -121,8 +127,9 @@ def _read_csv(manifest: Path, modality: str | None, knowledge: Knowledge, domain
     return items
 
 
-def read_source(spec: str, knowledge: Knowledge, default_modality: str | None = None,
-                domain_knowledge: bool = True) -> list[VLItem]:
+def read_source(
+    spec: str, knowledge: Knowledge, default_modality: str | None = None, domain_knowledge: bool = True
+) -> list[VLItem]:
     """The items of one data source (see the module docstring)."""
     modality, path = parse_source(spec)
     modality = modality or (canonical_modality(default_modality) if default_modality else None)
@@ -134,15 +141,19 @@ def read_source(spec: str, knowledge: Knowledge, default_modality: str | None = 
         classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not classes:
             raise UserError(f"--data {spec}: a folder source needs one sub-folder per category")
-        items = [_category_item(p, d.name.replace("_", " "), modality, knowledge, domain_knowledge, str(p), str(path))
-                 for d in classes for p in list_images(d)]
+        items = [
+            _category_item(p, d.name.replace("_", " "), modality, knowledge, domain_knowledge, str(p), str(path))
+            for d in classes
+            for p in list_images(d)
+        ]
     if not items:
         raise UserError(f"--data {spec}: no labelled images")
     return items
 
 
-def read_sources(specs: Sequence[str], knowledge: Knowledge, default_modality: str | None = None,
-                 domain_knowledge: bool = True) -> list[VLItem]:
+def read_sources(
+    specs: Sequence[str], knowledge: Knowledge, default_modality: str | None = None, domain_knowledge: bool = True
+) -> list[VLItem]:
     """The items of every source, in order."""
     return [it for s in specs for it in read_source(s, knowledge, default_modality, domain_knowledge)]
 
@@ -190,8 +201,16 @@ class VLTrainData(Dataset):
     (seed, epoch, index), so a resumed run sees exactly the same pairs.
     """
 
-    def __init__(self, table: TextTable, seed: int, feats: Tensor | None = None, pixels: Tensor | None = None,
-                 mean: Tensor | None = None, std: Tensor | None = None, flip: bool = True) -> None:
+    def __init__(
+        self,
+        table: TextTable,
+        seed: int,
+        feats: Tensor | None = None,
+        pixels: Tensor | None = None,
+        mean: Tensor | None = None,
+        std: Tensor | None = None,
+        flip: bool = True,
+    ) -> None:
         if (feats is None) == (pixels is None):
             raise ValueError("give exactly one of feats and pixels")
         self.table, self.seed, self.feats, self.pixels, self.flip = table, seed, feats, pixels, flip

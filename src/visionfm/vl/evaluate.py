@@ -4,6 +4,7 @@ Zero-shot metrics are FLAIR's (balanced accuracy, Cohen's kappa, macro-F1) plus 
 bootstrap 95% interval (``visionfm.evaluation``). Retrieval reports recall@k both ways when images and texts are
 paired (a report manifest).
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,8 +71,9 @@ def _label_index(label: str | None, classes: Sequence[str], run: VLRun) -> float
             return float(i)
     if label.strip().isdigit() and int(label) < len(classes):
         return float(int(label))
-    raise UserError(f"label {label!r} matches none of --classes {list(classes)} (by name, dictionary category or "
-                    f"index)")
+    raise UserError(
+        f"label {label!r} matches none of --classes {list(classes)} (by name, dictionary category or index)"
+    )
 
 
 def _metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str], ordinal: bool) -> dict:
@@ -82,8 +84,9 @@ def _metrics(y: np.ndarray, p: np.ndarray, classes: Sequence[str], ordinal: bool
     return m
 
 
-def _zeroshot_inputs(run: VLRun, images: str | Path, classes: Sequence[str], domain_knowledge: bool,
-                     modality: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _zeroshot_inputs(
+    run: VLRun, images: str | Path, classes: Sequence[str], domain_knowledge: bool, modality: str | None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(names, probabilities ``[N, C]``, labels ``[N]`` as class indices with NaN) of images or a features file."""
     if Path(images).suffix == ".safetensors":  # cached features: labels are class indices already
         from .transfer import run_features
@@ -111,9 +114,17 @@ def _matches(label: str, classes: Sequence[str], run: VLRun) -> bool:
         return False
 
 
-def zeroshot_eval(run: VLRun, images: str | Path, classes: Sequence[str], output: str | Path,
-                  domain_knowledge: bool = False, modality: str | None = None, ordinal: bool = False,
-                  n_boot: int = 1000, seed: int = 0) -> dict:
+def zeroshot_eval(
+    run: VLRun,
+    images: str | Path,
+    classes: Sequence[str],
+    output: str | Path,
+    domain_knowledge: bool = False,
+    modality: str | None = None,
+    ordinal: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Zero-shot probabilities of every image (``predictions.csv``) and, with labels, metrics with 95% CIs.
 
     Args:
@@ -128,11 +139,15 @@ def zeroshot_eval(run: VLRun, images: str | Path, classes: Sequence[str], output
     names, probs, y = _zeroshot_inputs(run, images, classes, domain_knowledge, modality)
     out = Path(output)
     known = ~np.isnan(y)
-    write_predictions(out / "predictions.csv", names, probs, list(classes),
-                      y_true=y.astype(int) if known.all() else None)
-    metrics: dict = {"n": len(names), "classes": list(classes), "domain_knowledge": domain_knowledge,
-                     "prompts": {c: run.knowledge.prompts(c, modality or run.modality, domain_knowledge)
-                                 for c in classes}}
+    write_predictions(
+        out / "predictions.csv", names, probs, list(classes), y_true=y.astype(int) if known.all() else None
+    )
+    metrics: dict = {
+        "n": len(names),
+        "classes": list(classes),
+        "domain_knowledge": domain_knowledge,
+        "prompts": {c: run.knowledge.prompts(c, modality or run.modality, domain_knowledge) for c in classes},
+    }
     if known.sum() >= 2:
         yk, pk = y[known].astype(int), probs[known]
         metrics.update(_metrics(yk, pk, classes, ordinal))
@@ -149,8 +164,9 @@ def first_hit_rank(sim: np.ndarray, positives: np.ndarray) -> np.ndarray:
     return np.where(ranked.any(1), ranked.argmax(1), sim.shape[1])
 
 
-def recall_at_k(sim: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10), n_boot: int = 0,
-                seed: int = 0) -> dict:
+def recall_at_k(
+    sim: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10), n_boot: int = 0, seed: int = 0
+) -> dict:
     """Recall@k of a query x candidate similarity matrix ``[Q, M]`` with boolean positives ``[Q, M]``: the share of
     queries with a positive among their k most similar candidates; with ``n_boot``, percentile 95% intervals from
     resampling the queries (``"ci95": {"R@k": [lo, hi]}``)."""
@@ -158,8 +174,10 @@ def recall_at_k(sim: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 
     out: dict = {f"R@{k}": float((rank < k).mean()) for k in ks}
     if n_boot:
         reps = np.array([[(rank[idx] < k).mean() for k in ks] for idx in resample_indices(len(rank), n_boot, seed)])
-        out["ci95"] = {f"R@{k}": [float(np.percentile(reps[:, j], 2.5)), float(np.percentile(reps[:, j], 97.5))]
-                       for j, k in enumerate(ks)}
+        out["ci95"] = {
+            f"R@{k}": [float(np.percentile(reps[:, j], 2.5)), float(np.percentile(reps[:, j], 97.5))]
+            for j, k in enumerate(ks)
+        }
     return out
 
 
@@ -170,8 +188,15 @@ def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
         w.writerows(rows)
 
 
-def retrieve(run: VLRun, images: str | Path, output: str | Path, queries: Sequence[str] = (), k: int = 5,
-             ks: Sequence[int] = (1, 5, 10), n_boot: int = 1000) -> dict:
+def retrieve(
+    run: VLRun,
+    images: str | Path,
+    output: str | Path,
+    queries: Sequence[str] = (),
+    k: int = 5,
+    ks: Sequence[int] = (1, 5, 10),
+    n_boot: int = 1000,
+) -> dict:
     """Text->image top-k for each query, image->text top-k over the queries (and a manifest's texts), and recall@k
     both ways when the manifest pairs every image with a text."""
     paths, names, _, texts = read_images(images)
@@ -185,12 +210,18 @@ def retrieve(run: VLRun, images: str | Path, output: str | Path, queries: Sequen
     sim = (txt @ img.t()).numpy()  # [T, N]
     out = Path(output)
     k = min(k, len(paths))
-    rows = [[q, r + 1, names[j], f"{sim[i, j]:.6f}"] for i, q in enumerate(cands[:len(queries)])
-            for r, j in enumerate(np.argsort(-sim[i], kind="stable")[:k])]
+    rows = [
+        [q, r + 1, names[j], f"{sim[i, j]:.6f}"]
+        for i, q in enumerate(cands[: len(queries)])
+        for r, j in enumerate(np.argsort(-sim[i], kind="stable")[:k])
+    ]
     _write_rows(out / "text_to_image.csv", ["query", "rank", "image", "cosine"], rows)
     kt = min(k, len(cands))
-    rows = [[names[j], r + 1, cands[i], f"{sim[i, j]:.6f}"] for j in range(len(paths))
-            for r, i in enumerate(np.argsort(-sim[:, j], kind="stable")[:kt])]
+    rows = [
+        [names[j], r + 1, cands[i], f"{sim[i, j]:.6f}"]
+        for j in range(len(paths))
+        for r, i in enumerate(np.argsort(-sim[:, j], kind="stable")[:kt])
+    ]
     _write_rows(out / "image_to_text.csv", ["image", "rank", "text", "cosine"], rows)
     result: dict = {"images": len(paths), "texts": len(cands), "queries": list(queries)}
     if len(paired) == len(paths):

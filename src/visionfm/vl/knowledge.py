@@ -16,6 +16,7 @@ existing category changes (additions are compatible). Users add or extend catego
     templates:
       Fundus: ["A retinal photograph of {}."]
 """
+
 from __future__ import annotations
 
 import re
@@ -52,87 +53,157 @@ GENERIC_TEMPLATE = ("An eye image showing {}.",)
 # Occlusions (2019); hypertensive retinopathy - Keith-Wagener-Barker and Wong & Mitchell (NEJM 2004); keratitis - AAO
 # PPP Bacterial Keratitis (2018).
 _CATEGORIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("normal", ("healthy", "normal retina", "no abnormality"), (
-        "a healthy eye with no visible disease",
-        "no lesions, with a sharp optic disc and normal vessels",
-    )),
-    ("no diabetic retinopathy", ("no DR", "DR grade 0", "noDR"), (
-        "a retina without microaneurysms, haemorrhages or exudates",
-        "no signs of diabetic retinal damage",
-    )),
-    ("mild diabetic retinopathy", ("mild non-proliferative diabetic retinopathy", "DR grade 1", "mildDR"), (
-        "microaneurysms only, seen as isolated tiny red dots",
-        "a few microaneurysms and no other diabetic lesions",
-    )),
-    ("moderate diabetic retinopathy", ("moderate non-proliferative diabetic retinopathy", "DR grade 2", "modDR"), (
-        "microaneurysms with dot and blot haemorrhages and some hard exudates",
-        "more than microaneurysms but less than the severe 4-2-1 criteria, possibly cotton wool spots",
-    )),
-    ("severe diabetic retinopathy", ("severe non-proliferative diabetic retinopathy", "DR grade 3", "sevDR"), (
-        "extensive intraretinal haemorrhages in each of the four quadrants",
-        "venous beading in two or more quadrants or intraretinal microvascular abnormalities",
-    )),
-    ("proliferative diabetic retinopathy", ("PDR", "DR grade 4", "prolDR"), (
-        "new abnormal vessels growing on the optic disc or elsewhere on the retina",
-        "neovascularisation with vitreous or preretinal haemorrhage",
-    )),
-    ("non-proliferative diabetic retinopathy", ("NPDR",), (
-        "microaneurysms, retinal haemorrhages and hard exudates without new vessels",
-        "diabetic retinal lesions without neovascularisation",
-    )),
-    ("diabetic macular edema", ("DME", "diabetic macular oedema", "macular edema"), (
-        "retinal thickening and hard exudates at or near the centre of the macula",
-        "fluid-filled cystoid spaces and increased thickness of the central retina",
-    )),
-    ("no diabetic macular edema", ("no DME", "noDME"), (
-        "a macula of normal thickness without fluid or exudates",
-        "a normal foveal contour without intraretinal fluid",
-    )),
-    ("glaucoma", ("glaucomatous optic neuropathy",), (
-        "an enlarged optic cup with a high cup-to-disc ratio and a thin neuroretinal rim",
-        "optic disc cupping with rim notching and loss of the nerve fibre layer",
-    )),
-    ("age-related macular degeneration", ("AMD", "ARMD"), (
-        "drusen, yellow deposits at the macula, with pigment changes",
-        "macular atrophy or a neovascular lesion with haemorrhage in an older adult",
-    )),
-    ("cataract", ("lens opacity",), (
-        "a cloudy lens that blurs and dims the view of the retina",
-        "an opacified crystalline lens",
-    )),
-    ("mild cataract", ("early cataract", "immature cataract"), (
-        "slight lens opacity; the optic disc and main vessels remain visible with some haze",
-        "a partially clouded lens with part of the red reflex preserved",
-    )),
-    ("moderate cataract", (), (
-        "lens opacity that blurs the disc margins and hides the small vessel branches",
-    )),
-    ("severe cataract", ("dense cataract", "mature cataract"), (
-        "a dense white or brown lens opacity with hardly any fundus detail visible",
-        "a completely opaque lens without red reflex",
-    )),
-    ("pathologic myopia", ("myopia", "high myopia", "myopic maculopathy"), (
-        "a tessellated fundus with peripapillary atrophy and a tilted optic disc",
-        "diffuse or patchy chorioretinal atrophy of the posterior pole in a highly myopic eye",
-    )),
-    ("retinal vein occlusion", ("RVO", "branch retinal vein occlusion", "central retinal vein occlusion"), (
-        "flame-shaped haemorrhages along dilated, tortuous retinal veins",
-        "haemorrhages and cotton wool spots in the territory drained by an occluded vein",
-    )),
-    ("hypertensive retinopathy", ("HR",), (
-        "narrowed arterioles with arteriovenous nicking",
-        "flame haemorrhages, cotton wool spots and, when severe, optic disc swelling",
-    )),
-    ("keratitis", ("corneal ulcer", "infectious keratitis"), (
-        "a white corneal infiltrate with an epithelial defect and surrounding redness",
-        "an inflamed, opaque cornea with stromal infiltration",
-    )),
-    ("normal cornea", ("clear cornea",), (
-        "a clear, smooth and transparent cornea without infiltrate",
-    )),
-    ("other corneal abnormality", ("other cornea abnormalities",), (
-        "a corneal scar, degeneration or deposit without active infection",
-    )),
+    (
+        "normal",
+        ("healthy", "normal retina", "no abnormality"),
+        (
+            "a healthy eye with no visible disease",
+            "no lesions, with a sharp optic disc and normal vessels",
+        ),
+    ),
+    (
+        "no diabetic retinopathy",
+        ("no DR", "DR grade 0", "noDR"),
+        (
+            "a retina without microaneurysms, haemorrhages or exudates",
+            "no signs of diabetic retinal damage",
+        ),
+    ),
+    (
+        "mild diabetic retinopathy",
+        ("mild non-proliferative diabetic retinopathy", "DR grade 1", "mildDR"),
+        (
+            "microaneurysms only, seen as isolated tiny red dots",
+            "a few microaneurysms and no other diabetic lesions",
+        ),
+    ),
+    (
+        "moderate diabetic retinopathy",
+        ("moderate non-proliferative diabetic retinopathy", "DR grade 2", "modDR"),
+        (
+            "microaneurysms with dot and blot haemorrhages and some hard exudates",
+            "more than microaneurysms but less than the severe 4-2-1 criteria, possibly cotton wool spots",
+        ),
+    ),
+    (
+        "severe diabetic retinopathy",
+        ("severe non-proliferative diabetic retinopathy", "DR grade 3", "sevDR"),
+        (
+            "extensive intraretinal haemorrhages in each of the four quadrants",
+            "venous beading in two or more quadrants or intraretinal microvascular abnormalities",
+        ),
+    ),
+    (
+        "proliferative diabetic retinopathy",
+        ("PDR", "DR grade 4", "prolDR"),
+        (
+            "new abnormal vessels growing on the optic disc or elsewhere on the retina",
+            "neovascularisation with vitreous or preretinal haemorrhage",
+        ),
+    ),
+    (
+        "non-proliferative diabetic retinopathy",
+        ("NPDR",),
+        (
+            "microaneurysms, retinal haemorrhages and hard exudates without new vessels",
+            "diabetic retinal lesions without neovascularisation",
+        ),
+    ),
+    (
+        "diabetic macular edema",
+        ("DME", "diabetic macular oedema", "macular edema"),
+        (
+            "retinal thickening and hard exudates at or near the centre of the macula",
+            "fluid-filled cystoid spaces and increased thickness of the central retina",
+        ),
+    ),
+    (
+        "no diabetic macular edema",
+        ("no DME", "noDME"),
+        (
+            "a macula of normal thickness without fluid or exudates",
+            "a normal foveal contour without intraretinal fluid",
+        ),
+    ),
+    (
+        "glaucoma",
+        ("glaucomatous optic neuropathy",),
+        (
+            "an enlarged optic cup with a high cup-to-disc ratio and a thin neuroretinal rim",
+            "optic disc cupping with rim notching and loss of the nerve fibre layer",
+        ),
+    ),
+    (
+        "age-related macular degeneration",
+        ("AMD", "ARMD"),
+        (
+            "drusen, yellow deposits at the macula, with pigment changes",
+            "macular atrophy or a neovascular lesion with haemorrhage in an older adult",
+        ),
+    ),
+    (
+        "cataract",
+        ("lens opacity",),
+        (
+            "a cloudy lens that blurs and dims the view of the retina",
+            "an opacified crystalline lens",
+        ),
+    ),
+    (
+        "mild cataract",
+        ("early cataract", "immature cataract"),
+        (
+            "slight lens opacity; the optic disc and main vessels remain visible with some haze",
+            "a partially clouded lens with part of the red reflex preserved",
+        ),
+    ),
+    ("moderate cataract", (), ("lens opacity that blurs the disc margins and hides the small vessel branches",)),
+    (
+        "severe cataract",
+        ("dense cataract", "mature cataract"),
+        (
+            "a dense white or brown lens opacity with hardly any fundus detail visible",
+            "a completely opaque lens without red reflex",
+        ),
+    ),
+    (
+        "pathologic myopia",
+        ("myopia", "high myopia", "myopic maculopathy"),
+        (
+            "a tessellated fundus with peripapillary atrophy and a tilted optic disc",
+            "diffuse or patchy chorioretinal atrophy of the posterior pole in a highly myopic eye",
+        ),
+    ),
+    (
+        "retinal vein occlusion",
+        ("RVO", "branch retinal vein occlusion", "central retinal vein occlusion"),
+        (
+            "flame-shaped haemorrhages along dilated, tortuous retinal veins",
+            "haemorrhages and cotton wool spots in the territory drained by an occluded vein",
+        ),
+    ),
+    (
+        "hypertensive retinopathy",
+        ("HR",),
+        (
+            "narrowed arterioles with arteriovenous nicking",
+            "flame haemorrhages, cotton wool spots and, when severe, optic disc swelling",
+        ),
+    ),
+    (
+        "keratitis",
+        ("corneal ulcer", "infectious keratitis"),
+        (
+            "a white corneal infiltrate with an epithelial defect and surrounding redness",
+            "an inflamed, opaque cornea with stromal infiltration",
+        ),
+    ),
+    ("normal cornea", ("clear cornea",), ("a clear, smooth and transparent cornea without infiltrate",)),
+    (
+        "other corneal abnormality",
+        ("other cornea abnormalities",),
+        ("a corneal scar, degeneration or deposit without active infection",),
+    ),
 )
 
 
@@ -193,8 +264,7 @@ class Knowledge:
         unknown = sorted(set(data) - {"version", "categories", "templates"})
         if unknown:
             raise ConfigError(f"{where}: unknown keys {unknown}; valid: categories, templates, version")
-        out = Knowledge(str(data.get("version", f"{self.version}+custom")), dict(self.categories),
-                        dict(self.templates))
+        out = Knowledge(str(data.get("version", f"{self.version}+custom")), dict(self.categories), dict(self.templates))
         for name, spec in (data.get("categories") or {}).items():
             spec = spec or {}
             if not isinstance(spec, Mapping) or set(spec) - {"aliases", "descriptions"}:
@@ -204,8 +274,9 @@ class Knowledge:
             if old is None:
                 out.categories[str(name)] = Category(str(name), tuple(aliases), tuple(descs))
             else:
-                out.categories[old.name] = replace(old, aliases=old.aliases + tuple(aliases),
-                                                   descriptions=old.descriptions + tuple(descs))
+                out.categories[old.name] = replace(
+                    old, aliases=old.aliases + tuple(aliases), descriptions=old.descriptions + tuple(descs)
+                )
         for mod, temps in (data.get("templates") or {}).items():
             temps = _strings(temps, where, f"templates.{mod}")
             if any(t.count("{}") != 1 for t in temps):

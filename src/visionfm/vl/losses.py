@@ -5,6 +5,7 @@ For a batch of B image-text pairs with category keys ``k_i``, the target of row 
 different reports are negatives and identical reports positives: the standard CLIP loss is the special case of B
 distinct keys (identity targets).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

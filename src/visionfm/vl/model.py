@@ -4,6 +4,7 @@ As in FLAIR, each side is L2-normalised, projected by a bias-free linear map and
 logit scale starts at 1/0.07 and is capped at 100. The image side uses the encoder's final CLS token (the last
 ``D`` columns of a ``visionfm extract`` features file's ``cls``), so projections also run on cached features.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def set_image_training(encoder: VisionTransformer, mode: str, unfreeze_blocks: i
         raise ValueError(f"unfreeze_blocks must be in 1..{encoder.cfg.depth}, got {unfreeze_blocks}")
     encoder.requires_grad_(mode == "full")
     if mode == "partial":
-        for blk in encoder.blocks[encoder.cfg.depth - unfreeze_blocks:]:
+        for blk in encoder.blocks[encoder.cfg.depth - unfreeze_blocks :]:
             blk.requires_grad_(True)
         encoder.norm.requires_grad_(True)
 
@@ -58,9 +59,15 @@ class VLModel(nn.Module):
         logit_scale_init: initial temperature (the scale starts at its inverse).
     """
 
-    def __init__(self, image_encoder: VisionTransformer | None, text_encoder: TextEncoder | None,
-                 image_dim: int | None = None, text_dim: int | None = None, embed_dim: int = 512,
-                 logit_scale_init: float = 0.07) -> None:
+    def __init__(
+        self,
+        image_encoder: VisionTransformer | None,
+        text_encoder: TextEncoder | None,
+        image_dim: int | None = None,
+        text_dim: int | None = None,
+        embed_dim: int = 512,
+        logit_scale_init: float = 0.07,
+    ) -> None:
         super().__init__()
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         image_dim = image_dim or image_encoder.cfg.embed_dim
@@ -96,16 +103,20 @@ class VLModel(nn.Module):
 
     def projection_state(self) -> dict[str, Tensor]:
         """The tensors a run saves beside its encoders: both projections and the logit scale."""
-        return {"image_proj.weight": self.image_proj.proj.weight.detach(),
-                "text_proj.weight": self.text_proj.proj.weight.detach(), "log_scale": self.log_scale.detach()}
+        return {
+            "image_proj.weight": self.image_proj.proj.weight.detach(),
+            "text_proj.weight": self.text_proj.proj.weight.detach(),
+            "log_scale": self.log_scale.detach(),
+        }
 
     def load_projection_state(self, sd: dict[str, Tensor], source: str) -> None:
         """Strictly load what :meth:`projection_state` saved; errors name the file and the mismatch."""
         own = self.projection_state()
         if set(sd) != set(own):
             raise ValueError(f"{source}: expected tensors {sorted(own)}, found {sorted(sd)}")
-        bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-               if sd[k].shape != own[k].shape]
+        bad = [
+            f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if sd[k].shape != own[k].shape
+        ]
         if bad:
             raise ValueError(f"{source}: projection shapes do not fit: {bad}")
         with torch.no_grad():

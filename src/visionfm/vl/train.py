@@ -5,6 +5,7 @@ Run folder: ``vl.yaml`` (resolved config), ``config.yaml`` / ``checkpoint_last.p
 encoder identity, knowledge version, shared width, input size), plus ``image_encoder.safetensors`` when the image
 encoder trained and ``text_encoder/`` when the text encoder did.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,15 +38,16 @@ IMAGE_ENCODER_FILE, TEXT_ENCODER_DIR = "image_encoder.safetensors", "text_encode
 
 
 @torch.no_grad()
-def encode_pixels(encoder: VisionTransformer, pixels: Tensor, mean: Tensor, std: Tensor,
-                  batch_size: int = 64) -> Tensor:
+def encode_pixels(
+    encoder: VisionTransformer, pixels: Tensor, mean: Tensor, std: Tensor, batch_size: int = 64
+) -> Tensor:
     """Final CLS features ``[N, D]`` of uint8 images ``[N, 3, S, S]``, normalised per row by ``mean`` / ``std``
     ``[N, 3]``."""
     encoder.eval()
     out = []
     for i in range(0, len(pixels), batch_size):
-        x = pixels[i:i + batch_size].float() / 255
-        x = (x - mean[i:i + batch_size, :, None, None]) / std[i:i + batch_size, :, None, None]
+        x = pixels[i : i + batch_size].float() / 255
+        x = (x - mean[i : i + batch_size, :, None, None]) / std[i : i + batch_size, :, None, None]
         out.append(encoder(x).cls.float())
     return torch.cat(out)
 
@@ -65,8 +67,13 @@ def _build(cfg: VLConfig) -> tuple[VLTask, VLTrainData, VisionTransformer, TextE
         raise UserError(f"--input-size {size} is not a multiple of the patch size {encoder.cfg.patch_size}")
     text = TextEncoder(cfg.text_encoder)
     table = TextTable(items)
-    log.info("%d pairs, %d distinct texts, %d keys from %d sources", len(items), len(table.texts), len(table.keys),
-             len(cfg.data))
+    log.info(
+        "%d pairs, %d distinct texts, %d keys from %d sources",
+        len(items),
+        len(table.texts),
+        len(table.keys),
+        len(cfg.data),
+    )
     pixels = decode_pixels(items, size)
     mean, std = norm_stats(items, encoder.info)
     frozen = cfg.image_training == "frozen"
@@ -76,10 +83,17 @@ def _build(cfg: VLConfig) -> tuple[VLTask, VLTrainData, VisionTransformer, TextE
     cache = None if cfg.train_text else text.encode(table.texts)
     with torch.random.fork_rng():  # seeded projection init without touching the caller's RNG
         torch.manual_seed(cfg.train.seed)
-        model = VLModel(None if frozen else encoder, text if cfg.train_text else None,
-                        encoder.cfg.embed_dim, text.width, cfg.embed_dim, cfg.logit_scale_init)
-    data = VLTrainData(table, cfg.train.seed, feats=feats, pixels=None if frozen else pixels, mean=mean, std=std,
-                       flip=cfg.flip)
+        model = VLModel(
+            None if frozen else encoder,
+            text if cfg.train_text else None,
+            encoder.cfg.embed_dim,
+            text.width,
+            cfg.embed_dim,
+            cfg.logit_scale_init,
+        )
+    data = VLTrainData(
+        table, cfg.train.seed, feats=feats, pixels=None if frozen else pixels, mean=mean, std=std, flip=cfg.flip
+    )
     return VLTask(model, table.texts, cache), data, encoder, text, table
 
 
@@ -105,8 +119,15 @@ def train_vl(cfg: VLConfig, resume: bool = False) -> Path:
     return out
 
 
-def _export(out: Path, cfg: VLConfig, model: VLModel, encoder: VisionTransformer, text: TextEncoder,
-            table: TextTable, history: list) -> None:
+def _export(
+    out: Path,
+    cfg: VLConfig,
+    model: VLModel,
+    encoder: VisionTransformer,
+    text: TextEncoder,
+    table: TextTable,
+    history: list,
+) -> None:
     if cfg.image_training == "frozen":
         weights = Path(cfg.weights).resolve()
     else:
@@ -120,13 +141,20 @@ def _export(out: Path, cfg: VLConfig, model: VLModel, encoder: VisionTransformer
     save_safetensors(model.projection_state(), out / PROJECTION_FILE, {"visionfm_vl": "1"})
     info = {
         "kind": "vision-language",
-        "image_encoder": {"weights": weights.name if weights.parent == out else str(weights),
-                          "sha256": file_sha256(weights), "arch": encoder.info.arch,
-                          "modality": encoder.info.modality or "", "trained": cfg.image_training},
+        "image_encoder": {
+            "weights": weights.name if weights.parent == out else str(weights),
+            "sha256": file_sha256(weights),
+            "arch": encoder.info.arch,
+            "modality": encoder.info.modality or "",
+            "trained": cfg.image_training,
+        },
         "text_encoder": {"name": text_name, "sha256": text_sha, "width": text.width, "trained": cfg.train_text},
         "knowledge_version": load_knowledge(cfg.knowledge).version,
-        "embed_dim": cfg.embed_dim, "input_size": cfg.input_size or encoder.cfg.img_size,
-        "logit_scale": model.logit_scale, "pairs": len(table.item_texts), "keys": len(table.keys),
+        "embed_dim": cfg.embed_dim,
+        "input_size": cfg.input_size or encoder.cfg.img_size,
+        "logit_scale": model.logit_scale,
+        "pairs": len(table.item_texts),
+        "keys": len(table.keys),
         "validation": history[-1] if history else None,
     }
     with atomic_write(out / RUN_INFO) as tmp:

@@ -1,4 +1,5 @@
 """``adapt``: k-shot transfer of a run with one adapter on cached features, over seeded draws, scored on a test set."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ def run_features(run: VLRun, path: str | Path) -> tuple[torch.Tensor, np.ndarray
     if fs.cls.shape[1] % d or json.loads(fs.meta.get("config", "{}")) != enc.cfg.to_dict():
         raise UserError(f"{path}: features were extracted with another architecture than the run's image encoder")
     if int(fs.meta.get("input_size", 0)) != run.input_size:
-        raise UserError(f"{path}: features were extracted at {fs.meta.get('input_size')} px, the run works at "
-                        f"{run.input_size} px; extract with --input-size {run.input_size}")
+        raise UserError(
+            f"{path}: features were extracted at {fs.meta.get('input_size')} px, the run works at "
+            f"{run.input_size} px; extract with --input-size {run.input_size}"
+        )
     weights = Path(fs.meta.get("weights", ""))
     sha = run.info["image_encoder"]["sha256"]
     if weights.is_file() and sha and file_sha256(weights) != sha:
@@ -71,10 +74,21 @@ def _flat(m: dict) -> dict:
     return {k: (m[k.split(".")[0]][k.split(".")[1]] if "." in k else m[k]) for k in ZS_KEYS}
 
 
-def adapt(run: VLRun, train: str | Path, test: str | Path, output: str | Path, adapter: str = "linear",
-          shots: Sequence[int] = (1, 5, 10), n_draws: int = 5, classes: Sequence[str] | None = None,
-          domain_knowledge: bool = True, init: str = "text", steps: int = 300, lr: float = 1e-3,
-          seed: int = 0) -> dict:
+def adapt(
+    run: VLRun,
+    train: str | Path,
+    test: str | Path,
+    output: str | Path,
+    adapter: str = "linear",
+    shots: Sequence[int] = (1, 5, 10),
+    n_draws: int = 5,
+    classes: Sequence[str] | None = None,
+    domain_knowledge: bool = True,
+    init: str = "text",
+    steps: int = 300,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict:
     """k-shot draws from ``train``, one adapter per draw, metrics on the whole of ``test``; ``output/metrics.json``."""
     if adapter not in ADAPTERS:
         raise UserError(f"--adapter {adapter!r} is not one of {list(ADAPTERS)}")
@@ -89,16 +103,40 @@ def adapt(run: VLRun, train: str | Path, test: str | Path, output: str | Path, a
         raise UserError(f"the features have {n_cls} classes; give that many names with --classes (got {classes})")
     text = run.class_embeddings(classes, domain_knowledge, meta.get("modality") or None)
     scale = run.model.logit_scale
-    out, results = Path(output), {"adapter": adapter, "init": init, "classes": classes, "n_test": len(y_te),
-                                  "domain_knowledge": domain_knowledge, "steps": steps, "shots": {}}
+    out, results = (
+        Path(output),
+        {
+            "adapter": adapter,
+            "init": init,
+            "classes": classes,
+            "n_test": len(y_te),
+            "domain_knowledge": domain_knowledge,
+            "steps": steps,
+            "shots": {},
+        },
+    )
     for k in shots:
         rows = []
         for d, idx in enumerate(kshot_draws(y_tr, k, n_draws, seed, n_cls)):
-            head = fit_adapter(adapter, f_tr[idx], torch.as_tensor(y_tr[idx], dtype=torch.long), text, scale,
-                               out / f".work_k{k}_d{d}", init, steps, lr, seed + d)
+            head = fit_adapter(
+                adapter,
+                f_tr[idx],
+                torch.as_tensor(y_tr[idx], dtype=torch.long),
+                text,
+                scale,
+                out / f".work_k{k}_d{d}",
+                init,
+                steps,
+                lr,
+                seed + d,
+            )
             rows.append(_flat(_metrics(y_te, predict(head, f_te), classes, False)))
         results["shots"][str(k)] = {"draws": rows, "summary": summarise(rows)}
-        log.info("%s k=%d: balanced accuracy %.4f", adapter, k, results["shots"][str(k)]["summary"]
-                 .get("balanced_accuracy", {}).get("mean", float("nan")))
+        log.info(
+            "%s k=%d: balanced accuracy %.4f",
+            adapter,
+            k,
+            results["shots"][str(k)]["summary"].get("balanced_accuracy", {}).get("mean", float("nan")),
+        )
     write_results(out, results)
     return results

@@ -13,6 +13,7 @@ The B-scan counts are read first (headers and listings; eyepy files are read twi
 preallocated before any pixel is decoded, with the same lock, temporary name and atomic publication as
 :func:`visionfm.features.extract_features`.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,12 +96,23 @@ def _volume_meta(coll: ImageCollection) -> tuple[list[int], list[dict], list[str
     return counts, metas, names
 
 
-def extract_volume_features(weights: str | Path | VisionTransformer, data: str | Path | ImageCollection,
-                            output: str | Path, modality: str | None = None, layout: str = "auto",
-                            label_columns: Sequence[str] | None = None, split: str | None = None,
-                            input_size: int | None = None, n_last_blocks: int | None = None, batch_size: int = 32,
-                            num_workers: int = 2, precision: str = "fp32", device: str | None = "auto",
-                            progress: bool = True, interpolation: str = "bilinear") -> Path:
+def extract_volume_features(
+    weights: str | Path | VisionTransformer,
+    data: str | Path | ImageCollection,
+    output: str | Path,
+    modality: str | None = None,
+    layout: str = "auto",
+    label_columns: Sequence[str] | None = None,
+    split: str | None = None,
+    input_size: int | None = None,
+    n_last_blocks: int | None = None,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    precision: str = "fp32",
+    device: str | None = "auto",
+    progress: bool = True,
+    interpolation: str = "bilinear",
+) -> Path:
     """Extract per-B-scan features of every volume of ``data`` into ``output`` (one process; see module doc).
 
     Args mirror :func:`visionfm.features.extract_features`; ``data`` is a folder of volumes, a manifest of volumes,
@@ -120,8 +132,12 @@ def extract_volume_features(weights: str | Path | VisionTransformer, data: str |
     counts, metas, names = _volume_meta(coll)
     m, d = sum(counts), enc.cfg.embed_dim
     labels = coll.label_matrix() if coll.has_labels else None
-    shapes = {"cls": ((m, n_last_blocks * d), np.float32), "patch_mean": ((m, d), np.float32),
-              "volume_index": ((m,), np.int64), "bscan_index": ((m,), np.int64)}
+    shapes = {
+        "cls": ((m, n_last_blocks * d), np.float32),
+        "patch_mean": ((m, d), np.float32),
+        "volume_index": ((m,), np.int64),
+        "bscan_index": ((m,), np.int64),
+    }
     if labels is not None:
         shapes["labels"] = (labels.shape, np.float32)
     from ..features import _meta
@@ -132,14 +148,18 @@ def extract_volume_features(weights: str | Path | VisionTransformer, data: str |
     with OutputLock(output):
         rows = RowFile.create(output, _shared_tmp_name(output), shapes, {**meta, "volume_meta": json.dumps(metas)})
         try:
-            loader = DataLoader(_VolumeDataset(coll, prep), batch_size=None, num_workers=num_workers,
-                                prefetch_factor=2 if num_workers else None)
+            loader = DataLoader(
+                _VolumeDataset(coll, prep),
+                batch_size=None,
+                num_workers=num_workers,
+                prefetch_factor=2 if num_workers else None,
+            )
             bar = tqdm(total=m, desc="extract volumes", unit="B-scan", disable=not progress)
             for x, v in loader:
                 if len(x) != counts[v]:
                     raise UserError(f"{coll.samples[v].path}: {len(x)} B-scans read, {counts[v]} counted")
                 for a in range(0, len(x), batch_size):
-                    cls, patch = encode_batch(enc, x[a:a + batch_size].to(dev), n_last_blocks, "none", precision)
+                    cls, patch = encode_batch(enc, x[a : a + batch_size].to(dev), n_last_blocks, "none", precision)
                     idx = np.arange(starts[v] + a, starts[v] + a + len(cls))
                     rows.write_rows("cls", idx, cls.cpu().numpy())
                     rows.write_rows("patch_mean", idx, patch.cpu().numpy())
@@ -167,11 +187,19 @@ def load_volume_features(path: str | Path) -> VolumeFeatures:
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
-            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            t = {k: f.get_tensor(k) for k in f.keys()}
     except (OSError, RuntimeError) as e:
         raise UserError(f"{path}: not a readable safetensors file ({e})") from None
     if meta.get("volume_features") != "1":
         raise UserError(f"{path}: not a volume features file (write one with 'visionfm extract --volumes')")
-    return VolumeFeatures(t["cls"], t["patch_mean"], t["volume_index"], t["bscan_index"], t.get("labels"),
-                          json.loads(meta["volumes"]), json.loads(meta["volume_meta"]), json.loads(meta["paths"]),
-                          meta)
+    return VolumeFeatures(
+        t["cls"],
+        t["patch_mean"],
+        t["volume_index"],
+        t["bscan_index"],
+        t.get("labels"),
+        json.loads(meta["volumes"]),
+        json.loads(meta["volume_meta"]),
+        json.loads(meta["paths"]),
+        meta,
+    )

@@ -10,6 +10,7 @@ Collections of volumes (:func:`scan_volumes`) use the image layouts: ``tree`` (e
 files, multi-frame DICOMs, and each folder holding B-scan images), ``imagenet`` (``<root>/<class>/<volume>``) and
 ``csv`` (a manifest whose ``path`` column names volume files or B-scan folders).
 """
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,12 @@ __all__ = [
 ]
 
 # extension -> eyepy importer (eyepy parses the vendor formats; no hand-written vendor parsers here)
-EYEPY_READERS = {".vol": "import_heyex_vol", ".e2e": "import_heyex_e2e", ".fda": "import_topcon_fda",
-                 ".mat": "import_duke_mat"}
+EYEPY_READERS = {
+    ".vol": "import_heyex_vol",
+    ".e2e": "import_heyex_e2e",
+    ".fda": "import_topcon_fda",
+    ".mat": "import_duke_mat",
+}
 VOLUME_LAYOUTS = ("auto", "tree", "imagenet", "csv")
 _LATERALITY = {"OD": "R", "OS": "L", "R": "R", "L": "L", "RIGHT": "R", "LEFT": "L"}
 
@@ -65,9 +70,12 @@ class Volume:
         return int(self.bscans.shape[0])
 
     def meta(self) -> dict[str, Any]:
-        return {"n_bscans": len(self), "laterality": self.laterality,
-                "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
-                "slice_spacing": self.slice_spacing}
+        return {
+            "n_bscans": len(self),
+            "laterality": self.laterality,
+            "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
+            "slice_spacing": self.slice_spacing,
+        }
 
 
 def _natural_key(p: Path) -> list:
@@ -84,8 +92,11 @@ def _is_multiframe_dicom(path: Path) -> bool:
 
 
 def _bscan_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-             and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
     return sorted(files, key=_natural_key)
 
 
@@ -102,8 +113,9 @@ def _read_eyepy(path: Path, limit: int) -> Volume:
     try:
         import eyepy
     except ImportError:
-        raise ImageReadError(f"{path}: reading {path.suffix} volumes needs eyepy (pip install 'visionfm[dicom]')") \
-            from None
+        raise ImageReadError(
+            f"{path}: reading {path.suffix} volumes needs eyepy (pip install 'visionfm[dicom]')"
+        ) from None
     try:
         vol = getattr(eyepy, EYEPY_READERS[path.suffix.lower()])(path)
         data = np.asarray(vol.data)
@@ -114,9 +126,14 @@ def _read_eyepy(path: Path, limit: int) -> Volume:
     data = data if data.dtype == np.uint8 else _scale_to_unit(data)
     meta = vol.meta
     lat = meta["laterality"] if "laterality" in getattr(meta, "_store", {}) else ""
-    return Volume(np.repeat(data[..., None], 3, axis=-1), path, [f"frame{k}" for k in range(len(data))],
-                  _LATERALITY.get(str(lat).upper(), ""), (float(vol.scale_y), float(vol.scale_x)),
-                  float(vol.scale_z))
+    return Volume(
+        np.repeat(data[..., None], 3, axis=-1),
+        path,
+        [f"frame{k}" for k in range(len(data))],
+        _LATERALITY.get(str(lat).upper(), ""),
+        (float(vol.scale_y), float(vol.scale_x)),
+        float(vol.scale_z),
+    )
 
 
 def read_volume(path: str | Path, *, max_pixels: int | None = None) -> Volume:
@@ -146,12 +163,14 @@ def read_volume(path: str | Path, *, max_pixels: int | None = None) -> Volume:
         from ..data.dicom import read_dicom
 
         d = read_dicom(path, max_pixels=limit)
-        return Volume(d.frames, path, [f"frame{k}" for k in range(d.n_frames)], d.laterality, d.pixel_spacing,
-                      d.slice_spacing)
+        return Volume(
+            d.frames, path, [f"frame{k}" for k in range(d.n_frames)], d.laterality, d.pixel_spacing, d.slice_spacing
+        )
     if ext in EYEPY_READERS:
         return _read_eyepy(path, limit)
-    raise ImageReadError(f"{path}: not a volume (a multi-frame .dcm, a folder of B-scans, or one of "
-                         f"{sorted(EYEPY_READERS)})")
+    raise ImageReadError(
+        f"{path}: not a volume (a multi-frame .dcm, a folder of B-scans, or one of {sorted(EYEPY_READERS)})"
+    )
 
 
 def volume_header(path: str | Path) -> dict[str, Any]:
@@ -165,8 +184,12 @@ def volume_header(path: str | Path) -> dict[str, Any]:
         return {"n_bscans": len(files), "laterality": "", "pixel_spacing": None, "slice_spacing": None}
     if files[0].suffix.lower() in DICOM_EXTENSIONS:
         head = dicom_header(files[0])
-        return {"n_bscans": len(files) if path.is_dir() else int(head["frames"]), "laterality": head["laterality"],
-                "pixel_spacing": head["pixel_spacing"], "slice_spacing": head["slice_spacing"]}
+        return {
+            "n_bscans": len(files) if path.is_dir() else int(head["frames"]),
+            "laterality": head["laterality"],
+            "pixel_spacing": head["pixel_spacing"],
+            "slice_spacing": head["slice_spacing"],
+        }
     return read_volume(path).meta()
 
 
@@ -190,8 +213,9 @@ def list_volumes(root: str | Path) -> list[Path]:
     return sorted(volumes + sorted(folders))
 
 
-def scan_volumes(source: str | Path, layout: str = "auto",
-                 label_columns: Sequence[str] | None = None) -> ImageCollection:
+def scan_volumes(
+    source: str | Path, layout: str = "auto", label_columns: Sequence[str] | None = None
+) -> ImageCollection:
     """A collection whose samples are volumes (``Sample.path`` is the volume's file or folder).
 
     Raises:
@@ -208,8 +232,11 @@ def scan_volumes(source: str | Path, layout: str = "auto",
         coll = scan_manifest(source, label_columns, lambda p: p.is_dir() or p.is_file(), "volume")
     elif layout == "imagenet":
         classes = sorted(d.name for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
-        samples = [Sample(p, p.relative_to(source).as_posix(), (float(i),))
-                   for i, c in enumerate(classes) for p in list_volumes(source / c)]
+        samples = [
+            Sample(p, p.relative_to(source).as_posix(), (float(i),))
+            for i, c in enumerate(classes)
+            for p in list_volumes(source / c)
+        ]
         coll = ImageCollection(source, samples, classes, "imagenet")
     else:
         vols = [source] if source.is_file() else list_volumes(source)

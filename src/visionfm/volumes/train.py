@@ -4,6 +4,7 @@ A run folder holds ``config.yaml`` (the resolved :class:`VolumeTrainConfig`), ``
 with its classes, pooling and the encoder/preprocessing the features came from in the metadata), the engine's
 checkpoints and log, and ``metrics.json`` (validation metrics of the selected model).
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,9 @@ class VolumeTrainConfig:
         train: the training loop's settings.
     """
 
-    features: str = field(default="", metadata={"help": "training volume features (.safetensors from "
-                                                         "'visionfm extract --volumes')"})
+    features: str = field(
+        default="", metadata={"help": "training volume features (.safetensors from 'visionfm extract --volumes')"}
+    )
     val_features: str | None = None
     pooling: str = field(default="attention", metadata={"choices": POOLINGS.names})
     feature: str = field(default="cls", metadata={"choices": ("cls", "patch_mean")})
@@ -107,15 +109,19 @@ class MILTask(Task):
             ys.append(b["y"])
         p, y = torch.cat(probs).numpy(), torch.cat(ys).numpy()
         m = classification_metrics(y, p, self.classes)
-        return {"auroc": float(m["auroc"]["macro"]), "accuracy": float(m["accuracy"]),
-                "loss": float(torch.nn.functional.cross_entropy(torch.from_numpy(np.log(p + 1e-12)),
-                                                                torch.from_numpy(y)))}
+        return {
+            "auroc": float(m["auroc"]["macro"]),
+            "accuracy": float(m["accuracy"]),
+            "loss": float(torch.nn.functional.cross_entropy(torch.from_numpy(np.log(p + 1e-12)), torch.from_numpy(y))),
+        }
 
 
 def _labels(fs: VolumeFeatures, index: int, where: str, n_classes: int | None = None) -> np.ndarray:
     if fs.labels is None or fs.labels.shape[1] <= index:
-        raise UserError(f"{where}: no label column {index} stored with the volume features (extract from a "
-                        f"labelled layout: imagenet folders or a CSV with --label-columns)")
+        raise UserError(
+            f"{where}: no label column {index} stored with the volume features (extract from a "
+            f"labelled layout: imagenet folders or a CSV with --label-columns)"
+        )
     y = fs.labels[:, index]
     bad = [fs.volumes[i] for i in np.flatnonzero(~np.isfinite(y) | (y < 0) | (y != np.round(y)))]
     if bad:
@@ -163,9 +169,13 @@ def train_volume_classifier(cfg: VolumeTrainConfig) -> Path:
     if result.best_path is not None and result.best_path.is_file():
         task.load_state_dict(safe_torch_load(result.best_path)["task"], strict=True)
     VolumeClassifier(head.eval(), classes, cfg.feature, fs.meta).save(out / "head.safetensors")
-    metrics = {"selected_epoch": result.best_epoch, "selection": loop.select_metric,
-               "validation": task.evaluate(torch.utils.data.DataLoader(val, 64, collate_fn=collate_bags), "cpu")
-               if val is not None else None}
+    metrics = {
+        "selected_epoch": result.best_epoch,
+        "selection": loop.select_metric,
+        "validation": task.evaluate(torch.utils.data.DataLoader(val, 64, collate_fn=collate_bags), "cpu")
+        if val is not None
+        else None,
+    }
     with atomic_write(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
     return out
@@ -184,10 +194,24 @@ class VolumeClassifier:
         from ..checkpoints.io import save_safetensors
 
         cfg = {"in_dim": self.head.fc.in_features, "pooling": _pool_name(self.head), "hidden": _hidden(self.head)}
-        keep = ("arch", "config", "weights", "modality", "mean", "std", "n_last_blocks", "input_size", "interpolation",
-                "precision")
-        meta = {"classes": json.dumps(self.classes), "feature": self.feature, "head": json.dumps(cfg),
-                "features_meta": json.dumps({k: self.source_meta.get(k, "") for k in keep})}
+        keep = (
+            "arch",
+            "config",
+            "weights",
+            "modality",
+            "mean",
+            "std",
+            "n_last_blocks",
+            "input_size",
+            "interpolation",
+            "precision",
+        )
+        meta = {
+            "classes": json.dumps(self.classes),
+            "feature": self.feature,
+            "head": json.dumps(cfg),
+            "features_meta": json.dumps({k: self.source_meta.get(k, "") for k in keep}),
+        }
         save_safetensors({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, path, meta)
 
     @classmethod
@@ -199,7 +223,7 @@ class VolumeClassifier:
             raise FileNotFoundError(f"volume classifier not found: {path} (train one with 'visionfm volumes train')")
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            state = {k: f.get_tensor(k) for k in f.keys()}
         if "head" not in meta:
             raise UserError(f"{path}: not a volume classifier")
         h = json.loads(meta["head"])
@@ -214,8 +238,12 @@ class VolumeClassifier:
         t = torch.from_numpy(x.astype(np.float32))[None]
         logits, rel = self.head(t, torch.ones(1, len(x), dtype=torch.bool))
         p = logits.softmax(-1)[0].numpy()
-        return {"probs": dict(zip(self.classes, p.tolist())), "prediction": self.classes[int(p.argmax())],
-                "relevance": rel[0].numpy().tolist(), "driving_bscan": int(rel[0].argmax())}
+        return {
+            "probs": dict(zip(self.classes, p.tolist())),
+            "prediction": self.classes[int(p.argmax())],
+            "relevance": rel[0].numpy().tolist(),
+            "driving_bscan": int(rel[0].argmax()),
+        }
 
 
 def _pool_name(head: MILHead) -> str:
@@ -226,9 +254,16 @@ def _hidden(head: MILHead) -> int:
     return int(head.pool.v.out_features) if hasattr(head.pool, "v") else 128
 
 
-def predict_volumes(run: str | Path, output_csv: str | Path, features: str | Path | None = None,
-                    data: str | Path | None = None, weights: str | Path | None = None, layout: str = "auto",
-                    device: str = "auto", num_workers: int = 0) -> Path:
+def predict_volumes(
+    run: str | Path,
+    output_csv: str | Path,
+    features: str | Path | None = None,
+    data: str | Path | None = None,
+    weights: str | Path | None = None,
+    layout: str = "auto",
+    device: str = "auto",
+    num_workers: int = 0,
+) -> Path:
     """Apply a volume classifier to volumes: one CSV row per volume.
 
     Give either ``features`` (from ``extract --volumes``) or ``data`` + ``weights``: the volumes are then extracted
@@ -247,25 +282,42 @@ def predict_volumes(run: str | Path, output_csv: str | Path, features: str | Pat
 
         sm = clf.source_meta
         with tempfile.TemporaryDirectory() as tmp:
-            path = extract_volume_features(weights, data, Path(tmp) / "volumes.safetensors", layout=layout,
-                                           input_size=int(sm["input_size"]), n_last_blocks=int(sm["n_last_blocks"]),
-                                           interpolation=sm["interpolation"] or "bilinear", device=device,
-                                           num_workers=num_workers, progress=False)
+            path = extract_volume_features(
+                weights,
+                data,
+                Path(tmp) / "volumes.safetensors",
+                layout=layout,
+                input_size=int(sm["input_size"]),
+                n_last_blocks=int(sm["n_last_blocks"]),
+                interpolation=sm["interpolation"] or "bilinear",
+                device=device,
+                num_workers=num_workers,
+                progress=False,
+            )
             return predict_volumes(run, output_csv, features=path)
     fs = load_volume_features(features)
     for key in ("config", "n_last_blocks", "input_size", "interpolation"):
         want, got = clf.source_meta.get(key, ""), fs.meta.get(key, "")
         if want and got and want != got:
-            raise UserError(f"{features}: {key} {got!r} differs from the features the classifier was trained on "
-                            f"({want!r}); extract with the same encoder and preprocessing")
+            raise UserError(
+                f"{features}: {key} {got!r} differs from the features the classifier was trained on "
+                f"({want!r}); extract with the same encoder and preprocessing"
+            )
     rows = []
     for v, bag in enumerate(fs.bags(clf.feature)):
         r = clf.predict_bag(bag)
         names = [n for n, i in zip(fs.bscan_names, fs.volume_index) if i == v]
-        rows.append({"volume": fs.volumes[v], **{f"prob_{c}": f"{p:.6f}" for c, p in r["probs"].items()},
-                     "prediction": r["prediction"], "driving_bscan": r["driving_bscan"],
-                     "driving_bscan_name": names[r["driving_bscan"]],
-                     "laterality": fs.volume_meta[v].get("laterality", ""), "n_bscans": len(bag)})
+        rows.append(
+            {
+                "volume": fs.volumes[v],
+                **{f"prob_{c}": f"{p:.6f}" for c, p in r["probs"].items()},
+                "prediction": r["prediction"],
+                "driving_bscan": r["driving_bscan"],
+                "driving_bscan_name": names[r["driving_bscan"]],
+                "laterality": fs.volume_meta[v].get("laterality", ""),
+                "n_bscans": len(bag),
+            }
+        )
     with atomic_write(output_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
