@@ -84,9 +84,11 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: {detail})"
         ) from None
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
+    except Exception as e:  # random or truncated bytes fail anywhere in torch's readers: one message for all
+        detail = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint (a plain pickle, or corrupt or truncated bytes: {detail})"
+        ) from None
 
 
 def _container_kind(path: Path) -> str:
