@@ -91,13 +91,24 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         ) from None
 
 
+def _is_text(head: bytes) -> bool:
+    """Whether the first bytes of a file read as text (UTF-8, no control bytes but whitespace)."""
+    try:
+        text = head.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at the end of ``head`` is still text
+        if e.start < len(head) - 3:
+            return False
+        text = head[: e.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
 def _container_kind(path: Path) -> str:
     """What a file that torch cannot read really is, from its first bytes: "" when it may be a torch checkpoint."""
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(256)
     if head.startswith(b"\x93NUMPY"):
         return "a NumPy .npy array"
-    if head.startswith((b"{", b"[")):
+    if head.lstrip().startswith((b"{", b"[")) and _is_text(head):
         return "a JSON/text file"
     if not zipfile.is_zipfile(path):
         return ""
