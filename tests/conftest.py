@@ -51,3 +51,42 @@ def image_folder(tmp_path) -> Path:
             arr = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
             Image.fromarray(arr).save(root / c / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven by selenium through the system ``chromedriver``.
+
+    Skipped, with the reason, when selenium (the ``dev`` extra), ``chromium`` or ``chromedriver`` is missing.
+    """
+    import shutil
+
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="the browser test needs selenium (pip install -e '.[dev]')"
+    )
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip(
+            "headless browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
+        )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium  # with both paths given, selenium never tries to download a browser or driver
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+    try:
+        yield drv
+    finally:
+        drv.quit()

@@ -3,7 +3,6 @@ uvicorn server on a free loopback port, and headless Chromium (skipped cleanly w
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -196,37 +195,3 @@ def volume_run(serve_root, serve_weights) -> Path:
         "--no-progress",
     )
     return run
-
-
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium through the system ``chromedriver`` (skipped, with the reason, when either is missing)."""
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="the browser test needs selenium (pip install -e '.[dev]')"
-    )
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip(
-            "headless browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
-        )
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium  # both paths given: selenium never tries to download a browser or driver
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
-    try:
-        yield drv
-    finally:
-        drv.quit()
