@@ -1,1 +1,0 @@
-"""Fixtures of the demo tests: the headless browser of the synthetic-image tests."""
