@@ -8,8 +8,10 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import logging
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -18,7 +20,21 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["OutputLockedError", "atomic_write", "exclusive_output", "file_sha256", "lock_path", "umask_mode"]
+__all__ = [
+    "RUN_MARKERS",
+    "OutputLockedError",
+    "atomic_write",
+    "exclusive_output",
+    "file_sha256",
+    "lock_path",
+    "prepare_run_folder",
+    "umask_mode",
+]
+
+log = logging.getLogger(__name__)
+
+# Files the training loop writes into every run folder: one of them (or the task's own config) marks a folder as a run
+RUN_MARKERS = ("checkpoint_last.pth", "log.jsonl", "config.yaml")
 
 
 def umask_mode(base: int = 0o666) -> int:
@@ -162,3 +178,49 @@ def file_sha256(path: str | os.PathLike) -> str:
     p = Path(path).resolve()
     st = p.stat()
     return _sha256(str(p), st.st_mtime_ns, st.st_size)
+
+
+def prepare_run_folder(
+    run: str | os.PathLike, what: str, markers: tuple[str, ...], resume: bool = False, overwrite: bool = False
+) -> bool:
+    """Check a training run's output folder before any work; returns whether there is a run to continue.
+
+    The one policy of every trainer: a new or empty folder starts a run; a folder holding a run (one of
+    the task's ``markers`` or of :data:`RUN_MARKERS`) is continued with ``resume`` or removed with ``overwrite``,
+    and is an error with neither, so no run is appended to or replaced by accident; a non-empty folder that is not
+    a run is never written into nor deleted. The folder is not created here: the first write does it, so a start
+    that fails on its data leaves no empty folder. Under ``torchrun`` only rank 0 deletes.
+
+    Args:
+        run: the output folder.
+        what: the kind of run, for messages ("pretraining", "generator", ...).
+        markers: the files the task writes into its run folders, its resolved config first.
+
+    Raises:
+        UserError: both options; the path is a file; ``resume`` without ``checkpoint_last.pth``; an existing run
+            without an option; a non-empty folder that is not a run.
+    """
+    run = Path(run)
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite replaces it: give one")
+    if run.exists() and not run.is_dir():
+        raise UserError(f"--output {run} is a file, not a folder")
+    if resume:
+        if not (run / "checkpoint_last.pth").is_file():
+            raise UserError(f"--resume: {run} holds no checkpoint_last.pth to continue from")
+        return True
+    if not (run.is_dir() and any(run.iterdir())):
+        return False
+    if not any((run / name).exists() for name in (*markers, *RUN_MARKERS)):
+        raise UserError(
+            f"--output {run} is not empty and not a {what} run folder (no {markers[0]}, log.jsonl "
+            "or checkpoint); choose another --output (nothing was deleted)"
+        )
+    if not overwrite:
+        raise UserError(
+            f"--output {run} already holds a {what} run; pass --resume to continue it or --overwrite to replace it"
+        )
+    if os.environ.get("RANK", "0") == "0":
+        shutil.rmtree(run)
+        log.info("--overwrite: removed the previous %s run in %s", what, run)
+    return False

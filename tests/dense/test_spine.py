@@ -60,7 +60,7 @@ def test_existing_run_folder_needs_resume_or_overwrite(drive_like, tmp_path, cap
     assert main(args) == 0
     log_lines = (run / "log.jsonl").read_text().count("\n")
     assert main(args) == 2
-    assert "already holds files; pass --resume" in capsys.readouterr().err
+    assert "already holds a dense run; pass --resume" in capsys.readouterr().err
     assert (run / "log.jsonl").read_text().count("\n") == log_lines  # nothing appended
     assert main([*args, "--overwrite"]) == 0
     assert yaml.safe_load((run / "dense.yaml").read_text())["train"]["max_steps"] == 2
@@ -69,7 +69,7 @@ def test_existing_run_folder_needs_resume_or_overwrite(drive_like, tmp_path, cap
     other.mkdir()
     (other / "precious.txt").write_text("x")
     assert main([*args[: -len(TINY) - 4], "--output", str(other), "--crop", "32", *TINY, "--overwrite"]) == 2
-    assert (other / "precious.txt").is_file() and "refusing to delete" in capsys.readouterr().err
+    assert (other / "precious.txt").is_file() and "nothing was deleted" in capsys.readouterr().err
 
 
 def test_predict_names_never_collide(tmp_path):

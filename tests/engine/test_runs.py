@@ -15,7 +15,8 @@ import torch
 from visionfm.checkpoints.io import CheckpointError
 from visionfm.engine import Trainer
 from visionfm.engine.trainer import trim_log
-from visionfm.fileio import OutputLockedError, atomic_write, exclusive_output, lock_path
+from visionfm.errors import UserError
+from visionfm.fileio import OutputLockedError, atomic_write, exclusive_output, lock_path, prepare_run_folder
 
 from .test_engine import Regression, _cfg, _data
 
@@ -136,3 +137,29 @@ def test_exclusive_output_refuses_a_second_writer_and_takes_over_a_stale_lock(tm
     lock_path(out).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live process
     with pytest.raises(OutputLockedError, match="being written by another process"), exclusive_output(out):
         pass
+
+
+def test_one_run_folder_policy_for_every_trainer(tmp_path):
+    """New or empty: start; a run: --resume continues, --overwrite replaces, neither refuses; never delete a
+    folder that is not a run; a file, or --resume without a checkpoint, is an error."""
+    run, mine = tmp_path / "run", tmp_path / "mine"
+    assert prepare_run_folder(run, "toy", ("toy.yaml",)) is False and not run.exists()  # not created before work
+    run.mkdir()
+    assert prepare_run_folder(run, "toy", ("toy.yaml",)) is False  # empty
+    (run / "toy.yaml").write_text("a: 1")
+    with pytest.raises(UserError, match="already holds a toy run; pass --resume to continue it or --overwrite"):
+        prepare_run_folder(run, "toy", ("toy.yaml",))
+    with pytest.raises(UserError, match="holds no checkpoint_last.pth"):
+        prepare_run_folder(run, "toy", ("toy.yaml",), resume=True)
+    (run / "checkpoint_last.pth").write_bytes(b"x")
+    assert prepare_run_folder(run, "toy", ("toy.yaml",), resume=True) is True and (run / "toy.yaml").is_file()
+    with pytest.raises(UserError, match="give one"):
+        prepare_run_folder(run, "toy", ("toy.yaml",), resume=True, overwrite=True)
+    assert prepare_run_folder(run, "toy", ("toy.yaml",), overwrite=True) is False and not run.exists()
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty and not a toy run folder .*nothing was deleted"):
+        prepare_run_folder(mine, "toy", ("toy.yaml",), overwrite=True)
+    assert (mine / "notes.txt").read_text() == "mine"
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        prepare_run_folder(mine / "notes.txt", "toy", ("toy.yaml",))

@@ -82,7 +82,7 @@ def test_an_existing_run_folder_needs_resume_or_overwrite(caches, tmp_path, caps
     assert main(args) == 0
     first, n_log = (run / "metrics.json").read_bytes(), len((run / "log.jsonl").read_text().splitlines())
     assert main(args) == 2
-    assert "already exists; pass --resume to continue it or --overwrite" in _one_line_error(capsys)
+    assert "already holds a recognition run; pass --resume to continue it or --overwrite" in _one_line_error(capsys)
     assert (run / "metrics.json").read_bytes() == first  # untouched
     assert main([*args, "--overwrite"]) == 0
     assert len((run / "log.jsonl").read_text().splitlines()) == n_log  # a fresh run, not appended to the old log
@@ -91,9 +91,9 @@ def test_an_existing_run_folder_needs_resume_or_overwrite(caches, tmp_path, caps
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     assert main(["classify", "train", "--train", str(c["training"]), "--output", str(other), "--overwrite", *FAST]) == 2
-    assert "does not look like a run folder" in _one_line_error(capsys) and (other / "notes.txt").is_file()
+    assert "not empty and not a recognition run folder" in _one_line_error(capsys) and (other / "notes.txt").is_file()
     assert main(["finetune", "--weights", "w", "--data", "d", "--output", str(run)]) == 2
-    assert "already exists" in _one_line_error(capsys)
+    assert "already holds a recognition run" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize(

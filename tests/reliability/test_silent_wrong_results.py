@@ -186,6 +186,6 @@ def test_every_training_command_refuses_an_existing_run_folder(tmp_path, capsys,
             "cpu",
         ),
         str(run),
-        "already exists",
+        "already holds a recognition run",
     )
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -16,6 +16,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--config", help="YAML of VLConfig settings (command-line values override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --output")
     add_config_args(p, VLConfig)
 
 
@@ -30,7 +31,7 @@ def run_train(a: argparse.Namespace) -> int:
     from ..distributed import is_main
     from ..vl import VLConfig, train_vl
 
-    run = train_vl(config_from_args(VLConfig, a, a.config), resume=a.resume)
+    run = train_vl(config_from_args(VLConfig, a, a.config), resume=a.resume, overwrite=a.overwrite)
     if is_main():
         print(f"vision-language run: {run}")
     return 0

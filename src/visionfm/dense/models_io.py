@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 
 from ..checkpoints import load_encoder, save_safetensors
 from ..errors import UserError
+from ..fileio import prepare_run_folder
 from ..modalities import get_modality
 from ..models import ViTConfig, create_encoder
 from .config import DenseConfig, load_config, save_config
@@ -21,7 +21,7 @@ __all__ = ["RUN_CONFIG", "RUN_MARKERS", "build_from_config", "is_fundus", "load_
 
 log = logging.getLogger(__name__)
 RUN_CONFIG = "dense.yaml"
-RUN_MARKERS = (RUN_CONFIG, "config.yaml", "log.jsonl", "checkpoint_last.pth", "model.safetensors")
+RUN_MARKERS = (RUN_CONFIG, "model.safetensors")
 
 
 def is_fundus(modality: str | None) -> bool:
@@ -65,38 +65,15 @@ def _model(cfg: DenseConfig, enc: nn.Module | None, out_channels: int) -> nn.Mod
 
 
 def prepare_run(cfg: DenseConfig, resume: bool = False, overwrite: bool = False) -> Path:
-    """Check the run folder before any image is read: a new folder, ``resume`` an unfinished one, or ``overwrite``.
+    """Check the run folder before any image is read (:func:`visionfm.fileio.prepare_run_folder`); returns it.
 
     Raises:
-        UserError: no output folder; the folder holds a run and neither option is given; ``overwrite`` of a folder
-            that does not look like a run folder (nothing is deleted then); ``resume`` without a checkpoint.
+        UserError: no output folder, or the folder policy's errors.
     """
     if not cfg.output_dir:
         raise UserError("an output run folder is required (--output)")
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite exclude each other")
-    run = Path(cfg.output_dir)
-    if run.exists() and not run.is_dir():
-        raise UserError(f"--output {run}: exists and is not a folder")
-    used = run.is_dir() and any(run.iterdir())
-    if resume:
-        if not (run / "checkpoint_last.pth").is_file():
-            raise UserError(f"--resume: no checkpoint_last.pth in {run}")
-        return run
-    if used and not overwrite:
-        raise UserError(
-            f"--output {run} already holds files; pass --resume to continue that run or --overwrite to replace it"
-        )
-    if used:
-        if not any((run / m).exists() for m in RUN_MARKERS):
-            raise UserError(
-                f"--overwrite: {run} does not look like a run folder (no {RUN_CONFIG}, log.jsonl or "
-                "checkpoint); refusing to delete it"
-            )
-        shutil.rmtree(run)
-    # not created here: the first write (the run's config, after the data are checked) makes it, so a start that
-    # fails on its data leaves no empty run folder behind
-    return run
+    prepare_run_folder(cfg.output_dir, "dense", RUN_MARKERS, resume, overwrite)
+    return Path(cfg.output_dir)
 
 
 def save_run(model: nn.Module, cfg: DenseConfig, run: Path, name: str = "model.safetensors") -> Path:

@@ -23,6 +23,7 @@ from ..distributed import barrier, init_distributed, resolve_device
 from ..engine.config import TrainConfig
 from ..engine.precision import resolve_precision
 from ..engine.trainer import Trainer
+from ..fileio import prepare_run_folder
 from .config import RUN_CONFIG, PretrainConfig, pretrain_config
 from .data import PretrainDataset, build_dataset
 from .encoders import arch_config, build_encoders, build_task
@@ -57,12 +58,10 @@ def _flat(cfg: PretrainConfig) -> dict:
 
 def _check_resume(cfg: PretrainConfig, out: Path, resume: bool) -> None:
     saved = out / RUN_CONFIG
-    if not resume:
-        if (out / "checkpoint_last.pth").exists():
-            raise ValueError(f"{out} already holds a pretraining run; resume it (--resume) or choose another output")
-        return
-    if not saved.is_file():
+    if resume and not saved.is_file():
         raise FileNotFoundError(f"--resume: {out} holds no pretraining run (no {RUN_CONFIG})")
+    if not prepare_run_folder(out, "pretraining", (RUN_CONFIG,), resume):
+        return
     old, new = _flat(pretrain_config(saved)), _flat(cfg)
     diff = sorted(k for k in new if k.split(".")[-1] not in RESUME_MAY_DIFFER and old.get(k) != new[k])
     if diff:

@@ -9,7 +9,6 @@ used and the resolved configuration. Nothing else is needed to predict, except t
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from .. import fileio
 from ..checkpoints.io import atomic_write, save_safetensors
 from ..config import config_from_dict
 from ..errors import UserError
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 RUN_FILE, HEAD_FILE = "run.yaml", "head.safetensors"
 _RUN_MARKERS = (
     RUN_FILE,
-    "log.jsonl",
-    "config.yaml",
-    "checkpoint_last.pth",
     "metrics.json",
     "fewshot.json",
     "kfold.json",
@@ -59,31 +56,9 @@ def label_spec(cfg: RecognitionConfig) -> LabelSpec:
 
 
 def prepare_run_folder(run: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Check the output folder before any work: a new folder, or an existing run only with ``resume`` /
-    ``overwrite`` (which removes the old run; a folder that is not a run is never removed).
-
-    Raises:
-        UserError: the folder exists and neither option is given, or ``resume`` without a checkpoint.
-    """
-    run = Path(run)
-    if run.exists() and not run.is_dir():
-        raise UserError(f"--output {run}: is a file, not a run folder")
-    used = run.is_dir() and any(run.iterdir())
-    if resume:
-        if not (run / "checkpoint_last.pth").is_file():
-            raise UserError(f"--resume: {run} holds no checkpoint_last.pth to continue from")
-        return run
-    if used and not overwrite:
-        raise UserError(f"--output {run} already exists; pass --resume to continue it or --overwrite to replace it")
-    if used:
-        if not any((run / m).exists() for m in _RUN_MARKERS):
-            raise UserError(
-                f"--overwrite: {run} does not look like a run folder (no {RUN_FILE}, log.jsonl, ...); "
-                f"refusing to delete it"
-            )
-        shutil.rmtree(run)
-        log.info("--overwrite: removed the previous run in %s", run)
-    return run
+    """Check the output folder before any work (:func:`visionfm.fileio.prepare_run_folder`); returns it."""
+    fileio.prepare_run_folder(run, "recognition", _RUN_MARKERS, resume, overwrite)
+    return Path(run)
 
 
 def task_from_info(info: dict[str, Any], **task_kw: Any) -> HeadTask:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,11 @@ from torch import Tensor, nn
 from ..config import load_config
 from ..engine import StepState, Task, Trainer
 from ..errors import UserError
+from ..fileio import prepare_run_folder
 from .config import GeneratorConfig
 from .data import GeneratorDataset, load_training_data, to_model_range
 from .model import (
     EXPORT_DIR,
-    LAST_CHECKPOINT,
     RUN_CONFIG,
     GeneratorMeta,
     build_scheduler,
@@ -139,31 +138,6 @@ def _check_resumable(cfg: GeneratorConfig, run_dir: Path) -> None:
         raise UserError(f"cannot resume {run_dir}: " + "; ".join(diff) + " (use a new --output)")
 
 
-def _prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
-    """Check the run folder before any work; returns whether there is a run to continue.
-
-    An existing generator run is continued with ``resume`` or replaced with ``overwrite``; without either it is
-    an error, so a run is never appended to or overwritten by accident. A non-empty folder that is not a generator
-    run is never deleted.
-    """
-    is_run = (run_dir / LAST_CHECKPOINT).is_file() or (run_dir / RUN_CONFIG).is_file()
-    if is_run and resume:
-        return (run_dir / LAST_CHECKPOINT).is_file()
-    if is_run and overwrite:
-        shutil.rmtree(run_dir)
-        return False
-    if is_run:
-        raise UserError(
-            f"{run_dir} already holds a generator run; pass --resume to continue it (a larger --steps "
-            "extends a finished run) or --overwrite to start again"
-        )
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir} is not empty and not a generator run; choose a new --output")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--output {run_dir} is a file, not a folder")
-    return False
-
-
 def train_generator(
     cfg: GeneratorConfig, resume: bool = False, progress: bool | None = None, overwrite: bool = False
 ) -> Path:
@@ -177,7 +151,7 @@ def train_generator(
     cfg.validate()
     progress = cfg.train.progress if progress is None else progress
     run_dir = Path(cfg.output)
-    has_ckpt = _prepare_run_folder(run_dir, resume, overwrite)
+    has_ckpt = prepare_run_folder(run_dir, "generator", (RUN_CONFIG,), resume, overwrite)
     if has_ckpt:
         _check_resumable(cfg, run_dir)
     data = load_training_data(

@@ -21,7 +21,7 @@ from ..config import save_config
 from ..distributed import is_main
 from ..engine import Trainer
 from ..errors import UserError
-from ..fileio import atomic_write, file_sha256
+from ..fileio import atomic_write, file_sha256, prepare_run_folder
 from ..models import VisionTransformer
 from .config import VL_CONFIG, VLConfig
 from .data import TextTable, VLTrainData, decode_pixels, norm_stats, read_sources
@@ -97,15 +97,15 @@ def _build(cfg: VLConfig) -> tuple[VLTask, VLTrainData, VisionTransformer, TextE
     return VLTask(model, table.texts, cache), data, encoder, text, table
 
 
-def train_vl(cfg: VLConfig, resume: bool = False) -> Path:
-    """Train (or with ``resume`` continue exactly) and export the run; returns the run folder."""
+def train_vl(cfg: VLConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train (or with ``resume`` continue exactly; with ``overwrite`` replace the run in the folder) and export the
+    run; returns the run folder."""
     if not cfg.weights:
         raise UserError("--weights is required (the image encoder)")
     if not cfg.data:
         raise UserError("--data is required (manifests or class folders)")
     out = Path(cfg.train.output_dir)
-    if not resume and (out / "checkpoint_last.pth").exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --output")
+    prepare_run_folder(out, "vision-language", (VL_CONFIG,), resume, overwrite)
     task, data, encoder, text, table = _build(cfg)
     train_idx, val_idx = _split(len(data), cfg.val_fraction, cfg.train.seed)
     if len(train_idx) < cfg.train.batch_size:

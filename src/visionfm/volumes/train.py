@@ -22,7 +22,7 @@ from ..config import check_choices, save_config
 from ..engine.config import TrainConfig
 from ..engine.task import StepState, Task
 from ..errors import ConfigError, UserError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, prepare_run_folder
 from .extract import VolumeFeatures, load_volume_features
 from .mil import POOLINGS, MILHead, pad_bags
 
@@ -143,8 +143,7 @@ def train_volume_classifier(cfg: VolumeTrainConfig) -> Path:
     from ..engine import Trainer
 
     out = Path(cfg.train.output_dir)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise UserError(f"{out}: run folder exists; choose another --output or pass --overwrite")
+    prepare_run_folder(out, "volume", ("config.yaml",), overwrite=cfg.overwrite)
     fs = load_volume_features(cfg.features)
     y = _labels(fs, cfg.label_index, cfg.features)
     classes = _class_names(fs, y)
