@@ -163,3 +163,17 @@ def test_one_run_folder_policy_for_every_trainer(tmp_path):
     assert (mine / "notes.txt").read_text() == "mine"
     with pytest.raises(UserError, match="is a file, not a folder"):
         prepare_run_folder(mine / "notes.txt", "toy", ("toy.yaml",))
+
+
+def test_training_leaves_the_callers_random_state_alone(tmp_path):
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    expected = torch.rand(3), np.random.rand(3), random.random()
+    trainer = Trainer(Regression(), _cfg(tmp_path / "r", epochs=1), _data())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    trainer.fit()
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]

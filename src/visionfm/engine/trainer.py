@@ -304,7 +304,21 @@ class Trainer:
         return norm
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train to ``total_steps``; with ``resume`` continue exactly where ``checkpoint_last.pth`` stopped."""
+        """Train to ``total_steps``; with ``resume`` continue exactly where ``checkpoint_last.pth`` stopped.
+
+        The loop seeds torch, numpy and ``random`` (``seed + rank``) so that a run is a function of its config; the
+        caller's random states are put back when it returns, so training leaves the caller's RNG where it was.
+        """
+        np_state, py_state = np.random.get_state(), random.getstate()
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                return self._fit(resume)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+    def _fit(self, resume: bool) -> TrainResult:
         model = self._setup()
         main = self.dist.is_main
         if main:

@@ -228,8 +228,9 @@ def _random_baseline(cfg: RatioStudyConfig, seed: int, out: Path) -> dict[str, A
     if not path.is_file():
         import torch
 
-        torch.manual_seed(seed)
-        _, enc = build_encoders(ratio_pretrain_config(cfg, "1:0", seed, 1, 0, path.parent), with_weights=False)
+        with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is left alone
+            torch.manual_seed(seed)
+            _, enc = build_encoders(ratio_pretrain_config(cfg, "1:0", seed, 1, 0, path.parent), with_weights=False)
         m = get_modality(cfg.modality)
         enc.info = EncoderInfo(enc.cfg, m.name, m.mean, m.std, f"random init seed {seed}", "random", "random init")
         save_encoder(enc, path)
