@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,8 +15,19 @@ import pytest
 SHARED = Path(os.environ.get("VISIONFM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DATA = Path(os.environ.get("VISIONFM_DATA", SHARED / "data"))
 FIXTURES = SHARED / "fixtures" / "visionfm-official-format"
+ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["DATA", "FIXTURES", "SHARED", "require", "save_tiny_encoder", "tiny_encoder"]
+__all__ = [
+    "DATA",
+    "FIXTURES",
+    "ROOT",
+    "SHARED",
+    "kill_and_resume",
+    "require",
+    "save_tiny_encoder",
+    "tiny_encoder",
+    "visionfm_process",
+]
 
 
 def require(path: Path) -> Path:
@@ -34,3 +50,48 @@ def save_tiny_encoder(path: Path, seed: int = 0, modality: str = "Fundus") -> Pa
 
     save_encoder(tiny_encoder(seed, modality), path)
     return path
+
+
+def visionfm_process(args: list[str], nproc: int = 0, port: int = 29500) -> subprocess.Popen:
+    """``python -m visionfm ARGS`` (under ``torchrun`` with ``nproc`` > 0 processes) with one thread per process,
+    in its own session, so that ``os.killpg`` reaches the launcher and every worker at once."""
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port)]
+    return subprocess.Popen(
+        [sys.executable, *(launcher if nproc else []), "-m", "visionfm", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def kill_and_resume(
+    args: Callable[[Path], list[str]],
+    root: Path,
+    checkpoints: str,
+    nproc: int = 0,
+    port: int = 29500,
+    killed: Callable[[Path], None] = lambda run: None,
+) -> str:
+    """Run ``args(root/'full')`` and ``args(root/'killed')`` side by side, SIGKILL the second (launcher and workers)
+    once a checkpoint matching the glob ``checkpoints`` appears in it, check it with ``killed(run)``, resume it with
+    ``--resume`` and wait for both.
+
+    Returns:
+        the resumed process's output (both processes have exited with code 0).
+    """
+    full, victim = (visionfm_process(args(root / n), nproc, port + i) for i, n in enumerate(("full", "killed")))
+    deadline = time.time() + 240
+    while not list((root / "killed").glob(checkpoints)):
+        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed(root / "killed")
+    resumed = visionfm_process([*args(root / "killed"), "--resume"], nproc, port + 2)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
+    return out

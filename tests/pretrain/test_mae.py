@@ -16,6 +16,7 @@ from visionfm.models import VisionTransformer, create_encoder
 from visionfm.pretrain import ENCODER_FILE, pretrain, pretrain_config
 from visionfm.pretrain.mae import MAEDecoder, mae_loss, patchify, random_masking, sincos_pos_embed, unpatchify
 
+from ..helpers import kill_and_resume
 from .conftest import tiny_config
 
 
@@ -272,17 +273,14 @@ def test_cli_mae_with_mask_ratio(retina_folder, tmp_path, capsys):
 @pytest.mark.slow
 def test_torchrun_mae_on_real_images_killed_and_resumed(drive_folder, retina_folder, tmp_path):
     """2 processes (gloo) of MAE on real photographs: SIGKILL of launcher and workers, exact resume, export read."""
-    import os
-    import signal
-    import time
-
-    from .test_run import _args, _torchrun
+    from .test_run import _args, _no_encoder
 
     def args(out):
         base = _args(retina_folder, out, 8)[2:]
         i = base.index("--local-crops")
         del base[i : i + 4]  # --local-crops 1 --local-size 16: iBOT settings
         return [
+            "pretrain",
             *base,
             "--method",
             "mae",
@@ -303,18 +301,7 @@ def test_torchrun_mae_on_real_images_killed_and_resumed(drive_folder, retina_fol
             "0.05",
         ]
 
-    full, victim = _torchrun(args(tmp_path / "full"), 29571), _torchrun(args(tmp_path / "killed"), 29572)
-    deadline = time.time() + 240
-    while not list((tmp_path / "killed").glob("checkpoint_0000000[3-7].pth")):
-        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
-        time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)  # the launcher and both workers at once
-    victim.wait()
-    assert not (tmp_path / "killed" / ENCODER_FILE).exists()
-    resumed = _torchrun(args(tmp_path / "killed") + ["--resume"], 29573)
-    out = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, out[-3000:]
-    assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
+    kill_and_resume(args, tmp_path, "checkpoint_0000000[3-7].pth", 2, 29571, _no_encoder)
     rows = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert max(r["lr"] for r in rows) == pytest.approx(0.05 * 16 / 256)  # per 256 images of the global batch 2 x 8

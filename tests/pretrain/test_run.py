@@ -1,11 +1,6 @@
 """End-to-end pretraining on real images: learning, export, exact resume after SIGKILL, torchrun, clear errors."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +12,8 @@ import visionfm
 from visionfm.cli import main
 from visionfm.pretrain import ENCODER_FILE, export_encoder, pretrain
 
+from ..helpers import kill_and_resume
 from .conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _log(run):
@@ -95,18 +89,6 @@ def test_resume_errors(retina_folder, tmp_path):
         pretrain(tiny_config([retina_folder], tmp_path / "empty", max_steps=2), resume=True)
 
 
-def _cli(args, env=None):
-    cmd = [sys.executable, "-m", "visionfm.cli", "pretrain", *args]
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def _args(data, out, steps):
     return [
         "--data",
@@ -150,19 +132,13 @@ def _args(data, out, steps):
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(retina_folder, tmp_path):
     steps = 14  # 6 steps per epoch: the kill lands in the first or second epoch, the run crosses epochs
-    full = _cli(_args(retina_folder, tmp_path / "full", steps))
-    victim = _cli(_args(retina_folder, tmp_path / "killed", steps))
-    deadline = time.time() + 120
-    while not list((tmp_path / "killed").glob("checkpoint_0000000[4-9].pth")):
-        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0]
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = torch.load(tmp_path / "killed" / "checkpoint_last.pth", weights_only=True)["step"]
-    assert 4 <= killed_at < steps and not (tmp_path / "killed" / ENCODER_FILE).exists()
-    resumed = _cli(_args(retina_folder, tmp_path / "killed", steps) + ["--resume"])
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[0]
-    assert full.wait(timeout=300) == 0, full.communicate()[0]
+
+    def killed(run):
+        killed_at = torch.load(run / "checkpoint_last.pth", weights_only=True)["step"]
+        assert 4 <= killed_at < steps and not (run / ENCODER_FILE).exists()
+
+    args = lambda out: ["pretrain", *_args(retina_folder, out, steps)]
+    kill_and_resume(args, tmp_path, "checkpoint_0000000[4-9].pth", killed=killed)
     a, b = load_file(tmp_path / "full" / ENCODER_FILE), load_file(tmp_path / "killed" / ENCODER_FILE)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise
     sa = torch.load(tmp_path / "full" / "checkpoint_last.pth", weights_only=True)["task"]
@@ -170,29 +146,8 @@ def test_sigkill_then_resume_equals_uninterrupted(retina_folder, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # student, head and centres too
 
 
-def _torchrun(args, port):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        "-m",
-        "visionfm.cli",
-        "pretrain",
-        *args,
-    ]
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+def _no_encoder(run):
+    assert not (run / ENCODER_FILE).exists()
 
 
 @pytest.mark.slow
@@ -201,6 +156,7 @@ def test_torchrun_two_processes_on_real_images_killed_and_resumed(drive_folder, 
 
     def args(out):
         return [
+            "pretrain",
             *_args(retina_folder, out, 8)[2:],
             "--data",
             str(retina_folder),
@@ -213,19 +169,8 @@ def test_torchrun_two_processes_on_real_images_killed_and_resumed(drive_folder, 
             "0.01",
         ]
 
-    full, victim = _torchrun(args(tmp_path / "full"), 29561), _torchrun(args(tmp_path / "killed"), 29562)
-    deadline = time.time() + 240
-    while not list((tmp_path / "killed").glob("checkpoint_0000000[3-7].pth")):
-        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
-        time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)  # the launcher and both workers at once
-    victim.wait()
-    assert not (tmp_path / "killed" / ENCODER_FILE).exists()
-    resumed = _torchrun(args(tmp_path / "killed") + ["--resume"], 29563)
-    out = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, out[-3000:]
+    out = kill_and_resume(args, tmp_path, "checkpoint_0000000[3-7].pth", 2, 29561, _no_encoder)
     assert out.count("encoder: ") == 1  # printed by rank 0 only
-    assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
     rows = _log(tmp_path / "full")
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert max(r["lr"] for r in rows) == pytest.approx(0.01 * 16 / 256)  # scaled by the global batch, 2 x 8

@@ -1,12 +1,6 @@
 """Training on real image-text pairs: run folder, loading, CLI errors, exact resume after SIGKILL, torchrun."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +12,8 @@ from visionfm.cli import main
 from visionfm.vl.data import TextTable, read_sources
 from visionfm.vl.knowledge import default_knowledge
 
+from ..helpers import kill_and_resume, visionfm_process
 from .conftest import train_args
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sources_pair_reports_and_category_prompts(csdi_subset, keratitis):
@@ -101,36 +94,18 @@ def test_user_errors_are_one_line(tiny_weights, keratitis, tmp_path, capsys):
     assert "not a vision-language run" in capsys.readouterr().err
 
 
-def _cli(args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "visionfm", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        start_new_session=True,
-    )
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny_weights, csdi_subset, keratitis, tmp_path):
     steps = 50  # ~5 steps per epoch: the kill lands mid-run, the run crosses many epochs and prompt draws
     extra = ["--checkpoint-every", "1", "--image-training", "partial", "--unfreeze-blocks", "1"]
     data = [csdi_subset, f"SlitLamp={keratitis}"]
-    full = _cli(train_args(tiny_weights, data, tmp_path / "full", steps, extra))
-    victim = _cli(train_args(tiny_weights, data, tmp_path / "killed", steps, extra))
-    deadline = time.time() + 240
-    while not list((tmp_path / "killed").glob("checkpoint_000000[1-4]*.pth")):
-        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
-        time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    killed_at = torch.load(tmp_path / "killed" / "checkpoint_last.pth", weights_only=True)["step"]
-    assert 10 <= killed_at < steps and not (tmp_path / "killed" / "run.json").exists()
-    resumed = _cli([*train_args(tiny_weights, data, tmp_path / "killed", steps, extra), "--resume"])
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[0][-3000:]
-    assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
+
+    def killed(run):
+        killed_at = torch.load(run / "checkpoint_last.pth", weights_only=True)["step"]
+        assert 10 <= killed_at < steps and not (run / "run.json").exists()
+
+    args = lambda out: train_args(tiny_weights, data, out, steps, extra)
+    kill_and_resume(args, tmp_path, "checkpoint_000000[1-4]*.pth", killed=killed)
     for name in ("projection.safetensors", "image_encoder.safetensors"):
         a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "killed" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name  # bitwise
@@ -138,29 +113,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_weights, csdi_subset, ker
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tiny_weights, csdi_subset, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29571",
-        "-m",
-        "visionfm",
-        *train_args(tiny_weights, [csdi_subset], tmp_path / "run", 3, ["--val-fraction", "0"]),
-    ]
-    proc = subprocess.run(
-        cmd,
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    proc = visionfm_process(
+        train_args(tiny_weights, [csdi_subset], tmp_path / "run", 3, ["--val-fraction", "0"]), 2, 29581
     )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert proc.stdout.count("vision-language run:") == 1  # rank 0 reports
+    stdout = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, stdout[-3000:]
+    assert stdout.count("vision-language run:") == 1  # rank 0 reports
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert vl.load(tmp_path / "run").info["pairs"] == 40
