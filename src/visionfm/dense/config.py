@@ -83,6 +83,8 @@ class DenseState:
         val_images: the images model selection was done on (empty: no validation, last weights kept).
         selected_step: optimizer step of the weights in ``model.safetensors`` (the best on validation, else last).
         selected_metric: the validation value at that step.
+        thresholds: per-class probability thresholds chosen on the validation images at the selected step
+            (``tune_thresholds``); ``segment predict`` uses them unless given ``--threshold``.
     """
 
     out_channels: int | None = None
@@ -95,6 +97,7 @@ class DenseState:
     val_images: list[str] = field(default_factory=list)
     selected_step: int | None = None
     selected_metric: float | None = None
+    thresholds: list[float] | None = None
 
 
 def _h(text: str, **meta: Any) -> dict:
@@ -208,6 +211,13 @@ class DenseConfig:
     val_data: str | None = field(default=None, metadata=_h("a separate validation set (same layout options)"))
     val_split: str | None = field(default=None, metadata=_h("split of --val-data (default: --split)"))
     val_every: int = field(default=50, metadata=_h("optimizer steps between validations (with validation)"))
+    tune_thresholds: bool = field(
+        default=False,
+        metadata=_h(
+            "choose each class's probability threshold on the validation images (the one maximising pooled Dice), "
+            "select the step by that Dice and keep the thresholds for prediction (rare lesions: 0.5 rarely fits)"
+        ),
+    )
     train: TrainConfig = field(default_factory=dense_train_defaults)
     state: DenseState = field(default_factory=DenseState, metadata={"cli": False})
 
@@ -224,6 +234,8 @@ class DenseConfig:
                 raise ConfigError(f"{name} is a probability, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.tune_thresholds and not self.validates:
+            raise ConfigError("tune_thresholds needs validation images: set val_fraction or val_data")
         if self.max_side and not self.crop:
             raise ConfigError("max_side goes with crop (resized inputs already have a fixed size: input_size)")
 
@@ -260,7 +272,13 @@ class SegmentPredictConfig:
     split: str = field(default="test", metadata=_h("split folder name"))
     subset: str | None = field(default=None, metadata=_h("'n' = first n images or 'start:end'"))
     device: str = field(default="auto", metadata=_h("cpu, cuda or auto"))
-    threshold: float = field(default=0.5, metadata=_h("probability above which a pixel is positive"))
+    threshold: float | None = field(
+        default=None,
+        metadata=_h(
+            "probability above which a pixel is positive, for every class (default: the run's per-class thresholds "
+            "chosen on validation, else 0.5)"
+        ),
+    )
     eval: bool = field(
         default=True, metadata=_h("score against labels when there are some (--no-eval: only write masks)")
     )
@@ -287,7 +305,7 @@ class SegmentPredictConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if not 0.0 < self.threshold < 1.0:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
 
 

@@ -168,9 +168,13 @@ class DenseSpec:
 
 
 def _fit(arr: np.ndarray, size: tuple[int, int], path: Path, allow: bool) -> np.ndarray:
-    """Float map ``[H', W']`` -> ``[H, W]`` by area resampling when allowed; else a size error naming the file."""
+    """Map ``[H', W']`` -> ``[H, W]`` by area resampling when allowed; else a size error naming the file.
+
+    A map of the right size is returned as it is (bool stays bool: the float copy of a 4288x2848 mask is made, if
+    at all, after any shrinking).
+    """
     if arr.shape == size:
-        return arr.astype(np.float32)
+        return arr
     if not allow:
         raise ValueError(
             f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from its image "
@@ -180,7 +184,14 @@ def _fit(arr: np.ndarray, size: tuple[int, int], path: Path, allow: bool) -> np.
 
 
 def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-average (box) resize of a float map ``[H, W]`` -> ``size`` (H', W'); keeps thin structures as fractions."""
+    """Area-average (box) resize of a float map ``[H, W]`` -> ``size`` (H', W'); keeps thin structures as fractions.
+
+    0/1 maps (masks) are resampled in 8 bits: ~14x faster on a 4288x2848 IDRiD mask than PIL's float mode (which
+    made loading a lesion set take minutes), fractions exact to 1/510.
+    """
+    if arr.dtype == bool or ((arr == 0) | (arr == 1)).all():
+        small = Image.fromarray(arr.astype(np.uint8) * np.uint8(255)).resize((size[1], size[0]), Image.BOX)
+        return np.asarray(small, dtype=np.float32) / 255.0
     return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BOX))
 
 
@@ -203,12 +214,12 @@ def load_target(
         if arr.min() < 0 or arr.max() > k:
             raise ValueError(f"{path}: mask values {np.unique(arr)[:8].tolist()} outside the classes 0..{k}")
         hit = (lambda c: arr >= c + 1) if spec.kind == "nested" else (lambda c: arr == c + 1)
-        maps = [_fit(hit(c).astype(np.float32), size, path, spec.resize_masks) for c in range(k)]
+        maps = [_fit(hit(c), size, path, spec.resize_masks) for c in range(k)]
     else:
-        maps = [_fit(_binary(read_mask(p), p).astype(np.float32), size, p, spec.resize_masks) for p in item.masks]
+        maps = [_fit(_binary(read_mask(p), p), size, p, spec.resize_masks) for p in item.masks]
     if out_size is not None and tuple(out_size) != tuple(size):
         maps = [resize_map(m, out_size) for m in maps]
-    return np.clip(np.stack(maps), 0, 1), read_fov(item, size)
+    return np.clip(np.stack(maps).astype(np.float32, copy=False), 0, 1), read_fov(item, size)
 
 
 def read_fov(item: SegItem, size: tuple[int, int]) -> np.ndarray | None:

@@ -8,6 +8,7 @@ full-resolution images); HD95 is averaged over images where both prediction and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -15,6 +16,8 @@ from scipy import ndimage
 __all__ = [
     "SegmentationMeter",
     "auc_from_histograms",
+    "average_precision_from_histograms",
+    "best_threshold_from_histograms",
     "confusion",
     "hd95",
     "radial_errors",
@@ -62,6 +65,50 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
 
 
+def average_precision_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Area under the precision-recall curve (average precision, IDRiD's lesion metric) from score histograms.
+
+    Thresholds run down the bins (a pixel is positive when its bin is >= the threshold's); each bin adds its share
+    of the positives times the precision at that threshold, so all scores sharing a bin count as one step.
+
+    Args:
+        pos / neg: ``[bins]`` counts of positive / negative pixels per ascending score bin.
+
+    Returns:
+        AP in [0, 1]; NaN without positives. A model that ranks every positive above every negative scores 1; one
+        with a single score for all pixels scores the prevalence.
+    """
+    pos, neg = pos.astype(np.float64)[::-1], neg.astype(np.float64)[::-1]
+    n_pos = pos.sum()
+    if n_pos == 0:
+        return float("nan")
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    return float((precision * pos).sum() / n_pos)
+
+
+def best_threshold_from_histograms(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """The probability threshold that maximises pooled Dice, and that Dice, from score histograms.
+
+    Bin ``i`` of ``B`` holds scores in ``[i/B, (i+1)/B)``; threshold ``i/B`` marks bins ``>= i`` positive.
+    Candidates are ``1/B .. (B-1)/B`` (a threshold strictly inside (0, 1)). Meant for a validation split: the
+    chosen value is then applied unchanged to the test images.
+
+    Returns:
+        (threshold, Dice at it); (0.5, NaN) when there are no positives (nothing to choose on).
+    """
+    bins = len(pos)
+    pos, neg = pos.astype(np.float64), neg.astype(np.float64)
+    n_pos = pos.sum()
+    if n_pos == 0 or bins < 2:
+        return 0.5, float("nan")
+    tp = np.cumsum(pos[::-1])[::-1]  # tp[i]: positives in bins >= i
+    fp = np.cumsum(neg[::-1])[::-1]
+    dice = 2 * tp / (2 * tp + fp + (n_pos - tp))
+    i = 1 + int(np.argmax(dice[1:]))  # first best: the lowest threshold among equals
+    return i / bins, float(dice[i])
+
+
 def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=np.ones((3, 3), bool), border_value=0)
 
@@ -88,16 +135,21 @@ class SegmentationMeter:
 
     Args:
         class_names: one name per foreground channel K.
-        threshold: probability above which a pixel is predicted positive.
-        bins: histogram bins for AUC.
+        threshold: probability above which a pixel is predicted positive: one for all classes or one per class.
+        bins: histogram bins for AUC and AUPR.
         with_hd95: compute HD95 (costs a distance transform per image and class).
     """
 
     def __init__(
-        self, class_names: list[str], threshold: float = 0.5, bins: int = 10000, with_hd95: bool = True
+        self,
+        class_names: list[str],
+        threshold: float | Sequence[float] = 0.5,
+        bins: int = 10000,
+        with_hd95: bool = True,
     ) -> None:
         self.names = list(class_names)
         self.threshold = threshold
+        self.thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(self.names),))
         self.bins = bins
         self.with_hd95 = with_hd95
         k = len(self.names)
@@ -117,7 +169,7 @@ class SegmentationMeter:
             raise ValueError(f"prob {prob.shape} / truth {gt.shape} do not match {len(self.names)} classes")
         inside = np.ones(prob.shape[1:], bool) if fov is None else fov.astype(bool)
         for c in range(len(self.names)):
-            pred = prob[c] > self.threshold
+            pred = prob[c] > self.thresholds[c]
             self.counts[c] += confusion(pred, gt[c], inside)
             idx = np.clip((prob[c][inside] * self.bins).astype(np.int64), 0, self.bins - 1)
             g = gt[c][inside].astype(bool)
@@ -153,6 +205,7 @@ class SegmentationMeter:
         for c, name in enumerate(self.names):
             s = scores_from_confusion(*(int(v) for v in self.counts[c]))
             s["auc"] = auc_from_histograms(self.pos[c], self.neg[c])
+            s["aupr"] = average_precision_from_histograms(self.pos[c], self.neg[c])
             if self.with_hd95:
                 s["hd95"] = float(np.mean(self.hd[c])) if self.hd[c] else float("nan")
                 s["hd95_undefined"] = float(self.hd_undefined[c])

@@ -123,7 +123,7 @@ def _write_maps(out: Path, name: str, classes: Sequence[str], maps: np.ndarray, 
 
 
 def _image_rows(name: str, source: str, m: dict, outside: np.ndarray, classes: Sequence[str]) -> list[dict]:
-    keys = ("dice", "iou", "sensitivity", "specificity", "auc", "hd95")
+    keys = ("dice", "iou", "sensitivity", "specificity", "auc", "aupr", "hd95")
     return [
         {
             "image": name,
@@ -143,7 +143,7 @@ def predict_segmentation(
     split: str = "test",
     subset: str | None = None,
     device: str = "auto",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     evaluate: bool = True,
     hd95_max_side: int = 1024,
     *,
@@ -160,6 +160,8 @@ def predict_segmentation(
     """Predict every image under ``data`` with a trained run; write masks, overlays and (with labels) metrics.
 
     Args:
+        threshold: one probability threshold for every class; None: the run's per-class thresholds chosen on
+            validation (``tune_thresholds``), else 0.5.
         masks / fov / kind / classes / resize_masks: the label layout, as for training (default: detected; the
             run's classes). ``fov``: a folder, "auto" (given masks, else estimated for fundus runs), "estimate",
             "none". Pixels outside the FOV are predicted background and not scored.
@@ -192,7 +194,10 @@ def predict_segmentation(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     outs = output_names([it.image for it in items], spec.images)
-    pooled = SegmentationMeter(names, threshold=threshold)
+    thr = np.asarray(
+        [threshold] * len(names) if threshold is not None else (cfg.state.thresholds or [0.5] * len(names)), float
+    )
+    pooled = SegmentationMeter(names, threshold=thr)
     per_image, sources, discs, cups = [], Counter(), [], []
     nested = (kind or cfg.kind) == "nested"
     for it, name in zip(tqdm(items, desc="predicting"), outs):
@@ -211,7 +216,7 @@ def predict_segmentation(
         img = as_rgb8(img)
         fov_map, source = item_fov(it, spec, img)
         sources[source] += 1
-        raw = prob > threshold
+        raw = prob > thr[:, None, None]
         pred = raw & fov_map[None] if fov_map is not None else raw
         outside = (
             (raw & ~fov_map[None]).mean(axis=(1, 2)) / max(1e-9, (~fov_map).mean())
@@ -220,7 +225,7 @@ def predict_segmentation(
         )
         if has_masks:
             target, _ = load_target(it, spec, img.shape[:2])
-            meter = SegmentationMeter(names, threshold=threshold)
+            meter = SegmentationMeter(names, threshold=thr)
             stride = max(1, math.ceil(max(prob.shape[1:]) / hd95_max_side)) if hd95_max_side else 1
             meter.update(prob, target > 0.5, fov_map, hd95_stride=stride)
             pooled.merge(meter)
@@ -239,7 +244,7 @@ def predict_segmentation(
         "split": split,
         "subset": subset,
         "images": len(items),
-        "threshold": threshold,
+        "threshold": thr.tolist(),
         "input_size": cfg.input_size,
         "crop": cfg.crop,
         "max_side": cfg.max_side,

@@ -97,6 +97,10 @@ def fit_dense(
         save_run(task.model, cfg, run, "model_last.safetensors")
         task.load_state_dict(safe_torch_load(result.best_path)["task"])
         step = next(h["step"] for h in result.history if h["epoch"] == result.best_epoch)
+        if cfg.tune_thresholds:  # the per-class thresholds chosen on validation at the selected step
+            entry = next(h for h in result.history if h["epoch"] == result.best_epoch)
+            cfg.state.thresholds = [float(entry[f"threshold_{k}"]) for k in range(len(cfg.state.names))]
+            summary["thresholds"] = cfg.state.thresholds
         cfg.state.selected_step, cfg.state.selected_metric = int(step), float(result.best_metric)
         summary.update(
             select_metric=cfg.train.select_metric, selected_step=int(step), selected_value=float(result.best_metric)
@@ -155,5 +159,6 @@ def train_segmentation(cfg: DenseConfig, resume: bool = False, overwrite: bool =
         if val_items
         else None
     )
-    fit_dense(SegmentationTask(model, cfg.loss), cfg, run, data, val, resume, "dice", "max")
+    metric = "dice_tuned" if cfg.tune_thresholds else "dice"
+    fit_dense(SegmentationTask(model, cfg.loss), cfg, run, data, val, resume, metric, "max")
     return run

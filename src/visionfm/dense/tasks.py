@@ -18,7 +18,7 @@ from ..engine.task import Task, param_groups_for
 from .decoders import EncoderDense
 from .landmarks import argmax_subpixel, heatmap_from_logits
 from .losses import SEG_LOSSES, heatmap_kl
-from .metrics import confusion, scores_from_confusion
+from .metrics import best_threshold_from_histograms, confusion, scores_from_confusion
 
 __all__ = ["LandmarkTask", "SegmentationTask", "dense_param_groups", "padded_logits"]
 
@@ -63,20 +63,38 @@ class SegmentationTask(Task):
     def evaluate(self, loader: Any, device: Any) -> dict[str, float]:
         """Pooled Dice per class inside the FOV over whole validation images (one at a time: sizes differ).
 
+        Besides Dice at 0.5 it reports, per class, the threshold that maximises the pooled validation Dice and that
+        Dice (:func:`~visionfm.dense.metrics.best_threshold_from_histograms`, 200 bins): runs with
+        ``tune_thresholds`` select their step by ``dice_tuned`` and keep those thresholds for prediction.
+
         Returns:
-            ``{'dice': mean over classes, 'dice_<k>': per class index}``.
+            ``{'dice': mean over classes, 'dice_<k>': per class index, 'dice_tuned', 'dice_tuned_<k>',
+            'threshold_<k>'}`` (a class absent from every validation image counts Dice 0, threshold 0.5).
         """
-        counts = None
+        counts, pos, neg, bins = None, None, None, 200
         self.model.eval()
         data = loader.dataset
         for s in (data[i] for i in range(len(data))):  # indexed: the sets wrap indices, iteration would not end
             prob = torch.sigmoid(padded_logits(self.model, s["image"][None].to(device)))[0].cpu().numpy()
             gt, fov = s["target"].numpy() > 0.5, s["fov"].numpy()
             c = np.array([confusion(prob[k] > 0.5, gt[k], fov) for k in range(len(prob))])
-            counts = c if counts is None else counts + c
+            idx = np.clip((prob[:, fov] * bins).astype(np.int64), 0, bins - 1)
+            g = gt[:, fov]
+            hp = np.stack([np.bincount(i[t], minlength=bins) for i, t in zip(idx, g)])
+            hn = np.stack([np.bincount(i[~t], minlength=bins) for i, t in zip(idx, g)])
+            counts, pos, neg = (c, hp, hn) if counts is None else (counts + c, pos + hp, neg + hn)
         dice = [scores_from_confusion(*map(int, row))["dice"] for row in counts]
         out = {f"dice_{k}": float(np.nan_to_num(d)) for k, d in enumerate(dice)}
-        return {"dice": float(np.mean(list(out.values()))), **out}
+        tuned = [best_threshold_from_histograms(p, n) for p, n in zip(pos, neg)]
+        out_t = {f"dice_tuned_{k}": float(np.nan_to_num(d)) for k, (_, d) in enumerate(tuned)}
+        thr = {f"threshold_{k}": t for k, (t, _) in enumerate(tuned)}
+        return {
+            "dice": float(np.mean(list(out.values()))),
+            **out,
+            "dice_tuned": float(np.mean(list(out_t.values()))),
+            **out_t,
+            **thr,
+        }
 
 
 class LandmarkTask(Task):
