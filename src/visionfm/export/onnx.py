@@ -85,6 +85,8 @@ def _example_inputs(card: ModelCard, imgs: list[np.ndarray]) -> dict[str, np.nda
 def _output_names(card: ModelCard) -> list[str]:
     if card.kind == "encoder":
         return ["cls", "patch_mean"]
+    if card.kind == "vl":
+        return ["embedding"]  # unit image embeddings; the classes are text, embedded by the serving side
     return ["logits"] if card.kind in ("segment", "landmark") else ["scores"]
 
 

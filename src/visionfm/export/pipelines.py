@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder", "volume")
+RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder", "volume", "vl")
 
 
 @dataclass
@@ -100,6 +100,7 @@ class LoadedModel:
     module: nn.Module
     encoder: nn.Module | None
     volume_head: Any = None  # volume runs: the :class:`visionfm.volumes.VolumeClassifier` applied to B-scan features
+    vl: Any = None  # vision-language runs: the :class:`visionfm.vl.VLRun` (text encoder, knowledge, projections)
 
 
 def _views(x: Tensor, tta: str) -> list[Tensor]:
@@ -391,11 +392,15 @@ def load_model(
             return _recognition(src, dev, weights, modality, encoder_only)
         if (src / "dense.yaml").is_file():
             return _dense(src, dev, encoder_only)
+        from .vl import is_vl_run, load_vl
+
+        if is_vl_run(src):
+            return load_vl(src, dev, encoder_only)
         if (src / "head.safetensors").is_file():
             return _volume(src, dev, encoder_only)
         raise ValueError(
-            f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a "
-            f"segmentation / landmark run, no head.safetensors of a volume classifier)"
+            f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a segmentation / "
+            f"landmark run, no head.safetensors of a volume classifier, no run.json of a vision-language run)"
         )
     if src.is_file():
         return _encoder_file(src, dev, modality, input_size)

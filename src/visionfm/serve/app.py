@@ -26,7 +26,7 @@ from .batching import DynamicBatcher, Overloaded
 from .config import API_KEY_HEADER, ServeConfig
 from .metrics import Metrics
 from .models import ServedModel, heat_overlay, png_base64, png_bytes
-from .uploads import Upload, UploadError, decode_upload, decode_volume_upload
+from .uploads import Upload, UploadError, decode_upload, decode_volume_upload, stack_bscans
 
 __all__ = ["STATIC", "create_app"]
 
@@ -58,7 +58,15 @@ class _State:
             raise HTTPException(404, f"unknown model {name!r}; served: {', '.join(self.models)}")
         return self.models[name]
 
-    async def read(self, files: list[UploadFile], volumes: bool = False) -> list[Upload]:
+    async def read(self, files: list[UploadFile], volumes: bool = False, bscans: bool = False) -> list[Upload]:
+        """Decode the uploads (in the thread pool); ``bscans``: the images are the B-scans of one volume."""
+        if bscans:
+            if not volumes:
+                raise HTTPException(400, "bscans=true stacks B-scans into a volume: it needs a volume classifier")
+            if len(files) > self.cfg.max_bscans:
+                raise HTTPException(413, f"{len(files)} B-scans in one request; at most {self.cfg.max_bscans}")
+            one = await self.read(files)  # each B-scan checked and decoded as an image
+            return [await run_in_threadpool(stack_bscans, one, files[0].filename or "volume", self.cfg.max_pixels)]
         if len(files) > self.cfg.max_files:
             raise HTTPException(413, f"{len(files)} files in one request; at most {self.cfg.max_files}")
         out = []
@@ -154,6 +162,7 @@ def _short(m: ServedModel) -> dict[str, Any]:
         "encoder_sha256": c.encoder_sha256,
         "arch": c.arch,
         "backend": m.backend,
+        "precision": m.precision,
     }
 
 
@@ -215,16 +224,24 @@ def _add_predict(app: FastAPI, state: _State) -> None:
         model: str | None = Form(None),
         interval_days: float | None = Form(None),
         threshold: float = Form(0.5, ge=0.0, le=1.0),
+        classes: str | None = Form(None, description="vision-language runs: class names, comma-separated"),
+        domain_knowledge: bool = Form(True, description="vision-language runs: prompt ensembles with descriptions"),
+        bscans: bool = Form(False, description="volume classifiers: the images are the B-scans of one volume"),
     ) -> dict:
-        """Outputs of a model for each uploaded image: probabilities / values / landmarks / mask fractions."""
+        """Outputs of a model for each uploaded image: probabilities / values / landmarks / mask fractions; for a
+        vision-language run, zero-shot probabilities of the named classes."""
         m = state.model(model)
+        names = _class_names(classes) if m.card.kind == "vl" else None
 
         async def work() -> dict:
-            uploads = await state.read(file, volumes=m.card.kind == "volume")
+            uploads = await state.read(file, volumes=m.card.kind == "volume", bscans=bscans)
             rows = await state.infer(m, uploads, interval_days)
             results = []
             for u, row in zip(uploads, rows):
-                res = await run_in_threadpool(m.describe, row, u.image, threshold)
+                if names is not None:
+                    res = await run_in_threadpool(m.zeroshot, row[0], names, domain_knowledge)
+                else:
+                    res = await run_in_threadpool(m.describe, row, u.image, threshold)
                 results.append(
                     {
                         "filename": u.filename,
@@ -237,6 +254,18 @@ def _add_predict(app: FastAPI, state: _State) -> None:
             return {"model": _short(m), "results": results}
 
         return await state.timed(work())
+
+
+def _class_names(classes: str | None, most: int = 64, longest: int = 200) -> list[str]:
+    """The class names of a zero-shot request (comma- or newline-separated), checked."""
+    names = [c.strip() for c in (classes or "").replace("\n", ",").split(",") if c.strip()]
+    if len(names) < 2:
+        raise HTTPException(
+            400, "a vision-language model classifies among class names: send at least two as classes=a,b (form field)"
+        )
+    if len(names) > most or max(map(len, names)) > longest or len(set(names)) < len(names):
+        raise HTTPException(400, f"classes: at most {most} distinct names of at most {longest} characters each")
+    return names
 
 
 def _add_segment(app: FastAPI, state: _State) -> None:

@@ -10,6 +10,7 @@ from ..errors import ConfigError
 __all__ = ["API_KEY_ENV", "API_KEY_HEADER", "BACKENDS", "ServeConfig"]
 
 BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "auto")
 API_KEY_ENV = "VISIONFM_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 
@@ -32,11 +33,15 @@ class ServeConfig:
         max_upload_mb: largest request body accepted (413 above).
         max_pixels: largest image (width x height) decoded (413 above; guards against decompression bombs).
         max_files: most files in one request.
+        max_bscans: most B-scan images in one request that stacks them into a volume (``bscans=true``).
         timeout_s: a request still unanswered after this many seconds gets 504.
         api_key: when set, every /v1 call needs it in the X-API-Key header (default: the VISIONFM_API_KEY
             environment variable; unset: open).
         threads: PyTorch / ONNX Runtime intra-op threads (0: their default).
         device: ``cpu``, ``cuda`` or ``auto`` (torch backend).
+        precision: torch backend: ``fp32`` (answers equal the batch commands'), ``bf16``, or ``auto`` (bf16 where
+            the CPU has AMX / AVX512-BF16 or the GPU supports it: a batched forward then costs markedly less per
+            image than one image at a time; answers move by bf16 rounding).
         explain_side: longest side of the heat-map and overlay images returned.
     """
 
@@ -51,16 +56,20 @@ class ServeConfig:
     max_upload_mb: float = 32.0
     max_pixels: int = 40_000_000
     max_files: int = 16
+    max_bscans: int = 512
     timeout_s: float = 30.0
     api_key: str | None = None
     threads: int = 0
     device: str = "cpu"
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
     explain_side: int = 512
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: {self.backend!r} is not one of {list(BACKENDS)}")
-        for name in ("max_batch", "queue_size", "max_pixels", "max_files", "explain_side"):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
+        for name in ("max_batch", "queue_size", "max_pixels", "max_files", "max_bscans", "explain_side"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("batch_wait_ms", "threads"):

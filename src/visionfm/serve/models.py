@@ -11,6 +11,7 @@ import base64
 import io
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,14 @@ def _rgb8(img: np.ndarray) -> np.ndarray:
     return img if img.dtype == np.uint8 else np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def _torch_runner(model: LoadedModel, device: torch.device) -> Runner:
+def _torch_runner(model: LoadedModel, device: torch.device, precision: str = "fp32") -> Runner:
+    """Eager PyTorch; ``bf16``: one autocast forward per batch (matmuls in bf16, outputs returned as float32)."""
+    from ..features import autocast_context
+
     names = model.card.inputs
 
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast_context(device, precision):
             out = model.module(*[torch.from_numpy(inputs[k]).to(device) for k in names])
         out = out if isinstance(out, (tuple, list)) else (out,)
         return [o.float().cpu().numpy() for o in out]
@@ -65,10 +69,14 @@ class ServedModel:
         onnx_path: the ONNX file served (onnxruntime backend).
     """
 
-    def __init__(self, loaded: LoadedModel, runner: Runner, backend: str, onnx_path: str = "") -> None:
+    def __init__(
+        self, loaded: LoadedModel, runner: Runner, backend: str, onnx_path: str = "", precision: str = "fp32"
+    ) -> None:
         self.loaded, self.card, self.runner = loaded, loaded.card, runner
-        self.backend, self.onnx_path = backend, onnx_path
+        self.backend, self.onnx_path, self.precision = backend, onnx_path, precision
         self.device = next(loaded.module.parameters()).device
+        self._text_lock = threading.Lock()  # the tokenizer is not thread-safe; class embeddings are cached
+        self._class_cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def name(self) -> str:
@@ -87,6 +95,7 @@ class ServedModel:
             "modality": c.modality,
             "files": c.files,
             "backend": self.backend,
+            "precision": self.precision,
             "onnx": self.onnx_path or None,
             "inputs": c.inputs,
             "preprocessing": {
@@ -97,7 +106,38 @@ class ServedModel:
                 "std": c.std,
             },
             "explain": self.loaded.encoder is not None,
+            **({"zero_shot": self._vl_facts()} if c.kind == "vl" else {}),
         }
+
+    # -- vision-language (zero-shot from class names) ---------------------------------------------------------------
+    def _vl_facts(self) -> dict[str, Any]:
+        vl = self.loaded.vl
+        return {
+            "text_encoder": vl.info["text_encoder"]["name"],
+            "knowledge_version": vl.knowledge.version,
+            "known_categories": sorted(vl.knowledge.categories),
+            "logit_scale": vl.model.logit_scale,
+        }
+
+    def class_embeddings(self, classes: Sequence[str], domain_knowledge: bool) -> torch.Tensor:
+        """``[C, E]`` prompt-ensemble embeddings of class names (cached: a class list is embedded once)."""
+        key = (tuple(classes), bool(domain_knowledge))
+        with self._text_lock:
+            if key not in self._class_cache:
+                if len(self._class_cache) > 256:  # bounded: clients may send any class names
+                    self._class_cache.clear()
+                self._class_cache[key] = self.loaded.vl.class_embeddings(list(classes), domain_knowledge)
+            return self._class_cache[key]
+
+    def zeroshot(self, embedding: np.ndarray, classes: Sequence[str], domain_knowledge: bool) -> dict[str, Any]:
+        """A unit image embedding ``[E]`` -> class probabilities (softmax of the scaled cosine similarities), as
+        :meth:`visionfm.vl.VLRun.zeroshot` computes them."""
+        txt = self.class_embeddings(classes, domain_knowledge)
+        with torch.no_grad():
+            img = torch.from_numpy(np.asarray(embedding, dtype=np.float32))[None].to(txt.device)
+            probs = self.loaded.vl.model.logits(img, txt).softmax(-1)[0].tolist()
+        out = dict(zip(classes, probs))
+        return {"probabilities": out, "prediction": max(out, key=out.get), "domain_knowledge": bool(domain_knowledge)}
 
     # -- inference (worker thread) ---------------------------------------------------------------------------------
     def prepare(self, img: np.ndarray, interval_days: float | None = None) -> dict[str, np.ndarray]:
@@ -119,12 +159,12 @@ class ServedModel:
 
     def _volume(self, bscans: np.ndarray, chunk: int = 32) -> list:
         """One volume's B-scans ``[N, 3, S, S]`` -> the classifier's decision, from features extracted exactly as
-        ``extract --volumes`` does (:func:`visionfm.features.encode_batch`, fp32, no TTA)."""
+        ``extract --volumes`` does (:func:`visionfm.features.encode_batch`, the service's precision, no TTA)."""
         from ..features import encode_batch
 
         x = torch.from_numpy(bscans).to(self.device)
         feats = [
-            encode_batch(self.loaded.encoder, x[a : a + chunk], self.card.n_last_blocks, "none", "fp32")
+            encode_batch(self.loaded.encoder, x[a : a + chunk], self.card.n_last_blocks, "none", self.precision)
             for a in range(0, len(x), chunk)
         ]
         bag = torch.cat([f[0] if self.card.feature == "cls" else f[1] for f in feats]).cpu().numpy()
@@ -252,6 +292,7 @@ def load_served(
     threads: int = 0,
     onnx: Sequence[str] = (),
     workdir: str | Path | None = None,
+    precision: str = "fp32",
 ) -> dict[str, ServedModel]:
     """Load every run to serve, named after its folder (parent folder added when two names clash).
 
@@ -259,8 +300,10 @@ def load_served(
         ValueError / FileNotFoundError: a source that is not a run or weights file, an ONNX file of another run.
     """
     from ..distributed import resolve_device
+    from ..features import resolve_precision
 
     dev = resolve_device(device)
+    precision = resolve_precision(precision, torch.device(dev))
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="visionfm-serve-"))
     out: dict[str, ServedModel] = {}
     for i, src in enumerate(sources):
@@ -277,7 +320,8 @@ def load_served(
             runner, path = _onnx_runner(loaded, onnx[i] if onnx else None, threads, work)
             out[name] = ServedModel(loaded, runner, backend, path)
         else:
-            out[name] = ServedModel(loaded, _torch_runner(loaded, torch.device(dev)), backend)
+            runner = _torch_runner(loaded, torch.device(dev), precision)
+            out[name] = ServedModel(loaded, runner, backend, precision=precision)
         log.info("serving %s (%s, %s backend) from %s", name, loaded.card.kind, backend, src)
     if not out:
         raise ValueError("no runs to serve: pass --run RUN (a run folder or encoder weights file)")

@@ -23,7 +23,7 @@ def build_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if models is None:
-        models = load_served(cfg.runs, cfg.backend, cfg.device, cfg.threads, cfg.onnx)
+        models = load_served(cfg.runs, cfg.backend, cfg.device, cfg.threads, cfg.onnx, precision=cfg.precision)
     return create_app(cfg, models)
 
 

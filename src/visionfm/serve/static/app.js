@@ -4,7 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 let models = [];
-let current = null;  // the chosen File
+let current = null;  // the chosen File (the first one)
+let chosen = [];  // every chosen File: the B-scans of one volume for a volume model
 
 function headers() {
   const key = $("apikey").value.trim();
@@ -63,6 +64,10 @@ function describeModel() {
   const p = m.preprocessing;
   $("model-info").textContent = `${m.kind}; encoder ${m.arch} sha256 ${String(m.encoder_sha256).slice(0, 12)}; ` +
     `input ${p.input_size ? p.input_size + " px" : "native size"}; ${m.backend} backend`;
+  $("classes-box").hidden = m.kind !== "vl";
+  if (m.kind === "vl" && m.zero_shot) {
+    $("classes").title = `known categories: ${m.zero_shot.known_categories.join(", ")}`;
+  }
 }
 
 function fmt(v) {
@@ -78,6 +83,9 @@ function showScores(res) {
     for (const [k, v] of Object.entries(res.probabilities)) rows.push([k, v, true]);
     headline = res.prediction !== undefined ? res.prediction
       : (res.positive.length ? res.positive.join(", ") : "no positive output");
+    if (res.driving_bscan !== undefined) {
+      $("filename").textContent += `; ${res.n_bscans} B-scans, B-scan ${res.driving_bscan} drove the decision`;
+    }
   } else if (res.values) {
     for (const [k, v] of Object.entries(res.values)) rows.push([k, v, false]);
     headline = rows.map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
@@ -105,9 +113,9 @@ function showScores(res) {
   $("prediction").textContent = headline;
 }
 
-function form(extra) {
+function form(extra, files) {
   const f = new FormData();
-  f.append("file", current, current.name);
+  for (const file of files || [current]) f.append("file", file, file.name);
   f.append("model", $("model").value);
   for (const [k, v] of Object.entries(extra || {})) f.append(k, v);
   return f;
@@ -124,11 +132,18 @@ async function run() {
   try {
     const extra = m.inputs.includes("interval_days")
       ? { interval_days: window.prompt("Interval to the next visit (days)", "365") || "365" } : {};
-    const pred = await call("/v1/predict", form(extra));
+    if (m.kind === "vl") {
+      extra.classes = $("classes").value;
+      extra.domain_knowledge = $("knowledge").checked ? "true" : "false";
+    }
+    const stack = m.kind === "volume" && chosen.length > 1;  // several images: the B-scans of one volume
+    if (stack) extra.bscans = "true";
+    const pred = await call("/v1/predict", form(extra, stack ? chosen : [current]));
     const res = pred.results[0];
     $("filename").textContent = `${res.filename} (${res.width} x ${res.height})`;
     showScores(res);
-    if (m.explain) {
+    const single = chosen.length === 1 && current.type.startsWith("image/");
+    if (m.explain && (m.kind !== "volume" || single)) {  // attention of one image, not of a volume
       const ex = await call(`/v1/explain?format=json&map=${$("map").value}`, form());
       $("image").src = `data:image/png;base64,${ex.image}`;
       $("heatmap").src = `data:image/png;base64,${ex.overlay}`;
@@ -149,14 +164,15 @@ async function run() {
   }
 }
 
-function choose(file) {
-  if (!file) return;
-  current = file;
+function choose(files) {
+  if (!files || !files.length) return;
+  chosen = Array.from(files);
+  current = chosen[0];
   $("run").disabled = !chosenModel();
   run();
 }
 
-$("file").addEventListener("change", (e) => choose(e.target.files[0]));
+$("file").addEventListener("change", (e) => choose(e.target.files));
 $("run").addEventListener("click", run);
 $("model").addEventListener("change", () => { describeModel(); if (current) run(); });
 $("apikey").addEventListener("keydown", (e) => { if (e.key === "Enter") loadModels(); });
@@ -166,7 +182,7 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  choose(e.dataTransfer.files[0]);
+  choose(e.dataTransfer.files);
 });
 setState("loading");
 loadModels();
