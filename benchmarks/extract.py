@@ -10,6 +10,8 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
 * ``fp32``: ``visionfm.extract_features`` in fp32 at batch 8 (the exact path: same preprocessing, fused SDPA).
 * ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at batch 32 (bf16 autocast where the CPU has
   AMX/AVX512-BF16, JPEG decoded at reduced size, decoding overlapped with compute by worker processes).
+* ``compile``: ``fast`` plus ``compile=True`` (each transformer block ``torch.compile``d by inductor: bias + GELU,
+  residual adds and layer norms fused), with an empty compile cache, so the row pays the whole compilation.
 * ``onnx``: ONNX Runtime (CPU) on the encoder exported by ``visionfm.export`` (or ``torch.onnx`` if that is absent),
   batch 32, fed by the same decoding workers.
 * ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``Linear`` (int8 weights, dynamic activations),
@@ -18,10 +20,11 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
 For each row: whole-process seconds (interpreter start to exit), images/s inside the loop, speed-up over
 ``official`` (both), peak RSS, and the feature change against ``official`` (max |diff| / max |official|, min cosine)
 and, when the images have labels, the AUROC of a 5-fold logistic-regression probe on the features (same folds for
-every row) and its change. Default images: the 120 real OCT B-scans with DME labels from ../shared/data
-(1408x573 JPEG), else generated 584x565 PNGs (no AUROC).
+every row) and its change. Default images: 504 = the 120 real OCT B-scans with DME labels from ../shared/data
+(1408x573 JPEG), repeated (decoded again each time; the probe uses the first 120), else generated 584x565 PNGs
+(no AUROC).
 
-    nice -n 10 python benchmarks/extract.py                        # ViT-B/16 at 224, all rows
+    nice -n 10 python benchmarks/extract.py                        # ViT-B/16 at 224, 504 images, all rows
     python benchmarks/extract.py --arch vit_small_patch16 --images 32 --rows official fp32 fast
 """
 
@@ -44,7 +47,7 @@ import numpy as np
 # benchmarks/onnx.py would shadow the onnx package for a script run from this folder: drop the folder from the path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-ROWS = ("official", "fp32", "fast", "onnx", "int8")
+ROWS = ("official", "fp32", "fast", "compile", "onnx", "int8")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "OCT-fundus-DME-DR"
 
 
@@ -58,7 +61,8 @@ def _default_images(tmp: Path, n: int) -> tuple[list[Path], np.ndarray | None]:
         rows = [r for pair in zip(*by) for r in pair]  # classes alternate: balanced for any n
         unique = len(rows)
         rows = (rows * (n // len(rows) + 1))[:n]  # more than 120: the files again (decoded again each time)
-        y = np.array([float(r["DME"]) for r in rows]) if n <= unique else None  # repeats would leak across folds
+        # the probe uses the first (unique) images only: repeats would leak across folds
+        y = np.array([float(r["DME"]) for r in rows[: min(n, unique)]])
         return [SHARED / r["path"] for r in rows], y
     from PIL import Image
 
@@ -146,7 +150,9 @@ def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
 
 
 # -- the visionfm paths -------------------------------------------------------------------------------------------
-def _run_visionfm(enc, paths, args, tmp: Path, precision: str, batch: int, draft: bool) -> np.ndarray:
+def _run_visionfm(
+    enc, paths, args, tmp: Path, precision: str, batch: int, draft: bool, compile: bool = False
+) -> np.ndarray:
     from visionfm import extract_features, load_features
     from visionfm.data import ImageCollection, Sample
 
@@ -162,6 +168,7 @@ def _run_visionfm(enc, paths, args, tmp: Path, precision: str, batch: int, draft
         device="cpu",
         progress=False,
         jpeg_draft=draft,
+        compile=compile,
     )
     return load_features(out).cls
 
@@ -236,6 +243,8 @@ def _worker(args: argparse.Namespace) -> None:
             feats = _run_visionfm(enc, paths, args, tmp, "fp32", 8, False)
         elif args.worker == "fast":
             feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True)
+        elif args.worker == "compile":  # cold: the row's own empty inductor cache (set by _run_row)
+            feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True, compile=True)
         elif args.worker == "int8":
             q = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
             feats = _run_visionfm(q, paths, args, tmp, "fp32", 32, False)
@@ -278,8 +287,11 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
         "--num-workers",
         str(args.num_workers),
     ]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    if row == "compile":  # an empty compile cache: the row pays the whole compilation, as a first run would
+        env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="visionfm-inductor-", dir=paths_file.parent)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     whole = time.perf_counter() - t0
     if res.returncode:
         raise RuntimeError(f"row {row} failed:\n{res.stderr[-3000:]}")
@@ -291,7 +303,10 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--images", type=int, default=120, help="number of images (default: the 120 OCT B-scans; more repeats them)"
+        "--images",
+        type=int,
+        default=504,
+        help="number of images (the 120 OCT B-scans, repeated beyond 120; the probe AUROC uses the first 120)",
     )
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
@@ -346,7 +361,7 @@ def main() -> None:
 
 def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
     ref = feats["official"]
-    auc_ref = probe_auroc(ref, y) if y is not None else None
+    auc_ref = probe_auroc(ref[: len(y)], y) if y is not None else None
     print(
         "| path | whole process (s) | x official | loop images/s | x official (loop) | peak MiB | "
         "max rel. feature diff | min cosine | probe AUROC (change) |"
@@ -356,7 +371,7 @@ def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
         f = feats[row]
         diff = float(np.abs(f - ref).max() / np.abs(ref).max())
         cos = float(((f * ref).sum(1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(ref, axis=1))).min())
-        auc = probe_auroc(f, y) if y is not None else None
+        auc = probe_auroc(f[: len(y)], y) if y is not None else None
         auc_txt = f"{auc:.4f} ({auc - auc_ref:+.4f})" if auc is not None else "n/a"
         loop = n / r["loop_s"]
         print(

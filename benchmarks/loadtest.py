@@ -11,7 +11,7 @@ Without ``--run`` a stand-in classification run is built once under ``--workdir`
 (``--arch``, default ViT-S/16 at 224 px, the project's documented stand-in) saved as an encoder, a linear head
 trained briefly on its features of generated fundus phantoms. Throughput depends on the model, not the head.
 
-    python benchmarks/loadtest.py                                   # 8 clients, 20 s per setting, batch 1 vs 8
+    python benchmarks/loadtest.py                        # 8 clients, 20 s per setting, batch 1 vs 8, bf16 on AMX
     python benchmarks/loadtest.py --run runs/dr --clients 16 --duration 60 --max-batch 1 4 16
 """
 
@@ -128,6 +128,8 @@ def start_service(run: Path, max_batch: int, args: argparse.Namespace) -> tuple[
         str(args.threads),
         "--backend",
         args.backend,
+        "--precision",
+        args.precision,
         "--timeout-s",
         "300",
     ]
@@ -207,17 +209,19 @@ def drive_load(url: str, images: list[tuple[str, bytes]], clients: int, duration
     }
 
 
-def _batch_sizes(url: str) -> float:
-    """Mean images per forward pass, from the service's own metrics."""
+def _server_stats(url: str) -> tuple[float, float]:
+    """(mean images per forward pass, forward-pass milliseconds per image), from the service's own metrics."""
     import httpx
 
     text = httpx.get(url + "metrics", timeout=10).text
-    total = dict.fromkeys(("sum", "count"), 0.0)
+    keys = ("visionfm_batch_size_sum{", "visionfm_batch_size_count{", "visionfm_inference_seconds_sum{")
+    total = dict.fromkeys(keys, 0.0)
     for line in text.splitlines():
-        for k in total:
-            if line.startswith(f"visionfm_batch_size_{k}{{"):
+        for k in keys:
+            if line.startswith(k):
                 total[k] += float(line.rsplit(" ", 1)[1])
-    return total["sum"] / total["count"] if total["count"] else float("nan")
+    images, passes, secs = (total[k] for k in keys)
+    return (images / passes if passes else float("nan")), (1000 * secs / images if images else float("nan"))
 
 
 def _load_avg() -> str:
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load per setting")
     p.add_argument("--max-requests", type=int, default=2000, help="most requests per setting")
     p.add_argument("--warmup", type=int, default=8, help="requests before timing")
-    p.add_argument("--max-batch", type=int, nargs="+", default=[1, 4, 8], help="settings compared")
+    p.add_argument("--max-batch", type=int, nargs="+", default=[1, 8], help="settings compared")
     p.add_argument(
         "--repeats",
         type=int,
@@ -248,6 +252,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--wait-ms", type=float, default=5.0, help="batch collection window")
     p.add_argument("--threads", type=int, default=0, help="server intra-op threads (0: default)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("fp32", "bf16", "auto"),
+        help="torch backend precision of every setting (auto: bf16 on AMX / AVX512-BF16 CPUs)",
+    )
     p.add_argument("--workdir", default="outputs/loadtest", help="where the stand-in run is built")
     p.add_argument("--output", default="outputs/loadtest/loadtest.json", help="JSON results")
     args = p.parse_args(argv)
@@ -266,9 +276,11 @@ def main(argv: list[str] | None = None) -> dict:
             drive_load(url, images, min(args.clients, args.warmup), 600, args.warmup)  # warm-up
             load_before = _load_avg()
             res = drive_load(url, images, args.clients, args.duration, args.max_requests)
+            mean_batch, fwd_ms = _server_stats(url)  # counts the warm-up too: a few requests among hundreds
             res.update(
                 max_batch=mb,
-                mean_batch=_batch_sizes(url),
+                mean_batch=mean_batch,
+                forward_ms_per_image=fwd_ms,
                 server_peak_rss_mb=_peak_rss_mb(proc.pid),
                 load_avg_before=load_before,
                 load_avg_after=_load_avg(),
@@ -298,18 +310,20 @@ def _medians(rows: list[dict]) -> list[dict]:
 
 def _report(rows: list[dict], args: argparse.Namespace, run: Path, folder: Path, n_images: int) -> dict:
     head = (
-        f"{'max batch':>9} {'mean batch':>10} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'requests':>8} {'peak RSS MiB':>12}"
+        f"{'max batch':>9} {'mean batch':>10} {'fwd ms/img':>10} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6} {'requests':>8} {'peak RSS MiB':>12}"
     )
     print(
         f"\n{args.clients} clients, {args.duration:g} s per setting, {n_images} images from {folder}, run {run}, "
-        f"{args.backend} backend, {os.cpu_count()} CPUs; load average before/after each setting below"
+        f"{args.backend} backend, precision {args.precision}, {os.cpu_count()} CPUs; load average before/after each "
+        f"setting below"
     )
     print(head)
     rows = _medians(rows)
     for r in rows:
         print(
-            f"{r['max_batch']:>9} {r['mean_batch']:>10.2f} {r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} "
+            f"{r['max_batch']:>9} {r['mean_batch']:>10.2f} {r['forward_ms_per_image']:>10.1f} "
+            f"{r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} "
             f"{r['p95_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['errors']:>6} {r['requests']:>8} "
             f"{r['server_peak_rss_mb']:>12.0f}   load {r['load_avg_before']} -> {r['load_avg_after']}"
         )
@@ -331,6 +345,7 @@ def _report(rows: list[dict], args: argparse.Namespace, run: Path, folder: Path,
         "run": str(run),
         "images": str(folder),
         "backend": args.backend,
+        "precision": args.precision,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,7 @@ __all__ = [
     "TTA_MODES",
     "FeatureSet",
     "autocast_context",
+    "compiled_blocks",
     "cpu_has_native_bf16",
     "encode_batch",
     "extract_features",
@@ -263,7 +264,9 @@ def extract_features(
             it has fewer blocks; an explicit value above the depth is an error).
         tta: ``none``, ``hflip`` or ``hvflip`` (features averaged over the flips).
         precision: ``fp32`` (exact), ``bf16``, ``fp16``, or ``auto`` (bf16 where the CPU/GPU runs it natively).
-        compile: ``torch.compile`` the encoder (worth it for large sets: ~15-20% faster on CPU, slow first batch).
+        compile: ``torch.compile`` the encoder's blocks (regional: one graph serves every block; the last batch is
+            padded to the batch size so nothing recompiles). Pays only on large sets: measured ~1.1-1.3x on the
+            bf16 path in the loop for a cold compile of ~10-30 s (see ``benchmarks/extract.py``, row ``compile``).
         interpolation: resize filter; ``bilinear`` is the official extraction's (``evaluation/transforms.Resize``).
         jpeg_draft: decode JPEGs at reduced size (a power-of-two DCT downscale to >= the input size): faster
             decoding, slightly different pixels.
@@ -279,7 +282,6 @@ def extract_features(
     n_last_blocks = _last_blocks(n_last_blocks, enc)
     precision = resolve_precision(precision, dev)
     enc = enc.to(dev).eval()
-    run_enc = torch.compile(enc) if compile else enc
     coll = data if isinstance(data, ImageCollection) else scan(data, layout, split or "training", label_columns)
     scanned_here = not isinstance(data, ImageCollection)  # a given collection's split is unknown unless stated
     split = split if split is not None else ("training" if coll.layout == "vfm" and scanned_here else "")
@@ -298,7 +300,7 @@ def extract_features(
         try:
             _encode_into(
                 rows,
-                run_enc,
+                enc,
                 coll,
                 prep,
                 dist_info,
@@ -310,6 +312,7 @@ def extract_features(
                 precision,
                 jpeg_draft,
                 progress,
+                compile,
             )
             if labels is not None and dist_info.is_main:
                 rows.write_all("labels", labels.astype(np.float32))
@@ -350,6 +353,7 @@ def _encode_into(
     precision: str,
     jpeg_draft: bool,
     progress: bool,
+    compile: bool = False,
 ) -> None:
     """Decode (in ``num_workers`` processes, prefetching) and encode this rank's samples into ``rows``."""
     mine = list(range(dist_info.rank, len(coll), dist_info.world_size))
@@ -363,12 +367,39 @@ def _encode_into(
         prefetch_factor=4 if num_workers else None,
     )
     bar = tqdm(total=len(mine), desc="extract", unit="img", disable=not (progress and dist_info.is_main))
-    for x, idx in loader:
-        cls, patch = encode_batch(run_enc, x.to(dev, non_blocking=True), n_last_blocks, tta, precision)
-        rows.write_rows("cls", idx.numpy(), cls.cpu().numpy())
-        rows.write_rows("patch_mean", idx.numpy(), patch.cpu().numpy())
-        bar.update(len(idx))
+    with compiled_blocks(run_enc, compile):
+        for x, idx in loader:
+            n = len(idx)
+            if compile and n < batch_size:  # pad the last batch: a new shape would compile again
+                x = torch.cat([x, x[:1].expand(batch_size - n, *x.shape[1:])])
+            cls, patch = encode_batch(run_enc, x.to(dev, non_blocking=True), n_last_blocks, tta, precision)
+            rows.write_rows("cls", idx.numpy(), cls[:n].cpu().numpy())
+            rows.write_rows("patch_mean", idx.numpy(), patch[:n].cpu().numpy())
+            bar.update(n)
     bar.close()
+
+
+@contextmanager
+def compiled_blocks(encoder: VisionTransformer, enabled: bool = True):
+    """``torch.compile`` each transformer block for the duration (regional compilation), then restore them.
+
+    All blocks share their code and shapes, so one compiled graph serves the 12 (or 24) blocks: compiling takes a
+    fraction of a whole-model compile. What inductor gains on CPU is fusion of the non-matmul work (bias + GELU,
+    residual adds, layer norms, the attention reshapes) that eager bf16 spends about half its time on.
+    """
+    if not enabled:
+        yield encoder
+        return
+    blocks = list(getattr(encoder, "blocks", []))
+    if not blocks:
+        raise UserError("compile: the encoder has no transformer blocks to compile")
+    for blk in blocks:
+        blk.compile(dynamic=False)
+    try:
+        yield encoder
+    finally:
+        for blk in blocks:  # the caller's encoder is left as it was given
+            blk._compiled_call_impl = None
 
 
 def load_features(path: str | Path) -> FeatureSet:

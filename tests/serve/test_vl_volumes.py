@@ -205,3 +205,38 @@ def test_page_zero_shot_and_volume_bscans(browser, vl_server, serve_root, tmp_pa
     wait.until(lambda b: "3 B-scans" in b.find_element(By.ID, "filename").text or b.find_element(By.ID, "error").text)
     assert browser.find_element(By.ID, "error").text == ""
     assert "B-scan 1 drove the decision" in browser.find_element(By.ID, "filename").text  # the lesion B-scan
+
+
+def _answers(url: str, photo, dcm) -> tuple:
+    """Four concurrent DRIVE requests, a volume and a heat map from one server; its batch-size metric."""
+    import concurrent.futures as cf
+
+    def post(name: str, data: bytes, model: str) -> httpx.Response:
+        return httpx.post(url + "v1/predict", files={"file": (name, data)}, data={"model": model}, timeout=120)
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        rs = list(ex.map(lambda _: post(photo.name, photo.read_bytes(), "dr"), range(4)))
+    vol = post(dcm.name, dcm.read_bytes(), "oct_volumes")
+    heat = httpx.post(url + "v1/explain", files={"file": (photo.name, photo.read_bytes())}, data={"model": "dr"})
+    assert all(r.status_code == 200 for r in rs) and vol.status_code == 200 and heat.status_code == 200
+    metrics = httpx.get(url + "metrics").text
+    assert any(line.startswith("visionfm_batch_size_sum") for line in metrics.splitlines())
+    return rs[0].json(), vol.json()
+
+
+def test_bf16_service_answers_close_to_fp32(dr_run, volume_run, serve_root):
+    """``--precision bf16``: Linear/Conv weights stored in bf16 once, one autocast forward per batch; answers move by
+    bf16 rounding only; batching, heat maps and volumes still work."""
+    photo = sorted(require(DATA / "DRIVE" / "test" / "images").glob("*.png"))[0]
+    dcm = serve_root / "volumes" / "lesion" / "eye3.dcm"
+    answers = {}
+    for precision in ("fp32", "bf16"):
+        srv = start_server(ServeConfig(runs=[str(dr_run), str(volume_run)], port=0, precision=precision))
+        try:
+            one, vol = _answers(srv.url, photo, dcm)
+        finally:
+            srv.stop()
+        assert one["model"]["precision"] == precision
+        answers[precision] = (one["results"][0]["probabilities"], vol["results"][0]["probabilities"])
+    for a, b in zip(answers["fp32"], answers["bf16"]):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 0.05 for k in a)

@@ -18,7 +18,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="RUN",
-        help="run folder (recognition or dense) or encoder weights file to serve; repeat or list several",
+        help="run folder (recognition, dense, OCT volume or vision-language) or encoder weights file to serve; "
+        "repeat or list several",
     )
     p.add_argument("--config", help="YAML file with serve settings (command-line flags override it)")
     add_config_args(p, ServeConfig)
