@@ -65,6 +65,12 @@ def test_zero_shot_answers_equal_the_library(vl_server, vl_run):
     assert models["kera_vl"]["kind"] == "vl" and "keratitis" in models["kera_vl"]["zero_shot"]["known_categories"]
     heat = httpx.post(vl_server.url + "v1/explain", files=files[:1], data={"model": "kera_vl"}, timeout=120)
     assert heat.status_code == 200 and heat.headers["content-type"] == "image/png"
+    ort = start_server(ServeConfig(runs=[str(vl_run)], port=0, backend="onnxruntime"))  # image side exported
+    try:
+        got = httpx.post(ort.url + "v1/predict", files=files, data=data, timeout=120).json()["results"]
+    finally:
+        ort.stop()
+    np.testing.assert_allclose([list(g["probabilities"].values()) for g in got], ref, atol=1e-4)
 
 
 @pytest.mark.parametrize(
