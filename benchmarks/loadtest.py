@@ -224,6 +224,15 @@ def _server_stats(url: str) -> tuple[float, float]:
     return (images / passes if passes else float("nan")), (1000 * secs / images if images else float("nan"))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/PID/stat``); NaN where /proc is not available."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _load_avg() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -274,13 +283,15 @@ def main(argv: list[str] | None = None) -> dict:
         proc, url = start_service(run, mb, args)
         try:
             drive_load(url, images, min(args.clients, args.warmup), 600, args.warmup)  # warm-up
-            load_before = _load_avg()
+            load_before, cpu0 = _load_avg(), _cpu_seconds(proc.pid)
             res = drive_load(url, images, args.clients, args.duration, args.max_requests)
+            cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu0) / max(res["ok"], 1)
             mean_batch, fwd_ms = _server_stats(url)  # counts the warm-up too: a few requests among hundreds
             res.update(
                 max_batch=mb,
                 mean_batch=mean_batch,
                 forward_ms_per_image=fwd_ms,
+                server_cpu_ms_per_request=cpu_ms,
                 server_peak_rss_mb=_peak_rss_mb(proc.pid),
                 load_avg_before=load_before,
                 load_avg_after=_load_avg(),
@@ -310,7 +321,8 @@ def _medians(rows: list[dict]) -> list[dict]:
 
 def _report(rows: list[dict], args: argparse.Namespace, run: Path, folder: Path, n_images: int) -> dict:
     head = (
-        f"{'max batch':>9} {'mean batch':>10} {'fwd ms/img':>10} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'max batch':>9} {'mean batch':>10} {'fwd ms/img':>10} {'CPU ms/req':>10} {'req/s':>7} {'p50 ms':>8} "
+        f"{'p95 ms':>8} "
         f"{'p99 ms':>8} {'errors':>6} {'requests':>8} {'peak RSS MiB':>12}"
     )
     print(
@@ -323,6 +335,7 @@ def _report(rows: list[dict], args: argparse.Namespace, run: Path, folder: Path,
     for r in rows:
         print(
             f"{r['max_batch']:>9} {r['mean_batch']:>10.2f} {r['forward_ms_per_image']:>10.1f} "
+            f"{r['server_cpu_ms_per_request']:>10.1f} "
             f"{r['throughput_rps']:>7.2f} {r['p50_ms']:>8.0f} "
             f"{r['p95_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['errors']:>6} {r['requests']:>8} "
             f"{r['server_peak_rss_mb']:>12.0f}   load {r['load_avg_before']} -> {r['load_avg_after']}"
