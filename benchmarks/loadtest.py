@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import socket
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run = Path(args.run) if args.run else make_run(workdir, args.arch, args.size)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would cost the clients CPU
     folder = Path(args.images) if args.images else DRIVE
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".dcm"))
     if not files:
