@@ -3,7 +3,8 @@
 One optimizer step = forward, Dice + focal loss, backward and AdamW on a batch of ``--batch-size`` random crops of
 ``--crop`` px (the real :class:`~visionfm.dense.tasks.SegmentationTask`, not a mock). Rows:
 
-* ``unet``: MONAI U-Net from scratch;
+* ``unet``: MONAI U-Net from scratch; ``unet bf16``: its whole step under bf16 autocast (``--precision bf16``, the
+  long DRIVE recipe's setting); ``unet channels_last``: fp32 with NHWC weights and inputs;
 * ``unetr fp32``: frozen ViT (no autograd graph through it: its forward runs under no_grad, so backward stops at
   the decoder) + UNETR decoder, the four feature levels computed once per crop in one encoder pass;
 * ``unetr fp32, graph through encoder``: the same with autograd recording the frozen encoder (what a plain
@@ -17,6 +18,7 @@ Prints a markdown table (steps/s, s/step, ratio to the U-Net) with the machine's
 measured in one run, in interleaved rounds (one step of every row per round), so a load change hits every row alike.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/dense.py --crop 192 --batch-size 4 --steps 5
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/dense.py --crop 128 --batch-size 8 --steps 10 --unet-only
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def _models(arch: str):
 
     unet = build_dense_model("unet", None, 1)
     vit = build_dense_model("unetr", random_encoder(arch, seed=0, modality="Fundus"), 1)
-    return unet, vit
+    unet_nhwc = build_dense_model("unet", None, 1).to(memory_format=torch.channels_last)
+    return unet, vit, unet_nhwc
 
 
 def _step_fn(model, name: str, batch: dict):
@@ -43,6 +46,8 @@ def _step_fn(model, name: str, batch: dict):
     task = SegmentationTask(model).train()
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-3)
     cached = [f.detach() for f in model.features(batch["image"])] if name == "decoder" else None
+    if name == "nhwc":
+        batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
 
     def step() -> None:
         if name == "graph":  # autograd records the frozen encoder (weights frozen, but its graph kept)
@@ -104,15 +109,18 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--arch", default="vit_small_patch16")
+    p.add_argument("--unet-only", action="store_true", help="only the U-Net rows (fp32, bf16, channels_last)")
     a = p.parse_args()
     g = torch.Generator().manual_seed(0)
     batch = {
         "image": torch.randn(a.batch_size, 3, a.crop, a.crop, generator=g),
         "target": (torch.rand(a.batch_size, 1, a.crop, a.crop, generator=g) > 0.9).float(),
     }
-    unet, vit = _models(a.arch)
+    unet, vit, unet_nhwc = _models(a.arch)
     rows = [
         ("unet (MONAI), from scratch", unet, "plain"),
+        ("unet, whole step under bf16 autocast (--precision bf16)", unet, "amp"),
+        ("unet, channels_last (NHWC) fp32", unet_nhwc, "nhwc"),
         (f"unetr fp32 (frozen {a.arch}, no graph through it)", vit, "plain"),
         ("unetr fp32, graph through the frozen encoder", vit, "graph"),
         ("unetr, bf16 autocast encoder (--encoder-precision bf16)", vit, "bf16"),
@@ -120,6 +128,8 @@ def main() -> None:
         ("  of which: encoder forward only (fp32)", vit, "encoder"),
         ("  of which: decoder forward + backward + AdamW", vit, "decoder"),
     ]
+    if a.unet_only:
+        rows = rows[:3]
     load0 = os.getloadavg()[0]
     fns = [
         _with_dtype(m, _step_fn(m, kind, batch), torch.bfloat16 if kind == "bf16" else None)

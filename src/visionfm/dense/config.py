@@ -19,6 +19,7 @@ from ..engine.config import TrainConfig
 from ..errors import ConfigError
 
 __all__ = [
+    "CONTRAST_MODES",
     "FOV_MODES",
     "TASKS",
     "DenseConfig",
@@ -33,6 +34,7 @@ __all__ = [
 
 TASKS = ("segment", "landmark")
 FOV_MODES = ("auto", "estimate", "none")  # or a folder of FOV masks
+CONTRAST_MODES = ("none", "standardize", "clahe", "green_clahe")  # visionfm.dense.transforms.normalise_contrast
 
 
 def model_names() -> list[str]:
@@ -177,6 +179,22 @@ class DenseConfig:
         default=None,
         metadata=_h("with --crop: first scale images down so the longer side is at most this (IDRiD's 4288x2848)"),
     )
+    fov_diameter: int | None = field(
+        default=None,
+        metadata=_h(
+            "with --crop: rescale every image (training and prediction) so its field of view is this many pixels "
+            "across (DRIVE's is ~540), so vessel widths match across cameras; the FOV is given or estimated"
+        ),
+    )
+    contrast: str = field(
+        default="none",
+        metadata=_h(
+            "contrast normalisation of every image inside the FOV: none, standardize (each channel to mean 0.5, sd "
+            "0.2), clahe (CLAHE on Lab lightness, then standardised) or green_clahe (CLAHE on the green channel as "
+            "a grey image, then standardised)",
+            choices=CONTRAST_MODES,
+        ),
+    )
     fg_crop: float = field(
         default=0.0,
         metadata=_h(
@@ -193,10 +211,10 @@ class DenseConfig:
     loss: str = field(
         default="dice_focal",
         metadata=_h(
-            "segmentation loss: dice_focal (soft Dice + focal, gamma 2) "
-            "or tversky_focal (Tversky 0.3/0.7 weighing misses over "
+            "segmentation loss: dice_focal (soft Dice + focal, gamma 2), dice_bce (soft Dice + BCE: calibrated "
+            "probabilities, vessels) or tversky_focal (Tversky 0.3/0.7 weighing misses over "
             "false alarms + positive-weighted focal: rare lesions)",
-            choices=("dice_focal", "tversky_focal"),
+            choices=("dice_focal", "dice_bce", "tversky_focal"),
         ),
     )
     sigma: float = field(default=4.0, metadata=_h("landmark Gaussian sigma in input pixels"))
@@ -223,7 +241,7 @@ class DenseConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for name in ("input_size", "crop", "max_side", "val_every"):
+        for name in ("input_size", "crop", "max_side", "val_every", "fov_diameter"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be a positive whole number, got {v!r}")
@@ -236,8 +254,9 @@ class DenseConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.tune_thresholds and not self.validates:
             raise ConfigError("tune_thresholds needs validation images: set val_fraction or val_data")
-        if self.max_side and not self.crop:
-            raise ConfigError("max_side goes with crop (resized inputs already have a fixed size: input_size)")
+        for name in ("max_side", "fov_diameter"):
+            if getattr(self, name) and not self.crop:
+                raise ConfigError(f"{name} goes with crop (resized inputs already have a fixed size: input_size)")
 
     @property
     def output_dir(self) -> str:

@@ -17,10 +17,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data import read_image, resize_image
-from .data import DenseSpec, SegItem, item_fov, load_target, resize_map
+from .data import DenseSpec, SegItem, item_fov, load_target
 from .fov import fov_edge
 from .landmarks import gaussian_heatmaps, scale_points
-from .transforms import JointAugment
+from .transforms import JointAugment, prepare_image
 
 __all__ = ["LandmarkDataset", "SegmentationDataset", "as_rgb8", "load_rgb01", "select", "to_rgb01", "working_size"]
 
@@ -132,6 +132,7 @@ class SegmentationDataset(_Repeat):
     The field of view (given or estimated, :func:`~visionfm.dense.data.item_fov`) zeroes the target outside it and
     the loss counts every pixel: the black surround is learned as background, so a model meets no unseen border at
     prediction. ``whole=True`` (validation) returns whole images at the working size, unaugmented, with their FOV.
+    ``fov_diameter`` and ``contrast`` prepare every image as prediction does (:func:`~.transforms.prepare_image`).
     """
 
     def __init__(
@@ -148,6 +149,8 @@ class SegmentationDataset(_Repeat):
         fg_crop: float = 0.0,
         border_crop: float = 0.0,
         whole: bool = False,
+        fov_diameter: int | None = None,
+        contrast: str = "none",
     ) -> None:
         self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
         self.fg_crop, self.border_crop, self.whole = fg_crop, border_crop, whole
@@ -155,11 +158,11 @@ class SegmentationDataset(_Repeat):
         self.fov_sources: list[str] = []
         for it in tqdm(items, desc="loading images", leave=False):
             raw = read_image(it.image)
-            img = to_rgb01(raw, None if crop else size, max_side)
+            fov, source = item_fov(it, spec, raw)
+            img, f = prepare_image(raw, fov, None if crop else size, max_side, fov_diameter, contrast)
+            f = f.numpy()
             out = tuple(img.shape[-2:])
             target, _ = load_target(it, spec, raw.shape[:2], out)
-            fov, source = item_fov(it, spec, raw)
-            f = np.ones(out, bool) if fov is None else resize_map(fov.astype(np.float32), out) > 0.5
             self.images.append(img)
             self.targets.append(torch.from_numpy(target * f[None]))
             self.valid.append(torch.ones((1, *out)))

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["estimate_fov", "fov_edge"]
+__all__ = ["estimate_fov", "fov_diameter", "fov_edge"]
 
 
 def _work_copy(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -78,3 +78,19 @@ def fov_edge(fov: np.ndarray, width: int = 3) -> np.ndarray:
         return np.zeros((0, 2), np.int64)
     inner = ndimage.binary_erosion(fov, iterations=width, border_value=1)
     return np.argwhere(fov & ~inner)
+
+
+def fov_diameter(fov: np.ndarray | None, shape: tuple[int, int] | None = None) -> float:
+    """Diameter in pixels of a field of view ``[H, W]``: the larger extent of its bounding box.
+
+    Cameras crop the round FOV at the top and bottom (DRIVE, IDRiD) or nowhere (CHASE_DB1), rarely left and right,
+    so the larger of width and height is the disc's diameter. No FOV (None, or ``fov`` empty / all true): the longer
+    side of ``shape`` (or of ``fov``), i.e. the image itself.
+    """
+    if fov is None or not fov.any() or fov.all():
+        hw = shape if shape is not None else (fov.shape if fov is not None else None)
+        if hw is None:
+            raise ValueError("fov_diameter needs a FOV mask or an image shape")
+        return float(max(hw))
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    return float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))

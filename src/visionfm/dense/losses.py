@@ -13,6 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "SEG_LOSSES",
+    "dice_bce_loss",
     "dice_focal_loss",
     "focal_loss",
     "heatmap_kl",
@@ -87,6 +88,20 @@ def dice_focal_loss(
     return {"loss": dice_weight * d + focal_weight * f, "dice_loss": d.detach(), "focal_loss": f.detach()}
 
 
+def dice_bce_loss(
+    logits: Tensor, target: Tensor, valid: Tensor | None = None, gamma: float | None = None
+) -> dict[str, Tensor]:
+    """Soft Dice + plain binary cross-entropy, the classic vessel loss; returns ``{'loss', 'dice_loss', 'bce_loss'}``.
+
+    BCE keeps the probabilities calibrated, so 0.5 is a sensible threshold; focal loss (gamma 2) flattens them for
+    easy pixels, and with the Dice term short runs then over-segment at 0.5. ``gamma`` is ignored (BCE is the focal
+    loss with gamma 0); it is accepted so every segmentation loss takes the same arguments.
+    """
+    d = soft_dice_loss(logits, target, valid)
+    b = focal_loss(logits, target, valid, gamma=0.0)
+    return {"loss": d + b, "dice_loss": d.detach(), "bce_loss": b.detach()}
+
+
 def tversky_loss(
     logits: Tensor, target: Tensor, valid: Tensor | None = None, alpha: float = 0.3, beta: float = 0.7, eps: float = 1.0
 ) -> Tensor:
@@ -121,7 +136,7 @@ def tversky_focal_loss(
     return {"loss": d + f, "tversky_loss": d.detach(), "focal_loss": f.detach()}
 
 
-SEG_LOSSES = {"dice_focal": dice_focal_loss, "tversky_focal": tversky_focal_loss}
+SEG_LOSSES = {"dice_focal": dice_focal_loss, "dice_bce": dice_bce_loss, "tversky_focal": tversky_focal_loss}
 
 
 def heatmap_kl(logits: Tensor, target: Tensor) -> Tensor:

@@ -26,10 +26,11 @@ from ..fileio import atomic_write
 from .cdr import cdr_rows, read_expert_cdr
 from .config import save_config
 from .data import item_fov, load_target, resolve_spec
-from .datasets import as_rgb8, select, to_rgb01
+from .datasets import as_rgb8, select
 from .metrics import SegmentationMeter
 from .models_io import is_fundus, load_run
 from .tasks import padded_logits
+from .transforms import prepare_image
 
 __all__ = ["PALETTE", "output_names", "overlay", "predict_probs", "predict_segmentation"]
 
@@ -86,6 +87,10 @@ def predict_probs(
     max_side: int | None = None,
     nested: bool = False,
     tta: bool = False,
+    *,
+    fov: np.ndarray | None = None,
+    fov_diameter: int | None = None,
+    contrast: str = "none",
 ) -> np.ndarray:
     """One ``[H, W, 3]`` image -> probabilities ``[K, H, W]`` at its original resolution.
 
@@ -93,9 +98,11 @@ def predict_probs(
     ``max_side``), zero-padded to a multiple of 32. Logits, not thresholded masks, are upsampled to (H, W), so
     boundaries land at sub-pixel precision. ``nested`` keeps every class inside the one before it (cup <= disc).
     ``tta`` averages the logits of the image and its horizontal and vertical mirrors (test-time augmentation).
+    ``fov`` ``[H, W]`` bool, ``fov_diameter`` and ``contrast`` prepare the image as training did
+    (:func:`~visionfm.dense.transforms.prepare_image`).
     """
     h, w = img.shape[:2]
-    x = to_rgb01(img, size, max_side)
+    x = prepare_image(img, fov, size, max_side, fov_diameter, contrast)[0]
     x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     x = x[None].to(device)
     logits = padded_logits(model, x)
@@ -201,10 +208,12 @@ def predict_segmentation(
     per_image, sources, discs, cups = [], Counter(), [], []
     nested = (kind or cfg.kind) == "nested"
     for it, name in zip(tqdm(items, desc="predicting"), outs):
-        img = read_image(it.image)
+        raw = read_image(it.image)
+        img = as_rgb8(raw)
+        fov_map, source = item_fov(it, spec, img)
         prob = predict_probs(
             model,
-            img,
+            raw,
             None if cfg.crop else cfg.input_size,
             cfg.state.mean,
             cfg.state.std,
@@ -212,9 +221,10 @@ def predict_segmentation(
             cfg.max_side,
             nested,
             tta,
+            fov=fov_map,
+            fov_diameter=cfg.fov_diameter,
+            contrast=cfg.contrast,
         )
-        img = as_rgb8(img)
-        fov_map, source = item_fov(it, spec, img)
         sources[source] += 1
         raw = prob > thr[:, None, None]
         pred = raw & fov_map[None] if fov_map is not None else raw

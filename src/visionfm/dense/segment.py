@@ -141,7 +141,7 @@ def train_segmentation(cfg: DenseConfig, resume: bool = False, overwrite: bool =
     st.out_channels, st.names = len(spec.classes), list(spec.classes)
     st.train_images, st.val_images = [str(i.image) for i in items], [str(i.image) for i in val_items]
     length = _round_schedule(cfg, len(items)) if val_items else cfg.train.batch_size
-    common = dict(crop=cfg.crop, max_side=cfg.max_side)
+    common = dict(crop=cfg.crop, max_side=cfg.max_side, fov_diameter=cfg.fov_diameter, contrast=cfg.contrast)
     data = SegmentationDataset(
         items,
         spec,

@@ -56,7 +56,7 @@ class SegmentationTask(Task):
         return dense_param_groups(self.model)
 
     def forward(self, batch: dict[str, Tensor], state=None) -> dict[str, Tensor]:
-        logits = self.model(batch["image"])
+        logits = self.model(batch["image"]).float()  # the loss's sums in fp32 under bf16 autocast
         return self.loss_fn(logits, batch["target"], batch.get("valid"), gamma=self.gamma)
 
     @torch.no_grad()

@@ -1,4 +1,8 @@
-"""Joint geometric augmentation keeping image, masks, field of view and landmarks aligned.
+"""Image preparation (scale by field of view, contrast) and joint augmentation of image, masks, FOV and landmarks.
+
+:func:`prepare_image` turns a decoded image and its field of view into the model's input, identically at training
+and prediction: the image is rescaled so its FOV is ``fov_diameter`` pixels across (vessel widths in pixels then
+match across cameras and resolutions) and its contrast optionally normalised (:func:`normalise_contrast`).
 
 One affine matrix in pixel coordinates (pixel centres at integers) moves everything: images and soft masks are
 resampled bilinearly, the field of view by nearest neighbour, and landmarks are multiplied by the same matrix, so
@@ -10,11 +14,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
-__all__ = ["JointAugment", "affine_matrix", "warp"]
+from ..data import resize_image
+from .config import CONTRAST_MODES
+from .fov import fov_diameter
+
+__all__ = [
+    "CONTRAST_MODES",
+    "JointAugment",
+    "affine_matrix",
+    "normalise_contrast",
+    "prepare_image",
+    "warp",
+    "working_shape",
+]
 
 
 def affine_matrix(
@@ -111,3 +129,107 @@ def apply(sample: dict[str, Tensor], matrix: Tensor, brightness: float = 1.0, co
     if "points" in sample:
         out["points"] = warp_points(sample["points"], matrix)
     return out
+
+
+def working_shape(
+    hw: tuple[int, int], max_side: int | None = None, diameter: float | None = None, fov_diameter: int | None = None
+) -> tuple[int, int]:
+    """(H, W) of the model's input for an image of ``hw`` (aspect kept).
+
+    ``fov_diameter`` scales the image by ``fov_diameter / diameter`` (its FOV's diameter, :func:`fov_diameter`), up
+    or down; otherwise ``max_side`` only scales large images down so the longer side is ``max_side``.
+    """
+    h, w = hw
+    if fov_diameter and diameter:
+        s = fov_diameter / diameter
+    elif max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+    else:
+        return h, w
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _standardise(x: Tensor, inside: Tensor, mean: float = 0.5, sd: float = 0.2) -> Tensor:
+    """Each channel of ``[C, H, W]`` shifted and scaled so its pixels inside ``inside`` have ``mean`` and ``sd``."""
+    if not inside.any():
+        return x
+    v = x[:, inside]
+    return (x - v.mean(1)[:, None, None]) / v.std(1).clamp_min(1e-3)[:, None, None] * sd + mean
+
+
+def _clahe(ch: Tensor, inside: Tensor, clip: float, grid: int) -> Tensor:
+    """CLAHE of one channel ``[H, W]`` in [0, 1], the outside filled with the inside's mean (no black-edge tiles)."""
+    from kornia.enhance import equalize_clahe
+
+    g = (grid, grid) if min(ch.shape) > 2 * grid else (1, 1)
+    ch = torch.where(inside, ch, ch[inside].mean() if inside.any() else ch.mean())
+    return equalize_clahe(ch[None, None].contiguous(), clip, g)[0, 0]
+
+
+def normalise_contrast(x: Tensor, fov: Tensor | None, mode: str = "none", clip: float = 2.0, grid: int = 8) -> Tensor:
+    """Contrast normalisation of ``[3, H, W]`` in [0, 1]; zero outside ``fov`` ``[H, W]`` bool (if given).
+
+    Fundus sets differ in exposure, colour and illumination (CHASE_DB1 is darker and uneven next to DRIVE). Every
+    mode but ``none`` ends by standardising each channel inside the FOV to mean 0.5 and sd 0.2 (clipped to [0, 1]),
+    so a model trained on one set sees another in the same range:
+
+    * ``standardize``: only that;
+    * ``clahe``: first CLAHE (tiles of ``H/grid x W/grid``, clip limit ``clip``) on the lightness of CIE Lab, colour
+      kept: local contrast evened out across the eye (vessels in a dark periphery as in a bright centre);
+    * ``green_clahe``: CLAHE on the green channel (the vessels' best contrast), as a grey image in all channels.
+
+    CLAHE's tiles see the surround filled with the FOV's mean, so the black border does not skew the edge of the eye.
+    """
+    if mode == "none":
+        return x
+    if mode not in CONTRAST_MODES:
+        raise ValueError(f"unknown contrast mode {mode!r}; valid: {', '.join(CONTRAST_MODES)}")
+    inside = torch.ones(x.shape[-2:], dtype=torch.bool) if fov is None else fov.bool()
+    if mode == "green_clahe":
+        x = _clahe(x[1], inside, clip, grid).expand(3, -1, -1)
+    elif mode == "clahe":
+        from kornia.color import lab_to_rgb, rgb_to_lab
+
+        lab = rgb_to_lab(x[None])[0]
+        light = _clahe(lab[0] / 100.0, inside, clip, grid)
+        x = lab_to_rgb(torch.cat([light[None] * 100.0, lab[1:]])[None])[0]
+    return (_standardise(x, inside) * inside).clamp(0, 1).contiguous()
+
+
+def prepare_image(
+    img: np.ndarray,
+    fov: np.ndarray | None,
+    size: int | None = None,
+    max_side: int | None = None,
+    fov_diameter_px: int | None = None,
+    contrast: str = "none",
+) -> tuple[Tensor, Tensor]:
+    """A decoded image and its FOV -> the model's input ``[3, h, w]`` in [0, 1] and the FOV ``[h, w]`` bool.
+
+    Args:
+        img: ``[H, W, 3]`` uint8, or float in [0, 1].
+        fov: ``[H, W]`` bool, or None (every pixel counts).
+        size: S resizes to ``S x S``; None keeps the native resolution (see :func:`working_shape`).
+        max_side: scale large images down so the longer side is at most this (``size`` None only).
+        fov_diameter_px: rescale so the FOV is this many pixels across (``size`` None only; wins over ``max_side``).
+        contrast: a :data:`CONTRAST_MODES` name (:func:`normalise_contrast`, computed after the rescale).
+    """
+    hw = img.shape[:2]
+    if size is not None:
+        out = (size, size)
+    else:
+        d = fov_diameter(fov, hw) if fov_diameter_px else None
+        out = working_shape(hw, max_side, d, fov_diameter_px)
+    if out == hw:
+        arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    else:
+        arr = resize_image(img, out)
+    x = torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).contiguous()
+    if fov is None:
+        f = torch.ones(out, dtype=torch.bool)
+    elif fov.shape == out:
+        f = torch.from_numpy(fov.astype(bool))
+    else:  # nearest neighbour keeps the mask binary at any scale (box averaging would need a threshold)
+        small = Image.fromarray(fov.astype(np.uint8) * 255).resize(out[::-1], Image.NEAREST)
+        f = torch.from_numpy(np.asarray(small) > 127)
+    return normalise_contrast(x, f if fov is not None else None, contrast), f
