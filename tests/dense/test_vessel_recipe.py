@@ -1,4 +1,4 @@
-"""The cross-dataset vessel recipe's parts: scale by field of view, contrast normalisation, Dice + BCE (known answers)."""
+"""The cross-dataset vessel recipe: scale by field of view, contrast normalisation, Dice + BCE (known answers)."""
 
 import json
 
