@@ -15,7 +15,7 @@ from .batching import DynamicBatcher, Overloaded
 from .config import API_KEY_ENV, API_KEY_HEADER, BACKENDS, ServeConfig
 from .models import ServedModel, load_served
 from .server import RunningServer, build_app, serve, start_server
-from .uploads import Upload, UploadError, decode_upload
+from .uploads import Upload, UploadError, decode_upload, decode_volume_upload, stack_bscans
 
 __all__ = [
     "API_KEY_ENV",
@@ -30,7 +30,9 @@ __all__ = [
     "UploadError",
     "build_app",
     "decode_upload",
+    "decode_volume_upload",
     "load_served",
     "serve",
+    "stack_bscans",
     "start_server",
 ]
