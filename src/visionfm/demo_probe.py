@@ -241,19 +241,18 @@ def probe_stage(ctx: Any) -> Section:
         name: _probe_kind(ctx, name, ds, encoders, out) for name, ds in ctx.datasets.items() if ds.task in _TASKS
     }
     summary = [r["row"] for r in results.values()]
-    for row in summary:
-        if row["task"].startswith("fundus-dr"):  # the issue's aim for the DR phantoms
-            row["expectation"] = "beats the random encoder; aim AUROC >= 0.90"
-            row["passed"] = bool(row["passed"] and row["value"] >= 0.90)
+    summary += _aims(summary)
     health = _health_rows(ctx, results)
     beaten = sum(bool(r["passed"]) for r in summary)
+    missed = [r["task"] for r in summary if r["passed"] is False]
     text = (
         f"Linear probes on frozen features ([CLS, mean patch token]; logistic regression C={_C}, ridge for "
         f"regression, fixed, nothing selected) of the demo encoder and of a random encoder of the same shape, "
         f"on every labelled phantom set; test scores with 95% bootstrap intervals ({_N_BOOT} resamples). "
         f"The demo encoder passes {beaten} of {sum(r['passed'] is not None for r in summary)} testable "
-        "expectations; with about 25 test images per set the intervals are wide, so a small difference is not "
-        "evidence either way."
+        "expectations; with 40 test images per set (10 in fast mode) the intervals are wide, so a small "
+        "difference is not evidence either way."
+        + (f" Not met at this demo's budget (a {_encoder_words(ctx)}): {'; '.join(missed)}." if missed else "")
     )
     table = [
         {
@@ -275,6 +274,34 @@ def probe_stage(ctx: Any) -> Section:
         summary=summary,
         health=health,
     )
+
+
+# Aims beyond "beats the random encoder" (issue 13's DR-phantom aim): an extra summary row each, so a missed aim reads
+# as "failed" on its own line instead of hiding inside a passed comparison.
+_AIMS = {"fundus-dr": ("AUROC >= 0.90", 0.90)}
+
+
+def _aims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task with an aim: the same score, the aim as the expectation, passed when reached."""
+    rows = []
+    for row in summary:
+        name = row["task"].split(" ")[0]
+        if name in _AIMS:
+            text, bar = _AIMS[name]
+            rows.append({**row, "task": f"{name} (aim)", "expectation": f"aim {text}", "passed": row["value"] >= bar})
+    return rows
+
+
+def _encoder_words(ctx: Any) -> str:
+    """How the encoder was made, for the sentence on what it did not reach."""
+    if getattr(ctx.cfg, "weights", None):
+        return "given encoder"
+    run = ctx.facts.get("pretrain_run")
+    steps = ""
+    if run is not None and (Path(run) / "log.jsonl").is_file():
+        lines = (Path(run) / "log.jsonl").read_text().splitlines()
+        steps = f"{json.loads(lines[-1])['step']}-step " if lines else ""
+    return f"{steps}pretraining of a test-sized ViT on the phantoms"
 
 
 def _ci_text(ci: tuple[float, float]) -> str:

@@ -22,6 +22,7 @@ from .health import HEALTH_FILE
 __all__ = ["demo_config", "demo_stage"]
 
 log = logging.getLogger(__name__)
+DEMO_STEPS = {True: 28, False: 372}  # optimizer steps of the demo's pretraining (fast mode, default)
 
 
 def demo_config(
@@ -123,9 +124,14 @@ def demo_stage(ctx: Any) -> Section:
         folders, out, ctx.cfg.fast, ctx.cfg.size, ctx.cfg.seed, ctx.cfg.device, getattr(ctx.cfg, "progress", False)
     )
     n_images = sum(len(list(Path(f).glob("*.png"))) for f in folders)
-    steps = cfg.train.epochs * (n_images // cfg.train.batch_size)
+    # a fixed step budget whatever the number of phantoms: whole epochs closest to it
+    per_epoch = max(1, n_images // cfg.train.batch_size)
+    cfg.train.epochs = max(2, round(DEMO_STEPS[bool(ctx.cfg.fast)] / per_epoch))
+    steps = cfg.train.epochs * per_epoch
+    # the quarter points only (explain draws the evolution from 5 checkpoints): no checkpoint at every epoch end
     cfg.train.checkpoint_every = max(1, steps // 4)
-    cfg.train.keep_last = cfg.train.epochs + 4  # every epoch end + the quarter points: explain draws the evolution
+    cfg.train.checkpoint_epochs = cfg.train.epochs
+    cfg.train.keep_last = 5
     if out.exists():  # a rerun of the demo starts a fresh run
         import shutil
 

@@ -20,6 +20,7 @@ from .anterior import (
 from .fundus import (
     CDR_RATE_PER_YEAR,
     DR_LESION_BINS,
+    FORECAST_CDR_MIN,
     GLAUCOMA_CDR,
     MULTILABEL_CLASSES,
     FundusSpec,
@@ -38,6 +39,7 @@ __all__ = [
     "DR_CLASSES",
     "DR_LESION_BINS",
     "EXTERNAL_CLASSES",
+    "FORECAST_CDR_MIN",
     "GLAUCOMA_CDR",
     "KINDS",
     "MULTILABEL_CLASSES",

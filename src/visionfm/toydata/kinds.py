@@ -16,6 +16,7 @@ from ..registry import Registry
 from .anterior import EXTERNAL_CLASSES, SLITLAMP_CLASSES, UBM_LANDMARKS, external_phantom, slitlamp_phantom, ubm_phantom
 from .fundus import (
     CDR_RATE_PER_YEAR,
+    FORECAST_CDR_MIN,
     GLAUCOMA_CDR,
     MULTILABEL_CLASSES,
     FundusSpec,
@@ -83,7 +84,7 @@ def _biomarkers(rng, i, size):
 
 def _forecast(rng, i, size):
     """Baseline eyes below the glaucoma cut-off; the cup grows at a fixed rate, so converts = f(cdr, interval)."""
-    cdr = float(rng.uniform(0.3, GLAUCOMA_CDR))
+    cdr = float(rng.uniform(FORECAST_CDR_MIN, GLAUCOMA_CDR))
     interval = int(rng.integers(FORECAST_INTERVAL_DAYS[0], FORECAST_INTERVAL_DAYS[1] + 1))
     p = fundus_phantom(rng, size, FundusSpec(grade=0, cdr=cdr, right_eye=bool(rng.random() < 0.5)))
     converts = int(cdr + CDR_RATE_PER_YEAR * interval / 365.0 >= GLAUCOMA_CDR)
