@@ -11,10 +11,9 @@ from PIL import Image
 from visionfm.cli import main
 from visionfm.data import read_image, scan
 from visionfm.toydata import (
-    CDR_RATE_PER_YEAR,
-    GLAUCOMA_CDR,
     KINDS,
     MULTILABEL_CLASSES,
+    forecast_converts,
     generate,
     make_all,
     make_dataset,
@@ -74,7 +73,7 @@ def test_regression_and_forecasting_labels(toy_root):
         converts, interval = s.label
         p, _ = generate("glaucoma-forecast", int(s.path.stem), seed=3, size=48)
         cdr = p.targets["cup_disc_ratio"]
-        assert 90 <= interval <= 1825 and converts == float(cdr + CDR_RATE_PER_YEAR * interval / 365 >= GLAUCOMA_CDR)
+        assert 90 <= interval <= 1825 and converts == forecast_converts(cdr, p.targets["vessel_density"], interval)
 
 
 def test_segmentation_masks_match_generator(toy_root):

@@ -15,11 +15,10 @@ import numpy as np
 from ..registry import Registry
 from .anterior import EXTERNAL_CLASSES, SLITLAMP_CLASSES, UBM_LANDMARKS, external_phantom, slitlamp_phantom, ubm_phantom
 from .fundus import (
-    CDR_RATE_PER_YEAR,
     FORECAST_CDR_MIN,
-    GLAUCOMA_CDR,
     MULTILABEL_CLASSES,
     FundusSpec,
+    forecast_converts,
     fundus_phantom,
     multilabel_vector,
     sample_fundus_spec,
@@ -83,11 +82,11 @@ def _biomarkers(rng, i, size):
 
 
 def _forecast(rng, i, size):
-    """Baseline eyes below the glaucoma cut-off; the cup grows at a fixed rate, so converts = f(cdr, interval)."""
-    cdr = float(rng.uniform(FORECAST_CDR_MIN, GLAUCOMA_CDR))
+    """Glaucoma suspects; the cup grows faster where vessels are sparse: converts = f(cdr, vessel density, interval)."""
+    cdr = float(rng.uniform(FORECAST_CDR_MIN, 0.5))
     interval = int(rng.integers(FORECAST_INTERVAL_DAYS[0], FORECAST_INTERVAL_DAYS[1] + 1))
     p = fundus_phantom(rng, size, FundusSpec(grade=0, cdr=cdr, right_eye=bool(rng.random() < 0.5)))
-    converts = int(cdr + CDR_RATE_PER_YEAR * interval / 365.0 >= GLAUCOMA_CDR)
+    converts = forecast_converts(cdr, p.targets["vessel_density"], interval)
     p.labels.update(converts=converts, interval_days=interval)
     return p, [converts, interval]
 
