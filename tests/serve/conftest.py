@@ -29,10 +29,10 @@ def _cli(*argv) -> None:
     assert rc == 0, f"visionfm {' '.join(map(str, argv))} exited {rc}"
 
 
-def _head_run(root: Path, weights: Path, kind: str, name: str, task: str, *extra) -> Path:
+def _head_run(root: Path, weights: Path, kind: str, name: str, task: str, *extra, size: int = 32) -> Path:
     from visionfm.toydata import make_dataset
 
-    ds = make_dataset(kind, root / "toy" / kind, n=24, seed=0, size=32, progress=False)
+    ds = make_dataset(kind, root / "toy" / kind, n=24, seed=0, size=size, progress=False)
     feats = {}
     for split in ("training", "test"):
         feats[split] = root / "features" / f"{kind}_{split}.safetensors"
@@ -87,7 +87,9 @@ def dr_run(serve_root, serve_weights) -> Path:
 @pytest.fixture(scope="session")
 def forecast_run(serve_root, serve_weights) -> Path:
     """A glaucoma-forecasting head (needs an interval in days per image)."""
-    return _head_run(serve_root, serve_weights, "glaucoma-forecast", "forecast", "forecast", "--lr", 0.01)
+    # drawn at 96 px: the forecasting phantoms' vessel density (which sets who converts) needs the resolution; at
+    # 32 px none of them converts (extraction still runs at 32 px)
+    return _head_run(serve_root, serve_weights, "glaucoma-forecast", "forecast", "forecast", "--lr", 0.01, size=96)
 
 
 TINY = ["--input-size", 32, "--max-steps", 2, "--batch-size", 2, "--device", "cpu", "--epochs", 1]
