@@ -135,6 +135,16 @@ def test_train_and_predict_with_fov_scale_and_contrast(drive_like, tmp_path):
     fov = np.array(Image.open(drive_like / "training" / "mask" / "21_training_mask.gif")) > 0
     assert mask.shape == (40, 36) and not mask[~fov].any()
     assert json.loads((out / "metrics.json").read_text())["fov"] == {"given": 3}
+    # serving / ONNX export prepare the image as training did (a plain resize would be silently wrong)
+    from visionfm.data import read_image
+    from visionfm.export import load_model, preprocess_image
+
+    card = load_model(run).card
+    assert (card.fov_diameter, card.contrast) == (24, "green_clahe")
+    img = read_image(drive_like / "training" / "images" / "22_training.png")
+    x, _ = prepare_image(img, estimate_fov(img), fov_diameter_px=24, contrast="green_clahe")
+    want = (x - torch.tensor(card.mean).view(3, 1, 1)) / torch.tensor(card.std).view(3, 1, 1)
+    assert np.allclose(preprocess_image(card, img), want.numpy(), atol=1e-6)
 
 
 def test_real_drive_and_chase_prepared_to_the_same_fov_size():

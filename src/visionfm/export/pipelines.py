@@ -63,6 +63,8 @@ class ModelCard:
         feature, n_last_blocks, tta: recognition feature settings.
         fov: segmentation: ``estimate`` (fundus: background outside the estimated field of view) or ``none``.
         nested: segmentation: every class lies inside the one before it (disc > cup).
+        fov_diameter, contrast: dense runs trained with ``--fov-diameter`` / ``--contrast``: the image is rescaled
+            so its (estimated) field of view is this many pixels across and contrast-normalised, as in training.
         crop: fine-tuned runs with RETFound's evaluation transform: the centre-crop fraction (1: plain resize).
     """
 
@@ -86,6 +88,8 @@ class ModelCard:
     fov: str = ""
     nested: bool = False
     crop: float = 1.0
+    fov_diameter: int | None = None
+    contrast: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,9 +177,14 @@ def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
     resize (native-resolution runs: kept whole, or scaled down to ``max_side``, as ``segment predict`` does).
     """
     if card.kind in ("segment", "landmark"):
-        from ..dense.datasets import to_rgb01
+        from ..dense.transforms import prepare_image
 
-        x = to_rgb01(img, card.input_size, card.max_side)
+        fov = None
+        if card.fov == "estimate" and (card.fov_diameter or card.contrast != "none"):
+            from ..dense.fov import estimate_fov  # the scale and contrast training used are set by the FOV
+
+            fov = estimate_fov(img)
+        x = prepare_image(img, fov, card.input_size, card.max_side, card.fov_diameter, card.contrast)[0]
         x = (x - torch.tensor(card.mean).view(3, 1, 1)) / torch.tensor(card.std).view(3, 1, 1)
         return x.numpy().astype(np.float32, copy=False)
     if card.crop < 1:  # a fine-tuned run's evaluation transform: resize the short side, centre crop (RETFound)
@@ -299,6 +308,8 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
         n_last_blocks=4 if encoder_only else 1,
         fov=fov if kind == "segment" else "",
         nested=kind == "segment" and cfg.kind == "nested",
+        fov_diameter=getattr(cfg, "fov_diameter", None),
+        contrast=getattr(cfg, "contrast", "none"),
     )
     if encoder_only:
         card.input_size = card.input_size or enc.cfg.img_size
