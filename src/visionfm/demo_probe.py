@@ -250,7 +250,7 @@ def probe_stage(ctx: Any) -> Section:
         f"regression, fixed, nothing selected) of the demo encoder and of a random encoder of the same shape, "
         f"on every labelled phantom set; test scores with 95% bootstrap intervals ({_N_BOOT} resamples). "
         f"The demo encoder passes {beaten} of {sum(r['passed'] is not None for r in summary)} testable "
-        "expectations; with 40 test images per set (10 in fast mode) the intervals are wide, so a small "
+        f"expectations; with {_test_counts(ctx)} test images per set the intervals are wide, so a small "
         "difference is not evidence either way."
         + (f" Not met at this demo's budget (a {_encoder_words(ctx)}): {'; '.join(missed)}." if missed else "")
     )
@@ -290,6 +290,12 @@ def _aims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             text, bar = _AIMS[name]
             rows.append({**row, "task": f"{name} (aim)", "expectation": f"aim {text}", "passed": row["value"] >= bar})
     return rows
+
+
+def _test_counts(ctx: Any) -> str:
+    """The held-out images per probed set, e.g. ``40`` or ``39-40``."""
+    counts = sorted({int(d.counts.get("test", 0)) for d in ctx.datasets.values() if d.task in _TASKS})
+    return "?" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
 def _encoder_words(ctx: Any) -> str:

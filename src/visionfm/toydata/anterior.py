@@ -115,7 +115,7 @@ def slitlamp_phantom(rng: np.random.Generator, size: int = 128, condition: int |
     img = np.full((s, s, 3), 0.12, np.float32) * (0.7 + 0.6 * smooth_field(rng, shape, 4))[..., None]
     eye = ellipse_mask(shape, c[0], c[1], 0.46 * s, 0.32 * s)
     # keratitis: a mild conjunctival injection (a random encoder reads a strong global colour shift at once)
-    paint(img, eye, (0.9, 0.8, 0.75) if condition != 1 else (0.91, 0.7, 0.65))
+    paint(img, eye, (0.9, 0.8, 0.75) if condition != 1 else (0.9, 0.77, 0.72))
     vessels = (
         draw_mask(
             shape,
@@ -133,7 +133,7 @@ def slitlamp_phantom(rng: np.random.Generator, size: int = 128, condition: int |
         )
         & eye
     )
-    paint(img, vessels, (0.75, 0.15, 0.12), 0.6 if condition == 1 else 0.4)
+    paint(img, vessels, (0.75, 0.15, 0.12), 0.5 if condition == 1 else 0.4)
     iris, pupil = _eye(
         rng,
         s,
@@ -147,10 +147,10 @@ def slitlamp_phantom(rng: np.random.Generator, size: int = 128, condition: int |
     lesion = np.zeros(shape, bool)
     if condition == 1:
         lesion = ellipse_mask(shape, *(c + rng.uniform(-0.1, 0.1, 2) * s), 0.04 * s, 0.03 * s, rng.uniform(0, 3))
-        paint(img, lesion, (0.95, 0.95, 0.9), 0.85)
+        paint(img, lesion, (0.95, 0.95, 0.9), 0.4)
     elif condition == 2:
         lesion = pupil
-        paint(img, pupil, (0.75, 0.7, 0.5), 0.45)  # a faint lens opacity, not a white pupil
+        paint(img, pupil, (0.75, 0.7, 0.5), 0.15)  # a faint lens opacity, not a white pupil
     beam_x = c[0] + rng.uniform(-0.12, 0.12) * s
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     beam = np.exp(-(((xx - beam_x - 0.15 * s * ((yy - c[1]) / s) ** 2 * 4) / (0.012 * s)) ** 2)) * (
@@ -189,7 +189,7 @@ def external_phantom(rng: np.random.Generator, size: int = 128, condition: int |
     img_eye = img.copy()
     iris, pupil = _eye(rng, s, img_eye, cx, cy, iris_r, pupil_r, (0.35, 0.22, 0.1))
     if condition == 1:
-        paint(img_eye, pupil, (0.82, 0.82, 0.78), 0.4)  # a faint grey pupil: a small, low-contrast sign
+        paint(img_eye, pupil, (0.82, 0.82, 0.78), 0.12)  # a faint grey pupil: a small, low-contrast sign
     img = np.where(fissure[..., None], img_eye, img)
     paint(
         img,

@@ -58,12 +58,12 @@ def oct_phantom(rng: np.random.Generator, size: int = 128, condition: int | None
     if condition == 1:
         for _ in range(int(rng.integers(1, 4))):
             px = xc + rng.uniform(-0.15, 0.15) * s
-            pockets.append((px, rng.uniform(0.03, 0.06) * s, rng.uniform(0.02, 0.04) * s))
+            pockets.append((px, rng.uniform(0.05, 0.08) * s, rng.uniform(0.03, 0.05) * s))
     swell = sum((2.2 * ry * np.exp(-(((x - px) / rx) ** 2)) for px, rx, ry in pockets), np.zeros(s, np.float32))
     drusen = np.zeros(s, np.float32)
     if condition == 2:
         for _ in range(int(rng.integers(2, 5))):
-            drusen += rng.uniform(0.015, 0.03) * s * np.exp(-(((x - rng.uniform(0.2, 0.8) * s) / (0.03 * s)) ** 2))
+            drusen += rng.uniform(0.03, 0.05) * s * np.exp(-(((x - rng.uniform(0.2, 0.8) * s) / (0.03 * s)) ** 2))
     b = _boundaries(rng, s, xc, swell, drusen)
     yy = np.arange(s, dtype=np.float32)[:, None]
     lab = np.zeros((s, s), np.int64)
