@@ -336,3 +336,34 @@ def test_oct_volume_upload_answers_like_volumes_predict(volume_run, serve_root, 
     onnx = tmp_path / "v.onnx"  # the pooling head stays in the service; the encoder exports alone
     assert main(["export", "--run", str(volume_run), "--output", str(onnx)]) == 2
     assert main(["export", "--run", str(volume_run), "--output", str(onnx), "--encoder-only"]) == 0
+
+
+def test_segment_uses_the_runs_validation_thresholds(seg_run, serve_root, tmp_path):
+    """A run trained with --tune-thresholds keeps per-class thresholds: served masks use them as segment predict
+    does, and a request's own threshold replaces them."""
+    import shutil
+
+    import yaml
+
+    from visionfm.dense import predict_segmentation
+
+    run = tmp_path / "tuned"
+    shutil.copytree(seg_run, run)
+    cfg = yaml.safe_load((run / "dense.yaml").read_text())
+    cfg["state"]["thresholds"] = [0.97]
+    (run / "dense.yaml").write_text(yaml.safe_dump(cfg))
+    img_path = serve_root / "drive" / "training" / "images" / "21_training.png"
+    predict_segmentation(run, serve_root / "drive", tmp_path / "pred", split="training", device="cpu", evaluate=False)
+    ref = np.array(Image.open(tmp_path / "pred" / "21_training.png")) > 0
+    srv = start_server(ServeConfig(runs=[str(run)], port=0))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            files = {"file": (img_path.name, img_path.read_bytes())}
+            assert c.get("v1/models").json()["models"][0]["thresholds"] == [0.97]
+            tuned = c.post("v1/segment", files=files, params={"format": "png"})
+            low = c.post("v1/segment", files=files, params={"format": "png", "threshold": 0.01})
+    finally:
+        srv.stop()
+    tuned, low = (np.array(Image.open(io.BytesIO(r.content))) > 0 for r in (tuned, low))
+    assert np.array_equal(tuned, ref)
+    assert low.sum() > tuned.sum()

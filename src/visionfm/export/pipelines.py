@@ -66,6 +66,8 @@ class ModelCard:
         fov_diameter, contrast: dense runs trained with ``--fov-diameter`` / ``--contrast``: the image is rescaled
             so its (estimated) field of view is this many pixels across and contrast-normalised, as in training.
         crop: fine-tuned runs with RETFound's evaluation transform: the centre-crop fraction (1: plain resize).
+        thresholds: segmentation: per-class probability thresholds chosen on validation (``--tune-thresholds``);
+            None: 0.5. A request's own threshold replaces them.
     """
 
     name: str
@@ -90,6 +92,7 @@ class ModelCard:
     crop: float = 1.0
     fov_diameter: int | None = None
     contrast: str = "none"
+    thresholds: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -310,6 +313,7 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
         nested=kind == "segment" and cfg.kind == "nested",
         fov_diameter=getattr(cfg, "fov_diameter", None),
         contrast=getattr(cfg, "contrast", "none"),
+        thresholds=getattr(getattr(cfg, "state", None), "thresholds", None) if kind == "segment" else None,
     )
     if encoder_only:
         card.input_size = card.input_size or enc.cfg.img_size

@@ -223,7 +223,9 @@ def _add_predict(app: FastAPI, state: _State) -> None:
         file: list[UploadFile] = File(..., description="one or more images or DICOM files"),
         model: str | None = Form(None),
         interval_days: float | None = Form(None),
-        threshold: float = Form(0.5, ge=0.0, le=1.0),
+        threshold: float | None = Form(
+            None, ge=0.0, le=1.0, description="default: a segmentation run's validation thresholds, else 0.5"
+        ),
         classes: str | None = Form(None, description="vision-language runs: class names, comma-separated"),
         domain_knowledge: bool = Form(True, description="vision-language runs: prompt ensembles with descriptions"),
         bscans: bool = Form(False, description="volume classifiers: the images are the B-scans of one volume"),
@@ -275,7 +277,9 @@ def _add_segment(app: FastAPI, state: _State) -> None:
         model: str | None = Form(None),
         format: str = Query("json", pattern="^(json|png)$"),
         class_name: str | None = Query(None, alias="class"),
-        threshold: float = Query(0.5, ge=0.0, le=1.0),
+        threshold: float | None = Query(
+            None, ge=0.0, le=1.0, description="default: the run's validation thresholds (--tune-thresholds), else 0.5"
+        ),
     ) -> Any:
         """Masks of a segmentation run: JSON with base64 PNGs and an overlay, or one class's mask as image/png."""
         m = state.model(model)

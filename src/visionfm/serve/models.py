@@ -118,6 +118,7 @@ class ServedModel:
             },
             "explain": self.loaded.encoder is not None,
             **({"zero_shot": self._vl_facts()} if c.kind == "vl" else {}),
+            **({"thresholds": c.thresholds or [0.5] * len(c.names)} if c.kind == "segment" else {}),
         }
 
     # -- vision-language (zero-shot from class names) ---------------------------------------------------------------
@@ -203,7 +204,7 @@ class ServedModel:
         return Preprocess(size, self.card.mean, self.card.std, self.card.resize)(img).numpy()
 
     # -- answers (request threads) -----------------------------------------------------------------------------------
-    def describe(self, row: list[np.ndarray], img: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    def describe(self, row: list[np.ndarray], img: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
         """Raw outputs of one image -> the JSON answer of ``/v1/predict``."""
         kind, names = self.card.kind, self.card.names
         if kind == "encoder":
@@ -223,7 +224,7 @@ class ServedModel:
             probs = {n: float(p) for n, p in zip(names, row[0])}
             out: dict[str, Any] = {"probabilities": probs}
             if kind == "multilabel":
-                out["positive"] = [n for n, p in probs.items() if p >= threshold]
+                out["positive"] = [n for n, p in probs.items() if p >= (0.5 if threshold is None else threshold)]
             else:
                 out["prediction"] = max(probs, key=probs.get)
             return out
@@ -241,8 +242,13 @@ class ServedModel:
             prob = torch.cummin(prob, dim=0).values
         return prob.numpy()
 
-    def masks(self, logits: np.ndarray, img: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """Boolean masks ``[K, H, W]``; background outside the estimated field of view of fundus runs."""
+    def masks(self, logits: np.ndarray, img: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Boolean masks ``[K, H, W]``; background outside the estimated field of view of fundus runs.
+
+        ``threshold`` None: the run's per-class thresholds chosen on validation, else 0.5 (as ``segment predict``).
+        """
+        if threshold is None:
+            threshold = np.asarray(self.card.thresholds or [0.5] * len(self.card.names), np.float32)[:, None, None]
         pred = self.probabilities(logits, img.shape[:2]) > threshold
         if self.card.fov == "estimate":
             from ..dense.fov import estimate_fov
