@@ -26,6 +26,7 @@ __all__ = ["ProbeResult", "binary_auroc", "feature_health", "linear_probe_scores
 log = logging.getLogger(__name__)
 _C = 0.5  # inverse regularisation of every logistic probe (fixed: nothing is selected on the test split)
 _N_BOOT = 200
+_SLASH = "/\u200b"  # a slash the report's table may break a long count list after (zero-width space)
 
 
 @dataclass
@@ -120,10 +121,10 @@ def linear_probe_scores(
     ci = bootstrap_ci(lambda idx: metric(y_te[idx], pred[idx]), len(y_te), _N_BOOT, seed, strata=strata)
     if kind == "classification":
         counts = np.bincount(y_te.astype(int), minlength=pred.shape[1])
-        n = f"{len(y_te)} test; per class {'/'.join(map(str, counts))}"
+        n = f"{len(y_te)} test; per class {_SLASH.join(map(str, counts))}"
     elif kind == "multilabel":
         pos = np.nansum(y_te, axis=0).astype(int)
-        n = f"{len(y_te)} test; positives per label {'/'.join(map(str, pos))}"
+        n = f"{len(y_te)} test; positives per label {_SLASH.join(map(str, pos))}"
     else:
         n = f"{len(y_te)} test"
     return ProbeResult(value, (float(ci[0]), float(ci[1])), n)

@@ -132,10 +132,11 @@ def _summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if ci and not any(isinstance(c, float) and math.isnan(c) for c in ci):
             value += f" [{fmt_number(ci[0])}, {fmt_number(ci[1])}]"
         base = r.get("random encoder")
-        base_text = fmt_number(base) if isinstance(base, (int, float)) else html.escape(str(base or "not measured"))
+        numeric = isinstance(base, (int, float))
+        base_text = fmt_number(base) if numeric else html.escape(str(base or "not measured"))
         out.append(
             f"<tr><td>{html.escape(str(r['task']))}</td><td>{html.escape(str(r['metric']))}</td>"
-            f"<td class='num'>{value}</td><td class='num'>{base_text}</td>"
+            f"<td class='num'>{value}</td><td{' class=num' if numeric else ''}>{base_text}</td>"
             f"<td>{html.escape(str(r.get('expectation', '')))}</td>{_status(r.get('passed'))}"
             f"<td>{html.escape(str(r.get('n', '')))}</td></tr>"
         )

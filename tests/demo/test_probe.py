@@ -16,7 +16,7 @@ def _blobs(rng, n, classes=3, dim=6, shift=8.0):
 def test_separable_classes_score_one_and_noise_about_half():
     rng = np.random.default_rng(0)
     r = linear_probe_scores("classification", _blobs(rng, 60), _blobs(rng, 30))
-    assert r.value == 1.0 and r.ci == (1.0, 1.0) and r.n == "30 test; per class 10/10/10"
+    assert r.value == 1.0 and r.ci == (1.0, 1.0) and r.n.replace("\u200b", "") == "30 test; per class 10/10/10"
     noise = linear_probe_scores(
         "classification",
         (rng.normal(size=(300, 6)), np.arange(300) % 3),
