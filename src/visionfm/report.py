@@ -133,10 +133,11 @@ def _summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
             value += f" [{fmt_number(ci[0])}, {fmt_number(ci[1])}]"
         base = r.get("random encoder")
         numeric = isinstance(base, (int, float))
+        base_cls = " class='num'" if numeric else ""  # text (e.g. "not run (...)") wraps; numbers stay on one line
         base_text = fmt_number(base) if numeric else html.escape(str(base or "not measured"))
         out.append(
             f"<tr><td>{html.escape(str(r['task']))}</td><td>{html.escape(str(r['metric']))}</td>"
-            f"<td class='num'>{value}</td><td{' class=num' if numeric else ''}>{base_text}</td>"
+            f"<td class='num'>{value}</td><td{base_cls}>{base_text}</td>"
             f"<td>{html.escape(str(r.get('expectation', '')))}</td>{_status(r.get('passed'))}"
             f"<td>{html.escape(str(r.get('n', '')))}</td></tr>"
         )
