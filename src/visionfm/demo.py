@@ -52,7 +52,7 @@ class DemoConfig:
 
     Attributes:
         output: folder for data, runs and ``report.html``.
-        fast: tiny sizes and few steps (CI); the default sizes take about 10 minutes on 2 CPU cores.
+        fast: tiny sizes and few steps (CI); the default sizes take about 6 CPU-minutes (370 CPU-s measured).
         seed: seed of phantoms and training.
         weights: an encoder weights file to use instead of pretraining one.
         device: ``auto``, ``cpu`` or ``cuda``.
