@@ -131,7 +131,7 @@ def demo_stage(ctx: Any) -> Section:
     per_epoch = max(1, n_images // cfg.train.batch_size)
     cfg.train.epochs = max(2, round(DEMO_STEPS[bool(ctx.cfg.fast)] / per_epoch))
     steps = cfg.train.epochs * per_epoch
-    # the quarter points only (explain draws the evolution from 5 checkpoints): no checkpoint at every epoch end
+    # the 4 quarter points only (explain draws the evolution from up to 5): no checkpoint at every epoch end
     cfg.train.checkpoint_every = max(1, steps // 4)
     cfg.train.checkpoint_epochs = cfg.train.epochs
     cfg.train.keep_last = 5
