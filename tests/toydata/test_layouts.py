@@ -73,7 +73,7 @@ def test_regression_and_forecasting_labels(toy_root):
         converts, interval = s.label
         p, _ = generate("glaucoma-forecast", int(s.path.stem), seed=3, size=48)
         cdr = p.targets["cup_disc_ratio"]
-        assert 90 <= interval <= 1825 and converts == forecast_converts(cdr, p.targets["vessel_density"], interval)
+        assert 90 <= interval <= 1825 and converts == forecast_converts(cdr, p.targets["vessel_density"], interval, 48)
 
 
 def test_segmentation_masks_match_generator(toy_root):

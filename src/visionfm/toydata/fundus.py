@@ -13,6 +13,7 @@ The rules that make labels follow the picture (so a model can learn them):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -63,10 +64,23 @@ FORECAST_CDR_MIN = 0.45
 FORECAST_VD_REF = 0.137  # the median vessel density of the fundus phantoms
 
 
-def forecast_converts(cdr: float, vessel_density: float, interval_days: float) -> int:
-    """1 when the cup of a forecasting phantom reaches :data:`GLAUCOMA_CDR` within ``interval_days``."""
-    rate = CDR_RATE_PER_YEAR * (FORECAST_VD_REF / max(vessel_density, 1e-6)) ** 6
+def forecast_converts(cdr: float, vessel_density: float, interval_days: float, size: int = 128) -> int:
+    """1 when the cup of a forecasting phantom of side ``size`` reaches :data:`GLAUCOMA_CDR` within ``interval_days``.
+
+    Vessels are at least 1 px wide, so small phantoms are denser: the density is compared with the typical density
+    at that side (:data:`FORECAST_VD_REF` at 128 px, scaled by :func:`_median_vessel_density`).
+    """
+    ref = FORECAST_VD_REF * (_median_vessel_density(size) / _median_vessel_density(128))
+    rate = CDR_RATE_PER_YEAR * (ref / max(vessel_density, 1e-6)) ** 6
     return int(cdr + rate * interval_days / 365.0 >= GLAUCOMA_CDR)
+
+
+@functools.cache
+def _median_vessel_density(size: int) -> float:
+    """Median vessel density of 16 glaucoma-suspect phantoms of side ``size`` (fixed seed; computed once per side)."""
+    rng = np.random.default_rng(12345)
+    spec = FundusSpec(cdr=0.45)
+    return float(np.median([fundus_phantom(rng, size, spec).targets["vessel_density"] for _ in range(16)]))
 
 
 @dataclass

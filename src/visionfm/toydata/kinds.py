@@ -86,7 +86,7 @@ def _forecast(rng, i, size):
     cdr = float(rng.uniform(FORECAST_CDR_MIN, 0.5))
     interval = int(rng.integers(FORECAST_INTERVAL_DAYS[0], FORECAST_INTERVAL_DAYS[1] + 1))
     p = fundus_phantom(rng, size, FundusSpec(grade=0, cdr=cdr, right_eye=bool(rng.random() < 0.5)))
-    converts = forecast_converts(cdr, p.targets["vessel_density"], interval)
+    converts = forecast_converts(cdr, p.targets["vessel_density"], interval, size)
     p.labels.update(converts=converts, interval_days=interval)
     return p, [converts, interval]
 
