@@ -65,7 +65,8 @@ def benchmark(data_root: Path, out: Path, weights: Path | None, quick: bool) -> 
             output=str(out / f"generator-{steps}"),
         ),
     )
-    exported = train_generator(cfg, resume=True, progress=False)  # a rerun reuses (or finishes) the run
+    resume = (Path(cfg.output) / "checkpoint_last.pth").is_file()  # a rerun reuses (or finishes) the run
+    exported = train_generator(cfg, resume=resume, progress=False)
     manifest = sample_images(
         exported, out / f"samples-{steps}", num=num, batch_size=50, steps=ddim, device="cpu", progress=False
     )
