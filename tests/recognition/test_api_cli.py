@@ -14,6 +14,16 @@ from visionfm.recognition.predict import predict
 FAST = ["--epochs", "15", "--batch-size", "16", "--n-boot", "20", "--device", "cpu"]
 
 
+def _cli(*argv) -> int:
+    """``visionfm ARGV`` in-process (paths and numbers as strings)."""
+    return main([str(a) for a in argv])
+
+
+def _io(cache: dict, out) -> list:
+    """The training and test feature files of a phantom set and the run's output folder."""
+    return ["--train", cache["training"], "--test", cache["test"], "--output", out]
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -70,19 +80,17 @@ def test_classify_run_folder(dr_run):
 def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     out = rec_root / "runs" / "dr_eval"
     assert (
-        main(
-            [
-                "classify",
-                "eval",
-                "--run",
-                str(dr_run),
-                "--features",
-                str(caches["fundus-dr"]["test"]),
-                "--output",
-                str(out),
-                "--n-boot",
-                "0",
-            ]
+        _cli(
+            "classify",
+            "eval",
+            "--run",
+            dr_run,
+            "--features",
+            caches["fundus-dr"]["test"],
+            "--output",
+            out,
+            "--n-boot",
+            "0",
         )
         == 0
     )
@@ -93,21 +101,19 @@ def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     # the same from the labelled images: features re-extracted with the run's encoder
     out2 = rec_root / "runs" / "dr_eval_images"
     assert (
-        main(
-            [
-                "classify",
-                "eval",
-                "--run",
-                str(dr_run),
-                "--data",
-                str(toy["fundus-dr"].root),
-                "--split",
-                "test",
-                "--output",
-                str(out2),
-                "--n-boot",
-                "0",
-            ]
+        _cli(
+            "classify",
+            "eval",
+            "--run",
+            dr_run,
+            "--data",
+            toy["fundus-dr"].root,
+            "--split",
+            "test",
+            "--output",
+            out2,
+            "--n-boot",
+            "0",
         )
         == 0
     )
@@ -115,18 +121,8 @@ def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     assert m2["test"]["auroc"]["macro"] == pytest.approx(ref["auroc"]["macro"], abs=1e-6)
     pred = rec_root / "runs" / "dr_pred.csv"
     assert (
-        main(
-            [
-                "predict",
-                "--run",
-                str(dr_run),
-                "--images",
-                str(toy["fundus-dr"].root / "test"),
-                "--output",
-                str(pred),
-                "--device",
-                "cpu",
-            ]
+        _cli(
+            "predict", "--run", dr_run, "--images", toy["fundus-dr"].root / "test", "--output", pred, "--device", "cpu"
         )
         == 0
     )
@@ -143,18 +139,16 @@ def test_predict_refuses_another_encoder_or_modality(dr_run, toy, rec_weights_oc
     with pytest.raises(ValueError, match="trained on features of \\['Fundus'\\], not OCT"):
         predict(dr_run, toy["fundus-dr"].root / "test", out, modality="OCT", device="cpu")
     assert (
-        main(
-            [
-                "predict",
-                "--run",
-                str(dr_run),
-                "--images",
-                str(toy["oct-dme"].root / "test"),
-                "--output",
-                str(out),
-                "--weights",
-                str(rec_weights_oct),
-            ]
+        _cli(
+            "predict",
+            "--run",
+            dr_run,
+            "--images",
+            toy["oct-dme"].root / "test",
+            "--output",
+            out,
+            "--weights",
+            rec_weights_oct,
         )
         == 2
     )
@@ -162,31 +156,14 @@ def test_predict_refuses_another_encoder_or_modality(dr_run, toy, rec_weights_oc
 
 
 def test_eval_refuses_features_of_another_encoder(dr_run, caches, capsys):
-    assert main(["classify", "eval", "--run", str(dr_run), "--features", str(caches["oct-dme"]["test"])]) == 2
+    assert _cli("classify", "eval", "--run", dr_run, "--features", caches["oct-dme"]["test"]) == 2
     assert "not among the modalities" in capsys.readouterr().err
 
 
 def test_multilabel_official_schema_with_groups(caches, rec_root, toy):
     run = rec_root / "runs" / "ml"
     c = caches["fundus-multilabel"]
-    assert (
-        main(
-            [
-                "multilabel",
-                "train",
-                "--train",
-                str(c["training"]),
-                "--test",
-                str(c["test"]),
-                "--head",
-                "mlp",
-                "--output",
-                str(run),
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert _cli("multilabel", "train", *_io(c, run), "--head", "mlp", *FAST) == 0
     m = json.loads((run / "metrics.json").read_text())["test"]
     assert len(m["auroc"]) == 14 and m["n_labelled"]["Healthy"] == 12
     rows = _rows(run / "predictions.csv")
@@ -243,24 +220,17 @@ def test_regress(caches, rec_root):
     run = rec_root / "runs" / "bio"
     c = caches["fundus-biomarkers"]
     assert (
-        main(
-            [
-                "regress",
-                "train",
-                "--train",
-                str(c["training"]),
-                "--test",
-                str(c["test"]),
-                "--targets",
-                "cup_disc_ratio",
-                "vessel_density",
-                "lesion_count",
-                "--val-every",
-                "5",
-                "--output",
-                str(run),
-                *FAST,
-            ]
+        _cli(
+            "regress",
+            "train",
+            *_io(c, run),
+            "--targets",
+            "cup_disc_ratio",
+            "vessel_density",
+            "lesion_count",
+            "--val-every",
+            "5",
+            *FAST,
         )
         == 0
     )
@@ -312,24 +282,7 @@ def test_forecast_head_learns_from_the_interval(encoding, expect_high, tmp_path)
 def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
     c = caches["glaucoma-forecast"]
     run = rec_root / "runs" / "fc"
-    assert (
-        main(
-            [
-                "forecast",
-                "train",
-                "--train",
-                str(c["training"]),
-                "--test",
-                str(c["test"]),
-                "--balance",
-                "focal",
-                "--output",
-                str(run),
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert _cli("forecast", "train", *_io(c, run), "--balance", "focal", *FAST) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert "f1" in m["test"] and m["selection"]["metric"] == "auroc"
     out = predict(run, toy["glaucoma-forecast"].root / "manifest.csv", tmp_path / "f.csv", device="cpu")
@@ -341,29 +294,7 @@ def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
 def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
     c = caches["fundus-dr"]
     out = rec_root / "runs" / "fs"
-    assert (
-        main(
-            [
-                "fewshot",
-                "--train",
-                str(c["training"]),
-                "--test",
-                str(c["test"]),
-                "--shots",
-                "1",
-                "3",
-                "--draws",
-                "2",
-                "--steps",
-                "10",
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert _cli("fewshot", *_io(c, out), "--shots", "1", "3", "--draws", "2", "--steps", "10", "--device", "cpu") == 0
     assert "1-shot" in capsys.readouterr().out
     r = json.loads((out / "fewshot.json").read_text())
     assert [(d["k"], d["n_train"]) for d in r["draws"]] == [(1, 5)] * 2 + [(3, 15)] * 2
@@ -372,48 +303,25 @@ def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
     assert not list(out.glob("_work*"))
     # the same seed gives the same draws and numbers
     out2 = rec_root / "runs" / "fs2"
-    assert (
-        main(
-            [
-                "fewshot",
-                "--train",
-                str(c["training"]),
-                "--test",
-                str(c["test"]),
-                "--shots",
-                "1",
-                "--draws",
-                "1",
-                "--steps",
-                "10",
-                "--output",
-                str(out2),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert _cli("fewshot", *_io(c, out2), "--shots", "1", "--draws", "1", "--steps", "10", "--device", "cpu") == 0
     r2 = json.loads((out2 / "fewshot.json").read_text())
     assert [d["auroc.macro"] for d in r2["draws"]] == pytest.approx([r["draws"][0]["auroc.macro"]])
     out3 = rec_root / "runs" / "kf"
     assert (
-        main(
-            [
-                "fewshot",
-                "--kfold",
-                "3",
-                "--train",
-                str(c["training"]),
-                "--max-steps",
-                "10",
-                "--n-boot",
-                "10",
-                "--output",
-                str(out3),
-                "--device",
-                "cpu",
-            ]
+        _cli(
+            "fewshot",
+            "--kfold",
+            "3",
+            "--train",
+            c["training"],
+            "--max-steps",
+            "10",
+            "--n-boot",
+            "10",
+            "--output",
+            out3,
+            "--device",
+            "cpu",
         )
         == 0
     )
