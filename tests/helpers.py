@@ -22,6 +22,7 @@ __all__ = [
     "FIXTURES",
     "ROOT",
     "SHARED",
+    "cli",
     "kill_and_resume",
     "require",
     "save_tiny_encoder",
@@ -50,6 +51,13 @@ def save_tiny_encoder(path: Path, seed: int = 0, modality: str = "Fundus") -> Pa
 
     save_encoder(tiny_encoder(seed, modality), path)
     return path
+
+
+def cli(*argv: object) -> int:
+    """``visionfm ARGV`` in-process (paths and numbers given as they are, turned into strings); the exit code."""
+    from visionfm.cli import main
+
+    return main([str(a) for a in argv])
 
 
 def visionfm_process(args: list[str], nproc: int = 0, port: int = 29500) -> subprocess.Popen:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import cli
 from visionfm.cli import main
 
 pytest.importorskip("visionfm.engine", reason="the shared training engine is not in this tree yet")
@@ -14,30 +15,23 @@ TINY = ["--input-size", "32", "--max-steps", "2", "--batch-size", "2", "--device
 
 def test_segment_train_predict_vit_and_unet(drive_like, tiny_weights, tmp_path):
     run = tmp_path / "run"
-    assert (
-        main(
-            ["segment", "train", "--data", str(drive_like), "--weights", str(tiny_weights), "--output", str(run), *TINY]
-        )
-        == 0
-    )
+    assert cli("segment", "train", "--data", drive_like, "--weights", tiny_weights, "--output", run, *TINY) == 0
     assert (run / "model.safetensors").is_file() and (run / "dense.yaml").is_file()
     out = tmp_path / "pred"
     assert (
-        main(
-            [
-                "segment",
-                "predict",
-                "--run",
-                str(run),
-                "--data",
-                str(drive_like),
-                "--split",
-                "training",
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-            ]
+        cli(
+            "segment",
+            "predict",
+            "--run",
+            run,
+            "--data",
+            drive_like,
+            "--split",
+            "training",
+            "--output",
+            out,
+            "--device",
+            "cpu",
         )
         == 0
     )
@@ -57,41 +51,26 @@ def test_segment_train_predict_vit_and_unet(drive_like, tiny_weights, tmp_path):
     assert np.array(Image.open(out / "21_training_overlay.png")).shape == (40, 36, 3)
     unet = tmp_path / "unet"  # few-shot (1 image), native resolution with random crops
     assert (
-        main(
-            [
-                "segment",
-                "train",
-                "--data",
-                str(drive_like),
-                "--unet",
-                "--subset",
-                "1",
-                "--crop",
-                "32",
-                "--output",
-                str(unet),
-                *TINY,
-            ]
+        cli(
+            "segment", "train", "--data", drive_like, "--unet", "--subset", "1", "--crop", "32", "--output", unet, *TINY
         )
         == 0
     )
     assert (
-        main(
-            [
-                "segment",
-                "predict",
-                "--run",
-                str(unet),
-                "--data",
-                str(drive_like),
-                "--split",
-                "training",
-                "--output",
-                str(tmp_path / "p2"),
-                "--no-eval",
-                "--device",
-                "cpu",
-            ]
+        cli(
+            "segment",
+            "predict",
+            "--run",
+            unet,
+            "--data",
+            drive_like,
+            "--split",
+            "training",
+            "--output",
+            tmp_path / "p2",
+            "--no-eval",
+            "--device",
+            "cpu",
         )
         == 0
     )
@@ -104,62 +83,43 @@ def test_landmark_from_masks_train_predict(drive_like, tiny_weights, tmp_path):
     images = drive_like / "training" / "images"
     csv = tmp_path / "c.csv"
     assert (
-        main(
-            [
-                "landmark",
-                "from-masks",
-                "--images",
-                str(images),
-                "--masks",
-                str(drive_like / "training" / "1st_manual"),
-                "--output",
-                str(csv),
-                "--name",
-                "line",
-            ]
+        cli(
+            "landmark",
+            "from-masks",
+            "--images",
+            images,
+            "--masks",
+            drive_like / "training" / "1st_manual",
+            "--output",
+            csv,
+            "--name",
+            "line",
         )
         == 0
     )
     assert csv.read_text().splitlines()[1].startswith("21_training.png,11.000,19.500")  # centre of columns 10-12
     run = tmp_path / "lrun"
     assert (
-        main(
-            [
-                "landmark",
-                "train",
-                "--data",
-                str(images),
-                "--labels",
-                str(csv),
-                "--weights",
-                str(tiny_weights),
-                "--output",
-                str(run),
-                "--sigma",
-                "2",
-                *TINY,
-            ]
+        cli(
+            "landmark",
+            "train",
+            "--data",
+            images,
+            "--labels",
+            csv,
+            "--weights",
+            tiny_weights,
+            "--output",
+            run,
+            "--sigma",
+            "2",
+            *TINY,
         )
         == 0
     )
     out = tmp_path / "lp"
     assert (
-        main(
-            [
-                "landmark",
-                "predict",
-                "--run",
-                str(run),
-                "--data",
-                str(images),
-                "--labels",
-                str(csv),
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
+        cli("landmark", "predict", "--run", run, "--data", images, "--labels", csv, "--output", out, "--device", "cpu")
         == 0
     )
     m = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -169,7 +129,7 @@ def test_landmark_from_masks_train_predict(drive_like, tiny_weights, tmp_path):
 
 def test_bad_input_is_a_clean_error(drive_like, tmp_path, capsys):
     (drive_like / "training" / "1st_manual" / "22_manual1.gif").unlink()
-    assert main(["segment", "train", "--data", str(drive_like), "--unet", "--output", str(tmp_path / "r"), *TINY]) == 2
+    assert cli("segment", "train", "--data", drive_like, "--unet", "--output", tmp_path / "r", *TINY) == 2
     assert "22_training.png: no mask file" in capsys.readouterr().err
 
 
@@ -178,28 +138,26 @@ def test_schedule_steps_and_crop_max_side_predicts_original_size(drive_like, tmp
 
     run = tmp_path / "r"
     assert (
-        main(
-            [
-                "segment",
-                "train",
-                "--data",
-                str(drive_like),
-                "--unet",
-                "--crop",
-                "32",
-                "--max-side",
-                "34",
-                "--max-steps",
-                "6",
-                "--batch-size",
-                "2",
-                "--lr",
-                "0.01",
-                "--device",
-                "cpu",
-                "--output",
-                str(run),
-            ]
+        cli(
+            "segment",
+            "train",
+            "--data",
+            drive_like,
+            "--unet",
+            "--crop",
+            "32",
+            "--max-side",
+            "34",
+            "--max-steps",
+            "6",
+            "--batch-size",
+            "2",
+            "--lr",
+            "0.01",
+            "--device",
+            "cpu",
+            "--output",
+            run,
         )
         == 0
     )
@@ -209,21 +167,19 @@ def test_schedule_steps_and_crop_max_side_predicts_original_size(drive_like, tmp
     assert last["step"] == 6 and 0 < last["lr"] < 0.002
     out = tmp_path / "p"
     assert (
-        main(
-            [
-                "segment",
-                "predict",
-                "--run",
-                str(run),
-                "--data",
-                str(drive_like),
-                "--split",
-                "training",
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-            ]
+        cli(
+            "segment",
+            "predict",
+            "--run",
+            run,
+            "--data",
+            drive_like,
+            "--split",
+            "training",
+            "--output",
+            out,
+            "--device",
+            "cpu",
         )
         == 0
     )

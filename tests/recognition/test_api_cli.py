@@ -8,15 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import cli
 from visionfm.cli import main
 from visionfm.recognition.predict import predict
 
 FAST = ["--epochs", "15", "--batch-size", "16", "--n-boot", "20", "--device", "cpu"]
-
-
-def _cli(*argv) -> int:
-    """``visionfm ARGV`` in-process (paths and numbers as strings)."""
-    return main([str(a) for a in argv])
 
 
 def _io(cache: dict, out) -> list:
@@ -80,7 +76,7 @@ def test_classify_run_folder(dr_run):
 def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     out = rec_root / "runs" / "dr_eval"
     assert (
-        _cli(
+        cli(
             "classify",
             "eval",
             "--run",
@@ -101,7 +97,7 @@ def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     # the same from the labelled images: features re-extracted with the run's encoder
     out2 = rec_root / "runs" / "dr_eval_images"
     assert (
-        _cli(
+        cli(
             "classify",
             "eval",
             "--run",
@@ -121,9 +117,7 @@ def test_classify_eval_and_predict_agree(dr_run, caches, toy, rec_root, capsys):
     assert m2["test"]["auroc"]["macro"] == pytest.approx(ref["auroc"]["macro"], abs=1e-6)
     pred = rec_root / "runs" / "dr_pred.csv"
     assert (
-        _cli(
-            "predict", "--run", dr_run, "--images", toy["fundus-dr"].root / "test", "--output", pred, "--device", "cpu"
-        )
+        cli("predict", "--run", dr_run, "--images", toy["fundus-dr"].root / "test", "--output", pred, "--device", "cpu")
         == 0
     )
     new = {r["path"]: float(r["prob_2"]) for r in _rows(pred)}
@@ -139,7 +133,7 @@ def test_predict_refuses_another_encoder_or_modality(dr_run, toy, rec_weights_oc
     with pytest.raises(ValueError, match="trained on features of \\['Fundus'\\], not OCT"):
         predict(dr_run, toy["fundus-dr"].root / "test", out, modality="OCT", device="cpu")
     assert (
-        _cli(
+        cli(
             "predict",
             "--run",
             dr_run,
@@ -156,14 +150,14 @@ def test_predict_refuses_another_encoder_or_modality(dr_run, toy, rec_weights_oc
 
 
 def test_eval_refuses_features_of_another_encoder(dr_run, caches, capsys):
-    assert _cli("classify", "eval", "--run", dr_run, "--features", caches["oct-dme"]["test"]) == 2
+    assert cli("classify", "eval", "--run", dr_run, "--features", caches["oct-dme"]["test"]) == 2
     assert "not among the modalities" in capsys.readouterr().err
 
 
 def test_multilabel_official_schema_with_groups(caches, rec_root, toy):
     run = rec_root / "runs" / "ml"
     c = caches["fundus-multilabel"]
-    assert _cli("multilabel", "train", *_io(c, run), "--head", "mlp", *FAST) == 0
+    assert cli("multilabel", "train", *_io(c, run), "--head", "mlp", *FAST) == 0
     m = json.loads((run / "metrics.json").read_text())["test"]
     assert len(m["auroc"]) == 14 and m["n_labelled"]["Healthy"] == 12
     rows = _rows(run / "predictions.csv")
@@ -220,7 +214,7 @@ def test_regress(caches, rec_root):
     run = rec_root / "runs" / "bio"
     c = caches["fundus-biomarkers"]
     assert (
-        _cli(
+        cli(
             "regress",
             "train",
             *_io(c, run),
@@ -282,7 +276,7 @@ def test_forecast_head_learns_from_the_interval(encoding, expect_high, tmp_path)
 def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
     c = caches["glaucoma-forecast"]
     run = rec_root / "runs" / "fc"
-    assert _cli("forecast", "train", *_io(c, run), "--balance", "focal", *FAST) == 0
+    assert cli("forecast", "train", *_io(c, run), "--balance", "focal", *FAST) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert "f1" in m["test"] and m["selection"]["metric"] == "auroc"
     out = predict(run, toy["glaucoma-forecast"].root / "manifest.csv", tmp_path / "f.csv", device="cpu")
@@ -294,7 +288,7 @@ def test_forecast_cli_and_predict_on_phantoms(caches, rec_root, toy, tmp_path):
 def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
     c = caches["fundus-dr"]
     out = rec_root / "runs" / "fs"
-    assert _cli("fewshot", *_io(c, out), "--shots", "1", "3", "--draws", "2", "--steps", "10", "--device", "cpu") == 0
+    assert cli("fewshot", *_io(c, out), "--shots", "1", "3", "--draws", "2", "--steps", "10", "--device", "cpu") == 0
     assert "1-shot" in capsys.readouterr().out
     r = json.loads((out / "fewshot.json").read_text())
     assert [(d["k"], d["n_train"]) for d in r["draws"]] == [(1, 5)] * 2 + [(3, 15)] * 2
@@ -303,12 +297,12 @@ def test_fewshot_draws_and_kfold(caches, rec_root, capsys):
     assert not list(out.glob("_work*"))
     # the same seed gives the same draws and numbers
     out2 = rec_root / "runs" / "fs2"
-    assert _cli("fewshot", *_io(c, out2), "--shots", "1", "--draws", "1", "--steps", "10", "--device", "cpu") == 0
+    assert cli("fewshot", *_io(c, out2), "--shots", "1", "--draws", "1", "--steps", "10", "--device", "cpu") == 0
     r2 = json.loads((out2 / "fewshot.json").read_text())
     assert [d["auroc.macro"] for d in r2["draws"]] == pytest.approx([r["draws"][0]["auroc.macro"]])
     out3 = rec_root / "runs" / "kf"
     assert (
-        _cli(
+        cli(
             "fewshot",
             "--kfold",
             "3",

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from visionfm.cli import main
+from tests.helpers import cli
 from visionfm.models import create_encoder
 from visionfm.recognition.finetune import augment_batch, layer_decay_groups
 from visionfm.recognition.runs import load_run
@@ -47,30 +47,28 @@ def test_augment_batch_is_random_and_shape_preserving():
 def test_finetune_cli_run_and_predict(toy, rec_weights, rec_root, capsys):
     run = rec_root / "runs" / "ft"
     assert (
-        main(
-            [
-                "finetune",
-                "--weights",
-                str(rec_weights),
-                "--data",
-                str(toy["fundus-dr"].root),
-                "--test-split",
-                "test",
-                "--input-size",
-                "32",
-                "--epochs",
-                "2",
-                "--batch-size",
-                "8",
-                "--n-boot",
-                "10",
-                "--lr",
-                "0.001",
-                "--output",
-                str(run),
-                "--device",
-                "cpu",
-            ]
+        cli(
+            "finetune",
+            "--weights",
+            rec_weights,
+            "--data",
+            toy["fundus-dr"].root,
+            "--test-split",
+            "test",
+            "--input-size",
+            "32",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--n-boot",
+            "10",
+            "--lr",
+            "0.001",
+            "--output",
+            run,
+            "--device",
+            "cpu",
         )
         == 0
     )
@@ -82,19 +80,7 @@ def test_finetune_cli_run_and_predict(toy, rec_weights, rec_root, capsys):
     assert ref["weights"].endswith("encoder.safetensors") and ref["sha256"] != m["finetuned_from"]["sha256"]
     out = rec_root / "runs" / "ft_pred.csv"
     assert (
-        main(
-            [
-                "predict",
-                "--run",
-                str(run),
-                "--images",
-                str(toy["fundus-dr"].root / "test"),
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
+        cli("predict", "--run", run, "--images", toy["fundus-dr"].root / "test", "--output", out, "--device", "cpu")
         == 0
     )
     with open(out) as f:
@@ -104,18 +90,16 @@ def test_finetune_cli_run_and_predict(toy, rec_weights, rec_root, capsys):
     assert new.keys() == old.keys() and all(abs(new[k] - old[k]) < 1e-4 for k in new)
     # the original (not fine-tuned) weights are refused for this run
     assert (
-        main(
-            [
-                "predict",
-                "--run",
-                str(run),
-                "--images",
-                str(toy["fundus-dr"].root / "test"),
-                "--output",
-                str(out),
-                "--weights",
-                str(rec_weights),
-            ]
+        cli(
+            "predict",
+            "--run",
+            run,
+            "--images",
+            toy["fundus-dr"].root / "test",
+            "--output",
+            out,
+            "--weights",
+            rec_weights,
         )
         == 2
     )

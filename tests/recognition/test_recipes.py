@@ -13,6 +13,7 @@ import torch
 import yaml
 from sklearn.metrics import cohen_kappa_score
 
+from tests.helpers import cli
 from visionfm.cli import main
 from visionfm.data.images import resize_image
 from visionfm.errors import ConfigError
@@ -133,23 +134,21 @@ def test_retfound_augmentation_and_mixing_shares():
 def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, capsys):
     run = rec_root / "runs" / "ft_retfound"
     assert (
-        main(
-            [
-                "finetune",
-                "--recipe",
-                "retfound",
-                "--weights",
-                str(rec_weights),
-                "--data",
-                str(toy["fundus-dr"].root),
-                "--test-split",
-                "test",
-                "--mix",
-                "both",
-                "--output",
-                str(run),
-                *TINY,
-            ]
+        cli(
+            "finetune",
+            "--recipe",
+            "retfound",
+            "--weights",
+            rec_weights,
+            "--data",
+            toy["fundus-dr"].root,
+            "--test-split",
+            "test",
+            "--mix",
+            "both",
+            "--output",
+            run,
+            *TINY,
         )
         == 0
     )
@@ -169,19 +168,7 @@ def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, c
     assert lrs[top:] == sorted(lrs[top:], reverse=True) and lrs[-1] < 0.2 * peak  # ... then cosine down
     out = rec_root / "runs" / "ft_retfound.csv"
     assert (
-        main(
-            [
-                "predict",
-                "--run",
-                str(run),
-                "--images",
-                str(toy["fundus-dr"].root / "test"),
-                "--output",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
+        cli("predict", "--run", run, "--images", toy["fundus-dr"].root / "test", "--output", out, "--device", "cpu")
         == 0
     )
     with open(out) as f:  # predict applies the run's evaluation crop, so it reproduces the test predictions
@@ -195,29 +182,27 @@ def test_retfound_recipe_runs_selects_and_predicts(toy, rec_weights, rec_root, c
 def test_retfound_recipe_regression_and_another_modality(toy, rec_weights, rec_weights_oct, rec_root):
     run = rec_root / "runs" / "ft_retfound_bio"
     assert (
-        main(
-            [
-                "finetune",
-                "--recipe",
-                "retfound",
-                "--task",
-                "regress",
-                "--targets",
-                "cup_disc_ratio",
-                "vessel_density",
-                "lesion_count",
-                "--loss",
-                "l1",
-                "--weights",
-                str(rec_weights),
-                "--data",
-                str(toy["fundus-biomarkers"].root),
-                "--test-split",
-                "test",
-                "--output",
-                str(run),
-                *TINY,
-            ]
+        cli(
+            "finetune",
+            "--recipe",
+            "retfound",
+            "--task",
+            "regress",
+            "--targets",
+            "cup_disc_ratio",
+            "vessel_density",
+            "lesion_count",
+            "--loss",
+            "l1",
+            "--weights",
+            rec_weights,
+            "--data",
+            toy["fundus-biomarkers"].root,
+            "--test-split",
+            "test",
+            "--output",
+            run,
+            *TINY,
         )
         == 0
     )
@@ -226,21 +211,19 @@ def test_retfound_recipe_regression_and_another_modality(toy, rec_weights, rec_w
     assert set(m["test"]["mae"]) == {"cup_disc_ratio", "vessel_density", "lesion_count", "macro"}
     run = rec_root / "runs" / "ft_retfound_oct"
     assert (
-        main(
-            [
-                "finetune",
-                "--recipe",
-                "retfound",
-                "--weights",
-                str(rec_weights_oct),
-                "--data",
-                str(toy["oct-dme"].root),
-                "--feature",
-                "last",
-                "--output",
-                str(run),
-                *TINY,
-            ]
+        cli(
+            "finetune",
+            "--recipe",
+            "retfound",
+            "--weights",
+            rec_weights_oct,
+            "--data",
+            toy["oct-dme"].root,
+            "--feature",
+            "last",
+            "--output",
+            run,
+            *TINY,
         )
         == 0
     )
@@ -284,4 +267,4 @@ def test_finetune_starts_from_a_retfound_finetuned_classifier(toy, rec_root, tmp
     )
     assert torch.equal(head["head.fc.weight"], saved["head.weight"])  # lr 0: exactly the file's classifier
     assert torch.equal(head["head.fc_norm.bias"], saved["fc_norm.bias"])
-    assert main([*args[: -len(TINY) - 4], "--output", str(tmp_path / "r2"), "--classes", "a", "b", *TINY]) == 2
+    assert cli(*args[: -len(TINY) - 4], "--output", tmp_path / "r2", "--classes", "a", "b", *TINY) == 2

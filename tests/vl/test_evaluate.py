@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from visionfm.cli import main
+from tests.helpers import cli
 from visionfm.vl.evaluate import recall_at_k
 
 
@@ -27,23 +27,21 @@ def run(keratitis_run):
 def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_path, capsys):
     out = tmp_path / "zs"
     assert (
-        main(
-            [
-                "zeroshot",
-                "--run",
-                str(run),
-                "--images",
-                str(keratitis),
-                "--classes",
-                "keratitis",
-                "normal cornea",
-                "other corneal abnormality",
-                "--domain-knowledge",
-                "--output",
-                str(out),
-                "--n-boot",
-                "50",
-            ]
+        cli(
+            "zeroshot",
+            "--run",
+            run,
+            "--images",
+            keratitis,
+            "--classes",
+            "keratitis",
+            "normal cornea",
+            "other corneal abnormality",
+            "--domain-knowledge",
+            "--output",
+            out,
+            "--n-boot",
+            "50",
         )
         == 0
     )
@@ -60,22 +58,20 @@ def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_p
 
     ret = tmp_path / "ret"
     assert (
-        main(
-            [
-                "retrieve",
-                "--run",
-                str(run),
-                "--images",
-                str(csdi_subset),
-                "--query",
-                "a severe cataract",
-                "--output",
-                str(ret),
-                "--top-k",
-                "3",
-                "--n-boot",
-                "50",
-            ]
+        cli(
+            "retrieve",
+            "--run",
+            run,
+            "--images",
+            csdi_subset,
+            "--query",
+            "a severe cataract",
+            "--output",
+            ret,
+            "--top-k",
+            "3",
+            "--n-boot",
+            "50",
         )
         == 0
     )
@@ -89,59 +85,53 @@ def test_zeroshot_and_retrieve_on_real_images(run, keratitis, csdi_subset, tmp_p
 def test_zeroshot_labels_that_match_no_class(run, keratitis, tmp_path, capsys):
     # sub-folders naming no class at all: an unlabelled folder tree, scored without metrics
     assert (
-        main(
-            [
-                "zeroshot",
-                "--run",
-                str(run),
-                "--images",
-                str(keratitis),
-                "--classes",
-                "glaucoma",
-                "normal",
-                "--output",
-                str(tmp_path / "z"),
-                "--n-boot",
-                "0",
-            ]
+        cli(
+            "zeroshot",
+            "--run",
+            run,
+            "--images",
+            keratitis,
+            "--classes",
+            "glaucoma",
+            "normal",
+            "--output",
+            tmp_path / "z",
+            "--n-boot",
+            "0",
         )
         == 0
     )
     assert json.loads((tmp_path / "z" / "metrics.json").read_text())["n"] == 12
     one = next(keratitis.glob("Keratitis/*.jpg"))
     assert (
-        main(
-            [
-                "zeroshot",
-                "--run",
-                str(run),
-                "--images",
-                str(one),
-                "--classes",
-                "keratitis",
-                "normal cornea",
-                "--output",
-                str(tmp_path / "one"),
-            ]
+        cli(
+            "zeroshot",
+            "--run",
+            run,
+            "--images",
+            one,
+            "--classes",
+            "keratitis",
+            "normal cornea",
+            "--output",
+            tmp_path / "one",
         )
         == 0
     )
     assert json.loads((tmp_path / "one" / "metrics.json").read_text())["n"] == 1
     # some sub-folders name a class and one does not: an error naming the label
     assert (
-        main(
-            [
-                "zeroshot",
-                "--run",
-                str(run),
-                "--images",
-                str(keratitis),
-                "--classes",
-                "keratitis",
-                "normal cornea",
-                "--output",
-                str(tmp_path / "z2"),
-            ]
+        cli(
+            "zeroshot",
+            "--run",
+            run,
+            "--images",
+            keratitis,
+            "--classes",
+            "keratitis",
+            "normal cornea",
+            "--output",
+            tmp_path / "z2",
         )
         == 2
     )
