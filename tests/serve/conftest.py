@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.dense.conftest import make_drive_like
-from tests.helpers import save_tiny_encoder
+from tests.helpers import cli, save_tiny_encoder
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +23,7 @@ def serve_weights(serve_root) -> Path:
 
 def _cli(*argv) -> None:
     """Run a visionfm command as a user would (the command line is the stable surface across refactors)."""
-    from visionfm.cli import main
-
-    rc = main([str(a) for a in argv])
+    rc = cli(*argv)
     assert rc == 0, f"visionfm {' '.join(map(str, argv))} exited {rc}"
 
 
