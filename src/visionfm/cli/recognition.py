@@ -176,8 +176,18 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     _configure_predict,
 )
 def run_predict(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..recognition.predict import predict
 
+    if (Path(a.run) / "head.safetensors").is_file() and not (Path(a.run) / "run.yaml").is_file():
+        from ..volumes import predict_volumes  # an OCT volume classifier: --images are volumes, one row each
+
+        out = predict_volumes(
+            a.run, a.output, data=a.images, weights=a.weights, device=a.device, backend=a.backend, onnx=a.onnx
+        )
+        print(f"predictions -> {out}")
+        return 0
     if a.backend == "onnxruntime":
         from ..export.predict import predict_onnx
 

@@ -20,6 +20,13 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="predict: the encoder the classifier's features came from")
     p.add_argument("--layout", default="auto", help="predict: layout of --data (auto, tree, imagenet, csv)")
     p.add_argument("--csv", help="predict: output CSV (one row per volume)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="predict: onnxruntime runs --data through the classifier's ONNX export (--onnx; default exported now)",
+    )
+    p.add_argument("--onnx", help="predict with --backend onnxruntime: the run's file from 'visionfm export'")
 
 
 @command(
@@ -48,6 +55,8 @@ def run_volumes(a: argparse.Namespace) -> int:
         weights=a.weights,
         layout=a.layout,
         device=getattr(a, "train.device", None) or "auto",
+        backend=a.backend,
+        onnx=a.onnx,
     )
     print(f"wrote {out}")
     return 0

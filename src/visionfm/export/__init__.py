@@ -16,10 +16,11 @@ from .pipelines import (
     LoadedModel,
     ModelCard,
     RecognitionPipeline,
+    VolumePipeline,
     load_model,
     preprocess_image,
 )
-from .predict import predict_onnx
+from .predict import predict_onnx, predict_volumes_onnx
 
 __all__ = [
     "MIN_OPSET",
@@ -31,11 +32,13 @@ __all__ = [
     "ModelCard",
     "OnnxModel",
     "RecognitionPipeline",
+    "VolumePipeline",
     "check_images",
     "export_onnx",
     "load_model",
     "load_onnx",
     "predict_onnx",
+    "predict_volumes_onnx",
     "preprocess_image",
     "sidecar_path",
 ]

@@ -56,12 +56,16 @@ def check_images(
     card: ModelCard, images: Sequence[str | Path] | None = None, n: int = 4, seed: int = 0
 ) -> tuple[list[np.ndarray], list[str]]:
     """Images for the parity check: the given files (folders are searched) or ``n`` generated fundus phantoms.
+    Volume classifiers: the images are the B-scans of one check volume (a given volume, multi-frame DICOM or
+    vendor file, is read whole; default ``n`` generated OCT B-scans).
 
     Returns:
         (RGB images ``[H, W, 3]``, their names).
     """
     from ..data import read_image
 
+    if card.kind == "volume":
+        return _check_bscans(card, images, n, seed)
     if images:
         from ..explain import collect_images
 
@@ -72,6 +76,31 @@ def check_images(
     side = card.input_size or 128
     imgs = [generate("fundus-dr", i, seed=seed, size=side)[0].image for i in range(n)]
     return imgs, [f"generated fundus phantom {i} ({side} px, seed {seed})" for i in range(n)]
+
+
+def _check_bscans(
+    card: ModelCard, images: Sequence[str | Path] | None, n: int, seed: int
+) -> tuple[list[np.ndarray], list[str]]:
+    """The check volume of a volume classifier: a given volume (its first ``max(n, 8)`` B-scans), given B-scan
+    images (folders searched), or ``n`` generated OCT B-scans."""
+    from ..data import read_image
+    from ..volumes.io import EYEPY_READERS, _is_multiframe_dicom, read_volume
+
+    if not images:
+        from ..toydata.writers import generate
+
+        side = card.input_size or 128
+        imgs = [generate("oct-dme", i, seed=seed, size=side)[0].image for i in range(n)]
+        return imgs, [f"generated OCT B-scan {i} ({side} px, seed {seed})" for i in range(n)]
+    first = Path(images[0])
+    if first.is_file() and (first.suffix.lower() in EYEPY_READERS or _is_multiframe_dicom(first)):
+        vol = read_volume(first)
+        k = min(len(vol), max(n, 8))
+        return list(vol.bscans[:k]), [f"{first}#{b}" for b in range(k)]
+    from ..explain import collect_images
+
+    paths = collect_images([str(p) for p in images])[: max(n, 1)]
+    return [read_image(p) for p in paths], [str(p) for p in paths]
 
 
 def _example_inputs(card: ModelCard, imgs: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -87,6 +116,8 @@ def _output_names(card: ModelCard) -> list[str]:
         return ["cls", "patch_mean"]
     if card.kind == "vl":
         return ["embedding"]  # unit image embeddings; the classes are text, embedded by the serving side
+    if card.kind == "volume":
+        return ["logits", "relevance"]  # one volume per call: [1, C] and [1, N]; the batch axis is the B-scans
     return ["logits"] if card.kind in ("segment", "landmark") else ["scores"]
 
 
@@ -97,10 +128,17 @@ def _torch_outputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> list[np
     return [o.float().numpy() for o in out]
 
 
+def _dynamic_axes(card: ModelCard) -> dict[str, dict[int, str]]:
+    """Axis 0 of every input and output is the batch; a volume classifier's batch is one volume's B-scans."""
+    if card.kind == "volume":
+        return {"image": {0: "bscans"}, "relevance": {1: "bscans"}}
+    return {k: {0: "batch"} for k in card.inputs + _output_names(card)}
+
+
 def _trace(model: LoadedModel, inputs: dict[str, np.ndarray], path: Path, opset: int) -> None:
     names = model.card.inputs
     outs = _output_names(model.card)
-    dynamic = {k: {0: "batch"} for k in names + outs}
+    dynamic = _dynamic_axes(model.card)
     args = tuple(torch.from_numpy(inputs[k]) for k in names)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings on Python branches over fixed shapes (patch grid)
@@ -145,7 +183,9 @@ def export_onnx(
     """Export a run (or an encoder weights file) to ONNX and check it against PyTorch.
 
     Args:
-        source: recognition or dense run folder, or an encoder weights file.
+        source: a recognition, dense, OCT-volume or vision-language run folder, or an encoder weights file
+            (a volume classifier exports as one graph: one volume's B-scans ``[N, 3, S, S]`` -> logits ``[1, C]``
+            and relevance ``[1, N]``).
         output: the ``.onnx`` file to write (its sidecar ``.onnx.json`` goes beside it).
         encoder_only: export the run's encoder alone (features), not its outputs.
         images: check images (files or folders); default generated fundus phantoms.
@@ -165,11 +205,6 @@ def export_onnx(
         raise UserError(f"--opset {opset}: the ViT export needs opset {MIN_OPSET} or newer")
     model = load_model(source, "cpu", weights, modality, encoder_only, input_size)
     card = model.card
-    if card.kind == "volume":
-        raise UserError(
-            f"{source}: a volume classifier pools B-scan features per volume; export its encoder with "
-            f"--encoder-only (the pooling head is small and runs in the service)"
-        )
     if card.input_size is None:
         raise UserError(
             f"{source}: the run predicts whole images at their native resolution (trained with "
@@ -225,7 +260,7 @@ def _sidecar(
         "source_sha256": card.files,
         "inputs": card.inputs,
         "outputs": outputs,
-        "dynamic_axes": {"batch": 0},
+        "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in _dynamic_axes(card).items()},
         "opset": opset,
         "preprocessing": {
             "input_size": card.input_size,

@@ -34,6 +34,7 @@ __all__ = [
     "LoadedModel",
     "ModelCard",
     "RecognitionPipeline",
+    "VolumePipeline",
     "load_model",
     "preprocess_image",
 ]
@@ -156,6 +157,22 @@ class RecognitionPipeline(nn.Module):
         else:
             x = cls
         return self.task.scores(self.task.head(x, interval_days).float())
+
+
+class VolumePipeline(nn.Module):
+    """An OCT volume classifier: the B-scans of ONE volume ``image [N, 3, S, S]`` -> (volume logits ``[1, C]``,
+    per-B-scan relevance ``[1, N]``). The batch axis is the volume's B-scans; features are extracted as
+    ``extract --volumes`` does (no TTA) and pooled by the run's own :class:`~visionfm.volumes.MILHead`."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, feature: str, n_last_blocks: int) -> None:
+        super().__init__()
+        self.encoder, self.head, self.feature = encoder, head, feature
+        self.n_last_blocks = min(n_last_blocks, encoder.cfg.depth)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        cls, patch = _encode(self.encoder, image, self.n_last_blocks, "none")
+        x = (cls if self.feature == "cls" else patch)[None]  # [1, N, F]
+        return self.head(x, torch.ones_like(x[..., 0], dtype=torch.bool))  # a mask that follows N when traced
 
 
 class DensePipeline(nn.Module):
@@ -321,8 +338,9 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     return LoadedModel(card, DensePipeline(model).eval(), enc)
 
 
-def _volume(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
-    """An OCT volume classifier (``visionfm volumes train``): the encoder its features came from + its MIL head."""
+def _volume(run: Path, device: torch.device, encoder_only: bool, weights_file: str | None = None) -> LoadedModel:
+    """An OCT volume classifier (``visionfm volumes train``): the encoder its features came from + its MIL head
+    (``weights_file``: the encoder when no longer where the features recorded it)."""
     import json
 
     from ..checkpoints import load_encoder
@@ -330,7 +348,7 @@ def _volume(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
 
     clf = VolumeClassifier.load(run)
     sm = clf.source_meta
-    weights = Path(sm.get("weights", ""))
+    weights = Path(weights_file or sm.get("weights", ""))
     if not weights.is_file():
         raise FileNotFoundError(f"{run}: its features came from encoder weights {weights}, not found")
     enc = load_encoder(weights, sm.get("modality") or None, device=device).eval()
@@ -353,7 +371,9 @@ def _volume(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
         n_last_blocks=n_blocks,
         resize=sm.get("interpolation") or "bilinear",
     )
-    return LoadedModel(card, EncoderPipeline(enc, n_blocks).eval(), enc, None if encoder_only else clf)
+    if encoder_only:
+        return LoadedModel(card, EncoderPipeline(enc, n_blocks).eval(), enc)
+    return LoadedModel(card, VolumePipeline(enc, clf.head, clf.feature, n_blocks).eval(), enc, clf)
 
 
 def _encoder_file(path: Path, device: torch.device, modality: str | None, input_size: int | None) -> LoadedModel:
@@ -392,7 +412,8 @@ def load_model(
     Args:
         source: a run folder (``run.yaml`` + ``head.safetensors``, ``dense.yaml`` + ``model.safetensors``, or a
             volume classifier's ``head.safetensors``) or an encoder weights file.
-        weights: recognition runs: the encoder weights when no longer where the run recorded them (verified).
+        weights: recognition and volume runs: the encoder weights when no longer where the run recorded them
+            (recognition runs: verified by SHA-256).
         modality: recognition runs over several modalities: which encoder.
         encoder_only: the run's encoder alone (features instead of the run's outputs).
         input_size: encoder files: the square input side (default the encoder's training size).
@@ -412,7 +433,7 @@ def load_model(
         if is_vl_run(src):
             return load_vl(src, dev, encoder_only)
         if (src / "head.safetensors").is_file():
-            return _volume(src, dev, encoder_only)
+            return _volume(src, dev, encoder_only, weights)
         raise ValueError(
             f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a segmentation / "
             f"landmark run, no head.safetensors of a volume classifier, no run.json of a vision-language run)"

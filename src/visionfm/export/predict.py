@@ -1,4 +1,5 @@
-"""``predict --backend onnxruntime``: a recognition run applied to a folder or manifest through its ONNX export.
+"""``predict --backend onnxruntime``: a recognition run applied to a folder or manifest through its ONNX export
+(``volumes predict --backend onnxruntime``: an OCT volume classifier applied to volumes, one row per volume).
 
 The images are read and preprocessed exactly as the torch path does (the run's input size, resize filter,
 normalisation, fine-tuned runs' crop), the encoder + head run under ONNX Runtime, and the CSV is written by the
@@ -19,7 +20,7 @@ from ..recognition.predict import read_intervals
 from .onnx import OnnxModel, export_onnx, load_onnx
 from .pipelines import ModelCard, preprocess_image
 
-__all__ = ["predict_onnx"]
+__all__ = ["predict_onnx", "predict_volumes_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def predict_onnx(
 
     loaded = load_model(run, "cpu", weights, modality)
     card = loaded.card
+    if card.kind == "volume":
+        return predict_volumes_onnx(run, images, output_csv, onnx, threads=threads, weights=weights)
     if card.kind not in ("classify", "multilabel", "regress", "forecast"):
         raise UserError(f"{run}: predict applies recognition runs; this is a {card.kind} run")
     task, _ = load_run(run)
@@ -89,4 +92,56 @@ def predict_onnx(
         Path(output_csv), task, [s.rel for s in coll.samples], np.concatenate(scores).astype(np.float64), None
     )
     log.info("%d predictions (%s, onnxruntime) -> %s", len(coll), card.kind, out)
+    return out
+
+
+def predict_volumes_onnx(
+    run: str | Path,
+    data: str | Path,
+    output_csv: str | Path,
+    onnx: str | Path | None = None,
+    layout: str = "auto",
+    threads: int = 0,
+    weights: str | Path | None = None,
+) -> Path:
+    """Apply an OCT volume classifier through its ONNX export: one CSV row per volume, as ``volumes predict``
+    writes (columns of :func:`visionfm.volumes.train.volume_row`).
+
+    Each volume is read by :func:`visionfm.volumes.read_volume`, its B-scans preprocessed as ``extract --volumes``
+    did for the classifier's training features (input size, resize filter, normalisation from the run), and the
+    exported graph (encoder + the run's MIL head, one volume per call) gives the logits and per-B-scan relevance
+    that :meth:`visionfm.volumes.VolumeClassifier.decide` turns into the answer.
+
+    Args:
+        run: the volume classifier's run folder.
+        data: a folder or CSV manifest of volumes (:func:`visionfm.volumes.scan_volumes`).
+        onnx: the run's exported ``.onnx`` (default: exported now into a temporary folder, parity-checked).
+        weights: the encoder, when no longer where the training features recorded it.
+    """
+    from ..volumes import read_volume, scan_volumes, volume_header
+    from ..volumes.train import volume_row, write_volume_csv
+    from .pipelines import load_model
+
+    loaded = load_model(run, "cpu", None if weights is None else str(weights))
+    card = loaded.card
+    if card.kind != "volume":
+        raise UserError(f"{run}: not an OCT volume classifier (a {card.kind} run)")
+    coll = scan_volumes(data, layout)
+    with tempfile.TemporaryDirectory() as tmp:
+        if onnx is None:
+            onnx = Path(tmp) / "volumes.onnx"
+            export_onnx(run, onnx, weights=None if weights is None else str(weights))
+        model = load_onnx(onnx, threads)
+        _check_source(model, card, Path(onnx))
+        rows = []
+        for s in coll.samples:
+            vol = read_volume(s.path)
+            logits, rel = model.run({"image": np.stack([preprocess_image(card, b) for b in vol.bscans])})
+            names = [f"{s.rel}#{k}" for k in range(len(vol))]
+            decision = loaded.volume_head.decide(logits[0], rel[0])
+            rows.append(volume_row(s.rel, decision, names, volume_header(s.path).get("laterality", "")))
+    if not rows:
+        raise UserError(f"{data}: no volumes found")
+    out = write_volume_csv(rows, output_csv)
+    log.info("%d volume predictions (onnxruntime) -> %s", len(rows), out)
     return out

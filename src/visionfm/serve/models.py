@@ -171,7 +171,11 @@ class ServedModel:
 
     def _volume(self, bscans: np.ndarray, chunk: int = 32) -> list:
         """One volume's B-scans ``[N, 3, S, S]`` -> the classifier's decision, from features extracted exactly as
-        ``extract --volumes`` does (:func:`visionfm.features.encode_batch`, the service's precision, no TTA)."""
+        ``extract --volumes`` does (:func:`visionfm.features.encode_batch`, the service's precision, no TTA);
+        onnxruntime: the exported volume graph (encoder + the same head) gives the head's logits and relevance."""
+        if self.backend == "onnxruntime":
+            logits, rel = self.runner({"image": bscans})
+            return [self.loaded.volume_head.decide(logits[0], rel[0])]
         from ..features import encode_batch
 
         x = torch.from_numpy(bscans).to(self.device)
@@ -335,8 +339,6 @@ def load_served(
             loaded.card.name = name
         if name in out:
             raise ValueError(f"two runs are both named {name!r}: {out[name].card.source} and {src}")
-        if backend == "onnxruntime" and loaded.card.kind == "volume":
-            raise ValueError(f"{src}: volume classifiers are served with the torch backend")
         if backend == "onnxruntime":
             runner, path = _onnx_runner(loaded, onnx[i] if onnx else None, threads, work)
             out[name] = ServedModel(loaded, runner, backend, path)

@@ -26,7 +26,15 @@ from ..fileio import atomic_write, prepare_run_folder
 from .extract import VolumeFeatures, load_volume_features
 from .mil import POOLINGS, MILHead, pad_bags
 
-__all__ = ["MILTask", "VolumeClassifier", "VolumeTrainConfig", "predict_volumes", "train_volume_classifier"]
+__all__ = [
+    "MILTask",
+    "VolumeClassifier",
+    "VolumeTrainConfig",
+    "predict_volumes",
+    "train_volume_classifier",
+    "volume_row",
+    "write_volume_csv",
+]
 
 
 def _default_train() -> TrainConfig:
@@ -236,12 +244,18 @@ class VolumeClassifier:
         """One volume's B-scan features ``[N, F]`` -> probabilities, prediction, relevance and driving B-scan."""
         t = torch.from_numpy(x.astype(np.float32))[None]
         logits, rel = self.head(t, torch.ones(1, len(x), dtype=torch.bool))
-        p = logits.softmax(-1)[0].numpy()
+        return self.decide(logits[0].numpy(), rel[0].numpy())
+
+    def decide(self, logits: np.ndarray, relevance: np.ndarray) -> dict[str, Any]:
+        """The head's outputs for one volume (logits ``[C]``, relevance ``[N]``; from PyTorch or from its ONNX
+        export) -> probabilities, prediction, relevance and the driving B-scan (the most relevant one)."""
+        p = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1).numpy()
+        rel = np.asarray(relevance, dtype=np.float32)
         return {
             "probs": dict(zip(self.classes, p.tolist())),
             "prediction": self.classes[int(p.argmax())],
-            "relevance": rel[0].numpy().tolist(),
-            "driving_bscan": int(rel[0].argmax()),
+            "relevance": rel.tolist(),
+            "driving_bscan": int(rel.argmax()),
         }
 
 
@@ -262,17 +276,31 @@ def predict_volumes(
     layout: str = "auto",
     device: str = "auto",
     num_workers: int = 0,
+    backend: str = "torch",
+    onnx: str | Path | None = None,
 ) -> Path:
     """Apply a volume classifier to volumes: one CSV row per volume.
 
-    Give either ``features`` (from ``extract --volumes``) or ``data`` + ``weights``: the volumes are then extracted
-    with the preprocessing the classifier's training features recorded (input size, blocks, interpolation).
+    Give either ``features`` (from ``extract --volumes``) or ``data`` (+ ``weights``, default the encoder the
+    training features recorded): the volumes are then extracted with the preprocessing those features recorded
+    (input size, blocks, interpolation).
+    ``backend="onnxruntime"``: ``data`` runs through the classifier's ONNX export (``onnx``, default exported now;
+    ``weights`` optional), see :func:`visionfm.export.predict_volumes_onnx`.
 
     Columns: ``volume``, ``prob_<class>``..., ``prediction``, ``driving_bscan`` (index), ``driving_bscan_name``,
     ``laterality``, ``n_bscans``.
     """
+    if backend == "onnxruntime":
+        if features is not None or data is None:
+            raise UserError("--backend onnxruntime runs the exported encoder on volumes: give --data, not --features")
+        from ..export.predict import predict_volumes_onnx
+
+        return predict_volumes_onnx(run, data, output_csv, onnx, layout=layout, weights=weights)
+    if backend != "torch":
+        raise UserError(f"--backend {backend!r}: torch or onnxruntime")
     clf = VolumeClassifier.load(run)
     if features is None:
+        weights = weights or clf.source_meta.get("weights") or None  # default: the encoder the features came from
         if data is None or weights is None:
             raise UserError("give --features, or --data with the encoder --weights")
         import tempfile
@@ -304,19 +332,26 @@ def predict_volumes(
             )
     rows = []
     for v, bag in enumerate(fs.bags(clf.feature)):
-        r = clf.predict_bag(bag)
         names = [n for n, i in zip(fs.bscan_names, fs.volume_index) if i == v]
-        rows.append(
-            {
-                "volume": fs.volumes[v],
-                **{f"prob_{c}": f"{p:.6f}" for c, p in r["probs"].items()},
-                "prediction": r["prediction"],
-                "driving_bscan": r["driving_bscan"],
-                "driving_bscan_name": names[r["driving_bscan"]],
-                "laterality": fs.volume_meta[v].get("laterality", ""),
-                "n_bscans": len(bag),
-            }
-        )
+        rows.append(volume_row(fs.volumes[v], clf.predict_bag(bag), names, fs.volume_meta[v].get("laterality", "")))
+    return write_volume_csv(rows, output_csv)
+
+
+def volume_row(volume: str, decision: dict[str, Any], bscan_names: list[str], laterality: str) -> dict[str, Any]:
+    """One CSV row of ``volumes predict`` from :meth:`VolumeClassifier.decide`'s answer (any backend)."""
+    return {
+        "volume": volume,
+        **{f"prob_{c}": f"{p:.6f}" for c, p in decision["probs"].items()},
+        "prediction": decision["prediction"],
+        "driving_bscan": decision["driving_bscan"],
+        "driving_bscan_name": bscan_names[decision["driving_bscan"]],
+        "laterality": laterality,
+        "n_bscans": len(bscan_names),
+    }
+
+
+def write_volume_csv(rows: list[dict[str, Any]], output_csv: str | Path) -> Path:
+    """The rows of :func:`volume_row`, written atomically."""
     with atomic_write(output_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
