@@ -26,6 +26,8 @@ __all__ = [
     "DenseState",
     "LandmarkPredictConfig",
     "SegmentPredictConfig",
+    "contrast_channels",
+    "contrast_parts",
     "dense_train_defaults",
     "load_config",
     "model_names",
@@ -35,6 +37,28 @@ __all__ = [
 TASKS = ("segment", "landmark")
 FOV_MODES = ("auto", "estimate", "none")  # or a folder of FOV masks
 CONTRAST_MODES = ("none", "standardize", "clahe", "green_clahe")  # visionfm.dense.transforms.normalise_contrast
+GREY_MODES = ("green_clahe",)  # one grey channel when stacked (three equal channels alone, for 3-channel encoders)
+
+
+def contrast_parts(mode: str) -> list[str]:
+    """The modes of a contrast setting: ``"standardize"`` -> one, ``"standardize+green_clahe"`` -> a stack of views.
+
+    Raises:
+        ConfigError: an unknown mode, ``none`` inside a stack, or a mode stacked twice.
+    """
+    parts = str(mode).split("+")
+    for p in parts:
+        if p not in CONTRAST_MODES:
+            raise ConfigError(f"contrast: {p!r} is not one of {list(CONTRAST_MODES)} (stack views with '+')")
+    if len(parts) > 1 and ("none" in parts or len(set(parts)) < len(parts)):
+        raise ConfigError(f"contrast: {mode!r}: stack distinct modes other than none, e.g. standardize+green_clahe")
+    return parts
+
+
+def contrast_channels(mode: str) -> int:
+    """Input channels a contrast setting gives: 3 for one mode; a stack: 3 per colour view, 1 per grey view."""
+    parts = contrast_parts(mode)
+    return 3 if len(parts) == 1 else sum(1 if p in GREY_MODES else 3 for p in parts)
 
 
 def model_names() -> list[str]:
@@ -191,9 +215,13 @@ class DenseConfig:
         metadata=_h(
             "contrast normalisation of every image inside the FOV: none, standardize (each channel to mean 0.5, sd "
             "0.2), clahe (CLAHE on Lab lightness, then standardised) or green_clahe (CLAHE on the green channel as "
-            "a grey image, then standardised)",
-            choices=CONTRAST_MODES,
+            "a grey image, then standardised); '+' stacks views as input channels (U-Net only), e.g. "
+            "standardize+green_clahe: colour for bright lesions + a CLAHE'd green channel for dark ones (4 channels)"
         ),
+    )
+    unet_width: int = field(
+        default=16,
+        metadata=_h("U-Net channels at full resolution, doubled at each of its 5 levels (16: 16..256; cost ~width^2)"),
     )
     fg_crop: float = field(
         default=0.0,
@@ -206,6 +234,13 @@ class DenseConfig:
         metadata=_h(
             "with --crop: probability of a window around the edge of "
             "the field of view (the outside is learned as background)"
+        ),
+    )
+    hard_crop: float = field(
+        default=0.0,
+        metadata=_h(
+            "with --crop: probability of a window around a hard negative, an unlabelled dark thin structure (black "
+            "top-hat of the green channel inside the FOV: vessels), so dark lesions are not learned as 'dark'"
         ),
     )
     loss: str = field(
@@ -247,9 +282,15 @@ class DenseConfig:
                 raise ConfigError(f"{name} must be a positive whole number, got {v!r}")
         if self.sigma <= 0:
             raise ConfigError(f"sigma must be positive, got {self.sigma}")
-        for name in ("fg_crop", "border_crop"):
+        for name in ("fg_crop", "border_crop", "hard_crop"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} is a probability, got {getattr(self, name)}")
+        if self.fg_crop + self.border_crop + self.hard_crop > 1.0 + 1e-9:
+            raise ConfigError("fg_crop + border_crop + hard_crop must not exceed 1 (they share the windows)")
+        if len(contrast_parts(self.contrast)) > 1 and self.model != "unet":
+            raise ConfigError(f"contrast {self.contrast!r} stacks views as extra input channels: only --unet uses it")
+        if self.unet_width < 1:
+            raise ConfigError(f"unet_width must be a positive whole number, got {self.unet_width}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.tune_thresholds and not self.validates:

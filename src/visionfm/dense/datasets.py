@@ -93,19 +93,50 @@ def random_crop(sample: dict[str, Tensor], crop: int, around: tuple[int, int] | 
     return {k: v[:, y : y + crop, x : x + crop] for k, v in out.items()}
 
 
+def _thin(pts: Tensor, limit: int) -> Tensor:
+    return pts[:: max(1, len(pts) // limit)].to(torch.int32)
+
+
 def _foreground(target: Tensor, limit: int = 20000) -> list[Tensor]:
     """Per class, up to ``limit`` (y, x) pixels where the soft mask is >= 0.5 (evenly thinned), as ``[N, 2]``."""
-    out = []
-    for t in target:
-        pts = (t >= 0.5).nonzero()
-        out.append(pts[:: max(1, len(pts) // limit)].to(torch.int32))
-    return out
+    return [_thin((t >= 0.5).nonzero(), limit) for t in target]
+
+
+def hard_negatives(
+    green: np.ndarray, fov: np.ndarray, target: np.ndarray, size: int = 15, top: float = 0.05, limit: int = 20000
+) -> Tensor:
+    """Pixels of unlabelled dark thin structures (vessels): windows around them are hard negatives for dark lesions.
+
+    A black top-hat (greyscale closing minus the image, ``size`` x ``size``) of the green channel is large on
+    structures darker than their surround and narrower than ``size``; its top ``top`` fraction inside the FOV
+    (eroded by ``size`` so the FOV's own edge is not the structure), minus every labelled pixel dilated by
+    ``size // 2``, is kept.
+
+    Args:
+        green: ``[H, W]`` float (the model input's green channel).
+        fov: ``[H, W]`` bool.
+        target: ``[K, H, W]`` soft masks.
+
+    Returns:
+        up to ``limit`` (y, x) pixels ``[N, 2]`` int32 (evenly thinned; empty when nothing qualifies).
+    """
+    from scipy import ndimage
+
+    g = np.where(fov, green, green[fov].mean() if fov.any() else 0).astype(np.float32)
+    tophat = ndimage.grey_closing(g, size=(size, size)) - g
+    inside = ndimage.binary_erosion(fov, np.ones((size, size), bool))
+    if not inside.any():
+        return torch.zeros((0, 2), dtype=torch.int32)
+    cut = np.quantile(tophat[inside], 1 - top)
+    near_label = ndimage.binary_dilation((target >= 0.5).any(0), np.ones((size // 2 * 2 + 1,) * 2, bool))
+    keep = inside & (tophat >= cut) & (tophat > 1e-6) & ~near_label  # >= : ties at the cut count; flat: none
+    return _thin(torch.from_numpy(np.argwhere(keep)), limit)
 
 
 class _Normalise:
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -126,8 +157,9 @@ class SegmentationDataset(_Repeat):
     ``min_length`` repeats a few-shot set up to that length (e.g. the batch size). With ``crop`` the images stay
     at their native resolution (or are scaled down to ``max_side``) and every sample is a random ``crop x crop``
     window (``size`` is ignored); with probability ``fg_crop`` the window is placed around a pixel of a class the
-    image holds (classes drawn uniformly), so rare lesions are seen (nnU-Net's foreground oversampling), and with
-    probability ``border_crop`` around the edge of the field of view.
+    image holds (classes drawn uniformly), so rare lesions are seen (nnU-Net's foreground oversampling), with
+    probability ``border_crop`` around the edge of the field of view, and with probability ``hard_crop`` around an
+    unlabelled dark thin structure (:func:`hard_negatives`: vessels, which dark lesions are confused with).
 
     The field of view (given or estimated, :func:`~visionfm.dense.data.item_fov`) zeroes the target outside it and
     the loss counts every pixel: the black surround is learned as background, so a model meets no unseen border at
@@ -151,10 +183,12 @@ class SegmentationDataset(_Repeat):
         whole: bool = False,
         fov_diameter: int | None = None,
         contrast: str = "none",
+        hard_crop: float = 0.0,
     ) -> None:
         self.augment, self.norm, self.min_length, self.crop = augment, _Normalise(mean, std), min_length, crop
-        self.fg_crop, self.border_crop, self.whole = fg_crop, border_crop, whole
+        self.fg_crop, self.border_crop, self.hard_crop, self.whole = fg_crop, border_crop, hard_crop, whole
         self.images, self.targets, self.valid, self.fg, self.edges, self.fovs = [], [], [], [], [], []
+        self.hard: list[Tensor] = []
         self.fov_sources: list[str] = []
         for it in tqdm(items, desc="loading images", leave=False):
             raw = read_image(it.image)
@@ -170,6 +204,8 @@ class SegmentationDataset(_Repeat):
             self.fov_sources.append(source)
             self.fg.append([f for f in _foreground(self.targets[-1]) if len(f)] if crop and fg_crop else [])
             self.edges.append(torch.from_numpy(fov_edge(f)) if crop and border_crop else torch.zeros((0, 2)))
+            hard = crop and hard_crop
+            self.hard.append(hard_negatives(img[1].numpy(), f, target) if hard else torch.zeros((0, 2)))
         log.info(
             "loaded %d images %s; field of view: %s",
             len(self.images),
@@ -178,12 +214,14 @@ class SegmentationDataset(_Repeat):
         )
 
     def _around(self, i: int) -> tuple[int, int] | None:
-        """A pixel the next window must contain: a labelled one, one on the FOV edge, or None (anywhere)."""
+        """A pixel the next window must contain: a labelled one, one on the FOV edge, a hard negative, or None."""
         u = float(torch.rand(()))
         if self.fg[i] and u < self.fg_crop:
             pts = self.fg[i][int(torch.randint(0, len(self.fg[i]), ()))]
         elif len(self.edges[i]) and u < self.fg_crop + self.border_crop:
             pts = self.edges[i]
+        elif len(self.hard[i]) and u < self.fg_crop + self.border_crop + self.hard_crop:
+            pts = self.hard[i]
         else:
             return None
         return tuple(int(v) for v in pts[int(torch.randint(0, len(pts), ()))].tolist())

@@ -1,7 +1,8 @@
 """Dense decoders: a UNETR-style convolutional decoder with skip paths, a light linear decoder, and a U-Net baseline.
 
 Every model maps ``[B, 3, H, W]`` normalised images to ``[B, K, H, W]`` logits (K output channels: segmentation
-classes or landmark heatmaps) and is built through the :data:`DENSE_MODELS` registry.
+classes or landmark heatmaps) and is built through the :data:`DENSE_MODELS` registry; the U-Net also takes more
+input channels (stacked contrast views, ``--contrast standardize+green_clahe``).
 """
 
 from __future__ import annotations
@@ -137,15 +138,23 @@ class EncoderDense(nn.Module):
 
 
 class MonaiUNet(nn.Module):
-    """MONAI's 2-D U-Net baseline (5 levels, residual units); input sides must be multiples of 16."""
+    """MONAI's 2-D U-Net baseline (5 levels, residual units); input sides must be multiples of 16.
 
-    def __init__(self, out_channels: int, channels: Sequence[int] = (16, 32, 64, 128, 256)) -> None:
+    Args:
+        out_channels: K.
+        channels: widths of the 5 levels, full resolution first.
+        in_channels: C of the input ``[B, C, H, W]`` (3, or more for stacked contrast views).
+    """
+
+    def __init__(
+        self, out_channels: int, channels: Sequence[int] = (16, 32, 64, 128, 256), in_channels: int = 3
+    ) -> None:
         super().__init__()
         from monai.networks.nets import UNet  # lazy: MONAI import is slow
 
         self.net = UNet(
             spatial_dims=2,
-            in_channels=3,
+            in_channels=in_channels,
             out_channels=out_channels,
             channels=tuple(channels),
             strides=(2,) * (len(channels) - 1),
@@ -153,23 +162,36 @@ class MonaiUNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` -> ``[B, K, H, W]``."""
+        """``[B, C, H, W]`` -> ``[B, K, H, W]``."""
         return self.net(x)
 
 
+def _rgb_only(in_channels: int) -> None:
+    if in_channels != 3:
+        raise ValueError(f"the ViT decoders take RGB input (3 channels), not {in_channels}; use the U-Net (--unet)")
+
+
 @DENSE_MODELS.register("unetr")
-def _unetr(encoder: nn.Module | None, out_channels: int, finetune: bool = False) -> nn.Module:
+def _unetr(
+    encoder: nn.Module | None, out_channels: int, finetune: bool = False, in_channels: int = 3, width: int = 16
+) -> nn.Module:
+    _rgb_only(in_channels)
     return EncoderDense(_need(encoder), "unetr", out_channels, finetune)
 
 
 @DENSE_MODELS.register("linear")
-def _linear(encoder: nn.Module | None, out_channels: int, finetune: bool = False) -> nn.Module:
+def _linear(
+    encoder: nn.Module | None, out_channels: int, finetune: bool = False, in_channels: int = 3, width: int = 16
+) -> nn.Module:
+    _rgb_only(in_channels)
     return EncoderDense(_need(encoder), "linear", out_channels, finetune)
 
 
 @DENSE_MODELS.register("unet")
-def _unet(encoder: nn.Module | None, out_channels: int, finetune: bool = False) -> nn.Module:
-    return MonaiUNet(out_channels)
+def _unet(
+    encoder: nn.Module | None, out_channels: int, finetune: bool = False, in_channels: int = 3, width: int = 16
+) -> nn.Module:
+    return MonaiUNet(out_channels, tuple(width * 2**i for i in range(5)), in_channels)
 
 
 def _need(encoder: nn.Module | None) -> nn.Module:
@@ -178,6 +200,16 @@ def _need(encoder: nn.Module | None) -> nn.Module:
     return encoder
 
 
-def build_dense_model(name: str, encoder: nn.Module | None, out_channels: int, finetune: bool = False) -> nn.Module:
-    """Build a registered dense model ("unetr", "linear", "unet") with ``out_channels`` outputs."""
-    return DENSE_MODELS.get(name)(encoder, out_channels, finetune)
+def build_dense_model(
+    name: str,
+    encoder: nn.Module | None,
+    out_channels: int,
+    finetune: bool = False,
+    in_channels: int = 3,
+    width: int = 16,
+) -> nn.Module:
+    """Build a registered dense model ("unetr", "linear", "unet") with ``out_channels`` outputs.
+
+    ``in_channels`` (U-Net only; the ViT decoders take RGB) and ``width`` (the U-Net's first-level channels).
+    """
+    return DENSE_MODELS.get(name)(encoder, out_channels, finetune, in_channels=in_channels, width=width)

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..fileio import prepare_run_folder
 from ..modalities import get_modality
 from ..models import ViTConfig, create_encoder
-from .config import DenseConfig, load_config, save_config
+from .config import DenseConfig, contrast_channels, load_config, save_config
 from .decoders import build_dense_model
 
 __all__ = ["RUN_CONFIG", "RUN_MARKERS", "build_from_config", "is_fundus", "load_run", "prepare_run", "save_run"]
@@ -35,9 +35,12 @@ def build_from_config(cfg: DenseConfig, out_channels: int) -> tuple[nn.Module, l
     if cfg.model == "unet":
         if cfg.weights:
             raise UserError("--unet trains a U-Net from scratch; do not pass --weights with it")
+        from .transforms import input_stats  # per input channel: stacked contrast views add channels
+
         m = get_modality(cfg.modality or "Fundus")
-        st.mean, st.std, st.encoder = list(m.mean), list(m.std), None
-        return _model(cfg, None, out_channels), list(m.mean), list(m.std)
+        st.mean, st.std = input_stats(list(m.mean), list(m.std), cfg.contrast)
+        st.encoder = None
+        return _model(cfg, None, out_channels), list(st.mean), list(st.std)
     if not cfg.weights:
         raise UserError(f"model {cfg.model!r} needs encoder weights (--weights FILE) or --unet")
     enc = load_encoder(cfg.weights, cfg.modality)
@@ -58,7 +61,9 @@ def _model(cfg: DenseConfig, enc: nn.Module | None, out_channels: int) -> nn.Mod
     # caller's global RNG afterwards (library code does not move it).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        model = build_dense_model(cfg.model, enc, out_channels, cfg.finetune)
+        model = build_dense_model(
+            cfg.model, enc, out_channels, cfg.finetune, contrast_channels(cfg.contrast), cfg.unet_width
+        )
     if hasattr(model, "encoder_dtype") and cfg.encoder_precision == "bf16":
         model.encoder_dtype = torch.bfloat16
     return model

@@ -103,7 +103,7 @@ def predict_probs(
     """
     h, w = img.shape[:2]
     x = prepare_image(img, fov, size, max_side, fov_diameter, contrast)[0]
-    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)  # C channels
     x = x[None].to(device)
     logits = padded_logits(model, x)
     if tta:  # mirrors are exact pixel permutations: flip, predict, flip back

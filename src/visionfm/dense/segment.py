@@ -152,6 +152,7 @@ def train_segmentation(cfg: DenseConfig, resume: bool = False, overwrite: bool =
         min_length=length,
         fg_crop=cfg.fg_crop,
         border_crop=cfg.border_crop,
+        hard_crop=cfg.hard_crop,
         **common,
     )
     val = (

@@ -21,13 +21,15 @@ from PIL import Image
 from torch import Tensor
 
 from ..data import resize_image
-from .config import CONTRAST_MODES
+from .config import CONTRAST_MODES, GREY_MODES, contrast_channels, contrast_parts
 from .fov import fov_diameter
 
 __all__ = [
     "CONTRAST_MODES",
     "JointAugment",
     "affine_matrix",
+    "contrast_channels",
+    "input_stats",
     "normalise_contrast",
     "prepare_image",
     "warp",
@@ -178,15 +180,26 @@ def normalise_contrast(x: Tensor, fov: Tensor | None, mode: str = "none", clip: 
       kept: local contrast evened out across the eye (vessels in a dark periphery as in a bright centre);
     * ``green_clahe``: CLAHE on the green channel (the vessels' best contrast), as a grey image in all channels.
 
+    Modes joined by ``+`` (``standardize+green_clahe``) stack their views as channels, ``[C, H, W]`` with C =
+    :func:`contrast_channels` (a grey view gives one channel there): bright lesions keep their colour while dark
+    ones get the local contrast of CLAHE, in one model.
+
     CLAHE's tiles see the surround filled with the FOV's mean, so the black border does not skew the edge of the eye.
     """
+    parts = contrast_parts(mode)
+    if len(parts) > 1:
+        return torch.cat([_one_view(x, fov, p, clip, grid, grey=True) for p in parts])
+    return _one_view(x, fov, mode, clip, grid)
+
+
+def _one_view(x: Tensor, fov: Tensor | None, mode: str, clip: float, grid: int, grey: bool = False) -> Tensor:
+    """One contrast mode of ``[3, H, W]`` (see :func:`normalise_contrast`); ``grey`` keeps a grey view 1-channel."""
     if mode == "none":
         return x
-    if mode not in CONTRAST_MODES:
-        raise ValueError(f"unknown contrast mode {mode!r}; valid: {', '.join(CONTRAST_MODES)}")
     inside = torch.ones(x.shape[-2:], dtype=torch.bool) if fov is None else fov.bool()
     if mode == "green_clahe":
-        x = _clahe(x[1], inside, clip, grid).expand(3, -1, -1)
+        x = _clahe(x[1], inside, clip, grid)[None]
+        x = x if grey else x.expand(3, -1, -1)
     elif mode == "clahe":
         from kornia.color import lab_to_rgb, rgb_to_lab
 
@@ -194,6 +207,16 @@ def normalise_contrast(x: Tensor, fov: Tensor | None, mode: str = "none", clip: 
         light = _clahe(lab[0] / 100.0, inside, clip, grid)
         x = lab_to_rgb(torch.cat([light[None] * 100.0, lab[1:]])[None])[0]
     return (_standardise(x, inside) * inside).clamp(0, 1).contiguous()
+
+
+def input_stats(mean: list[float], std: list[float], contrast: str) -> tuple[list[float], list[float]]:
+    """Per-channel normalisation (mean, std) of the model input: the modality's RGB ``mean``/``std`` per colour
+    view, its green channel's for a grey view of a stack (:func:`contrast_channels` entries each)."""
+    parts = contrast_parts(contrast)
+    if len(parts) == 1:
+        return list(mean), list(std)
+    pick = [[1] if p in GREY_MODES else [0, 1, 2] for p in parts]
+    return [mean[i] for ix in pick for i in ix], [std[i] for ix in pick for i in ix]
 
 
 def prepare_image(
@@ -204,7 +227,9 @@ def prepare_image(
     fov_diameter_px: int | None = None,
     contrast: str = "none",
 ) -> tuple[Tensor, Tensor]:
-    """A decoded image and its FOV -> the model's input ``[3, h, w]`` in [0, 1] and the FOV ``[h, w]`` bool.
+    """A decoded image and its FOV -> the model's input ``[C, h, w]`` in [0, 1] and the FOV ``[h, w]`` bool.
+
+    C is 3 unless ``contrast`` stacks views (:func:`contrast_channels`).
 
     Args:
         img: ``[H, W, 3]`` uint8, or float in [0, 1].
