@@ -1,5 +1,6 @@
-"""Fixtures of the serving tests: tiny trained runs (recognition, forecasting, segmentation, landmarks), a real
-uvicorn server on a free loopback port, and headless Chromium (skipped cleanly when absent)."""
+"""Fixtures of the serving tests: tiny trained runs (recognition, forecasting, segmentation, landmarks, OCT volumes,
+vision-language), a real uvicorn server on a free loopback port, and headless Chromium (skipped cleanly when
+absent)."""
 
 from __future__ import annotations
 
@@ -194,4 +195,17 @@ def volume_run(serve_root, serve_weights) -> Path:
         4,
         "--no-progress",
     )
+    return run
+
+
+@pytest.fixture(scope="session")
+def vl_run(serve_root) -> Path:
+    """A tiny vision-language run trained for two steps on the real slit-lamp photographs (``kera_vl``)."""
+    from tests.helpers import DATA, require
+    from tests.vl.conftest import train_args
+
+    kera = require(DATA / "slit-lamp-keratitis-samples")
+    weights = save_tiny_encoder(serve_root / "tiny_vl.safetensors")
+    run = serve_root / "runs" / "kera_vl"
+    _cli(*train_args(weights, [f"SlitLamp={kera}"], run, steps=2, extra=["--val-fraction", "0"]))
     return run

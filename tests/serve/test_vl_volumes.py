@@ -15,25 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import DATA, require, save_tiny_encoder
+from tests.helpers import DATA, require
 from visionfm.serve import ServeConfig, start_server
 
 KERATITIS = DATA / "slit-lamp-keratitis-samples"
 CLASSES = ["keratitis", "normal cornea", "other corneal abnormality"]
-
-
-@pytest.fixture(scope="module")
-def vl_run(tmp_path_factory):
-    """A tiny vision-language run trained for two steps on the real slit-lamp photographs."""
-    from tests.vl.conftest import train_args
-    from visionfm.cli import main
-
-    require(KERATITIS)
-    tmp = tmp_path_factory.mktemp("vlserve")
-    weights = save_tiny_encoder(tmp / "tiny.safetensors")
-    run = tmp / "kera_vl"
-    assert main(train_args(weights, [f"SlitLamp={KERATITIS}"], run, steps=2, extra=["--val-fraction", "0"])) == 0
-    return run
 
 
 @pytest.fixture(scope="module")

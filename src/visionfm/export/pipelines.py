@@ -37,6 +37,7 @@ __all__ = [
     "VolumePipeline",
     "load_model",
     "preprocess_image",
+    "select_feature",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,16 +148,21 @@ class RecognitionPipeline(nn.Module):
 
     def forward(self, image: Tensor, interval_days: Tensor | None = None) -> Tensor:
         cls, patch = _encode(self.encoder, image, self.n_last_blocks, self.tta)
-        d = patch.shape[1]
-        if self.feature == "last":
-            x = cls[:, -d:]
-        elif self.feature == "cls+patch":
-            x = torch.cat([cls[:, -d:], patch], dim=1)
-        elif self.feature == "patch":  # global average of the patch tokens (RETFound's pool)
-            x = patch
-        else:
-            x = cls
+        x = select_feature(cls, patch, self.feature)
         return self.task.scores(self.task.head(x, interval_days).float())
+
+
+def select_feature(cls: Tensor, patch: Tensor, feature: str) -> Tensor:
+    """A recognition run's feature from the encoder's outputs: ``cls [B, n*D]`` (last n CLS tokens), ``patch
+    [B, D]`` (patch-token mean) -> ``[B, F]`` for ``cls`` / ``last`` (final CLS) / ``patch`` / ``cls+patch``."""
+    d = patch.shape[1]
+    if feature == "last":
+        return cls[:, -d:]
+    if feature == "cls+patch":
+        return torch.cat([cls[:, -d:], patch], dim=1)
+    if feature == "patch":  # global average of the patch tokens (RETFound's pool)
+        return patch
+    return cls
 
 
 class VolumePipeline(nn.Module):

@@ -1,7 +1,8 @@
 """The HTTP service: FastAPI routes over the served models, the dynamic batcher and the metrics.
 
 Routes: ``POST /v1/predict`` (one or more files), ``POST /v1/segment`` (mask PNG or JSON), ``POST /v1/explain``
-(attention heat-map overlay), ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /``
+(attention heat-map overlay), ``POST /v1/embed`` and ``POST /v1/retrieve`` (:mod:`visionfm.serve.embed`),
+``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /``
 (the web page), ``/docs`` (OpenAPI). Every refusal is a 4xx (or 503 when busy, 504 on timeout) with a JSON
 ``{"detail": message}``; nothing a client sends can stop the service.
 """
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from .batching import DynamicBatcher, Overloaded
 from .config import API_KEY_HEADER, ServeConfig
+from .embed import add_embed, add_retrieve
 from .metrics import Metrics
 from .models import ServedModel, heat_overlay, png_base64, png_bytes
 from .uploads import Upload, UploadError, decode_upload, decode_volume_upload, stack_bscans
@@ -154,16 +156,7 @@ def _install_errors(app: FastAPI, state: _State) -> None:
 
 
 def _short(m: ServedModel) -> dict[str, Any]:
-    c = m.card
-    return {
-        "name": c.name,
-        "kind": c.kind,
-        "run": c.source,
-        "encoder_sha256": c.encoder_sha256,
-        "arch": c.arch,
-        "backend": m.backend,
-        "precision": m.precision,
-    }
+    return m.summary()
 
 
 def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
@@ -212,7 +205,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
             "api_key_required": bool(cfg.api_key),
         }
 
-    for add in (_add_predict, _add_segment, _add_explain):
+    for add in (_add_predict, _add_segment, _add_explain, add_embed, add_retrieve):
         add(app, state)
     return app
 

@@ -20,8 +20,8 @@ class ServeConfig:
     """How the service runs.
 
     Attributes:
-        runs: run folders (recognition or dense) or encoder weights files to serve; each becomes a model named
-            after its folder (or file stem).
+        runs: run folders (recognition, dense, OCT volume, vision-language) or encoder weights files to serve;
+            each becomes a model named after its folder (or file stem).
         host: interface to listen on (127.0.0.1: this machine only).
         port: TCP port (0: any free port).
         backend: ``torch`` (eager PyTorch) or ``onnxruntime`` (each run exported to ONNX at start, parity-checked).
@@ -34,6 +34,7 @@ class ServeConfig:
         max_pixels: largest image (width x height) decoded (413 above; guards against decompression bombs).
         max_files: most files in one request.
         max_bscans: most B-scan images in one request that stacks them into a volume (``bscans=true``).
+        max_texts: most texts in one ``/v1/embed`` or ``/v1/retrieve`` request (vision-language runs).
         timeout_s: a request still unanswered after this many seconds gets 504.
         api_key: when set, every /v1 call needs it in the X-API-Key header (default: the VISIONFM_API_KEY
             environment variable; unset: open).
@@ -57,6 +58,7 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_files: int = 16
     max_bscans: int = 512
+    max_texts: int = 64
     timeout_s: float = 30.0
     api_key: str | None = None
     threads: int = 0
@@ -69,7 +71,7 @@ class ServeConfig:
             raise ConfigError(f"backend: {self.backend!r} is not one of {list(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
-        for name in ("max_batch", "queue_size", "max_pixels", "max_files", "max_bscans", "explain_side"):
+        for name in ("max_batch", "queue_size", "max_pixels", "max_files", "max_bscans", "max_texts", "explain_side"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("batch_wait_ms", "threads"):

@@ -58,8 +58,9 @@ def _torch_runner(model: LoadedModel, device: torch.device, precision: str = "fp
     from ..features import autocast_context
 
     names = model.card.inputs
-    if precision != "fp32":
-        _cast_matmul_weights(model.module, torch.bfloat16 if precision == "bf16" else torch.float16)
+    if precision != "fp32":  # a volume classifier's MIL head runs in float32 after the encoder: encoder only
+        target = model.encoder if model.card.kind == "volume" else model.module
+        _cast_matmul_weights(target, torch.bfloat16 if precision == "bf16" else torch.float16)
 
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode(), autocast_context(device, precision):
@@ -92,6 +93,19 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.card.name
+
+    def summary(self) -> dict[str, Any]:
+        """The model's identity in every answer (shortened :meth:`identity`)."""
+        c = self.card
+        return {
+            "name": c.name,
+            "kind": c.kind,
+            "run": c.source,
+            "encoder_sha256": c.encoder_sha256,
+            "arch": c.arch,
+            "backend": self.backend,
+            "precision": self.precision,
+        }
 
     def identity(self) -> dict[str, Any]:
         """What a client sees of the model: name, task, outputs, encoder identity, preprocessing, backend."""
@@ -140,6 +154,11 @@ class ServedModel:
                     self._class_cache.clear()
                 self._class_cache[key] = self.loaded.vl.class_embeddings(list(classes), domain_knowledge)
             return self._class_cache[key]
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit text embeddings ``[T, E]`` of raw texts (:meth:`visionfm.vl.VLRun.encode_text`)."""
+        with self._text_lock:
+            return self.loaded.vl.encode_text(list(texts)).float().cpu().numpy()
 
     def zeroshot(self, embedding: np.ndarray, classes: Sequence[str], domain_knowledge: bool) -> dict[str, Any]:
         """A unit image embedding ``[E]`` -> class probabilities (softmax of the scaled cosine similarities), as

@@ -26,7 +26,7 @@ from ..fileio import atomic_write
 from .data import TEXT_COLUMNS
 from .runs import VLRun
 
-__all__ = ["ZS_KEYS", "first_hit_rank", "read_images", "recall_at_k", "retrieve", "zeroshot_eval"]
+__all__ = ["ZS_KEYS", "cosine_ranking", "first_hit_rank", "read_images", "recall_at_k", "retrieve", "zeroshot_eval"]
 
 log = logging.getLogger(__name__)
 ZS_KEYS = ("balanced_accuracy", "kappa", "f1.macro", "auroc.macro")
@@ -157,6 +157,15 @@ def zeroshot_eval(
     return metrics
 
 
+def cosine_ranking(
+    queries: torch.Tensor | np.ndarray, candidates: torch.Tensor | np.ndarray, k: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of unit embeddings ``queries [Q, E]`` x ``candidates [M, E]`` -> ``[Q, M]``, and per query
+    the indices of its ``k`` (default all) most similar candidates, best first, ties in candidate order ``[Q, k]``."""
+    sim = (torch.as_tensor(queries) @ torch.as_tensor(candidates).t()).numpy()
+    return sim, np.argsort(-sim, axis=1, kind="stable")[:, : (k or sim.shape[1])]
+
+
 def first_hit_rank(sim: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """0-based rank of the first positive candidate of each query ``[Q]`` (similarities ``[Q, M]``, positives bool)."""
     order = np.argsort(-sim, axis=1, kind="stable")
@@ -207,21 +216,16 @@ def retrieve(
         img = run.encode_image(paths)
         cands = list(dict.fromkeys([*queries, *paired]))
         txt = run.encode_text(cands)
-    sim = (txt @ img.t()).numpy()  # [T, N]
+    sim, t2i = cosine_ranking(txt, img, k)  # [T, N], [T, k]
     out = Path(output)
-    k = min(k, len(paths))
     rows = [
         [q, r + 1, names[j], f"{sim[i, j]:.6f}"]
         for i, q in enumerate(cands[: len(queries)])
-        for r, j in enumerate(np.argsort(-sim[i], kind="stable")[:k])
+        for r, j in enumerate(t2i[i])
     ]
     _write_rows(out / "text_to_image.csv", ["query", "rank", "image", "cosine"], rows)
-    kt = min(k, len(cands))
-    rows = [
-        [names[j], r + 1, cands[i], f"{sim[i, j]:.6f}"]
-        for j in range(len(paths))
-        for r, i in enumerate(np.argsort(-sim[:, j], kind="stable")[:kt])
-    ]
+    i2t = cosine_ranking(img, txt, k)[1]  # [N, k]
+    rows = [[names[j], r + 1, cands[i], f"{sim[i, j]:.6f}"] for j in range(len(paths)) for r, i in enumerate(i2t[j])]
     _write_rows(out / "image_to_text.csv", ["image", "rank", "text", "cosine"], rows)
     result: dict = {"images": len(paths), "texts": len(cands), "queries": list(queries)}
     if len(paired) == len(paths):
