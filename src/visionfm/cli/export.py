@@ -13,7 +13,7 @@ class ExportConfig:
     """One export.
 
     Attributes:
-        run: run folder (recognition or dense) or encoder weights file.
+        run: run folder (recognition, dense, OCT volume classifier, vision-language) or encoder weights file.
         format: output format.
         output: the file to write (``.onnx``; its sidecar ``.onnx.json`` goes beside it).
         encoder_only: export the run's encoder alone (features), not its outputs.
@@ -69,9 +69,10 @@ def run(a: argparse.Namespace) -> int:
         cfg.input_size,
     )
     card = res.info["model"]
+    axis = "bscans of one volume" if card["kind"] == "volume" else "batch"
     print(
         f"wrote {res.path} ({card['kind']}, outputs {', '.join(res.info['outputs'])}, input "
-        f"[batch, 3, {card['input_size']}, {card['input_size']}])"
+        f"[{axis}, 3, {card['input_size']}, {card['input_size']}])"
     )
     print(
         f"max |onnx - torch| = {res.max_abs_error:.3e} on {len(res.info['check']['images'])} check images "
