@@ -19,8 +19,9 @@ CSDI = DATA / "CSDI-cataract-reports"
 
 
 @pytest.fixture(scope="module")
-def server(vl_run, dr_run, volume_run):
-    srv = start_server(ServeConfig(runs=[str(vl_run), str(dr_run), str(volume_run)], port=0, max_texts=4))
+def server(vl_run, dr_run, volume_run, serve_weights):
+    runs = [str(vl_run), str(dr_run), str(volume_run), str(serve_weights)]
+    srv = start_server(ServeConfig(runs=runs, port=0, max_texts=4))
     yield srv
     srv.stop()
 
@@ -87,6 +88,12 @@ def test_embed_recognition_run_equals_the_extracted_feature(server, serve_root):
     }
     want = fs.cls[0] / np.linalg.norm(fs.cls[0])
     np.testing.assert_allclose(body["images"][0]["embedding"], want, atol=1e-5)
+    enc = httpx.post(
+        server.url + "v1/embed", files={"file": (img.name, img.read_bytes())}, data={"model": "tiny_fundus"}
+    )
+    assert enc.status_code == 200 and enc.json()["embedding"]["feature"] == "last"  # an encoder file: final CLS
+    last = fs.cls[0][-64:]  # the extraction's last block (width 64) of the same encoder
+    np.testing.assert_allclose(enc.json()["images"][0]["embedding"], last / np.linalg.norm(last), atol=1e-5)
 
 
 def test_retrieve_real_csdi_reports_equals_the_library(server, vl_run, tmp_path):

@@ -16,11 +16,11 @@ from .pipelines import (
     LoadedModel,
     ModelCard,
     RecognitionPipeline,
-    VolumePipeline,
     load_model,
     preprocess_image,
 )
 from .predict import predict_onnx, predict_volumes_onnx
+from .volume import VolumePipeline
 
 __all__ = [
     "MIN_OPSET",

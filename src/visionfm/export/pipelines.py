@@ -12,6 +12,9 @@ Pipelines (every input ``image`` is ``[B, 3, S, S]`` normalised):
 - dense (segmentation, landmarks): logits ``[B, K, S, S]`` (sigmoid / spatial softmax are applied by the caller at
   the original resolution, as ``segment predict`` and ``landmark predict`` do).
 - encoder alone: (CLS of the last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``), the feature file's layout.
+- OCT volume classifiers (:mod:`visionfm.export.volume`): one volume's B-scans ``[N, 3, S, S]`` -> logits
+  ``[1, C]`` and per-B-scan relevance ``[1, N]``; vision-language runs (:mod:`visionfm.export.vl`): unit image
+  embeddings ``[B, E]``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ __all__ = [
     "LoadedModel",
     "ModelCard",
     "RecognitionPipeline",
-    "VolumePipeline",
     "load_model",
     "preprocess_image",
     "select_feature",
@@ -163,22 +165,6 @@ def select_feature(cls: Tensor, patch: Tensor, feature: str) -> Tensor:
     if feature == "patch":  # global average of the patch tokens (RETFound's pool)
         return patch
     return cls
-
-
-class VolumePipeline(nn.Module):
-    """An OCT volume classifier: the B-scans of ONE volume ``image [N, 3, S, S]`` -> (volume logits ``[1, C]``,
-    per-B-scan relevance ``[1, N]``). The batch axis is the volume's B-scans; features are extracted as
-    ``extract --volumes`` does (no TTA) and pooled by the run's own :class:`~visionfm.volumes.MILHead`."""
-
-    def __init__(self, encoder: nn.Module, head: nn.Module, feature: str, n_last_blocks: int) -> None:
-        super().__init__()
-        self.encoder, self.head, self.feature = encoder, head, feature
-        self.n_last_blocks = min(n_last_blocks, encoder.cfg.depth)
-
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        cls, patch = _encode(self.encoder, image, self.n_last_blocks, "none")
-        x = (cls if self.feature == "cls" else patch)[None]  # [1, N, F]
-        return self.head(x, torch.ones_like(x[..., 0], dtype=torch.bool))  # a mask that follows N when traced
 
 
 class DensePipeline(nn.Module):
@@ -344,44 +330,6 @@ def _dense(run: Path, device: torch.device, encoder_only: bool) -> LoadedModel:
     return LoadedModel(card, DensePipeline(model).eval(), enc)
 
 
-def _volume(run: Path, device: torch.device, encoder_only: bool, weights_file: str | None = None) -> LoadedModel:
-    """An OCT volume classifier (``visionfm volumes train``): the encoder its features came from + its MIL head
-    (``weights_file``: the encoder when no longer where the features recorded it)."""
-    import json
-
-    from ..checkpoints import load_encoder
-    from ..volumes import VolumeClassifier
-
-    clf = VolumeClassifier.load(run)
-    sm = clf.source_meta
-    weights = Path(weights_file or sm.get("weights", ""))
-    if not weights.is_file():
-        raise FileNotFoundError(f"{run}: its features came from encoder weights {weights}, not found")
-    enc = load_encoder(weights, sm.get("modality") or None, device=device).eval()
-    head_file = run / "head.safetensors"
-    files = {str(weights.resolve()): file_sha256(weights), str(head_file.resolve()): file_sha256(head_file)}
-    n_blocks = int(sm.get("n_last_blocks") or 1)
-    card = ModelCard(
-        run.name,
-        "encoder" if encoder_only else "volume",
-        str(run.resolve()),
-        files,
-        files[str(weights.resolve())],
-        enc.info.arch,
-        sm.get("modality", ""),
-        int(sm["input_size"]),
-        json.loads(sm["mean"]),
-        json.loads(sm["std"]),
-        ["cls", "patch_mean"] if encoder_only else list(clf.classes),
-        feature=clf.feature,
-        n_last_blocks=n_blocks,
-        resize=sm.get("interpolation") or "bilinear",
-    )
-    if encoder_only:
-        return LoadedModel(card, EncoderPipeline(enc, n_blocks).eval(), enc)
-    return LoadedModel(card, VolumePipeline(enc, clf.head, clf.feature, n_blocks).eval(), enc, clf)
-
-
 def _encoder_file(path: Path, device: torch.device, modality: str | None, input_size: int | None) -> LoadedModel:
     from ..checkpoints import load_encoder
 
@@ -439,7 +387,9 @@ def load_model(
         if is_vl_run(src):
             return load_vl(src, dev, encoder_only)
         if (src / "head.safetensors").is_file():
-            return _volume(src, dev, encoder_only, weights)
+            from .volume import load_volume
+
+            return load_volume(src, dev, encoder_only, weights)
         raise ValueError(
             f"{src}: not a run folder (no run.yaml of a recognition run, no dense.yaml of a segmentation / "
             f"landmark run, no head.safetensors of a volume classifier, no run.json of a vision-language run)"

@@ -199,6 +199,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
                 "max_upload_mb": cfg.max_upload_mb,
                 "max_pixels": cfg.max_pixels,
                 "max_files": cfg.max_files,
+                "max_texts": cfg.max_texts,
                 "max_batch": cfg.max_batch,
                 "timeout_s": cfg.timeout_s,
             },
