@@ -27,8 +27,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 @command(
     "serve",
-    "Serve trained runs over HTTP: /v1/predict, /v1/segment, /v1/explain, a web page at /, "
-    "metrics at /metrics, docs at /docs.",
+    "Serve trained runs over HTTP: /v1/predict, /v1/segment, /v1/explain, /v1/embed, /v1/retrieve, a web page "
+    "at /, metrics at /metrics, docs at /docs.",
     _configure,
 )
 def run(a: argparse.Namespace) -> int:
