@@ -98,3 +98,22 @@ def test_train_predict_with_stacked_views_and_hard_windows(drive_like, tmp_path)
     pred = ["--run", str(run), "--data", str(drive_like), "--split", "training", "--device", "cpu"]
     assert main(["segment", "predict", *pred, "--output", str(out)]) == 0
     assert (out / "21_training.png").is_file()
+
+
+def test_elongation_known_answers_and_dropping_a_bar():
+    from visionfm.dense.postprocess import drop_elongated, elongation, parse_elongation_limits
+
+    yy, xx = np.mgrid[:40, :64]
+    disc = (yy - 20) ** 2 + (xx - 12) ** 2 <= 25  # radius 5: 81 pixels; the centre's nearest outside pixel: (5, 1)
+    bar = np.zeros((40, 64), bool)
+    bar[19:22, 30:60] = True  # 3 x 30: area 90, deepest 2 -> 90 / (4 pi) = 7.16
+    labels, ratio = elongation(disc | bar)
+    assert labels.max() == 2 and sorted(np.round(ratio, 2).tolist()) == [round(81 / (26 * np.pi), 2), 7.16]
+    prob = np.where(disc | bar, 0.9, 0.1).astype(np.float32)
+    out = drop_elongated(prob, 0.5, 4.0)
+    assert (out[bar] == 0).all() and np.array_equal(out[~bar], prob[~bar])
+    assert drop_elongated(prob, 0.5, 8.0) is prob  # nothing beyond the limit: untouched
+    assert parse_elongation_limits(["HE=6"], ["MA", "HE"]) == {1: 6.0}
+    for bad in ("HE", "XX=3", "HE=abc", "HE=0.5"):
+        with pytest.raises(ValueError, match="drop-elongated"):
+            parse_elongation_limits([bad], ["MA", "HE"])

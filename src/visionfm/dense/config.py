@@ -355,6 +355,13 @@ class SegmentPredictConfig:
     )
     save_probabilities: bool = field(default=False, metadata=_h("also write <name>_prob.png (probability x 255)"))
     tta: bool = field(default=False, metadata=_h("test-time augmentation: average the image and its two mirrors"))
+    drop_elongated: list[str] | None = field(
+        default=None,
+        metadata=_h(
+            "CLASS=LIMIT ...: remove that class's predicted components whose area exceeds LIMIT times their largest "
+            "inscribed disc (vessel-like false positives of blob-like lesions, e.g. HE=6; choose LIMIT on validation)"
+        ),
+    )
     cdr: bool = field(
         default=False,
         metadata=_h("write cdr.csv: vertical and area cup-to-disc ratio from the first two classes (disc, cup)"),

@@ -29,6 +29,8 @@ from .data import item_fov, load_target, resolve_spec
 from .datasets import as_rgb8, select
 from .metrics import SegmentationMeter
 from .models_io import is_fundus, load_run
+from .postprocess import drop_elongated as _drop_elongated
+from .postprocess import parse_elongation_limits
 from .tasks import padded_logits
 from .transforms import prepare_image
 
@@ -163,6 +165,7 @@ def predict_segmentation(
     cdr: bool = False,
     expert_cdr: str | None = None,
     tta: bool = False,
+    drop_elongated: Sequence[str] | None = None,
 ) -> dict:
     """Predict every image under ``data`` with a trained run; write masks, overlays and (with labels) metrics.
 
@@ -176,6 +179,8 @@ def predict_segmentation(
         save_probabilities: also write ``<name>[_<class>]_prob.png`` (probability x 255).
         cdr / expert_cdr: write ``cdr.csv`` (vertical and area CDR from the first two classes, disc and cup) and,
             with an expert CSV, their MAE.
+        drop_elongated: ``["HE=6"]``: remove that class's predicted components more elongated than the limit
+            (:mod:`visionfm.dense.postprocess`; vessel-like false positives of blob-like lesions), before scoring.
 
     Returns:
         the pooled metrics dict (empty when the data has no masks or ``evaluate`` is False).
@@ -205,6 +210,7 @@ def predict_segmentation(
         [threshold] * len(names) if threshold is not None else (cfg.state.thresholds or [0.5] * len(names)), float
     )
     pooled = SegmentationMeter(names, threshold=thr)
+    limits = parse_elongation_limits(drop_elongated, names)
     per_image, sources, discs, cups = [], Counter(), [], []
     nested = (kind or cfg.kind) == "nested"
     for it, name in zip(tqdm(items, desc="predicting"), outs):
@@ -226,6 +232,8 @@ def predict_segmentation(
             contrast=cfg.contrast,
         )
         sources[source] += 1
+        for c, limit in limits.items():
+            prob[c] = _drop_elongated(prob[c], float(thr[c]), limit)
         raw = prob > thr[:, None, None]
         pred = raw & fov_map[None] if fov_map is not None else raw
         outside = (
@@ -260,6 +268,7 @@ def predict_segmentation(
         "max_side": cfg.max_side,
         "model": cfg.model,
         "tta": tta,
+        "drop_elongated": {names[c]: v for c, v in limits.items()},
         "selected_step": cfg.state.selected_step,
         "fov": dict(sources),
         "metrics": metrics,
