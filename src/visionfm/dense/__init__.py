@@ -6,8 +6,17 @@ transforms, label parsing) is plain torch / numpy.
 
 from .backbone import OFFICIAL_BLOCKS, block_indices, multilevel_features
 from .cdr import area_cdr, cdr_from_label_maps, vertical_cdr
-from .config import DenseConfig, DenseState, LandmarkPredictConfig, SegmentPredictConfig, load_config, save_config
+from .config import (
+    DenseConfig,
+    DenseState,
+    LandmarkPredictConfig,
+    SegmentPredictConfig,
+    contrast_channels,
+    load_config,
+    save_config,
+)
 from .data import MASK_KINDS, DenseSpec, SegItem, item_fov, load_target, pair_files, read_mask, resolve_spec
+from .datasets import hard_negatives
 from .decoders import DENSE_MODELS, EncoderDense, LinearDecoder, MonaiUNet, UNETRDecoder, build_dense_model
 from .fewshot import run_fewshot
 from .fov import estimate_fov
@@ -15,6 +24,7 @@ from .landmark import landmarks_from_masks, predict_landmark, train_landmark
 from .landmarks import argmax_subpixel, gaussian_heatmaps, read_landmarks, scale_points, soft_argmax
 from .losses import dice_focal_loss, focal_loss, heatmap_kl, soft_dice_loss, tversky_focal_loss, tversky_loss
 from .metrics import SegmentationMeter, auc_from_histograms, confusion, hd95, radial_errors, scores_from_confusion
+from .postprocess import drop_elongated, elongation
 from .predict import predict_segmentation
 from .segment import train_segmentation
 from .transforms import JointAugment, affine_matrix, warp
@@ -43,10 +53,14 @@ __all__ = [
     "build_dense_model",
     "cdr_from_label_maps",
     "confusion",
+    "contrast_channels",
     "dice_focal_loss",
+    "drop_elongated",
+    "elongation",
     "estimate_fov",
     "focal_loss",
     "gaussian_heatmaps",
+    "hard_negatives",
     "hd95",
     "heatmap_kl",
     "item_fov",
