@@ -47,7 +47,7 @@ import numpy as np
 # benchmarks/onnx.py would shadow the onnx package for a script run from this folder: drop the folder from the path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-ROWS = ("official", "fp32", "fast", "compile", "onnx", "int8")
+ROWS = ("official", "fp32", "fast", "int8-static", "compile", "frozen", "frozen-warm", "onnx", "int8")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "OCT-fundus-DME-DR"
 
 
@@ -151,7 +151,7 @@ def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
 
 # -- the visionfm paths -------------------------------------------------------------------------------------------
 def _run_visionfm(
-    enc, paths, args, tmp: Path, precision: str, batch: int, draft: bool, compile: bool = False
+    enc, paths, args, tmp: Path, precision: str, batch: int, draft: bool, compile: bool | str = False
 ) -> np.ndarray:
     from visionfm import extract_features, load_features
     from visionfm.data import ImageCollection, Sample
@@ -239,6 +239,23 @@ def _compile_warmup(enc) -> float:
     return time.perf_counter() - t0
 
 
+def _compile_seconds() -> float:
+    """Seconds this process spent compiling (dynamo + inductor), from torch's own compile-time records."""
+    from torch._dynamo.utils import calculate_time_spent
+
+    return float(calculate_time_spent().get("total_wall_time", 0.0))
+
+
+def _frozen_warmup(enc) -> None:
+    """Compile the frozen encoder on one zero batch (fills the inductor cache of a warm row; not timed)."""
+    import torch
+
+    from visionfm.features import cast_encoder, encode_batch, frozen_features
+
+    mod = frozen_features(cast_encoder(enc, "bf16"), min(4, enc.cfg.depth))
+    encode_batch(mod, torch.zeros(32, 3, 224, 224), min(4, enc.cfg.depth), "none", "bf16")
+
+
 def _worker(args: argparse.Namespace) -> None:
     """Run one row; print a JSON line with its loop time and peak memory; save its features."""
     import torch
@@ -270,6 +287,23 @@ def _worker(args: argparse.Namespace) -> None:
                 ),
                 flush=True,
             )
+        elif args.worker in ("frozen", "frozen-warm"):  # cold / warm: the row's own inductor cache (_run_row)
+            if args.warmup_only:  # fill the cache: compile one batch, extract nothing
+                return _frozen_warmup(enc)
+            feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True, compile="frozen")
+            compile_s = _compile_seconds()
+            loop_s = time.perf_counter() - t0 - compile_s
+            print(
+                json.dumps(
+                    {
+                        "note": f"{args.worker}: {compile_s:.1f} s compiling (in the whole-process time, "
+                        "not in the loop time)"
+                    }
+                ),
+                flush=True,
+            )
+        elif args.worker == "int8-static":
+            feats = _run_visionfm(enc, paths, args, tmp, "int8", 32, True)
         elif args.worker == "int8":
             q = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
             feats = _run_visionfm(q, paths, args, tmp, "fp32", 32, False)
@@ -313,8 +347,10 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
         str(args.num_workers),
     ]
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    if row == "compile":  # an empty compile cache: the row pays the whole compilation, as a first run would
+    if row in ("compile", "frozen", "frozen-warm"):  # an empty compile cache: a first run's whole compilation
         env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="visionfm-inductor-", dir=paths_file.parent)
+    if row == "frozen-warm":  # a second run: one untimed process fills the cache first
+        subprocess.run([*cmd, "--warmup-only"], capture_output=True, text=True, env=env, check=True)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     whole = time.perf_counter() - t0
@@ -343,6 +379,7 @@ def main() -> None:
         help="interleaved rounds (odd rounds run the rows in reverse order); times are medians over rounds",
     )
     p.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
+    p.add_argument("--warmup-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()

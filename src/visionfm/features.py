@@ -45,6 +45,7 @@ from .errors import UserError
 from .models import VisionTransformer
 
 __all__ = [
+    "EXTRACT_PRECISIONS",
     "PRECISION_CHOICES",
     "TTA_MODES",
     "FeatureSet",
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 TTA_MODES = ("none", "hflip", "hvflip")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+EXTRACT_PRECISIONS = (*PRECISION_CHOICES, "int8")  # int8: static, calibrated per extraction (CPU only)
+INT8_CALIBRATION_IMAGES = 8
 
 
 @dataclass
@@ -106,12 +109,90 @@ def encode_batch(
         raise UserError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     views = [x] + ([x.flip(-1)] if tta != "none" else []) + ([x.flip(-2)] if tta == "hvflip" else [])
     cls_sum, patch_sum = 0, 0
-    with autocast_context(x.device, precision):
+    if (precision == "int8") != _is_int8(encoder):
+        raise UserError("precision int8 needs the int8 encoder of visionfm.models.vit_int8.quantize_encoder and back")
+    dtype = _DTYPES.get(precision)
+    cast = dtype is not None and _param_dtype(encoder) == dtype  # weights already in the precision: no autocast
+    with nullcontext() if cast or precision == "int8" else autocast_context(x.device, precision):
         for v in views:
-            out = encoder(v, n_last_blocks=n_last_blocks)
-            cls_sum = cls_sum + out.cls_concat().float()
-            patch_sum = patch_sum + out.patch_tokens.float().mean(1)
+            cls, patch = _features(encoder, v.to(dtype) if cast else v, n_last_blocks)
+            cls_sum, patch_sum = cls_sum + cls, patch_sum + patch
     return cls_sum / len(views), patch_sum / len(views)
+
+
+def _features(encoder, x: Tensor, n_last_blocks: int) -> tuple[Tensor, Tensor]:
+    """(CLS of the last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``) in float32, from an encoder or from a
+    :class:`FeatureModule` (compiled or not)."""
+    if isinstance(getattr(encoder, "_orig_mod", encoder), FeatureModule):
+        return encoder(x)
+    out = encoder(x, n_last_blocks=n_last_blocks)
+    return out.cls_concat().float(), out.patch_tokens.float().mean(1)
+
+
+def _is_int8(encoder) -> bool:
+    from .models.vit_int8 import Int8VisionTransformer
+
+    return isinstance(getattr(encoder, "_orig_mod", encoder), Int8VisionTransformer)
+
+
+def _param_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    p = next(iter(module.parameters()), None)
+    return None if p is None else p.dtype
+
+
+class FeatureModule(torch.nn.Module):
+    """The encoder with the feature selection inside, so one compiled graph yields the features.
+
+    ``forward``: ``[B, 3, H, W]`` -> (CLS of the last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``), float32.
+    """
+
+    def __init__(self, encoder: VisionTransformer, n_last_blocks: int) -> None:
+        super().__init__()
+        self.encoder, self.n_last_blocks = encoder, n_last_blocks
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.encoder(x, n_last_blocks=self.n_last_blocks)
+        return out.cls_concat().float(), out.patch_tokens.float().mean(1)
+
+
+def cast_encoder(encoder: VisionTransformer, precision: str) -> VisionTransformer:
+    """A copy of ``encoder`` with its weights cast once to ``bf16`` (the caller's encoder is left as it was), so no
+    forward pays autocast's per-call weight casts; other precisions and other modules are returned as given.
+
+    bf16 weights make the residual stream bf16 too; layer norms and softmax still accumulate in float32 inside
+    their kernels. Measured feature change against fp32: the same order as autocast (``benchmarks/extract.py``).
+    """
+    if precision != "bf16" or not isinstance(encoder, VisionTransformer) or _param_dtype(encoder) != torch.float32:
+        return encoder
+    with torch.device("meta"):
+        copy = type(encoder)(encoder.cfg)
+    state = {k: v.detach().to(torch.bfloat16) for k, v in encoder.state_dict().items()}
+    copy.load_state_dict(state, assign=True)
+    return copy.set_info(encoder.info).eval().to(next(encoder.parameters()).device)
+
+
+def _resolve_extract_precision(precision: str, device: torch.device) -> str:
+    """:func:`resolve_precision` plus ``int8`` (static int8 on oneDNN: CPU only)."""
+    if precision != "int8":
+        return resolve_precision(precision, device)
+    if device.type != "cpu":
+        raise UserError(f"precision int8 runs on the CPU only (oneDNN), not on {device}; use bf16 there")
+    from .models.vit_int8 import cpu_has_amx_int8
+
+    if not cpu_has_amx_int8():
+        log.warning("precision int8: this CPU has no AMX-INT8; int8 may be no faster than bf16 here")
+    return precision
+
+
+def _int8_encoder(enc: VisionTransformer, coll: ImageCollection, prep: Preprocess, jpeg_draft: bool):
+    """The int8 copy of ``enc``, calibrated on the collection's first :data:`INT8_CALIBRATION_IMAGES` images
+    (decoded as the extraction decodes them; the same on every rank, so every process quantises alike)."""
+    from .models.vit_int8 import quantize_encoder
+
+    if not isinstance(enc, VisionTransformer) or enc.cfg.layer_scale:
+        raise UserError("precision int8 supports plain ViT encoders (no layer scale); use bf16 for this one")
+    calib = ImageDataset(coll.samples[:INT8_CALIBRATION_IMAGES], prep, draft=prep.size if jpeg_draft else None)
+    return quantize_encoder(enc.float(), [torch.stack([calib[i][0] for i in range(len(calib))])])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -276,11 +357,12 @@ def extract_features(
     """
     output = Path(output)
     _check_args(output, input_size, n_last_blocks, batch_size, num_workers, tta, interpolation)
+    reuse_large_allocations()
     dist_info = init_distributed(resolve_device(device))
     dev = resolve_device(device, dist_info.local_rank)
     enc = resolve_encoder(weights, modality, device=dev)
     n_last_blocks = _last_blocks(n_last_blocks, enc)
-    precision = resolve_precision(precision, dev)
+    precision = _resolve_extract_precision(precision, dev)
     enc = enc.to(dev).eval()
     coll = data if isinstance(data, ImageCollection) else scan(data, layout, split or "training", label_columns)
     scanned_here = not isinstance(data, ImageCollection)  # a given collection's split is unknown unless stated
@@ -294,6 +376,8 @@ def extract_features(
     with OutputLock(output) if dist_info.is_main else nullcontext():
         tmp = _shared_tmp_name(output)
         meta = _meta(enc, coll, n_last_blocks, prep, tta, precision, split, jpeg_draft)
+        if precision == "int8":  # the images whose activation ranges set the int8 scales
+            meta["int8_calibration"] = json.dumps([s.rel for s in coll.samples[:INT8_CALIBRATION_IMAGES]])
         rows = RowFile.create(output, tmp, shapes, meta) if dist_info.is_main else None
         barrier()
         rows = rows or RowFile.attach(output, tmp, shapes)  # every rank reads the header rank 0 wrote
@@ -367,16 +451,61 @@ def _encode_into(
         prefetch_factor=4 if num_workers else None,
     )
     bar = tqdm(total=len(mine), desc="extract", unit="img", disable=not (progress and dist_info.is_main))
-    with compiled_blocks(run_enc, compile):
+    mode = compile_mode(compile)
+    if precision == "int8":
+        run_enc = _int8_encoder(run_enc, coll, prep, jpeg_draft)
+    run_enc = cast_encoder(run_enc, precision)  # bf16: weights cast once, not by autocast in every forward
+    if mode == "frozen":
+        run_enc = frozen_features(run_enc, n_last_blocks)
+    with compiled_blocks(run_enc, mode == "blocks"):
         for x, idx in loader:
             n = len(idx)
-            if compile and n < batch_size:  # pad the last batch: a new shape would compile again
+            if mode != "none" and n < batch_size:  # pad the last batch: a new shape would compile again
                 x = torch.cat([x, x[:1].expand(batch_size - n, *x.shape[1:])])
             cls, patch = encode_batch(run_enc, x.to(dev, non_blocking=True), n_last_blocks, tta, precision)
             rows.write_rows("cls", idx.numpy(), cls[:n].cpu().numpy())
             rows.write_rows("patch_mean", idx.numpy(), patch[:n].cpu().numpy())
             bar.update(n)
     bar.close()
+
+
+def reuse_large_allocations() -> bool:
+    """Keep large freed blocks in this process's heap (glibc ``mallopt``: no ``mmap`` for big blocks, no trimming).
+
+    A ViT-B batch of 32 allocates activations of 20-40 MB per op; glibc serves every block above 32 MB with a fresh
+    ``mmap`` and returns it on free, so each op pays page faults on its whole output again: measured 2x on a bf16
+    ``Linear`` and ~15% on a whole bf16 forward on this project's CPU. Process-wide and harmless for the numbers
+    (only where memory comes from); the cost is that the process keeps its peak memory until it exits. Returns
+    whether the setting was applied (False off glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False
+
+
+COMPILE_MODES = ("none", "blocks", "frozen")
+
+
+def compile_mode(compile: bool | str) -> str:
+    """``False``/``"none"``, ``True``/``"blocks"`` (regional) or ``"frozen"`` (whole encoder, weights frozen)."""
+    mode = {False: "none", True: "blocks"}.get(compile, compile) if isinstance(compile, bool) else compile
+    if mode not in COMPILE_MODES:
+        raise UserError(f"unknown compile mode {compile!r}; valid: {', '.join(COMPILE_MODES)}")
+    return mode
+
+
+def frozen_features(encoder: VisionTransformer, n_last_blocks: int) -> torch.nn.Module:
+    """The whole encoder (and the feature selection) compiled by inductor with **weight freezing**: the weights
+    become constants, so linears run oneDNN's prepacked (AMX) kernels and bias, GELU, residual adds and layer
+    norms fuse around them. Compiles on the first batch (inductor's on-disk cache makes later processes faster);
+    only for inference: the compiled module must not be trained."""
+    mod = FeatureModule(encoder, n_last_blocks).eval()
+    return torch.compile(mod, dynamic=False, options={"freezing": True})
 
 
 @contextmanager
