@@ -117,3 +117,26 @@ def test_elongation_known_answers_and_dropping_a_bar():
     for bad in ("HE", "XX=3", "HE=abc", "HE=0.5"):
         with pytest.raises(ValueError, match="drop-elongated"):
             parse_elongation_limits([bad], ["MA", "HE"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="export/pipelines.py preprocess_image normalises with .view(3, 1, 1); a stacked run needs .view(-1, 1, 1)",
+)
+def test_export_prepares_a_stacked_run_as_training_did(drive_like, tmp_path):
+    """Serving / ONNX export read the run's contrast and per-channel normalisation (4 channels here)."""
+    from visionfm.data import read_image
+    from visionfm.dense.fov import estimate_fov
+    from visionfm.export import load_model, preprocess_image
+
+    run = tmp_path / "r"
+    args = ["--data", str(drive_like), "--unet", "--crop", "32", "--contrast", "standardize+green_clahe"]
+    args += ["--unet-width", "4", "--max-steps", "1", "--batch-size", "2", "--device", "cpu", "--output", str(run)]
+    assert main(["segment", "train", *args]) == 0
+    card = load_model(run).card
+    assert card.contrast == "standardize+green_clahe" and len(card.mean) == 4
+    img = read_image(drive_like / "training" / "images" / "22_training.png")
+    x, _ = prepare_image(img, estimate_fov(img), contrast="standardize+green_clahe")
+    want = (x - torch.tensor(card.mean).view(-1, 1, 1)) / torch.tensor(card.std).view(-1, 1, 1)
+    assert np.allclose(preprocess_image(card, img), want.numpy(), atol=1e-6)
