@@ -189,8 +189,8 @@ def _int8_encoder(enc: VisionTransformer, coll: ImageCollection, prep: Preproces
     (decoded as the extraction decodes them; the same on every rank, so every process quantises alike)."""
     from .models.vit_int8 import quantize_encoder
 
-    if not isinstance(enc, VisionTransformer) or enc.cfg.layer_scale:
-        raise UserError("precision int8 supports plain ViT encoders (no layer scale); use bf16 for this one")
+    if not isinstance(enc, VisionTransformer):
+        raise UserError("precision int8 needs a visionfm VisionTransformer encoder; use bf16 for this one")
     calib = ImageDataset(coll.samples[:INT8_CALIBRATION_IMAGES], prep, draft=prep.size if jpeg_draft else None)
     return quantize_encoder(enc.float(), [torch.stack([calib[i][0] for i in range(len(calib))])])
 
@@ -357,12 +357,15 @@ def extract_features(
     """
     output = Path(output)
     _check_args(output, input_size, n_last_blocks, batch_size, num_workers, tta, interpolation)
+    compile_mode(compile)  # a bad mode is refused before anything is read
     reuse_large_allocations()
     dist_info = init_distributed(resolve_device(device))
     dev = resolve_device(device, dist_info.local_rank)
     enc = resolve_encoder(weights, modality, device=dev)
     n_last_blocks = _last_blocks(n_last_blocks, enc)
     precision = _resolve_extract_precision(precision, dev)
+    if precision == "int8" and (compile_mode(compile) != "none" or enc.cfg.layer_scale):
+        raise UserError("precision int8 runs eagerly on plain ViTs: no --compile, no layer-scale (DINOv2) encoders")
     enc = enc.to(dev).eval()
     coll = data if isinstance(data, ImageCollection) else scan(data, layout, split or "training", label_columns)
     scanned_here = not isinstance(data, ImageCollection)  # a given collection's split is unknown unless stated
@@ -452,13 +455,14 @@ def _encode_into(
     )
     bar = tqdm(total=len(mine), desc="extract", unit="img", disable=not (progress and dist_info.is_main))
     mode = compile_mode(compile)
+    batches = iter(loader)  # the decoding workers start now, so they prefetch while the encoder is prepared
     if precision == "int8":
         run_enc = _int8_encoder(run_enc, coll, prep, jpeg_draft)
     run_enc = cast_encoder(run_enc, precision)  # bf16: weights cast once, not by autocast in every forward
     if mode == "frozen":
         run_enc = frozen_features(run_enc, n_last_blocks)
     with compiled_blocks(run_enc, mode == "blocks"):
-        for x, idx in loader:
+        for x, idx in batches:
             n = len(idx)
             if mode != "none" and n < batch_size:  # pad the last batch: a new shape would compile again
                 x = torch.cat([x, x[:1].expand(batch_size - n, *x.shape[1:])])

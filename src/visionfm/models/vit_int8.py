@@ -130,7 +130,8 @@ class Int8VisionTransformer(nn.Module):
     """An int8 inference copy of a :class:`VisionTransformer` (see the module docstring); the source is unchanged.
 
     ``forward(x [B, 3, H, W], n_last_blocks)`` -> :class:`EncoderOutput` (``tokens`` and ``layers``, float32;
-    no attention maps, registers dropped as in the float model).
+    no attention maps, registers dropped as in the float model). Of ``layers`` only the last holds every token;
+    the earlier ones hold the CLS token only (``[B, 1, D]``), all that ``cls_concat`` reads.
     """
 
     def __init__(self, encoder: VisionTransformer) -> None:
@@ -173,7 +174,8 @@ class Int8VisionTransformer(nn.Module):
         flat = x.view(b * t, d)
         qkv = q["qkv"](q["qkv"].quant(blk.norm1(x)))
         qh, kh, vh = qkv.view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(b * t, d)
+        o = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2)  # [B, T, h, D/h] bf16, strided
+        o = o.to(torch.float32, memory_format=torch.contiguous_format).view(b * t, d)  # one pass: order + float
         q["proj"](q["proj"].quant(o), residual=flat)
         hid = q["fc1"](q["fc1"].quant(blk.norm2(x)))  # GELU(fc1) as uint8 for fc2 (float while calibrating)
         q["fc2"](hid if hid.dtype == torch.uint8 else q["fc2"].quant(hid), residual=flat)
@@ -186,11 +188,11 @@ class Int8VisionTransformer(nn.Module):
         t, grid = enc.prepare_tokens(x.float())
         t = t.contiguous()
         layers = []
+        r = self.cfg.num_register_tokens
         for i, (blk, q) in enumerate(zip(enc.blocks, self.qblocks)):
             t = self._block(blk, q, t)
-            if i >= self.cfg.depth - n_last_blocks:
-                layers.append(enc.norm(t))
-        r = self.cfg.num_register_tokens
+            if i >= self.cfg.depth - n_last_blocks:  # earlier layers: only their CLS is read (norm is per token)
+                layers.append(enc.norm(t if i == self.cfg.depth - 1 else t[:, : 1 + r]))
         drop = (lambda u: torch.cat([u[:, :1], u[:, 1 + r :]], dim=1)) if r else (lambda u: u)
         return EncoderOutput(tokens=drop(layers[-1]), layers=[drop(u) for u in layers], grid=grid)
 
