@@ -146,3 +146,20 @@ def test_frozen_compile_equals_eager_bf16(tmp_path):
     eager = load_features(extract_features(tiny_encoder(), coll, tmp_path / "e.safetensors", **kw)).cls
     frozen = load_features(extract_features(tiny_encoder(), coll, tmp_path / "f.safetensors", compile="frozen", **kw))
     np.testing.assert_allclose(frozen.cls, eager, atol=0.02 * np.abs(eager).max())  # fused bf16 rounds differently
+
+
+@pytest.mark.parametrize("final_norm", [True, False])
+def test_int8_encoder_tracks_the_float_one_with_and_without_final_norm(final_norm):
+    """Without a final norm the CLS tokens are the residual stream itself, which the int8 blocks update in place:
+    the earlier layers' tokens must be copies, not views."""
+    from visionfm.checkpoints import random_encoder
+    from visionfm.models.vit_int8 import quantize_encoder
+
+    enc = random_encoder("vit_test", seed=0, final_norm=final_norm, depth=4)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = enc(x, n_last_blocks=4)
+        got = quantize_encoder(enc, [x[:4]])(x, n_last_blocks=4)
+    for a, b in ((ref.cls_concat(), got.cls_concat()), (ref.patch_tokens.mean(1), got.patch_tokens.mean(1))):
+        assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+        assert 0 < float((a - b).abs().max()) < 0.1 * float(a.abs().max())

@@ -192,7 +192,9 @@ class Int8VisionTransformer(nn.Module):
         for i, (blk, q) in enumerate(zip(enc.blocks, self.qblocks)):
             t = self._block(blk, q, t)
             if i >= self.cfg.depth - n_last_blocks:  # earlier layers: only their CLS is read (norm is per token)
-                layers.append(enc.norm(t if i == self.cfg.depth - 1 else t[:, : 1 + r]))
+                u = t if i == self.cfg.depth - 1 else t[:, : 1 + r]
+                # no final norm (final_norm=False): copy, as later blocks add into t in place
+                layers.append(u.clone() if isinstance(enc.norm, nn.Identity) else enc.norm(u))
         drop = (lambda u: torch.cat([u[:, :1], u[:, 1 + r :]], dim=1)) if r else (lambda u: u)
         return EncoderOutput(tokens=drop(layers[-1]), layers=[drop(u) for u in layers], grid=grid)
 
