@@ -8,10 +8,17 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
   ``get_intermediate_layers``: the final norm on each of the last 4 blocks, CLS kept), fp32 under ``no_grad``, and one
   pickle file per image as the official script writes.
 * ``fp32``: ``visionfm.extract_features`` in fp32 at batch 8 (the exact path: same preprocessing, fused SDPA).
-* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at batch 32 (bf16 autocast where the CPU has
-  AMX/AVX512-BF16, JPEG decoded at reduced size, decoding overlapped with compute by worker processes).
+* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at batch 32 (bf16 where the CPU has
+  AMX/AVX512-BF16, weights cast once; JPEG decoded at reduced size, decoding overlapped with compute by worker
+  processes).
+* ``int8-static``: ``fast`` with ``precision="int8"``: every block ``Linear`` as a oneDNN int8 matmul (AMX-INT8),
+  activations quantised with scales calibrated on the first 8 images (``visionfm.models.vit_int8``); the
+  calibration and weight packing are inside the loop time.
 * ``compile``: ``fast`` plus ``compile=True`` (each transformer block ``torch.compile``d by inductor: bias + GELU,
   residual adds and layer norms fused), with an empty compile cache, so the row pays the whole compilation.
+* ``frozen`` / ``frozen-warm``: ``fast`` plus ``compile="frozen"`` (the whole encoder compiled with weight freezing),
+  with an empty inductor cache / with the cache one earlier (untimed) process filled; compile seconds are reported
+  and left out of the loop time, kept in the whole-process time.
 * ``onnx``: ONNX Runtime (CPU) on the encoder exported by ``visionfm.export`` (or ``torch.onnx`` if that is absent),
   batch 32, fed by the same decoding workers.
 * ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``Linear`` (int8 weights, dynamic activations),
@@ -25,6 +32,7 @@ every row) and its change. Default images: 504 = the 120 real OCT B-scans with D
 (no AUROC).
 
     nice -n 10 python benchmarks/extract.py                        # ViT-B/16 at 224, 504 images, all rows
+    nice -n 10 python benchmarks/extract.py --rows official fp32 fast int8-static     # the main rows (~3 min idle)
     python benchmarks/extract.py --arch vit_small_patch16 --images 32 --rows official fp32 fast
 """
 
