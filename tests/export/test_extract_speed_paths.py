@@ -163,3 +163,19 @@ def test_int8_encoder_tracks_the_float_one_with_and_without_final_norm(final_nor
     for a, b in ((ref.cls_concat(), got.cls_concat()), (ref.patch_tokens.mean(1), got.patch_tokens.mean(1))):
         assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
         assert 0 < float((a - b).abs().max()) < 0.1 * float(a.abs().max())
+
+
+def test_cli_int8_extracts_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    from tests.helpers import cli, save_tiny_encoder
+
+    images = require(DRIVE)
+    w = save_tiny_encoder(tmp_path / "enc.safetensors")
+    base = ("extract", "--weights", w, "--data", images, "--input-size", 32, "--num-workers", 0)
+    assert cli(*base, "--output", tmp_path / "q.safetensors", "--precision", "int8", "--jpeg-draft") == 0
+    assert load_features(tmp_path / "q.safetensors").meta["precision"] == "int8"
+    capsys.readouterr()
+    for extra in (("--compile",), ("--volumes",)):
+        assert cli(*base, "--output", tmp_path / "x.safetensors", "--precision", "int8", *extra) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(err) == 1 and err[0].startswith("visionfm extract: error:") and "int8" in err[0]
+    assert not (tmp_path / "x.safetensors").exists()
