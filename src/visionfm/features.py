@@ -50,7 +50,6 @@ from .models.inference import (
     compile_mode,
     compiled_blocks,
     frozen_features,
-    param_dtype,
     reuse_large_allocations,
 )
 
@@ -125,7 +124,8 @@ def encode_batch(
     if (precision == "int8") != _is_int8(encoder):
         raise UserError("precision int8 needs the int8 encoder of visionfm.models.vit_int8.quantize_encoder and back")
     dtype = _DTYPES.get(precision)
-    cast = dtype is not None and param_dtype(encoder) == dtype  # weights already in the precision: no autocast
+    # every weight already in the precision (cast_encoder): no autocast; a partly cast model (serve) keeps it
+    cast = dtype is not None and all(p.dtype == dtype for p in encoder.parameters())
     with nullcontext() if cast or precision == "int8" else autocast_context(x.device, precision):
         for v in views:
             cls, patch = _features(encoder, v.to(dtype) if cast else v, n_last_blocks)
