@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from visionfm.cli import main
 from visionfm.dense.config import DenseConfig, contrast_channels, contrast_parts
@@ -140,3 +141,24 @@ def test_export_prepares_a_stacked_run_as_training_did(drive_like, tmp_path):
     x, _ = prepare_image(img, estimate_fov(img), contrast="standardize+green_clahe")
     want = (x - torch.tensor(card.mean).view(-1, 1, 1)) / torch.tensor(card.std).view(-1, 1, 1)
     assert np.allclose(preprocess_image(card, img), want.numpy(), atol=1e-6)
+
+
+def test_hard_windows_are_centred_on_hard_negatives(tmp_path):
+    """With --hard-crop 1 every training window is placed around one of the image's hard-negative pixels."""
+    from tests.dense.conftest import make_drive_like
+    from visionfm.dense.data import resolve_spec
+    from visionfm.dense.datasets import SegmentationDataset
+
+    root = make_drive_like(tmp_path / "d", 2, (64, 64))  # 64 px: room for the 15-px filter
+    for f in sorted((root / "training" / "images").iterdir()):
+        img = np.array(Image.open(f))
+        img[:, 40:42] = 30  # an unlabelled dark line (the labelled vessel lies at columns 10-15)
+        Image.fromarray(img).save(f)
+    spec = resolve_spec(root, "training")
+    data = SegmentationDataset(spec.items(), spec, 0, [0.5] * 3, [0.2] * 3, crop=16, border_crop=0.0, hard_crop=1.0)
+    assert all(len(h) for h in data.hard)
+    hard = {tuple(p) for p in data.hard[0].tolist()}
+    assert {x for _, x in hard} <= {40, 41}
+    assert all(data._around(0) in hard for _ in range(20))
+    plain = SegmentationDataset(spec.items(), spec, 0, [0.5] * 3, [0.2] * 3, crop=16, border_crop=0.0)
+    assert not any(len(h) for h in plain.hard) and plain._around(0) is None
