@@ -25,8 +25,10 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
   batch 32.
 
 For each row: whole-process seconds (interpreter start to exit), images/s inside the loop, speed-up over
-``official`` (both), peak RSS, and the feature change against ``official`` (max |diff| / max |official|, min cosine)
-and, when the images have labels, the AUROC of a 5-fold logistic-regression probe on the features (same folds for
+``official`` (both), the CPU seconds of the row's process and its decoding workers (user + system, spin-waiting
+OpenMP threads included, so it grows on an idle machine; the whole-process time cannot fall below it / cores), peak
+RSS, and the feature change against ``official`` (max |diff| / max |official|, min cosine) and, when the images
+have labels, the AUROC of a 5-fold logistic-regression probe on the features (same folds for
 every row) and its change. Default images: 504 = the 120 real OCT B-scans with DME labels from ../shared/data
 (1408x573 JPEG), repeated (decoded again each time; the probe uses the first 120), else generated 584x565 PNGs
 (no AUROC).
@@ -359,14 +361,17 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
         env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="visionfm-inductor-", dir=paths_file.parent)
     if row == "frozen-warm":  # a second run: one untimed process fills the cache first
         subprocess.run([*cmd, "--warmup-only"], capture_output=True, text=True, env=env, check=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     whole = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the row's process and its decoding workers
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if res.returncode:
         raise RuntimeError(f"row {row} failed:\n{res.stderr[-3000:]}")
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     info = {k: v for d in lines for k, v in d.items()}
-    return {**info, "whole_s": whole}
+    return {**info, "whole_s": whole, "cpu_s": cpu}
 
 
 def main() -> None:
@@ -415,7 +420,7 @@ def main() -> None:
         res = {
             r: {
                 **v[-1],
-                **{key: float(np.median([x[key] for x in v])) for key in ("loop_s", "whole_s")},
+                **{key: float(np.median([x[key] for x in v])) for key in ("loop_s", "whole_s", "cpu_s")},
                 "peak_mib": max(x["peak_mib"] for x in v),
             }
             for r, v in runs.items()
@@ -433,10 +438,10 @@ def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
     ref = feats["official"]
     auc_ref = probe_auroc(ref[: len(y)], y) if y is not None else None
     print(
-        "| path | whole process (s) | x official | loop images/s | x official (loop) | peak MiB | "
+        "| path | whole process (s) | x official | loop images/s | x official (loop) | CPU s (x official) | peak MiB | "
         "max rel. feature diff | min cosine | probe AUROC (change) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row, r in res.items():
         f = feats[row]
         diff = float(np.abs(f - ref).max() / np.abs(ref).max())
@@ -446,8 +451,9 @@ def _print_table(res: dict, feats: dict, y: np.ndarray | None, n: int) -> None:
         loop = n / r["loop_s"]
         print(
             f"| {row} | {r['whole_s']:.1f} | {res['official']['whole_s'] / r['whole_s']:.2f}x | {loop:.2f} | "
-            f"{loop / (n / res['official']['loop_s']):.2f}x | {r['peak_mib']:.0f} | {diff:.2e} | {cos:.6f} | "
-            f"{auc_txt} |"
+            f"{loop / (n / res['official']['loop_s']):.2f}x | "
+            f"{r['cpu_s']:.0f} ({res['official']['cpu_s'] / r['cpu_s']:.2f}x) | {r['peak_mib']:.0f} | "
+            f"{diff:.2e} | {cos:.6f} | {auc_txt} |"
         )
     for r in res.values():
         if "note" in r:
