@@ -8,9 +8,9 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
   ``get_intermediate_layers``: the final norm on each of the last 4 blocks, CLS kept), fp32 under ``no_grad``, and one
   pickle file per image as the official script writes.
 * ``fp32``: ``visionfm.extract_features`` in fp32 at batch 8 (the exact path: same preprocessing, fused SDPA).
-* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at batch 32 (bf16 where the CPU has
-  AMX/AVX512-BF16, weights cast once; JPEG decoded at reduced size, decoding overlapped with compute by worker
-  processes).
+* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at ``--batch-size`` (default 32; bf16 where
+  the CPU has AMX/AVX512-BF16, weights cast once; JPEG decoded at reduced size, decoding overlapped with compute by
+  worker processes).
 * ``int8-static``: ``fast`` with ``precision="int8"``: every block ``Linear`` as a oneDNN int8 matmul (AMX-INT8),
   activations quantised with scales calibrated on the first 8 images (``visionfm.models.vit_int8``); the
   calibration and weight packing are inside the loop time.
@@ -20,9 +20,9 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
   with an empty inductor cache / with the cache one earlier (untimed) process filled; compile seconds are reported
   and left out of the loop time, kept in the whole-process time.
 * ``onnx``: ONNX Runtime (CPU) on the encoder exported by ``visionfm.export`` (or ``torch.onnx`` if that is absent),
-  batch 32, fed by the same decoding workers.
+  at ``--batch-size``, fed by the same decoding workers.
 * ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``Linear`` (int8 weights, dynamic activations),
-  batch 32.
+  at ``--batch-size``.
 
 For each row: whole-process seconds (interpreter start to exit), images/s inside the loop, speed-up over
 ``official`` (both), the CPU seconds of the row's process and its decoding workers (user + system, spin-waiting
@@ -229,21 +229,21 @@ def _run_onnx(enc, paths, args, tmp: Path) -> tuple[np.ndarray, float]:
     )
     rows = []
     t1 = time.perf_counter()
-    for x, _ in DataLoader(ds, batch_size=32, num_workers=args.num_workers):
+    for x, _ in DataLoader(ds, batch_size=args.batch_size, num_workers=args.num_workers):
         rows.append(np.asarray(run(x.numpy()))[:, : min(4, enc.cfg.depth) * enc.cfg.embed_dim])
     print(json.dumps({"note": f"onnx via {how}: export {export_s:.1f} s (not in the loop time)"}), flush=True)
     return np.concatenate(rows), time.perf_counter() - t1
 
 
-def _compile_warmup(enc) -> float:
-    """Seconds to compile the blocks (one batch of 32 through them); later compiles of the same blocks hit the
+def _compile_warmup(enc, batch: int) -> float:
+    """Seconds to compile the blocks (one batch through them); later compiles of the same blocks hit the
     in-process caches, so the extraction that follows runs compiled code from its first batch."""
     import torch
 
     from visionfm.features import compiled_blocks, encode_batch, resolve_precision
 
     t0 = time.perf_counter()
-    x = torch.zeros(32, 3, 224, 224)
+    x = torch.zeros(batch, 3, 224, 224)
     with compiled_blocks(enc):
         encode_batch(enc, x, min(4, enc.cfg.depth), "none", resolve_precision("auto", torch.device("cpu")))
     return time.perf_counter() - t0
@@ -256,14 +256,14 @@ def _compile_seconds() -> float:
     return float(calculate_time_spent().get("total_wall_time", 0.0))
 
 
-def _frozen_warmup(enc) -> None:
+def _frozen_warmup(enc, batch: int) -> None:
     """Compile the frozen encoder on one zero batch (fills the inductor cache of a warm row; not timed)."""
     import torch
 
     from visionfm.features import cast_encoder, encode_batch, frozen_features
 
     mod = frozen_features(cast_encoder(enc, "bf16"), min(4, enc.cfg.depth))
-    encode_batch(mod, torch.zeros(32, 3, 224, 224), min(4, enc.cfg.depth), "none", "bf16")
+    encode_batch(mod, torch.zeros(batch, 3, 224, 224), min(4, enc.cfg.depth), "none", "bf16")
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -283,11 +283,11 @@ def _worker(args: argparse.Namespace) -> None:
         elif args.worker == "fp32":
             feats = _run_visionfm(enc, paths, args, tmp, "fp32", 8, False)
         elif args.worker == "fast":
-            feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True)
+            feats = _run_visionfm(enc, paths, args, tmp, "auto", args.batch_size, True)
         elif args.worker == "compile":  # cold: the row's own empty inductor cache (set by _run_row)
-            compile_s = _compile_warmup(enc)
+            compile_s = _compile_warmup(enc, args.batch_size)
             t0 = time.perf_counter()  # the loop time leaves the compilation out; the whole-process time keeps it
-            feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True, compile=True)
+            feats = _run_visionfm(enc, paths, args, tmp, "auto", args.batch_size, True, compile=True)
             print(
                 json.dumps(
                     {
@@ -299,8 +299,8 @@ def _worker(args: argparse.Namespace) -> None:
             )
         elif args.worker in ("frozen", "frozen-warm"):  # cold / warm: the row's own inductor cache (_run_row)
             if args.warmup_only:  # fill the cache: compile one batch, extract nothing
-                return _frozen_warmup(enc)
-            feats = _run_visionfm(enc, paths, args, tmp, "auto", 32, True, compile="frozen")
+                return _frozen_warmup(enc, args.batch_size)
+            feats = _run_visionfm(enc, paths, args, tmp, "auto", args.batch_size, True, compile="frozen")
             compile_s = _compile_seconds()
             loop_s = time.perf_counter() - t0 - compile_s
             print(
@@ -313,10 +313,10 @@ def _worker(args: argparse.Namespace) -> None:
                 flush=True,
             )
         elif args.worker == "int8-static":
-            feats = _run_visionfm(enc, paths, args, tmp, "int8", 32, True)
+            feats = _run_visionfm(enc, paths, args, tmp, "int8", args.batch_size, True)
         elif args.worker == "int8":
             q = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
-            feats = _run_visionfm(q, paths, args, tmp, "fp32", 32, False)
+            feats = _run_visionfm(q, paths, args, tmp, "fpargs.batch_size", args.batch_size, False)
         else:
             feats, loop_s = _run_onnx(enc, paths, args, tmp)
         loop_s = loop_s or time.perf_counter() - t0
@@ -355,6 +355,8 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
         args.arch,
         "--num-workers",
         str(args.num_workers),
+        "--batch-size",
+        str(args.batch_size),
     ]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     if row in ("compile", "frozen", "frozen-warm"):  # an empty compile cache: a first run's whole compilation
@@ -385,6 +387,12 @@ def main() -> None:
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--num-workers", type=int, default=1, help="decoding worker processes of every row")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="batch of every row but official and fp32 (those run at 8, as officially)",
+    )
     p.add_argument(
         "--rounds",
         type=int,
