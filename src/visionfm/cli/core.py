@@ -52,7 +52,12 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
         help="concatenate the CLS tokens of the last n blocks (default 4, "
         "or the encoder's depth when smaller; above the depth: an error)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images per forward (default 64: 1.2-1.3x the images/s of 32 on the bf16/int8 paths of a 2-core AMX CPU)",
+    )
     p.add_argument("--num-workers", type=int, default=2, help="image-decoding worker processes")
     p.add_argument("--tta", default="none", choices=TTA_MODES, help="flip test-time augmentation")
     p.add_argument(
