@@ -316,7 +316,7 @@ def _worker(args: argparse.Namespace) -> None:
             feats = _run_visionfm(enc, paths, args, tmp, "int8", args.batch_size, True)
         elif args.worker == "int8":
             q = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
-            feats = _run_visionfm(q, paths, args, tmp, "fpargs.batch_size", args.batch_size, False)
+            feats = _run_visionfm(q, paths, args, tmp, "fp32", args.batch_size, False)
         else:
             feats, loop_s = _run_onnx(enc, paths, args, tmp)
         loop_s = loop_s or time.perf_counter() - t0
