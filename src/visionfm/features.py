@@ -21,6 +21,7 @@ File contents (safetensors, float32):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -168,8 +169,10 @@ def _int8_encoder(enc: VisionTransformer, coll: ImageCollection, prep: Preproces
 
     if not isinstance(enc, VisionTransformer):
         raise UserError("precision int8 needs a visionfm VisionTransformer encoder; use bf16 for this one")
+    if any(p.dtype != torch.float32 for p in enc.parameters()):  # quantise from float32, leave the caller's alone
+        enc = copy.deepcopy(enc).float()
     calib = ImageDataset(coll.samples[:INT8_CALIBRATION_IMAGES], prep, draft=prep.size if jpeg_draft else None)
-    return quantize_encoder(enc.float(), [torch.stack([calib[i][0] for i in range(len(calib))])])
+    return quantize_encoder(enc, [torch.stack([calib[i][0] for i in range(len(calib))])])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -300,7 +303,7 @@ def extract_features(
     tta: str = "none",
     precision: str = "fp32",
     device: str | None = "auto",
-    compile: bool = False,
+    compile: bool | str = False,
     progress: bool = True,
     interpolation: str = "bilinear",
     jpeg_draft: bool = False,
@@ -321,10 +324,13 @@ def extract_features(
         n_last_blocks: CLS tokens of this many last blocks are concatenated (default 4, or the encoder's depth when
             it has fewer blocks; an explicit value above the depth is an error).
         tta: ``none``, ``hflip`` or ``hvflip`` (features averaged over the flips).
-        precision: ``fp32`` (exact), ``bf16``, ``fp16``, or ``auto`` (bf16 where the CPU/GPU runs it natively).
-        compile: ``torch.compile`` the encoder's blocks (regional: one graph serves every block; the last batch is
-            padded to the batch size so nothing recompiles). Pays only on large sets: measured ~1.1-1.3x on the
-            bf16 path in the loop for a cold compile of ~10-30 s (see ``benchmarks/extract.py``, row ``compile``).
+        precision: ``fp32`` (exact), ``bf16`` (weights cast once), ``fp16``, ``auto`` (bf16 where the CPU/GPU
+            runs it natively), or ``int8`` (CPU: static int8 on oneDNN, scales calibrated on the first 8 images,
+            recorded as ``int8_calibration``; see :mod:`visionfm.models.vit_int8`).
+        compile: ``False``/``"none"``, ``True``/``"blocks"`` (each block compiled: one graph serves every block)
+            or ``"frozen"`` (the whole encoder, weights frozen); the last batch is padded to the batch size so
+            nothing recompiles. Compiling costs ~10-30 s cold, so it pays only on large sets (see
+            ``benchmarks/extract.py``, rows ``compile``, ``frozen``, ``frozen-warm``).
         interpolation: resize filter; ``bilinear`` is the official extraction's (``evaluation/transforms.Resize``).
         jpeg_draft: decode JPEGs at reduced size (a power-of-two DCT downscale to >= the input size): faster
             decoding, slightly different pixels.
@@ -417,7 +423,7 @@ def _encode_into(
     precision: str,
     jpeg_draft: bool,
     progress: bool,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> None:
     """Decode (in ``num_workers`` processes, prefetching) and encode this rank's samples into ``rows``."""
     mine = list(range(dist_info.rank, len(coll), dist_info.world_size))
