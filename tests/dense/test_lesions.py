@@ -120,3 +120,6 @@ def test_lesion_recipe_config_loads():
     cfg = load_config(REPO / "configs" / "dense" / "idrid_lesions_recipe.yaml")
     assert cfg.tune_thresholds and cfg.val_fraction > 0 and cfg.fg_crop > 0 and cfg.crop and cfg.max_side
     assert cfg.classes == ["MA", "HE", "EX", "SE", "OD"]
+    assert cfg.contrast == "green_clahe" and cfg.hard_crop > 0 and cfg.train.max_steps == 6000  # as measured
+    stacked = load_config(REPO / "configs" / "dense" / "idrid_lesions_stacked.yaml")
+    assert stacked.contrast == "standardize+green_clahe" and stacked.model == "unet"
