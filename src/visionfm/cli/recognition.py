@@ -181,11 +181,9 @@ def run_predict(a: argparse.Namespace) -> int:
     from ..recognition.predict import predict
 
     if (Path(a.run) / "head.safetensors").is_file() and not (Path(a.run) / "run.yaml").is_file():
-        from ..volumes import predict_volumes  # an OCT volume classifier: --images are volumes, one row each
+        from ..export.predict import predict_volume_run  # an OCT volume classifier: --images are volumes
 
-        out = predict_volumes(
-            a.run, a.output, data=a.images, weights=a.weights, device=a.device, backend=a.backend, onnx=a.onnx
-        )
+        out = predict_volume_run(a.run, a.output, a.backend, a.onnx, data=a.images, weights=a.weights, device=a.device)
         print(f"predictions -> {out}")
         return 0
     if a.backend == "onnxruntime":

@@ -36,7 +36,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     _configure,
 )
 def run_volumes(a: argparse.Namespace) -> int:
-    from ..volumes.train import VolumeTrainConfig, predict_volumes, train_volume_classifier
+    from ..volumes.train import VolumeTrainConfig, train_volume_classifier
 
     if a.action == "train":
         cfg = config_from_args(VolumeTrainConfig, a, a.config)
@@ -47,7 +47,9 @@ def run_volumes(a: argparse.Namespace) -> int:
         return 0
     if not a.run or not a.csv:
         raise ValueError("volumes predict: give --run and --csv (and --features, or --data with --weights)")
-    out = predict_volumes(
+    from ..export.predict import predict_volume_run
+
+    out = predict_volume_run(
         a.run,
         a.csv,
         features=a.features or None,

@@ -19,7 +19,7 @@ from .pipelines import (
     load_model,
     preprocess_image,
 )
-from .predict import predict_onnx, predict_volumes_onnx
+from .predict import predict_onnx, predict_volume_run, predict_volumes_onnx
 from .volume import VolumePipeline
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "load_model",
     "load_onnx",
     "predict_onnx",
+    "predict_volume_run",
     "predict_volumes_onnx",
     "preprocess_image",
     "sidecar_path",

@@ -182,7 +182,8 @@ class DensePipeline(nn.Module):
 
 
 def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
-    """An RGB image ``[H, W, 3]`` (uint8, or float in [0, 1]) -> the model's input ``[3, S, S]`` float32.
+    """An RGB image ``[H, W, 3]`` (uint8, or float in [0, 1]) -> the model's input ``[C, S, S]`` float32 (C = 3, or
+    the stacked contrast views of a dense run).
 
     Recognition runs use the extraction's :class:`~visionfm.data.Preprocess` (fine-tuned runs their evaluation
     transform, RETFound's centre crop included); dense runs the dense predictors'
@@ -197,7 +198,7 @@ def preprocess_image(card: ModelCard, img: np.ndarray) -> np.ndarray:
 
             fov = estimate_fov(img)
         x = prepare_image(img, fov, card.input_size, card.max_side, card.fov_diameter, card.contrast)[0]
-        x = (x - torch.tensor(card.mean).view(3, 1, 1)) / torch.tensor(card.std).view(3, 1, 1)
+        x = (x - torch.tensor(card.mean).view(-1, 1, 1)) / torch.tensor(card.std).view(-1, 1, 1)  # stacked views
         return x.numpy().astype(np.float32, copy=False)
     if card.crop < 1:  # a fine-tuned run's evaluation transform: resize the short side, centre crop (RETFound)
         from ..recognition.recipes import CropPreprocess

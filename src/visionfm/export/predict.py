@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +94,29 @@ def predict_onnx(
     )
     log.info("%d predictions (%s, onnxruntime) -> %s", len(coll), card.kind, out)
     return out
+
+
+def predict_volume_run(
+    run: str | Path,
+    output_csv: str | Path,
+    backend: str = "torch",
+    onnx: str | Path | None = None,
+    **kwargs: Any,
+) -> Path:
+    """``volumes predict`` / ``predict`` on a volume classifier with either backend: ``torch`` ->
+    :func:`visionfm.volumes.predict_volumes` (``kwargs``: features, data, weights, layout, device, num_workers);
+    ``onnxruntime`` -> :func:`predict_volumes_onnx` on ``data`` (from image files only, not cached features)."""
+    if backend == "torch":
+        from ..volumes import predict_volumes
+
+        return predict_volumes(run, output_csv, **kwargs)
+    if backend != "onnxruntime":
+        raise UserError(f"--backend {backend!r}: torch or onnxruntime")
+    if kwargs.get("features") or not kwargs.get("data"):
+        raise UserError("--backend onnxruntime runs the exported encoder on volumes: give --data, not --features")
+    return predict_volumes_onnx(
+        run, kwargs["data"], output_csv, onnx, layout=kwargs.get("layout", "auto"), weights=kwargs.get("weights")
+    )
 
 
 def predict_volumes_onnx(

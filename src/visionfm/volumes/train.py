@@ -276,28 +276,17 @@ def predict_volumes(
     layout: str = "auto",
     device: str = "auto",
     num_workers: int = 0,
-    backend: str = "torch",
-    onnx: str | Path | None = None,
 ) -> Path:
     """Apply a volume classifier to volumes: one CSV row per volume.
 
     Give either ``features`` (from ``extract --volumes``) or ``data`` (+ ``weights``, default the encoder the
     training features recorded): the volumes are then extracted with the preprocessing those features recorded
     (input size, blocks, interpolation).
-    ``backend="onnxruntime"``: ``data`` runs through the classifier's ONNX export (``onnx``, default exported now;
-    ``weights`` optional), see :func:`visionfm.export.predict_volumes_onnx`.
+    ONNX Runtime instead of PyTorch: :func:`visionfm.export.predict_volumes_onnx` (the CLI's ``--backend``).
 
     Columns: ``volume``, ``prob_<class>``..., ``prediction``, ``driving_bscan`` (index), ``driving_bscan_name``,
     ``laterality``, ``n_bscans``.
     """
-    if backend == "onnxruntime":
-        if features is not None or data is None:
-            raise UserError("--backend onnxruntime runs the exported encoder on volumes: give --data, not --features")
-        from ..export.predict import predict_volumes_onnx
-
-        return predict_volumes_onnx(run, data, output_csv, onnx, layout=layout, weights=weights)
-    if backend != "torch":
-        raise UserError(f"--backend {backend!r}: torch or onnxruntime")
     clf = VolumeClassifier.load(run)
     if features is None:
         weights = weights or clf.source_meta.get("weights") or None  # default: the encoder the features came from
