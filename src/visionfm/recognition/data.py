@@ -56,6 +56,8 @@ class EncoderRef:
         mean, std: input normalisation.
         input_size, n_last_blocks, tta, interpolation: how the features were extracted (the resize filter of
             runs written before it was recorded: bicubic).
+        precision, jpeg_draft: the extraction's numeric precision and JPEG draft decoding (runs written before
+            they were recorded: fp32, full decode); ``classify predict`` extracts new images the same way.
     """
 
     weights: str
@@ -69,6 +71,8 @@ class EncoderRef:
     n_last_blocks: int
     tta: str = "none"
     interpolation: str = "bicubic"
+    precision: str = "fp32"
+    jpeg_draft: bool = False
 
     @classmethod
     def from_meta(cls, meta: dict[str, str], cache: Path) -> EncoderRef:
@@ -89,6 +93,8 @@ class EncoderRef:
             int(meta.get("n_last_blocks", 1)),
             meta.get("tta", "none"),
             meta.get("interpolation", "bicubic"),
+            meta.get("precision", "fp32"),
+            meta.get("jpeg_draft", "false") == "true",
         )
 
     def mismatch(self, other: EncoderRef) -> str | None:

@@ -89,7 +89,8 @@ def encode_images(
     batch_size: int = 32,
     num_workers: int = 0,
 ) -> np.ndarray:
-    """Features ``[N, F]`` of a collection, extracted as the run's features were (size, blocks, TTA)."""
+    """Features ``[N, F]`` of a collection, extracted as the run's features were (size, blocks, TTA, resize filter,
+    precision, JPEG decoding)."""
     with tempfile.TemporaryDirectory() as tmp:
         fs = load_features(
             extract_features(
@@ -100,6 +101,8 @@ def encode_images(
                 n_last_blocks=ref.n_last_blocks,
                 tta=ref.tta,
                 interpolation=ref.interpolation,
+                precision=ref.precision,
+                jpeg_draft=ref.jpeg_draft,
                 batch_size=batch_size,
                 num_workers=num_workers,
                 device=str(next(enc.parameters()).device),
