@@ -43,3 +43,8 @@ def test_predict_follows_the_training_features_precision(toy, rec_weights, tmp_p
     old = {r["path"].split("/", 1)[1]: float(r["prob_1"]) for r in csv.DictReader(open(run / "predictions.csv"))}
     assert new.keys() == old.keys()
     assert max(abs(new[k] - old[k]) for k in new) == pytest.approx(0, abs=1e-4)
+    # the service follows the run too (`serve --precision run`, its default): bf16 features -> a bf16 forward
+    from visionfm.serve.models import load_served
+
+    served = next(iter(load_served([str(run)]).values()))
+    assert served.precision == load_features(train).meta["precision"]

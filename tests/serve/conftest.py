@@ -45,6 +45,8 @@ def _head_run(root: Path, weights: Path, kind: str, name: str, task: str, *extra
             split,
             "--output",
             feats[split],
+            "--precision",
+            "fp32",  # exact features: the service's answers are compared with them
             "--input-size",
             32,
             "--n-last-blocks",
@@ -172,6 +174,8 @@ def volume_run(serve_root, serve_weights) -> Path:
         "imagenet",
         "--output",
         feats,
+        "--precision",
+        "fp32",
         "--input-size",
         32,
         "--n-last-blocks",

@@ -70,6 +70,8 @@ class ModelCard:
         fov_diameter, contrast: dense runs trained with ``--fov-diameter`` / ``--contrast``: the image is rescaled
             so its (estimated) field of view is this many pixels across and contrast-normalised, as in training.
         crop: fine-tuned runs with RETFound's evaluation transform: the centre-crop fraction (1: plain resize).
+        precision: recognition runs: the numeric precision their training features were extracted with (``serve
+            --precision run`` follows it).
         thresholds: segmentation: per-class probability thresholds chosen on validation (``--tune-thresholds``);
             None: 0.5. A request's own threshold replaces them.
     """
@@ -94,6 +96,7 @@ class ModelCard:
     fov: str = ""
     nested: bool = False
     crop: float = 1.0
+    precision: str = "fp32"
     fov_diameter: int | None = None
     contrast: str = "none"
     thresholds: list[float] | None = None
@@ -273,6 +276,7 @@ def _recognition(
         tta=ref.tta,
         resize=_interpolation(info, mod),
         crop=float((info.get("recipe") or {}).get("eval_crop", 1.0)),
+        precision=getattr(ref, "precision", "fp32"),
     )
     module = (
         EncoderPipeline(enc, ref.n_last_blocks, ref.tta)

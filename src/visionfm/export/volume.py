@@ -62,6 +62,7 @@ def load_volume(run: Path, device: torch.device, encoder_only: bool, weights_fil
         feature=clf.feature,
         n_last_blocks=n_blocks,
         resize=sm.get("interpolation") or "bilinear",
+        precision=sm.get("precision") or "fp32",
     )
     if encoder_only:
         return LoadedModel(card, EncoderPipeline(enc, n_blocks).eval(), enc)

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 __all__ = ["API_KEY_ENV", "API_KEY_HEADER", "BACKENDS", "ServeConfig"]
 
 BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("run", "fp32", "bf16", "auto")
 API_KEY_ENV = "VISIONFM_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 
@@ -40,9 +40,10 @@ class ServeConfig:
             environment variable; unset: open).
         threads: PyTorch / ONNX Runtime intra-op threads (0: their default).
         device: ``cpu``, ``cuda`` or ``auto`` (torch backend).
-        precision: torch backend: ``fp32`` (answers equal the batch commands'), ``bf16``, or ``auto`` (bf16 where
-            the CPU has AMX / AVX512-BF16 or the GPU supports it: a batched forward then costs markedly less per
-            image than one image at a time; answers move by bf16 rounding).
+        precision: torch backend: ``run`` (default: each run at the precision its training features were
+            extracted with, as ``predict`` re-extracts; fp32 for other runs), ``fp32``, ``bf16``, or ``auto`` (bf16
+            where the CPU has AMX / AVX512-BF16 or the GPU supports it: a batched forward then costs markedly less
+            per image than one image at a time; answers move by bf16 rounding).
         explain_side: longest side of the heat-map and overlay images returned.
     """
 
@@ -63,7 +64,7 @@ class ServeConfig:
     api_key: str | None = None
     threads: int = 0
     device: str = "cpu"
-    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
+    precision: str = field(default="run", metadata={"choices": PRECISIONS})
     explain_side: int = 512
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..export import LoadedModel, export_onnx, load_model, load_onnx, preprocess_image
+from ..export import LoadedModel, ModelCard, export_onnx, load_model, load_onnx, preprocess_image
 
 __all__ = ["ServedModel", "load_served", "png_base64", "png_bytes"]
 
@@ -51,6 +51,12 @@ def _cast_matmul_weights(module: torch.nn.Module, dtype: torch.dtype) -> None:
     for m in module.modules():
         if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
             m.to(dtype)
+
+
+def _run_precision(card: ModelCard) -> str:
+    """``--precision run``: the precision a recognition or volume run's features were extracted with (int8
+    extraction has no served counterpart: fp32), fp32 for every other run."""
+    return card.precision if card.precision in ("fp32", "bf16", "fp16") else "fp32"
 
 
 def _torch_runner(model: LoadedModel, device: torch.device, precision: str = "fp32") -> Runner:
@@ -336,7 +342,7 @@ def load_served(
     threads: int = 0,
     onnx: Sequence[str] = (),
     workdir: str | Path | None = None,
-    precision: str = "fp32",
+    precision: str = "run",
 ) -> dict[str, ServedModel]:
     """Load every run to serve, named after its folder (parent folder added when two names clash).
 
@@ -347,7 +353,7 @@ def load_served(
     from ..features import resolve_precision
 
     dev = resolve_device(device)
-    precision = resolve_precision(precision, torch.device(dev))
+    fixed = None if precision == "run" else resolve_precision(precision, torch.device(dev))
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="visionfm-serve-"))
     out: dict[str, ServedModel] = {}
     for i, src in enumerate(sources):
@@ -362,8 +368,8 @@ def load_served(
             runner, path = _onnx_runner(loaded, onnx[i] if onnx else None, threads, work)
             out[name] = ServedModel(loaded, runner, backend, path)
         else:
-            runner = _torch_runner(loaded, torch.device(dev), precision)
-            out[name] = ServedModel(loaded, runner, backend, precision=precision)
+            p = fixed or _run_precision(loaded.card)
+            out[name] = ServedModel(loaded, _torch_runner(loaded, torch.device(dev), p), backend, precision=p)
         log.info("serving %s (%s, %s backend) from %s", name, loaded.card.kind, backend, src)
     if not out:
         raise ValueError("no runs to serve: pass --run RUN (a run folder or encoder weights file)")

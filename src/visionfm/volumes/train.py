@@ -306,6 +306,7 @@ def predict_volumes(
                 input_size=int(sm["input_size"]),
                 n_last_blocks=int(sm["n_last_blocks"]),
                 interpolation=sm["interpolation"] or "bilinear",
+                precision=sm.get("precision") or "fp32",  # as the training features were extracted
                 device=device,
                 num_workers=num_workers,
                 progress=False,
