@@ -13,28 +13,31 @@ pytest.importorskip("visionfm.engine", reason="the shared training engine is not
 TINY = ["--input-size", "32", "--max-steps", "2", "--batch-size", "2", "--device", "cpu", "--epochs", "1"]
 
 
+def _predict(run, data, out, *extra) -> int:
+    """``segment predict`` of ``run`` on ``data``'s training split into ``out``, on the CPU."""
+    return cli(
+        "segment",
+        "predict",
+        "--run",
+        run,
+        "--data",
+        data,
+        "--split",
+        "training",
+        "--output",
+        out,
+        *extra,
+        "--device",
+        "cpu",
+    )
+
+
 def test_segment_train_predict_vit_and_unet(drive_like, tiny_weights, tmp_path):
     run = tmp_path / "run"
     assert cli("segment", "train", "--data", drive_like, "--weights", tiny_weights, "--output", run, *TINY) == 0
     assert (run / "model.safetensors").is_file() and (run / "dense.yaml").is_file()
     out = tmp_path / "pred"
-    assert (
-        cli(
-            "segment",
-            "predict",
-            "--run",
-            run,
-            "--data",
-            drive_like,
-            "--split",
-            "training",
-            "--output",
-            out,
-            "--device",
-            "cpu",
-        )
-        == 0
-    )
+    assert _predict(run, drive_like, out) == 0
     res = json.loads((out / "metrics.json").read_text())
     assert res["images"] == 3 and set(res["metrics"]["vessel"]) >= {
         "dice",
@@ -56,24 +59,7 @@ def test_segment_train_predict_vit_and_unet(drive_like, tiny_weights, tmp_path):
         )
         == 0
     )
-    assert (
-        cli(
-            "segment",
-            "predict",
-            "--run",
-            unet,
-            "--data",
-            drive_like,
-            "--split",
-            "training",
-            "--output",
-            tmp_path / "p2",
-            "--no-eval",
-            "--device",
-            "cpu",
-        )
-        == 0
-    )
+    assert _predict(unet, drive_like, tmp_path / "p2", "--no-eval") == 0
     mask = np.array(Image.open(tmp_path / "p2" / "22_training.png"))
     assert mask.shape == (40, 36) and not mask[0].any()  # outside the field of view: background
     assert not (tmp_path / "p2" / "metrics.json").read_text().count('"dice"')
@@ -166,23 +152,7 @@ def test_schedule_steps_and_crop_max_side_predicts_original_size(drive_like, tmp
     # (a loop that never steps its scheduler would still be at 0.01).
     assert last["step"] == 6 and 0 < last["lr"] < 0.002
     out = tmp_path / "p"
-    assert (
-        cli(
-            "segment",
-            "predict",
-            "--run",
-            run,
-            "--data",
-            drive_like,
-            "--split",
-            "training",
-            "--output",
-            out,
-            "--device",
-            "cpu",
-        )
-        == 0
-    )
+    assert _predict(run, drive_like, out) == 0
     assert np.array(Image.open(out / "21_training.png")).shape == (40, 36)  # original size, not 34 x 31
 
 
