@@ -50,6 +50,7 @@ from .models.inference import (
     cast_encoder,
     compile_mode,
     compiled_blocks,
+    feature_pair,
     frozen_features,
     reuse_large_allocations,
 )
@@ -139,8 +140,7 @@ def _features(encoder, x: Tensor, n_last_blocks: int) -> tuple[Tensor, Tensor]:
     :class:`FeatureModule` (compiled or not)."""
     if isinstance(getattr(encoder, "_orig_mod", encoder), FeatureModule):
         return encoder(x)
-    out = encoder(x, n_last_blocks=n_last_blocks)
-    return out.cls_concat().float(), out.patch_tokens.float().mean(1)
+    return feature_pair(encoder(x, n_last_blocks=n_last_blocks))
 
 
 def _is_int8(encoder) -> bool:

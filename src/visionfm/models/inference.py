@@ -21,6 +21,7 @@ __all__ = [
     "cast_encoder",
     "compile_mode",
     "compiled_blocks",
+    "feature_pair",
     "frozen_features",
     "param_dtype",
     "reuse_large_allocations",
@@ -44,8 +45,12 @@ class FeatureModule(torch.nn.Module):
         self.encoder, self.n_last_blocks = encoder, n_last_blocks
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.encoder(x, n_last_blocks=self.n_last_blocks)
-        return out.cls_concat().float(), out.patch_tokens.float().mean(1)
+        return feature_pair(self.encoder(x, n_last_blocks=self.n_last_blocks))
+
+
+def feature_pair(out) -> tuple[Tensor, Tensor]:
+    """An encoder output -> (CLS of its last n blocks ``[B, n*D]``, patch-token mean ``[B, D]``), float32."""
+    return out.cls_concat().float(), out.patch_tokens.float().mean(1)
 
 
 def cast_encoder(encoder: VisionTransformer, precision: str) -> VisionTransformer:
@@ -88,7 +93,7 @@ COMPILE_MODES = ("none", "blocks", "frozen")
 
 def compile_mode(compile: bool | str) -> str:
     """``False``/``"none"``, ``True``/``"blocks"`` (regional) or ``"frozen"`` (whole encoder, weights frozen)."""
-    mode = {False: "none", True: "blocks"}.get(compile, compile) if isinstance(compile, bool) else compile
+    mode = ("blocks" if compile else "none") if isinstance(compile, bool) else compile
     if mode not in COMPILE_MODES:
         raise UserError(f"unknown compile mode {compile!r}; valid: {', '.join(COMPILE_MODES)}")
     return mode

@@ -53,6 +53,9 @@ def _cast_matmul_weights(module: torch.nn.Module, dtype: torch.dtype) -> None:
             m.to(dtype)
 
 
+_SUMMARY_KEYS = ("name", "kind", "run", "encoder_sha256", "arch", "backend", "precision")
+
+
 def _run_precision(card: ModelCard) -> str:
     """``--precision run``: the precision a recognition or volume run's features were extracted with (int8
     extraction has no served counterpart: fp32), fp32 for every other run."""
@@ -102,16 +105,7 @@ class ServedModel:
 
     def summary(self) -> dict[str, Any]:
         """The model's identity in every answer (shortened :meth:`identity`)."""
-        c = self.card
-        return {
-            "name": c.name,
-            "kind": c.kind,
-            "run": c.source,
-            "encoder_sha256": c.encoder_sha256,
-            "arch": c.arch,
-            "backend": self.backend,
-            "precision": self.precision,
-        }
+        return {k: v for k, v in self.identity().items() if k in _SUMMARY_KEYS}
 
     def identity(self) -> dict[str, Any]:
         """What a client sees of the model: name, task, outputs, encoder identity, preprocessing, backend."""
