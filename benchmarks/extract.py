@@ -140,8 +140,8 @@ def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
 
     loader = DataLoader(
         _OfficialDataset([str(p) for p in paths], 224, enc.info.mean, enc.info.std),
-        batch_size=8,
-        num_workers=args.num_workers,
+        batch_size=args.official_batch,
+        num_workers=args.official_workers,
     )
     nb = min(4, enc.cfg.depth)
     feats = np.zeros((len(paths), nb * enc.cfg.embed_dim), np.float32)
@@ -357,6 +357,10 @@ def _run_row(row: str, paths_file: Path, out: Path, args: argparse.Namespace) ->
         str(args.num_workers),
         "--batch-size",
         str(args.batch_size),
+        "--official-batch",
+        str(args.official_batch),
+        "--official-workers",
+        str(args.official_workers),
     ]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     if row in ("compile", "frozen", "frozen-warm"):  # an empty compile cache: a first run's whole compilation
@@ -392,6 +396,18 @@ def main() -> None:
         type=int,
         default=64,
         help="batch of every row but official and fp32 (those run at 8, as officially); 64 = extract's default",
+    )
+    p.add_argument(
+        "--official-batch",
+        type=int,
+        default=128,
+        help="batch of the official-style row (128: extract_features.py's --batch_size_per_gpu default)",
+    )
+    p.add_argument(
+        "--official-workers",
+        type=int,
+        default=4,
+        help="decoding workers of the official-style row (4: extract_features.py's --num_workers default)",
     )
     p.add_argument(
         "--rounds",

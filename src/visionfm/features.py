@@ -42,6 +42,7 @@ from .data.datasets import ImageCollection, ImageDataset, scan
 from .data.images import DICOM_EXTENSIONS, INTERPOLATIONS, Preprocess
 from .data.writer import OutputLock, RowFile, check_output
 from .distributed import barrier, init_distributed, resolve_device
+from .engine.precision import cpu_has_native_bf16
 from .errors import UserError
 from .models import VisionTransformer
 from .models.inference import (
@@ -185,15 +186,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def _meta(
@@ -441,7 +433,8 @@ def _encode_into(
     batches = iter(loader)  # the decoding workers start now, so they prefetch while the encoder is prepared
     if precision == "int8":
         run_enc = _int8_encoder(run_enc, coll, prep, jpeg_draft)
-    run_enc = cast_encoder(run_enc, precision)  # bf16: weights cast once, not by autocast in every forward
+    # bf16: weights cast once, not by autocast in every forward; eager on the CPU: oneDNN-packed, fused
+    run_enc = cast_encoder(run_enc, precision, packed=mode == "none" and dev.type == "cpu" and cpu_has_native_bf16())
     if mode == "frozen":
         run_enc = frozen_features(run_enc, n_last_blocks)
     with compiled_blocks(run_enc, mode == "blocks"):

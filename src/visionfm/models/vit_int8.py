@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .vit import EncoderOutput, VisionTransformer
+from .vit import VisionTransformer
+from .vit_fused import FusedViT
 
 __all__ = ["Int8Linear", "Int8VisionTransformer", "cpu_has_amx_int8", "quantize_encoder"]
 
@@ -126,19 +127,17 @@ class Int8Linear(nn.Module):
         )
 
 
-class Int8VisionTransformer(nn.Module):
+class Int8VisionTransformer(FusedViT):
     """An int8 inference copy of a :class:`VisionTransformer` (see the module docstring); the source is unchanged.
 
-    ``forward(x [B, 3, H, W], n_last_blocks)`` -> :class:`EncoderOutput` (``tokens`` and ``layers``, float32;
-    no attention maps, registers dropped as in the float model). Of ``layers`` only the last holds every token;
-    the earlier ones hold the CLS token only (``[B, 1, D]``), all that ``cls_concat`` reads.
+    ``forward(x [B, 3, H, W], n_last_blocks)`` -> :class:`EncoderOutput` as :class:`~visionfm.models.vit_fused.FusedViT`
+    gives it (float32 residual stream).
     """
 
     def __init__(self, encoder: VisionTransformer) -> None:
-        super().__init__()
         if encoder.cfg.layer_scale:
             raise ValueError("int8: layer-scale encoders (DINOv2) are not supported; use bf16")
-        self.enc, self.cfg, self.info = encoder.eval(), encoder.cfg, encoder.info
+        super().__init__(encoder)
         self.qblocks = [
             {
                 "qkv": Int8Linear(blk.attn.qkv, torch.bfloat16),
@@ -167,8 +166,9 @@ class Int8VisionTransformer(nn.Module):
             q["fc1"].out_q = (q["fc2"].x_scale, q["fc2"].x_zp)
         return self
 
-    def _block(self, blk, q: dict, x: Tensor) -> Tensor:
+    def block(self, i: int, x: Tensor) -> Tensor:
         """One pre-norm block on ``x [B, T, D]`` float32 (updated in place by the fused residual adds)."""
+        blk, q = self.enc.blocks[i], self.qblocks[i]
         b, t, d = x.shape
         h = blk.attn.num_heads
         flat = x.view(b * t, d)
@@ -180,23 +180,6 @@ class Int8VisionTransformer(nn.Module):
         hid = q["fc1"](q["fc1"].quant(blk.norm2(x)))  # GELU(fc1) as uint8 for fc2 (float while calibrating)
         q["fc2"](hid if hid.dtype == torch.uint8 else q["fc2"].quant(hid), residual=flat)
         return x
-
-    @torch.inference_mode()
-    def forward(self, x: Tensor, n_last_blocks: int = 1) -> EncoderOutput:
-        enc = self.enc
-        n_last_blocks = min(n_last_blocks, self.cfg.depth)
-        t, grid = enc.prepare_tokens(x.float())
-        t = t.contiguous()
-        layers = []
-        r = self.cfg.num_register_tokens
-        for i, (blk, q) in enumerate(zip(enc.blocks, self.qblocks)):
-            t = self._block(blk, q, t)
-            if i >= self.cfg.depth - n_last_blocks:  # earlier layers: only their CLS is read (norm is per token)
-                u = t if i == self.cfg.depth - 1 else t[:, : 1 + r]
-                # no final norm (final_norm=False): copy, as later blocks add into t in place
-                layers.append(u.clone() if isinstance(enc.norm, nn.Identity) else enc.norm(u))
-        drop = (lambda u: torch.cat([u[:, :1], u[:, 1 + r :]], dim=1)) if r else (lambda u: u)
-        return EncoderOutput(tokens=drop(layers[-1]), layers=[drop(u) for u in layers], grid=grid)
 
 
 def quantize_encoder(encoder: VisionTransformer, batches: Iterable[Tensor]) -> Int8VisionTransformer:
