@@ -4,12 +4,16 @@ Rows (each in a fresh subprocess, so start-up, imports and peak memory are its o
 
 * ``official``: the official ``evaluation/extract_features.py`` loop made to run on CPU, reimplemented here (not
   copied): PIL ``open().convert('RGB')``, square **bilinear** resize, ``ToTensor``/``Normalize`` in numpy, a
-  DataLoader at batch 8, the official ViT forward written out (explicit ``q @ k^T`` softmax attention,
+  DataLoader at the script's defaults (``--batch_size_per_gpu 128``, ``--num_workers 4``; ``--official-batch`` and
+  ``--official-workers`` change them; ``official-b8`` runs the same at batch 8 with one worker), the official ViT
+  forward written out (explicit ``q @ k^T`` softmax attention,
   ``get_intermediate_layers``: the final norm on each of the last 4 blocks, CLS kept), fp32 under ``no_grad``, and one
   pickle file per image as the official script writes.
-* ``fp32``: ``visionfm.extract_features`` in fp32 at batch 8 (the exact path: same preprocessing, fused SDPA).
-* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)`` at ``--batch-size`` (default 64; bf16 where
-  the CPU has AMX/AVX512-BF16, weights cast once; JPEG decoded at reduced size, decoding overlapped with compute by
+* ``fp32``: ``visionfm.extract_features`` in fp32 at ``--batch-size`` (the exact path: same preprocessing, fused
+  SDPA).
+* ``fast``: ``extract_features(precision="auto", jpeg_draft=True)``, ``extract``'s default, at ``--batch-size``
+  (default 64; bf16 where the CPU has AMX/AVX512-BF16, through the fused oneDNN model
+  ``visionfm.models.vit_fused.PackedBf16ViT``; JPEG decoded at reduced size, decoding overlapped with compute by
   worker processes).
 * ``int8-static``: ``fast`` with ``precision="int8"``: every block ``Linear`` as a oneDNN int8 matmul (AMX-INT8),
   activations quantised with scales calibrated on the first 8 images (``visionfm.models.vit_int8``); the
@@ -57,7 +61,7 @@ import numpy as np
 # benchmarks/onnx.py would shadow the onnx package for a script run from this folder: drop the folder from the path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-ROWS = ("official", "fp32", "fast", "int8-static", "compile", "frozen", "frozen-warm", "onnx", "int8")
+ROWS = ("official", "official-b8", "fp32", "fast", "int8-static", "compile", "frozen", "frozen-warm", "onnx", "int8")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "OCT-fundus-DME-DR"
 
 
@@ -134,14 +138,14 @@ def official_forward(enc, x, n: int = 4):
     return torch.cat(outs, dim=-1)
 
 
-def _run_official(enc, paths, args, tmp: Path) -> np.ndarray:
+def _run_official(enc, paths, args, tmp: Path, workers: int | None = None) -> np.ndarray:
     import torch
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
         _OfficialDataset([str(p) for p in paths], 224, enc.info.mean, enc.info.std),
         batch_size=args.official_batch,
-        num_workers=args.official_workers,
+        num_workers=args.official_workers if workers is None else workers,
     )
     nb = min(4, enc.cfg.depth)
     feats = np.zeros((len(paths), nb * enc.cfg.embed_dim), np.float32)
@@ -280,8 +284,10 @@ def _worker(args: argparse.Namespace) -> None:
         loop_s = None
         if args.worker == "official":
             feats = _run_official(enc, paths, args, tmp)
+        elif args.worker == "official-b8":  # the same loop at batch 8 and one worker (the earlier setting)
+            feats = _run_official(enc, paths, argparse.Namespace(**{**vars(args), "official_batch": 8}), tmp, 1)
         elif args.worker == "fp32":
-            feats = _run_visionfm(enc, paths, args, tmp, "fp32", 8, False)
+            feats = _run_visionfm(enc, paths, args, tmp, "fp32", args.batch_size, False)
         elif args.worker == "fast":
             feats = _run_visionfm(enc, paths, args, tmp, "auto", args.batch_size, True)
         elif args.worker == "compile":  # cold: the row's own empty inductor cache (set by _run_row)
@@ -395,7 +401,7 @@ def main() -> None:
         "--batch-size",
         type=int,
         default=64,
-        help="batch of every row but official and fp32 (those run at 8, as officially); 64 = extract's default",
+        help="batch of every row but official (--official-batch); 64 = extract's default",
     )
     p.add_argument(
         "--official-batch",
