@@ -185,17 +185,19 @@ def read_image(path: str | Path, *, max_pixels: int | None = None, draft: int | 
     return _decode_pil(path, str(path), limit, draft)
 
 
-def decode_image(data: bytes, name: str = "<upload>", *, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, name: str = "<upload>", *, max_pixels: int | None = None, draft: int | None = None
+) -> np.ndarray:
     """Decode an image (any PIL format, or DICOM: detected by its ``DICM`` marker) from bytes, as :func:`read_image`.
 
-    ``name`` is used in error messages (an upload's file name).
+    ``name`` is used in error messages (an upload's file name); ``draft``: JPEG only, as in :func:`read_image`.
     """
     limit = pixel_limit(max_pixels)
     if (len(data) >= 132 and data[128:132] == b"DICM") or name.lower().endswith(tuple(DICOM_EXTENSIONS)):
         from .dicom import read_dicom
 
         return read_dicom(data, name=name, max_pixels=limit).single_frame()
-    return _decode_pil(io.BytesIO(data), name, limit, None)
+    return _decode_pil(io.BytesIO(data), name, limit, draft)
 
 
 def _filter(interpolation: str) -> int:

@@ -7,7 +7,10 @@ Beside ``model.onnx`` goes ``model.onnx.json``: the model card (identity, task, 
 SHA-256 of every source file and of the ONNX file, the check's images and its maximum error, and the versions used.
 
 The ViT's attention runs through ``scaled_dot_product_attention``, which the TorchScript exporter lowers to plain
-MatMul / Softmax nodes (opset >= 17); the dynamo exporter is not used (``dynamo=False``).
+MatMul / Softmax nodes (opset >= 17); the dynamo exporter is not used (``dynamo=False``). The graph's image size
+is fixed (only the batch axis is dynamic), so a ViT run at a size other than its training size gets its position
+embeddings interpolated once, for that size, and stored as a constant (:func:`_fixed_pos_embed`): tracing the
+interpolation itself fails (the tracer makes the patch grid a tensor, which the bicubic scale factor cannot take).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,12 +139,62 @@ def _dynamic_axes(card: ModelCard) -> dict[str, dict[int, str]]:
     return {k: {0: "batch"} for k in card.inputs + _output_names(card)}
 
 
+def _grids_seen(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> dict[Any, set[tuple[int, int]]]:
+    """The patch grids (rows, cols) each ViT inside ``module`` tokenises in one forward over ``args`` (recorded at
+    ``prepare_tokens``, which the ViT's own forward and the dense backbones both call)."""
+    from ..models import VisionTransformer
+
+    seen: dict[Any, set[tuple[int, int]]] = {}
+    for vit in (m for m in module.modules() if isinstance(m, VisionTransformer)):
+        grids = seen.setdefault(vit, set())
+
+        def record(x, *a, _vit=vit, _grids=grids, **kw):
+            p = _vit.cfg.patch_size
+            _grids.add((int(x.shape[-2]) // p, int(x.shape[-1]) // p))
+            return type(_vit).prepare_tokens(_vit, x, *a, **kw)
+
+        vit.prepare_tokens = record  # an instance attribute for this one pass, removed below
+    try:
+        with torch.no_grad():
+            module(*args)
+    finally:
+        for vit in seen:
+            del vit.prepare_tokens
+    return seen
+
+
+@contextmanager
+def _fixed_pos_embed(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> Iterator[None]:
+    """While tracing: each ViT's position embeddings replaced by their interpolation to the one patch grid it sees
+    at the export size (the official rule, its own ``pos_interp`` mode), so the model adds them as they are.
+
+    The values are exactly those PyTorch computes on every call (same function, same inputs), and the exported
+    graph's image size is fixed anyway (only the batch axis is dynamic). A ViT at its training grid is untouched.
+    """
+    from ..models import interpolate_pos_embed
+
+    saved = []
+    for vit, grids in _grids_seen(module, args).items():
+        (rows, cols), n = next(iter(grids), (0, 0)), vit.pos_embed.shape[1] - 1
+        if len(grids) != 1 or rows != cols or rows * cols == n:  # one square grid other than the training one
+            continue
+        with torch.no_grad():
+            fixed = interpolate_pos_embed(vit.pos_embed, rows, cols, mode=vit.cfg.pos_interp)
+        saved.append((vit, vit.pos_embed))
+        vit.pos_embed = torch.nn.Parameter(fixed.detach().clone(), requires_grad=False)
+    try:
+        yield
+    finally:
+        for vit, pos in saved:
+            vit.pos_embed = pos
+
+
 def _trace(model: LoadedModel, inputs: dict[str, np.ndarray], path: Path, opset: int) -> None:
     names = model.card.inputs
     outs = _output_names(model.card)
     dynamic = _dynamic_axes(model.card)
     args = tuple(torch.from_numpy(inputs[k]) for k in names)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _fixed_pos_embed(model.module, args):
         warnings.simplefilter("ignore")  # tracer warnings on Python branches over fixed shapes (patch grid)
         torch.onnx.export(
             model.module,

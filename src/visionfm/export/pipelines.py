@@ -44,6 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 RUN_KINDS = ("classify", "multilabel", "regress", "forecast", "segment", "landmark", "encoder", "volume", "vl")
+_DRAFT_KINDS = ("classify", "multilabel", "regress", "forecast", "encoder")  # kinds whose features may be drafted
 
 
 @dataclass
@@ -72,6 +73,9 @@ class ModelCard:
         crop: fine-tuned runs with RETFound's evaluation transform: the centre-crop fraction (1: plain resize).
         precision: recognition runs: the numeric precision their training features were extracted with (``serve
             --precision run`` follows it).
+        jpeg_draft: recognition runs whose features were extracted with JPEG draft decoding (a DCT-domain
+            downscale to >= ``input_size``): ``serve`` and ``export predict`` decode JPEGs the same way, as
+            ``predict`` does (:meth:`draft_side`). False for runs recorded before the field existed.
         thresholds: segmentation: per-class probability thresholds chosen on validation (``--tune-thresholds``);
             None: 0.5. A request's own threshold replaces them.
     """
@@ -100,9 +104,18 @@ class ModelCard:
     fov_diameter: int | None = None
     contrast: str = "none"
     thresholds: list[float] | None = None
+    jpeg_draft: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def draft_side(self) -> int | None:
+        """The side a JPEG is draft-decoded to (at least) before this model's square resize, or None: decode
+        fully. Only recognition / encoder cards of runs whose features were draft-decoded; fine-tuned runs'
+        crop transform and dense, volume and vision-language runs always decode fully, as their training did."""
+        if not self.jpeg_draft or not self.input_size or self.crop < 1:
+            return None
+        return int(self.input_size) if self.kind in _DRAFT_KINDS else None
 
 
 @dataclass
@@ -277,6 +290,7 @@ def _recognition(
         resize=_interpolation(info, mod),
         crop=float((info.get("recipe") or {}).get("eval_crop", 1.0)),
         precision=getattr(ref, "precision", "fp32"),
+        jpeg_draft=bool(getattr(ref, "jpeg_draft", False)),
     )
     module = (
         EncoderPipeline(enc, ref.n_last_blocks, ref.tta)

@@ -85,7 +85,9 @@ def predict_onnx(
         scores = []
         for a in range(0, len(coll.samples), batch_size):
             chunk = coll.samples[a : a + batch_size]
-            feed = {"image": np.stack([preprocess_image(card, read_image(s.path)) for s in chunk])}
+            # JPEGs decoded as the run's features were (draft-decoded when its extraction was), as `predict` does
+            imgs = [read_image(s.path, draft=card.draft_side()) for s in chunk]
+            feed = {"image": np.stack([preprocess_image(card, im) for im in imgs])}
             if t is not None:
                 feed["interval_days"] = t[a : a + len(chunk)]
             scores.append(model.run(feed)[0])

@@ -60,8 +60,11 @@ class _State:
             raise HTTPException(404, f"unknown model {name!r}; served: {', '.join(self.models)}")
         return self.models[name]
 
-    async def read(self, files: list[UploadFile], volumes: bool = False, bscans: bool = False) -> list[Upload]:
-        """Decode the uploads (in the thread pool); ``bscans``: the images are the B-scans of one volume."""
+    async def read(
+        self, files: list[UploadFile], volumes: bool = False, bscans: bool = False, draft: int | None = None
+    ) -> list[Upload]:
+        """Decode the uploads (in the thread pool); ``bscans``: the images are the B-scans of one volume; ``draft``:
+        JPEG images are draft-decoded to at least this side (:meth:`ModelCard.draft_side` of the model)."""
         if bscans:
             if not volumes:
                 raise HTTPException(400, "bscans=true stacks B-scans into a volume: it needs a volume classifier")
@@ -78,8 +81,11 @@ class _State:
                 raise UploadError(
                     f"{f.filename}: {len(data)} bytes exceeds the upload limit of {self.cfg.max_upload_mb:g} MB", 413
                 )
-            decode = decode_volume_upload if volumes else decode_upload
-            out.append(await run_in_threadpool(decode, data, f.filename or "upload", self.cfg.max_pixels))
+            name = f.filename or "upload"
+            if volumes:
+                out.append(await run_in_threadpool(decode_volume_upload, data, name, self.cfg.max_pixels))
+            else:
+                out.append(await run_in_threadpool(decode_upload, data, name, self.cfg.max_pixels, draft))
         return out
 
     async def infer(self, m: ServedModel, uploads: list[Upload], interval: float | None) -> list[list]:
@@ -230,7 +236,8 @@ def _add_predict(app: FastAPI, state: _State) -> None:
         names = _class_names(classes) if m.card.kind == "vl" else None
 
         async def work() -> dict:
-            uploads = await state.read(file, volumes=m.card.kind == "volume", bscans=bscans)
+            # JPEGs decoded as the run's training features were (draft or full), so answers match `predict`
+            uploads = await state.read(file, volumes=m.card.kind == "volume", bscans=bscans, draft=m.card.draft_side())
             rows = await state.infer(m, uploads, interval_days)
             results = []
             for u, row in zip(uploads, rows):

@@ -129,7 +129,7 @@ def add_embed(app: FastAPI, state: _State) -> None:
             raise HTTPException(400, why)
 
         async def work() -> dict:
-            uploads = await state.read(files)
+            uploads = await state.read(files, draft=m.card.draft_side())  # JPEGs decoded as the run's features were
             imgs = await image_embeddings(state, m, uploads)
             txt = await run_in_threadpool(m.text_embeddings, texts) if texts else np.zeros((0, 0), np.float32)
             dim = len(imgs[0]) if imgs else txt.shape[1]

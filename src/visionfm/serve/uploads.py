@@ -38,6 +38,7 @@ class Upload:
     filename: str
     image: np.ndarray
     dicom: dict | None = None
+    full_size: tuple[int, int] | None = None  # (width, height) of the file when ``image`` was draft-decoded smaller
 
     @property
     def frames(self) -> int:
@@ -46,16 +47,19 @@ class Upload:
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) of the image (of each B-scan for a volume)."""
-        return int(self.image.shape[-2]), int(self.image.shape[-3])
+        """(width, height) of the image as sent (of each B-scan for a volume), also when decoded smaller."""
+        return self.full_size or (int(self.image.shape[-2]), int(self.image.shape[-3]))
 
 
 def _too_large(message: str) -> bool:
     return "decompression bomb" in message or "exceed the limit" in message
 
 
-def decode_upload(data: bytes, name: str, max_pixels: int) -> Upload:
+def decode_upload(data: bytes, name: str, max_pixels: int, draft: int | None = None) -> Upload:
     """Check and decode one uploaded file (image or single-frame DICOM) with the project's reader.
+
+    ``draft``: JPEGs are decoded with a DCT-domain downscale to at least this side, as the served run's features
+    were extracted (:meth:`~visionfm.export.ModelCard.draft_side`); other formats ignore it.
 
     Raises:
         UploadError: empty, not an image, undecodable, multi-frame, or more than ``max_pixels`` pixels (413).
@@ -68,7 +72,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Upload:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncated-file and EXIF warnings: real decode errors still raise
-            img = decode_image(data, name, max_pixels=max_pixels)
+            img = decode_image(data, name, max_pixels=max_pixels, draft=draft)
     except (ValueError, EOFError) as e:  # ImageReadError names the file and what is wrong
         msg = str(e).splitlines()[0] if str(e) else f"{name}: cannot decode ({type(e).__name__})"
         raise UploadError(msg, 413 if _too_large(msg) else 400) from None
@@ -77,7 +81,18 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Upload:
         raise UploadError(f"{name}: cannot decode ({type(e).__name__}: {e})") from None
     if img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
         raise UploadError(f"{name}: decoded to an unusable array of shape {tuple(img.shape)}")
-    return Upload(name, img, _dicom_facts(data, name))
+    return Upload(name, img, _dicom_facts(data, name), _header_size(data) if draft else None)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PIL image's header (no pixels decoded), or None when PIL cannot open it."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.width), int(im.height)
+    except (OSError, ValueError, SyntaxError):  # DICOM and the like: the decoded size (never drafted) stands
+        return None
 
 
 def _dicom_facts(data: bytes, name: str) -> dict | None:
