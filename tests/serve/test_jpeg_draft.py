@@ -111,6 +111,8 @@ def test_served_jpeg_matches_the_predict_command(client, runs, name, tmp_path):
     assert r.status_code == 200, r.text
     res = r.json()["results"][0]
     assert (res["width"], res["height"]) == (1408, 573)
+    model = {m["name"]: m for m in client.get("v1/models").json()["models"]}[name]
+    assert model["preprocessing"]["jpeg_draft"] is (name == "drafted")
     ref = _row(predict_paths(runs[name], [path], tmp_path / "p.csv", device="cpu"))
     for cls, p in res["probabilities"].items():
         assert p == pytest.approx(float(ref[f"prob_{cls}"]), abs=1e-5)

@@ -129,6 +129,7 @@ class ServedModel:
                 "resize": c.resize,
                 "mean": c.mean,
                 "std": c.std,
+                "jpeg_draft": c.draft_side() is not None,  # JPEGs draft-decoded as the run's features were
             },
             "explain": self.loaded.encoder is not None,
             **({"zero_shot": self._vl_facts()} if c.kind == "vl" else {}),
