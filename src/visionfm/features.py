@@ -318,7 +318,8 @@ def extract_features(
         tta: ``none``, ``hflip`` or ``hvflip`` (features averaged over the flips).
         precision: ``fp32`` (exact), ``bf16`` (weights cast once), ``fp16``, ``auto`` (bf16 where the CPU/GPU
             runs it natively), or ``int8`` (CPU: static int8 on oneDNN, scales calibrated on the first 8 images,
-            recorded as ``int8_calibration``; see :mod:`visionfm.models.vit_int8`).
+            recorded as ``int8_calibration``, the qkv and fc1 inputs smoothed (SmoothQuant, alpha recorded as
+            ``int8_smoothing_alpha``); see :mod:`visionfm.models.vit_int8`).
         compile: ``False``/``"none"``, ``True``/``"blocks"`` (each block compiled: one graph serves every block)
             or ``"frozen"`` (the whole encoder, weights frozen); the last batch is padded to the batch size so
             nothing recompiles. Compiling costs ~10-30 s cold, so it pays only on large sets (see
@@ -354,8 +355,11 @@ def extract_features(
     with OutputLock(output) if dist_info.is_main else nullcontext():
         tmp = _shared_tmp_name(output)
         meta = _meta(enc, coll, n_last_blocks, prep, tta, precision, split, jpeg_draft)
-        if precision == "int8":  # the images whose activation ranges set the int8 scales
+        if precision == "int8":  # the images whose activation ranges set the int8 scales, and the smoothing
+            from .models.vit_int8 import SMOOTH_ALPHA
+
             meta["int8_calibration"] = json.dumps([s.rel for s in coll.samples[:INT8_CALIBRATION_IMAGES]])
+            meta["int8_smoothing_alpha"] = str(SMOOTH_ALPHA)
         rows = RowFile.create(output, tmp, shapes, meta) if dist_info.is_main else None
         barrier()
         rows = rows or RowFile.attach(output, tmp, shapes)  # every rank reads the header rank 0 wrote

@@ -179,3 +179,32 @@ def test_cli_int8_extracts_and_refuses_what_it_cannot_do(tmp_path, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert len(err) == 1 and err[0].startswith("visionfm extract: error:") and "int8" in err[0]
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_int8_smoothing_is_an_identity_in_float_and_tames_outlier_channels():
+    """SmoothQuant's folding changes nothing in exact arithmetic (layer norm / s, weight columns * s), and on an
+    encoder whose layer norms make a few outlier channels (as large pretrained ViTs have) it keeps the int8
+    features close where per-tensor activation scales alone do not."""
+    import torch.nn.functional as F
+
+    from visionfm.checkpoints import random_encoder
+    from visionfm.models.vit_int8 import _affine, layer_norm_absmax, quantize_encoder, smoothing_scales
+
+    enc = random_encoder("vit_test", seed=0, depth=3)
+    with torch.no_grad():
+        for blk in enc.blocks:  # two channels of every layer norm output 30x larger than the rest
+            blk.norm1.weight[:2] *= 30
+            blk.norm2.weight[:2] *= 30
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    blk, tokens = enc.blocks[0], torch.randn(5, 17, 64)
+    s = smoothing_scales(layer_norm_absmax(enc, [x])[0][0], blk.attn.qkv.weight)
+    assert s[:2].min() > 3 * s[2:].median()  # the outlier channels are the ones divided most
+    with torch.no_grad():
+        smoothed = F.linear(F.layer_norm(tokens, (64,), *_affine(blk.norm1, s)), blk.attn.qkv.weight * s)
+        torch.testing.assert_close(smoothed + blk.attn.qkv.bias, blk.attn.qkv(blk.norm1(tokens)), atol=1e-4, rtol=1e-4)
+        ref = enc(x, n_last_blocks=3).cls_concat()
+        errs = [
+            float((quantize_encoder(enc, [x], smooth=a)(x, 3).cls_concat() - ref).abs().max() / ref.abs().max())
+            for a in (None, 0.5)
+        ]
+    assert errs[1] < 0.6 * errs[0], errs

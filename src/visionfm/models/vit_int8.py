@@ -24,7 +24,18 @@ from torch import Tensor, nn
 from .vit import VisionTransformer
 from .vit_fused import FusedViT
 
-__all__ = ["Int8Linear", "Int8VisionTransformer", "cpu_has_amx_int8", "quantize_encoder"]
+__all__ = [
+    "SMOOTH_ALPHA",
+    "Int8Linear",
+    "Int8VisionTransformer",
+    "cpu_has_amx_int8",
+    "layer_norm_absmax",
+    "quantize_encoder",
+    "smoothing_scales",
+]
+
+# SmoothQuant's migration strength for the qkv and fc1 inputs (0.5: the paper's default for most models)
+SMOOTH_ALPHA = 0.5
 
 # quantize_per_tensor / _per_channel are used only as fast one-pass rounding kernels whose bytes are then viewed as
 # plain uint8 / int8 (no quantised tensor leaves this module); their deprecation notice concerns quantised tensor
@@ -59,9 +70,13 @@ class Int8Linear(nn.Module):
     ``out_q``), optionally GELU fused, optionally adding ``residual`` (float32, ``[M, N]``) in place.
     """
 
-    def __init__(self, lin: nn.Linear, out_dtype: torch.dtype, gelu: bool = False) -> None:
+    def __init__(
+        self, lin: nn.Linear, out_dtype: torch.dtype, gelu: bool = False, in_scale: Tensor | None = None
+    ) -> None:
         super().__init__()
         w = lin.weight.detach().float()
+        if in_scale is not None:  # smoothing: x @ W^T = (x / s) @ (W diag(s))^T, the input divided upstream
+            w = w * in_scale[None, :]
         lo, hi = torch.aminmax(w, dim=1)  # one pass (abs().amax() takes three)
         self.w_scale = (torch.maximum(-lo, hi) / 127.0).clamp_min(1e-12)
         self.w_zp = torch.zeros(w.shape[0], dtype=torch.long)
@@ -132,21 +147,34 @@ class Int8VisionTransformer(FusedViT):
 
     ``forward(x [B, 3, H, W], n_last_blocks)`` -> :class:`EncoderOutput` as :class:`~visionfm.models.vit_fused.FusedViT`
     gives it (float32 residual stream).
+
+    ``ln_absmax``: per block, the per-channel max |value| of the ``norm1`` and ``norm2`` outputs on calibration
+    images (:func:`layer_norm_absmax`); given, the qkv and fc1 inputs are **smoothed** (SmoothQuant, Xiao et al.
+    2023): each channel j is divided by ``s_j = absmax_x_j^alpha / absmax_w_j^(1-alpha)`` (folded into a copy of the
+    layer norm's affine) and the weights' column j multiplied by it, an identity in exact arithmetic that moves
+    outlier channels' range from the per-tensor activation scale into the per-channel weight scales.
     """
 
-    def __init__(self, encoder: VisionTransformer) -> None:
+    def __init__(
+        self, encoder: VisionTransformer, ln_absmax: list[tuple[Tensor, Tensor]] | None = None, alpha: float = 0.5
+    ) -> None:
         if encoder.cfg.layer_scale:
             raise ValueError("int8: layer-scale encoders (DINOv2) are not supported; use bf16")
         super().__init__(encoder)
-        self.qblocks = [
-            {
-                "qkv": Int8Linear(blk.attn.qkv, torch.bfloat16),
-                "proj": Int8Linear(blk.attn.proj, torch.float32),
-                "fc1": Int8Linear(blk.mlp.fc1, torch.uint8, gelu=True),
-                "fc2": Int8Linear(blk.mlp.fc2, torch.float32),
-            }
-            for blk in encoder.blocks
-        ]
+        self.norms, self.qblocks = [], []
+        for i, blk in enumerate(encoder.blocks):
+            s1, s2 = (None, None) if ln_absmax is None else ln_absmax[i]
+            s1 = None if s1 is None else smoothing_scales(s1, blk.attn.qkv.weight, alpha)
+            s2 = None if s2 is None else smoothing_scales(s2, blk.mlp.fc1.weight, alpha)
+            self.norms.append((_affine(blk.norm1, s1), _affine(blk.norm2, s2)))
+            self.qblocks.append(
+                {
+                    "qkv": Int8Linear(blk.attn.qkv, torch.bfloat16, in_scale=s1),
+                    "proj": Int8Linear(blk.attn.proj, torch.float32),
+                    "fc1": Int8Linear(blk.mlp.fc1, torch.uint8, gelu=True, in_scale=s2),
+                    "fc2": Int8Linear(blk.mlp.fc2, torch.float32),
+                }
+            )
 
     @torch.inference_mode()
     def calibrate(self, batches: Iterable[Tensor]) -> Int8VisionTransformer:
@@ -168,21 +196,72 @@ class Int8VisionTransformer(FusedViT):
 
     def block(self, i: int, x: Tensor) -> Tensor:
         """One pre-norm block on ``x [B, T, D]`` float32 (updated in place by the fused residual adds)."""
-        blk, q = self.enc.blocks[i], self.qblocks[i]
+        blk, q, (n1, n2) = self.enc.blocks[i], self.qblocks[i], self.norms[i]
         b, t, d = x.shape
         h = blk.attn.num_heads
         flat = x.view(b * t, d)
-        qkv = q["qkv"](q["qkv"].quant(blk.norm1(x)))
+        qkv = q["qkv"](q["qkv"].quant(F.layer_norm(x, (d,), *n1)))
         qh, kh, vh = qkv.view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
         o = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2)  # [B, T, h, D/h] bf16, strided
         o = o.to(torch.float32, memory_format=torch.contiguous_format).view(b * t, d)  # one pass: order + float
         q["proj"](q["proj"].quant(o), residual=flat)
-        hid = q["fc1"](q["fc1"].quant(blk.norm2(x)))  # GELU(fc1) as uint8 for fc2 (float while calibrating)
+        hid = q["fc1"](
+            q["fc1"].quant(F.layer_norm(x, (d,), *n2))
+        )  # GELU(fc1) as uint8 for fc2 (float while calibrating)
         q["fc2"](hid if hid.dtype == torch.uint8 else q["fc2"].quant(hid), residual=flat)
         return x
 
 
-def quantize_encoder(encoder: VisionTransformer, batches: Iterable[Tensor]) -> Int8VisionTransformer:
+def smoothing_scales(absmax_x: Tensor, weight: Tensor, alpha: float = 0.5) -> Tensor:
+    """SmoothQuant's per-input-channel scales ``[K]`` from the activations' per-channel max |x| ``[K]`` and the
+    weight ``[N, K]``: ``absmax_x^alpha / absmax_w^(1-alpha)`` (alpha 0: none of the range moves to the weights)."""
+    w = weight.detach().float().abs().amax(0).clamp_min(1e-5)
+    return (absmax_x.float().clamp_min(1e-5) ** alpha / w ** (1 - alpha)).clamp_min(1e-5)
+
+
+def _affine(norm: nn.LayerNorm, scale: Tensor | None) -> tuple[Tensor | None, Tensor | None, float]:
+    """(weight, bias, eps) of ``norm`` divided per channel by ``scale`` (None: as they are); copies."""
+    w = None if norm.weight is None else norm.weight.detach().float()
+    b = None if norm.bias is None else norm.bias.detach().float()
+    if scale is not None:
+        w = 1.0 / scale if w is None else w / scale
+        b = None if b is None else b / scale
+    return w, b, norm.eps
+
+
+@torch.inference_mode()
+def layer_norm_absmax(encoder: VisionTransformer, batches: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Per block, the per-channel max |value| ``[D]`` of the ``norm1`` and ``norm2`` outputs over ``batches``
+    (normalised ``[B, 3, H, W]``), from one float forward (bf16 autocast: only the ranges are needed)."""
+    stats = [[torch.zeros(encoder.embed_dim), torch.zeros(encoder.embed_dim)] for _ in encoder.blocks]
+
+    def hook(i: int, j: int):
+        def record(_mod, _inp, out: Tensor) -> None:
+            stats[i][j] = torch.maximum(stats[i][j], out.detach().float().abs().flatten(0, -2).amax(0))
+
+        return record
+
+    handles = [
+        n.register_forward_hook(hook(i, j))
+        for i, b in enumerate(encoder.blocks)
+        for j, n in enumerate((b.norm1, b.norm2))
+    ]
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for x in batches:
+                encoder(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [(a, b) for a, b in stats]
+
+
+def quantize_encoder(
+    encoder: VisionTransformer, batches: Iterable[Tensor], smooth: float | None = SMOOTH_ALPHA
+) -> Int8VisionTransformer:
     """The int8 inference copy of ``encoder`` (float32 weights), calibrated on ``batches`` (normalised
-    ``[B, 3, H, W]``, e.g. 8 images of the data to encode)."""
-    return Int8VisionTransformer(encoder).calibrate(batches)
+    ``[B, 3, H, W]``, e.g. 8 images of the data to encode); ``smooth``: SmoothQuant's alpha for the qkv and fc1
+    inputs (None: no smoothing)."""
+    batches = list(batches)
+    absmax = None if smooth is None else layer_norm_absmax(encoder, batches)
+    return Int8VisionTransformer(encoder, absmax, smooth or 0.0).calibrate(batches)
