@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import DATA, require, tiny_encoder
 from visionfm.engine.precision import cpu_has_native_bf16
-from visionfm.models import ViTConfig, VisionTransformer
+from visionfm.models import VisionTransformer, ViTConfig
 from visionfm.models.inference import cast_encoder, feature_pair
 from visionfm.models.vit_fused import PackedBf16ViT, packed_bf16_available
 

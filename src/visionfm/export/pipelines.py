@@ -155,6 +155,10 @@ class EncoderPipeline(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         return _encode(self.encoder, image, self.n_last_blocks, self.tta)
 
+    def with_encoder(self, encoder: nn.Module) -> EncoderPipeline:
+        """The same pipeline on another encoder of the same weights (the fused bf16 copy a CPU service runs)."""
+        return EncoderPipeline(encoder, self.n_last_blocks, self.tta)
+
 
 class RecognitionPipeline(nn.Module):
     """Encoder + head of a recognition run: image ``[B, 3, S, S]`` (+ ``interval_days [B]``) -> scores ``[B, C]``."""
@@ -168,6 +172,10 @@ class RecognitionPipeline(nn.Module):
         cls, patch = _encode(self.encoder, image, self.n_last_blocks, self.tta)
         x = select_feature(cls, patch, self.feature)
         return self.task.scores(self.task.head(x, interval_days).float())
+
+    def with_encoder(self, encoder: nn.Module) -> RecognitionPipeline:
+        """The same pipeline (the same head) on another encoder of the same weights (the fused bf16 copy)."""
+        return RecognitionPipeline(encoder, self.task, self.feature, self.n_last_blocks, self.tta)
 
 
 def select_feature(cls: Tensor, patch: Tensor, feature: str) -> Tensor:

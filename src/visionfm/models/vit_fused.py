@@ -50,6 +50,7 @@ class FusedViT(nn.Module):
         raise NotImplementedError
 
     @torch.inference_mode()
+    @torch.autocast("cpu", enabled=False)  # the kernels choose their dtypes; a caller's autocast must not recast
     def forward(self, x: Tensor, n_last_blocks: int = 1) -> EncoderOutput:
         enc, depth = self.enc, self.cfg.depth
         n_last_blocks = min(n_last_blocks, depth)

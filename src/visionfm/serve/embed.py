@@ -61,7 +61,7 @@ def embed_batch(m: ServedModel, payloads: Sequence[np.ndarray]) -> list[np.ndarr
 
     feature, blocks, tta = _feature(m)
     x = torch.from_numpy(np.stack(payloads)).to(m.device)
-    cls, patch = encode_batch(m.loaded.encoder, x, blocks, tta, m.precision)
+    cls, patch = encode_batch(m.features, x, blocks, tta, m.precision)
     out = F.normalize(select_feature(cls, patch, feature).float(), dim=-1)
     return list(out.cpu().numpy())
 

@@ -62,18 +62,43 @@ def _run_precision(card: ModelCard) -> str:
     return card.precision if card.precision in ("fp32", "bf16", "fp16") else "fp32"
 
 
-def _torch_runner(model: LoadedModel, device: torch.device, precision: str = "fp32") -> Runner:
-    """Eager PyTorch; ``bf16``: one autocast forward per batch (matmuls in bf16, outputs returned as float32)."""
+# kinds whose features come from ``extract`` (or ``extract --volumes``): the fused bf16 model on native-bf16 CPUs
+_FUSED_KINDS = ("classify", "multilabel", "regress", "forecast", "encoder", "volume")
+
+
+def feature_encoder(model: LoadedModel, device: torch.device, precision: str) -> torch.nn.Module | None:
+    """The encoder the service computes a run's features with: at bf16 on a CPU with native bf16, the fused copy
+    ``extract`` runs (:class:`visionfm.models.vit_fused.PackedBf16ViT`: the same kernels, so served features equal
+    the run's training features), else the loaded encoder. Call before :func:`_torch_runner` casts weights."""
+    from ..engine.precision import cpu_has_native_bf16
+    from ..models.inference import cast_encoder
+
+    enc = model.encoder
+    if precision != "bf16" or device.type != "cpu" or enc is None or model.card.kind not in _FUSED_KINDS:
+        return enc
+    return cast_encoder(enc, "bf16", packed=cpu_has_native_bf16())
+
+
+def _torch_runner(
+    model: LoadedModel, device: torch.device, precision: str = "fp32", features: torch.nn.Module | None = None
+) -> Runner:
+    """Eager PyTorch; ``bf16``: one autocast forward per batch (matmuls in bf16, outputs returned as float32), or,
+    where the pipeline can take another encoder, the encoder part through ``features`` (:func:`feature_encoder`'s
+    fused model) and the head in float32: exactly what ``predict`` computes from the run's features."""
     from ..features import autocast_context
 
     names = model.card.inputs
+    module = model.module
+    fused = features is not None and features is not model.encoder and hasattr(module, "with_encoder")
+    if fused:  # the fused encoder keeps its own precision; the head runs in float32, as it was trained
+        module = module.with_encoder(features)
     if precision != "fp32":  # a volume classifier's MIL head runs in float32 after the encoder: encoder only
-        target = model.encoder if model.card.kind == "volume" else model.module
+        target = model.encoder if model.card.kind == "volume" or fused else model.module
         _cast_matmul_weights(target, torch.bfloat16 if precision == "bf16" else torch.float16)
 
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        with torch.inference_mode(), autocast_context(device, precision):
-            out = model.module(*[torch.from_numpy(inputs[k]).to(device) for k in names])
+        with torch.inference_mode(), autocast_context(device, "fp32" if fused else precision):
+            out = module(*[torch.from_numpy(inputs[k]).to(device) for k in names])
         out = out if isinstance(out, (tuple, list)) else (out,)
         return [o.float().cpu().numpy() for o in out]
 
@@ -88,13 +113,22 @@ class ServedModel:
         runner: ``{input name: [B, ...]}`` -> outputs ``[B, ...]``.
         backend: ``torch`` or ``onnxruntime``.
         onnx_path: the ONNX file served (onnxruntime backend).
+        features: the encoder features are computed with (embeddings, volumes): :func:`feature_encoder`'s choice;
+            default the loaded encoder.
     """
 
     def __init__(
-        self, loaded: LoadedModel, runner: Runner, backend: str, onnx_path: str = "", precision: str = "fp32"
+        self,
+        loaded: LoadedModel,
+        runner: Runner,
+        backend: str,
+        onnx_path: str = "",
+        precision: str = "fp32",
+        features: torch.nn.Module | None = None,
     ) -> None:
         self.loaded, self.card, self.runner = loaded, loaded.card, runner
         self.backend, self.onnx_path, self.precision = backend, onnx_path, precision
+        self.features = features if features is not None else loaded.encoder
         self.device = next(loaded.module.parameters()).device
         self._text_lock = threading.Lock()  # the tokenizer is not thread-safe; class embeddings are cached
         self._class_cache: dict[tuple, torch.Tensor] = {}
@@ -200,7 +234,7 @@ class ServedModel:
 
         x = torch.from_numpy(bscans).to(self.device)
         feats = [
-            encode_batch(self.loaded.encoder, x[a : a + chunk], self.card.n_last_blocks, "none", self.precision)
+            encode_batch(self.features, x[a : a + chunk], self.card.n_last_blocks, "none", self.precision)
             for a in range(0, len(x), chunk)
         ]
         bag = torch.cat([f[0] if self.card.feature == "cls" else f[1] for f in feats]).cpu().numpy()
@@ -364,7 +398,9 @@ def load_served(
             out[name] = ServedModel(loaded, runner, backend, path)
         else:
             p = fixed or _run_precision(loaded.card)
-            out[name] = ServedModel(loaded, _torch_runner(loaded, torch.device(dev), p), backend, precision=p)
+            feats = feature_encoder(loaded, torch.device(dev), p)
+            runner = _torch_runner(loaded, torch.device(dev), p, feats)
+            out[name] = ServedModel(loaded, runner, backend, precision=p, features=feats)
         log.info("serving %s (%s, %s backend) from %s", name, loaded.card.kind, backend, src)
     if not out:
         raise ValueError("no runs to serve: pass --run RUN (a run folder or encoder weights file)")

@@ -33,8 +33,9 @@ from ..data.datasets import ImageCollection
 from ..data.images import Preprocess
 from ..data.writer import OutputLock, RowFile
 from ..distributed import init_distributed, resolve_device
+from ..engine.precision import cpu_has_native_bf16
 from ..errors import UserError
-from ..features import _check_args, _last_blocks, _shared_tmp_name, encode_batch, resolve_precision
+from ..features import _check_args, _last_blocks, _shared_tmp_name, cast_encoder, encode_batch, resolve_precision
 from ..models import VisionTransformer
 from .io import read_volume, scan_volumes, volume_header
 
@@ -154,12 +155,14 @@ def extract_volume_features(
                 num_workers=num_workers,
                 prefetch_factor=2 if num_workers else None,
             )
+            # bf16 on a native-bf16 CPU: the fused model, as image extraction (and serve) run it
+            run_enc = cast_encoder(enc, precision, packed=dev.type == "cpu" and cpu_has_native_bf16())
             bar = tqdm(total=m, desc="extract volumes", unit="B-scan", disable=not progress)
             for x, v in loader:
                 if len(x) != counts[v]:
                     raise UserError(f"{coll.samples[v].path}: {len(x)} B-scans read, {counts[v]} counted")
                 for a in range(0, len(x), batch_size):
-                    cls, patch = encode_batch(enc, x[a : a + batch_size].to(dev), n_last_blocks, "none", precision)
+                    cls, patch = encode_batch(run_enc, x[a : a + batch_size].to(dev), n_last_blocks, "none", precision)
                     idx = np.arange(starts[v] + a, starts[v] + a + len(cls))
                     rows.write_rows("cls", idx, cls.cpu().numpy())
                     rows.write_rows("patch_mean", idx, patch.cpu().numpy())
