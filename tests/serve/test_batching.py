@@ -73,6 +73,60 @@ def test_max_batch_one_runs_each_alone_and_keys_split_groups():
     assert sorted(sorted(s) for s in seen) == [[0, 2, 4], [1, 3, 5]]
 
 
+def test_batch_waits_for_announced_jobs_and_not_for_withdrawn_ones():
+    """Jobs announced while their uploads decode (``arriving``) join the batch being collected, past the wait
+    window; a withdrawn announcement (a bad upload) does not hold the batch, and nothing waits past ``hold_ms``."""
+    import time
+
+    seen, fn = _calls()
+    b = DynamicBatcher(max_batch=8, wait_ms=1, queue_size=32, hold_ms=2000)
+
+    async def late(i: int, delay: float):
+        with b.arriving() as arrived:
+            await asyncio.sleep(delay)  # "decoding": much longer than the 1 ms window
+            arrived()
+            return await b.submit(fn, 0, i)
+
+    async def scenario():
+        return await asyncio.gather(b.submit(fn, 0, 0), late(1, 0.05), late(2, 0.1))
+
+    try:
+        assert asyncio.run(scenario()) == [0, 10, 20]
+        assert [len(s) for s in seen] == [3]  # one forward: the first job waited for the two announced ones
+        seen.clear()
+
+        async def withdrawn():
+            with b.arriving():
+                await asyncio.sleep(0.01)
+                raise ValueError("bad upload")
+
+        async def scenario2():
+            t0 = time.perf_counter()
+            first = asyncio.ensure_future(b.submit(fn, 0, 5))
+            with pytest.raises(ValueError):
+                await withdrawn()
+            await first
+            return time.perf_counter() - t0
+
+        assert asyncio.run(scenario2()) < 1.0 and [len(s) for s in seen] == [1]  # not held for 2 s
+        assert b.incoming() == 0
+    finally:
+        b.close()
+    seen, fn = _calls()
+    b = DynamicBatcher(max_batch=8, wait_ms=1, queue_size=32, hold_ms=30)
+    try:  # an announcement that never arrives holds a batch for hold_ms at most
+
+        async def stuck():
+            with b.arriving():
+                t0 = time.perf_counter()
+                await b.submit(fn, 0, 1)
+                return time.perf_counter() - t0
+
+        assert asyncio.run(stuck()) < 1.0 and seen == [[1]]
+    finally:
+        b.close()
+
+
 def test_full_queue_is_refused_and_errors_reach_the_caller():
     gate = threading.Event()
 

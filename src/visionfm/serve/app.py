@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -43,7 +44,9 @@ class _State:
     def __init__(self, cfg: ServeConfig, models: dict[str, ServedModel]) -> None:
         self.cfg, self.models = cfg, models
         self.metrics = Metrics()
-        self.batcher = DynamicBatcher(cfg.max_batch, cfg.batch_wait_ms, cfg.queue_size, self._on_batch)
+        self.batcher = DynamicBatcher(
+            cfg.max_batch, cfg.batch_wait_ms, cfg.queue_size, self._on_batch, hold_ms=cfg.batch_hold_ms
+        )
         self.metrics.queue_depth = self.batcher.depth
 
     def _on_batch(self, label: str, size: int, seconds: float) -> None:
@@ -88,13 +91,19 @@ class _State:
                 out.append(await run_in_threadpool(decode_upload, data, name, self.cfg.max_pixels, draft))
         return out
 
-    async def infer(self, m: ServedModel, uploads: list[Upload], interval: float | None) -> list[list]:
+    async def infer(
+        self, m: ServedModel, uploads: list[Upload], interval: float | None, arrived: Callable[[], None] | None = None
+    ) -> list[list]:
+        """Prepare the uploads and run them through the batcher; ``arrived`` withdraws their announcement
+        (:meth:`DynamicBatcher.arriving`) just before the jobs are submitted."""
         if "interval_days" in m.card.inputs and interval is None:
             raise HTTPException(
                 400,
                 f"model {m.name!r} forecasts: send the interval to the next visit in days (form field interval_days)",
             )
         payloads = [await run_in_threadpool(m.prepare, u.image, interval) for u in uploads]
+        if arrived is not None:
+            arrived()
         return await asyncio.gather(
             *[self.batcher.submit(m.run_batch, (m.name, p["image"].shape), p, m.name) for p in payloads]
         )
@@ -237,8 +246,10 @@ def _add_predict(app: FastAPI, state: _State) -> None:
 
         async def work() -> dict:
             # JPEGs decoded as the run's training features were (draft or full), so answers match `predict`
-            uploads = await state.read(file, volumes=m.card.kind == "volume", bscans=bscans, draft=m.card.draft_side())
-            rows = await state.infer(m, uploads, interval_days)
+            with state.batcher.arriving(len(file)) as arrived:  # a batch being collected waits for these
+                volumes = m.card.kind == "volume"
+                uploads = await state.read(file, volumes=volumes, bscans=bscans, draft=m.card.draft_side())
+                rows = await state.infer(m, uploads, interval_days, arrived)
             results = []
             for u, row in zip(uploads, rows):
                 if names is not None:
@@ -290,8 +301,9 @@ def _add_segment(app: FastAPI, state: _State) -> None:
             raise HTTPException(400, f"unknown class {class_name!r}; {m.name} segments {', '.join(m.card.names)}")
 
         async def work() -> Any:
-            (u,) = await state.read([file])
-            (row,) = await state.infer(m, [u], None)
+            with state.batcher.arriving() as arrived:
+                (u,) = await state.read([file])
+                (row,) = await state.infer(m, [u], None, arrived)
             masks = await run_in_threadpool(m.masks, row[0], u.image, threshold)
             names = m.card.names
             if format == "png":

@@ -5,6 +5,11 @@ request's pass). Requests go into a bounded queue; a full queue is refused at on
 rather than letting latency grow without bound. The worker takes the first waiting job, then keeps collecting for
 ``wait_ms`` or until ``max_batch`` images, groups what it has by (job kind, input shape), runs each group as one
 batch and hands every caller its own row. A job whose caller gave up (timeout) before it ran is skipped.
+
+Requests announce themselves while their uploads are still being decoded (:meth:`DynamicBatcher.arriving`), and a
+batch being collected keeps waiting for announced jobs, up to ``hold_ms`` after its first job: otherwise, with
+closed-loop clients, the batch leaves with the jobs that happened to be queued and the clients split into cohorts
+that never share a forward (measured: mean batch 4.0 of 8 at 8 clients, 7.4 when the batch waits for them).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class DynamicBatcher:
         wait_ms: collection window after the first job of a batch arrives.
         queue_size: jobs waiting before :meth:`submit` raises :class:`Overloaded`.
         on_batch: called after every batch with (label, size, seconds) (metrics).
+        hold_ms: how long after its first job, at most, a batch waits for jobs announced by :meth:`arriving`.
     """
 
     def __init__(
@@ -59,10 +65,12 @@ class DynamicBatcher:
         wait_ms: float = 5.0,
         queue_size: int = 64,
         on_batch: Callable[[str, int, float], None] | None = None,
+        hold_ms: float = 0.0,
     ) -> None:
-        if max_batch < 1 or queue_size < 1 or wait_ms < 0:
-            raise ValueError("max_batch and queue_size must be >= 1 and wait_ms >= 0")
-        self.max_batch, self.wait = max_batch, wait_ms / 1000.0
+        if max_batch < 1 or queue_size < 1 or wait_ms < 0 or hold_ms < 0:
+            raise ValueError("max_batch and queue_size must be >= 1, wait_ms and hold_ms >= 0")
+        self.max_batch, self.wait, self.hold = max_batch, wait_ms / 1000.0, hold_ms / 1000.0
+        self._incoming, self._lock = 0, threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self._on_batch = on_batch
         self._thread = threading.Thread(target=self._loop, name="visionfm-batcher", daemon=True)
@@ -72,6 +80,29 @@ class DynamicBatcher:
     def depth(self) -> int:
         """Jobs waiting."""
         return self._queue.qsize()
+
+    def incoming(self) -> int:
+        """Jobs announced (being decoded) and not yet submitted."""
+        return self._incoming
+
+    @contextlib.contextmanager
+    def arriving(self, n: int = 1):
+        """Announce ``n`` jobs whose inputs are being prepared; a batch being collected waits for them (up to
+        ``hold_ms``). Yields a function that withdraws the announcement: call it right before submitting the jobs
+        (leaving the block withdraws whatever is left, e.g. after a bad upload)."""
+        left = [n]
+        with self._lock:
+            self._incoming += n
+
+        def arrived() -> None:
+            with self._lock:
+                self._incoming -= left[0]
+                left[0] = 0
+
+        try:
+            yield arrived
+        finally:
+            arrived()
 
     def submit_nowait(self, fn: BatchFn, key: Hashable, payload: Any, label: str = "") -> Future:
         """Queue one job; its future gets the result.
@@ -106,15 +137,30 @@ class DynamicBatcher:
             self._thread.join(timeout)
 
     # -- worker -------------------------------------------------------------------------------------------------
+    def _timeout(self, deadline: float, hold: float) -> float | None:
+        """Seconds to wait for the next job, or None to stop collecting."""
+        now = time.perf_counter()
+        if now < deadline:
+            return deadline - now
+        if self._incoming > 0 and now < hold:  # announced jobs are coming: poll, as they may be withdrawn
+            return min(hold - now, 0.001)
+        return None
+
     def _collect(self, first: Job) -> tuple[list[Job], bool]:
         jobs, stop = [first], False
-        deadline = time.perf_counter() + self.wait
+        start = time.perf_counter()
+        deadline, hold = start + self.wait, start + max(self.wait, self.hold)
         while len(jobs) < self.max_batch:
-            remaining = deadline - time.perf_counter()
             try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                timeout = self._timeout(deadline, hold)
+                if timeout is None:
+                    break
+                try:
+                    job = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    continue
             if job is None:
                 stop = True
                 break

@@ -29,6 +29,8 @@ class ServeConfig:
             each must have been exported from that run, checked by SHA-256).
         max_batch: largest number of images in one forward pass (1: no dynamic batching).
         batch_wait_ms: how long the batcher waits for more requests once one has arrived.
+        batch_hold_ms: how long, at most, a batch waits for requests whose uploads are still being decoded (they
+            join it instead of starting the next batch); 0: not at all.
         queue_size: requests waiting for the model before new ones get 503.
         max_upload_mb: largest request body accepted (413 above).
         max_pixels: largest image (width x height) decoded (413 above; guards against decompression bombs).
@@ -54,6 +56,7 @@ class ServeConfig:
     onnx: list[str] = field(default_factory=list)
     max_batch: int = 8
     batch_wait_ms: float = 5.0
+    batch_hold_ms: float = 50.0
     queue_size: int = 64
     max_upload_mb: float = 32.0
     max_pixels: int = 40_000_000
@@ -75,7 +78,7 @@ class ServeConfig:
         for name in ("max_batch", "queue_size", "max_pixels", "max_files", "max_bscans", "max_texts", "explain_side"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("batch_wait_ms", "threads"):
+        for name in ("batch_wait_ms", "batch_hold_ms", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_upload_mb <= 0 or self.timeout_s <= 0:
