@@ -2,7 +2,8 @@
 
 Every ``Linear`` of the transformer blocks runs ``onednn::qlinear_pointwise`` on prepacked int8 weights (symmetric,
 per output channel) and uint8 activations (one scale and zero point per linear input, calibrated on real images by
-:meth:`Int8VisionTransformer.calibrate`); GELU is fused into ``fc1``, whose output is written already quantised for
+:meth:`Int8VisionTransformer.calibrate`, after SmoothQuant smoothing of the qkv and fc1 inputs:
+:func:`quantize_encoder`); GELU is fused into ``fc1``, whose output is written already quantised for
 ``fc2``, and the residual adds are fused into ``proj`` and ``fc2``. The residual stream and layer norms stay
 float32, attention runs in bf16 through the fused SDPA kernel. Inference only: no trainable parameters.
 
@@ -156,7 +157,10 @@ class Int8VisionTransformer(FusedViT):
     """
 
     def __init__(
-        self, encoder: VisionTransformer, ln_absmax: list[tuple[Tensor, Tensor]] | None = None, alpha: float = 0.5
+        self,
+        encoder: VisionTransformer,
+        ln_absmax: list[tuple[Tensor, Tensor]] | None = None,
+        alpha: float = SMOOTH_ALPHA,
     ) -> None:
         if encoder.cfg.layer_scale:
             raise ValueError("int8: layer-scale encoders (DINOv2) are not supported; use bf16")
@@ -205,9 +209,8 @@ class Int8VisionTransformer(FusedViT):
         o = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2)  # [B, T, h, D/h] bf16, strided
         o = o.to(torch.float32, memory_format=torch.contiguous_format).view(b * t, d)  # one pass: order + float
         q["proj"](q["proj"].quant(o), residual=flat)
-        hid = q["fc1"](
-            q["fc1"].quant(F.layer_norm(x, (d,), *n2))
-        )  # GELU(fc1) as uint8 for fc2 (float while calibrating)
+        # GELU(fc1) written as uint8 for fc2 (float while calibrating)
+        hid = q["fc1"](q["fc1"].quant(F.layer_norm(x, (d,), *n2)))
         q["fc2"](hid if hid.dtype == torch.uint8 else q["fc2"].quant(hid), residual=flat)
         return x
 
