@@ -83,7 +83,8 @@ class PackedBf16ViT(FusedViT):
     """bf16 inference copy of a :class:`VisionTransformer` on prepacked oneDNN linears (module docstring).
 
     ``rows`` is the number of token rows (batch x tokens) the weights' layout is chosen for; any batch runs.
-    The source encoder is left unchanged (its bf16 copy, ``self.enc``, holds the norms and the embeddings).
+    The source encoder is left unchanged; ``self.enc`` is a bf16 copy of its embeddings and norms (its block
+    linears are identities: the packed weights replace them, so its attention and MLP cannot run on their own).
     """
 
     stream_dtype = torch.bfloat16
@@ -91,7 +92,10 @@ class PackedBf16ViT(FusedViT):
     def __init__(self, encoder: VisionTransformer, rows: int = 16 * 197) -> None:
         with torch.device("meta"):
             copy = type(encoder)(encoder.cfg)
-        state = {k: v.detach().to(torch.bfloat16) for k, v in encoder.state_dict().items()}
+        for blk in copy.blocks:  # the copy keeps what the fused forward reads: its linears are packed below
+            blk.attn.qkv = blk.attn.proj = blk.mlp.fc1 = blk.mlp.fc2 = nn.Identity()
+        keep = copy.state_dict().keys()
+        state = {k: v.detach().to(torch.bfloat16) for k, v in encoder.state_dict().items() if k in keep}
         copy.load_state_dict(state, assign=True)
         super().__init__(copy.set_info(encoder.info))
         self.packed = []
