@@ -76,3 +76,22 @@ def test_extraction_runs_packed_bf16_on_real_images(tmp_path, monkeypatch):
     assert calls == [0, 1] and b16.meta["precision"] == "bf16"
     cos = (f32 * b16.cls).sum(1) / (np.linalg.norm(f32, axis=1) * np.linalg.norm(b16.cls, axis=1))
     assert 0 < np.abs(f32 - b16.cls).max() < 0.05 * np.abs(f32).max() and cos.min() > 0.999
+
+
+def test_chunked_attention_and_patch_matmul_change_nothing_but_speed(monkeypatch):
+    """Attention in chunks of a few images gives the whole batch's numbers exactly; the patch embedding as one
+    matmul over unfolded patches gives the convolution's, up to bf16 summation order."""
+    from visionfm.models import vit_fused
+
+    enc = _variant()
+    packed = PackedBf16ViT(enc)
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3)).bfloat16()
+    with torch.inference_mode():
+        whole = packed(x, 2).cls_concat()
+        monkeypatch.setattr(vit_fused, "ATTENTION_ROWS", 20)  # 17 tokens: one image per call
+        assert torch.equal(packed(x, 2).cls_concat(), whole)
+        conv = enc.patch_embed.proj
+        ref = conv(x.float())
+        got = packed.enc.patch_embed.proj(x).float()
+    assert isinstance(packed.enc.patch_embed.proj, vit_fused._PatchLinear) and got.shape == ref.shape
+    assert float((got - ref).abs().max()) < 0.02 * float(ref.abs().max())
