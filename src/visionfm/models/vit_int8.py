@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .vit import VisionTransformer
-from .vit_fused import FusedViT
+from .vit_fused import FusedViT, _attention
 
 __all__ = [
     "SMOOTH_ALPHA",
@@ -205,9 +205,7 @@ class Int8VisionTransformer(FusedViT):
         h = blk.attn.num_heads
         flat = x.view(b * t, d)
         qkv = q["qkv"](q["qkv"].quant(F.layer_norm(x, (d,), *n1)))
-        qh, kh, vh = qkv.view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2)  # [B, T, h, D/h] bf16, strided
-        o = o.to(torch.float32, memory_format=torch.contiguous_format).view(b * t, d)  # one pass: order + float
+        o = _attention(qkv.view(b, t, 3, h, d // h)).view(b * t, d).float()  # bf16 SDPA in chunks
         q["proj"](q["proj"].quant(o), residual=flat)
         # GELU(fc1) written as uint8 for fc2 (float while calibrating)
         hid = q["fc1"](q["fc1"].quant(F.layer_norm(x, (d,), *n2)))
