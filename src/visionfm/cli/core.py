@@ -64,7 +64,7 @@ def _configure_extract(p: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=EXTRACT_PRECISIONS,
-        help="auto (default) = bf16 on CPUs with AMX/AVX512-BF16 and on GPUs (weights cast once), fp32 elsewhere; "
+        help="auto (default) = bf16 on CPUs with AMX/AVX512-BF16 (the fused oneDNN model) and on GPUs, fp32 elsewhere; "
         "fp32 = exact (the official pipeline's features to 1e-6); int8 = static int8 on oneDNN (CPU; calibrated "
         "on the first 8 images). The choice is recorded in the file and followed by 'classify predict'",
     )

@@ -55,7 +55,7 @@ class FusedViT(nn.Module):
         enc, depth = self.enc, self.cfg.depth
         n_last_blocks = min(n_last_blocks, depth)
         t, grid = enc.prepare_tokens(x.to(self.stream_dtype))
-        t = t.to(self.stream_dtype).contiguous()
+        t = t.contiguous()  # the embeddings follow the input's dtype: already the stream's
         layers = []
         r = self.cfg.num_register_tokens
         for i in range(depth):
@@ -68,10 +68,12 @@ class FusedViT(nn.Module):
         return EncoderOutput(tokens=drop(layers[-1]), layers=[drop(u) for u in layers], grid=grid)
 
 
-def _packed(lin: nn.Linear, gamma: Tensor | None, rows: int) -> tuple[Tensor, Tensor | None]:
-    """``lin``'s weight (scaled per output channel by a layer-scale ``gamma``) in bf16, packed by oneDNN for
-    about ``rows`` input rows, and its bias (scaled alike) in bf16."""
-    w, b = lin.weight.detach().float(), None if lin.bias is None else lin.bias.detach().float()
+def _packed(
+    weight: Tensor, bias: Tensor | None, rows: int, gamma: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """A linear's ``weight [N, K]`` (scaled per output channel by a layer-scale ``gamma``) in bf16, packed by
+    oneDNN for about ``rows`` input rows, and its ``bias [N]`` (scaled alike) in bf16."""
+    w, b = weight.detach().float(), None if bias is None else bias.detach().float()
     if gamma is not None:  # ls(W x + b) = (diag(g) W) x + g b: the layer scale costs nothing at inference
         g = gamma.detach().float()
         w, b = w * g[:, None], None if b is None else b * g
@@ -105,7 +107,8 @@ class _PatchLinear(nn.Module):
     def __init__(self, conv: nn.Conv2d, rows: int) -> None:
         super().__init__()
         self.p, self.d = conv.kernel_size[0], conv.out_channels
-        self.packed = _packed(_as_linear(conv), None, rows)
+        # the kernel [D, C, p, p] flattened is a Linear over (channel, row, column)-ordered patches
+        self.packed = _packed(conv.weight.reshape(self.d, -1), conv.bias, rows)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -113,17 +116,6 @@ class _PatchLinear(nn.Module):
         patches = x.reshape(b, c, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5).reshape(b * rows * cols, c * p * p)
         out = torch.ops.mkldnn._linear_pointwise(patches, *self.packed, "none", [], "")
         return out.view(b, rows, cols, self.d).permute(0, 3, 1, 2)
-
-
-def _as_linear(conv: nn.Conv2d) -> nn.Linear:
-    """A patchifying convolution's weights as a Linear over (channel, row, column)-ordered patches."""
-    lin = nn.Linear(
-        conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1], conv.out_channels, conv.bias is not None
-    )
-    lin.weight.data = conv.weight.detach().reshape(conv.out_channels, -1)
-    if conv.bias is not None:
-        lin.bias.data = conv.bias.detach()
-    return lin
 
 
 class PackedBf16ViT(FusedViT):
@@ -153,10 +145,10 @@ class PackedBf16ViT(FusedViT):
             ls1, ls2 = (getattr(ls, "gamma", None) for ls in (blk.ls1, blk.ls2))
             self.packed.append(
                 {
-                    "qkv": _packed(blk.attn.qkv, None, rows),
-                    "proj": _packed(blk.attn.proj, ls1, rows),
-                    "fc1": _packed(blk.mlp.fc1, None, rows),
-                    "fc2": _packed(blk.mlp.fc2, ls2, rows),
+                    "qkv": _packed(blk.attn.qkv.weight, blk.attn.qkv.bias, rows),
+                    "proj": _packed(blk.attn.proj.weight, blk.attn.proj.bias, rows, ls1),
+                    "fc1": _packed(blk.mlp.fc1.weight, blk.mlp.fc1.bias, rows),
+                    "fc2": _packed(blk.mlp.fc2.weight, blk.mlp.fc2.bias, rows, ls2),
                 }
             )
 

@@ -103,15 +103,15 @@ class Int8Linear(nn.Module):
             raise RuntimeError("Int8Linear used before calibration (Int8VisionTransformer.calibrate)")
         return _plain(torch.quantize_per_tensor(x, self.x_scale, self.x_zp, torch.quint8), torch.uint8)
 
+    def _operands(self, xq: Tensor) -> tuple:
+        """The leading arguments of both oneDNN int8 linears: input, its scale and zero point, the packed weight,
+        its per-channel scales and zero points."""
+        return xq, self.x_scale, self.x_zp, self.packed, self.w_scale, self.w_zp
+
     def forward(self, xq: Tensor, residual: Tensor | None = None) -> Tensor:
         if residual is not None:  # residual + x @ W^T + b, written into residual (oneDNN "sum" post-op)
             return torch.ops.onednn.qlinear_pointwise.binary(
-                xq,
-                self.x_scale,
-                self.x_zp,
-                self.packed,
-                self.w_scale,
-                self.w_zp,
+                *self._operands(xq),
                 residual,
                 self.bias,
                 1.0,
@@ -127,12 +127,7 @@ class Int8Linear(nn.Module):
             )
         out_dtype = torch.float32 if self.calibrating and self.out_dtype == torch.uint8 else self.out_dtype
         return torch.ops.onednn.qlinear_pointwise(
-            xq,
-            self.x_scale,
-            self.x_zp,
-            self.packed,
-            self.w_scale,
-            self.w_zp,
+            *self._operands(xq),
             self.bias,
             self.out_q[0],
             self.out_q[1],
